@@ -1,0 +1,163 @@
+/*
+ * moe.h - the public C API of moe, a small CPU inference engine for
+ * mixture-of-experts transformers.
+ *
+ * Data flow:
+ *   moe_model_open()   map a .moe file read-only, validate it, bind the weights
+ *   moe_ctx_new()      allocate one sequence's state: KV cache + scratch (the only
+ *                      large allocation; nothing is allocated per token)
+ *   moe_tokenize()     text -> token ids
+ *   moe_eval()         feed token ids, get logits
+ *   moe_sampler_*()    logits -> next token id
+ *   moe_detok_*()      token ids -> text, streamed (partial UTF-8 held back)
+ *
+ * Errors: every call that can fail takes a moe_err* (may be NULL) and fills it
+ * with one line naming the problem; it returns NULL or a negative number. The
+ * library never exits, asserts on file content, or prints.
+ */
+#ifndef MOE_H
+#define MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOE_ERR_LEN 512
+
+typedef struct moe_err {
+    char msg[MOE_ERR_LEN];
+} moe_err;
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct moe_model moe_model;
+
+/* Map and validate a .moe file (model or tokenizer-only). */
+moe_model *moe_model_open(const char *path, moe_err *err);
+void moe_model_free(moe_model *m);
+
+/* A summary for `moe info` and for callers sizing buffers. */
+typedef struct moe_model_info {
+    const char *arch;          /* general.arch, "" for a tokenizer-only file */
+    const char *name;          /* general.name */
+    int has_weights;           /* 0: tokenizer-only file */
+    int vocab_size;            /* logits per position (model.vocab_size) */
+    int n_tokens;              /* tokens in the tokenizer (<= vocab_size) */
+    int dim, n_layers, n_heads, n_kv_heads, head_dim;
+    int n_experts, n_active;   /* 0, 0 for a dense model */
+    int n_moe_layers;          /* layers whose FFN is MoE */
+    int max_ctx;
+    int bos, eos;              /* -1: none */
+    uint64_t n_params;         /* parameters (elements) of all weight tensors */
+    uint64_t n_params_active;  /* parameters touched per token (k of E experts) */
+    uint64_t weight_bytes;     /* bytes of all weight tensors */
+    uint64_t active_bytes;     /* bytes read per decoded token */
+    uint64_t kv_bytes_per_token; /* KV cache bytes per position (f32 cache) */
+    uint64_t file_bytes;
+} moe_model_info;
+
+void moe_model_get_info(const moe_model *m, moe_model_info *info);
+
+/* Print every metadata key and every tensor (name, dtype, shape) to a FILE*
+ * passed as void* to keep stdio out of this header. */
+void moe_model_dump(const moe_model *m, void *file);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct moe_ctx moe_ctx;
+
+typedef struct moe_ctx_params {
+    int n_ctx;        /* context length (KV cache positions); 0 = model.max_ctx capped at 4096 */
+    int n_batch;      /* largest number of tokens evaluated at once; 0 = 512 */
+    int n_threads;    /* 0 = all cores (OpenMP builds); ignored without OpenMP */
+} moe_ctx_params;
+
+moe_ctx_params moe_ctx_default_params(void);
+moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err);
+void moe_ctx_free(moe_ctx *c);
+
+/* Forget the sequence (position back to 0). */
+void moe_ctx_reset(moe_ctx *c);
+/* Number of positions already in the KV cache. */
+int moe_ctx_pos(const moe_ctx *c);
+int moe_ctx_n_ctx(const moe_ctx *c);
+/* Bytes this context allocated (cache + scratch). */
+size_t moe_ctx_bytes(const moe_ctx *c);
+
+/*
+ * Evaluate n tokens appended at the current position, in batches of n_batch.
+ * logits: if non-NULL, receives n * vocab_size floats (row i = logits after
+ * token i). Whether or not it is given, the last row is kept and returned by
+ * moe_ctx_logits(). Returns 0, or -1 (context full, bad token id) with err set.
+ */
+int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *err);
+const float *moe_ctx_logits(const moe_ctx *c);
+
+/* ---------------------------------------------------------------- tokenizer */
+
+enum {
+    MOE_TOK_ADD_BOS = 1,   /* prepend BOS if the model asks for it (tok.add_bos) */
+    MOE_TOK_SPECIAL = 2,   /* recognise special-token text such as <|im_start|> */
+};
+
+/* Encode len bytes of text. Writes at most cap ids to out and returns the total
+ * number of ids (call again with a larger buffer if it exceeds cap), or -1. */
+int moe_tokenize(const moe_model *m, const char *text, size_t len, int flags,
+                 int32_t *out, int cap, moe_err *err);
+
+/* Streaming detokenizer: holds back an incomplete UTF-8 sequence until the
+ * token that completes it arrives, so every call returns whole characters. */
+typedef struct moe_detok {
+    const moe_model *model;
+    int prev;              /* previous token id, -1 at start */
+    int n_pending;
+    unsigned char pending[8];
+} moe_detok;
+
+void moe_detok_init(moe_detok *d, const moe_model *m);
+/* Append the text of token id to out (NUL-terminated, at most cap-1 bytes);
+ * returns bytes written. Invalid bytes that can never complete a character
+ * are emitted as U+FFFD. */
+size_t moe_detok_push(moe_detok *d, int32_t id, char *out, size_t cap);
+/* Flush whatever is still pending at the end of the stream. */
+size_t moe_detok_flush(moe_detok *d, char *out, size_t cap);
+
+/* Raw bytes of one token (not NUL-terminated); NULL for an out-of-range id. */
+const char *moe_token_bytes(const moe_model *m, int32_t id, size_t *len);
+/* 1 if generation should stop at this token (tok.eos_ids). */
+int moe_token_is_eos(const moe_model *m, int32_t id);
+
+/* ---------------------------------------------------------------- sampler */
+
+typedef struct moe_sampler_params {
+    float temperature;     /* 0 = greedy (argmax) */
+    int top_k;             /* 0 = off */
+    float top_p;           /* 1 = off */
+    float min_p;           /* 0 = off */
+    float repeat_penalty;  /* 1 = off */
+    int repeat_last_n;     /* how many previous tokens the penalty looks at */
+    uint64_t seed;
+} moe_sampler_params;
+
+typedef struct moe_sampler moe_sampler;
+
+moe_sampler_params moe_sampler_default_params(void);
+moe_sampler *moe_sampler_new(const moe_sampler_params *p, int vocab_size, moe_err *err);
+void moe_sampler_free(moe_sampler *s);
+/* Pick the next token from logits (vocab_size floats; not modified).
+ * history: the ids seen so far (for the repetition penalty), may be NULL. */
+int32_t moe_sample(moe_sampler *s, const float *logits, const int32_t *history, int n_history);
+
+/* ---------------------------------------------------------------- misc */
+
+const char *moe_version(void);
+/* Which kernel set the dispatcher chose ("scalar", "avx2", ...). */
+const char *moe_kernel_name(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOE_H */

@@ -1,0 +1,33 @@
+# Test registration. Adding a test = adding a file:
+#   tests/unit/test_*.c   a C program linked against the library; exit 0 = pass
+#   tests/py/test_*.py    a Python unittest module (standard library only)
+# Tests find the shared ground truth in MOE_SHARED (../shared next to the repo)
+# and the CLI in MOE_BIN.
+find_package(Python3 COMPONENTS Interpreter REQUIRED)
+
+set(MOE_SHARED_DIR "${CMAKE_CURRENT_SOURCE_DIR}/../shared" CACHE PATH "The shared ground-truth folder")
+get_filename_component(MOE_SHARED_DIR "${MOE_SHARED_DIR}" ABSOLUTE)
+set(MOE_TEST_ENV
+    "MOE_BIN=$<TARGET_FILE:moe>"
+    "MOE_SHARED=${MOE_SHARED_DIR}"
+    "MOE_ROOT=${CMAKE_CURRENT_SOURCE_DIR}"
+    "MOE_WORK=${CMAKE_CURRENT_BINARY_DIR}/testwork"
+    "PYTHONDONTWRITEBYTECODE=1")
+
+file(GLOB MOE_C_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/test_*.c)
+foreach(src ${MOE_C_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit)
+  target_link_libraries(${name} PRIVATE moelib)
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 600)
+endforeach()
+
+file(GLOB MOE_PY_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/py/test_*.py)
+foreach(src ${MOE_PY_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_test(NAME py_${name} COMMAND ${Python3_EXECUTABLE} -m unittest -v ${name}
+           WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}/tests/py)
+  set_tests_properties(py_${name} PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 1800)
+endforeach()
