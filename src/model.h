@@ -1,13 +1,76 @@
 /* model.h - a loaded model: the mapped file, its configuration, the weight
- * views bound by name, and the tokenizer. (Filled in by the foundation work.) */
+ * views bound by name, and the tokenizer. Nothing here owns weight memory:
+ * every pointer points into the read-only mapping. */
 #ifndef MOE_MODEL_H
 #define MOE_MODEL_H
 
+#include <stddef.h>
+
+#include "config.h"
 #include "file.h"
 #include "moe.h"
 #include "tokenizer.h"
 
+/* A weight matrix view, row-major [rows, cols] in the mapping. Stacked
+ * tensors ([n_mats, rows, cols]: experts, MLA heads) are n_mats such
+ * matrices back to back; wmat_at() selects one. */
+typedef struct {
+    const void *data;
+    moe_dtype dtype;
+    int rows, cols;       /* of one matrix */
+    int n_mats;           /* 1 for a plain matrix */
+    size_t row_bytes;     /* bytes of one row (dtype blocks) */
+} wmat;
+
+static inline wmat wmat_at(wmat m, int i) {
+    m.data = (const char *)m.data + (size_t)i * (size_t)m.rows * m.row_bytes;
+    m.n_mats = 1;
+    return m;
+}
+static inline const void *wmat_row(const wmat *m, int r) { return (const char *)m->data + (size_t)r * m->row_bytes; }
+
+typedef struct {
+    const float *attn_norm;          /* (dim) input_layernorm */
+    const float *ffn_norm;           /* (dim) post_attention_layernorm */
+    /* GQA attention */
+    wmat q, k, v;                    /* (n_heads*head_dim | n_kv*head_dim, dim) */
+    wmat o;                          /* (dim, n_heads*v_head_dim) */
+    const float *q_bias, *k_bias, *v_bias;
+    const float *q_norm, *k_norm;    /* (head_dim) or (n_heads*head_dim), (n_kv*head_dim) */
+    /* MLA attention (attn.type = mla) */
+    wmat q_a, q_b;                   /* (q_lora, dim), (n_heads*(nope+rope), q_lora) */
+    const float *q_a_norm;           /* (q_lora) */
+    wmat kv_a;                       /* (kv_lora+rope, dim) */
+    const float *kv_a_norm;          /* (kv_lora) */
+    wmat k_b;                        /* n_heads x (kv_lora, nope): key half of kv_b, transposed */
+    wmat v_b;                        /* n_heads x (v_dim, kv_lora) */
+    /* FFN: dense ... */
+    int is_moe;
+    wmat ffn_gate, ffn_up;           /* (ff, dim) */
+    wmat ffn_down;                   /* (dim, ff) */
+    /* ... or mixture of experts */
+    wmat router;                     /* (n_experts, dim) */
+    const float *router_bias;        /* (n_experts) selection-only bias, or NULL */
+    wmat gate_exps, up_exps;         /* n_experts x (moe_ff, dim) */
+    wmat down_exps;                  /* n_experts x (dim, moe_ff) */
+    wmat gate_sh, up_sh, down_sh;    /* shared expert (shared_ff, dim), (dim, shared_ff); rows 0 if none */
+    wmat shexp_gate;                 /* (1, dim) or rows 0 */
+} layer_weights;
+
+struct moe_model {
+    moe_file file;                   /* the mapping; owns nothing else */
+    moe_config cfg;
+    wmat tok_embd;                   /* (vocab, dim) */
+    const float *output_norm;        /* (dim) */
+    wmat output;                     /* (vocab, dim); = tok_embd when tied */
+    layer_weights *layers;           /* [n_layers], allocated */
+    moe_tokenizer *tok;
+};
+
 /* The tokenizer of a model (never NULL after a successful moe_model_open). */
 const moe_tokenizer *model_tokenizer(const moe_model *m);
+
+/* Open from an in-memory buffer (tests, fuzzing): the buffer must outlive the model. */
+moe_model *model_open_buffer(const void *buf, size_t size, moe_err *err);
 
 #endif /* MOE_MODEL_H */

@@ -30,9 +30,14 @@ static inline int moe_fail(moe_err *err, const char *fmt, ...) {
 /* Prefix an existing message: "context: message". */
 static inline void moe_err_prefix(moe_err *err, const char *prefix) {
     if (!err) return;
-    char tmp[MOE_ERR_LEN];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->msg);
-    memcpy(err->msg, tmp, sizeof tmp);
+    size_t p = strlen(prefix), m = strnlen(err->msg, MOE_ERR_LEN - 1);
+    if (p + 2 >= MOE_ERR_LEN) return;
+    if (p + 2 + m >= MOE_ERR_LEN) m = MOE_ERR_LEN - 1 - p - 2;
+    memmove(err->msg + p + 2, err->msg, m);
+    memcpy(err->msg, prefix, p);
+    err->msg[p] = ':';
+    err->msg[p + 1] = ' ';
+    err->msg[p + 2 + m] = 0;
 }
 
 /* a + b and a * b for sizes; return 0 on overflow. */

@@ -1,3 +1,45 @@
-/* placeholder until the CLI lands */
-#include <stdio.h>
-int main(void) { fprintf(stderr, "moe: not built yet\n"); return 1; }
+/* main.c - `moe <command> [flags]`: dispatch to the subcommands. */
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"run", cmd_run, "generate text from a prompt (streams to stdout, speed to stderr)"},
+    {"logits", cmd_logits, "evaluate token ids, write float32 logits [n, vocab]"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"info", cmd_info, "architecture, sizes and parameters of a model file"},
+};
+#define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
+
+static void usage(FILE *out) {
+    fprintf(out, "moe %s - a small CPU inference engine for mixture-of-experts models\n\n", moe_version());
+    fprintf(out, "usage: moe <command> [flags]   (moe <command> -h for its flags)\n\ncommands:\n");
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(out, "\nkernels: %s\n", moe_kernel_name());
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("moe %s (%s kernels)\n", moe_version(), moe_kernel_name());
+        return 0;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "moe: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return EXIT_USAGE;
+}

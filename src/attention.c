@@ -1,0 +1,153 @@
+/* attention.c - causal self-attention over the KV cache, for a batch of n
+ * tokens at positions pos0 .. pos0+n-1.
+ *
+ *   gqa  grouped-query attention (Llama, Mixtral, Qwen, OLMoE, Granite):
+ *        q/k/v projections (+ Qwen2 biases), QK-norm (per head, or over the
+ *        whole projection for OLMoE), clip, RoPE, cache K and V, softmax(q.k
+ *        * scale) . V, output projection.
+ *   mla  DeepSeek multi-head latent attention in absorbed form: the cache
+ *        holds the normalised latent and the shared rope key per position;
+ *        kv_b's key half is folded into the query and its value half applied
+ *        after the weighted sum, so nothing of size n_heads is cached. */
+#include <math.h>
+#include <string.h>
+
+#include "forward.h"
+#include "kernels.h"
+#include "ops.h"
+#include "threads.h"
+
+/* Softmax-weighted attention of one query row over cached positions
+ * [start, p]; scores has room for n_ctx floats. */
+static void attend_head(const float *q, const float *kc, const float *vc, size_t stride, int dim, int vdim,
+                        int start, int p, float scale, float *scores, float *out) {
+    for (int j = start; j <= p; j++) {
+        const float *kj = kc + (size_t)j * stride;
+        float s = 0.0f;
+        for (int i = 0; i < dim; i++) s += q[i] * kj[i];
+        scores[j] = s * scale;
+    }
+    softmax(scores + start, p - start + 1);
+    memset(out, 0, sizeof(float) * (size_t)vdim);
+    for (int j = start; j <= p; j++) axpy(out, scores[j], vc + (size_t)j * stride, vdim);
+}
+
+static int window_start(const moe_config *c, int p) {
+    /* sliding window W: position p sees keys p-W+1 .. p (HF sliding_window) */
+    return c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
+}
+
+static void add_bias(float *x, const float *b, int n, int width) {
+    if (!b) return;
+    for (int t = 0; t < n; t++) axpy(x + (size_t)t * width, 1.0f, b, width);
+}
+
+static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
+    const moe_config *cfg = &c->model->cfg;
+    const layer_weights *L = &c->model->layers[layer];
+    int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim;
+    int qw = nh * hd, kvw = nkv * hd;
+
+    /* q/k/v = x W^T (+ b)                       HF q_proj, k_proj, v_proj */
+    matmul(c->q, &L->q, xn, n);
+    matmul(c->k, &L->k, xn, n);
+    matmul(c->v, &L->v, xn, n);
+    add_bias(c->q, L->q_bias, n, qw);
+    add_bias(c->k, L->k_bias, n, kvw);
+    add_bias(c->v, L->v_bias, n, kvw);
+
+    for (int t = 0; t < n; t++) {
+        float *q = c->q + (size_t)t * qw, *k = c->k + (size_t)t * kvw, *v = c->v + (size_t)t * kvw;
+        if (cfg->qk_norm == QK_NORM_FULL) { /* OLMoE: RMSNorm over the whole projection */
+            rmsnorm(q, q, L->q_norm, qw, cfg->norm_eps);
+            rmsnorm(k, k, L->k_norm, kvw, cfg->norm_eps);
+        } else if (cfg->qk_norm == QK_NORM_HEAD) { /* Qwen3: RMSNorm per head over head_dim */
+            for (int h = 0; h < nh; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, cfg->norm_eps);
+            for (int h = 0; h < nkv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, cfg->norm_eps);
+        }
+        if (cfg->clip_qkv > 0) { /* OLMoE clip_qkv, after the norms */
+            clamp_abs(q, qw, cfg->clip_qkv);
+            clamp_abs(k, kvw, cfg->clip_qkv);
+            clamp_abs(v, kvw, cfg->clip_qkv);
+        }
+        int p = pos0 + t;
+        for (int h = 0; h < nh; h++) rope_apply(&c->rope, q + h * hd, p);
+        for (int h = 0; h < nkv; h++) rope_apply(&c->rope, k + h * hd, p);
+        /* append to the cache */
+        memcpy(c->k_cache + layer * c->cache_layer_floats + (size_t)p * kvw, k, sizeof(float) * (size_t)kvw);
+        memcpy(c->v_cache + layer * c->cache_layer_floats + (size_t)p * kvw, v, sizeof(float) * (size_t)kvw);
+    }
+
+    /* softmax(q k^T * scale) v, causally, per (token, head); query head h
+     * reads kv head h / (n_heads / n_kv_heads) (HF repeat_kv) */
+    const float *kc = c->k_cache + layer * c->cache_layer_floats, *vc = c->v_cache + layer * c->cache_layer_floats;
+    int group = nh / nkv;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int th = 0; th < n * nh; th++) {
+        int t = th / nh, h = th % nh, p = pos0 + t, g = h / group;
+        float *scores = c->att_scores + (size_t)thread_id() * c->n_ctx;
+        attend_head(c->q + (size_t)t * qw + h * hd, kc + g * hd, vc + g * hd, (size_t)kvw, hd, hd,
+                    window_start(cfg, p), p, cfg->attn_scale, scores, c->att + (size_t)t * qw + h * hd);
+    }
+
+    matmul(out, &L->o, c->att, n); /* HF o_proj */
+}
+
+/* DeepSeek builds q_a_layernorm and kv_a_layernorm with the RMSNorm default
+ * eps of 1e-6, not config.rms_norm_eps (modeling_deepseek.py). */
+#define MLA_NORM_EPS 1e-6f
+
+static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
+    const moe_config *cfg = &c->model->cfg;
+    const layer_weights *L = &c->model->layers[layer];
+    int nh = cfg->n_heads, nope = cfg->nope_dim, rd = cfg->mla_rope_dim, lora = cfg->kv_lora, vd = cfg->v_dim;
+    int qk = nope + rd, qw = nh * qk, cw = lora + rd; /* cw: cached floats per position */
+
+    /* queries: q_b(RMSNorm(q_a x)) with q-LoRA, else q_proj x */
+    if (cfg->q_lora > 0) {
+        matmul(c->k, &L->q_a, xn, n); /* c->k as (n, q_lora) scratch */
+        for (int t = 0; t < n; t++) {
+            float *r = c->k + (size_t)t * cfg->q_lora;
+            rmsnorm(r, r, L->q_a_norm, cfg->q_lora, MLA_NORM_EPS);
+        }
+        matmul(c->q, &L->q_b, c->k, n);
+    } else {
+        matmul(c->q, &L->q, xn, n);
+    }
+    /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe] */
+    matmul(c->v, &L->kv_a, xn, n); /* c->v as (n, kv_lora + rope) scratch */
+    float *cache = c->k_cache + layer * c->cache_layer_floats;
+    for (int t = 0; t < n; t++) {
+        int p = pos0 + t;
+        float *ckv = c->v + (size_t)t * cw, *slot = cache + (size_t)p * cw;
+        rmsnorm(slot, ckv, L->kv_a_norm, lora, MLA_NORM_EPS); /* kv_a_layernorm(c_kv) */
+        memcpy(slot + lora, ckv + lora, sizeof(float) * (size_t)rd);
+        rope_apply(&c->rope, slot + lora, p);
+        for (int h = 0; h < nh; h++) rope_apply(&c->rope, c->q + (size_t)t * qw + h * qk + nope, p);
+    }
+
+    /* per (token, head): the absorbed query [k_b[h] q_nope | q_pe], whose dot
+     * product with a cached [latent | k_pe] equals HF's q . k; the softmax-
+     * weighted sum of latents; then v_b[h] expands it to the head's value */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int th = 0; th < n * nh; th++) {
+        int t = th / nh, h = th % nh, p = pos0 + t;
+        const float *qh = c->q + (size_t)t * qw + h * qk;
+        float *scores = c->att_scores + (size_t)thread_id() * c->n_ctx;
+        float *mq = c->mla_tmp + (size_t)thread_id() * (cw + lora), *lat = mq + cw;
+        wmat kb = wmat_at(L->k_b, h), vb = wmat_at(L->v_b, h);
+        kernels_get()->matmul(mq, &kb, qh, 1);
+        memcpy(mq + lora, qh + nope, sizeof(float) * (size_t)rd);
+        attend_head(mq, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale, scores, lat);
+        kernels_get()->matmul(c->att + (size_t)t * nh * vd + h * vd, &vb, lat, 1);
+    }
+
+    matmul(out, &L->o, c->att, n);
+}
+
+void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
+    if (c->model->cfg.attn_type == ATTN_MLA)
+        attention_mla(c, layer, xn, n, pos0, out);
+    else
+        attention_gqa(c, layer, xn, n, pos0, out);
+}

@@ -1,0 +1,49 @@
+/* cli.h - shared pieces of the moe command line: strict flag parsing, the
+ * default model, and the subcommands. Only the CLI prints and exits. */
+#ifndef MOE_CLI_H
+#define MOE_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "moe.h"
+
+/* Exit codes: 0 ok, 1 runtime failure (bad file, ...), 2 usage error. */
+#define EXIT_USAGE 2
+
+/* Print "moe <cmd>: message" to stderr and exit(code). */
+void die(int code, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4), noreturn));
+
+/* Flag values: every number is checked in full and for range. */
+typedef struct {
+    const char *cmd;   /* for messages */
+    int argc, i;
+    char **argv;
+} args;
+
+int args_next(args *a, const char **flag);      /* 0 when done; flag = argv[i] */
+const char *args_value(args *a, const char *flag); /* the value after flag, or usage error */
+int args_int(args *a, const char *flag, long lo, long hi);
+float args_float(args *a, const char *flag, double lo, double hi);
+uint64_t args_u64(args *a, const char *flag);
+/* Parse "1,2,3" into a newly allocated array; usage error on junk. */
+int32_t *parse_id_list(const char *cmd, const char *text, int *n);
+
+/* The model path: -m if given, else the default model in models/. */
+const char *default_model_path(const char *argv0);
+moe_model *open_model_or_die(const char *cmd, const char *path);
+
+/* Read a whole file (binary-exact); exits on failure. */
+char *read_file_or_die(const char *cmd, const char *path, size_t *len);
+
+/* Tokenize or exit; returns a malloc'ed array. */
+int32_t *tokenize_or_die(const char *cmd, const moe_model *m, const char *text, size_t len, int flags, int *n);
+
+double now_seconds(void);
+
+int cmd_run(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif /* MOE_CLI_H */

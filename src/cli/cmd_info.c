@@ -1,0 +1,59 @@
+/* cmd_info.c - `moe info`: what a model file holds. */
+#include <inttypes.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *CMD = "info";
+
+static void help(void) {
+    printf("usage: moe info [-m MODEL] [--dump]\n\n"
+           "Prints the architecture, layers, experts (total/active), total and active\n"
+           "parameters, dtypes and sizes. --dump lists every metadata key and tensor.\n");
+}
+
+static void human(double v, const char *unit, char *out, size_t cap) {
+    const char *pre[] = {"", "K", "M", "G", "T"};
+    int i = 0;
+    while (v >= 1000 && i < 4) { v /= 1000; i++; }
+    snprintf(out, cap, "%.2f %s%s", v, pre[i], unit);
+}
+
+int cmd_info(int argc, char **argv) {
+    args a = {CMD, argc, 0, argv};
+    const char *model = NULL, *flag;
+    int dump = 0;
+    while (args_next(&a, &flag)) {
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
+        else if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) model = args_value(&a, flag);
+        else if (!strcmp(flag, "--dump")) dump = 1;
+        else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe info -h)", flag);
+    }
+    moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    moe_model_info i;
+    moe_model_get_info(m, &i);
+    char b1[32], b2[32], b3[32], b4[32];
+    if (!i.has_weights) {
+        printf("tokenizer-only file: %d tokens, bos %d, eos %d, %" PRIu64 " bytes\n", i.n_tokens, i.bos, i.eos,
+               i.file_bytes);
+    } else {
+        printf("architecture      %s%s%s\n", i.arch, *i.name ? "  " : "", i.name);
+        printf("layers            %d (%d MoE)\n", i.n_layers, i.n_moe_layers);
+        printf("hidden            %d, heads %d (kv %d), head dim %d\n", i.dim, i.n_heads, i.n_kv_heads, i.head_dim);
+        if (i.n_experts) printf("experts           %d total, %d active per token\n", i.n_experts, i.n_active);
+        else printf("experts           dense\n");
+        human((double)i.n_params, "", b1, sizeof b1);
+        human((double)i.n_params_active, "", b2, sizeof b2);
+        printf("parameters        %s total, %s active per token\n", b1, b2);
+        human((double)i.weight_bytes, "B", b3, sizeof b3);
+        human((double)i.active_bytes, "B", b4, sizeof b4);
+        printf("weights           %s, %s read per decoded token\n", b3, b4);
+        printf("vocabulary        %d logits, %d tokens, bos %d, eos %d\n", i.vocab_size, i.n_tokens, i.bos, i.eos);
+        printf("context           %d positions max, KV cache %" PRIu64 " bytes per position (f32)\n", i.max_ctx,
+               i.kv_bytes_per_token);
+        printf("file              %" PRIu64 " bytes\n", i.file_bytes);
+    }
+    if (dump) moe_model_dump(m, stdout);
+    moe_model_free(m);
+    return 0;
+}

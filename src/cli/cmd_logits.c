@@ -1,0 +1,62 @@
+/* cmd_logits.c - `moe logits`: evaluate token ids as one sequence and write
+ * float32 logits, n_tokens x vocab, row-major, little-endian. This exact
+ * contract is what the golden tests use. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *CMD = "logits";
+
+static void help(void) {
+    printf("usage: moe logits -m MODEL --tokens ID,ID,... -o FILE [flags]\n\n"
+           "Evaluates the ids as one sequence (row i = logits after reading ids 0..i) and\n"
+           "writes float32 little-endian logits, n_tokens x vocab, row-major.\n\n"
+           "  -m, --model FILE      .moe model file\n"
+           "      --tokens LIST     comma-separated token ids\n"
+           "  -o, --output FILE     where to write the logits\n"
+           "  -b, --batch-size N    tokens per forward batch (default 512)\n"
+           "  -t, --threads N       threads (default: all cores)\n");
+}
+
+int cmd_logits(int argc, char **argv) {
+    args a = {CMD, argc, 0, argv};
+    const char *model = NULL, *tokens = NULL, *out = NULL, *flag;
+    moe_ctx_params cp = moe_ctx_default_params();
+    while (args_next(&a, &flag)) {
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
+        else if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) model = args_value(&a, flag);
+        else if (!strcmp(flag, "--tokens")) tokens = args_value(&a, flag);
+        else if (!strcmp(flag, "-o") || !strcmp(flag, "--output")) out = args_value(&a, flag);
+        else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
+        else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe logits -h)", flag);
+    }
+    if (!tokens) die(EXIT_USAGE, CMD, "--tokens is required");
+    if (!out) die(EXIT_USAGE, CMD, "-o FILE is required");
+    int n;
+    int32_t *ids = parse_id_list(CMD, tokens, &n);
+    moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    moe_model_info info;
+    moe_model_get_info(m, &info);
+    if (!info.has_weights) die(1, CMD, "this is a tokenizer-only file: it has no weights to run");
+    if (n > info.max_ctx) die(EXIT_USAGE, CMD, "%d tokens exceed the model's context of %d", n, info.max_ctx);
+    cp.n_ctx = n;
+    moe_err err = {{0}};
+    moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
+    if (!ctx) die(1, CMD, "%s", err.msg);
+    float *logits = malloc(sizeof(float) * (size_t)n * (size_t)info.vocab_size);
+    if (!logits) die(1, CMD, "out of memory for %d x %d logits", n, info.vocab_size);
+    if (moe_eval(ctx, ids, n, logits, &err)) die(1, CMD, "%s", err.msg);
+
+    FILE *f = fopen(out, "wb");
+    if (!f) die(1, CMD, "cannot create %s: %s", out, strerror(errno));
+    size_t count = (size_t)n * (size_t)info.vocab_size;
+    if (fwrite(logits, sizeof(float), count, f) != count || fclose(f) != 0) die(1, CMD, "cannot write %s", out);
+    free(logits);
+    free(ids);
+    moe_ctx_free(ctx);
+    moe_model_free(m);
+    return 0;
+}

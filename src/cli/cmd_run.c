@@ -1,0 +1,125 @@
+/* cmd_run.c - `moe run`: prompt in, text out, speed on stderr. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *CMD = "run";
+
+static void help(void) {
+    printf("usage: moe run [-m MODEL] [-p PROMPT | -f FILE] [flags]\n\n"
+           "Generates text after the prompt and streams it to stdout; prefill and decode\n"
+           "speed go to stderr. Without -m the default model in models/ is used.\n\n"
+           "  -m, --model FILE        .moe model file\n"
+           "  -p, --prompt TEXT       prompt text (default: empty, start from BOS)\n"
+           "  -f, --file FILE         read the prompt from a file\n"
+           "  -n, --n-predict N       tokens to generate (default 256; -1 = until the context is full)\n"
+           "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
+           "  -b, --batch-size N      prompt tokens per batch (default 512)\n"
+           "  -t, --threads N         threads (default: all cores)\n"
+           "      --temp T            temperature, 0 = greedy (default 0.8)\n"
+           "      --top-k K           keep the K most likely tokens, 0 = off (default 40)\n"
+           "      --top-p P           nucleus sampling, 1 = off (default 0.95)\n"
+           "      --min-p P           drop tokens below P x the best probability (default 0.05)\n"
+           "      --repeat-penalty R  penalise recent tokens, 1 = off (default 1.0)\n"
+           "      --repeat-last-n N   how many recent tokens the penalty sees (default 64)\n"
+           "  -s, --seed S            random seed (default 42)\n"
+           "      --no-special        treat special-token text in the prompt as plain text\n"
+           "      --no-bos            do not prepend BOS\n");
+}
+
+int cmd_run(int argc, char **argv) {
+    args a = {CMD, argc, 0, argv};
+    const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *flag;
+    int n_predict = 256, no_special = 0, no_bos = 0;
+    moe_ctx_params cp = moe_ctx_default_params();
+    moe_sampler_params sp = moe_sampler_default_params();
+    while (args_next(&a, &flag)) {
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
+        else if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) model = args_value(&a, flag);
+        else if (!strcmp(flag, "-p") || !strcmp(flag, "--prompt")) prompt = args_value(&a, flag);
+        else if (!strcmp(flag, "-f") || !strcmp(flag, "--file")) prompt_file = args_value(&a, flag);
+        else if (!strcmp(flag, "-n") || !strcmp(flag, "--n-predict")) n_predict = args_int(&a, flag, -1, 1 << 30);
+        else if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx-size")) cp.n_ctx = args_int(&a, flag, 1, 1 << 24);
+        else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
+        else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else if (!strcmp(flag, "--temp")) sp.temperature = args_float(&a, flag, 0, 100);
+        else if (!strcmp(flag, "--top-k")) sp.top_k = args_int(&a, flag, 0, 1 << 30);
+        else if (!strcmp(flag, "--top-p")) sp.top_p = args_float(&a, flag, 1e-6, 1);
+        else if (!strcmp(flag, "--min-p")) sp.min_p = args_float(&a, flag, 0, 1);
+        else if (!strcmp(flag, "--repeat-penalty")) sp.repeat_penalty = args_float(&a, flag, 1e-3, 100);
+        else if (!strcmp(flag, "--repeat-last-n")) sp.repeat_last_n = args_int(&a, flag, 0, 1 << 20);
+        else if (!strcmp(flag, "-s") || !strcmp(flag, "--seed")) sp.seed = args_u64(&a, flag);
+        else if (!strcmp(flag, "--no-special")) no_special = 1;
+        else if (!strcmp(flag, "--no-bos")) no_bos = 1;
+        else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe run -h)", flag);
+    }
+    if (prompt && prompt_file) die(EXIT_USAGE, CMD, "give -p or -f, not both");
+    size_t plen = prompt ? strlen(prompt) : 0;
+    char *ptext = prompt_file ? read_file_or_die(CMD, prompt_file, &plen) : NULL;
+    const char *text = ptext ? ptext : prompt ? prompt : "";
+
+    moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    moe_model_info info;
+    moe_model_get_info(m, &info);
+    moe_err err = {{0}};
+    moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
+    if (!ctx) die(1, CMD, "%s", err.msg);
+    moe_sampler *smp = moe_sampler_new(&sp, info.vocab_size, &err);
+    if (!smp) die(EXIT_USAGE, CMD, "%s", err.msg);
+
+    int n_prompt;
+    int flags = (no_special ? 0 : MOE_TOK_SPECIAL) | (no_bos ? 0 : MOE_TOK_ADD_BOS);
+    int32_t *prompt_ids = tokenize_or_die(CMD, m, text, plen, flags, &n_prompt);
+    if (n_prompt == 0) { /* an empty prompt starts from BOS, as llama2.c does */
+        if (info.bos < 0) die(EXIT_USAGE, CMD, "empty prompt and the model has no BOS token to start from");
+        prompt_ids[n_prompt++] = info.bos;
+    }
+    int n_ctx = moe_ctx_n_ctx(ctx);
+    if (n_prompt >= n_ctx)
+        die(EXIT_USAGE, CMD, "the prompt is %d tokens; the context holds %d (raise -c, up to the model's %d)", n_prompt,
+            n_ctx, info.max_ctx);
+    int max_new = n_predict < 0 || n_predict > n_ctx - n_prompt ? n_ctx - n_prompt : n_predict;
+
+    int32_t *hist = malloc(sizeof *hist * (size_t)(n_prompt + max_new + 1));
+    if (!hist) die(1, CMD, "out of memory");
+    memcpy(hist, prompt_ids, sizeof *hist * (size_t)n_prompt);
+    int n_hist = n_prompt;
+
+    fwrite(text, 1, plen, stdout); /* echo the prompt as given */
+    fflush(stdout);
+    double t0 = now_seconds();
+    if (moe_eval(ctx, prompt_ids, n_prompt, NULL, &err)) die(1, CMD, "%s", err.msg);
+    double t_prefill = now_seconds() - t0;
+
+    moe_detok dt;
+    moe_detok_init(&dt, m);
+    dt.prev = prompt_ids[n_prompt - 1];
+    char piece[1024];
+    int n_gen = 0;
+    double t1 = now_seconds();
+    for (; n_gen < max_new; n_gen++) {
+        int32_t next = moe_sample(smp, moe_ctx_logits(ctx), hist, n_hist);
+        if (moe_token_is_eos(m, next)) break;
+        hist[n_hist++] = next;
+        size_t k = moe_detok_push(&dt, next, piece, sizeof piece);
+        fwrite(piece, 1, k, stdout);
+        fflush(stdout);
+        if (n_gen + 1 < max_new && moe_eval(ctx, &next, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
+    }
+    size_t k = moe_detok_flush(&dt, piece, sizeof piece);
+    fwrite(piece, 1, k, stdout);
+    printf("\n");
+    double t_decode = now_seconds() - t1;
+    fprintf(stderr, "\nprefill: %d tokens in %.3f s (%.1f tok/s)   decode: %d tokens in %.3f s (%.1f tok/s)\n",
+            n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen, t_decode,
+            n_gen / (t_decode > 0 ? t_decode : 1e-9));
+
+    free(hist);
+    free(prompt_ids);
+    free(ptext);
+    moe_sampler_free(smp);
+    moe_ctx_free(ctx);
+    moe_model_free(m);
+    return 0;
+}

@@ -1,0 +1,78 @@
+/* config.h - the model configuration, read from the file's metadata by one
+ * table (config.c) and validated once. The forward pass reads only this
+ * struct: the family name is informational. Keys: docs/FORMAT.md. */
+#ifndef MOE_CONFIG_H
+#define MOE_CONFIG_H
+
+#include "file.h"
+#include "moe.h"
+
+typedef enum { ROPE_HALF = 0, ROPE_PAIR = 1 } rope_layout;
+typedef enum { ROPE_SCALE_NONE = 0, ROPE_SCALE_LINEAR, ROPE_SCALE_YARN, ROPE_SCALE_LLAMA3 } rope_scaling;
+typedef enum { QK_NORM_NONE = 0, QK_NORM_HEAD, QK_NORM_FULL } qk_norm_kind;
+typedef enum { ATTN_GQA = 0, ATTN_MLA = 1 } attn_kind;
+typedef enum { SCORE_SOFTMAX = 0, SCORE_SIGMOID = 1 } score_func;
+typedef enum { GROUP_MAX = 0, GROUP_TOP2SUM = 1 } group_score;
+
+/* Everything the router needs, and nothing else: one pure function
+ * (router.c) is driven by this. */
+typedef struct {
+    int n_experts;          /* E */
+    int k;                  /* experts chosen per token */
+    score_func score;       /* softmax over E, or sigmoid of each logit */
+    int norm_topk;          /* divide the k weights by their sum */
+    float scale;            /* then multiply by this (routed_scaling_factor) */
+    int n_groups;           /* experts split into equal groups (1 = no groups) */
+    int groups_active;      /* keep only the best this-many groups */
+    group_score group_score;
+    int use_bias;           /* add the selection-only bias to choose experts */
+} route_config;
+
+typedef struct {
+    char arch[32];
+    char name[128];
+    int has_weights;        /* 0: tokenizer-only file */
+
+    /* model.* */
+    int vocab_size, dim, n_layers, n_heads, n_kv_heads, head_dim, ff_dim, max_ctx;
+    float norm_eps;
+    int tied_embd;
+    float embd_scale, residual_scale, logit_scale;
+
+    /* attn.* */
+    attn_kind attn_type;
+    float attn_scale;
+    int qkv_bias;
+    qk_norm_kind qk_norm;
+    float clip_qkv;
+    int window;
+
+    /* rope.* */
+    float rope_theta;
+    int rope_dim;
+    rope_layout rope_layout;
+    rope_scaling rope_scaling;
+    float rope_factor;
+    int rope_orig_ctx;
+    float rope_beta_fast, rope_beta_slow, rope_attn_factor;
+    float rope_low_freq_factor, rope_high_freq_factor;
+
+    /* moe.* */
+    route_config route;     /* route.n_experts == 0: dense model */
+    int moe_ff_dim;
+    unsigned char *moe_layer; /* [n_layers] 1 = MoE FFN; allocated */
+    int shared_ff;
+    int shared_gate;
+
+    /* mla.* */
+    int q_lora, kv_lora, nope_dim, mla_rope_dim, v_dim;
+} moe_config;
+
+/* Read and validate every metadata key; unknown keys are errors. */
+int config_load(moe_config *c, const moe_file *f, moe_err *err);
+void config_free(moe_config *c);
+
+/* Width of one head's value vector and of the attention output. */
+static inline int config_v_head_dim(const moe_config *c) { return c->attn_type == ATTN_MLA ? c->v_dim : c->head_dim; }
+
+#endif /* MOE_CONFIG_H */

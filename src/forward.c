@@ -1,0 +1,233 @@
+/* forward.c - one sequence's context and the transformer forward pass.
+ *
+ * Per layer (HF DecoderLayer):
+ *   x = x + s * attention(RMSNorm(x))      s = residual_scale (Granite), else 1
+ *   x = x + s * ffn(RMSNorm(x))            ffn: dense SwiGLU or mixture of experts
+ * then logits = output(RMSNorm(x)) * logit_scale. Tokens go through in
+ * batches of up to n_batch; the KV cache makes later batches see earlier ones. */
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "ops.h"
+#include "threads.h"
+#include "util.h"
+
+#define DEFAULT_CTX 4096
+#define DEFAULT_BATCH 512
+#define FFN_SCRATCH_BYTES (16u << 20) /* bounds the gathered-rows buffers of the FFN */
+
+moe_ctx_params moe_ctx_default_params(void) {
+    moe_ctx_params p = {0, 0, 0};
+    return p;
+}
+
+/* ------------------------------------------------------------ arena */
+
+typedef struct {
+    size_t offset;
+    char *base; /* NULL while measuring */
+} arena;
+
+/* Reserve count elements of size bytes, 64-byte aligned; returns NULL while measuring. */
+static void *take(arena *a, size_t count, size_t size) {
+    size_t at = (a->offset + 63) & ~(size_t)63;
+    a->offset = at + count * size;
+    return a->base ? a->base + at : NULL;
+}
+
+/* Lay out every scratch buffer; called twice, first to measure. */
+static void layout(moe_ctx *c, arena *a) {
+    const moe_config *cfg = &c->model->cfg;
+    size_t B = (size_t)c->n_batch, T = (size_t)c->n_threads, dim = (size_t)cfg->dim;
+    int mla = cfg->attn_type == ATTN_MLA;
+    size_t nh = (size_t)cfg->n_heads, kvw = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    size_t lat = (size_t)cfg->kv_lora + cfg->mla_rope_dim;
+    size_t qw = nh * cfg->head_dim;
+    size_t kw = mla ? (size_t)cfg->q_lora : kvw, vw = mla ? lat : kvw;
+    size_t E = (size_t)cfg->route.n_experts, k = (size_t)cfg->route.k, G = (size_t)cfg->route.n_groups;
+    size_t ff = (size_t)cfg->ff_dim;
+    if ((size_t)cfg->moe_ff_dim > ff) ff = (size_t)cfg->moe_ff_dim;
+    if ((size_t)cfg->shared_ff > ff) ff = (size_t)cfg->shared_ff;
+    size_t C = (size_t)c->ffn_chunk;
+
+    c->x = take(a, B * dim, sizeof(float));
+    c->xn = take(a, B * dim, sizeof(float));
+    c->branch = take(a, B * dim, sizeof(float));
+    c->q = take(a, B * qw, sizeof(float));
+    c->k = take(a, B * (kw ? kw : 1), sizeof(float));
+    c->v = take(a, B * vw, sizeof(float));
+    c->att = take(a, B * nh * (size_t)config_v_head_dim(cfg), sizeof(float));
+    c->att_scores = take(a, T * (size_t)c->n_ctx, sizeof(float));
+    c->mla_tmp = mla ? take(a, T * (lat + (size_t)cfg->kv_lora), sizeof(float)) : NULL;
+    if (E) {
+        c->router_logits = take(a, B * E, sizeof(float));
+        c->sel_ids = take(a, B * k, sizeof(int));
+        c->sel_w = take(a, B * k, sizeof(float));
+        c->route_scores = take(a, E, sizeof(float));
+        c->route_choice = take(a, E, sizeof(float));
+        c->route_groups = take(a, G, 1);
+        c->exp_count = take(a, E + 1, sizeof(int));
+        c->exp_start = take(a, E + 1, sizeof(int));
+        c->exp_rows = take(a, B * k, sizeof(int));
+        c->ffn_pair_w = take(a, B * k, sizeof(float));
+        c->ffn_shared = cfg->shared_ff ? take(a, B * dim, sizeof(float)) : NULL;
+    }
+    c->ffn_in = take(a, C * dim, sizeof(float));
+    c->ffn_h1 = take(a, C * ff, sizeof(float));
+    c->ffn_h2 = take(a, C * ff, sizeof(float));
+    c->ffn_y = take(a, C * dim, sizeof(float));
+    c->logits = take(a, (size_t)cfg->vocab_size, sizeof(float));
+}
+
+/* ------------------------------------------------------------ context */
+
+moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) {
+    const moe_config *cfg = &m->cfg;
+    if (!cfg->has_weights) {
+        moe_fail(err, "this is a tokenizer-only file: it has no weights to run");
+        return NULL;
+    }
+    moe_ctx_params dp = moe_ctx_default_params();
+    if (!p) p = &dp;
+    if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0) {
+        moe_fail(err, "context parameters must not be negative");
+        return NULL;
+    }
+    if (p->n_ctx > cfg->max_ctx) {
+        moe_fail(err, "context %d exceeds the model's maximum of %d positions", p->n_ctx, cfg->max_ctx);
+        return NULL;
+    }
+    moe_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        moe_fail(err, "out of memory");
+        return NULL;
+    }
+    c->model = m;
+    c->n_ctx = p->n_ctx ? p->n_ctx : (cfg->max_ctx < DEFAULT_CTX ? cfg->max_ctx : DEFAULT_CTX);
+    c->n_batch = p->n_batch ? p->n_batch : DEFAULT_BATCH;
+    if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
+    c->n_threads = p->n_threads ? p->n_threads : cores_available();
+
+    int ff = cfg->ff_dim > cfg->moe_ff_dim ? cfg->ff_dim : cfg->moe_ff_dim;
+    if (cfg->shared_ff > ff) ff = cfg->shared_ff;
+    size_t per_row = sizeof(float) * (2 * (size_t)ff + 2 * (size_t)cfg->dim);
+    size_t chunk = FFN_SCRATCH_BYTES / per_row;
+    c->ffn_chunk = chunk < 1 ? 1 : chunk > (size_t)c->n_batch ? c->n_batch : (int)chunk;
+
+    /* KV cache: GQA keeps K and V per kv head; MLA keeps [latent | rope key] */
+    c->cache_layer_floats = cfg->attn_type == ATTN_MLA
+                                ? (size_t)c->n_ctx * (size_t)(cfg->kv_lora + cfg->mla_rope_dim)
+                                : (size_t)c->n_ctx * (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
+    size_t cache_floats = c->cache_layer_floats * (size_t)cfg->n_layers;
+    c->k_cache = malloc(sizeof(float) * cache_floats);
+    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : malloc(sizeof(float) * cache_floats);
+    c->cache_bytes = sizeof(float) * cache_floats * (cfg->attn_type == ATTN_MLA ? 1 : 2);
+
+    arena a = {0, NULL};
+    layout(c, &a);
+    c->arena_bytes = a.offset;
+    c->arena = calloc(1, a.offset + 64);
+    if (!c->k_cache || (cfg->attn_type != ATTN_MLA && !c->v_cache) || !c->arena) {
+        moe_fail(err, "out of memory: KV cache %zu MB + scratch %zu MB for a context of %d", c->cache_bytes >> 20,
+                 c->arena_bytes >> 20, c->n_ctx);
+        moe_ctx_free(c);
+        return NULL;
+    }
+    a.offset = 0;
+    a.base = (char *)(((uintptr_t)c->arena + 63) & ~(uintptr_t)63);
+    layout(c, &a);
+    if (rope_table_init(&c->rope, cfg, c->n_ctx, err)) {
+        moe_ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void moe_ctx_free(moe_ctx *c) {
+    if (!c) return;
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->arena);
+    rope_table_free(&c->rope);
+    free(c);
+}
+
+void moe_ctx_reset(moe_ctx *c) { c->pos = 0; }
+int moe_ctx_pos(const moe_ctx *c) { return c->pos; }
+int moe_ctx_n_ctx(const moe_ctx *c) { return c->n_ctx; }
+size_t moe_ctx_bytes(const moe_ctx *c) {
+    return c->cache_bytes + c->arena_bytes + 2 * sizeof(float) * (size_t)c->rope.n_pos * (size_t)(c->rope.dim / 2);
+}
+const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
+
+/* ------------------------------------------------------------ forward */
+
+static void norm_rows(float *out, const float *x, const float *w, int n, int dim, float eps) {
+    for (int t = 0; t < n; t++) rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, w, dim, eps);
+}
+
+static void add_rows(float *x, float s, const float *y, int n, int dim) {
+    for (int t = 0; t < n; t++) axpy(x + (size_t)t * dim, s, y + (size_t)t * dim, dim);
+}
+
+static void scale_rows(float *x, float s, size_t count) {
+    if (s != 1.0f)
+        for (size_t i = 0; i < count; i++) x[i] *= s;
+}
+
+/* n tokens at position c->pos; logits: NULL or n rows of vocab. */
+static void forward_batch(moe_ctx *c, const int32_t *tokens, int n, float *logits) {
+    const moe_model *m = c->model;
+    const moe_config *cfg = &m->cfg;
+    int dim = cfg->dim, V = cfg->vocab_size;
+
+    for (int t = 0; t < n; t++) wmat_row_to_f32(&m->tok_embd, tokens[t], c->x + (size_t)t * dim); /* embed_tokens */
+    scale_rows(c->x, cfg->embd_scale, (size_t)n * dim);
+
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const layer_weights *L = &m->layers[l];
+        norm_rows(c->xn, c->x, L->attn_norm, n, dim, cfg->norm_eps); /* input_layernorm */
+        attention_forward(c, l, c->xn, n, c->pos, c->branch);
+        add_rows(c->x, cfg->residual_scale, c->branch, n, dim);
+        norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps); /* post_attention_layernorm */
+        ffn_forward(c, l, c->xn, n, c->pos, tokens, c->branch);
+        add_rows(c->x, cfg->residual_scale, c->branch, n, dim);
+    }
+    c->pos += n;
+
+    /* final norm and lm_head: every row when asked, else only the last */
+    if (logits) {
+        norm_rows(c->xn, c->x, m->output_norm, n, dim, cfg->norm_eps);
+        matmul(logits, &m->output, c->xn, n);
+        scale_rows(logits, cfg->logit_scale, (size_t)n * V);
+        memcpy(c->logits, logits + (size_t)(n - 1) * V, sizeof(float) * (size_t)V);
+    } else {
+        float *last = c->xn + (size_t)(n - 1) * dim;
+        rmsnorm(last, c->x + (size_t)(n - 1) * dim, m->output_norm, dim, cfg->norm_eps);
+        matmul(c->logits, &m->output, last, 1);
+        scale_rows(c->logits, cfg->logit_scale, (size_t)V);
+    }
+}
+
+int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *err) {
+    const moe_config *cfg = &c->model->cfg;
+    if (n <= 0) return moe_fail(err, "no tokens to evaluate");
+    if (n > c->n_ctx - c->pos)
+        return moe_fail(err, "context full: %d positions used + %d new tokens exceed the context of %d", c->pos, n,
+                        c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= cfg->vocab_size)
+            return moe_fail(err, "token id %d at index %d is outside the vocabulary (0..%d)", tokens[i], i,
+                            cfg->vocab_size - 1);
+    threads_set(c->n_threads);
+    for (int b = 0; b < n; b += c->n_batch) {
+        int nb = n - b < c->n_batch ? n - b : c->n_batch;
+        forward_batch(c, tokens + b, nb, logits ? logits + (size_t)b * cfg->vocab_size : NULL);
+    }
+    return 0;
+}
+
+const char *moe_version(void) { return "0.1.0"; }

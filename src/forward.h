@@ -1,0 +1,69 @@
+/* forward.h - one sequence's state (struct moe_ctx) and the forward pass.
+ *
+ * All memory is allocated once in moe_ctx_new: the KV cache (sized from
+ * n_ctx), the RoPE table and one scratch arena sized for n_batch tokens.
+ * Nothing is allocated while evaluating tokens. */
+#ifndef MOE_FORWARD_H
+#define MOE_FORWARD_H
+
+#include "model.h"
+#include "rope.h"
+
+/* Called once per (token, MoE layer) after routing, when set: the routing
+ * trace and statistics hang off this. scores/choice have E entries. */
+typedef struct {
+    int pos, layer, token;
+    int k, n_experts, n_groups;
+    const int *ids;
+    const float *weights;
+    const float *logits, *scores, *choice;
+    const unsigned char *group_kept;  /* NULL without groups */
+} route_event;
+typedef void (*route_hook)(void *user, const route_event *ev);
+
+struct moe_ctx {
+    const moe_model *model;
+    int n_ctx, n_batch, n_threads;
+    int pos;                    /* positions already in the cache */
+    int ffn_chunk;              /* tokens per expert matmul chunk */
+
+    /* KV cache, per layer: GQA (n_ctx, n_kv*head_dim) for K and for V;
+     * MLA (n_ctx, kv_lora + rope_dim) latent + rope key, no V */
+    float *k_cache, *v_cache;
+    size_t cache_layer_floats;  /* floats per layer in k_cache (and v_cache) */
+    rope_table rope;
+
+    /* scratch (n_batch rows unless noted) */
+    float *x;                   /* (B, dim) residual stream */
+    float *xn;                  /* (B, dim) normalised input of a block */
+    float *branch;              /* (B, dim) attention or FFN output */
+    float *q, *k, *v;           /* (B, n_heads*head_dim), (B, kv width) x2 */
+    float *att;                 /* (B, n_heads*v_head_dim) */
+    float *att_scores;          /* (n_threads, n_ctx) */
+    float *mla_tmp;             /* MLA: (n_threads, 2*kv_lora + rope) absorbed query + latent sum */
+    float *router_logits;       /* (B, E) */
+    int *sel_ids;               /* (B, k) */
+    float *sel_w;               /* (B, k) */
+    float *route_scores, *route_choice; /* (E) */
+    unsigned char *route_groups;        /* (n_groups) */
+    int *exp_count, *exp_start; /* (E+1) */
+    int *exp_rows;              /* (B*k) token*k+slot, grouped by expert */
+    float *ffn_in;              /* (chunk, dim) gathered rows */
+    float *ffn_h1, *ffn_h2;     /* (chunk, max ff) */
+    float *ffn_y;               /* (chunk, dim) */
+    float *ffn_pair_w;          /* (B*k) routing weight of each gathered row */
+    float *ffn_shared;          /* (B, dim) shared-expert output */
+    float *logits;              /* (vocab) of the last evaluated token */
+
+    void *arena;
+    size_t arena_bytes, cache_bytes;
+
+    route_hook on_route;        /* optional, see route_event */
+    void *on_route_user;
+};
+
+/* The layer pieces, called by moe_eval for a batch of n tokens at pos0.. */
+void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out);
+void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const int32_t *tokens, float *out);
+
+#endif /* MOE_FORWARD_H */

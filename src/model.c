@@ -1,0 +1,306 @@
+/* model.c - open a .moe file and bind every tensor by name to the shape the
+ * configuration implies (docs/FORMAT.md "Tensor names"). After this succeeds
+ * the forward pass trusts its inputs; every failure names the tensor and the
+ * numbers. A tensor the configuration does not use is an error too. */
+#include "model.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "util.h"
+
+typedef struct {
+    const moe_file *f;
+    moe_err *err;
+} binder;
+
+/* Find name (printf-style), check rank and shape; NULL + err on mismatch. */
+static moe_tensor *find_checked(binder *b, const char *name, int nd, const uint64_t *dims) {
+    moe_tensor *t = moef_tensor(b->f, name);
+    if (!t) {
+        moe_fail(b->err, "tensor %s is missing", name);
+        return NULL;
+    }
+    int same = t->n_dims == nd;
+    for (int i = 0; same && i < nd; i++) same = t->dims[i] == dims[i];
+    if (!same) {
+        char got[96], want[96];
+        shape_str(t->dims, t->n_dims, got, sizeof got);
+        shape_str(dims, nd, want, sizeof want);
+        moe_fail(b->err, "tensor %s: shape %s, expected %s", name, got, want);
+        return NULL;
+    }
+    t->used = 1;
+    return t;
+}
+
+/* A 1-D F32 vector of n elements. */
+static int bind_vec(binder *b, const float **out, const char *name, int n) {
+    uint64_t dims[1] = {(uint64_t)n};
+    moe_tensor *t = find_checked(b, name, 1, dims);
+    if (!t) return -1;
+    if (t->dtype != DT_F32) return moe_fail(b->err, "tensor %s: dtype %s, expected F32", name, dtype_name(t->dtype));
+    *out = t->data;
+    return 0;
+}
+
+/* A matrix [rows, cols] (n_mats == 0) or a stack [n_mats, rows, cols] of a
+ * weight dtype: F32/F16/BF16 or a block-quantized type. */
+static int bind_mat(binder *b, wmat *out, const char *name, int n_mats, int rows, int cols) {
+    uint64_t dims[3];
+    int nd = 0;
+    if (n_mats) dims[nd++] = (uint64_t)n_mats;
+    dims[nd++] = (uint64_t)rows;
+    dims[nd++] = (uint64_t)cols;
+    moe_tensor *t = find_checked(b, name, nd, dims);
+    if (!t) return -1;
+    if (!dtype_is_float(t->dtype) && !dtype_is_quant(t->dtype))
+        return moe_fail(b->err, "tensor %s: dtype %s is not a weight type", name, dtype_name(t->dtype));
+    out->data = t->data;
+    out->dtype = t->dtype;
+    out->rows = rows;
+    out->cols = cols;
+    out->n_mats = n_mats ? n_mats : 1;
+    out->row_bytes = dtype_row_bytes(t->dtype, (uint64_t)cols);
+    return 0;
+}
+
+#define LNAME(buf, l, what) (snprintf(buf, sizeof buf, "blk.%d.%s", l, what), buf)
+
+static int bind_attention(binder *b, const moe_config *c, layer_weights *L, int l) {
+    char nm[96];
+    int d = c->dim, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
+    if (c->attn_type == ATTN_MLA) {
+        int qk = c->nope_dim + c->mla_rope_dim;
+        if (c->q_lora > 0) {
+            if (bind_mat(b, &L->q_a, LNAME(nm, l, "attn_q_a"), 0, c->q_lora, d) ||
+                bind_vec(b, &L->q_a_norm, LNAME(nm, l, "attn_q_a_norm"), c->q_lora) ||
+                bind_mat(b, &L->q_b, LNAME(nm, l, "attn_q_b"), 0, nh * qk, c->q_lora))
+                return -1;
+        } else if (bind_mat(b, &L->q, LNAME(nm, l, "attn_q"), 0, nh * qk, d)) {
+            return -1;
+        }
+        return bind_mat(b, &L->kv_a, LNAME(nm, l, "attn_kv_a"), 0, c->kv_lora + c->mla_rope_dim, d) ||
+               bind_vec(b, &L->kv_a_norm, LNAME(nm, l, "attn_kv_a_norm"), c->kv_lora) ||
+               bind_mat(b, &L->k_b, LNAME(nm, l, "attn_k_b"), nh, c->kv_lora, c->nope_dim) ||
+               bind_mat(b, &L->v_b, LNAME(nm, l, "attn_v_b"), nh, c->v_dim, c->kv_lora) ||
+               bind_mat(b, &L->o, LNAME(nm, l, "attn_o"), 0, d, nh * c->v_dim);
+    }
+    if (bind_mat(b, &L->q, LNAME(nm, l, "attn_q"), 0, nh * hd, d) ||
+        bind_mat(b, &L->k, LNAME(nm, l, "attn_k"), 0, nkv * hd, d) ||
+        bind_mat(b, &L->v, LNAME(nm, l, "attn_v"), 0, nkv * hd, d) ||
+        bind_mat(b, &L->o, LNAME(nm, l, "attn_o"), 0, d, nh * hd))
+        return -1;
+    if (c->qkv_bias && (bind_vec(b, &L->q_bias, LNAME(nm, l, "attn_q_bias"), nh * hd) ||
+                        bind_vec(b, &L->k_bias, LNAME(nm, l, "attn_k_bias"), nkv * hd) ||
+                        bind_vec(b, &L->v_bias, LNAME(nm, l, "attn_v_bias"), nkv * hd)))
+        return -1;
+    if (c->qk_norm != QK_NORM_NONE) {
+        int full = c->qk_norm == QK_NORM_FULL;
+        if (bind_vec(b, &L->q_norm, LNAME(nm, l, "attn_q_norm"), full ? nh * hd : hd) ||
+            bind_vec(b, &L->k_norm, LNAME(nm, l, "attn_k_norm"), full ? nkv * hd : hd))
+            return -1;
+    }
+    return 0;
+}
+
+static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
+    char nm[96];
+    int d = c->dim;
+    L->is_moe = c->route.n_experts > 0 && c->moe_layer[l];
+    if (!L->is_moe)
+        return bind_mat(b, &L->ffn_gate, LNAME(nm, l, "ffn_gate"), 0, c->ff_dim, d) ||
+               bind_mat(b, &L->ffn_up, LNAME(nm, l, "ffn_up"), 0, c->ff_dim, d) ||
+               bind_mat(b, &L->ffn_down, LNAME(nm, l, "ffn_down"), 0, d, c->ff_dim);
+    int E = c->route.n_experts, F = c->moe_ff_dim;
+    if (bind_mat(b, &L->router, LNAME(nm, l, "ffn_router"), 0, E, d) ||
+        bind_mat(b, &L->gate_exps, LNAME(nm, l, "ffn_gate_exps"), E, F, d) ||
+        bind_mat(b, &L->up_exps, LNAME(nm, l, "ffn_up_exps"), E, F, d) ||
+        bind_mat(b, &L->down_exps, LNAME(nm, l, "ffn_down_exps"), E, d, F))
+        return -1;
+    if (!dtype_is_float(L->router.dtype))
+        return moe_fail(b->err, "tensor blk.%d.ffn_router: dtype %s; routers stay in F32/F16/BF16 so quantization "
+                        "cannot flip a routing decision", l, dtype_name(L->router.dtype));
+    if (c->route.use_bias && bind_vec(b, &L->router_bias, LNAME(nm, l, "ffn_router_bias"), E)) return -1;
+    if (c->shared_ff > 0 && (bind_mat(b, &L->gate_sh, LNAME(nm, l, "ffn_gate_shexp"), 0, c->shared_ff, d) ||
+                             bind_mat(b, &L->up_sh, LNAME(nm, l, "ffn_up_shexp"), 0, c->shared_ff, d) ||
+                             bind_mat(b, &L->down_sh, LNAME(nm, l, "ffn_down_shexp"), 0, d, c->shared_ff)))
+        return -1;
+    if (c->shared_gate && bind_mat(b, &L->shexp_gate, LNAME(nm, l, "ffn_shexp_gate"), 0, 1, d)) return -1;
+    return 0;
+}
+
+static int bind_weights(moe_model *m, moe_err *err) {
+    const moe_config *c = &m->cfg;
+    binder b = {&m->file, err};
+    if (bind_mat(&b, &m->tok_embd, "tok_embd", 0, c->vocab_size, c->dim) ||
+        bind_vec(&b, &m->output_norm, "output_norm", c->dim))
+        return -1;
+    if (c->tied_embd)
+        m->output = m->tok_embd;
+    else if (bind_mat(&b, &m->output, "output", 0, c->vocab_size, c->dim))
+        return -1;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) return moe_fail(err, "out of memory");
+    char nm[96];
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_weights *L = &m->layers[l];
+        if (bind_vec(&b, &L->attn_norm, LNAME(nm, l, "attn_norm"), c->dim) ||
+            bind_vec(&b, &L->ffn_norm, LNAME(nm, l, "ffn_norm"), c->dim) || bind_attention(&b, c, L, l) ||
+            bind_ffn(&b, c, L, l))
+            return -1;
+    }
+    return 0;
+}
+
+static moe_model *model_open_file(moe_model *m, moe_err *err) {
+    if (config_load(&m->cfg, &m->file, err)) goto fail;
+    if (m->cfg.has_weights && bind_weights(m, err)) goto fail;
+    if (!moef_kv(&m->file, "tok.model")) {
+        moe_fail(err, "the file has no tokenizer (tok.* section)");
+        goto fail;
+    }
+    m->tok = tokenizer_load(&m->file, m->cfg.has_weights ? m->cfg.vocab_size : 0, err);
+    if (!m->tok) goto fail;
+    for (int i = 0; i < m->file.n_tensors; i++)
+        if (!m->file.tensors[i].used) {
+            moe_fail(err, "tensor %.*s is not used by this configuration", T_NAME(&m->file.tensors[i]));
+            goto fail;
+        }
+    return m;
+fail:
+    moe_model_free(m);
+    return NULL;
+}
+
+moe_model *moe_model_open(const char *path, moe_err *err) {
+    moe_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        moe_fail(err, "out of memory");
+        return NULL;
+    }
+    if (moef_open(&m->file, path, err)) {
+        free(m);
+        return NULL;
+    }
+    if (!model_open_file(m, err)) {
+        moe_err_prefix(err, path);
+        return NULL;
+    }
+    return m;
+}
+
+moe_model *model_open_buffer(const void *buf, size_t size, moe_err *err) {
+    moe_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        moe_fail(err, "out of memory");
+        return NULL;
+    }
+    if (moef_parse(&m->file, buf, size, err)) {
+        free(m);
+        return NULL;
+    }
+    return model_open_file(m, err);
+}
+
+void moe_model_free(moe_model *m) {
+    if (!m) return;
+    tokenizer_free(m->tok);
+    free(m->layers);
+    config_free(&m->cfg);
+    moef_close(&m->file);
+    free(m);
+}
+
+const moe_tokenizer *model_tokenizer(const moe_model *m) { return m->tok; }
+
+/* ------------------------------------------------------------ summary */
+
+static uint64_t wmat_bytes(const wmat *w) { return w->data ? (uint64_t)w->n_mats * (uint64_t)w->rows * w->row_bytes : 0; }
+static uint64_t wmat_elems(const wmat *w) { return w->data ? (uint64_t)w->n_mats * (uint64_t)w->rows * (uint64_t)w->cols : 0; }
+
+void moe_model_get_info(const moe_model *m, moe_model_info *info) {
+    const moe_config *c = &m->cfg;
+    memset(info, 0, sizeof *info);
+    info->arch = c->arch;
+    info->name = c->name;
+    info->has_weights = c->has_weights;
+    info->n_tokens = tokenizer_n_tokens(m->tok);
+    info->bos = tokenizer_bos(m->tok);
+    info->eos = tokenizer_eos(m->tok);
+    info->file_bytes = m->file.size;
+    if (!c->has_weights) return;
+    info->vocab_size = c->vocab_size;
+    info->dim = c->dim;
+    info->n_layers = c->n_layers;
+    info->n_heads = c->n_heads;
+    info->n_kv_heads = c->n_kv_heads;
+    info->head_dim = c->head_dim;
+    info->n_experts = c->route.n_experts;
+    info->n_active = c->route.k;
+    info->max_ctx = c->max_ctx;
+
+    /* Every weight tensor is counted once; routed experts count k/E of
+     * themselves as active. Decoding reads one embedding row, not the table. */
+    uint64_t n = 0, n_act = 0, bytes = 0, act_bytes = 0;
+    for (int i = 0; i < m->file.n_tensors; i++) {
+        const moe_tensor *t = &m->file.tensors[i];
+        if (t->name_len > 4 && memcmp(t->name, "tok.", 4) == 0) continue;
+        uint64_t e = 1;
+        for (int d = 0; d < t->n_dims; d++) e *= t->dims[d];
+        n += e;
+        bytes += t->nbytes;
+    }
+    n_act = n;
+    act_bytes = bytes;
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_weights *L = &m->layers[l];
+        if (!L->is_moe) continue;
+        info->n_moe_layers++;
+        const wmat *exps[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int j = 0; j < 3; j++) {
+            uint64_t idle = (uint64_t)(c->route.n_experts - c->route.k);
+            n_act -= wmat_elems(exps[j]) / (uint64_t)c->route.n_experts * idle;
+            act_bytes -= wmat_bytes(exps[j]) / (uint64_t)c->route.n_experts * idle;
+        }
+    }
+    if (!c->tied_embd) act_bytes -= wmat_bytes(&m->tok_embd) - m->tok_embd.row_bytes;
+    info->n_params = n;
+    info->n_params_active = n_act;
+    info->weight_bytes = bytes;
+    info->active_bytes = act_bytes;
+    uint64_t per_layer = c->attn_type == ATTN_MLA ? (uint64_t)(c->kv_lora + c->mla_rope_dim)
+                                                  : 2u * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim;
+    info->kv_bytes_per_token = per_layer * (uint64_t)c->n_layers * sizeof(float);
+}
+
+void moe_model_dump(const moe_model *m, void *file) {
+    FILE *out = file;
+    const moe_file *f = &m->file;
+    fprintf(out, "metadata (%d keys):\n", f->n_kv);
+    for (int i = 0; i < f->n_kv; i++) {
+        const moe_kv *kv = &f->kv[i];
+        fprintf(out, "  %-24.*s ", kv->key_len, kv->key);
+        switch (kv->type) {
+        case KV_INT: fprintf(out, "%" PRId64 "\n", kv->i); break;
+        case KV_FLOAT: fprintf(out, "%.9g\n", kv->f); break;
+        case KV_STR:
+            if (kv->len > 60) fprintf(out, "\"%.*s...\" (%u bytes)\n", 40, kv->str, kv->len);
+            else fprintf(out, "\"%.*s\"\n", (int)kv->len, kv->str);
+            break;
+        case KV_INTS:
+            fprintf(out, "[");
+            for (uint32_t j = 0; j < kv->len && j < 32; j++) fprintf(out, "%s%" PRId64, j ? "," : "", moef_kv_int_at(kv, j));
+            fprintf(out, "%s]\n", kv->len > 32 ? ",..." : "");
+            break;
+        }
+    }
+    fprintf(out, "tensors (%d):\n", f->n_tensors);
+    for (int i = 0; i < f->n_tensors; i++) {
+        const moe_tensor *t = &f->tensors[i];
+        char shape[96];
+        shape_str(t->dims, t->n_dims, shape, sizeof shape);
+        fprintf(out, "  %-32.*s %-5s %-22s %12" PRIu64 " bytes\n", T_NAME(t), dtype_name(t->dtype), shape, t->nbytes);
+    }
+}
