@@ -17,12 +17,23 @@ static void help(void) {
            "      --tokens LIST     comma-separated token ids\n"
            "  -o, --output FILE     where to write the logits\n"
            "  -b, --batch-size N    tokens per forward batch (default 512)\n"
+           "      --greedy N        then decode N tokens greedily, one at a time through the\n"
+           "                        KV cache, and print their ids on stdout\n"
+           "      --greedy-logits F write the logits of those decode steps (N-1 rows: row j =\n"
+           "                        logits after feeding continuation token j) to F\n"
            "  -t, --threads N       threads (default: all cores)\n");
+}
+
+static void write_floats(const char *path, const float *x, size_t count) {
+    FILE *f = fopen(path, "wb");
+    if (!f) die(1, CMD, "cannot create %s: %s", path, strerror(errno));
+    if (fwrite(x, sizeof(float), count, f) != count || fclose(f) != 0) die(1, CMD, "cannot write %s", path);
 }
 
 int cmd_logits(int argc, char **argv) {
     args a = {CMD, argc, 0, argv};
-    const char *model = NULL, *tokens = NULL, *out = NULL, *flag;
+    const char *model = NULL, *tokens = NULL, *out = NULL, *greedy_out = NULL, *flag;
+    int greedy = 0;
     moe_ctx_params cp = moe_ctx_default_params();
     while (args_next(&a, &flag)) {
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
@@ -31,6 +42,8 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(flag, "-o") || !strcmp(flag, "--output")) out = args_value(&a, flag);
         else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else if (!strcmp(flag, "--greedy")) greedy = args_int(&a, flag, 1, 1 << 20);
+        else if (!strcmp(flag, "--greedy-logits")) greedy_out = args_value(&a, flag);
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe logits -h)", flag);
     }
     if (!tokens) die(EXIT_USAGE, CMD, "--tokens is required");
@@ -41,8 +54,10 @@ int cmd_logits(int argc, char **argv) {
     moe_model_info info;
     moe_model_get_info(m, &info);
     if (!info.has_weights) die(1, CMD, "this is a tokenizer-only file: it has no weights to run");
-    if (n > info.max_ctx) die(EXIT_USAGE, CMD, "%d tokens exceed the model's context of %d", n, info.max_ctx);
-    cp.n_ctx = n;
+    if (greedy_out && !greedy) die(EXIT_USAGE, CMD, "--greedy-logits needs --greedy N");
+    if ((long)n + greedy > info.max_ctx)
+        die(EXIT_USAGE, CMD, "%d tokens exceed the model's context of %d", n + greedy, info.max_ctx);
+    cp.n_ctx = n + greedy;
     moe_err err = {{0}};
     moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
     if (!ctx) die(1, CMD, "%s", err.msg);
@@ -50,11 +65,28 @@ int cmd_logits(int argc, char **argv) {
     if (!logits) die(1, CMD, "out of memory for %d x %d logits", n, info.vocab_size);
     if (moe_eval(ctx, ids, n, logits, &err)) die(1, CMD, "%s", err.msg);
 
-    FILE *f = fopen(out, "wb");
-    if (!f) die(1, CMD, "cannot create %s: %s", out, strerror(errno));
-    size_t count = (size_t)n * (size_t)info.vocab_size;
-    if (fwrite(logits, sizeof(float), count, f) != count || fclose(f) != 0) die(1, CMD, "cannot write %s", out);
+    write_floats(out, logits, (size_t)n * (size_t)info.vocab_size);
     free(logits);
+
+    if (greedy) { /* argmax, feed back one token at a time */
+        size_t V = (size_t)info.vocab_size;
+        float *steps = greedy_out ? malloc(sizeof(float) * V * (size_t)greedy) : NULL;
+        if (greedy_out && !steps) die(1, CMD, "out of memory");
+        for (int j = 0; j < greedy; j++) {
+            const float *l = moe_ctx_logits(ctx);
+            int32_t best = 0;
+            for (size_t v = 1; v < V; v++)
+                if (l[v] > l[best]) best = (int32_t)v;
+            printf(j ? " %d" : "%d", best);
+            if (j + 1 < greedy) {
+                if (moe_eval(ctx, &best, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
+                if (steps) memcpy(steps + (size_t)j * V, moe_ctx_logits(ctx), sizeof(float) * V);
+            }
+        }
+        printf("\n");
+        if (steps) write_floats(greedy_out, steps, (size_t)(greedy - 1) * V);
+        free(steps);
+    }
     free(ids);
     moe_ctx_free(ctx);
     moe_model_free(m);

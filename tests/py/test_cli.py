@@ -1,0 +1,101 @@
+"""CLI behaviour: help everywhere, clear one-line errors with usage exit code 2 for unknown
+flags and bad numbers, exit 1 for bad files; logits contract (float32 LE, n x vocab)."""
+
+import os
+import struct
+import unittest
+
+import moetest
+
+COMMANDS = ["run", "logits", "tokenize", "info"]
+
+
+class CliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        moetest.require_bin()
+        cls.dir = moetest.workdir("cli")
+        cls.model = moetest.convert(os.path.join(moetest.SHARED, "golden", "qwen3_moe"), os.path.join(cls.dir, "q3.moe"))
+
+    def usage_error(self, *args, needle=""):
+        p = moetest.moe(*args, check=False)
+        self.assertEqual(p.returncode, 2, "%s -> %d: %s" % (args, p.returncode, p.stderr))
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertIn(needle, p.stderr)
+
+    def test_help(self):
+        self.assertEqual(moetest.moe("-h").returncode, 0)
+        for c in COMMANDS:
+            p = moetest.moe(c, "-h")
+            self.assertIn("usage: moe " + c, p.stdout)
+
+    def test_unknown_command_and_flags(self):
+        p = moetest.moe("frobnicate", check=False)
+        self.assertEqual(p.returncode, 2)
+        for c in COMMANDS:
+            self.usage_error(c, "-m", self.model, "--definitely-not-a-flag", needle="unknown flag")
+
+    def test_bad_numbers(self):
+        self.usage_error("run", "-m", self.model, "-n", "ten", needle="not an integer")
+        self.usage_error("run", "-m", self.model, "--temp", "-1", needle="outside")
+        self.usage_error("run", "-m", self.model, "--top-p", "1.5", needle="outside")
+        self.usage_error("run", "-m", self.model, "-t", "0", needle="outside")
+        self.usage_error("run", "-m", self.model, "-c", "12abc", needle="not an integer")
+        self.usage_error("logits", "-m", self.model, "--tokens", "1,,2", "-o", "/dev/null", needle="token list")
+        self.usage_error("logits", "-m", self.model, "--tokens", "1,-2", "-o", "/dev/null", needle="token list")
+        self.usage_error("logits", "-m", self.model, "-o", "/dev/null", needle="--tokens")
+
+    def test_token_out_of_range(self):
+        p = moetest.moe("logits", "-m", self.model, "--tokens", "1,512", "-o", os.path.join(self.dir, "x"), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("outside the vocabulary", p.stderr)
+
+    def test_logits_contract(self):
+        out = os.path.join(self.dir, "l.f32")
+        moetest.moe("logits", "-m", self.model, "--tokens", "501,498,220", "-o", out)
+        self.assertEqual(os.path.getsize(out), 3 * 512 * 4)
+        rows = moetest.logits(self.model, [501, 498, 220])
+        with open(out, "rb") as f:
+            first = struct.unpack("<512f", f.read(2048))
+        self.assertEqual(list(first), rows[0])
+
+    def test_context_limits(self):
+        p = moetest.moe("logits", "-m", self.model, "--tokens", ",".join(["5"] * 257), "-o", "/dev/null", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("exceed the model's context of 256", p.stderr)
+        p = moetest.moe("run", "-m", self.model, "-c", "1000", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("exceeds the model's maximum of 256", p.stderr)
+
+    def test_prompt_longer_than_context(self):
+        p = moetest.moe("run", "-m", self.model, "-c", "8", "-p", "Once upon a time there was a long prompt", check=False)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("context holds 8", p.stderr)
+
+    def test_run_greedy_is_deterministic_and_reports_speed(self):
+        a = moetest.moe("run", "-m", self.model, "-p", "Once upon a time", "-n", "12", "--temp", "0")
+        b = moetest.moe("run", "-m", self.model, "-p", "Once upon a time", "-n", "12", "--temp", "0", "-t", "1")
+        self.assertEqual(a.stdout, b.stdout)
+        self.assertTrue(a.stdout.startswith("Once upon a time"))
+        self.assertIn("prefill:", a.stderr)
+        self.assertIn("tok/s", a.stderr)
+
+    def test_seeded_sampling_repeats(self):
+        args = ["run", "-m", self.model, "-p", "Once", "-n", "16", "--temp", "1.0", "--top-k", "0", "--top-p", "1"]
+        a = moetest.moe(*args, "-s", "7").stdout
+        b = moetest.moe(*args, "-s", "7").stdout
+        c = moetest.moe(*args, "-s", "8").stdout
+        self.assertEqual(a, b)
+        self.assertNotEqual(a, c)
+
+    def test_no_default_model_says_how_to_get_one(self):
+        env_free = dict(os.environ)
+        env_free["MOE_MODEL"] = os.path.join(self.dir, "does-not-exist.moe")
+        p = moetest.run([moetest.BIN, "info"], check=False)
+        # either a default model exists (then info works) or the message explains -m / convert
+        if p.returncode != 0:
+            self.assertIn("convert", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,101 @@
+"""Golden tests: every case in ../shared/golden converts with tools/convert.py and `moe logits`
+reproduces the independent engine's logits as ../shared/golden/README.md prescribes:
+
+  - max |logits - golden| <= 2.5e-3 and rms <= 5e-4 over all positions and vocab entries;
+  - the same argmax at every position (all golden top-1/top-2 gaps exceed 2x the tolerance);
+  - the same 16-token greedy continuation, decoded one token at a time through the KV cache;
+  - the logits behind continuation_top10 (single-token decode steps) within the same bound.
+
+A last test proves the comparison can fail: a model with one routing knob flipped (Mixtral
+without renormalisation, which the README says moves the logits by 0.16) is rejected.
+"""
+
+import os
+import unittest
+
+import moetest
+
+MAX_TOL, RMS_TOL = 2.5e-3, 5e-4
+
+
+def compare_case(case, model):
+    g = moetest.golden(case)
+    n_cont = len(g["greedy_continuation"])
+    steps_path = os.path.join(moetest.workdir("golden"), case + ".steps.f32")
+    out = os.path.join(moetest.workdir("golden"), case + ".f32")
+    p = moetest.moe("logits", "-m", model, "--tokens", ",".join(map(str, g["tokens"])), "-o", out,
+                    "--greedy", n_cont, "--greedy-logits", steps_path)
+    flat = moetest.read_f32(out)
+    V = g["vocab"]
+    rows = [flat[i * V:(i + 1) * V] for i in range(g["n_positions"])]
+    mx, rms = moetest.max_rms(rows, g["rows"])
+    argmax_ok = sum(moetest.argmax(a) == moetest.argmax(b) for a, b in zip(rows, g["rows"]))
+    cont = [int(x) for x in p.stdout.split()]
+    steps = moetest.read_f32(steps_path)
+    step_max = 0.0
+    for j, top in enumerate(g["continuation_top10"]):
+        for tok, val in top:
+            step_max = max(step_max, abs(steps[j * V + tok] - val))
+    return {"max": mx, "rms": rms, "argmax": argmax_ok, "n": g["n_positions"], "cont": cont,
+            "cont_golden": g["greedy_continuation"], "step_max": step_max}
+
+
+class GoldenTest(unittest.TestCase):
+    models = {}
+
+    @classmethod
+    def setUpClass(cls):
+        moetest.require_bin()
+        for case in moetest.golden_cases():
+            out = os.path.join(moetest.workdir("golden"), case + ".moe")
+            cls.models[case] = moetest.convert(os.path.join(moetest.SHARED, "golden", case), out)
+
+    def check_case(self, case):
+        r = compare_case(case, self.models[case])
+        print("\n%-12s max %.2e rms %.2e argmax %d/%d continuation %s decode-step max %.2e" % (
+            case, r["max"], r["rms"], r["argmax"], r["n"], "same" if r["cont"] == r["cont_golden"] else "DIFFERENT",
+            r["step_max"]))
+        self.assertLessEqual(r["max"], MAX_TOL, "max |delta logit|")
+        self.assertLessEqual(r["rms"], RMS_TOL, "rms delta logit")
+        self.assertEqual(r["argmax"], r["n"], "argmax at every position")
+        self.assertEqual(r["cont"], r["cont_golden"], "greedy continuation")
+        self.assertLessEqual(r["step_max"], MAX_TOL, "decode-step logits")
+
+    def test_all_cases_present(self):
+        self.assertEqual(set(moetest.golden_cases()),
+                         {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "granitemoe"})
+
+    def test_mixtral(self):
+        self.check_case("mixtral")
+
+    def test_qwen2_moe(self):
+        self.check_case("qwen2_moe")
+
+    def test_qwen3_moe(self):
+        self.check_case("qwen3_moe")
+
+    def test_deepseek_v2(self):
+        self.check_case("deepseek_v2")
+
+    def test_deepseek_v3(self):
+        self.check_case("deepseek_v3")
+
+    def test_granitemoe(self):
+        self.check_case("granitemoe")
+
+    def test_batch_size_does_not_change_logits(self):
+        """Prefill in batches of 5 (through the KV cache) equals one batch."""
+        g = moetest.golden("qwen3_moe")
+        one = moetest.logits(self.models["qwen3_moe"], g["tokens"])
+        five = moetest.logits(self.models["qwen3_moe"], g["tokens"], "-b", "5")
+        self.assertLess(moetest.max_rms(one, five)[0], 1e-4)
+
+    def test_comparison_detects_a_routing_mistake(self):
+        bad = moetest.rewrite(self.models["mixtral"], os.path.join(moetest.workdir("golden"), "mixtral-norenorm.moe"),
+                              kv={"moe.norm_topk": 0})
+        r = compare_case("mixtral", bad)
+        self.assertGreater(r["max"], MAX_TOL, "a model without renormalisation must fail the golden bound")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,126 @@
+"""Loader tests: a damaged or inconsistent .moe file is refused by `moe info` / `moe logits`
+with exit code 1 and one line naming the problem, never a crash or a hang. Each kind of damage
+expects its own message. (tests/unit/test_file.c covers the container parser byte by byte.)"""
+
+import os
+import struct
+import unittest
+
+import moefile
+import moetest
+
+
+class LoaderTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        moetest.require_bin()
+        cls.dir = moetest.workdir("loader")
+        cls.base = moetest.convert(os.path.join(moetest.SHARED, "golden", "mixtral"), os.path.join(cls.dir, "base.moe"))
+        with open(cls.base, "rb") as f:
+            cls.bytes = f.read()
+        cls.meta = moefile.MoeFile(cls.base)
+
+    def refuse(self, path, *needles, cmd="info"):
+        """The file must be refused with exit 1 and one stderr line containing every needle."""
+        if cmd == "info":
+            p = moetest.moe("info", "-m", path, check=False, timeout=60)
+        else:
+            p = moetest.moe("logits", "-m", path, "--tokens", "1,2,3", "-o", os.path.join(self.dir, "x.f32"),
+                            check=False, timeout=60)
+        self.assertEqual(p.returncode, 1, "exit code %d (a negative code is a crash): %s" % (p.returncode, p.stderr))
+        lines = p.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, "one line expected: %r" % p.stderr)
+        for n in needles:
+            self.assertIn(n, lines[0])
+        return lines[0]
+
+    def write(self, name, data):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def variant(self, name, **changes):
+        return moetest.rewrite(self.base, os.path.join(self.dir, name), **changes)
+
+    def test_base_loads(self):
+        p = moetest.moe("info", "-m", self.base)
+        self.assertIn("mixtral", p.stdout)
+
+    def test_truncated_at_many_offsets(self):
+        size = len(self.bytes)
+        data_offset = self.meta.data_offset
+        cuts = sorted(set([0, 1, 4, 8, 39, 40, 41, data_offset - 1, data_offset, data_offset + 1, size - 1] +
+                          [size * i // 37 for i in range(1, 37)]))
+        for cut in cuts:
+            msg = self.refuse(self.write("cut.moe", self.bytes[:cut]))
+            self.assertTrue("truncated" in msg or "shorter than" in msg or "is empty" in msg or "file size" in msg,
+                            "cut at %d: %s" % (cut, msg))
+
+    def test_wrong_magic(self):
+        self.refuse(self.write("magic.moe", b"GGUF" + self.bytes[4:]), "bad magic")
+
+    def test_wrong_version(self):
+        self.refuse(self.write("version.moe", self.bytes[:4] + struct.pack("<I", 7) + self.bytes[8:]), "version 7")
+
+    def test_offset_past_the_end(self):
+        # the last directory entry's offset field sits 16 bytes before the end of the directory
+        name = list(self.meta.tensors)[-1].encode()
+        at = self.bytes.index(struct.pack("<H", len(name)) + name)
+        dtype, nd = self.bytes[at + 2 + len(name)], self.bytes[at + 3 + len(name)]
+        off_at = at + 4 + len(name) + 8 * nd
+        bad = bytearray(self.bytes)
+        bad[off_at:off_at + 8] = struct.pack("<Q", len(self.bytes) * 2 // 64 * 64)
+        self.refuse(self.write("past.moe", bytes(bad)), "past the end", name.decode())
+
+    def test_wrong_shape(self):
+        t = "blk.1.ffn_up_exps"
+        dtype, shape, _, _ = self.meta.tensors[t]
+        shape2 = [shape[0], shape[1] - 32, shape[2]]
+        nbytes = moefile.tensor_nbytes(dtype, shape2)
+        path = self.variant("shape.moe", tensors={t: (dtype, shape2, b"\0" * nbytes)})
+        self.refuse(path, t, "shape [%d, %d, %d], expected [%d, %d, %d]" % tuple(shape2 + shape))
+
+    def test_missing_tensor(self):
+        self.refuse(self.variant("missing.moe", drop=("blk.2.attn_k",)), "blk.2.attn_k", "missing")
+
+    def test_extra_tensor(self):
+        path = self.variant("extra.moe", add={"blk.0.attn_q_bias": (moefile.F32, [128], b"\0" * 512)})
+        self.refuse(path, "blk.0.attn_q_bias", "not used")
+
+    def test_norm_must_be_f32(self):
+        path = self.variant("norm.moe", tensors={"blk.0.attn_norm": (moefile.BF16, [128], b"\0" * 256)})
+        self.refuse(path, "blk.0.attn_norm", "expected F32")
+
+    def test_unknown_key(self):
+        self.refuse(self.variant("key.moe", kv={"moe.jitter": 1}), "unknown metadata key moe.jitter")
+
+    def test_key_of_wrong_type(self):
+        self.refuse(self.variant("ktype.moe", kv={"model.n_layers": "three"}), "model.n_layers", "expected INT")
+
+    def test_unknown_routing_choice(self):
+        self.refuse(self.variant("score.moe", kv={"moe.score": "sparsemax"}), "moe.score", "sparsemax")
+
+    def test_missing_required_key(self):
+        self.refuse(self.variant("req.moe", drop_kv=("rope.theta",)), "rope.theta", "required")
+
+    def test_inconsistent_config(self):
+        self.refuse(self.variant("k.moe", kv={"moe.n_active": 9}), "moe.n_active 9")
+        self.refuse(self.variant("heads.moe", kv={"model.n_kv_heads": 3}), "n_kv_heads 3")
+        self.refuse(self.variant("layers.moe", kv={"moe.layers": [1, 1]}), "moe.layers has 2 entries")
+        self.refuse(self.variant("groups.moe", kv={"moe.n_groups": 3}), "moe.n_groups 3")
+
+    def test_tokenizer_only_file_cannot_run(self):
+        path = self.variant("toks.moe", drop_kv=[k for k in self.meta.kv if not k.startswith("tok.")],
+                            drop=[t for t in self.meta.tensors if not t.startswith("tok.")])
+        p = moetest.moe("info", "-m", path)
+        self.assertIn("tokenizer-only", p.stdout)
+        self.refuse(path, "tokenizer-only", cmd="logits")
+
+    def test_missing_file_and_directory(self):
+        self.refuse(os.path.join(self.dir, "nope.moe"), "cannot open")
+        self.refuse(self.dir, "not a regular file")
+
+
+if __name__ == "__main__":
+    unittest.main()
