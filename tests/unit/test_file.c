@@ -10,6 +10,7 @@ static uint8_t *valid_file(size_t *size) {
     static tfile f;
     static float a[6] = {1, 2, 3, 4, 5, 6};
     static uint16_t b[32];
+    free(f.kv.p); /* static builder state: release the previous call's buffer */
     memset(&f, 0, sizeof f);
     tf_str(&f, "general.arch", "llama");
     tf_int(&f, "model.dim", 6);
