@@ -19,17 +19,20 @@
 
 /* Softmax-weighted attention of one query row over cached positions
  * [start, p]; scores has room for n_ctx floats. */
-static void attend_head(const float *q, const float *kc, const float *vc, size_t stride, int dim, int vdim,
-                        int start, int p, float scale, float *scores, float *out) {
-    for (int j = start; j <= p; j++) {
-        const float *kj = kc + (size_t)j * stride;
-        float s = 0.0f;
-        for (int i = 0; i < dim; i++) s += q[i] * kj[i];
-        scores[j] = s * scale;
-    }
+static void attend_head(const kernel_set *ks, const float *q, const float *kc, const float *vc, size_t stride,
+                        int dim, int vdim, int start, int p, float scale, float *scores, float *out) {
+    for (int j = start; j <= p; j++) scores[j] = ks->dot_f32(q, kc + (size_t)j * stride, dim) * scale;
     softmax(scores + start, p - start + 1);
     memset(out, 0, sizeof(float) * (size_t)vdim);
-    for (int j = start; j <= p; j++) axpy(out, scores[j], vc + (size_t)j * stride, vdim);
+    for (int j = start; j <= p; j++) ks->axpy_f32(out, scores[j], vc + (size_t)j * stride, vdim);
+}
+
+/* One matrix-vector product inside a parallel region (no nested threads).
+ * The MLA per-head matrices are float (binder rule), so no scratch is needed. */
+static void matvec(const kernel_set *ks, float *y, const wmat *w, const float *x) {
+    act_rows a;
+    act_init(&a, x, 1, w->cols, NULL);
+    matmul_serial(ks, y, w, &a, NULL, 1);
 }
 
 static int window_start(const moe_config *c, int p) {
@@ -48,10 +51,12 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
     int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim;
     int qw = nh * hd, kvw = nkv * hd;
 
-    /* q/k/v = x W^T (+ b)                       HF q_proj, k_proj, v_proj */
-    matmul(c->q, &L->q, xn, n);
-    matmul(c->k, &L->k, xn, n);
-    matmul(c->v, &L->v, xn, n);
+    /* q/k/v = x W^T (+ b)    HF q_proj, k_proj, v_proj; x quantized once for all three */
+    act_rows ax;
+    act_init(&ax, xn, n, cfg->dim, c->act_scratch);
+    matmul(c->q, &L->q, &ax);
+    matmul(c->k, &L->k, &ax);
+    matmul(c->v, &L->v, &ax);
     add_bias(c->q, L->q_bias, n, qw);
     add_bias(c->k, L->k_bias, n, kvw);
     add_bias(c->v, L->v_bias, n, kvw);
@@ -82,15 +87,18 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
      * reads kv head h / (n_heads / n_kv_heads) (HF repeat_kv) */
     const float *kc = c->k_cache + layer * c->cache_layer_floats, *vc = c->v_cache + layer * c->cache_layer_floats;
     int group = nh / nkv;
+    const kernel_set *ks = kernels_get();
 #pragma omp parallel for schedule(dynamic, 1)
     for (int th = 0; th < n * nh; th++) {
         int t = th / nh, h = th % nh, p = pos0 + t, g = h / group;
         float *scores = c->att_scores + (size_t)thread_id() * c->n_ctx;
-        attend_head(c->q + (size_t)t * qw + h * hd, kc + g * hd, vc + g * hd, (size_t)kvw, hd, hd,
+        attend_head(ks, c->q + (size_t)t * qw + h * hd, kc + g * hd, vc + g * hd, (size_t)kvw, hd, hd,
                     window_start(cfg, p), p, cfg->attn_scale, scores, c->att + (size_t)t * qw + h * hd);
     }
 
-    matmul(out, &L->o, c->att, n); /* HF o_proj */
+    act_rows aa;
+    act_init(&aa, c->att, n, qw, c->act_scratch);
+    matmul(out, &L->o, &aa); /* HF o_proj */
 }
 
 /* DeepSeek builds q_a_layernorm and kv_a_layernorm with the RMSNorm default
@@ -104,18 +112,22 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     int qk = nope + rd, qw = nh * qk, cw = lora + rd; /* cw: cached floats per position */
 
     /* queries: q_b(RMSNorm(q_a x)) with q-LoRA, else q_proj x */
+    act_rows ax;
+    act_init(&ax, xn, n, cfg->dim, c->act_scratch);
+    /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe] */
+    matmul(c->v, &L->kv_a, &ax); /* c->v as (n, kv_lora + rope) scratch */
     if (cfg->q_lora > 0) {
-        matmul(c->k, &L->q_a, xn, n); /* c->k as (n, q_lora) scratch */
+        matmul(c->k, &L->q_a, &ax); /* c->k as (n, q_lora) scratch */
         for (int t = 0; t < n; t++) {
             float *r = c->k + (size_t)t * cfg->q_lora;
             rmsnorm(r, r, L->q_a_norm, cfg->q_lora, MLA_NORM_EPS);
         }
-        matmul(c->q, &L->q_b, c->k, n);
+        act_rows aq;
+        act_init(&aq, c->k, n, cfg->q_lora, c->act_scratch);
+        matmul(c->q, &L->q_b, &aq);
     } else {
-        matmul(c->q, &L->q, xn, n);
+        matmul(c->q, &L->q, &ax);
     }
-    /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe] */
-    matmul(c->v, &L->kv_a, xn, n); /* c->v as (n, kv_lora + rope) scratch */
     float *cache = c->k_cache + layer * c->cache_layer_floats;
     for (int t = 0; t < n; t++) {
         int p = pos0 + t;
@@ -129,6 +141,7 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     /* per (token, head): the absorbed query [k_b[h] q_nope | q_pe], whose dot
      * product with a cached [latent | k_pe] equals HF's q . k; the softmax-
      * weighted sum of latents; then v_b[h] expands it to the head's value */
+    const kernel_set *ks = kernels_get();
 #pragma omp parallel for schedule(dynamic, 1)
     for (int th = 0; th < n * nh; th++) {
         int t = th / nh, h = th % nh, p = pos0 + t;
@@ -136,13 +149,15 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         float *scores = c->att_scores + (size_t)thread_id() * c->n_ctx;
         float *mq = c->mla_tmp + (size_t)thread_id() * (cw + lora), *lat = mq + cw;
         wmat kb = wmat_at(L->k_b, h), vb = wmat_at(L->v_b, h);
-        kernels_get()->matmul(mq, &kb, qh, 1);
+        matvec(ks, mq, &kb, qh);
         memcpy(mq + lora, qh + nope, sizeof(float) * (size_t)rd);
-        attend_head(mq, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale, scores, lat);
-        kernels_get()->matmul(c->att + (size_t)t * nh * vd + h * vd, &vb, lat, 1);
+        attend_head(ks, mq, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale, scores, lat);
+        matvec(ks, c->att + (size_t)t * nh * vd + h * vd, &vb, lat);
     }
 
-    matmul(out, &L->o, c->att, n);
+    act_rows aa;
+    act_init(&aa, c->att, n, nh * vd, c->act_scratch);
+    matmul(out, &L->o, &aa);
 }
 
 void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {

@@ -5,8 +5,10 @@
  *   1. router logits for every token (one matmul), then route() per token;
  *   2. the (token, slot) pairs are grouped by expert, so each chosen expert's
  *      weights are read once per batch, not once per token;
- *   3. each expert runs SwiGLU on its gathered rows, in chunks that bound the
- *      scratch, and its outputs are added into their tokens with the weights;
+ *   3. each expert runs SwiGLU on its tokens' rows, read in place through an
+ *      index list from the batch input (quantized once for all experts), in
+ *      chunks that bound the scratch; its outputs are added into their tokens
+ *      with the routing weights;
  *   4. shared experts (DeepSeek, Qwen2-MoE) run on every token, Qwen2-MoE's
  *      scaled by sigmoid(shared_expert_gate . x). */
 #include <string.h>
@@ -16,40 +18,37 @@
 #include "ops.h"
 #include "router.h"
 
-/* out[i] (+)= down(silu(gate x_i) * up x_i) for n rows of x, chunked. When
- * row_weight is given, out row dst[i] += row_weight[i] * result; otherwise
- * out row i = result. */
-static void swiglu_rows(moe_ctx *c, const wmat *gate, const wmat *up, const wmat *down, const float *x, int n,
-                        float *out, const int *dst, const float *row_weight) {
+/* SwiGLU over rows of ax: down(silu(gate x) * up x). Rows are idx[0..m) of
+ * ax (or 0..m-1 when idx is NULL). Without row_weight, out row i = result;
+ * with it, out row idx[i] += row_weight[i] * result. Chunked so the hidden
+ * activations stay within the scratch. */
+static void swiglu_rows(moe_ctx *c, const wmat *gate, const wmat *up, const wmat *down, act_rows *ax,
+                        const int *idx, int m, float *out, const float *row_weight) {
     int dim = c->model->cfg.dim, ff = gate->rows;
-    for (int i0 = 0; i0 < n; i0 += c->ffn_chunk) {
-        int m = n - i0 < c->ffn_chunk ? n - i0 : c->ffn_chunk;
-        const float *xin = x + (size_t)i0 * dim;
-        if (dst) { /* gather the chunk's rows */
-            for (int i = 0; i < m; i++)
-                memcpy(c->ffn_in + (size_t)i * dim, x + (size_t)dst[i0 + i] * dim, sizeof(float) * (size_t)dim);
-            xin = c->ffn_in;
-        }
-        matmul(c->ffn_h1, gate, xin, m);
-        matmul(c->ffn_h2, up, xin, m);
-        for (int i = 0; i < m; i++) swiglu(c->ffn_h1 + (size_t)i * ff, c->ffn_h2 + (size_t)i * ff, ff);
+    for (int i0 = 0; i0 < m; i0 += c->ffn_chunk) {
+        int cm = m - i0 < c->ffn_chunk ? m - i0 : c->ffn_chunk;
+        const int *ci = (idx ? idx : c->seq_idx) + i0; /* no idx: rows i0.. in order */
+        matmul_idx(c->ffn_h1, gate, ax, ci, cm);
+        matmul_idx(c->ffn_h2, up, ax, ci, cm);
+        for (int i = 0; i < cm; i++) swiglu(c->ffn_h1 + (size_t)i * ff, c->ffn_h2 + (size_t)i * ff, ff);
+        act_rows ah;
+        act_init(&ah, c->ffn_h1, cm, ff, c->act_hidden);
         if (!row_weight) {
-            matmul(out + (size_t)i0 * dim, down, c->ffn_h1, m);
+            matmul(out + (size_t)i0 * dim, down, &ah);
             continue;
         }
-        matmul(c->ffn_y, down, c->ffn_h1, m);
-        for (int i = 0; i < m; i++)
-            axpy(out + (size_t)dst[i0 + i] * dim, row_weight[i0 + i], c->ffn_y + (size_t)i * dim, dim);
+        matmul(c->ffn_y, down, &ah);
+        for (int i = 0; i < cm; i++) axpy(out + (size_t)ci[i] * dim, row_weight[i0 + i], c->ffn_y + (size_t)i * dim, dim);
     }
 }
 
 /* Route every token; fills sel_ids/sel_w (n, k) and reports to the hook. */
-static void route_batch(moe_ctx *c, int layer, const float *xn, int n, int pos0, const int32_t *tokens) {
+static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     const route_config *rc = &cfg->route;
     int E = rc->n_experts, k = rc->k;
-    matmul(c->router_logits, &L->router, xn, n); /* HF mlp.gate(x) */
+    matmul(c->router_logits, &L->router, ax); /* HF mlp.gate(x) */
     for (int t = 0; t < n; t++) {
         route_io io = {c->router_logits + (size_t)t * E, L->router_bias, c->route_scores, c->route_choice,
                        rc->n_groups > 1 ? c->route_groups : NULL, c->sel_ids + (size_t)t * k, c->sel_w + (size_t)t * k};
@@ -62,13 +61,13 @@ static void route_batch(moe_ctx *c, int layer, const float *xn, int n, int pos0,
     }
 }
 
-static void moe_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const int32_t *tokens, float *out) {
+static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens, float *out) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     int E = cfg->route.n_experts, k = cfg->route.k, dim = cfg->dim;
-    route_batch(c, layer, xn, n, pos0, tokens);
+    route_batch(c, layer, ax, n, pos0, tokens);
 
-    /* group (token, slot) pairs by expert: counting sort keeps token order */
+    /* group (token, slot) pairs by expert: a counting sort keeps token order */
     memset(c->exp_count, 0, sizeof(int) * (size_t)(E + 1));
     for (int i = 0; i < n * k; i++) c->exp_count[c->sel_ids[i]]++;
     c->exp_start[0] = 0;
@@ -87,19 +86,17 @@ static void moe_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0,
             tok[i] /= k;
         }
         wmat gate = wmat_at(L->gate_exps, e), up = wmat_at(L->up_exps, e), down = wmat_at(L->down_exps, e);
-        swiglu_rows(c, &gate, &up, &down, xn, count, out, tok, c->ffn_pair_w);
+        swiglu_rows(c, &gate, &up, &down, ax, tok, count, out, c->ffn_pair_w);
     }
 
     if (cfg->shared_ff > 0) {
-        /* shared expert over all tokens, into branch scratch, then added */
+        /* shared expert over all tokens, into its own buffer, then added */
         float *sh = c->ffn_shared;
-        swiglu_rows(c, &L->gate_sh, &L->up_sh, &L->down_sh, xn, n, sh, NULL, NULL);
+        swiglu_rows(c, &L->gate_sh, &L->up_sh, &L->down_sh, ax, NULL, n, sh, NULL);
+        if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
+            matmul(c->ffn_gate_logit, &L->shexp_gate, ax);
         for (int t = 0; t < n; t++) {
-            float g = 1.0f;
-            if (cfg->shared_gate) { /* Qwen2-MoE: sigmoid(shared_expert_gate(x)) */
-                matmul(&g, &L->shexp_gate, xn + (size_t)t * dim, 1);
-                g = sigmoidf(g);
-            }
+            float g = cfg->shared_gate ? sigmoidf(c->ffn_gate_logit[t]) : 1.0f;
             axpy(out + (size_t)t * dim, g, sh + (size_t)t * dim, dim);
         }
     }
@@ -107,8 +104,10 @@ static void moe_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0,
 
 void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const int32_t *tokens, float *out) {
     const layer_weights *L = &c->model->layers[layer];
+    act_rows ax; /* the block input, quantized at most once per type for every matmul below */
+    act_init(&ax, xn, n, c->model->cfg.dim, c->act_scratch);
     if (L->is_moe)
-        moe_forward(c, layer, xn, n, pos0, tokens, out);
+        moe_forward(c, layer, &ax, n, pos0, tokens, out);
     else /* HF MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
-        swiglu_rows(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, xn, n, out, NULL, NULL);
+        swiglu_rows(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, &ax, NULL, n, out, NULL);
 }

@@ -74,8 +74,14 @@ static void layout(moe_ctx *c, arena *a) {
         c->exp_rows = take(a, B * k, sizeof(int));
         c->ffn_pair_w = take(a, B * k, sizeof(float));
         c->ffn_shared = cfg->shared_ff ? take(a, B * dim, sizeof(float)) : NULL;
+        c->ffn_gate_logit = take(a, B, sizeof(float));
     }
-    c->ffn_in = take(a, C * dim, sizeof(float));
+    c->seq_idx = take(a, B, sizeof(int));
+    size_t widest = dim > qw ? dim : qw; /* block inputs: x, attention output, MLA q-LoRA */
+    if ((size_t)cfg->q_lora > widest) widest = (size_t)cfg->q_lora;
+    if (nh * (size_t)config_v_head_dim(cfg) > widest) widest = nh * (size_t)config_v_head_dim(cfg);
+    c->act_scratch = take(a, act_scratch_bytes((int)B, (int)widest), 1);
+    c->act_hidden = take(a, act_scratch_bytes((int)C, (int)ff), 1);
     c->ffn_h1 = take(a, C * ff, sizeof(float));
     c->ffn_h2 = take(a, C * ff, sizeof(float));
     c->ffn_y = take(a, C * dim, sizeof(float));
@@ -113,7 +119,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
 
     int ff = cfg->ff_dim > cfg->moe_ff_dim ? cfg->ff_dim : cfg->moe_ff_dim;
     if (cfg->shared_ff > ff) ff = cfg->shared_ff;
-    size_t per_row = sizeof(float) * (2 * (size_t)ff + 2 * (size_t)cfg->dim);
+    size_t per_row = sizeof(float) * (2 * (size_t)ff + (size_t)cfg->dim) + act_scratch_bytes(1, ff);
     size_t chunk = FFN_SCRATCH_BYTES / per_row;
     c->ffn_chunk = chunk < 1 ? 1 : chunk > (size_t)c->n_batch ? c->n_batch : (int)chunk;
 
@@ -139,6 +145,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     a.offset = 0;
     a.base = (char *)(((uintptr_t)c->arena + 63) & ~(uintptr_t)63);
     layout(c, &a);
+    for (int i = 0; i < c->n_batch; i++) c->seq_idx[i] = i;
     if (rope_table_init(&c->rope, cfg, c->n_ctx, err)) {
         moe_ctx_free(c);
         return NULL;
@@ -199,15 +206,18 @@ static void forward_batch(moe_ctx *c, const int32_t *tokens, int n, float *logit
     c->pos += n;
 
     /* final norm and lm_head: every row when asked, else only the last */
+    act_rows ah;
     if (logits) {
         norm_rows(c->xn, c->x, m->output_norm, n, dim, cfg->norm_eps);
-        matmul(logits, &m->output, c->xn, n);
+        act_init(&ah, c->xn, n, dim, c->act_scratch);
+        matmul(logits, &m->output, &ah);
         scale_rows(logits, cfg->logit_scale, (size_t)n * V);
         memcpy(c->logits, logits + (size_t)(n - 1) * V, sizeof(float) * (size_t)V);
     } else {
         float *last = c->xn + (size_t)(n - 1) * dim;
         rmsnorm(last, c->x + (size_t)(n - 1) * dim, m->output_norm, dim, cfg->norm_eps);
-        matmul(c->logits, &m->output, last, 1);
+        act_init(&ah, last, 1, dim, c->act_scratch);
+        matmul(c->logits, &m->output, &ah);
         scale_rows(c->logits, cfg->logit_scale, (size_t)V);
     }
 }

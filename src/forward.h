@@ -48,11 +48,14 @@ struct moe_ctx {
     unsigned char *route_groups;        /* (n_groups) */
     int *exp_count, *exp_start; /* (E+1) */
     int *exp_rows;              /* (B*k) token*k+slot, grouped by expert */
-    float *ffn_in;              /* (chunk, dim) gathered rows */
     float *ffn_h1, *ffn_h2;     /* (chunk, max ff) */
     float *ffn_y;               /* (chunk, dim) */
     float *ffn_pair_w;          /* (B*k) routing weight of each gathered row */
     float *ffn_shared;          /* (B, dim) shared-expert output */
+    float *ffn_gate_logit;      /* (B) Qwen2-MoE shared-expert gate logits */
+    int *seq_idx;               /* (B) 0, 1, 2, ...: the identity row list */
+    void *act_scratch;          /* quantized copies of a block input, (B, widest input) */
+    void *act_hidden;           /* quantized copies of FFN hidden rows, (chunk, max ff) */
     float *logits;              /* (vocab) of the last evaluated token */
 
     void *arena;

@@ -1,69 +1,207 @@
-/* kernels.c - scalar reference kernels and the dispatch point.
+/* kernels.c - the scalar reference kernel set, activation preparation, the
+ * matmul driver (threads over row blocks) and the dispatch point.
  *
- * These are written for clarity, not speed: one dot product per (row, token),
- * accumulated in float. Faster kernel sets live in their own files and must
- * agree with these (tests/unit/test_kernels.c). */
+ * The scalar tiles are written for clarity: one dot product per (row,
+ * token). Faster sets live in kernels_<isa>.c and must agree with these
+ * (tests/unit/test_kernels.c). */
 #include "kernels.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+#include "threads.h"
 #include "util.h"
 
-static float dot_f32(const float *w, const float *x, int n) {
+/* ------------------------------------------------------------ scalar dots */
+
+static float dot_f32_ref(const float *a, const float *b, int n) {
     float s = 0.0f;
-    for (int i = 0; i < n; i++) s += w[i] * x[i];
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
-static float dot_f16(const uint16_t *w, const float *x, int n) {
+static void axpy_f32_ref(float *y, float s, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += s * x[i];
+}
+
+static float dot_f16_ref(const uint16_t *w, const float *x, int n) {
     float s = 0.0f;
     for (int i = 0; i < n; i++) s += f16_to_f32(w[i]) * x[i];
     return s;
 }
 
-static float dot_bf16(const uint16_t *w, const float *x, int n) {
+static float dot_bf16_ref(const uint16_t *w, const float *x, int n) {
     float s = 0.0f;
     for (int i = 0; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
     return s;
 }
 
-static float scalar_dot(moe_dtype dt, const void *row, const float *x, int n) {
-    switch (dt) {
-    case DT_F32: return dot_f32(row, x, n);
-    case DT_F16: return dot_f16(row, x, n);
-    case DT_BF16: return dot_bf16(row, x, n);
-    default: return 0.0f; /* quantized types arrive with their kernels */
+#define ROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
+
+/* One scalar tile per weight dtype: loop rows, loop tokens, one dot each. */
+#define SCALAR_TILE(name, dot_expr)                                                                       \
+    static void name(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,      \
+                     const int *idx, int nt, float *y, size_t ldy) {                                     \
+        for (int r = 0; r < nr; r++) {                                                                    \
+            const void *wr = (const char *)w + (size_t)r * w_stride;                                      \
+            for (int t = 0; t < nt; t++) y[(size_t)t * ldy + r] = dot_expr;                              \
+        }                                                                                                 \
     }
+
+SCALAR_TILE(tile_f32_ref, dot_f32_ref(wr, (const float *)ROW(t), n))
+SCALAR_TILE(tile_f16_ref, dot_f16_ref(wr, (const float *)ROW(t), n))
+SCALAR_TILE(tile_bf16_ref, dot_bf16_ref(wr, (const float *)ROW(t), n))
+SCALAR_TILE(tile_q8_0_ref, dot_q8_0_q8_0_ref(wr, ROW(t), n))
+SCALAR_TILE(tile_q4_0_ref, dot_q4_0_q8_0_ref(wr, ROW(t), n))
+SCALAR_TILE(tile_q4_K_ref, dot_q4_K_q8_K_ref(wr, ROW(t), n))
+
+static const kernel_set SCALAR = {
+    .name = "scalar",
+    .tile = {[DT_F32] = tile_f32_ref, [DT_F16] = tile_f16_ref, [DT_BF16] = tile_bf16_ref,
+             [DT_Q8_0] = tile_q8_0_ref, [DT_Q4_0] = tile_q4_0_ref, [DT_Q4_K] = tile_q4_K_ref},
+    .dot_f32 = dot_f32_ref,
+    .axpy_f32 = axpy_f32_ref,
+};
+
+const kernel_set *kernels_scalar(void) { return &SCALAR; }
+
+/* ------------------------------------------------------------ dispatch */
+
+/* SIMD sets, defined in kernels_<isa>.c, built with that ISA's flags when
+ * the target has it (CMake defines MOE_HAVE_<ISA>); used only when this CPU
+ * and the OS (saved register state) support the instructions. */
+const kernel_set *kernels_avx2(void);
+const kernel_set *kernels_avx512(void);
+const kernel_set *kernels_neon(void);
+
+#if defined(MOE_HAVE_AVX2) || defined(MOE_HAVE_AVX512)
+#include <cpuid.h>
+
+typedef struct {
+    int avx2, avx512;
+} x86_features;
+
+static x86_features x86_detect(void) {
+    x86_features f = {0, 0};
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave) return f;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    int ymm = (lo & 0x6) == 0x6, zmm = (lo & 0xe6) == 0xe6; /* XMM|YMM, + opmask|ZMM state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+    int vnni = (c >> 11) & 1;
+    f.avx2 = ymm && avx2 && fma && f16c;
+    f.avx512 = f.avx2 && zmm && avx512f && avx512bw && avx512vl && vnni;
+    return f;
+}
+#endif
+
+int kernels_available(const kernel_set **out, int cap) {
+    int n = 0;
+    if (n < cap) out[n++] = kernels_scalar();
+#if defined(MOE_HAVE_AVX2) || defined(MOE_HAVE_AVX512)
+    x86_features f = x86_detect();
+#endif
+#if defined(MOE_HAVE_AVX2)
+    if (f.avx2 && n < cap) out[n++] = kernels_avx2();
+#endif
+#if defined(MOE_HAVE_AVX512)
+    if (f.avx512 && n < cap) out[n++] = kernels_avx512();
+#endif
+#if defined(MOE_HAVE_NEON)
+    if (n < cap) out[n++] = kernels_neon();
+#endif
+    return n;
 }
 
-static void scalar_matmul(float *y, const wmat *w, const float *x, int n) {
-    int rows = w->rows, cols = w->cols;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const void *row = wmat_row(w, r);
-        for (int t = 0; t < n; t++) y[(size_t)t * rows + r] = scalar_dot(w->dtype, row, x + (size_t)t * cols, cols);
+const kernel_set *kernels_get(void) {
+    static const kernel_set *chosen;
+    if (!chosen) {
+        const kernel_set *sets[8];
+        int n = kernels_available(sets, 8);
+        const kernel_set *pick = sets[n - 1];
+        const char *want = getenv("MOE_KERNELS");
+        if (want && *want)
+            for (int i = 0; i < n; i++)
+                if (!strcmp(sets[i]->name, want)) pick = sets[i];
+        chosen = pick;
     }
+    return chosen;
 }
-
-const kernel_set *kernels_scalar(void) {
-    static const kernel_set k = {"scalar", scalar_dot, scalar_matmul};
-    return &k;
-}
-
-const kernel_set *kernels_get(void) { return kernels_scalar(); }
 
 const char *moe_kernel_name(void) { return kernels_get()->name; }
 
-void wmat_row_to_f32(const wmat *w, int r, float *out) {
-    const void *row = wmat_row(w, r);
-    switch (w->dtype) {
-    case DT_F32: memcpy(out, row, sizeof(float) * (size_t)w->cols); break;
-    case DT_F16:
-        for (int i = 0; i < w->cols; i++) out[i] = f16_to_f32(((const uint16_t *)row)[i]);
-        break;
-    case DT_BF16:
-        for (int i = 0; i < w->cols; i++) out[i] = bf16_to_f32(((const uint16_t *)row)[i]);
-        break;
-    default:
-        memset(out, 0, sizeof(float) * (size_t)w->cols);
-        break;
+/* ------------------------------------------------------------ activations */
+
+size_t act_scratch_bytes(int n, int cols) {
+    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8_0, cols), qk = cols % QK_K ? 0 : act_row_bytes(ACT_Q8_K, cols);
+    return (size_t)n * (q0 + qk) + 128;
+}
+
+void act_init(act_rows *a, const float *x, int n, int cols, void *scratch) {
+    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8_0, cols);
+    a->x = x;
+    a->n = n;
+    a->cols = cols;
+    a->q8_0 = scratch;
+    a->q8_k = (char *)scratch + (((size_t)n * q0 + 63) & ~(size_t)63);
+    a->have_q8_0 = a->have_q8_k = 0;
+}
+
+const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride) {
+    act_type at = dtype_act(wtype);
+    *stride = act_row_bytes(at, a->cols);
+    if (at == ACT_Q8_0) {
+        if (!a->have_q8_0)
+            for (int t = 0; t < a->n; t++)
+                quantize_row_q8_0(a->x + (size_t)t * a->cols, (char *)a->q8_0 + (size_t)t * *stride, a->cols);
+        a->have_q8_0 = 1;
+        return a->q8_0;
+    }
+    if (at == ACT_Q8_K) {
+        if (!a->have_q8_k)
+            for (int t = 0; t < a->n; t++)
+                quantize_row_q8_K(a->x + (size_t)t * a->cols, (char *)a->q8_k + (size_t)t * *stride, a->cols);
+        a->have_q8_k = 1;
+        return a->q8_k;
+    }
+    return a->x;
+}
+
+/* ------------------------------------------------------------ matmul */
+
+#define ROW_BLOCK 16 /* rows per work item: small enough to balance 2..64 threads */
+
+static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void *act, size_t stride, const int *idx,
+                      int m, int r0, int r1) {
+    ks->tile[w->dtype](w->cols, wmat_row(w, r0), w->row_bytes, r1 - r0, act, stride, idx, m, y + r0, (size_t)w->rows);
+}
+
+void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m) {
+    size_t stride;
+    const void *act = act_prepare(a, w->dtype, &stride);
+    run_tiles(ks, y, w, act, stride, idx, m, 0, w->rows);
+}
+
+void matmul_idx(float *y, const wmat *w, act_rows *a, const int *idx, int m) {
+    const kernel_set *ks = kernels_get();
+    size_t stride;
+    const void *act = act_prepare(a, w->dtype, &stride);
+    int blocks = (w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
+    if (blocks == 1 || threads_max() == 1) {
+        run_tiles(ks, y, w, act, stride, idx, m, 0, w->rows);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < blocks; b++) {
+        int r0 = b * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
+        run_tiles(ks, y, w, act, stride, idx, m, r0, r1);
     }
 }
+
+void matmul(float *y, const wmat *w, act_rows *a) { matmul_idx(y, w, a, NULL, a->n); }
+
+void wmat_row_to_f32(const wmat *w, int r, float *out) { dequantize_row(w->dtype, wmat_row(w, r), out, w->cols); }

@@ -1,31 +1,68 @@
-/* kernels.h - the matrix kernels behind every projection: one dispatch point
- * (kernels_get) picks a kernel set for this CPU once; the scalar reference
- * set is always compiled and is what the SIMD sets are tested against.
+/* kernels.h - the matrix kernels behind every projection.
  *
- * Contract of matmul:  y[t][r] = sum_c W[r][c] * x[t][c]
- *   W: rows x cols in its storage dtype; x: n rows of cols floats;
- *   y: n rows of W.rows floats (overwritten). */
+ * One dispatch point (kernels_get) picks a kernel set for this CPU once; the
+ * scalar set is always compiled and is what the SIMD sets are tested
+ * against. A kernel set supplies, per weight dtype, one tile function:
+ *
+ *   y[t*ldy + r] = sum_c W[r][c] * a_t[c]     for r < nr, t < nt
+ *
+ * where W's rows are w + r*w_stride (storage dtype) and a_t is activation
+ * row (idx ? idx[t] : t) at a + that * a_stride, in the type the weight dtype
+ * pairs with (quant.h: float, Q8_0 or Q8_K), so an expert reads its gathered
+ * tokens in place, without copies.
+ *
+ * Activations are prepared once per matmul input: an act_rows remembers
+ * the float rows and quantizes them on first use for each activation type,
+ * so q, k and v (or an expert's gate and up) share one quantization. */
 #ifndef MOE_KERNELS_H
 #define MOE_KERNELS_H
 
 #include "model.h"
+#include "quant.h"
+
+#define DT_TABLE 32 /* dtype ids are below this */
+
+typedef void (*tile_fn)(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                        const int *idx, int nt, float *y, size_t ldy);
 
 typedef struct {
     const char *name;
-    /* dot product of one stored row (dtype) with n floats */
-    float (*dot)(moe_dtype dt, const void *row, const float *x, int n);
-    void (*matmul)(float *y, const wmat *w, const float *x, int n);
+    tile_fn tile[DT_TABLE];                      /* by weight dtype */
+    float (*dot_f32)(const float *a, const float *b, int n);
+    void (*axpy_f32)(float *y, float s, const float *x, int n);
 } kernel_set;
 
-/* The reference kernels (always available). */
 const kernel_set *kernels_scalar(void);
-/* The kernels this CPU runs best; chosen once. */
+/* Every set this binary has and this CPU can run, best last; returns the count. */
+int kernels_available(const kernel_set **out, int cap);
+/* The best of them, chosen once (MOE_KERNELS=scalar|avx2|... overrides). */
 const kernel_set *kernels_get(void);
 
-/* y = W x through the chosen kernels. */
-static inline void matmul(float *y, const wmat *w, const float *x, int n) { kernels_get()->matmul(y, w, x, n); }
+/* ------------------------------------------------------------ activations */
 
-/* Row r of W widened to floats (embedding lookup). */
+/* n float rows of cols values (row t at x + t*cols) plus lazily filled
+ * quantized copies in caller-provided scratch. */
+typedef struct {
+    const float *x;
+    int n, cols;
+    void *q8_0, *q8_k;          /* scratch: n * act_row_bytes(...) each */
+    int have_q8_0, have_q8_k;
+} act_rows;
+
+/* Bytes of scratch act_rows needs for n rows of cols. */
+size_t act_scratch_bytes(int n, int cols);
+void act_init(act_rows *a, const float *x, int n, int cols, void *scratch);
+/* Quantize for this weight dtype if not done yet; returns the rows' base and stride. */
+const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride);
+
+/* y[t][r] = W row r . activation row t, for all n rows (y: n x w->rows). */
+void matmul(float *y, const wmat *w, act_rows *a);
+/* The same for the m rows idx[0..m) of a (y: m x w->rows). */
+void matmul_idx(float *y, const wmat *w, act_rows *a, const int *idx, int m);
+/* The same with an explicit kernel set and no threads (tests, nested use). */
+void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m);
+
+/* Row r of W widened to floats (embedding lookup), any dtype. */
 void wmat_row_to_f32(const wmat *w, int r, float *out);
 
 #endif /* MOE_KERNELS_H */

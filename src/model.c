@@ -81,11 +81,16 @@ static int bind_attention(binder *b, const moe_config *c, layer_weights *L, int 
         } else if (bind_mat(b, &L->q, LNAME(nm, l, "attn_q"), 0, nh * qk, d)) {
             return -1;
         }
-        return bind_mat(b, &L->kv_a, LNAME(nm, l, "attn_kv_a"), 0, c->kv_lora + c->mla_rope_dim, d) ||
-               bind_vec(b, &L->kv_a_norm, LNAME(nm, l, "attn_kv_a_norm"), c->kv_lora) ||
-               bind_mat(b, &L->k_b, LNAME(nm, l, "attn_k_b"), nh, c->kv_lora, c->nope_dim) ||
-               bind_mat(b, &L->v_b, LNAME(nm, l, "attn_v_b"), nh, c->v_dim, c->kv_lora) ||
-               bind_mat(b, &L->o, LNAME(nm, l, "attn_o"), 0, d, nh * c->v_dim);
+        if (bind_mat(b, &L->kv_a, LNAME(nm, l, "attn_kv_a"), 0, c->kv_lora + c->mla_rope_dim, d) ||
+            bind_vec(b, &L->kv_a_norm, LNAME(nm, l, "attn_kv_a_norm"), c->kv_lora) ||
+            bind_mat(b, &L->k_b, LNAME(nm, l, "attn_k_b"), nh, c->kv_lora, c->nope_dim) ||
+            bind_mat(b, &L->v_b, LNAME(nm, l, "attn_v_b"), nh, c->v_dim, c->kv_lora) ||
+            bind_mat(b, &L->o, LNAME(nm, l, "attn_o"), 0, d, nh * c->v_dim))
+            return -1;
+        /* the per-head absorbed products run inside the attention's threads on float rows */
+        if (!dtype_is_float(L->k_b.dtype) || !dtype_is_float(L->v_b.dtype))
+            return moe_fail(b->err, "tensors blk.%d.attn_k_b/attn_v_b must stay F32/F16/BF16", l);
+        return 0;
     }
     if (bind_mat(b, &L->q, LNAME(nm, l, "attn_q"), 0, nh * hd, d) ||
         bind_mat(b, &L->k, LNAME(nm, l, "attn_k"), 0, nkv * hd, d) ||

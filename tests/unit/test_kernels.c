@@ -1,8 +1,13 @@
-/* test_kernels.c - every kernel set agrees with a float64 reference on odd
- * sizes, per dtype, within a per-type error budget; the half-precision
- * conversions are exact. When SIMD sets exist, each is compared with the
- * scalar set too. */
+/* test_kernels.c - the kernels, checked three ways:
+ *   1. the scalar reference set against float64 arithmetic on the exact
+ *      stored values (dequantized weights x dequantized activations);
+ *   2. every other kernel set this CPU runs against the scalar set, per
+ *      weight dtype, on odd sizes, row counts and token counts (gathered
+ *      rows included), with a per-type error budget;
+ *   3. quantization error budgets per type, the all-zero block, and exact
+ *      half-precision conversions. */
 #include "kernels.h"
+#include "quant.h"
 #include "test_util.h"
 #include "util.h"
 
@@ -13,54 +18,203 @@ static float frand(void) { /* uniform in [-1, 1) */
     rng ^= rng << 17;
     return (float)((rng >> 40) / 8388608.0) - 1.0f;
 }
+static float grand(void) { /* roughly normal */
+    return (frand() + frand() + frand() + frand()) * 0.8660254f;
+}
 
-/* Encode f32 values into the storage dtype (round to nearest) and back, so
- * the reference uses exactly the values the kernel sees. */
-static void store(moe_dtype dt, const float *src, void *dst, float *exact, int n) {
-    for (int i = 0; i < n; i++) {
-        if (dt == DT_F32) { ((float *)dst)[i] = src[i]; exact[i] = src[i]; }
-        if (dt == DT_F16) { uint16_t h = f32_to_f16(src[i]); ((uint16_t *)dst)[i] = h; exact[i] = f16_to_f32(h); }
-        if (dt == DT_BF16) { uint16_t h = f32_to_bf16(src[i]); ((uint16_t *)dst)[i] = h; exact[i] = bf16_to_f32(h); }
+static const moe_dtype TYPES[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_K};
+#define N_TYPES 6
+
+/* A random matrix stored in dtype, plus the exact floats it holds. */
+typedef struct {
+    wmat w;
+    void *data;
+    float *exact;
+} test_mat;
+
+static test_mat make_mat(moe_dtype dt, int rows, int cols) {
+    test_mat m;
+    size_t rb = dtype_row_bytes(dt, (uint64_t)cols);
+    m.data = malloc(rb * (size_t)rows);
+    m.exact = malloc(sizeof(float) * (size_t)rows * cols);
+    float *src = malloc(sizeof(float) * (size_t)cols);
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) src[c] = grand() * (1 + (r % 3)); /* rows of different scales */
+        if (r == 1 && rows > 2)
+            for (int c = 0; c < cols && c < 32; c++) src[c] = 0; /* an all-zero first block */
+        quantize_row(dt, src, (char *)m.data + rb * r, cols);
+        dequantize_row(dt, (char *)m.data + rb * r, m.exact + (size_t)r * cols, cols);
+    }
+    free(src);
+    m.w = (wmat){m.data, dt, rows, cols, 1, rb};
+    return m;
+}
+
+static void free_mat(test_mat *m) {
+    free(m->data);
+    free(m->exact);
+}
+
+/* Activation rows exactly as the kernels see them (after act quantization). */
+static void exact_act(moe_dtype wt, const float *x, float *out, int n, int cols) {
+    act_type at = dtype_act(wt);
+    size_t rb = act_row_bytes(at, cols);
+    void *q = malloc(rb);
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * cols;
+        float *o = out + (size_t)t * cols;
+        if (at == ACT_F32) {
+            memcpy(o, xr, sizeof(float) * (size_t)cols);
+        } else if (at == ACT_Q8_0) {
+            quantize_row_q8_0(xr, q, cols);
+            dequantize_row(DT_Q8_0, q, o, cols);
+        } else {
+            quantize_row_q8_K(xr, q, cols);
+            const block_q8_K *b = q;
+            for (int i = 0; i < cols; i++) o[i] = b[i / QK_K].d * b[i / QK_K].qs[i % QK_K];
+        }
+    }
+    free(q);
+}
+
+/* 1. scalar kernels == float64 on the stored values */
+static void test_scalar_vs_f64(void) {
+    static const int cols_f[] = {1, 3, 31, 33, 257, 1000}, cols_q[] = {32, 96, 256, 768};
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        moe_dtype dt = TYPES[ti];
+        int is_k = dt == DT_Q4_K, is_q = dtype_is_quant(dt);
+        for (int ci = 0; ci < (is_q ? 4 : 6); ci++) {
+            int cols = is_q ? cols_q[ci] : cols_f[ci];
+            if (is_k && cols % QK_K) continue;
+            int rows = 7, n = 3;
+            test_mat m = make_mat(dt, rows, cols);
+            float *x = malloc(sizeof(float) * n * cols), *xe = malloc(sizeof(float) * n * cols);
+            for (int i = 0; i < n * cols; i++) x[i] = grand();
+            exact_act(dt, x, xe, n, cols);
+            void *scratch = malloc(act_scratch_bytes(n, cols));
+            act_rows a;
+            act_init(&a, x, n, cols, scratch);
+            float y[7 * 3];
+            matmul_serial(kernels_scalar(), y, &m.w, &a, NULL, n);
+            for (int t = 0; t < n; t++)
+                for (int r = 0; r < rows; r++) {
+                    double ref = 0, mag = 0;
+                    for (int c = 0; c < cols; c++) {
+                        double p = (double)m.exact[(size_t)r * cols + c] * xe[(size_t)t * cols + c];
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    double tol = 2e-6 * mag * (1 + sqrt((double)cols)) + 1e-12;
+                    CHECK(fabs(y[t * rows + r] - ref) <= tol, "scalar %s cols %d [%d,%d]: %.8g vs %.8g", dtype_name(dt),
+                          cols, t, r, y[t * rows + r], ref);
+                }
+            free(x);
+            free(xe);
+            free(scratch);
+            free_mat(&m);
+        }
     }
 }
 
-static void check_set(const kernel_set *ks, moe_dtype dt) {
-    static const int cols_list[] = {1, 2, 3, 7, 16, 31, 32, 33, 64, 65, 127, 257, 1000};
-    static const int rows_list[] = {1, 3, 17};
-    static const int toks_list[] = {1, 2, 5};
-    for (size_t ci = 0; ci < sizeof cols_list / sizeof *cols_list; ci++)
-        for (size_t ri = 0; ri < 3; ri++)
-            for (size_t ti = 0; ti < 3; ti++) {
-                int cols = cols_list[ci], rows = rows_list[ri], n = toks_list[ti];
-                size_t es = dt == DT_F32 ? 4 : 2;
-                float *src = malloc(sizeof(float) * rows * cols), *w = malloc(sizeof(float) * rows * cols);
-                void *stored = malloc(es * rows * cols);
-                float *x = malloc(sizeof(float) * n * cols), *y = malloc(sizeof(float) * n * rows);
-                for (int i = 0; i < rows * cols; i++) src[i] = frand();
-                for (int i = 0; i < n * cols; i++) x[i] = frand() * 4.0f;
-                store(dt, src, stored, w, rows * cols);
-                wmat m = {stored, dt, rows, cols, 1, es * (size_t)cols};
-                ks->matmul(y, &m, x, n);
-                for (int t = 0; t < n; t++)
-                    for (int r = 0; r < rows; r++) {
-                        double ref = 0, mag = 0;
-                        for (int c = 0; c < cols; c++) {
-                            ref += (double)w[r * cols + c] * x[t * cols + c];
-                            mag += fabs((double)w[r * cols + c] * x[t * cols + c]);
-                        }
-                        /* float accumulation: error grows with the sum of |terms| */
-                        double tol = 4e-7 * mag * (1 + sqrt((double)cols)) + 1e-30;
-                        double got = y[t * rows + r];
-                        if (fabs(got - ref) > tol) {
-                            CHECK(0, "%s %s rows %d cols %d n %d [%d,%d]: %.9g vs %.9g", ks->name, dtype_name(dt),
-                                  rows, cols, n, t, r, got, ref);
-                            goto next;
+/* 2. every kernel set == the scalar set */
+static void test_sets_vs_scalar(void) {
+    const kernel_set *sets[8];
+    int n_sets = kernels_available(sets, 8);
+    printf("kernel sets on this CPU:");
+    for (int s = 0; s < n_sets; s++) printf(" %s", sets[s]->name);
+    printf(" (dispatch picks %s)\n", kernels_get()->name);
+    static const int cols_f[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257, 1024, 4099};
+    static const int cols_q[] = {32, 64, 96, 160, 256, 512, 768, 2816, 4096};
+    static const int rows_l[] = {1, 2, 3, 5, 8, 17};
+    static const int toks_l[] = {1, 2, 3, 4, 5, 9};
+    for (int s = 1; s < n_sets; s++)
+        for (int ti = 0; ti < N_TYPES; ti++) {
+            moe_dtype dt = TYPES[ti];
+            if (!sets[s]->tile[dt]) {
+                CHECK(0, "%s has no %s kernel", sets[s]->name, dtype_name(dt));
+                continue;
+            }
+            int is_q = dtype_is_quant(dt);
+            int nc = is_q ? (int)(sizeof cols_q / sizeof *cols_q) : (int)(sizeof cols_f / sizeof *cols_f);
+            for (int ci = 0; ci < nc; ci++) {
+                int cols = is_q ? cols_q[ci] : cols_f[ci];
+                if (dt == DT_Q4_K && cols % QK_K) continue;
+                for (int ri = 0; ri < 6; ri++) {
+                    int rows = rows_l[ri], n = toks_l[ri];
+                    test_mat m = make_mat(dt, rows, cols);
+                    float *x = malloc(sizeof(float) * n * cols);
+                    for (int i = 0; i < n * cols; i++) x[i] = grand();
+                    void *scratch = malloc(act_scratch_bytes(n, cols));
+                    int idx[9];
+                    for (int t = 0; t < n; t++) idx[t] = (t * 5 + 2) % n; /* a gathered, permuted row list */
+                    float *y0 = malloc(sizeof(float) * n * rows), *y1 = malloc(sizeof(float) * n * rows);
+                    act_rows a;
+                    act_init(&a, x, n, cols, scratch);
+                    matmul_serial(kernels_scalar(), y0, &m.w, &a, idx, n);
+                    act_init(&a, x, n, cols, scratch);
+                    matmul_serial(sets[s], y1, &m.w, &a, idx, n);
+                    for (int i = 0; i < n * rows; i++) {
+                        /* budget: float reassociation over cols terms of size ~|w||x| */
+                        double tol = 1e-5 * sqrt((double)cols) * (1 + fabs(y0[i])) * (dt == DT_F32 ? 1 : 2);
+                        if (fabs(y0[i] - y1[i]) > tol) {
+                            CHECK(0, "%s %s rows %d cols %d n %d: [%d] %.8g vs scalar %.8g", sets[s]->name,
+                                  dtype_name(dt), rows, cols, n, i, y1[i], y0[i]);
+                            break;
                         }
                     }
-                g_checks++;
-            next:
-                free(src); free(w); free(stored); free(x); free(y);
+                    g_checks++;
+                    free(x);
+                    free(scratch);
+                    free(y0);
+                    free(y1);
+                    free_mat(&m);
+                }
             }
+            /* the f32 helpers used by attention */
+            for (int len = 1; len < 300; len += 7) {
+                float a[300], b[300], y0[300], y1[300];
+                for (int i = 0; i < len; i++) { a[i] = grand(); b[i] = grand(); y0[i] = y1[i] = grand(); }
+                CHECK_NEAR(sets[s]->dot_f32(a, b, len), kernels_scalar()->dot_f32(a, b, len), 1e-4 * sqrt(len), "dot_f32");
+                sets[s]->axpy_f32(y1, 0.37f, a, len);
+                kernels_scalar()->axpy_f32(y0, 0.37f, a, len);
+                for (int i = 0; i < len; i++) CHECK_NEAR(y1[i], y0[i], 1e-6, "axpy_f32");
+            }
+        }
+}
+
+/* 3. quantization error budgets (relative rms over Gaussian data) */
+static void test_quant_error(void) {
+    const int n = 4096;
+    struct { moe_dtype t; double budget; } cases[] = {{DT_Q8_0, 0.006}, {DT_Q4_0, 0.12}, {DT_Q4_K, 0.10},
+                                                      {DT_F16, 0.0005}, {DT_BF16, 0.004}};
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    void *q = malloc((size_t)n * 4);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        double se = 0, sx = 0;
+        for (int i = 0; i < n; i++) x[i] = grand() * (1 + (i / 256) % 4);
+        quantize_row(cases[c].t, x, q, n);
+        dequantize_row(cases[c].t, q, y, n);
+        for (int i = 0; i < n; i++) {
+            se += (double)(x[i] - y[i]) * (x[i] - y[i]);
+            sx += (double)x[i] * x[i];
+        }
+        double rel = sqrt(se / sx);
+        printf("quantization error %-5s relative rms %.4f (budget %.4f)\n", dtype_name(cases[c].t), rel, cases[c].budget);
+        CHECK(rel <= cases[c].budget, "%s relative rms error %.4f > %.4f", dtype_name(cases[c].t), rel, cases[c].budget);
+    }
+    /* all-zero input: zero output, no NaN */
+    memset(x, 0, sizeof(float) * n);
+    moe_dtype qt[3] = {DT_Q8_0, DT_Q4_0, DT_Q4_K};
+    for (int i = 0; i < 3; i++) {
+        quantize_row(qt[i], x, q, QK_K);
+        dequantize_row(qt[i], q, y, QK_K);
+        int ok = 1;
+        for (int j = 0; j < QK_K; j++) ok &= y[j] == 0.0f;
+        CHECK(ok, "%s: zeros must stay zeros", dtype_name(qt[i]));
+    }
+    free(x);
+    free(y);
+    free(q);
 }
 
 static void test_half_conversions(void) {
@@ -81,11 +235,8 @@ static void test_half_conversions(void) {
 
 int main(void) {
     test_half_conversions();
-    const kernel_set *sets[2] = {kernels_scalar(), kernels_get()};
-    int n_sets = sets[0] == sets[1] ? 1 : 2;
-    moe_dtype types[3] = {DT_F32, DT_F16, DT_BF16};
-    for (int s = 0; s < n_sets; s++)
-        for (int t = 0; t < 3; t++) check_set(sets[s], types[t]);
-    printf("kernel sets tested: %s%s%s\n", sets[0]->name, n_sets > 1 ? ", " : "", n_sets > 1 ? sets[1]->name : "");
+    test_quant_error();
+    test_scalar_vs_f64();
+    test_sets_vs_scalar();
     return test_summary("test_kernels");
 }

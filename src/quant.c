@@ -1,0 +1,306 @@
+/* quant.c - reference quantizers, dequantizers and dot products for the
+ * block types of quant.h. Plain C, the standard every SIMD kernel is tested
+ * against. */
+#include "quant.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "util.h"
+
+act_type dtype_act(moe_dtype t) {
+    switch (t) {
+    case DT_Q8_0:
+    case DT_Q4_0: return ACT_Q8_0;
+    case DT_Q4_K: return ACT_Q8_K;
+    default: return ACT_F32;
+    }
+}
+
+size_t act_row_bytes(act_type a, int n) {
+    switch (a) {
+    case ACT_Q8_0: return (size_t)(n / QK8_0) * sizeof(block_q8_0);
+    case ACT_Q8_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
+    default: return (size_t)n * sizeof(float);
+    }
+}
+
+static int nearest_int(float x) { return (int)lrintf(x); }
+
+/* ------------------------------------------------------------ Q8_0 */
+
+void quantize_row_q8_0(const float *x, void *vy, int n) {
+    block_q8_0 *y = vy;
+    for (int b = 0; b < n / QK8_0; b++, x += QK8_0) {
+        float amax = 0.0f;
+        for (int i = 0; i < QK8_0; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f; /* all-zero block: d = 0, q = 0 */
+        y[b].d = f32_to_f16(d);
+        for (int i = 0; i < QK8_0; i++) y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
+    }
+}
+
+/* ------------------------------------------------------------ Q4_0 */
+
+/* The value of largest magnitude maps to -8, so its sign sets d's sign and
+ * the full 16 levels are used (as ggml does). */
+void quantize_row_q4_0(const float *x, void *vy, int n) {
+    block_q4_0 *y = vy;
+    for (int b = 0; b < n / QK4_0; b++, x += QK4_0) {
+        float amax = 0.0f, max = 0.0f;
+        for (int i = 0; i < QK4_0; i++)
+            if (fabsf(x[i]) > amax) {
+                amax = fabsf(x[i]);
+                max = x[i];
+            }
+        float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        y[b].d = f32_to_f16(d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            int lo = (int)(x[j] * id + 8.5f), hi = (int)(x[j + 16] * id + 8.5f);
+            lo = lo < 0 ? 0 : lo > 15 ? 15 : lo;
+            hi = hi < 0 ? 0 : hi > 15 ? 15 : hi;
+            y[b].qs[j] = (uint8_t)(lo | (hi << 4));
+        }
+    }
+}
+
+/* ------------------------------------------------------------ Q4_K */
+
+/* Fit x ~ scale * L - mn (L in 0..15, mn >= 0) for one sub-block of 32,
+ * weighting each value by how much it matters (|x| plus the block rms).
+ * Tries a small grid of inverse scales around the range-based one and keeps
+ * the least-squares fit with the smallest weighted error. */
+static void fit_scale_min(const float *x, float *scale, float *mn) {
+    float xmin = x[0], xmax = x[0], sum_x2 = 0;
+    for (int i = 0; i < 32; i++) {
+        xmin = fminf(xmin, x[i]);
+        xmax = fmaxf(xmax, x[i]);
+        sum_x2 += x[i] * x[i];
+    }
+    if (xmin > 0) xmin = 0;
+    if (xmax <= xmin) {
+        *scale = 0;
+        *mn = -xmin;
+        return;
+    }
+    float av = sqrtf(sum_x2 / 32), w[32];
+    for (int i = 0; i < 32; i++) w[i] = av + fabsf(x[i]);
+    float best_err = INFINITY, best_s = (xmax - xmin) / 15, best_m = -xmin;
+    for (int step = -10; step <= 10; step++) {
+        float iscale = (15.0f + 0.1f * step) / (xmax - xmin);
+        float sw = 0, swl = 0, swl2 = 0, swx = 0, swlx = 0;
+        uint8_t L[32];
+        for (int i = 0; i < 32; i++) {
+            int l = nearest_int(iscale * (x[i] - xmin));
+            L[i] = (uint8_t)(l < 0 ? 0 : l > 15 ? 15 : l);
+            sw += w[i];
+            swl += w[i] * L[i];
+            swl2 += w[i] * L[i] * L[i];
+            swx += w[i] * x[i];
+            swlx += w[i] * L[i] * x[i];
+        }
+        float det = sw * swl2 - swl * swl;
+        if (det <= 0) continue;
+        float s = (sw * swlx - swl * swx) / det, off = (swl2 * swx - swl * swlx) / det; /* x ~ s L + off */
+        if (off > 0) { /* the min must not be positive: refit the scale alone */
+            off = 0;
+            s = swl2 > 0 ? swlx / swl2 : 0;
+        }
+        float err = 0;
+        for (int i = 0; i < 32; i++) {
+            float e = s * L[i] + off - x[i];
+            err += w[i] * e * e;
+        }
+        if (err < best_err && s > 0) {
+            best_err = err;
+            best_s = s;
+            best_m = -off;
+        }
+    }
+    *scale = best_s;
+    *mn = best_m;
+}
+
+void quantize_row_q4_K(const float *x, void *vy, int n) {
+    block_q4_K *y = vy;
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        float scales[8], mins[8], max_scale = 0, max_min = 0;
+        for (int j = 0; j < 8; j++) {
+            fit_scale_min(x + 32 * j, &scales[j], &mins[j]);
+            max_scale = fmaxf(max_scale, scales[j]);
+            max_min = fmaxf(max_min, mins[j]);
+        }
+        float d = max_scale / 63, dmin = max_min / 63;
+        y[b].d = f32_to_f16(d);
+        y[b].dmin = f32_to_f16(dmin);
+        d = f16_to_f32(y[b].d); /* quantize against the stored values */
+        dmin = f16_to_f32(y[b].dmin);
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) {
+            int s = d > 0 ? nearest_int(scales[j] / d) : 0, mm = dmin > 0 ? nearest_int(mins[j] / dmin) : 0;
+            sc[j] = (uint8_t)(s < 0 ? 0 : s > 63 ? 63 : s);
+            m[j] = (uint8_t)(mm < 0 ? 0 : mm > 63 ? 63 : mm);
+        }
+        /* pack as ggml: j < 4 in the low 6 bits of bytes j and j+4; j >= 4 split
+         * into the nibbles of byte j+4 and the top 2 bits of bytes j-4 and j */
+        memset(y[b].scales, 0, 12);
+        for (int j = 0; j < 8; j++) {
+            if (j < 4) {
+                y[b].scales[j] |= sc[j];
+                y[b].scales[j + 4] |= m[j];
+            } else {
+                y[b].scales[j + 4] = (uint8_t)((sc[j] & 0xF) | ((m[j] & 0xF) << 4));
+                y[b].scales[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+                y[b].scales[j] |= (uint8_t)((m[j] >> 4) << 6);
+            }
+        }
+        uint8_t L[QK_K];
+        for (int j = 0; j < 8; j++) {
+            uint8_t s, mm;
+            q4_K_scale_min(j, y[b].scales, &s, &mm);
+            float ds = d * s, dm = dmin * mm;
+            for (int i = 0; i < 32; i++) {
+                int l = ds > 0 ? nearest_int((x[32 * j + i] + dm) / ds) : 0;
+                L[32 * j + i] = (uint8_t)(l < 0 ? 0 : l > 15 ? 15 : l);
+            }
+        }
+        /* 64 values per 32 bytes: sub-block 2i in the low nibbles, 2i+1 in the high */
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) y[b].qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+    }
+}
+
+/* ------------------------------------------------------------ Q8_K */
+
+void quantize_row_q8_K(const float *x, void *vy, int n) {
+    block_q8_K *y = vy;
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        float amax = 0;
+        for (int i = 0; i < QK_K; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        y[b].d = d;
+        for (int i = 0; i < QK_K; i++) y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
+        for (int g = 0; g < QK_K / 16; g++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += y[b].qs[16 * g + i];
+            y[b].bsums[g] = (int16_t)s;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ dequantize */
+
+void dequantize_row(moe_dtype t, const void *vx, float *y, int n) {
+    switch (t) {
+    case DT_F32: memcpy(y, vx, sizeof(float) * (size_t)n); break;
+    case DT_F16:
+        for (int i = 0; i < n; i++) y[i] = f16_to_f32(((const uint16_t *)vx)[i]);
+        break;
+    case DT_BF16:
+        for (int i = 0; i < n; i++) y[i] = bf16_to_f32(((const uint16_t *)vx)[i]);
+        break;
+    case DT_Q8_0: {
+        const block_q8_0 *x = vx;
+        for (int b = 0; b < n / QK8_0; b++)
+            for (int i = 0; i < QK8_0; i++) y[b * QK8_0 + i] = f16_to_f32(x[b].d) * x[b].qs[i];
+        break;
+    }
+    case DT_Q4_0: {
+        const block_q4_0 *x = vx;
+        for (int b = 0; b < n / QK4_0; b++) {
+            float d = f16_to_f32(x[b].d);
+            for (int j = 0; j < 16; j++) {
+                y[b * 32 + j] = d * ((x[b].qs[j] & 0xF) - 8);
+                y[b * 32 + j + 16] = d * ((x[b].qs[j] >> 4) - 8);
+            }
+        }
+        break;
+    }
+    case DT_Q4_K: {
+        const block_q4_K *x = vx;
+        for (int b = 0; b < n / QK_K; b++) {
+            float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
+            for (int c = 0; c < 4; c++) {
+                uint8_t s1, m1, s2, m2;
+                q4_K_scale_min(2 * c, x[b].scales, &s1, &m1);
+                q4_K_scale_min(2 * c + 1, x[b].scales, &s2, &m2);
+                const uint8_t *q = x[b].qs + 32 * c;
+                float *o = y + b * QK_K + 64 * c;
+                for (int l = 0; l < 32; l++) {
+                    o[l] = d * s1 * (q[l] & 0xF) - dmin * m1;
+                    o[l + 32] = d * s2 * (q[l] >> 4) - dmin * m2;
+                }
+            }
+        }
+        break;
+    }
+    default: memset(y, 0, sizeof(float) * (size_t)n); break;
+    }
+}
+
+void quantize_row(moe_dtype t, const float *x, void *y, int n) {
+    switch (t) {
+    case DT_F32: memcpy(y, x, sizeof(float) * (size_t)n); break;
+    case DT_F16:
+        for (int i = 0; i < n; i++) ((uint16_t *)y)[i] = f32_to_f16(x[i]);
+        break;
+    case DT_BF16:
+        for (int i = 0; i < n; i++) ((uint16_t *)y)[i] = f32_to_bf16(x[i]);
+        break;
+    case DT_Q8_0: quantize_row_q8_0(x, y, n); break;
+    case DT_Q4_0: quantize_row_q4_0(x, y, n); break;
+    case DT_Q4_K: quantize_row_q4_K(x, y, n); break;
+    default: break;
+    }
+}
+
+/* ------------------------------------------------------------ reference dots */
+
+float dot_q8_0_q8_0_ref(const void *vw, const void *vx, int n) {
+    const block_q8_0 *w = vw, *x = vx;
+    float sum = 0;
+    for (int b = 0; b < n / QK8_0; b++) {
+        int s = 0;
+        for (int i = 0; i < QK8_0; i++) s += w[b].qs[i] * x[b].qs[i];
+        sum += f16_to_f32(w[b].d) * f16_to_f32(x[b].d) * (float)s;
+    }
+    return sum;
+}
+
+float dot_q4_0_q8_0_ref(const void *vw, const void *vx, int n) {
+    const block_q4_0 *w = vw;
+    const block_q8_0 *x = vx;
+    float sum = 0;
+    for (int b = 0; b < n / QK4_0; b++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += ((w[b].qs[j] & 0xF) - 8) * x[b].qs[j] + ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + 16];
+        sum += f16_to_f32(w[b].d) * f16_to_f32(x[b].d) * (float)s;
+    }
+    return sum;
+}
+
+float dot_q4_K_q8_K_ref(const void *vw, const void *vx, int n) {
+    const block_q4_K *w = vw;
+    const block_q8_K *x = vx;
+    float sum = 0;
+    for (int b = 0; b < n / QK_K; b++) {
+        int sumi = 0, summ = 0;
+        for (int c = 0; c < 4; c++) {
+            uint8_t s1, m1, s2, m2;
+            q4_K_scale_min(2 * c, w[b].scales, &s1, &m1);
+            q4_K_scale_min(2 * c + 1, w[b].scales, &s2, &m2);
+            const uint8_t *q = w[b].qs + 32 * c;
+            const int8_t *a = x[b].qs + 64 * c;
+            int d1 = 0, d2 = 0;
+            for (int l = 0; l < 32; l++) {
+                d1 += (q[l] & 0xF) * a[l];
+                d2 += (q[l] >> 4) * a[l + 32];
+            }
+            sumi += s1 * d1 + s2 * d2;
+            summ += m1 * (x[b].bsums[4 * c] + x[b].bsums[4 * c + 1]) + m2 * (x[b].bsums[4 * c + 2] + x[b].bsums[4 * c + 3]);
+        }
+        sum += x[b].d * (f16_to_f32(w[b].d) * (float)sumi - f16_to_f32(w[b].dmin) * (float)summ);
+    }
+    return sum;
+}
