@@ -51,8 +51,8 @@ static float dot_bf16_ref(const uint16_t *w, const float *x, int n) {
 SCALAR_TILE(tile_f32_ref, dot_f32_ref(wr, (const float *)ROW(t), n))
 SCALAR_TILE(tile_f16_ref, dot_f16_ref(wr, (const float *)ROW(t), n))
 SCALAR_TILE(tile_bf16_ref, dot_bf16_ref(wr, (const float *)ROW(t), n))
-SCALAR_TILE(tile_q8_0_ref, dot_q8_0_q8_0_ref(wr, ROW(t), n))
-SCALAR_TILE(tile_q4_0_ref, dot_q4_0_q8_0_ref(wr, ROW(t), n))
+SCALAR_TILE(tile_q8_0_ref, dot_q8_0_q8a_ref(wr, ROW(t), n))
+SCALAR_TILE(tile_q4_0_ref, dot_q4_0_q8a_ref(wr, ROW(t), n))
 SCALAR_TILE(tile_q4_K_ref, dot_q4_K_q8_K_ref(wr, ROW(t), n))
 
 static const kernel_set SCALAR = {
@@ -137,12 +137,12 @@ const char *moe_kernel_name(void) { return kernels_get()->name; }
 /* ------------------------------------------------------------ activations */
 
 size_t act_scratch_bytes(int n, int cols) {
-    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8_0, cols), qk = cols % QK_K ? 0 : act_row_bytes(ACT_Q8_K, cols);
+    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8A, cols), qk = cols % QK_K ? 0 : act_row_bytes(ACT_Q8_K, cols);
     return (size_t)n * (q0 + qk) + 128;
 }
 
 void act_init(act_rows *a, const float *x, int n, int cols, void *scratch) {
-    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8_0, cols);
+    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8A, cols);
     a->x = x;
     a->n = n;
     a->cols = cols;
@@ -154,10 +154,10 @@ void act_init(act_rows *a, const float *x, int n, int cols, void *scratch) {
 const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride) {
     act_type at = dtype_act(wtype);
     *stride = act_row_bytes(at, a->cols);
-    if (at == ACT_Q8_0) {
+    if (at == ACT_Q8A) {
         if (!a->have_q8_0)
             for (int t = 0; t < a->n; t++)
-                quantize_row_q8_0(a->x + (size_t)t * a->cols, (char *)a->q8_0 + (size_t)t * *stride, a->cols);
+                quantize_row_q8a(a->x + (size_t)t * a->cols, (char *)a->q8_0 + (size_t)t * *stride, a->cols);
         a->have_q8_0 = 1;
         return a->q8_0;
     }

@@ -22,6 +22,9 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* f16 -> f32 in one instruction (F16C); the scales of every block go through this */
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
 #define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
 /* ------------------------------------------------------------ float weights */
@@ -82,11 +85,17 @@ static inline __m256i dot32_i8(__m256i w, __m256i x) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-/* 32 signed weights of a Q4_0 block: nibble - 8; low nibbles are elements 0..15 */
+/* 32 weights of a Q4_0 block as unsigned nibbles 0..15 (low nibbles are
+ * elements 0..15, high ones 16..31); the "- 8" is applied per block through
+ * the activation sum. */
 static inline __m256i unpack_q4_0(const uint8_t *qs) {
     __m128i b = _mm_loadu_si128((const __m128i *)qs);
-    __m128i lo = _mm_and_si128(b, _mm_set1_epi8(0xF)), hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0xF));
-    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0xF));
+}
+
+/* Sum of 32 products of unsigned bytes u and signed bytes x, as 8 int32 lanes. */
+static inline __m256i dot32_u8i8(__m256i u, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
 }
 
 static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
@@ -94,19 +103,18 @@ static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void 
     int nb = n / QK8_0;
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8_0 *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8_0 *)AROW(t0 + t);
+        const block_q8a *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
         for (int r = 0; r < nr; r++) {
             const block_q8_0 *wb = (const block_q8_0 *)((const char *)w + (size_t)r * w_stride);
             __m256 acc[TOK];
             for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
             for (int b = 0; b < nb; b++) {
                 __m256i wq = _mm256_loadu_si256((const __m256i *)wb[b].qs);
-                float dw = f16_to_f32(wb[b].d);
+                float dw = h2f(wb[b].d);
                 for (int t = 0; t < m; t++) {
                     __m256i xq = _mm256_loadu_si256((const __m256i *)x[t][b].qs);
-                    __m256 d = _mm256_set1_ps(dw * f16_to_f32(x[t][b].d));
-                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot32_i8(wq, xq)), acc[t]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot32_i8(wq, xq)), acc[t]);
                 }
             }
             for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
@@ -114,27 +122,29 @@ static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void 
     }
 }
 
+/* sum_b d_w d_x sum_j (q_j - 8) x_j  =  sum_b d_w (d_x sum_j q_j x_j - 8 s_x) */
 static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
     int nb = n / QK4_0;
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8_0 *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8_0 *)AROW(t0 + t);
+        const block_q8a *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
         for (int r = 0; r < nr; r++) {
             const block_q4_0 *wb = (const block_q4_0 *)((const char *)w + (size_t)r * w_stride);
             __m256 acc[TOK];
+            float corr[TOK] = {0};
             for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
             for (int b = 0; b < nb; b++) {
                 __m256i wq = unpack_q4_0(wb[b].qs);
-                float dw = f16_to_f32(wb[b].d);
+                float dw = h2f(wb[b].d);
                 for (int t = 0; t < m; t++) {
                     __m256i xq = _mm256_loadu_si256((const __m256i *)x[t][b].qs);
-                    __m256 d = _mm256_set1_ps(dw * f16_to_f32(x[t][b].d));
-                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot32_i8(wq, xq)), acc[t]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot32_u8i8(wq, xq)), acc[t]);
+                    corr[t] += dw * x[t][b].s;
                 }
             }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]) - 8.0f * corr[t];
         }
     }
 }
@@ -156,7 +166,7 @@ static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void 
             for (int b = 0; b < nb; b++) {
                 uint8_t sc[8], mn[8];
                 for (int j = 0; j < 8; j++) q4_K_scale_min(j, wb[b].scales, &sc[j], &mn[j]);
-                float d = f16_to_f32(wb[b].d), dmin = f16_to_f32(wb[b].dmin);
+                float d = h2f(wb[b].d), dmin = h2f(wb[b].dmin);
                 __m256i sumi[TOK];
                 for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
                 for (int c = 0; c < 4; c++) {

@@ -11,7 +11,7 @@
 act_type dtype_act(moe_dtype t) {
     switch (t) {
     case DT_Q8_0:
-    case DT_Q4_0: return ACT_Q8_0;
+    case DT_Q4_0: return ACT_Q8A;
     case DT_Q4_K: return ACT_Q8_K;
     default: return ACT_F32;
     }
@@ -19,7 +19,7 @@ act_type dtype_act(moe_dtype t) {
 
 size_t act_row_bytes(act_type a, int n) {
     switch (a) {
-    case ACT_Q8_0: return (size_t)(n / QK8_0) * sizeof(block_q8_0);
+    case ACT_Q8A: return (size_t)(n / QK8_0) * sizeof(block_q8a);
     case ACT_Q8_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
     default: return (size_t)n * sizeof(float);
     }
@@ -37,6 +37,19 @@ void quantize_row_q8_0(const float *x, void *vy, int n) {
         float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f; /* all-zero block: d = 0, q = 0 */
         y[b].d = f32_to_f16(d);
         for (int i = 0; i < QK8_0; i++) y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
+    }
+}
+
+void quantize_row_q8a(const float *x, void *vy, int n) {
+    block_q8a *y = vy;
+    for (int b = 0; b < n / 32; b++, x += 32) {
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < 32; i++) sum += y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
+        y[b].d = d;
+        y[b].s = d * (float)sum;
     }
 }
 
@@ -256,26 +269,27 @@ void quantize_row(moe_dtype t, const float *x, void *y, int n) {
 
 /* ------------------------------------------------------------ reference dots */
 
-float dot_q8_0_q8_0_ref(const void *vw, const void *vx, int n) {
-    const block_q8_0 *w = vw, *x = vx;
+float dot_q8_0_q8a_ref(const void *vw, const void *vx, int n) {
+    const block_q8_0 *w = vw;
+    const block_q8a *x = vx;
     float sum = 0;
     for (int b = 0; b < n / QK8_0; b++) {
         int s = 0;
         for (int i = 0; i < QK8_0; i++) s += w[b].qs[i] * x[b].qs[i];
-        sum += f16_to_f32(w[b].d) * f16_to_f32(x[b].d) * (float)s;
+        sum += f16_to_f32(w[b].d) * x[b].d * (float)s;
     }
     return sum;
 }
 
-float dot_q4_0_q8_0_ref(const void *vw, const void *vx, int n) {
+float dot_q4_0_q8a_ref(const void *vw, const void *vx, int n) {
     const block_q4_0 *w = vw;
-    const block_q8_0 *x = vx;
+    const block_q8a *x = vx;
     float sum = 0;
     for (int b = 0; b < n / QK4_0; b++) {
         int s = 0;
         for (int j = 0; j < 16; j++)
             s += ((w[b].qs[j] & 0xF) - 8) * x[b].qs[j] + ((w[b].qs[j] >> 4) - 8) * x[b].qs[j + 16];
-        sum += f16_to_f32(w[b].d) * f16_to_f32(x[b].d) * (float)s;
+        sum += f16_to_f32(w[b].d) * x[b].d * (float)s;
     }
     return sum;
 }

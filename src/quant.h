@@ -9,8 +9,10 @@
  *                                                          w = d*sc*q - dmin*m
  *
  * Activations are quantized once per matmul input to the type the weight
- * type pairs with (Q8_0 for Q8_0/Q4_0, Q8_K for Q4_K); float weights use
- * float activations. */
+ * type pairs with (Q8A for Q8_0/Q4_0, Q8_K for Q4_K); float weights use
+ * float activations. Activation blocks never reach a file, so Q8A is laid
+ * out for the kernels: a float scale and the block sum precomputed (Q4_0's
+ * "- 8" becomes one correction per block). */
 #ifndef MOE_QUANT_H
 #define MOE_QUANT_H
 
@@ -40,6 +42,13 @@ typedef struct {
     uint8_t qs[QK_K / 2];
 } block_q4_K;
 
+/* The activation partner of Q8_0 and Q4_0: 32 int8 values, their float
+ * scale d, and s = d * sum(qs). */
+typedef struct {
+    float d, s;
+    int8_t qs[32];
+} block_q8a;
+
 /* The activation partner of Q4_K: 256 int8 values, one float scale, and
  * the sums of each 16 values (they multiply the mins). */
 typedef struct {
@@ -52,9 +61,10 @@ _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 must match ggml");
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must match ggml");
 _Static_assert(sizeof(block_q4_K) == 144, "block_q4_K must match ggml");
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K must match ggml");
+_Static_assert(sizeof(block_q8a) == 40, "block_q8a: 8 bytes of scales + 32");
 
 /* Activation types a weight type pairs with. */
-typedef enum { ACT_F32 = 0, ACT_Q8_0 = 1, ACT_Q8_K = 2 } act_type;
+typedef enum { ACT_F32 = 0, ACT_Q8A = 1, ACT_Q8_K = 2 } act_type;
 
 act_type dtype_act(moe_dtype t);
 size_t act_row_bytes(act_type a, int n);
@@ -64,13 +74,14 @@ void quantize_row_q8_0(const float *x, void *y, int n);
 void quantize_row_q4_0(const float *x, void *y, int n);
 void quantize_row_q4_K(const float *x, void *y, int n);
 void quantize_row_q8_K(const float *x, void *y, int n);
+void quantize_row_q8a(const float *x, void *y, int n);
 void dequantize_row(moe_dtype t, const void *x, float *y, int n);
 /* Quantize one row of n floats to a weight dtype (any float or quant type). */
 void quantize_row(moe_dtype t, const float *x, void *y, int n);
 
 /* Reference dot products of a weight row with a prepared activation row. */
-float dot_q8_0_q8_0_ref(const void *w, const void *x, int n);
-float dot_q4_0_q8_0_ref(const void *w, const void *x, int n);
+float dot_q8_0_q8a_ref(const void *w, const void *x, int n);
+float dot_q4_0_q8a_ref(const void *w, const void *x, int n);
 float dot_q4_K_q8_K_ref(const void *w, const void *x, int n);
 
 /* 6-bit scale and min of sub-block j of a Q4_K block (ggml get_scale_min_k4). */

@@ -65,9 +65,10 @@ static void exact_act(moe_dtype wt, const float *x, float *out, int n, int cols)
         float *o = out + (size_t)t * cols;
         if (at == ACT_F32) {
             memcpy(o, xr, sizeof(float) * (size_t)cols);
-        } else if (at == ACT_Q8_0) {
-            quantize_row_q8_0(xr, q, cols);
-            dequantize_row(DT_Q8_0, q, o, cols);
+        } else if (at == ACT_Q8A) {
+            quantize_row_q8a(xr, q, cols);
+            const block_q8a *b = q;
+            for (int i = 0; i < cols; i++) o[i] = b[i / 32].d * b[i / 32].qs[i % 32];
         } else {
             quantize_row_q8_K(xr, q, cols);
             const block_q8_K *b = q;
