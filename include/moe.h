@@ -43,6 +43,7 @@ void moe_model_free(moe_model *m);
 typedef struct moe_model_info {
     const char *arch;          /* general.arch, "" for a tokenizer-only file */
     const char *name;          /* general.name */
+    const char *weight_type;   /* dtype holding most weight bytes ("BF16", "Q4_0", ...) */
     int has_weights;           /* 0: tokenizer-only file */
     int vocab_size;            /* logits per position (model.vocab_size) */
     int n_tokens;              /* tokens in the tokenizer (<= vocab_size) */

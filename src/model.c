@@ -230,6 +230,7 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
     memset(info, 0, sizeof *info);
     info->arch = c->arch;
     info->name = c->name;
+    info->weight_type = "";
     info->has_weights = c->has_weights;
     info->n_tokens = tokenizer_n_tokens(m->tok);
     info->bos = tokenizer_bos(m->tok);
@@ -248,7 +249,7 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
 
     /* Every weight tensor is counted once; routed experts count k/E of
      * themselves as active. Decoding reads one embedding row, not the table. */
-    uint64_t n = 0, n_act = 0, bytes = 0, act_bytes = 0;
+    uint64_t n = 0, n_act = 0, bytes = 0, act_bytes = 0, by_type[32] = {0};
     for (int i = 0; i < m->file.n_tensors; i++) {
         const moe_tensor *t = &m->file.tensors[i];
         if (t->name_len > 4 && memcmp(t->name, "tok.", 4) == 0) continue;
@@ -256,7 +257,12 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
         for (int d = 0; d < t->n_dims; d++) e *= t->dims[d];
         n += e;
         bytes += t->nbytes;
+        if (t->n_dims > 1 && t->dtype < 32) by_type[t->dtype] += t->nbytes;
     }
+    int top = 0;
+    for (int d = 1; d < 32; d++)
+        if (by_type[d] > by_type[top]) top = d;
+    info->weight_type = dtype_name((moe_dtype)top);
     n_act = n;
     act_bytes = bytes;
     for (int l = 0; l < c->n_layers; l++) {

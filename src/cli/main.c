@@ -14,6 +14,7 @@ static const command COMMANDS[] = {
     {"logits", cmd_logits, "evaluate token ids, write float32 logits [n, vocab]"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "architecture, sizes and parameters of a model file"},
+    {"bench", cmd_bench, "prefill and decode tokens/s, achieved vs measured bandwidth"},
     {"quantize", cmd_quantize, "requantize weights to Q8_0, Q4_0 or Q4_K (ggml blocks)"},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))

@@ -1,0 +1,233 @@
+/* cmd_bench.c - `moe bench`: prefill and decode speed, llama-bench style.
+ *
+ *   pp N   one moe_eval of N prompt tokens from an empty context (at depth d:
+ *          after d tokens already in the cache)
+ *   tg N   N single-token moe_evals, each feeding one token
+ * Each test runs once to warm up, then r times; we report mean +- sd of
+ * tokens/s. Tokenization and sampling are excluded (ids are fixed pseudo-
+ * random values). Achieved bandwidth = bytes read per decoded token (active
+ * weights + the KV cache read at that depth) x decode tok/s, compared with
+ * the machine's read bandwidth, measured here by streaming a buffer much
+ * larger than the caches with every thread. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "threads.h"
+
+static const char *CMD = "bench";
+
+static void help(void) {
+    printf("usage: moe bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--depth 0,512,...] [--json]\n"
+           "       moe bench --bandwidth [-t N]\n\n"
+           "Measures prefill (ppN) and decode (tgN) tokens/s as mean +- sd over r runs after\n"
+           "a warm-up, the bytes read per decoded token, the bandwidth that achieves, and the\n"
+           "machine's read bandwidth (measured) to compare it with.\n\n"
+           "  -m, --model FILE     .moe model\n"
+           "  -p, --n-prompt N     prompt tokens for the prefill test, 0 = skip (default 512)\n"
+           "  -n, --n-gen N        tokens for the decode test, 0 = skip (default 128)\n"
+           "  -r, --repetitions N  measured runs per test (default 5)\n"
+           "  -b, --batch-size N   prefill batch (default 512)\n"
+           "  -t, --threads N      threads (default: all cores)\n"
+           "  -d, --depth LIST     context depths to test at, e.g. 0,512,2048 (default 0)\n"
+           "      --json           one JSON object on stdout instead of the table\n"
+           "      --bandwidth      only measure the machine's read bandwidth\n");
+}
+
+typedef struct {
+    double mean, sd;
+    int n;
+} stat;
+
+static stat summarize(const double *v, int r, int n) {
+    stat s = {0, 0, n};
+    for (int i = 0; i < r; i++) s.mean += v[i];
+    s.mean /= r;
+    for (int i = 0; i < r; i++) s.sd += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = r > 1 ? sqrt(s.sd / (r - 1)) : 0;
+    return s;
+}
+
+/* Read bandwidth in GB/s: every thread sums its share of a 1 GiB buffer
+ * (8x larger than any L3 here); the best of 5 passes. */
+static double measure_bandwidth(void) {
+    size_t bytes = (size_t)1 << 30, n = bytes / sizeof(uint64_t);
+    uint64_t *buf = malloc(bytes);
+    if (!buf) die(1, CMD, "out of memory for the bandwidth buffer");
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = i; /* touch every page before timing */
+    double best = 1e30;
+    uint64_t sink = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        uint64_t total = 0;
+        double t0 = now_seconds();
+#pragma omp parallel for schedule(static) reduction(+ : total)
+        for (size_t i = 0; i < n; i++) total += buf[i];
+        double t = now_seconds() - t0;
+        sink += total;
+        if (t < best) best = t;
+    }
+    free(buf);
+    if (sink == 42) fprintf(stderr, " "); /* keep the sums alive */
+    return (double)bytes / best / 1e9;
+}
+
+static uint32_t next_id(uint64_t *s, int vocab) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)((*s >> 33) % (uint64_t)vocab);
+}
+
+static void fill(moe_ctx *ctx, int depth, int vocab, int32_t *ids, uint64_t *seed) {
+    moe_err err = {{0}};
+    moe_ctx_reset(ctx);
+    if (!depth) return;
+    for (int i = 0; i < depth; i++) ids[i] = (int32_t)next_id(seed, vocab);
+    if (moe_eval(ctx, ids, depth, NULL, &err)) die(1, CMD, "%s", err.msg);
+}
+
+static double run_pp(moe_ctx *ctx, int depth, int n, int vocab, int32_t *ids, uint64_t *seed) {
+    moe_err err = {{0}};
+    fill(ctx, depth, vocab, ids, seed);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)next_id(seed, vocab);
+    double t0 = now_seconds();
+    if (moe_eval(ctx, ids, n, NULL, &err)) die(1, CMD, "%s", err.msg);
+    return n / (now_seconds() - t0);
+}
+
+static double run_tg(moe_ctx *ctx, int depth, int n, int vocab, int32_t *ids, uint64_t *seed) {
+    moe_err err = {{0}};
+    fill(ctx, depth, vocab, ids, seed);
+    double t0 = now_seconds();
+    for (int i = 0; i < n; i++) {
+        int32_t id = (int32_t)next_id(seed, vocab);
+        if (moe_eval(ctx, &id, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
+    }
+    return n / (now_seconds() - t0);
+}
+
+static int parse_depths(const char *s, int *out, int cap) {
+    int n = 0;
+    int32_t *ids = parse_id_list(CMD, s, &n);
+    if (n > cap) die(EXIT_USAGE, CMD, "at most %d depths", cap);
+    for (int i = 0; i < n; i++) out[i] = ids[i];
+    free(ids);
+    return n;
+}
+
+int cmd_bench(int argc, char **argv) {
+    args a = {CMD, argc, 0, argv};
+    const char *model = NULL, *flag;
+    int n_prompt = 512, n_gen = 128, reps = 5, json = 0, bw_only = 0, depths[16] = {0}, n_depths = 1;
+    moe_ctx_params cp = moe_ctx_default_params();
+    while (args_next(&a, &flag)) {
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
+        else if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) model = args_value(&a, flag);
+        else if (!strcmp(flag, "-p") || !strcmp(flag, "--n-prompt")) n_prompt = args_int(&a, flag, 0, 1 << 20);
+        else if (!strcmp(flag, "-n") || !strcmp(flag, "--n-gen")) n_gen = args_int(&a, flag, 0, 1 << 20);
+        else if (!strcmp(flag, "-r") || !strcmp(flag, "--repetitions")) reps = args_int(&a, flag, 1, 1000);
+        else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
+        else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else if (!strcmp(flag, "-d") || !strcmp(flag, "--depth")) n_depths = parse_depths(args_value(&a, flag), depths, 16);
+        else if (!strcmp(flag, "--json")) json = 1;
+        else if (!strcmp(flag, "--bandwidth")) bw_only = 1;
+        else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe bench -h)", flag);
+    }
+    int threads = cp.n_threads ? cp.n_threads : cores_available();
+    threads_set(threads);
+    double bw = measure_bandwidth();
+    if (bw_only) {
+        if (json) printf("{\"threads\": %d, \"bandwidth_gbps\": %.2f}\n", threads, bw);
+        else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB buffer, best of 5)\n", bw, threads);
+        return 0;
+    }
+    moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    moe_model_info info;
+    moe_model_get_info(m, &info);
+    if (!info.has_weights) die(1, CMD, "this is a tokenizer-only file: it has no weights to run");
+    int max_depth = 0;
+    for (int i = 0; i < n_depths; i++) max_depth = depths[i] > max_depth ? depths[i] : max_depth;
+    long need = (long)max_depth + (n_prompt > n_gen ? n_prompt : n_gen);
+    if (need > info.max_ctx) die(EXIT_USAGE, CMD, "depth + tokens = %ld exceeds the model's context of %d", need, info.max_ctx);
+    cp.n_ctx = (int)need;
+    cp.n_threads = threads;
+    moe_err err = {{0}};
+    moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
+    if (!ctx) die(1, CMD, "%s", err.msg);
+    int32_t *ids = malloc(sizeof *ids * (size_t)(need + 1));
+    double *v = malloc(sizeof(double) * (size_t)reps);
+    if (!ids || !v) die(1, CMD, "out of memory");
+    uint64_t seed = 1234;
+    const char *name = strrchr(model ? model : "default", '/');
+    name = name ? name + 1 : (model ? model : "default");
+
+    typedef struct {
+        int depth;
+        stat pp, tg;
+        double bytes, gbps, pct;
+    } result;
+    result res[16];
+    for (int di = 0; di < n_depths; di++) {
+        result *R = &res[di];
+        memset(R, 0, sizeof *R);
+        R->depth = depths[di];
+        if (n_prompt > 0) {
+            run_pp(ctx, R->depth, n_prompt, info.vocab_size, ids, &seed); /* warm-up */
+            for (int r = 0; r < reps; r++) v[r] = run_pp(ctx, R->depth, n_prompt, info.vocab_size, ids, &seed);
+            R->pp = summarize(v, reps, n_prompt);
+        }
+        /* bytes per decoded token: active weights + the KV cache read at the mean position */
+        R->bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (R->depth + n_gen / 2.0);
+        if (n_gen > 0) {
+            run_tg(ctx, R->depth, n_gen, info.vocab_size, ids, &seed);
+            for (int r = 0; r < reps; r++) v[r] = run_tg(ctx, R->depth, n_gen, info.vocab_size, ids, &seed);
+            R->tg = summarize(v, reps, n_gen);
+            R->gbps = R->bytes * R->tg.mean / 1e9;
+            R->pct = 100.0 * R->gbps / bw;
+        }
+    }
+
+    if (json) { /* top level: the first depth; "depths": all of them */
+        const result *R = &res[0];
+        printf("{\"model\": \"%s\", \"arch\": \"%s\", \"type\": \"%s\", \"threads\": %d, \"kernels\": \"%s\", "
+               "\"size_bytes\": %llu, \"params\": %llu, \"active_params\": %llu, "
+               "\"pp\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, \"tg\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, "
+               "\"active_bytes_per_token\": %.0f, \"gbps\": %.3f, \"bandwidth_gbps\": %.3f, \"roofline_pct\": %.2f, "
+               "\"depths\": [",
+               name, info.arch, info.weight_type, threads, moe_kernel_name(), (unsigned long long)info.weight_bytes,
+               (unsigned long long)info.n_params, (unsigned long long)info.n_params_active, R->pp.n, R->pp.mean, R->pp.sd,
+               R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps, bw, R->pct);
+        for (int di = 0; di < n_depths; di++) {
+            R = &res[di];
+            printf("%s{\"depth\": %d, \"pp\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, \"tg\": {\"n\": %d, "
+                   "\"mean\": %.3f, \"sd\": %.3f}, \"bytes_per_token\": %.0f, \"gbps\": %.3f, \"roofline_pct\": %.2f}",
+                   di ? ", " : "", R->depth, R->pp.n, R->pp.mean, R->pp.sd, R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps,
+                   R->pct);
+        }
+        printf("]}\n");
+    } else {
+        printf("model %s (%s, %s): %.3f GB of weights, %.3f GB read per decoded token; %d threads, %s kernels\n",
+               name, info.arch, info.weight_type, info.weight_bytes / 1e9, info.active_bytes / 1e9, threads,
+               moe_kernel_name());
+        printf("machine read bandwidth: %.2f GB/s\n\n", bw);
+        printf("| test            |              t/s | GB/s read | %% of bandwidth |\n");
+        printf("|-----------------|------------------|-----------|----------------|\n");
+        for (int di = 0; di < n_depths; di++) {
+            const result *R = &res[di];
+            char label[64];
+            if (n_prompt > 0) {
+                snprintf(label, sizeof label, R->depth ? "pp%d @ d%d" : "pp%d", n_prompt, R->depth);
+                printf("| %-15s | %8.2f ± %6.2f |           |                |\n", label, R->pp.mean, R->pp.sd);
+            }
+            if (n_gen > 0) {
+                snprintf(label, sizeof label, R->depth ? "tg%d @ d%d" : "tg%d", n_gen, R->depth);
+                printf("| %-15s | %8.2f ± %6.2f | %9.2f | %13.1f%% |\n", label, R->tg.mean, R->tg.sd, R->gbps, R->pct);
+            }
+        }
+    }
+    free(ids);
+    free(v);
+    moe_ctx_free(ctx);
+    moe_model_free(m);
+    return 0;
+}
