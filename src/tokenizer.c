@@ -769,8 +769,9 @@ static size_t m_qwen2(const enc *e, size_t p, size_t end, size_t *skip) {
 /* \p{N}{1,3} (DeepSeek-V3 stage 1) */
 static size_t m_digits3(const enc *e, size_t p, size_t end, size_t *skip) {
     if (!(FL(p) & UNI_N)) {
-        *skip = run_any(e, p, end, ~(unsigned)UNI_N & 0xFF) - p;
-        if (*skip == 0) *skip = 1;
+        size_t q = p + 1;
+        while (q < end && !(FL(q) & UNI_N)) q++;
+        *skip = q - p; /* no match before the next number */
         return 0;
     }
     size_t r = run_any(e, p, end, UNI_N) - p;

@@ -23,7 +23,7 @@ __attribute__((weak)) const moe_tokenizer *model_tokenizer(const moe_model *m) {
     return NULL;
 }
 
-static char *tu_read(const char *path, size_t *len) {
+static inline char *tu_read(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     size_t cap = 1 << 16, n = 0;
@@ -49,22 +49,27 @@ static char *tu_read(const char *path, size_t *len) {
 }
 
 /* $name, else the fallback (relative to the repository) */
-static const char *tu_env(const char *name, const char *fallback) {
+static inline const char *tu_env(const char *name, const char *fallback) {
     const char *v = getenv(name);
     return v && *v ? v : fallback;
 }
 
-static const char *tu_root(void) { return tu_env("MOE_ROOT", "."); }
-static const char *tu_shared(void) {
+/* out = a + "/" + b; 0, or -1 if it does not fit */
+static inline int tu_path(char *out, size_t cap, const char *a, const char *b) {
+    int n = snprintf(out, cap, "%s/%s", a, b);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
+static inline const char *tu_root(void) { return tu_env("MOE_ROOT", "."); }
+static inline const char *tu_shared(void) {
     static char buf[4096];
     const char *v = getenv("MOE_SHARED");
     if (v && *v) return v;
-    snprintf(buf, sizeof buf, "%s/../shared", tu_root());
-    return buf;
+    return tu_path(buf, sizeof buf, tu_root(), "../shared") ? "../shared" : buf;
 }
-static const char *tu_work(void) { return tu_env("MOE_WORK", "/tmp/moe-testwork"); }
+static inline const char *tu_work(void) { return tu_env("MOE_WORK", "/tmp/moe-testwork"); }
 
-static int tu_mkdirs(const char *path) {
+static inline int tu_mkdirs(const char *path) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s", path);
     for (char *p = tmp + 1; *p; p++) {
@@ -77,15 +82,15 @@ static int tu_mkdirs(const char *path) {
     return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }
 
-static double tu_mtime(const char *path) {
+static inline double tu_mtime(const char *path) {
     struct stat st;
     return stat(path, &st) ? -1 : (double)st.st_mtime;
 }
 
 /* Convert src into out with the Python converter unless out is newer than both. */
-static int tu_convert(const char *src, const char *out, const char *extra) {
-    char conv[4096], cmd[16384];
-    snprintf(conv, sizeof conv, "%s/tools/tokenizer_convert.py", tu_root());
+static inline int tu_convert(const char *src, const char *out, const char *extra) {
+    char conv[2048], cmd[16384];
+    if (tu_path(conv, sizeof conv, tu_root(), "tools/tokenizer_convert.py")) return -1;
     double t = tu_mtime(out);
     if (t >= 0 && t >= tu_mtime(conv) && t >= tu_mtime(src) && t >= tu_mtime(tu_env("MOE_TOK_CONVERT_DEPS", conv)))
         return 0;
@@ -99,7 +104,7 @@ typedef struct {
     moe_tokenizer *tok;
 } tu_tok;
 
-static int tu_load(tu_tok *t, const char *path) {
+static inline int tu_load(tu_tok *t, const char *path) {
     moe_err err = {{0}};
     memset(t, 0, sizeof *t);
     if (moef_open(&t->file, path, &err)) {
@@ -115,13 +120,14 @@ static int tu_load(tu_tok *t, const char *path) {
     return 0;
 }
 
-static void tu_free(tu_tok *t) {
+static inline void tu_free(tu_tok *t) {
     tokenizer_free(t->tok);
     moef_close(&t->file);
 }
 
 /* Encode into a malloc'ed array (*n ids); NULL on error (message in err). */
-static int32_t *tu_encode(const moe_tokenizer *tok, const char *text, size_t len, int flags, int *n, moe_err *err) {
+static inline int32_t *tu_encode(const moe_tokenizer *tok, const char *text, size_t len, int flags, int *n, moe_err *err) {
+    *n = 0;
     int cap = 64;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     for (;;) {
@@ -144,9 +150,10 @@ static int32_t *tu_encode(const moe_tokenizer *tok, const char *text, size_t len
 /* Raw decode: the concatenated bytes of the ids, control tokens skipped and the
  * SentencePiece leading space removed as the streaming decoder does, but with
  * no UTF-8 repair (so that invalid input round-trips byte for byte). */
-static char *tu_decode_raw(const moe_tokenizer *tok, const int32_t *ids, int n, size_t *len, int spm_strip) {
+static inline char *tu_decode_raw(const moe_tokenizer *tok, const int32_t *ids, int n, size_t *len, int spm_strip) {
     size_t cap = 16, w = 0;
     char *out = malloc(cap);
+    *len = 0;
     int prev_control = 1;
     for (int i = 0; out && i < n; i++) {
         size_t k;
