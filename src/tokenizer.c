@@ -329,7 +329,7 @@ static int load_vocab(moe_tokenizer *t, const moe_file *f, int vocab_size, moe_e
     if (!types) return moe_fail(err, "tok.types: missing");
     if (types->n_dims != 1) return moe_fail(err, "tok.types: expected 1 dimension");
     uint64_t n = types->dims[0];
-    if (n > INT32_MAX - 1) return moe_fail(err, "tok.types: %llu tokens is too many", (unsigned long long)n);
+    if (n > (1u << 28)) return moe_fail(err, "tok.types: %llu tokens is too many", (unsigned long long)n);
     if (vocab_size > 0 && n > (uint64_t)vocab_size)
         return moe_fail(err, "the tokenizer has %llu tokens, more than model.vocab_size %d", (unsigned long long)n,
                         vocab_size);
@@ -435,7 +435,6 @@ static int load_merges(moe_tokenizer *t, const moe_file *f, moe_err *err) {
         uint32_t i = hash_pair(a, b) & t->merge_mask;
         while (t->merge_hash[i] >= 0) i = (i + 1) & t->merge_mask;
         t->merge_hash[i] = r;
-        t->n_merges = r + 1;
     }
     t->n_merges = m;
     return 0;
@@ -491,6 +490,8 @@ const char *tokenizer_token(const moe_tokenizer *t, int32_t id, size_t *len) {
     if (len) *len = n;
     return (const char *)s;
 }
+
+size_t tokenizer_max_token_len(const moe_tokenizer *t) { return t ? t->max_len : 0; }
 
 int tokenizer_is_eos(const moe_tokenizer *t, int32_t id) {
     if (!t) return 0;
@@ -1300,15 +1301,20 @@ size_t tokenizer_detok_push(const moe_tokenizer *t, moe_detok *d, int32_t id, ch
     if (!t || !d || id < 0 || id >= t->n) return 0;
     detok_sanitize(d);
     int prev = d->prev;
-    d->prev = id;
     int ty = t->type[id];
-    if (ty == TT_CONTROL || ty == TT_UNUSED) return 0;
+    if (ty == TT_CONTROL || ty == TT_UNUSED) {
+        if (prev >= 0) d->prev = id; /* prev stays -1 until something prints */
+        return 0;
+    }
+    d->prev = id;
     size_t len;
     const uint8_t *s = ty == TT_UNKNOWN ? (len = 3, replacement) : tok_text(t, id, &len);
-    /* SentencePiece's dummy prefix: the first text after the start or a BOS-like
-     * control token loses its leading space (HF's Strip decoder, llama2.c) */
+    /* SentencePiece's dummy prefix: the first text of the stream, and text right
+     * after BOS, lose their leading space (HF's Strip decoder strips the start of
+     * the decoded text; llama2.c strips after BOS). A caller streaming the
+     * continuation of a prompt sets d->prev to the prompt's last token. */
     if (t->model == MODEL_SPM && t->space_prefix && ty != TT_UNKNOWN && len && s[0] == ' ' &&
-        (prev < 0 || prev >= t->n || t->type[prev] == TT_CONTROL)) {
+        (prev < 0 || (prev == t->bos && t->bos >= 0))) {
         s++;
         len--;
     }

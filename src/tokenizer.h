@@ -37,14 +37,18 @@ int tokenizer_n_tokens(const moe_tokenizer *t);
 int tokenizer_bos(const moe_tokenizer *t);
 int tokenizer_eos(const moe_tokenizer *t);
 const char *tokenizer_token(const moe_tokenizer *t, int32_t id, size_t *len);
+/* The longest token, in bytes (to size detokenizer buffers). */
+size_t tokenizer_max_token_len(const moe_tokenizer *t);
 int tokenizer_is_eos(const moe_tokenizer *t, int32_t id);
 /* 1 for control tokens (BOS, <|im_start|>, ...): not printed when streaming */
 int tokenizer_is_control(const moe_tokenizer *t, int32_t id);
 
 /* The streaming detokenizer behind moe_detok_push/flush, on a tokenizer
  * directly (d->model is not used; start with d->prev = -1, n_pending = 0).
- * Control tokens print nothing; an SPM token after the start or after a control
- * token loses its dummy-prefix space. out receives at most cap - 1 bytes and a
+ * Control tokens print nothing (d->prev stays -1 until something prints); the
+ * first SPM text of the stream, and text right after BOS, lose the dummy-prefix
+ * space (to stream the continuation of a prompt with its first space, set
+ * d->prev to the prompt's last token). out receives at most cap - 1 bytes and a
  * NUL: 3 * (longest token) + 4 bytes always suffice (each invalid byte becomes
  * a 3-byte U+FFFD); what does not fit is dropped. */
 size_t tokenizer_detok_push(const moe_tokenizer *t, moe_detok *d, int32_t id, char *out, size_t cap);

@@ -419,6 +419,17 @@ static void test_detok(void) {
     CHECK(n == 5 && !strcmp(out, "Hello"), "leading space stripped after BOS: [%s]", out);
     n = tokenizer_detok_push(l, &d, 3186, out, sizeof out); /* "▁world" */
     CHECK(n == 6 && !strcmp(out, " world"), "later spaces kept: [%s]", out);
+    n = tokenizer_detok_push(l, &d, 2, out, sizeof out); /* </s>: not printed, and no strip after it */
+    n += tokenizer_detok_push(l, &d, 3186, out, sizeof out);
+    CHECK(n == 6 && !strcmp(out, " world"), "no strip after a control token other than BOS: [%s]", out);
+    n = tokenizer_detok_push(l, &d, 1, out, sizeof out); /* BOS mid-stream (llama2.c) */
+    n += tokenizer_detok_push(l, &d, 3186, out, sizeof out);
+    CHECK(n == 5 && !strcmp(out, "world"), "strip after BOS: [%s]", out);
+    /* the continuation of a prompt keeps its space when prev is set */
+    moe_detok c2 = {0};
+    c2.prev = 15043;
+    n = tokenizer_detok_push(l, &c2, 3186, out, sizeof out);
+    CHECK(n == 6 && !strcmp(out, " world"), "continuation: [%s]", out);
     /* an incomplete sequence followed by another lead byte: one U+FFFD, then the
      * new character; a dangling lead at the end is flushed as U+FFFD */
     n = tokenizer_detok_push(l, &d, 3 + 0xE4, out, sizeof out);

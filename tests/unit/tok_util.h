@@ -148,25 +148,26 @@ static inline int32_t *tu_encode(const moe_tokenizer *tok, const char *text, siz
 }
 
 /* Raw decode: the concatenated bytes of the ids, control tokens skipped and the
- * SentencePiece leading space removed as the streaming decoder does, but with
- * no UTF-8 repair (so that invalid input round-trips byte for byte). */
+ * SentencePiece leading space removed at the start and after BOS as the
+ * streaming decoder does, but with no UTF-8 repair (so that invalid input
+ * round-trips byte for byte). */
 static inline char *tu_decode_raw(const moe_tokenizer *tok, const int32_t *ids, int n, size_t *len, int spm_strip) {
     size_t cap = 16, w = 0;
     char *out = malloc(cap);
     *len = 0;
-    int prev_control = 1;
+    int at_start = 1;
     for (int i = 0; out && i < n; i++) {
         size_t k;
         const char *s = tokenizer_token(tok, ids[i], &k);
         if (!s || tokenizer_is_control(tok, ids[i])) {
-            prev_control = 1;
+            at_start = ids[i] == tokenizer_bos(tok) || (at_start && i == 0);
             continue;
         }
-        if (spm_strip && prev_control && k && s[0] == ' ') {
+        if (spm_strip && at_start && k && s[0] == ' ') {
             s++;
             k--;
         }
-        prev_control = 0;
+        at_start = 0;
         if (w + k + 1 > cap) {
             while (w + k + 1 > cap) cap *= 2;
             char *p = realloc(out, cap);
