@@ -148,6 +148,7 @@ static int32_t lookup(const moe_tokenizer *t, const uint8_t *s, size_t n) {
 
 /* rank of the merge (a, b), or -1 */
 static int32_t merge_rank(const moe_tokenizer *t, int32_t a, int32_t b) {
+    if (!t->merge_hash) return -1; /* no merges at all */
     uint32_t i = hash_pair(a, b) & t->merge_mask;
     for (;;) {
         int32_t r = t->merge_hash[i];

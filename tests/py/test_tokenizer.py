@@ -63,6 +63,19 @@ def c_encode(moe_path, text, *flags):
     return [int(x) for x in out]
 
 
+def c_encode_many(moe_path, texts, *flags):
+    """Encode many texts with one process (the helper's batch mode)."""
+    sep = b"\n__ggml_vocab_test__\n"
+    data = b"".join(t + sep for t in texts)
+    r = subprocess.run([HELPER, "batch", moe_path] + list(flags), input=data, capture_output=True)
+    if r.returncode != 0:
+        raise AssertionError("batch encode failed: %s" % r.stderr.decode(errors="replace"))
+    lines = r.stdout.decode().split("\n")[:len(texts)]
+    if len(lines) != len(texts) or any(line.startswith("error") for line in lines):
+        raise AssertionError("batch encode: %r" % [line for line in lines if line.startswith("error")][:3])
+    return [[int(x) for x in line.split()] for line in lines]
+
+
 def c_detok(moe_path, ids):
     r = subprocess.run([HELPER, "detok", moe_path], input=" ".join(map(str, ids)).encode(), capture_output=True)
     assert r.returncode == 0, r.stderr
@@ -386,7 +399,8 @@ class TestSpmTokenizerJson(unittest.TestCase):
             types = tensor(tok, "tok.types")[2]
             self.assertEqual((types[0], types[1], types[3], types[3 + 255], types[300]), (2, 3, 6, 6, 1))
             moe = write_moe(tok, "llama-json-%d" % metaspace)
-            passed = sum(c_encode(moe, text) == want for text, want in cases)
+            got = c_encode_many(moe, [text for text, _ in cases])
+            passed = sum(g == want for g, (_, want) in zip(got, cases))
             self.assertEqual(passed, len(cases), "metaspace=%s" % metaspace)
             self.assertEqual(c_encode(moe, b"Hello", "bos"), [1, 15043])
 
@@ -475,6 +489,139 @@ class TestLlama2c(unittest.TestCase):
         for text in self.TEXTS:
             b = text.encode("utf-8")
             self.assertEqual(c_detok(moe, llama2c_encode(vocab, scores, b)), b, repr(text))
+
+
+# ---------------------------------------------------------------- pre-tokenizers, differentially
+
+# Texts drawn from this alphabet are split by Python's re, with each \p{..} class and \s spelled
+# out as the alphabet's members of that class (from unicodedata), exactly as Oniguruma splits
+# them: an independent oracle for the hand-written matchers in C.
+ALPHABET = (list("abcxyzABCXYZsStTdDmMlLrReEvV0123456789 \t\n\r'\"!?.,;:-_()[]{}<>@#$%^&*+=|~`/\\") +
+            ["'s", "'S", "'ll", "'LL", "'re", "'Ve", "'d", "'M", "'t", "\u017f", "\u00e9", "\u00df", "\u2126",
+             "\u212a", "\u00fc", "\u0416", "\u044f", "\u1f00", "\u1f7d", "\u1fbe", "\u00b5", "\u01c5", "\u00aa",
+             "\u4e2d", "\u56fd", "\u9fa5", "\u9fa6", "\u3041", "\u30a2", "\u30fc", "\uac00", "\u3131", "\u0e01",
+             "\u1780", "\u17b6", "\u0301", "\u0663", "\u00bd", "\u216b", "\u00b2", "\u201c", "\u201d", "\u2018",
+             "\u2014", "\u2026", "\u3002", "\u3001", "\uff01", "\uff08", "\u20ac", "\u00b1", "\u00a9", "\U0001F600",
+             "\U0001F999", "\u00a0", "\u3000", "\u2009", "\x0b", "\x0c", "\x1c", "\u200d", "\ufe0f", "\x00",
+             "\u0085", "\u2028", "  ", "   ", "\n\n", " \n", "123", "4567"])
+WHITE_SPACE = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F, 0x205F,
+               0x3000} | set(range(0x2000, 0x200B))
+
+
+def char_classes(extra=""):
+    import re
+    import unicodedata
+    chars = sorted(set("".join(ALPHABET) + extra))
+    cls = {k: "" for k in ("L", "N", "P", "S", "M", "WS")}
+    for c in chars:
+        cat = unicodedata.category(c)[0]
+        if cat in cls:
+            cls[cat] += re.escape(c)
+        if ord(c) in WHITE_SPACE:
+            cls["WS"] += re.escape(c)
+    cls["APUNCT"] = re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+    return cls
+
+
+def oracle_patterns(extra=""):
+    c = char_classes(extra)
+    f = lambda t: t.format(**c)  # noqa: E731
+    gpt2 = f(r"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{WS}{L}{N}]+|[{WS}]+(?![^{WS}])|[{WS}]+")
+    qwen2 = f(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n{L}{N}]?[{L}]+|[{N}]| ?[^{WS}{L}{N}]+[\r\n]*|[{WS}]*[\r\n]+|"
+              r"[{WS}]+(?![^{WS}])|[{WS}]+")
+    llama3 = qwen2.replace("|[%s]|" % c["N"], "|[%s]{1,3}|" % c["N"])
+    dsv3 = f(r"[{APUNCT}][A-Za-z]+|[^\r\n{L}{P}{S}]?[{L}{M}]+| ?[{P}{S}]+[\r\n]*|[{WS}]*[\r\n]+|"
+             r"[{WS}]+(?![^{WS}])|[{WS}]+")
+    ws = "[%s]" % c["WS"]
+    return {
+        "gpt2": [gpt2],
+        "qwen2": [qwen2],
+        "llama3": [llama3],
+        "deepseek_v3": [f(r"[{N}]{{1,3}}"), "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", dsv3],
+        "deepseek_llm": ["[\r\n]", ws + "?" + tc.RE_DS_LETTERS[3:], ws + "?" + tc.RE_DS_PUNCT[3:], ws + "+$",
+                         tc.RE_DS_CJK, f(r"[{N}]+")],
+        "deepseek_coder": ["[\r\n]", f(r"[{WS}]?[{L}]+"), f(r"[{WS}]?[{P}]+"), tc.RE_DS_CJK, f(r"[{N}]")],
+        "starcoder": [f(r"[{N}]"), gpt2],
+        "falcon": [f(r"[{APUNCT}{P}]+"), gpt2],  # then the byte-level stages below
+    }
+
+
+def oracle_split(text, patterns):
+    import re
+    pieces = [text]
+    for pat in patterns:
+        rx = re.compile(pat)
+        out = []
+        for piece in pieces:
+            last = 0
+            for m in rx.finditer(piece):
+                if m.start() > last:
+                    out.append(piece[last:m.start()])
+                out.append(m.group())
+                last = m.end()
+            if last < len(piece):
+                out.append(piece[last:])
+        pieces = out
+    return pieces
+
+
+def oracle_falcon_bytes(piece):
+    """HF Digits(individual_digits=false) then Split([0-9]{3}) on the byte-level characters."""
+    import re
+    import unicodedata
+    b2u = {b: ch for ch, b in tc.U2B.items()}
+    s = "".join(b2u[b] for b in piece.encode("utf-8"))
+    runs = re.findall(r"(?:%s)+|(?:%s)+" % ("|".join(re.escape(ch) for ch in b2u.values()
+                                                      if unicodedata.category(ch)[0] == "N"),
+                                            "|".join(re.escape(ch) for ch in b2u.values()
+                                                     if unicodedata.category(ch)[0] != "N")), s)
+    out = []
+    for r in oracle_split_list(runs, "[0-9][0-9][0-9]"):
+        out.append(bytes(tc.U2B[ch] for ch in r))
+    return out
+
+
+def oracle_split_list(pieces, pat):
+    out = []
+    for p in pieces:
+        out.extend(oracle_split(p, [pat]))
+    return out
+
+
+@unittest.skipUnless(HELPER, "the test_tokenizer helper binary is not built")
+class TestPreTokenizers(unittest.TestCase):
+    def test_against_python_re(self):
+        rng = random.Random(2024)
+        texts = []
+        for _ in range(2000):
+            texts.append("".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40))))
+        texts += ["Hello world", "  leading", "trailing  ", "a\n\n\tb", "it's 'S 'LL", "12345678", "x 1 22 333",
+                  "\u4e2d\u56fd\u8a9e\u30ab\u30bf\u30ab\u30ca", "F\u00fchrer", "\u00bd\u00b2\u00b3 4\u00bd"]
+        for name, patterns in oracle_patterns("".join(texts)).items():
+            expected = []
+            for text in texts:
+                pieces = oracle_split(text, patterns)
+                if name == "falcon":
+                    expected.append([b for p in pieces for b in oracle_falcon_bytes(p)])
+                else:
+                    expected.append([p.encode("utf-8") for p in pieces])
+            # a vocabulary with every byte and every expected piece, taken whole (ignore_merges)
+            texts_b = [bytes([b]) for b in range(256)]
+            index = {t: i for i, t in enumerate(texts_b)}
+            for pieces in expected:
+                for p in pieces:
+                    if p not in index:
+                        index[p] = len(texts_b)
+                        texts_b.append(p)
+            tok = tc._finish(texts_b, [1] * len(texts_b), model="bpe", pre=name, ignore_merges=1)
+            moe = write_moe(tok, "pre-" + name)
+            wrong = []
+            got_all = c_encode_many(moe, [t.encode("utf-8") for t in texts])
+            for text, pieces, got in zip(texts, expected, got_all):
+                want = [index[p] for p in pieces]
+                if got != want:
+                    wrong.append((text, pieces, [texts_b[i] for i in got]))
+            self.assertEqual(wrong[:3], [], "%s: %d of %d texts split differently" % (name, len(wrong), len(texts)))
 
 
 # ---------------------------------------------------------------- golden checkpoints

@@ -16,6 +16,8 @@
  *
  * Helper mode for tests/py/test_tokenizer.py:
  *   test_tokenizer encode FILE.moe [special] [bos]   stdin text -> ids on stdout
+ *   test_tokenizer batch FILE.moe [special] [bos]    stdin cases, each followed by
+ *                                                    "\n__ggml_vocab_test__\n" -> a line of ids each
  *   test_tokenizer detok FILE.moe                    stdin ids -> streamed text */
 #include <math.h>
 #include <time.h>
@@ -702,7 +704,19 @@ static int helper(int argc, char **argv) {
     }
     if (!text) return 2;
     int rc = 0;
-    if (!strcmp(argv[1], "encode")) {
+    if (!strcmp(argv[1], "batch")) { /* cases as in the .inp files: one line of ids per case */
+        char *p = text, *c;
+        size_t clen;
+        while ((c = next_case(&p, text + len, &clen))) {
+            moe_err err = {{0}};
+            int n = 0;
+            int32_t *ids = tu_encode(t.tok, c, clen, flags, &n, &err);
+            if (!ids) printf("error: %s", err.msg);
+            for (int i = 0; ids && i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
+            printf("\n");
+            free(ids);
+        }
+    } else if (!strcmp(argv[1], "encode")) {
         moe_err err = {{0}};
         int n = 0;
         int32_t *ids = tu_encode(t.tok, text, len, flags, &n, &err);
