@@ -338,7 +338,7 @@ def _hf_tokenizer(path, pre_override=None):
         unk = lookup.get(unk_content, -1)
     if unk >= 0:
         types[unk] = UNKNOWN
-    add_bos, add_eos = _hf_add_special(tj, cfg, bos, eos)
+    bos, eos, add_bos, add_eos = _hf_add_special(tj, cfg, bos, eos, lookup)
     kwargs = dict(bos=bos, eos=eos, unk=unk, pad=pad, add_bos=add_bos, add_eos=add_eos,
                   eos_ids=_generation_eos(folder, n), chat_template=_chat_template(folder, cfg))
     if spm:
@@ -388,21 +388,33 @@ def _hf_spm_prefix(pt, norm, where):
     return prefix
 
 
-def _hf_add_special(tj, cfg, bos, eos):
-    """add_bos/add_eos: tokenizer_config.json's flags, else what the post-processor adds."""
+def _hf_add_special(tj, cfg, bos, eos, lookup):
+    """(bos, eos, add_bos, add_eos): the add flags of tokenizer_config.json, else what the
+    TemplateProcessing post-processor puts around a single sequence (which also names BOS/EOS
+    when tokenizer_config.json does not)."""
     single = None
     pp = tj.get("post_processor")
     procs = (pp.get("processors") or []) if isinstance(pp, dict) and pp.get("type") == "Sequence" else [pp]
     for p in procs:
         if isinstance(p, dict) and p.get("type") == "TemplateProcessing":
             single = p.get("single")
+    first = last = None
+    if isinstance(single, list) and single:
+        if isinstance(single[0], dict) and "SpecialToken" in single[0]:
+            first = lookup.get(single[0]["SpecialToken"].get("id"))
+        if len(single) > 1 and isinstance(single[-1], dict) and "SpecialToken" in single[-1]:
+            last = lookup.get(single[-1]["SpecialToken"].get("id"))
+    if bos < 0 and first is not None:
+        bos = first
+    if eos < 0 and last is not None:
+        eos = last
     add_bos = cfg.get("add_bos_token")
     add_eos = cfg.get("add_eos_token")
     if add_bos is None:
-        add_bos = bool(single) and "SpecialToken" in single[0] and bos >= 0
+        add_bos = first is not None and first == bos
     if add_eos is None:
-        add_eos = bool(single) and "SpecialToken" in single[-1] and eos >= 0 and len(single) > 1
-    return int(bool(add_bos) and bos >= 0), int(bool(add_eos) and eos >= 0)
+        add_eos = last is not None and last == eos
+    return bos, eos, int(bool(add_bos) and bos >= 0), int(bool(add_eos) and eos >= 0)
 
 
 def _generation_eos(folder, n):

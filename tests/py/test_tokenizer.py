@@ -328,6 +328,18 @@ class TestHFDetection(unittest.TestCase):
         self.assertEqual(kv["tok.eos_ids"], [258])
         self.assertEqual(kv["tok.chat_template"], "{{ messages }}")
 
+    def test_bos_from_the_post_processor(self):
+        added = [{"id": 256, "content": "<s>", "special": True}, {"id": 257, "content": "</s>", "special": True}]
+        tj = hf_json(PRE_JSON["gpt2"], added=added)
+        tj["post_processor"] = {"type": "TemplateProcessing", "single": [
+            {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]}
+        kv = kv_of(self.convert(tj))
+        self.assertEqual((kv["tok.bos"], kv["tok.add_bos"], kv["tok.add_eos"]), (256, 1, 0))
+        kv = kv_of(self.convert(tj, {"bos_token": "</s>"}))  # the template's token is not BOS
+        self.assertEqual((kv["tok.bos"], kv["tok.add_bos"]), (257, 0))
+        kv = kv_of(self.convert(tj, {"bos_token": "<s>", "add_bos_token": False}))
+        self.assertEqual((kv["tok.bos"], kv["tok.add_bos"]), (256, 0))
+
     def test_real_files(self):
         tok = tc.load_tokenizer(os.path.join(SHARED, "tokenizer-cases-hf", "qwen3"))
         kv = kv_of(tok)
