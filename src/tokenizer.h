@@ -25,7 +25,11 @@ typedef struct moe_tokenizer moe_tokenizer;
 moe_tokenizer *tokenizer_load(const moe_file *f, int vocab_size, moe_err *err);
 void tokenizer_free(moe_tokenizer *t);
 
-/* Same contract as moe_tokenize(). */
+/* Same contract as moe_tokenize(). flags: MOE_TOK_ADD_BOS adds BOS (and EOS)
+ * when the tokenizer asks for them (tok.add_bos, tok.add_eos); MOE_TOK_SPECIAL
+ * also recognises control-token text (<|im_start|>); user-defined added tokens
+ * are always recognised. Invalid UTF-8 is encoded through byte tokens, or
+ * refused with an error when the vocabulary has no token for a byte. */
 int tokenizer_encode(const moe_tokenizer *t, const char *text, size_t len, int flags, int32_t *out, int cap,
                      moe_err *err);
 
@@ -33,8 +37,21 @@ int tokenizer_n_tokens(const moe_tokenizer *t);
 int tokenizer_bos(const moe_tokenizer *t);
 int tokenizer_eos(const moe_tokenizer *t);
 const char *tokenizer_token(const moe_tokenizer *t, int32_t id, size_t *len);
+/* The longest token, in bytes (to size detokenizer buffers). */
+size_t tokenizer_max_token_len(const moe_tokenizer *t);
 int tokenizer_is_eos(const moe_tokenizer *t, int32_t id);
 /* 1 for control tokens (BOS, <|im_start|>, ...): not printed when streaming */
 int tokenizer_is_control(const moe_tokenizer *t, int32_t id);
+
+/* The streaming detokenizer behind moe_detok_push/flush, on a tokenizer
+ * directly (d->model is not used; start with d->prev = -1, n_pending = 0).
+ * Control tokens print nothing (d->prev stays -1 until something prints); the
+ * first SPM text of the stream, and text right after BOS, lose the dummy-prefix
+ * space (to stream the continuation of a prompt with its first space, set
+ * d->prev to the prompt's last token). out receives at most cap - 1 bytes and a
+ * NUL: 3 * (longest token) + 4 bytes always suffice (each invalid byte becomes
+ * a 3-byte U+FFFD); what does not fit is dropped. */
+size_t tokenizer_detok_push(const moe_tokenizer *t, moe_detok *d, int32_t id, char *out, size_t cap);
+size_t tokenizer_detok_flush(moe_detok *d, char *out, size_t cap);
 
 #endif /* MOE_TOKENIZER_H */
