@@ -108,6 +108,7 @@ static const key_spec KEYS[] = {
     {"tok.add_bos", K_INT, OPT, NOT_BOUND, 0, NULL},
     {"tok.add_eos", K_INT, OPT, NOT_BOUND, 0, NULL},
     {"tok.add_space_prefix", K_INT, OPT, NOT_BOUND, 0, NULL},
+    {"tok.ignore_merges", K_INT, OPT, NOT_BOUND, 0, NULL},
     {"tok.chat_template", K_TEXT, OPT, NOT_BOUND, 0, NULL},
 };
 

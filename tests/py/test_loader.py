@@ -6,8 +6,8 @@ import os
 import struct
 import unittest
 
-import moefile
-import moetest
+import moetest  # first: puts tools/ on the path
+import moefile  # noqa: E402
 
 
 class LoaderTest(unittest.TestCase):

@@ -1,0 +1,847 @@
+#!/usr/bin/env python3
+"""convert.py - turn a published checkpoint into one flat .moe file (docs/FORMAT.md).
+
+    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--type q8_0|q4_0|q4_k] [--quiet]
+
+SRC is one of
+  - a Hugging Face model directory as published: config.json, model.safetensors or sharded
+    model-0000X-of-0000N.safetensors (+ model.safetensors.index.json), tokenizer.json,
+    tokenizer_config.json, generation_config.json;
+  - a llama2.c checkpoint folder: a "version 0" .bin checkpoint and its tokenizer .bin;
+  - a tokenizer alone (a folder with tokenizer.json but no weights, a tokenizer.json, a GGUF
+    file or a llama2.c tokenizer .bin): the output is a tokenizer-only file.
+
+Python standard library only. Weights are copied as stored (bf16/f16/f32), tensor by tensor,
+straight from the safetensors files into the output: no per-element arithmetic except
+widening 1-D tensors (norms, biases) to f32, which the format requires, and `--dtype f32`.
+Everything that is not understood is refused with one line and exit status 1: an unknown
+architecture, an unknown routing or RoPE option, a missing, extra or mis-shaped tensor.
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import moefile  # noqa: E402
+import tokenizer_convert  # noqa: E402
+
+
+class ConvertError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- safetensors
+
+ST_DTYPES = {"F32": (moefile.F32, 4), "F16": (moefile.F16, 2), "BF16": (moefile.BF16, 2)}
+CHUNK = 1 << 24
+
+
+class Tensor:
+    """One tensor of a safetensors file: where its bytes are, and what they are."""
+
+    def __init__(self, name, path, dtype, shape, start, nbytes):
+        self.name, self.path, self.dtype, self.shape = name, path, dtype, list(shape)
+        self.start, self.nbytes = start, nbytes
+
+    def read(self, offset=0, size=None):
+        size = self.nbytes - offset if size is None else size
+        with open(self.path, "rb") as f:
+            f.seek(self.start + offset)
+            data = f.read(size)
+        if len(data) != size:
+            raise ConvertError("%s: %s is truncated" % (self.path, self.name))
+        return data
+
+    def chunks(self):
+        done = 0
+        while done < self.nbytes:
+            n = min(CHUNK, self.nbytes - done)
+            yield self.read(done, n)
+            done += n
+
+
+def read_safetensors(path):
+    """Parse a safetensors header (u64 length, JSON) and check every entry against the file."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                raise ConvertError("%s: not a safetensors file (shorter than 8 bytes)" % path)
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or n > min(size - 8, 100 << 20):
+                raise ConvertError("%s: not a safetensors file (header length %d, file size %d)" % (path, n, size))
+            header = json.loads(f.read(n).decode("utf-8"))
+    except OSError as e:
+        raise ConvertError("%s: %s" % (path, e.strerror or e))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConvertError("%s: bad safetensors header JSON (%s)" % (path, e))
+    if not isinstance(header, dict):
+        raise ConvertError("%s: safetensors header is not a JSON object" % path)
+    base, data_size, out = 8 + n, size - 8 - n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            raise ConvertError("%s: tensor %s: bad entry" % (path, name))
+        dt, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dt not in ST_DTYPES:
+            raise ConvertError("%s: tensor %s has dtype %s; only F32, F16 and BF16 are supported" % (path, name, dt))
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+                or not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)):
+            raise ConvertError("%s: tensor %s: bad shape or data_offsets" % (path, name))
+        count = 1
+        for d in shape:
+            count *= d
+        nbytes = count * ST_DTYPES[dt][1]
+        if not 0 <= offs[0] <= offs[1] <= data_size or offs[1] - offs[0] != nbytes:
+            raise ConvertError("%s: tensor %s: data_offsets %s do not fit shape %s %s in %d data bytes" % (
+                path, name, offs, shape, dt, data_size))
+        out[name] = Tensor(name, path, ST_DTYPES[dt][0], shape, base + offs[0], nbytes)
+    return out
+
+
+def load_weights(src):
+    """All tensors of a HF directory: sharded (index.json) or single-file."""
+    index = os.path.join(src, "model.safetensors.index.json")
+    if os.path.exists(index):
+        wm = read_json(index).get("weight_map")
+        if not isinstance(wm, dict) or not wm:
+            raise ConvertError("%s: no weight_map" % index)
+        files = sorted(set(wm.values()))
+    else:
+        files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(src, "*.safetensors")))
+        wm = None
+    if not files:
+        raise ConvertError("%s: no *.safetensors weights" % src)
+    tensors = {}
+    for fn in files:
+        if os.path.basename(fn) != fn:
+            raise ConvertError("%s: weight_map names a file outside the folder: %s" % (index, fn))
+        path = os.path.join(src, fn)
+        if not os.path.exists(path):
+            raise ConvertError("%s: shard %s is missing" % (src, fn))
+        for name, t in read_safetensors(path).items():
+            if name in tensors:
+                raise ConvertError("%s: tensor %s appears in two shards" % (src, name))
+            if wm is not None and wm.get(name) != fn:
+                raise ConvertError("%s: tensor %s is in %s but the index says %s" % (src, name, fn, wm.get(name)))
+            tensors[name] = t
+    if wm is not None:
+        for name in wm:
+            if name not in tensors:
+                raise ConvertError("%s: the index lists %s but no shard holds it" % (src, name))
+    return tensors
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise ConvertError("%s: %s" % (path, e.strerror or e))
+    except ValueError as e:
+        raise ConvertError("%s: bad JSON (%s)" % (path, e))
+
+
+# ---------------------------------------------------------------- dtype widening (byte shuffles)
+
+def bf16_to_f32(b):
+    out = bytearray(2 * len(b))
+    out[2::4] = b[0::2]
+    out[3::4] = b[1::2]
+    return bytes(out)
+
+
+def f16_to_f32(b):
+    n = len(b) // 2
+    return struct.pack("<%df" % n, *struct.unpack("<%de" % n, b))
+
+
+def to_f32(dtype, b):
+    if dtype == moefile.F32:
+        return b
+    return bf16_to_f32(b) if dtype == moefile.BF16 else f16_to_f32(b)
+
+
+# ---------------------------------------------------------------- the conversion plan
+
+class Plan:
+    """The output tensors, each with its expected shape and how to produce its bytes.
+    Every HF tensor that is taken is remembered, so leftovers can be refused."""
+
+    def __init__(self, tensors, widen):
+        self.hf, self.widen = tensors, widen
+        self.used = set()
+        self.out = []  # (name, dtype, shape, source)
+
+    def get(self, name, shape):
+        t = self.hf.get(name)
+        if t is None:
+            raise ConvertError("missing tensor %s" % name)
+        if t.shape != list(shape):
+            raise ConvertError("%s: shape %s, expected %s" % (name, t.shape, list(shape)))
+        self.used.add(name)
+        return t
+
+    def has(self, name):
+        return name in self.hf
+
+    def _dtype(self, parts):
+        kinds = {t.dtype for t in parts}
+        return kinds.pop() if len(kinds) == 1 and not self.widen else moefile.F32
+
+    def _emit(self, name, dtype, shape, pieces):
+        """pieces: list of (tensor, offset, size) byte ranges, written in order."""
+        def source():
+            for t, off, size in pieces:
+                if t.dtype == dtype:
+                    done = 0
+                    while done < size:
+                        n = min(CHUNK, size - done)
+                        yield t.read(off + done, n)
+                        done += n
+                else:
+                    esz = 4 if t.dtype == moefile.F32 else 2
+                    step = CHUNK // 4 * esz
+                    done = 0
+                    while done < size:
+                        n = min(step, size - done)
+                        yield to_f32(t.dtype, t.read(off + done, n))
+                        done += n
+        self.out.append((name, dtype, list(shape), source))
+
+    def copy(self, name, hf, shape):
+        t = self.get(hf, shape)
+        dtype = moefile.F32 if len(shape) == 1 else self._dtype([t])
+        self._emit(name, dtype, shape, [(t, 0, t.nbytes)])
+
+    def stack(self, name, hfs, shape):
+        """Experts stored one tensor each, stacked into [n, out, in]."""
+        ts = [self.get(h, shape) for h in hfs]
+        self._emit(name, self._dtype(ts), [len(ts)] + list(shape), [(t, 0, t.nbytes) for t in ts])
+
+    def slice_rows(self, name, hf, full, lo, hi):
+        """Rows lo..hi-1 of every expert of a stacked [E, R, C] tensor (Granite input_linear)."""
+        t = self.get(hf, full)
+        e, _, c = full
+        esz = t.nbytes // (full[0] * full[1] * full[2])
+        rowb = c * esz
+        pieces = [(t, (i * full[1] + lo) * rowb, (hi - lo) * rowb) for i in range(e)]
+        self._emit(name, self._dtype([t]), [e, hi - lo, c], pieces)
+
+    def mla_kv_b(self, layer, hf, n_heads, nope, v_dim, kv_lora):
+        """kv_b_proj [n_heads*(nope+v), kv_lora] -> attn_k_b [n_heads, kv_lora, nope] (each head's
+        key rows transposed, to be absorbed into the query) and attn_v_b [n_heads, v, kv_lora]."""
+        t = self.get(hf, [n_heads * (nope + v_dim), kv_lora])
+        dtype = self._dtype([t])
+        esz = t.nbytes // (n_heads * (nope + v_dim) * kv_lora)
+        head_rows = nope + v_dim
+
+        def k_b():
+            for h in range(n_heads):
+                block = t.read(h * head_rows * kv_lora * esz, nope * kv_lora * esz)
+                if t.dtype != dtype:
+                    block = to_f32(t.dtype, block)
+                w = 4 if dtype == moefile.F32 else 2
+                out = bytearray(len(block))
+                # block is [nope, kv_lora]; out is [kv_lora, nope]: out[c, r] = block[r, c]
+                for byte in range(w):
+                    for c in range(kv_lora):
+                        out[(c * nope) * w + byte:(c * nope + nope) * w + byte:w] = block[c * w + byte::kv_lora * w]
+                yield bytes(out)
+
+        self.out.append(("blk.%d.attn_k_b" % layer, dtype, [n_heads, kv_lora, nope], k_b))
+        pieces = [(t, (h * head_rows + nope) * kv_lora * esz, v_dim * kv_lora * esz) for h in range(n_heads)]
+        self._emit("blk.%d.attn_v_b" % layer, dtype, [n_heads, v_dim, kv_lora], pieces)
+
+    def leftovers(self, ignore=lambda n: False):
+        extra = sorted(n for n in self.hf if n not in self.used and not ignore(n))
+        if extra:
+            more = " (and %d more)" % (len(extra) - 1) if len(extra) > 1 else ""
+            raise ConvertError("unexpected tensor %s%s: the converter does not know what it is" % (extra[0], more))
+
+
+# ---------------------------------------------------------------- config.json -> metadata
+
+ARCHS = {
+    "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
+    "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DeepseekV2ForCausalLM": "deepseek_v2",
+    "DeepseekV3ForCausalLM": "deepseek_v3", "GraniteMoeForCausalLM": "granitemoe",
+}
+
+
+class Config:
+    """config.json with typed, checked access."""
+
+    def __init__(self, d, path):
+        self.d, self.path = d, path
+
+    def has(self, key):
+        return self.d.get(key) is not None
+
+    def get(self, key, default=None, kind=None):
+        v = self.d.get(key)
+        if v is None:
+            if default is None:
+                raise ConvertError("%s: %s is missing" % (self.path, key))
+            return default
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConvertError("%s: %s = %r is not an integer" % (self.path, key, v))
+        if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConvertError("%s: %s = %r is not a number" % (self.path, key, v))
+        if kind is bool and not isinstance(v, bool):
+            raise ConvertError("%s: %s = %r is not true/false" % (self.path, key, v))
+        return float(v) if kind is float else v
+
+    def int(self, key, default=None):
+        v = self.get(key, default, int)
+        if v < 0:
+            raise ConvertError("%s: %s = %d is negative" % (self.path, key, v))
+        return v
+
+    def float(self, key, default=None):
+        return self.get(key, default, float)
+
+    def flag(self, key, default=False):
+        return self.get(key, default, bool)
+
+    def refuse(self, key, why):
+        raise ConvertError("%s: %s = %s is not supported (%s)" % (self.path, key, json.dumps(self.d.get(key)), why))
+
+
+def yarn_get_mscale(scale, mscale=1.0):
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def rope_kv(cfg, kv, deepseek):
+    """RoPE scaling per HF: `none`, `linear`, `yarn` (DeepSeek's or the generic one), `llama3`.
+    Returns the YaRN mscale² factor DeepSeek applies to its softmax scale (1 otherwise)."""
+    kv["rope.theta"] = cfg.float("rope_theta", 10000.0)
+    rs = cfg.d.get("rope_scaling")
+    if rs is None:
+        return 1.0
+    if not isinstance(rs, dict):
+        cfg.refuse("rope_scaling", "not an object")
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind in (None, "default"):
+        return 1.0
+    known = {"linear": {"factor"}, "llama3": {"factor", "low_freq_factor", "high_freq_factor",
+                                              "original_max_position_embeddings"},
+             "yarn": {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale",
+                      "mscale_all_dim", "attention_factor"}}
+    if kind not in known:
+        cfg.refuse("rope_scaling", "RoPE scaling %r; moe knows linear, yarn and llama3" % kind)
+    unknown = set(rs) - known[kind] - {"type", "rope_type"}
+    if unknown:
+        cfg.refuse("rope_scaling", "unknown field %s" % sorted(unknown)[0])
+    sub = Config(rs, cfg.path + " rope_scaling")
+    factor = sub.float("factor")
+    if factor <= 0:
+        cfg.refuse("rope_scaling", "factor must be positive")
+    kv["rope.scaling"], kv["rope.factor"] = kind, factor
+    if kind == "linear":
+        return 1.0
+    kv["rope.orig_ctx"] = sub.int("original_max_position_embeddings", cfg.int("max_position_embeddings"))
+    if kind == "llama3":
+        kv["rope.low_freq_factor"] = sub.float("low_freq_factor")
+        kv["rope.high_freq_factor"] = sub.float("high_freq_factor")
+        return 1.0
+    kv["rope.beta_fast"] = sub.float("beta_fast", 32.0)
+    kv["rope.beta_slow"] = sub.float("beta_slow", 1.0)
+    mscale, mscale_all = sub.float("mscale", 1.0 if deepseek else 0.0), sub.float("mscale_all_dim", 0.0)
+    if sub.has("attention_factor"):
+        kv["rope.attn_factor"] = sub.float("attention_factor")
+    elif deepseek or (mscale and mscale_all):
+        kv["rope.attn_factor"] = yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all)
+    else:
+        kv["rope.attn_factor"] = yarn_get_mscale(factor)
+    if deepseek and mscale_all:
+        m = yarn_get_mscale(factor, mscale_all)
+        return m * m
+    return 1.0
+
+
+def common_kv(cfg, arch):
+    dim, n_heads = cfg.int("hidden_size"), cfg.int("num_attention_heads")
+    if n_heads == 0 or dim % n_heads and not cfg.has("head_dim"):
+        cfg.refuse("num_attention_heads", "hidden_size is not a multiple of it")
+    kv = {
+        "general.arch": arch,
+        "model.vocab_size": cfg.int("vocab_size"),
+        "model.dim": dim,
+        "model.n_layers": cfg.int("num_hidden_layers"),
+        "model.n_heads": n_heads,
+        "model.n_kv_heads": cfg.int("num_key_value_heads", n_heads),
+        "model.head_dim": cfg.int("head_dim", dim // n_heads),
+        "model.max_ctx": cfg.int("max_position_embeddings"),
+        "model.norm_eps": cfg.float("rms_norm_eps", 1e-6),
+        "model.tied_embd": int(cfg.flag("tie_word_embeddings", False)),
+    }
+    if cfg.get("hidden_act", "silu") != "silu":
+        cfg.refuse("hidden_act", "moe's experts are SwiGLU")
+    if cfg.flag("attention_bias", False) and arch not in ("qwen2", "qwen2_moe"):
+        cfg.refuse("attention_bias", "no bias on the attention output projection")
+    if cfg.flag("use_sliding_window", False):
+        cfg.refuse("use_sliding_window", "per-layer sliding windows are not implemented")
+    if cfg.flag("mlp_bias", False):
+        cfg.refuse("mlp_bias", "experts have no biases")
+    return kv
+
+
+def qwen_moe_layers(cfg, n_layers):
+    only = cfg.get("mlp_only_layers", [])
+    step = cfg.int("decoder_sparse_step", 1)
+    if not isinstance(only, list) or step < 1:
+        cfg.refuse("decoder_sparse_step", "bad layer pattern")
+    n_exp = cfg.int("num_experts", 0)
+    return [int(i not in only and n_exp > 0 and (i + 1) % step == 0) for i in range(n_layers)]
+
+
+def family_kv(cfg, arch):
+    """The model, attention, RoPE and routing metadata of one family, per its HF code."""
+    kv = common_kv(cfg, arch)
+    L = kv["model.n_layers"]
+    kv["attn.scale"] = kv["model.head_dim"] ** -0.5
+    kv["model.ff_dim"] = cfg.int("intermediate_size", 0)
+    kv["moe.n_experts"] = 0
+    ds = arch in ("deepseek_v2", "deepseek_v3")
+    mscale2 = rope_kv(cfg, kv, ds)
+    if arch in ("qwen2", "qwen2_moe"):
+        kv["attn.qkv_bias"] = 1
+    if arch in ("qwen3", "qwen3_moe"):
+        kv["attn.qk_norm"] = "head"
+        if cfg.flag("attention_bias", False):
+            cfg.refuse("attention_bias", "no bias on the attention output projection")
+    if arch in ("llama", "mixtral") and cfg.has("sliding_window"):
+        kv["attn.window"] = cfg.int("sliding_window")
+    if arch == "mixtral" or arch == "granitemoe":
+        # top-k of the router logits then a softmax over those k == softmax, top-k, renormalise
+        kv.update({"moe.n_experts": cfg.int("num_local_experts"), "moe.n_active": cfg.int("num_experts_per_tok"),
+                   "moe.ff_dim": kv["model.ff_dim"], "moe.norm_topk": 1, "moe.layers": [1] * L})
+        kv["model.ff_dim"] = 0
+    if arch in ("qwen2_moe", "qwen3_moe", "olmoe"):
+        n_exp = cfg.int("num_experts")
+        kv.update({"moe.n_experts": n_exp, "moe.n_active": cfg.int("num_experts_per_tok"),
+                   "moe.ff_dim": cfg.int("moe_intermediate_size", kv["model.ff_dim"] if arch == "olmoe" else None),
+                   "moe.norm_topk": int(cfg.flag("norm_topk_prob", False))})
+        kv["moe.layers"] = [1] * L if arch == "olmoe" else qwen_moe_layers(cfg, L)
+        if arch == "olmoe":
+            kv["model.ff_dim"] = 0
+            kv["attn.qk_norm"] = "full"
+            if cfg.has("clip_qkv"):
+                kv["attn.clip_qkv"] = cfg.float("clip_qkv")
+        if arch == "qwen2_moe":
+            kv["moe.shared_ff"] = cfg.int("shared_expert_intermediate_size", 0)
+            kv["moe.shared_gate"] = int(kv["moe.shared_ff"] > 0)
+    if arch == "granitemoe":
+        kv["model.embd_scale"] = cfg.float("embedding_multiplier", 1.0)
+        kv["model.residual_scale"] = cfg.float("residual_multiplier", 1.0)
+        kv["attn.scale"] = cfg.float("attention_multiplier", 1.0)
+        kv["model.logit_scale"] = 1.0 / cfg.float("logits_scaling", 1.0)
+    if ds:
+        deepseek_kv(cfg, arch, kv, mscale2)
+    if kv["moe.n_experts"]:
+        if not 0 < kv["moe.n_active"] <= kv["moe.n_experts"]:
+            cfg.refuse("num_experts_per_tok", "must be between 1 and the number of experts")
+        if not any(kv["moe.layers"]):
+            kv["moe.n_experts"] = 0
+    if kv["moe.n_experts"] == 0:
+        for k in [k for k in kv if k.startswith("moe.")]:
+            del kv[k]
+        kv["moe.n_experts"] = 0
+        kv["model.ff_dim"] = cfg.int("intermediate_size")
+    elif all(kv["moe.layers"]):
+        kv["model.ff_dim"] = 0  # no dense layer
+    return kv
+
+
+def deepseek_kv(cfg, arch, kv, mscale2):
+    """MLA and DeepSeekMoE (modeling_deepseek.py: DeepseekV2Attention, MoEGate)."""
+    L = kv["model.n_layers"]
+    nope, rope, v_dim = cfg.int("qk_nope_head_dim"), cfg.int("qk_rope_head_dim"), cfg.int("v_head_dim")
+    kv.update({"attn.type": "mla", "model.n_kv_heads": kv["model.n_heads"], "model.head_dim": nope + rope,
+               "mla.q_lora": cfg.int("q_lora_rank", 0), "mla.kv_lora": cfg.int("kv_lora_rank"),
+               "mla.nope_dim": nope, "mla.rope_dim": rope, "mla.v_dim": v_dim, "rope.dim": rope,
+               # the reference de-interleaves the rope dims before rotate_half: adjacent pairs rotate
+               "rope.layout": "pair" if cfg.flag("rope_interleave", True) else "half"})
+    kv["attn.scale"] = (nope + rope) ** -0.5 * mscale2
+    n_exp = cfg.int("n_routed_experts", 0)
+    first, freq = cfg.int("first_k_dense_replace", 0), cfg.int("moe_layer_freq", 1)
+    if freq < 1:
+        cfg.refuse("moe_layer_freq", "must be at least 1")
+    layers = [int(n_exp > 0 and i >= first and i % freq == 0) for i in range(L)]
+    k = cfg.int("num_experts_per_tok", 0) if n_exp else 0
+    score = cfg.get("scoring_func", "softmax")
+    method = cfg.get("topk_method", "greedy" if arch == "deepseek_v2" else "noaux_tc")
+    n_group, topk_group = cfg.int("n_group", 1), cfg.int("topk_group", 1)
+    norm, rsf = cfg.flag("norm_topk_prob", False), cfg.float("routed_scaling_factor", 1.0)
+    kv.update({"moe.n_experts": n_exp, "moe.n_active": k, "moe.ff_dim": cfg.int("moe_intermediate_size", 0),
+               "moe.layers": layers, "moe.shared_ff": cfg.int("n_shared_experts", 0) * cfg.int("moe_intermediate_size", 0)})
+    if arch == "deepseek_v2":
+        if score != "softmax":
+            cfg.refuse("scoring_func", "DeepSeek-V2 scores with softmax")
+        if method not in ("greedy", "group_limited_greedy"):
+            cfg.refuse("topk_method", "DeepSeek-V2 knows greedy and group_limited_greedy")
+        # MoEGate: renormalise when k > 1 and norm_topk_prob, else scale by routed_scaling_factor
+        renorm = k > 1 and norm
+        kv.update({"moe.score": "softmax", "moe.norm_topk": int(renorm), "moe.scale": 1.0 if renorm else rsf})
+        groups = method == "group_limited_greedy"
+        kv["moe.group_score"] = "max"
+    else:
+        if score != "sigmoid":
+            cfg.refuse("scoring_func", "DeepSeek-V3 scores with sigmoid")
+        if method != "noaux_tc":
+            cfg.refuse("topk_method", "DeepSeek-V3 knows noaux_tc")
+        # noaux_tc: choose on sigmoid + e_score_correction_bias, weigh with the plain sigmoid
+        kv.update({"moe.score": "sigmoid", "moe.norm_topk": int(norm), "moe.scale": rsf, "moe.bias": 1,
+                   "moe.group_score": "top2sum"})
+        groups = True
+    if groups and n_exp:
+        if n_group < 1 or n_exp % n_group or not 1 <= topk_group <= n_group:
+            cfg.refuse("n_group", "n_routed_experts must split into n_group groups, 1 <= topk_group <= n_group")
+        if arch == "deepseek_v3" and n_exp // n_group < 2 and n_group > 1:
+            cfg.refuse("n_group", "noaux_tc scores a group by its two best experts")
+        kv["moe.n_groups"], kv["moe.groups_active"] = n_group, topk_group
+    if n_exp and not all(layers) and kv["model.ff_dim"] == 0:
+        cfg.refuse("intermediate_size", "the dense layers need it")
+
+
+# ---------------------------------------------------------------- HF tensors -> moe tensors
+
+def plan_hf(cfg, kv, plan):
+    arch = kv["general.arch"]
+    D, L, V = kv["model.dim"], kv["model.n_layers"], kv["model.vocab_size"]
+    H, KV, HD = kv["model.n_heads"], kv["model.n_kv_heads"], kv["model.head_dim"]
+    plan.copy("tok_embd", "model.embed_tokens.weight", [V, D])
+    plan.copy("output_norm", "model.norm.weight", [D])
+    if not kv["model.tied_embd"]:
+        plan.copy("output", "lm_head.weight", [V, D])
+    elif plan.has("lm_head.weight"):
+        plan.used.add("lm_head.weight")  # tied: HF overwrites it with the embedding
+    mla = kv.get("attn.type") == "mla"
+    layers = kv.get("moe.layers", [0] * L)
+    for i in range(L):
+        p, b = "model.layers.%d." % i, "blk.%d." % i
+        plan.copy(b + "attn_norm", p + "input_layernorm.weight", [D])
+        if mla:
+            plan_mla(kv, plan, i, p, b)
+        else:
+            plan.copy(b + "attn_q", p + "self_attn.q_proj.weight", [H * HD, D])
+            plan.copy(b + "attn_k", p + "self_attn.k_proj.weight", [KV * HD, D])
+            plan.copy(b + "attn_v", p + "self_attn.v_proj.weight", [KV * HD, D])
+            if kv.get("attn.qkv_bias"):
+                plan.copy(b + "attn_q_bias", p + "self_attn.q_proj.bias", [H * HD])
+                plan.copy(b + "attn_k_bias", p + "self_attn.k_proj.bias", [KV * HD])
+                plan.copy(b + "attn_v_bias", p + "self_attn.v_proj.bias", [KV * HD])
+            qk = kv.get("attn.qk_norm")
+            if qk:
+                plan.copy(b + "attn_q_norm", p + "self_attn.q_norm.weight", [HD] if qk == "head" else [H * HD])
+                plan.copy(b + "attn_k_norm", p + "self_attn.k_norm.weight", [HD] if qk == "head" else [KV * HD])
+            plan.copy(b + "attn_o", p + "self_attn.o_proj.weight", [D, H * HD])
+        plan.copy(b + "ffn_norm", p + "post_attention_layernorm.weight", [D])
+        if layers[i]:
+            plan_moe(kv, plan, arch, i, p, b)
+        else:
+            F = kv["model.ff_dim"]
+            plan.copy(b + "ffn_gate", p + "mlp.gate_proj.weight", [F, D])
+            plan.copy(b + "ffn_up", p + "mlp.up_proj.weight", [F, D])
+            plan.copy(b + "ffn_down", p + "mlp.down_proj.weight", [D, F])
+
+
+def plan_mla(kv, plan, i, p, b):
+    D, H = kv["model.dim"], kv["model.n_heads"]
+    ql, kl = kv["mla.q_lora"], kv["mla.kv_lora"]
+    nope, rope, v = kv["mla.nope_dim"], kv["mla.rope_dim"], kv["mla.v_dim"]
+    if ql:
+        plan.copy(b + "attn_q_a", p + "self_attn.q_a_proj.weight", [ql, D])
+        plan.copy(b + "attn_q_a_norm", p + "self_attn.q_a_layernorm.weight", [ql])
+        plan.copy(b + "attn_q_b", p + "self_attn.q_b_proj.weight", [H * (nope + rope), ql])
+    else:
+        plan.copy(b + "attn_q", p + "self_attn.q_proj.weight", [H * (nope + rope), D])
+    plan.copy(b + "attn_kv_a", p + "self_attn.kv_a_proj_with_mqa.weight", [kl + rope, D])
+    plan.copy(b + "attn_kv_a_norm", p + "self_attn.kv_a_layernorm.weight", [kl])
+    plan.mla_kv_b(i, p + "self_attn.kv_b_proj.weight", H, nope, v, kl)
+    plan.copy(b + "attn_o", p + "self_attn.o_proj.weight", [D, H * v])
+
+
+def plan_moe(kv, plan, arch, i, p, b):
+    D, E, F = kv["model.dim"], kv["moe.n_experts"], kv["moe.ff_dim"]
+    if arch == "granitemoe":
+        m = p + "block_sparse_moe."
+        plan.copy(b + "ffn_router", m + "router.layer.weight", [E, D])
+        plan.slice_rows(b + "ffn_gate_exps", m + "input_linear.weight", [E, 2 * F, D], 0, F)
+        plan.slice_rows(b + "ffn_up_exps", m + "input_linear.weight", [E, 2 * F, D], F, 2 * F)
+        plan.copy(b + "ffn_down_exps", m + "output_linear.weight", [E, D, F])
+        return
+    if arch == "mixtral":
+        m, names = p + "block_sparse_moe.", ("w1", "w3", "w2")
+    else:
+        m, names = p + "mlp.", ("gate_proj", "up_proj", "down_proj")
+    plan.copy(b + "ffn_router", m + "gate.weight", [E, D])
+    if kv.get("moe.bias"):
+        plan.copy(b + "ffn_router_bias", m + "gate.e_score_correction_bias", [E])
+    ex = m + "experts.%d."
+    plan.stack(b + "ffn_gate_exps", [ex % e + names[0] + ".weight" for e in range(E)], [F, D])
+    plan.stack(b + "ffn_up_exps", [ex % e + names[1] + ".weight" for e in range(E)], [F, D])
+    plan.stack(b + "ffn_down_exps", [ex % e + names[2] + ".weight" for e in range(E)], [D, F])
+    S = kv.get("moe.shared_ff", 0)
+    if S:
+        s = m + ("shared_expert." if arch == "qwen2_moe" else "shared_experts.")
+        plan.copy(b + "ffn_gate_shexp", s + "gate_proj.weight", [S, D])
+        plan.copy(b + "ffn_up_shexp", s + "up_proj.weight", [S, D])
+        plan.copy(b + "ffn_down_shexp", s + "down_proj.weight", [D, S])
+    if kv.get("moe.shared_gate"):
+        plan.copy(b + "ffn_shexp_gate", m + "shared_expert_gate.weight", [1, D])
+
+
+def convert_hf(src, widen, tokenizer_required):
+    cfg_path = os.path.join(src, "config.json")
+    cfg = Config(read_json(cfg_path), cfg_path)
+    if not isinstance(cfg.d, dict):
+        raise ConvertError("%s: not a JSON object" % cfg_path)
+    archs = cfg.get("architectures")
+    if not isinstance(archs, list) or len(archs) != 1 or archs[0] not in ARCHS:
+        raise ConvertError("%s: architecture %s is not supported (moe knows %s)" % (
+            cfg_path, json.dumps(archs), ", ".join(sorted(ARCHS))))
+    kv = family_kv(cfg, ARCHS[archs[0]])
+    kv["general.name"] = os.path.basename(os.path.abspath(src))
+    kv["general.source"] = "%s (%s)" % (os.path.basename(os.path.abspath(src)), archs[0])
+    plan = Plan(load_weights(src), widen)
+    plan_hf(cfg, kv, plan)
+    L = kv["model.n_layers"]
+    n_mtp = cfg.int("num_nextn_predict_layers", 0)
+
+    def ignorable(name):
+        if name.endswith("rotary_emb.inv_freq"):
+            return True  # older checkpoints store the RoPE table; it is recomputed
+        parts = name.split(".")  # DeepSeek-V3's multi-token-prediction layers follow the last layer
+        return n_mtp > 0 and len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit() and \
+            L <= int(parts[2]) < L + n_mtp
+    plan.leftovers(ignorable)
+    tok = None
+    if os.path.exists(os.path.join(src, "tokenizer.json")):
+        tok = load_tok(src)
+        tok_ids_from_config(cfg, tok)
+        if tok.n_tokens > kv["model.vocab_size"]:
+            raise ConvertError("the tokenizer has %d tokens but the model only %d embedding rows" % (
+                tok.n_tokens, kv["model.vocab_size"]))
+    elif tokenizer_required:
+        raise ConvertError("%s: no tokenizer.json (pass --no-tokenizer to convert the weights alone)" % src)
+    return kv, plan.out, tok
+
+
+def tok_ids_from_config(cfg, tok):
+    """config.json's bos/eos ids, where the tokenizer files name none."""
+    kv = dict(tok.kv)
+    for key, name in (("tok.bos", "bos_token_id"), ("tok.eos", "eos_token_id")):
+        v = cfg.d.get(name)
+        if kv.get(key, -1) < 0 and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < tok.n_tokens:
+            kv[key] = v
+            if key == "tok.eos" and not kv.get("tok.eos_ids"):
+                kv["tok.eos_ids"] = [v]
+    order = [k for k, _ in tok.kv] + [k for k in kv if k not in dict(tok.kv)]
+    tok.kv = [(k, kv[k]) for k in order]
+
+
+def load_tok(src, pre=None):
+    try:
+        return tokenizer_convert.load_tokenizer(src, pre)
+    except tokenizer_convert.TokenizerError as e:
+        raise ConvertError(str(e))
+
+
+# ---------------------------------------------------------------- llama2.c checkpoints
+
+def llama2c_header(path):
+    """The config of a llama2.c "version 0" checkpoint, or None if the file is not one."""
+    size = os.path.getsize(path)
+    if size < 28:
+        return None
+    with open(path, "rb") as f:
+        dim, hidden, layers, heads, kv_heads, vocab, seq = struct.unpack("<7i", f.read(28))
+    if min(dim, hidden, layers, heads, kv_heads, seq) <= 0 or vocab == 0 or dim % heads or heads % kv_heads:
+        return None
+    shared = vocab > 0
+    vocab = abs(vocab)
+    hd = dim // heads
+    kvd = kv_heads * hd
+    n = (vocab * dim + layers * (dim + dim * dim + 2 * kvd * dim + dim * dim + dim + 3 * hidden * dim) + dim +
+         seq * hd + (0 if shared else vocab * dim))
+    if 28 + 4 * n != size:
+        return None
+    return dict(dim=dim, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, vocab=vocab, seq=seq,
+                shared=shared)
+
+
+def convert_llama2c(src, ckpt, tok_path, widen):
+    h = llama2c_header(ckpt)
+    D, F, L, V, hd = h["dim"], h["hidden"], h["layers"], h["vocab"], h["dim"] // h["heads"]
+    kvd = h["kv_heads"] * hd
+    kv = {"general.arch": "llama", "general.name": os.path.splitext(os.path.basename(ckpt))[0],
+          "general.source": "llama2.c checkpoint %s" % os.path.basename(ckpt),
+          "model.vocab_size": V, "model.dim": D, "model.n_layers": L, "model.n_heads": h["heads"],
+          "model.n_kv_heads": h["kv_heads"], "model.head_dim": hd, "model.ff_dim": F, "model.max_ctx": h["seq"],
+          "model.norm_eps": 1e-5, "model.tied_embd": int(h["shared"]), "attn.scale": hd ** -0.5,
+          "rope.theta": 10000.0,
+          # llama2.c rotates adjacent pairs (2i, 2i+1); storing that layout needs no row permutation
+          "rope.layout": "pair", "moe.n_experts": 0}
+    out, pos = [], 28
+
+    def take(name, shape, per_layer=None):
+        nonlocal pos
+        n = 1
+        for d in shape:
+            n *= d
+        t = Tensor(name, ckpt, moefile.F32, shape, pos, 4 * n)
+        pos += 4 * n
+        return t
+
+    def emit(name, t, off, shape):
+        n = 1
+        for d in shape:
+            n *= d
+        out.append((name, moefile.F32, list(shape), lambda t=t, off=off, n=n: t.read(off, 4 * n)))
+
+    emb = take("tok_embd", [V, D])
+    emit("tok_embd", emb, 0, [V, D])
+    groups = [("attn_norm", [D]), ("attn_q", [D, D]), ("attn_k", [kvd, D]), ("attn_v", [kvd, D]),
+              ("attn_o", [D, D]), ("ffn_norm", [D]), ("ffn_gate", [F, D]), ("ffn_down", [D, F]), ("ffn_up", [F, D])]
+    for name, shape in groups:
+        t = take(name, [L] + shape)
+        per = t.nbytes // L
+        for i in range(L):
+            emit("blk.%d.%s" % (i, name), t, i * per, shape)
+    norm = take("output_norm", [D])
+    emit("output_norm", norm, 0, [D])
+    take("rope_tables", [h["seq"], hd])
+    if not h["shared"]:
+        emit("output", take("output", [V, D]), 0, [V, D])
+    tok = load_tok(tok_path)
+    # llama2.c's generation ends at BOS: TinyStories stories are separated by it
+    kvs = dict(tok.kv)
+    ids = list(kvs.get("tok.eos_ids", [])) + [kvs["tok.bos"]]
+    tok.kv = [(k, v) for k, v in tok.kv if k != "tok.eos_ids"] + [("tok.eos_ids", sorted(set(ids)))]
+    if tok.n_tokens > V:
+        raise ConvertError("%s: %d tokens, but the checkpoint has %d embedding rows" % (tok_path, tok.n_tokens, V))
+    del widen
+    return kv, out, tok
+
+
+def find_llama2c(src):
+    """(checkpoint, tokenizer) .bin files of a llama2.c folder, or None."""
+    bins = sorted(glob.glob(os.path.join(src, "*.bin")))
+    ckpts = [b for b in bins if llama2c_header(b)]
+    toks = [b for b in bins if b not in ckpts]
+    if not ckpts:
+        return None
+    if len(ckpts) > 1 or len(toks) != 1:
+        raise ConvertError("%s: expected one llama2.c checkpoint and one tokenizer .bin, found %s" % (
+            src, ", ".join(os.path.basename(b) for b in bins)))
+    return ckpts[0], toks[0]
+
+
+# ---------------------------------------------------------------- main
+
+def write(path, kv, tensors, tok, progress):
+    w = moefile.MoeWriter()
+    for k, v in kv.items():
+        w.add_kv(k, v)
+    if tok is not None:
+        for k, v in tok.kv:
+            w.add_kv(k, v)
+    for name, dtype, shape, source in tensors:
+        w.add_tensor(name, dtype, shape, source)
+    if tok is not None:
+        for name, dtype, shape, data in tok.tensors:
+            w.add_tensor(name, dtype, shape, data)
+    return w.write(path, progress=progress)
+
+
+def quantize(path, qtype, moe_bin, threads):
+    tmp = path + ".f.moe"
+    os.replace(path, tmp)
+    cmd = [moe_bin, "quantize", tmp, path, "--type", qtype] + (["-t", str(threads)] if threads else [])
+    try:
+        p = subprocess.run(cmd)
+    except OSError as e:
+        raise ConvertError("cannot run %s: %s (build moe first, or pass --moe)" % (moe_bin, e.strerror))
+    finally:
+        pass
+    os.remove(tmp)
+    if p.returncode != 0:
+        raise ConvertError("moe quantize failed (exit %d)" % p.returncode)
+
+
+def convert(args):
+    src = args.src
+    widen = args.dtype == "f32"
+    progress = not args.quiet
+    if os.path.isdir(src):
+        if os.path.exists(os.path.join(src, "config.json")):
+            kv, tensors, tok = convert_hf(src, widen, not args.no_tokenizer)
+        else:
+            found = find_llama2c(src)
+            if found:
+                kv, tensors, tok = convert_llama2c(src, found[0], found[1], widen)
+            elif os.path.exists(os.path.join(src, "tokenizer.json")):
+                kv, tensors, tok = {}, [], load_tok(src, args.pre)
+            else:
+                raise ConvertError("%s: no config.json, llama2.c checkpoint or tokenizer.json" % src)
+    elif os.path.isfile(src):
+        if llama2c_header(src):
+            raise ConvertError("%s: a llama2.c checkpoint; pass its folder (with the tokenizer .bin)" % src)
+        kv, tensors, tok = {}, [], load_tok(src, args.pre)
+    else:
+        raise ConvertError("%s: no such file or directory" % src)
+    if args.pre and kv:
+        raise ConvertError("--pre applies to tokenizer-only conversion")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise ConvertError("%s: the output folder does not exist" % out_dir)
+    size = write(args.out, kv, tensors, tok, progress)
+    if args.type:
+        if not kv:
+            raise ConvertError("--type needs a model, not a tokenizer")
+        quantize(args.out, args.type, args.moe, args.threads)
+        size = os.path.getsize(args.out)
+    if not args.quiet:
+        what = "%s, %d layers" % (kv["general.arch"], kv["model.n_layers"]) if kv else "tokenizer only"
+        ntok = tok.n_tokens if tok is not None else 0
+        sys.stderr.write("%s: %s, %d tensors, %d tokens, %.1f MB\n" % (args.out, what, len(tensors), ntok, size / 1e6))
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(prog="convert.py", description=__doc__.split("\n")[0])
+    ap.add_argument("src", help="HF model folder, llama2.c folder, or a tokenizer (folder, tokenizer.json, .gguf, .bin)")
+    ap.add_argument("-o", "--out", required=True, help="output .moe file")
+    ap.add_argument("--dtype", choices=("keep", "f32"), default="keep", help="keep weights as stored (default) or widen to f32")
+    ap.add_argument("--type", choices=("q8_0", "q4_0", "q4_k"), help="quantize the result with `moe quantize`")
+    ap.add_argument("--moe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "moe"),
+                    help="the moe binary used by --type (default: build/moe)")
+    ap.add_argument("-t", "--threads", type=int, default=0, help="threads for --type")
+    ap.add_argument("--pre", help="tokenizer-only: force the pre-tokenizer (%s)" % ", ".join(tokenizer_convert.PRE_NAMES))
+    ap.add_argument("--no-tokenizer", action="store_true", help="convert weights without a tokenizer.json")
+    ap.add_argument("--quiet", action="store_true", help="no progress or summary")
+    args = ap.parse_args(argv)
+    try:
+        convert(args)
+    except (ConvertError, moefile.FormatError) as e:
+        sys.stderr.write("convert.py: error: %s\n" % e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
