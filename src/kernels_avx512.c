@@ -76,61 +76,132 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+
+/* Q8_0 and Q4_0 as register tiles: R weight rows x T activation rows at a
+ * time, two 32-value blocks per 512-bit register (block b in the low half,
+ * b+1 in the high half). Each weight block is loaded once for T tokens and
+ * each activation block once for R rows, so the inner step is one dpbusd,
+ * one convert and two float ops per 64 multiply-adds.
+ *
+ * dpbusd multiplies unsigned by signed bytes. Q8_0: the activation is made
+ * unsigned as x + 128 (xor 0x80) and 128 * sum(w), computed once per weight
+ * block, starts the accumulator negated. Q4_0: the nibbles q are already
+ * unsigned and 8 * sum(x), once per activation block, does the same for
+ * the -8 offset. Both corrections are exact in int32. */
+#define RT 4 /* rows per register tile */
+#define TT 4 /* tokens per register tile */
+
+static inline __m512i load2_256(const void *lo, const void *hi) {
+    __m512i v = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)lo));
+    return hi ? _mm512_inserti64x4(v, _mm256_loadu_si256((const __m256i *)hi), 1) : v;
+}
+static inline __m512 halves(float lo, float hi) {
+    return _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(lo), _mm512_set1_ps(hi));
+}
 static inline __m256i unpack_q4_0(const uint8_t *qs) {
     __m128i b = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0xF));
 }
-
-static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                      int nt, float *y, size_t ldy) {
-    int nb = n / QK8_0;
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8a *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q8_0 *wb = (const block_q8_0 *)((const char *)w + (size_t)r * w_stride);
-            __m256 acc[TOK];
-            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
-            for (int b = 0; b < nb; b++) {
-                __m256i wq = _mm256_loadu_si256((const __m256i *)wb[b].qs), aw = _mm256_sign_epi8(wq, wq);
-                float dw = h2f(wb[b].d);
-                for (int t = 0; t < m; t++) {
-                    __m256i xq = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x[t][b].qs), wq);
-                    __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, xq);
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot), acc[t]);
-                }
-            }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
-        }
-    }
+static inline __m512i load2_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
+    __m512i v = _mm512_zextsi256_si512(unpack_q4_0(b0->qs));
+    return b1 ? _mm512_inserti64x4(v, unpack_q4_0(b1->qs), 1) : v;
 }
 
-static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                      int nt, float *y, size_t ldy) {
-    int nb = n / QK4_0;
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8a *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q4_0 *wb = (const block_q4_0 *)((const char *)w + (size_t)r * w_stride);
-            __m256 acc[TOK];
-            float corr[TOK] = {0};
-            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
-            for (int b = 0; b < nb; b++) {
-                __m256i wq = unpack_q4_0(wb[b].qs);
-                float dw = h2f(wb[b].d);
-                for (int t = 0; t < m; t++) {
-                    __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq, _mm256_loadu_si256((const __m256i *)x[t][b].qs));
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot), acc[t]);
-                    corr[t] += dw * x[t][b].s;
-                }
+/* out[r*TT + t] = row r . token t over nb blocks, for r < R, t < T (constants
+ * at every call site, so the loops unroll into registers). */
+static inline __attribute__((always_inline)) void q8_0_rxt(int nb, const block_q8_0 *const *w, int R,
+                                                           const block_q8a *const *x, int T, float *out) {
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    __m512 acc[RT][TT];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+        int two = b + 1 < nb;
+        __m512i xu[TT];
+        __m512 xd[TT];
+        for (int t = 0; t < T; t++) {
+            xu[t] = _mm512_xor_si512(load2_256(x[t][b].qs, two ? x[t][b + 1].qs : NULL), off);
+            xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);
+        }
+        for (int r = 0; r < R; r++) {
+            __m512i wq = load2_256(w[r][b].qs, two ? w[r][b + 1].qs : NULL);
+            __m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, wq));
+            __m512 wd = halves(h2f(w[r][b].d), two ? h2f(w[r][b + 1].d) : 0.0f);
+            for (int t = 0; t < T; t++) {
+                __m512i dot = _mm512_dpbusd_epi32(neg, xu[t], wq);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]);
             }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]) - 8.0f * corr[t];
         }
     }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
+
+static inline __attribute__((always_inline)) void q4_0_rxt(int nb, const block_q4_0 *const *w, int R,
+                                                           const block_q8a *const *x, int T, float *out) {
+    const __m512i eight = _mm512_set1_epi8(8);
+    __m512 acc[RT][TT];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+        int two = b + 1 < nb;
+        __m512i xq[TT], neg[TT];
+        __m512 xd[TT];
+        for (int t = 0; t < T; t++) {
+            xq[t] = load2_256(x[t][b].qs, two ? x[t][b + 1].qs : NULL);
+            neg[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xq[t]));
+            xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);
+        }
+        for (int r = 0; r < R; r++) {
+            __m512i wq = load2_q4_0(&w[r][b], two ? &w[r][b + 1] : NULL);
+            __m512 wd = halves(h2f(w[r][b].d), two ? h2f(w[r][b + 1].d) : 0.0f);
+            for (int t = 0; t < T; t++) {
+                __m512i dot = _mm512_dpbusd_epi32(neg[t], wq, xq[t]);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* The tile loop shared by both types: tokens in groups of TT, rows in groups
+ * of RT, remainders with smaller constant tiles. */
+#define INT8_TILE(NAME, BLOCK, RXT)                                                                          \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
+                     const int *idx, int nt, float *y, size_t ldy) {                                         \
+        int nb = n / 32;                                                                                     \
+        for (int t0 = 0; t0 < nt; t0 += TT) {                                                                \
+            int m = nt - t0 < TT ? nt - t0 : TT;                                                             \
+            const block_q8a *x[TT];                                                                          \
+            for (int t = 0; t < TT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : 0));              \
+            for (int r0 = 0; r0 < nr; r0 += RT) {                                                            \
+                int k = nr - r0 < RT ? nr - r0 : RT;                                                         \
+                const BLOCK *wr[RT];                                                                         \
+                for (int r = 0; r < RT; r++)                                                                 \
+                    wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + (r < k ? r : 0)) * w_stride);    \
+                float o[RT * TT];                                                                            \
+                if (k == RT) {                                                                               \
+                    switch (m) {                                                                             \
+                    case 4: RXT(nb, wr, RT, x, 4, o); break;                                                 \
+                    case 3: RXT(nb, wr, RT, x, 3, o); break;                                                 \
+                    case 2: RXT(nb, wr, RT, x, 2, o); break;                                                 \
+                    default: RXT(nb, wr, RT, x, 1, o); break;                                                \
+                    }                                                                                        \
+                } else {                                                                                     \
+                    for (int r = 0; r < k; r++) {                                                            \
+                        float o1[RT * TT];                                                                   \
+                        RXT(nb, wr + r, 1, x, TT, o1); /* unused tokens repeat token 0 */                   \
+                        for (int t = 0; t < m; t++) o[r * TT + t] = o1[t];                                   \
+                    }                                                                                        \
+                }                                                                                            \
+                for (int r = 0; r < k; r++)                                                                  \
+                    for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r0 + r] = o[r * TT + t];          \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt)
+INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt)
 
 static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
