@@ -83,11 +83,11 @@ static inline float hsum8(__m256 v) {
  * each activation block once for R rows, so the inner step is one dpbusd,
  * one convert and two float ops per 64 multiply-adds.
  *
- * dpbusd multiplies unsigned by signed bytes. Q8_0: the activation is made
- * unsigned as x + 128 (xor 0x80) and 128 * sum(w), computed once per weight
- * block, starts the accumulator negated. Q4_0: the nibbles q are already
- * unsigned and 8 * sum(x), once per activation block, does the same for
- * the -8 offset. Both corrections are exact in int32. */
+ * dpbusd multiplies unsigned by signed bytes, so the weights are made
+ * unsigned with an offset: Q8_0's w + 128 (xor 0x80), Q4_0's nibbles q
+ * already are w + 8. The offset's contribution, offset * sum(x), depends on
+ * the activation block only: computed once per token and block, negated, it
+ * starts the accumulator, so every dot comes out exact in int32. */
 #define RT 4 /* rows per register tile */
 #define TT 4 /* tokens per register tile */
 
@@ -102,68 +102,50 @@ static inline __m256i unpack_q4_0(const uint8_t *qs) {
     __m128i b = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0xF));
 }
-static inline __m512i load2_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
+
+/* Blocks b and b+1 (b1: NULL past the end, zeros) of one weight row as
+ * unsigned bytes, and their scales. */
+static inline __m512i wq_q8_0(const block_q8_0 *b0, const block_q8_0 *b1) {
+    return _mm512_xor_si512(load2_256(b0->qs, b1 ? b1->qs : NULL), _mm512_set1_epi8((char)0x80));
+}
+static inline __m512i wq_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
     __m512i v = _mm512_zextsi256_si512(unpack_q4_0(b0->qs));
     return b1 ? _mm512_inserti64x4(v, unpack_q4_0(b1->qs), 1) : v;
 }
 
 /* out[r*TT + t] = row r . token t over nb blocks, for r < R, t < T (constants
  * at every call site, so the loops unroll into registers). */
-static inline __attribute__((always_inline)) void q8_0_rxt(int nb, const block_q8_0 *const *w, int R,
-                                                           const block_q8a *const *x, int T, float *out) {
-    const __m512i off = _mm512_set1_epi8((char)0x80);
-    __m512 acc[RT][TT];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b += 2) {
-        int two = b + 1 < nb;
-        __m512i xu[TT];
-        __m512 xd[TT];
-        for (int t = 0; t < T; t++) {
-            xu[t] = _mm512_xor_si512(load2_256(x[t][b].qs, two ? x[t][b + 1].qs : NULL), off);
-            xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);
-        }
-        for (int r = 0; r < R; r++) {
-            __m512i wq = load2_256(w[r][b].qs, two ? w[r][b + 1].qs : NULL);
-            __m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, wq));
-            __m512 wd = halves(h2f(w[r][b].d), two ? h2f(w[r][b + 1].d) : 0.0f);
-            for (int t = 0; t < T; t++) {
-                __m512i dot = _mm512_dpbusd_epi32(neg, xu[t], wq);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]);
-            }
-        }
+#define INT8_RXT(NAME, BLOCK, WQ, OFFSET)                                                                    \
+    static inline __attribute__((always_inline)) void NAME(int nb, const BLOCK *const *w, int R,          \
+                                                           const block_q8a *const *x, int T, float *out) { \
+        const __m512i off = _mm512_set1_epi8(OFFSET);                                                        \
+        __m512 acc[RT][TT];                                                                                  \
+        for (int r = 0; r < R; r++)                                                                          \
+            for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();                                     \
+        for (int b = 0; b < nb; b += 2) {                                                                    \
+            int two = b + 1 < nb;                                                                            \
+            __m512i xq[TT], neg[TT];                                                                         \
+            __m512 xd[TT];                                                                                   \
+            for (int t = 0; t < T; t++) {                                                                    \
+                xq[t] = load2_256(x[t][b].qs, two ? x[t][b + 1].qs : NULL);                                  \
+                neg[t] = _mm512_sub_epi32(_mm512_setzero_si512(),                                            \
+                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq[t]));          \
+                xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);                                       \
+            }                                                                                                \
+            for (int r = 0; r < R; r++) {                                                                    \
+                __m512i wq = WQ(&w[r][b], two ? &w[r][b + 1] : NULL);                                        \
+                __m512 wd = halves(h2f(w[r][b].d), two ? h2f(w[r][b + 1].d) : 0.0f);                         \
+                for (int t = 0; t < T; t++) {                                                                \
+                    __m512i dot = _mm512_dpbusd_epi32(neg[t], wq, xq[t]);                                    \
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]); \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int r = 0; r < R; r++)                                                                          \
+            for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);                   \
     }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);
-}
-
-static inline __attribute__((always_inline)) void q4_0_rxt(int nb, const block_q4_0 *const *w, int R,
-                                                           const block_q8a *const *x, int T, float *out) {
-    const __m512i eight = _mm512_set1_epi8(8);
-    __m512 acc[RT][TT];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b += 2) {
-        int two = b + 1 < nb;
-        __m512i xq[TT], neg[TT];
-        __m512 xd[TT];
-        for (int t = 0; t < T; t++) {
-            xq[t] = load2_256(x[t][b].qs, two ? x[t][b + 1].qs : NULL);
-            neg[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xq[t]));
-            xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);
-        }
-        for (int r = 0; r < R; r++) {
-            __m512i wq = load2_q4_0(&w[r][b], two ? &w[r][b + 1] : NULL);
-            __m512 wd = halves(h2f(w[r][b].d), two ? h2f(w[r][b + 1].d) : 0.0f);
-            for (int t = 0; t < T; t++) {
-                __m512i dot = _mm512_dpbusd_epi32(neg[t], wq, xq[t]);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]);
-            }
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);
-}
+INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0, (char)0x80)
+INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
 
 /* The tile loop shared by both types: tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
