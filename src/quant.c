@@ -55,8 +55,36 @@ void quantize_row_q8a(const float *x, void *vy, int n) {
 
 /* ------------------------------------------------------------ Q4_0 */
 
-/* The value of largest magnitude maps to -8, so its sign sets d's sign and
- * the full 16 levels are used (as ggml does). */
+/* ggml's reference maps the value of largest magnitude to -8, so its sign
+ * sets d's sign and all 16 levels are used. We start there and also try a
+ * few nearby inverse scales; for each candidate rounding q the best scale
+ * is the least-squares d = sum(x q) / sum(q q), and we keep the candidate
+ * that explains most of the block, (sum x q)^2 / sum(q q). Same format,
+ * smaller error (tests/unit/test_kernels.c measures it). */
+static float q4_0_fit(const float *x, float max, int *q) {
+    if (max == 0.0f) {
+        for (int i = 0; i < QK4_0; i++) q[i] = 0;
+        return 0.0f;
+    }
+    float best = -1.0f, best_d = 0.0f;
+    for (int s = -6; s <= 6; s++) {
+        float id = -(8.0f + 0.15f * (float)s) / max, sxq = 0.0f, sqq = 0.0f;
+        int c[QK4_0];
+        for (int i = 0; i < QK4_0; i++) {
+            int v = nearest_int(x[i] * id);
+            c[i] = v < -8 ? -8 : v > 7 ? 7 : v;
+            sxq += x[i] * (float)c[i];
+            sqq += (float)(c[i] * c[i]);
+        }
+        if (sqq > 0 && sxq * sxq / sqq > best) {
+            best = sxq * sxq / sqq;
+            best_d = sxq / sqq;
+            memcpy(q, c, sizeof c);
+        }
+    }
+    return best_d;
+}
+
 void quantize_row_q4_0(const float *x, void *vy, int n) {
     block_q4_0 *y = vy;
     for (int b = 0; b < n / QK4_0; b++, x += QK4_0) {
@@ -66,14 +94,9 @@ void quantize_row_q4_0(const float *x, void *vy, int n) {
                 amax = fabsf(x[i]);
                 max = x[i];
             }
-        float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        y[b].d = f32_to_f16(d);
-        for (int j = 0; j < QK4_0 / 2; j++) {
-            int lo = (int)(x[j] * id + 8.5f), hi = (int)(x[j + 16] * id + 8.5f);
-            lo = lo < 0 ? 0 : lo > 15 ? 15 : lo;
-            hi = hi < 0 ? 0 : hi > 15 ? 15 : hi;
-            y[b].qs[j] = (uint8_t)(lo | (hi << 4));
-        }
+        int q[QK4_0];
+        y[b].d = f32_to_f16(q4_0_fit(x, max, q));
+        for (int j = 0; j < QK4_0 / 2; j++) y[b].qs[j] = (uint8_t)((q[j] + 8) | ((q[j + 16] + 8) << 4));
     }
 }
 
