@@ -74,6 +74,7 @@ typedef struct moe_ctx_params {
     int n_ctx;        /* context length (KV cache positions); 0 = model.max_ctx capped at 4096 */
     int n_batch;      /* largest number of tokens evaluated at once; 0 = 512 */
     int n_threads;    /* 0 = all cores (OpenMP builds); ignored without OpenMP */
+    int kv_f16;       /* 1: keep the KV cache in f16 (half the memory; llama.cpp's default) */
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);

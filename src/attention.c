@@ -16,15 +16,46 @@
 #include "kernels.h"
 #include "ops.h"
 #include "threads.h"
+#include "util.h"
+
+/* The KV cache holds f32 or, with --kv f16, f16 values (c->kv_f16). */
+static size_t kv_esize(const moe_ctx *c) { return c->kv_f16 ? sizeof(uint16_t) : sizeof(float); }
+
+/* Value i of a layer's cache: K (or the MLA latent) or V. */
+static void *kv_at(const moe_ctx *c, void *cache, int layer, size_t i) {
+    return (char *)cache + ((size_t)layer * c->cache_layer_floats + i) * kv_esize(c);
+}
+
+static void kv_put(const moe_ctx *c, void *dst, const float *src, int n) {
+    if (!c->kv_f16) {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    uint16_t *h = dst;
+    for (int i = 0; i < n; i++) h[i] = f32_to_f16(src[i]);
+}
 
 /* Softmax-weighted attention of one query row over cached positions
- * [start, p]; scores has room for n_ctx floats. */
-static void attend_head(const kernel_set *ks, const float *q, const float *kc, const float *vc, size_t stride,
+ * [start, p] (rows of stride values from kc and vc); scores has room for
+ * n_ctx floats. */
+static void attend_head(const kernel_set *ks, int f16, const float *q, const void *kc, const void *vc, size_t stride,
                         int dim, int vdim, int start, int p, float scale, float *scores, float *out) {
-    for (int j = start; j <= p; j++) scores[j] = ks->dot_f32(q, kc + (size_t)j * stride, dim) * scale;
-    softmax(scores + start, p - start + 1);
+    int n = p - start + 1;
+    if (f16) { /* q . k_j for every j at once: the f16 weight tile with the keys as rows */
+        const uint16_t *k0 = (const uint16_t *)kc + (size_t)start * stride;
+        ks->tile[DT_F16](dim, k0, stride * sizeof(uint16_t), n, q, 0, NULL, 1, scores + start, 1);
+        for (int j = start; j <= p; j++) scores[j] *= scale;
+    } else {
+        for (int j = start; j <= p; j++) scores[j] = ks->dot_f32(q, (const float *)kc + (size_t)j * stride, dim) * scale;
+    }
+    softmax(scores + start, n);
     memset(out, 0, sizeof(float) * (size_t)vdim);
-    for (int j = start; j <= p; j++) ks->axpy_f32(out, scores[j], vc + (size_t)j * stride, vdim);
+    for (int j = start; j <= p; j++) {
+        if (f16)
+            ks->axpy_f16(out, scores[j], (const uint16_t *)vc + (size_t)j * stride, vdim);
+        else
+            ks->axpy_f32(out, scores[j], (const float *)vc + (size_t)j * stride, vdim);
+    }
 }
 
 /* One matrix-vector product inside a parallel region (no nested threads).
@@ -79,20 +110,21 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
         for (int h = 0; h < nh; h++) rope_apply(&c->rope, q + h * hd, p);
         for (int h = 0; h < nkv; h++) rope_apply(&c->rope, k + h * hd, p);
         /* append to the cache */
-        memcpy(c->k_cache + layer * c->cache_layer_floats + (size_t)p * kvw, k, sizeof(float) * (size_t)kvw);
-        memcpy(c->v_cache + layer * c->cache_layer_floats + (size_t)p * kvw, v, sizeof(float) * (size_t)kvw);
+        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * kvw), k, kvw);
+        kv_put(c, kv_at(c, c->v_cache, layer, (size_t)p * kvw), v, kvw);
     }
 
     /* softmax(q k^T * scale) v, causally, per (token, head); query head h
      * reads kv head h / (n_heads / n_kv_heads) (HF repeat_kv) */
-    const float *kc = c->k_cache + layer * c->cache_layer_floats, *vc = c->v_cache + layer * c->cache_layer_floats;
+    const void *kc = kv_at(c, c->k_cache, layer, 0), *vc = kv_at(c, c->v_cache, layer, 0);
     int group = nh / nkv;
     const kernel_set *ks = kernels_get();
 #pragma omp parallel for schedule(dynamic, 1)
     for (int th = 0; th < n * nh; th++) {
         int t = th / nh, h = th % nh, p = pos0 + t, g = h / group;
         float *scores = c->att_scores + (size_t)thread_id() * c->n_ctx;
-        attend_head(ks, c->q + (size_t)t * qw + h * hd, kc + g * hd, vc + g * hd, (size_t)kvw, hd, hd,
+        attend_head(ks, c->kv_f16, c->q + (size_t)t * qw + h * hd, (const char *)kc + g * hd * kv_esize(c),
+                    (const char *)vc + g * hd * kv_esize(c), (size_t)kvw, hd, hd,
                     window_start(cfg, p), p, cfg->attn_scale, scores, c->att + (size_t)t * qw + h * hd);
     }
 
@@ -128,13 +160,14 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     } else {
         matmul(c->q, &L->q, &ax);
     }
-    float *cache = c->k_cache + layer * c->cache_layer_floats;
+    const void *cache = kv_at(c, c->k_cache, layer, 0);
     for (int t = 0; t < n; t++) {
         int p = pos0 + t;
-        float *ckv = c->v + (size_t)t * cw, *slot = cache + (size_t)p * cw;
+        float *ckv = c->v + (size_t)t * cw, *slot = c->mla_tmp; /* built in f32, then stored */
         rmsnorm(slot, ckv, L->kv_a_norm, lora, MLA_NORM_EPS); /* kv_a_layernorm(c_kv) */
         memcpy(slot + lora, ckv + lora, sizeof(float) * (size_t)rd);
         rope_apply(&c->rope, slot + lora, p);
+        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * cw), slot, cw);
         for (int h = 0; h < nh; h++) rope_apply(&c->rope, c->q + (size_t)t * qw + h * qk + nope, p);
     }
 
@@ -151,7 +184,7 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         wmat kb = wmat_at(L->k_b, h), vb = wmat_at(L->v_b, h);
         matvec(ks, mq, &kb, qh);
         memcpy(mq + lora, qh + nope, sizeof(float) * (size_t)rd);
-        attend_head(ks, mq, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale, scores, lat);
+        attend_head(ks, c->kv_f16, mq, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale, scores, lat);
         matvec(ks, c->att + (size_t)t * nh * vd + h * vd, &vb, lat);
     }
 

@@ -20,7 +20,7 @@
 #define FFN_SCRATCH_BYTES (16u << 20) /* bounds the gathered-rows buffers of the FFN */
 
 moe_ctx_params moe_ctx_default_params(void) {
-    moe_ctx_params p = {0, 0, 0};
+    moe_ctx_params p = {.n_ctx = 0, .n_batch = 0, .n_threads = 0, .kv_f16 = 0};
     return p;
 }
 
@@ -128,9 +128,11 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
                                 ? (size_t)c->n_ctx * (size_t)(cfg->kv_lora + cfg->mla_rope_dim)
                                 : (size_t)c->n_ctx * (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
     size_t cache_floats = c->cache_layer_floats * (size_t)cfg->n_layers;
-    c->k_cache = malloc(sizeof(float) * cache_floats);
-    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : malloc(sizeof(float) * cache_floats);
-    c->cache_bytes = sizeof(float) * cache_floats * (cfg->attn_type == ATTN_MLA ? 1 : 2);
+    size_t esize = p->kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    c->kv_f16 = p->kv_f16 != 0;
+    c->k_cache = malloc(esize * cache_floats);
+    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : malloc(esize * cache_floats);
+    c->cache_bytes = esize * cache_floats * (cfg->attn_type == ATTN_MLA ? 1 : 2);
 
     arena a = {0, NULL};
     layout(c, &a);

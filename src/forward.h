@@ -29,8 +29,9 @@ struct moe_ctx {
 
     /* KV cache, per layer: GQA (n_ctx, n_kv*head_dim) for K and for V;
      * MLA (n_ctx, kv_lora + rope_dim) latent + rope key, no V */
-    float *k_cache, *v_cache;
-    size_t cache_layer_floats;  /* floats per layer in k_cache (and v_cache) */
+    void *k_cache, *v_cache;    /* f32, or f16 with kv_f16 */
+    int kv_f16;
+    size_t cache_layer_floats;  /* values per layer in k_cache (and v_cache) */
     rope_table rope;
 
     /* scratch (n_batch rows unless noted) */

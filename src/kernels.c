@@ -24,6 +24,10 @@ static void axpy_f32_ref(float *y, float s, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += s * x[i];
 }
 
+static void axpy_f16_ref(float *y, float s, const uint16_t *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += s * f16_to_f32(x[i]);
+}
+
 static float dot_f16_ref(const uint16_t *w, const float *x, int n) {
     float s = 0.0f;
     for (int i = 0; i < n; i++) s += f16_to_f32(w[i]) * x[i];
@@ -61,6 +65,7 @@ static const kernel_set SCALAR = {
              [DT_Q8_0] = tile_q8_0_ref, [DT_Q4_0] = tile_q4_0_ref, [DT_Q4_K] = tile_q4_K_ref},
     .dot_f32 = dot_f32_ref,
     .axpy_f32 = axpy_f32_ref,
+    .axpy_f16 = axpy_f16_ref,
 };
 
 const kernel_set *kernels_scalar(void) { return &SCALAR; }

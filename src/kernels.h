@@ -30,6 +30,7 @@ typedef struct {
     tile_fn tile[DT_TABLE];                      /* by weight dtype */
     float (*dot_f32)(const float *a, const float *b, int n);
     void (*axpy_f32)(float *y, float s, const float *x, int n);
+    void (*axpy_f16)(float *y, float s, const uint16_t *x, int n); /* f16 KV cache */
 } kernel_set;
 
 const kernel_set *kernels_scalar(void);

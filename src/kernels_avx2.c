@@ -216,12 +216,22 @@ static void axpy_f32(float *y, float s, const float *x, int n) {
     for (; i < n; i++) y[i] += s * x[i];
 }
 
+static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
+    __m256 vs = _mm256_set1_ps(s);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vs, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += s * _cvtsh_ss(x[i]);
+}
+
 static const kernel_set AVX2 = {
     .name = "avx2",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
+    .axpy_f16 = axpy_f16,
 };
 
 const kernel_set *kernels_avx2(void) { return &AVX2; }

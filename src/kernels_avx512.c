@@ -254,12 +254,25 @@ static void axpy_f32(float *y, float s, const float *x, int n) {
     }
 }
 
+static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
+    __m512 vs = _mm512_set1_ps(s);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(vs, load16_f16(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, x + i));
+        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(vs, xv, _mm512_maskz_loadu_ps(k, y + i)));
+    }
+}
+
 static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
+    .axpy_f16 = axpy_f16,
 };
 
 const kernel_set *kernels_avx512(void) { return &AVX512; }

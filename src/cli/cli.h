@@ -24,6 +24,7 @@ typedef struct {
 int args_next(args *a, const char **flag);      /* 0 when done; flag = argv[i] */
 const char *args_value(args *a, const char *flag); /* the value after flag, or usage error */
 int args_int(args *a, const char *flag, long lo, long hi);
+int args_kv_type(args *a, const char *flag);   /* --kv f32|f16: 1 for f16 */
 float args_float(args *a, const char *flag, double lo, double hi);
 uint64_t args_u64(args *a, const char *flag);
 /* Parse "1,2,3" into a newly allocated array; usage error on junk. */

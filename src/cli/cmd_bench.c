@@ -30,6 +30,7 @@ static void help(void) {
            "  -r, --repetitions N  measured runs per test (default 5)\n"
            "  -b, --batch-size N   prefill batch (default 512)\n"
            "  -t, --threads N      threads (default: all cores)\n"
+           "      --kv f32|f16     KV cache type (default f32)\n"
            "  -d, --depth LIST     context depths to test at, e.g. 0,512,2048 (default 0)\n"
            "      --json           one JSON object on stdout instead of the table\n"
            "      --bandwidth      only measure the machine's read bandwidth\n");
@@ -128,6 +129,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(flag, "-r") || !strcmp(flag, "--repetitions")) reps = args_int(&a, flag, 1, 1000);
         else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
         else if (!strcmp(flag, "-d") || !strcmp(flag, "--depth")) n_depths = parse_depths(args_value(&a, flag), depths, 16);
         else if (!strcmp(flag, "--json")) json = 1;
         else if (!strcmp(flag, "--bandwidth")) bw_only = 1;

@@ -21,7 +21,8 @@ static void help(void) {
            "                        KV cache, and print their ids on stdout\n"
            "      --greedy-logits F write the logits of those decode steps (N-1 rows: row j =\n"
            "                        logits after feeding continuation token j) to F\n"
-           "  -t, --threads N       threads (default: all cores)\n");
+           "  -t, --threads N       threads (default: all cores)\n"
+           "      --kv f32|f16      KV cache type (default f32; f16 halves it)\n");
 }
 
 static void write_floats(const char *path, const float *x, size_t count) {
@@ -42,6 +43,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(flag, "-o") || !strcmp(flag, "--output")) out = args_value(&a, flag);
         else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
         else if (!strcmp(flag, "--greedy")) greedy = args_int(&a, flag, 1, 1 << 20);
         else if (!strcmp(flag, "--greedy-logits")) greedy_out = args_value(&a, flag);
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe logits -h)", flag);

@@ -17,6 +17,7 @@ static void help(void) {
            "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
            "  -b, --batch-size N      prompt tokens per batch (default 512)\n"
            "  -t, --threads N         threads (default: all cores)\n"
+           "      --kv f32|f16        KV cache type (default f32; f16 halves it)\n"
            "      --temp T            temperature, 0 = greedy (default 0.8)\n"
            "      --top-k K           keep the K most likely tokens, 0 = off (default 40)\n"
            "      --top-p P           nucleus sampling, 1 = off (default 0.95)\n"
@@ -43,6 +44,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx-size")) cp.n_ctx = args_int(&a, flag, 1, 1 << 24);
         else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
         else if (!strcmp(flag, "--temp")) sp.temperature = args_float(&a, flag, 0, 100);
         else if (!strcmp(flag, "--top-k")) sp.top_k = args_int(&a, flag, 0, 1 << 30);
         else if (!strcmp(flag, "--top-p")) sp.top_p = args_float(&a, flag, 1e-6, 1);

@@ -26,6 +26,13 @@ int args_next(args *a, const char **flag) {
     return 1;
 }
 
+int args_kv_type(args *a, const char *flag) {
+    const char *s = args_value(a, flag);
+    if (!strcmp(s, "f32")) return 0;
+    if (!strcmp(s, "f16")) return 1;
+    die(EXIT_USAGE, a->cmd, "%s: expected f32 or f16, got '%s'", flag, s);
+}
+
 const char *args_value(args *a, const char *flag) {
     if (a->i >= a->argc) die(EXIT_USAGE, a->cmd, "%s needs a value (see moe %s -h)", flag, a->cmd);
     return a->argv[a->i++];

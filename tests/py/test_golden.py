@@ -18,13 +18,13 @@ import moetest
 MAX_TOL, RMS_TOL = 2.5e-3, 5e-4
 
 
-def compare_case(case, model):
+def compare_case(case, model, *extra):
     g = moetest.golden(case)
     n_cont = len(g["greedy_continuation"])
     steps_path = os.path.join(moetest.workdir("golden"), case + ".steps.f32")
     out = os.path.join(moetest.workdir("golden"), case + ".f32")
     p = moetest.moe("logits", "-m", model, "--tokens", ",".join(map(str, g["tokens"])), "-o", out,
-                    "--greedy", n_cont, "--greedy-logits", steps_path)
+                    "--greedy", n_cont, "--greedy-logits", steps_path, *extra)
     flat = moetest.read_f32(out)
     V = g["vocab"]
     rows = [flat[i * V:(i + 1) * V] for i in range(g["n_positions"])]
@@ -50,10 +50,10 @@ class GoldenTest(unittest.TestCase):
             out = os.path.join(moetest.workdir("golden"), case + ".moe")
             cls.models[case] = moetest.convert(os.path.join(moetest.SHARED, "golden", case), out)
 
-    def check_case(self, case):
-        r = compare_case(case, self.models[case])
-        print("\n%-12s max %.2e rms %.2e argmax %d/%d continuation %s decode-step max %.2e" % (
-            case, r["max"], r["rms"], r["argmax"], r["n"], "same" if r["cont"] == r["cont_golden"] else "DIFFERENT",
+    def check_case(self, case, *extra):
+        r = compare_case(case, self.models[case], *extra)
+        print("\n%-12s%s max %.2e rms %.2e argmax %d/%d continuation %s decode-step max %.2e" % (
+            case, " ".join(extra), r["max"], r["rms"], r["argmax"], r["n"], "same" if r["cont"] == r["cont_golden"] else "DIFFERENT",
             r["step_max"]))
         self.assertLessEqual(r["max"], MAX_TOL, "max |delta logit|")
         self.assertLessEqual(r["rms"], RMS_TOL, "rms delta logit")
@@ -82,6 +82,11 @@ class GoldenTest(unittest.TestCase):
 
     def test_granitemoe(self):
         self.check_case("granitemoe")
+
+    def test_kv_f16(self):
+        """An f16 KV cache (what the peer used for V) stays within the same bounds, GQA and MLA."""
+        for case in ("qwen3_moe", "deepseek_v2"):
+            self.check_case(case, "--kv", "f16")
 
     def test_batch_size_does_not_change_logits(self):
         """Prefill in batches of 5 (through the KV cache) equals one batch."""
