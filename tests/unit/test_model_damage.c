@@ -9,7 +9,7 @@
 #include "tiny_model.h"
 
 static void run_forward(moe_model *m) {
-    moe_ctx_params p = {16, 4, 1};
+    moe_ctx_params p = {16, 4, 1, 0};
     moe_err err = {{0}};
     moe_ctx *c = moe_ctx_new(m, &p, &err);
     CHECK(c != NULL, "context on an accepted model: %s", err.msg);
@@ -31,7 +31,7 @@ int main(void) {
         CHECK(info.n_experts == TM_E && info.n_moe_layers == 1 && info.vocab_size == TM_VOCAB, "info");
         run_forward(m);
         /* the forward pass is deterministic and finite */
-        moe_ctx_params p = {16, 4, 1};
+        moe_ctx_params p = {16, 4, 1, 0};
         moe_ctx *c = moe_ctx_new(m, &p, &err);
         int32_t toks[3] = {259, 116, 104};
         float a[3 * TM_VOCAB], b[3 * TM_VOCAB];
