@@ -126,6 +126,8 @@ void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user);
  * (it competes with score -inf, in group scoring too). Fails for a dense
  * layer, an id out of range, or when fewer than k experts would remain. */
 int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err);
+/* 1 if layer's FFN is a mixture of experts, 0 if dense or out of range. */
+int moe_layer_is_moe(const moe_model *m, int layer);
 
 /* ---------------------------------------------------------------- tokenizer */
 

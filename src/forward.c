@@ -185,6 +185,10 @@ void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user) {
     c->on_route_user = user;
 }
 
+int moe_layer_is_moe(const moe_model *m, int layer) {
+    return layer >= 0 && layer < m->cfg.n_layers && m->layers && m->layers[layer].is_moe;
+}
+
 int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err) {
     const moe_config *cfg = &c->model->cfg;
     int E = c->route.n_experts;
