@@ -58,8 +58,12 @@ moe_ctx *route_ctx_new(const char *cmd, const moe_model *m, moe_ctx_params *cp, 
 typedef struct trace_writer trace_writer;
 /* NULL when no trace was asked for; the trace functions accept NULL. */
 trace_writer *trace_open(const char *cmd, const moe_model *m, moe_ctx *ctx, const route_opts *o);
-void trace_flush(trace_writer *t);  /* write what the last moe_eval calls reported */
+void trace_flush(trace_writer *t);
+moe_route_hook trace_hook(trace_writer *t); /* its hook, to chain with another */  /* write what the last moe_eval calls reported */
 size_t trace_close(trace_writer *t); /* flush, close; returns the rows written */
+/* Token bytes as a quoted CSV field, a JSON string, or XML text (docs/ROUTING.md). */
+enum { TEXT_CSV = 0, TEXT_JSON = 1, TEXT_XML = 2 };
+void put_text(FILE *f, const unsigned char *s, size_t n, int mode);
 
 int cmd_run(int argc, char **argv);
 int cmd_logits(int argc, char **argv);

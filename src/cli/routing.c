@@ -138,6 +138,8 @@ static void on_route(void *user, const moe_route_event *ev) {
     t->n++;
 }
 
+moe_route_hook trace_hook(trace_writer *t) { return t ? on_route : NULL; }
+
 static int rec_cmp(const void *a, const void *b) {
     const trace_rec *x = a, *y = b;
     if (x->pos != y->pos) return x->pos < y->pos ? -1 : 1;
@@ -147,9 +149,10 @@ static int rec_cmp(const void *a, const void *b) {
 /* CSV: the token's bytes with \\ \n \r \t escaped and any other control byte
  * or byte that is not part of valid UTF-8 as \xNN, inside double quotes with
  * " doubled. JSON: standard escapes, \u00NN for control bytes, U+FFFD for an
- * invalid byte. */
-static void put_text(FILE *f, const unsigned char *s, size_t n, int json) {
-    fputc('"', f);
+ * invalid byte. XML: as CSV, no quotes, & < > " as entities. */
+void put_text(FILE *f, const unsigned char *s, size_t n, int mode) {
+    int json = mode == TEXT_JSON, xml = mode == TEXT_XML;
+    if (!xml) fputc('"', f);
     for (size_t i = 0; i < n;) {
         unsigned c = s[i];
         size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
@@ -171,11 +174,13 @@ static void put_text(FILE *f, const unsigned char *s, size_t n, int json) {
         else if (c == '\n') fputs("\\n", f);
         else if (c == '\r') fputs("\\r", f);
         else if (c == '\t') fputs("\\t", f);
+        else if (xml && (c == '&' || c == '<' || c == '>' || c == '"'))
+            fputs(c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;" : "&quot;", f);
         else if (c == '"') fputs(json ? "\\\"" : "\"\"", f);
         else if (c < 0x20 || c == 0x7f) fprintf(f, json ? "\\u%04x" : "\\x%02X", c);
         else fputc((int)c, f);
     }
-    fputc('"', f);
+    if (!xml) fputc('"', f);
 }
 
 trace_writer *trace_open(const char *cmd, const moe_model *m, moe_ctx *ctx, const route_opts *o) {
@@ -218,14 +223,14 @@ void trace_flush(trace_writer *t) {
             size_t a = r->at + (size_t)j;
             if (t->jsonl) {
                 fprintf(t->f, "{\"pos\":%d,\"token\":%d,\"text\":", r->pos, r->token);
-                put_text(t->f, (const unsigned char *)(text ? text : ""), text ? len : 0, 1);
+                put_text(t->f, (const unsigned char *)(text ? text : ""), text ? len : 0, TEXT_JSON);
                 fprintf(t->f, ",\"layer\":%d,\"rank\":%d,\"expert\":%d,\"weight\":%.9g,\"logit\":%.9g,\"score\":%.9g,\"groups\":",
                         r->layer, j, t->ids[a], t->w[a], t->logit[a], t->score[a]);
                 put_groups(t, r);
                 fprintf(t->f, ",\"shared\":%.9g}\n", r->shared);
             } else {
                 fprintf(t->f, "%d,%d,", r->pos, r->token);
-                put_text(t->f, (const unsigned char *)(text ? text : ""), text ? len : 0, 0);
+                put_text(t->f, (const unsigned char *)(text ? text : ""), text ? len : 0, TEXT_CSV);
                 fprintf(t->f, ",%d,%d,%d,%.9g,%.9g,%.9g,", r->layer, j, t->ids[a], t->w[a], t->logit[a], t->score[a]);
                 put_groups(t, r);
                 fprintf(t->f, ",%.9g\n", r->shared);
