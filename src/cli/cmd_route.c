@@ -189,6 +189,8 @@ static void plot_entropy(const char *dir, const route_stats *s, const int *ml, i
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">0</text>\n", x0, base + 13);
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%.2f</text>\n", x0 + bw * RS_ENTROPY_BINS,
                 base + 13, hmax);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"#555555\">bits (peak bin %lld tokens)</text>\n",
+                x0 + bw * RS_ENTROPY_BINS / 2, base + 13, (long long)mx);
         double mx_x = x0 + L->entropy_mean / (hmax > 0 ? hmax : 1) * bw * RS_ENTROPY_BINS;
         fprintf(f, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#d62728\" stroke-dasharray=\"3,2\"/>\n",
                 mx_x, y0 + 16, mx_x, base);
