@@ -8,7 +8,7 @@
  * j+1, so every scored token sees at least CTX/2 tokens of context.
  *   PPL = exp(mean NLL),  ± = PPL x stderr(NLL)   (delta method, as llama.cpp)
  *
- * --save-logits FILE (little-endian; docs/ROUTING.md "Comparing runs"):
+ * --save-logits FILE (little-endian; docs/ROUTING.md "Perplexity"):
  *   header, 32 bytes: "MOEL", u32 version 1, u32 vocab, u32 ctx, u32 chunks,
  *                     u32 first (= CTX/2), u32 0, u32 0
  *   per chunk: i32 tokens[ctx], then f32 log-probabilities [ctx-1-first][vocab]
@@ -130,10 +130,11 @@ int cmd_perplexity(int argc, char **argv) {
     trace_writer *trace = trace_open(CMD, m, ctx, &ro);
 
     int V = info.vocab_size, first = ctx_len / 2, n_scored = ctx_len - 1 - first;
-    float *logits = malloc(sizeof(float) * (size_t)ctx_len * (size_t)V);
+    int nb = moe_ctx_n_ctx(ctx) < cp.n_batch ? moe_ctx_n_ctx(ctx) : cp.n_batch; /* logits of one batch at a time */
+    float *logits = malloc(sizeof(float) * (size_t)nb * (size_t)V);
     float *lp = malloc(sizeof(float) * (size_t)V), *lpb = malloc(sizeof(float) * (size_t)V);
     int32_t *chunk = malloc(sizeof(int32_t) * (size_t)ctx_len), *bchunk = malloc(sizeof(int32_t) * (size_t)ctx_len);
-    if (!logits || !lp || !lpb || !chunk || !bchunk) die(1, CMD, "out of memory for %d x %d logits", ctx_len, V);
+    if (!logits || !lp || !lpb || !chunk || !bchunk) die(1, CMD, "out of memory for %d x %d logits", nb, V);
 
     FILE *fs = NULL, *fb = NULL;
     uint32_t hdr[HEADER_U32] = {0x4c454f4d /* "MOEL" */, 1, (uint32_t)V, (uint32_t)ctx_len, (uint32_t)n_chunks,
@@ -165,8 +166,6 @@ int cmd_perplexity(int argc, char **argv) {
         memcpy(chunk, toks + (size_t)c * ctx_len, sizeof(int32_t) * (size_t)ctx_len);
         if (add_bos) chunk[0] = info.bos;
         moe_ctx_reset(ctx);
-        if (moe_eval(ctx, chunk, ctx_len, logits, &err)) die(1, CMD, "%s", err.msg);
-        trace_flush(trace);
         if (fs && fwrite(chunk, sizeof(int32_t), (size_t)ctx_len, fs) != (size_t)ctx_len)
             die(1, CMD, "cannot write %s", save);
         if (fb) {
@@ -175,20 +174,25 @@ int cmd_perplexity(int argc, char **argv) {
             if (memcmp(bchunk, chunk, sizeof(int32_t) * (size_t)ctx_len))
                 die(1, CMD, "%s was made from other tokens (chunk %d differs): same text, same tokenizer?", base, c);
         }
-        for (int j = first; j < ctx_len - 1; j++) {
-            log_softmax(logits + (size_t)j * V, lp, V);
-            int next = chunk[j + 1];
-            acc_add(&nll, -(double)lp[next]);
-            if (fs && fwrite(lp, sizeof(float), (size_t)V, fs) != (size_t)V) die(1, CMD, "cannot write %s", save);
-            if (fb) {
-                if (fread(lpb, sizeof(float), (size_t)V, fb) != (size_t)V) die(1, CMD, "%s is truncated", base);
-                double d = 0;
-                for (int v = 0; v < V; v++) d += exp((double)lpb[v]) * ((double)lpb[v] - (double)lp[v]);
-                if (d > kl_max) kl_max = d;
-                acc_add(&kl, d);
-                acc_add(&top1, argmax(lpb, V) == argmax(lp, V));
-                acc_add(&nll_base, -(double)lpb[next]);
-                acc_add(&diff, (double)lpb[next] - (double)lp[next]);
+        for (int b = 0; b < ctx_len; b += nb) { /* one batch through the KV cache, then score its rows */
+            int n = ctx_len - b < nb ? ctx_len - b : nb;
+            if (moe_eval(ctx, chunk + b, n, logits, &err)) die(1, CMD, "%s", err.msg);
+            trace_flush(trace);
+            for (int j = b > first ? b : first; j < b + n && j < ctx_len - 1; j++) {
+                log_softmax(logits + (size_t)(j - b) * V, lp, V);
+                int next = chunk[j + 1];
+                acc_add(&nll, -(double)lp[next]);
+                if (fs && fwrite(lp, sizeof(float), (size_t)V, fs) != (size_t)V) die(1, CMD, "cannot write %s", save);
+                if (fb) {
+                    if (fread(lpb, sizeof(float), (size_t)V, fb) != (size_t)V) die(1, CMD, "%s is truncated", base);
+                    double d = 0;
+                    for (int v = 0; v < V; v++) d += exp((double)lpb[v]) * ((double)lpb[v] - (double)lp[v]);
+                    if (d > kl_max) kl_max = d;
+                    acc_add(&kl, d);
+                    acc_add(&top1, argmax(lpb, V) == argmax(lp, V));
+                    acc_add(&nll_base, -(double)lpb[next]);
+                    acc_add(&diff, (double)lpb[next] - (double)lp[next]);
+                }
             }
         }
         printf("[%d]%.4f%s", c + 1, exp(acc_mean(&nll)), c + 1 < n_chunks ? "," : "\n");
