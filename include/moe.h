@@ -74,6 +74,8 @@ typedef struct moe_ctx_params {
     int n_ctx;        /* context length (KV cache positions); 0 = model.max_ctx capped at 4096 */
     int n_batch;      /* largest number of tokens evaluated at once; 0 = 512 */
     int n_threads;    /* 0 = all cores (OpenMP builds); ignored without OpenMP */
+    int n_active;     /* experts per token, k; 0 = the model's (moe.n_active). A routing
+                         experiment: the trained k reproduces the model exactly */
     int kv_f16;       /* 1: keep the KV cache in f16 (half the memory; llama.cpp's default) */
 } moe_ctx_params;
 
@@ -97,6 +99,36 @@ size_t moe_ctx_bytes(const moe_ctx *c);
  */
 int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *err);
 const float *moe_ctx_logits(const moe_ctx *c);
+
+/* ---------------------------------------------------------------- routing */
+
+/* What the router decided for one token at one MoE layer (docs/ROUTING.md).
+ * Pointers are valid only during the hook call. */
+typedef struct moe_route_event {
+    int pos, layer, token;        /* position in the sequence, layer index, token id */
+    int k, n_experts, n_groups;   /* experts chosen, routed experts E, groups (1 = none) */
+    const int *ids;               /* (k) chosen experts, best first */
+    const float *weights;         /* (k) their routing weights (renormalised, scaled) */
+    const float *logits;          /* (E) raw router logits, HF gate(x) */
+    const float *scores;          /* (E) softmax or sigmoid of the logits */
+    const float *choice;          /* (E) what selection compared: scores + bias, dropped
+                                     groups 0, disabled experts -inf */
+    const unsigned char *group_kept; /* (n_groups) 1 = group kept; NULL without groups */
+    float shared_weight;          /* multiplier of the always-on shared expert(s): 0 = none,
+                                     1, or Qwen2-MoE's sigmoid gate */
+} moe_route_event;
+typedef void (*moe_route_hook)(void *user, const moe_route_event *ev);
+
+/* Call hook after every routing decision (NULL: off, the default, costs nothing).
+ * Within one moe_eval batch events arrive layer by layer, tokens in order. */
+void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user);
+
+/* Take expert `expert` of layer `layer` out of selection: it is never chosen
+ * (it competes with score -inf, in group scoring too). Fails for a dense
+ * layer, an id out of range, or when fewer than k experts would remain. */
+int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err);
+/* 1 if layer's FFN is a mixture of experts, 0 if dense or out of range. */
+int moe_layer_is_moe(const moe_model *m, int layer);
 
 /* ---------------------------------------------------------------- tokenizer */
 

@@ -46,16 +46,18 @@ static void swiglu_rows(moe_ctx *c, const wmat *gate, const wmat *up, const wmat
 static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
-    const route_config *rc = &cfg->route;
+    const route_config *rc = &c->route; /* the model's, with the context's k */
     int E = rc->n_experts, k = rc->k;
+    const unsigned char *off = c->expert_off ? c->expert_off + (size_t)layer * E : NULL;
     matmul(c->router_logits, &L->router, ax); /* HF mlp.gate(x) */
     for (int t = 0; t < n; t++) {
-        route_io io = {c->router_logits + (size_t)t * E, L->router_bias, c->route_scores, c->route_choice,
+        route_io io = {c->router_logits + (size_t)t * E, L->router_bias, off, c->route_scores, c->route_choice,
                        rc->n_groups > 1 ? c->route_groups : NULL, c->sel_ids + (size_t)t * k, c->sel_w + (size_t)t * k};
         route(rc, &io);
         if (c->on_route) {
+            float shared = cfg->shared_ff <= 0 ? 0.0f : cfg->shared_gate ? sigmoidf(c->ffn_gate_logit[t]) : 1.0f;
             route_event ev = {pos0 + t, layer, tokens ? tokens[t] : -1, k, E, rc->n_groups, io.ids, io.weights,
-                              io.logits, io.scores, io.choice, io.group_kept};
+                              io.logits, io.scores, io.choice, io.group_kept, shared};
             c->on_route(c->on_route_user, &ev);
         }
     }
@@ -64,7 +66,9 @@ static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
 static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens, float *out) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
-    int E = cfg->route.n_experts, k = cfg->route.k, dim = cfg->dim;
+    int E = c->route.n_experts, k = c->route.k, dim = cfg->dim;
+    if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
+        matmul(c->ffn_gate_logit, &L->shexp_gate, ax);
     route_batch(c, layer, ax, n, pos0, tokens);
 
     /* group (token, slot) pairs by expert: a counting sort keeps token order */
@@ -93,8 +97,6 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
         /* shared expert over all tokens, into its own buffer, then added */
         float *sh = c->ffn_shared;
         swiglu_rows(c, &L->gate_sh, &L->up_sh, &L->down_sh, ax, NULL, n, sh, NULL);
-        if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
-            matmul(c->ffn_gate_logit, &L->shexp_gate, ax);
         for (int t = 0; t < n; t++) {
             float g = cfg->shared_gate ? sigmoidf(c->ffn_gate_logit[t]) : 1.0f;
             axpy(out + (size_t)t * dim, g, sh + (size_t)t * dim, dim);

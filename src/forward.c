@@ -20,7 +20,7 @@
 #define FFN_SCRATCH_BYTES (16u << 20) /* bounds the gathered-rows buffers of the FFN */
 
 moe_ctx_params moe_ctx_default_params(void) {
-    moe_ctx_params p = {.n_ctx = 0, .n_batch = 0, .n_threads = 0, .kv_f16 = 0};
+    moe_ctx_params p = {.n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_active = 0, .kv_f16 = 0};
     return p;
 }
 
@@ -47,7 +47,7 @@ static void layout(moe_ctx *c, arena *a) {
     size_t lat = (size_t)cfg->kv_lora + cfg->mla_rope_dim;
     size_t qw = nh * cfg->head_dim;
     size_t kw = mla ? (size_t)cfg->q_lora : kvw, vw = mla ? lat : kvw;
-    size_t E = (size_t)cfg->route.n_experts, k = (size_t)cfg->route.k, G = (size_t)cfg->route.n_groups;
+    size_t E = (size_t)c->route.n_experts, k = (size_t)c->route.k, G = (size_t)c->route.n_groups;
     size_t ff = (size_t)cfg->ff_dim;
     if ((size_t)cfg->moe_ff_dim > ff) ff = (size_t)cfg->moe_ff_dim;
     if ((size_t)cfg->shared_ff > ff) ff = (size_t)cfg->shared_ff;
@@ -98,8 +98,15 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     }
     moe_ctx_params dp = moe_ctx_default_params();
     if (!p) p = &dp;
-    if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0) {
+    if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0 || p->n_active < 0) {
         moe_fail(err, "context parameters must not be negative");
+        return NULL;
+    }
+    const route_config *r = &cfg->route;
+    if (p->n_active && (!r->n_experts || p->n_active > r->groups_active * (r->n_experts / r->n_groups))) {
+        if (!r->n_experts) moe_fail(err, "experts per token: the model is dense, it has no experts");
+        else moe_fail(err, "experts per token %d: must be in 1..%d (experts in the %d groups routing may keep)",
+                      p->n_active, r->groups_active * (r->n_experts / r->n_groups), r->groups_active);
         return NULL;
     }
     if (p->n_ctx > cfg->max_ctx) {
@@ -112,6 +119,8 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
         return NULL;
     }
     c->model = m;
+    c->route = *r;
+    if (p->n_active) c->route.k = p->n_active;
     c->n_ctx = p->n_ctx ? p->n_ctx : (cfg->max_ctx < DEFAULT_CTX ? cfg->max_ctx : DEFAULT_CTX);
     c->n_batch = p->n_batch ? p->n_batch : DEFAULT_BATCH;
     if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
@@ -160,6 +169,7 @@ void moe_ctx_free(moe_ctx *c) {
     free(c->k_cache);
     free(c->v_cache);
     free(c->arena);
+    free(c->expert_off);
     rope_table_free(&c->rope);
     free(c);
 }
@@ -171,6 +181,38 @@ size_t moe_ctx_bytes(const moe_ctx *c) {
     return c->cache_bytes + c->arena_bytes + 2 * sizeof(float) * (size_t)c->rope.n_pos * (size_t)(c->rope.dim / 2);
 }
 const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
+
+void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user) {
+    c->on_route = hook;
+    c->on_route_user = user;
+}
+
+int moe_layer_is_moe(const moe_model *m, int layer) {
+    return layer >= 0 && layer < m->cfg.n_layers && m->layers && m->layers[layer].is_moe;
+}
+
+int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err) {
+    const moe_config *cfg = &c->model->cfg;
+    int E = c->route.n_experts;
+    if (layer < 0 || layer >= cfg->n_layers)
+        return moe_fail(err, "disable expert %d:%d: layer out of range 0..%d", layer, expert, cfg->n_layers - 1);
+    if (!c->model->layers[layer].is_moe)
+        return moe_fail(err, "disable expert %d:%d: layer %d is dense, it has no experts", layer, expert, layer);
+    if (expert < 0 || expert >= E)
+        return moe_fail(err, "disable expert %d:%d: expert out of range 0..%d", layer, expert, E - 1);
+    if (!c->expert_off) {
+        c->expert_off = calloc((size_t)cfg->n_layers * (size_t)E, 1);
+        if (!c->expert_off) return moe_fail(err, "out of memory");
+    }
+    unsigned char *off = c->expert_off + (size_t)layer * E;
+    int left = 0;
+    for (int e = 0; e < E; e++) left += !off[e] && e != expert;
+    if (left < c->route.k)
+        return moe_fail(err, "disable expert %d:%d: only %d experts would remain in layer %d, fewer than k = %d",
+                        layer, expert, left, layer, c->route.k);
+    off[expert] = 1;
+    return 0;
+}
 
 /* ------------------------------------------------------------ forward */
 

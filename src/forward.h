@@ -10,22 +10,17 @@
 #include "rope.h"
 
 /* Called once per (token, MoE layer) after routing, when set: the routing
- * trace and statistics hang off this. scores/choice have E entries. */
-typedef struct {
-    int pos, layer, token;
-    int k, n_experts, n_groups;
-    const int *ids;
-    const float *weights;
-    const float *logits, *scores, *choice;
-    const unsigned char *group_kept;  /* NULL without groups */
-} route_event;
-typedef void (*route_hook)(void *user, const route_event *ev);
+ * trace and statistics hang off this (moe.h, moe_route_event). */
+typedef moe_route_event route_event;
+typedef moe_route_hook route_hook;
 
 struct moe_ctx {
     const moe_model *model;
     int n_ctx, n_batch, n_threads;
     int pos;                    /* positions already in the cache */
     int ffn_chunk;              /* tokens per expert matmul chunk */
+    route_config route;         /* the model's routing, k possibly overridden (n_active) */
+    unsigned char *expert_off;  /* (n_layers, E) 1 = disabled expert, or NULL: none */
 
     /* KV cache, per layer: GQA (n_ctx, n_kv*head_dim) for K and for V;
      * MLA (n_ctx, kv_lora + rope_dim) latent + rope key, no V */

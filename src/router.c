@@ -42,8 +42,12 @@ void route(const route_config *rc, route_io *io) {
     for (int e = 0; e < E; e++) io->scores[e] = rc->score == SCORE_SIGMOID ? sigmoidf(io->logits[e]) : io->logits[e];
     if (rc->score == SCORE_SOFTMAX) softmax(io->scores, E);
 
-    /* 2. what selection looks at: scores, plus the bias when there is one */
+    /* 2. what selection looks at: scores, plus the bias when there is one;
+     *    a disabled expert (routing experiment) competes with -inf everywhere */
     for (int e = 0; e < E; e++) io->choice[e] = io->scores[e] + (rc->use_bias && io->bias ? io->bias[e] : 0.0f);
+    if (io->off)
+        for (int e = 0; e < E; e++)
+            if (io->off[e]) io->choice[e] = -INFINITY;
 
     /* 3. group limit: keep the best groups, zero the rest (0, not -inf, as HF does) */
     if (rc->n_groups > 1) {
@@ -60,13 +64,14 @@ void route(const route_config *rc, route_io *io) {
         }
         for (int g = 0; g < G; g++) {
             if (!kept[g])
-                for (int e = g * size; e < (g + 1) * size; e++) io->choice[e] = 0.0f;
+                for (int e = g * size; e < (g + 1) * size; e++)
+                    if (!io->off || !io->off[e]) io->choice[e] = 0.0f;
             if (io->group_kept) io->group_kept[g] = kept[g];
         }
     }
 
-    /* 4. top-k of the choice scores, best first */
-    memset(avail, 1, (size_t)E);
+    /* 4. top-k of the choice scores, best first; disabled experts are not candidates */
+    for (int e = 0; e < E; e++) avail[e] = !io->off || !io->off[e];
     for (int i = 0; i < k; i++) {
         io->ids[i] = argmax_avail(io->choice, avail, E);
         avail[io->ids[i]] = 0;

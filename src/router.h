@@ -9,6 +9,7 @@ typedef struct {
     /* in */
     const float *logits;       /* (E) router logits, HF gate(x) */
     const float *bias;         /* (E) selection-only bias, or NULL */
+    const unsigned char *off;  /* (E) 1 = disabled: never chosen (choice -inf), or NULL */
     /* out */
     float *scores;             /* (E) softmax or sigmoid scores */
     float *choice;             /* (E) the scores the selection used (bias added, groups masked) */

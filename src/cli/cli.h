@@ -42,11 +42,37 @@ int32_t *tokenize_or_die(const char *cmd, const moe_model *m, const char *text, 
 
 double now_seconds(void);
 
+/* Routing flags shared by run, logits, perplexity and route (routing.c). */
+typedef struct {
+    int n_active;            /* --experts-per-token, 0 = the model's k */
+    const char *disable;     /* --disable-experts L:E,... */
+    const char *trace_path;  /* --trace-routing FILE */
+    int trace_jsonl;         /* --trace-format jsonl */
+} route_opts;
+
+int route_flag(args *a, const char *flag, route_opts *o); /* 1 if flag was one of them (consumed) */
+void route_opts_help(void);
+void route_opts_apply(const char *cmd, const moe_model *m, moe_ctx *ctx, const route_opts *o);
+/* moe_ctx_new with the k override, then the disabled experts; exits on error. */
+moe_ctx *route_ctx_new(const char *cmd, const moe_model *m, moe_ctx_params *cp, const route_opts *o);
+
+typedef struct trace_writer trace_writer;
+/* NULL when no trace was asked for; the trace functions accept NULL. */
+trace_writer *trace_open(const char *cmd, const moe_model *m, moe_ctx *ctx, const route_opts *o);
+void trace_flush(trace_writer *t);
+moe_route_hook trace_hook(trace_writer *t); /* its hook, to chain with another */  /* write what the last moe_eval calls reported */
+size_t trace_close(trace_writer *t); /* flush, close; returns the rows written */
+/* Token bytes as a quoted CSV field, a JSON string, or XML text (docs/ROUTING.md). */
+enum { TEXT_CSV = 0, TEXT_JSON = 1, TEXT_XML = 2 };
+void put_text(FILE *f, const unsigned char *s, size_t n, int mode);
+
 int cmd_run(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_route(int argc, char **argv);
 
 #endif /* MOE_CLI_H */

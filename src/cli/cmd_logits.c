@@ -23,6 +23,7 @@ static void help(void) {
            "                        logits after feeding continuation token j) to F\n"
            "  -t, --threads N       threads (default: all cores)\n"
            "      --kv f32|f16      KV cache type (default f32; f16 halves it)\n");
+    route_opts_help();
 }
 
 static void write_floats(const char *path, const float *x, size_t count) {
@@ -36,6 +37,7 @@ int cmd_logits(int argc, char **argv) {
     const char *model = NULL, *tokens = NULL, *out = NULL, *greedy_out = NULL, *flag;
     int greedy = 0;
     moe_ctx_params cp = moe_ctx_default_params();
+    route_opts ro = {0, NULL, NULL, 0};
     while (args_next(&a, &flag)) {
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
         else if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) model = args_value(&a, flag);
@@ -46,6 +48,7 @@ int cmd_logits(int argc, char **argv) {
         else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
         else if (!strcmp(flag, "--greedy")) greedy = args_int(&a, flag, 1, 1 << 20);
         else if (!strcmp(flag, "--greedy-logits")) greedy_out = args_value(&a, flag);
+        else if (route_flag(&a, flag, &ro)) continue;
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe logits -h)", flag);
     }
     if (!tokens) die(EXIT_USAGE, CMD, "--tokens is required");
@@ -61,11 +64,12 @@ int cmd_logits(int argc, char **argv) {
         die(EXIT_USAGE, CMD, "%d tokens exceed the model's context of %d", n + greedy, info.max_ctx);
     cp.n_ctx = n + greedy;
     moe_err err = {{0}};
-    moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
-    if (!ctx) die(1, CMD, "%s", err.msg);
+    moe_ctx *ctx = route_ctx_new(CMD, m, &cp, &ro);
+    trace_writer *trace = trace_open(CMD, m, ctx, &ro);
     float *logits = malloc(sizeof(float) * (size_t)n * (size_t)info.vocab_size);
     if (!logits) die(1, CMD, "out of memory for %d x %d logits", n, info.vocab_size);
     if (moe_eval(ctx, ids, n, logits, &err)) die(1, CMD, "%s", err.msg);
+    trace_flush(trace);
 
     write_floats(out, logits, (size_t)n * (size_t)info.vocab_size);
     free(logits);
@@ -82,6 +86,7 @@ int cmd_logits(int argc, char **argv) {
             printf(j ? " %d" : "%d", best);
             if (j + 1 < greedy) {
                 if (moe_eval(ctx, &best, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
+                trace_flush(trace);
                 if (steps) memcpy(steps + (size_t)j * V, moe_ctx_logits(ctx), sizeof(float) * V);
             }
         }
@@ -89,6 +94,7 @@ int cmd_logits(int argc, char **argv) {
         if (steps) write_floats(greedy_out, steps, (size_t)(greedy - 1) * V);
         free(steps);
     }
+    trace_close(trace);
     free(ids);
     moe_ctx_free(ctx);
     moe_model_free(m);

@@ -27,6 +27,7 @@ static void help(void) {
            "  -s, --seed S            random seed (default 42)\n"
            "      --no-special        treat special-token text in the prompt as plain text\n"
            "      --no-bos            do not prepend BOS\n");
+    route_opts_help();
 }
 
 int cmd_run(int argc, char **argv) {
@@ -35,6 +36,7 @@ int cmd_run(int argc, char **argv) {
     int n_predict = 256, no_special = 0, no_bos = 0;
     moe_ctx_params cp = moe_ctx_default_params();
     moe_sampler_params sp = moe_sampler_default_params();
+    route_opts ro = {0, NULL, NULL, 0};
     while (args_next(&a, &flag)) {
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
         else if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) model = args_value(&a, flag);
@@ -54,6 +56,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(flag, "-s") || !strcmp(flag, "--seed")) sp.seed = args_u64(&a, flag);
         else if (!strcmp(flag, "--no-special")) no_special = 1;
         else if (!strcmp(flag, "--no-bos")) no_bos = 1;
+        else if (route_flag(&a, flag, &ro)) continue;
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe run -h)", flag);
     }
     if (prompt && prompt_file) die(EXIT_USAGE, CMD, "give -p or -f, not both");
@@ -65,8 +68,8 @@ int cmd_run(int argc, char **argv) {
     moe_model_info info;
     moe_model_get_info(m, &info);
     moe_err err = {{0}};
-    moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
-    if (!ctx) die(1, CMD, "%s", err.msg);
+    moe_ctx *ctx = route_ctx_new(CMD, m, &cp, &ro);
+    trace_writer *trace = trace_open(CMD, m, ctx, &ro);
     moe_sampler *smp = moe_sampler_new(&sp, info.vocab_size, &err);
     if (!smp) die(EXIT_USAGE, CMD, "%s", err.msg);
 
@@ -108,7 +111,9 @@ int cmd_run(int argc, char **argv) {
         fwrite(piece, 1, k, stdout);
         fflush(stdout);
         if (n_gen + 1 < max_new && moe_eval(ctx, &next, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
+        trace_flush(trace);
     }
+    trace_close(trace);
     size_t k = moe_detok_flush(&dt, piece, sizeof piece);
     fwrite(piece, 1, k, stdout);
     printf("\n");

@@ -7,7 +7,7 @@ import unittest
 
 import moetest
 
-COMMANDS = ["run", "logits", "tokenize", "info"]
+COMMANDS = ["run", "logits", "tokenize", "info", "perplexity", "route"]
 
 
 class CliTest(unittest.TestCase):

@@ -13,10 +13,15 @@ typedef struct {
     unsigned char groups[64];
 } result;
 
-static void run(const route_config *rc, const float *logits, const float *bias, result *r) {
+static void run_off(const route_config *rc, const float *logits, const float *bias, const unsigned char *off,
+                    result *r) {
     memset(r, 0, sizeof *r);
-    route_io io = {logits, bias, r->scores, r->choice, r->groups, r->ids, r->weights};
+    route_io io = {logits, bias, off, r->scores, r->choice, r->groups, r->ids, r->weights};
     route(rc, &io);
+}
+
+static void run(const route_config *rc, const float *logits, const float *bias, result *r) {
+    run_off(rc, logits, bias, NULL, r);
 }
 
 static route_config cfg(int E, int k, score_func s, int norm, float scale) {
@@ -180,7 +185,55 @@ static void test_many_experts(void) {
     CHECK_NEAR(sum, 1.0, 1e-5, "renormalised");
 }
 
+/* Disabled experts (routing experiments): never chosen, -inf in the choice,
+ * weights still from the unmasked scores (renormalised only if the family does). */
+static void test_disabled(void) {
+    float logits[4] = {1.0f, 2.0f, 3.0f, 0.5f};
+    unsigned char off[4] = {0, 0, 1, 0};
+    route_config rc = cfg(4, 2, SCORE_SOFTMAX, 1, 1.0f);
+    result r;
+    run_off(&rc, logits, NULL, off, &r);
+    CHECK(r.ids[0] == 1 && r.ids[1] == 0, "mixtral without expert 2: %d %d", r.ids[0], r.ids[1]);
+    CHECK(isinf(r.choice[2]) && r.choice[2] < 0, "choice of a disabled expert is -inf");
+    CHECK_NEAR(r.weights[0], 1.0 / (1.0 + exp(-1.0)), 1e-6, "softmax over the two chosen logits");
+    rc.norm_topk = 0; /* no renormalisation: the disabled expert's mass is simply dropped */
+    run_off(&rc, logits, NULL, off, &r);
+    double z = exp(1.0) + exp(2.0) + exp(3.0) + exp(0.5);
+    CHECK_NEAR(r.weights[0], exp(2.0) / z, 1e-6, "unrenormalised weight");
+
+    /* V3 grouping: disabling expert 0 makes group 0's top-2 sum -inf, so with
+     * bias on expert 1 (which kept group 0 in test_v3_noaux) group 0 drops out */
+    float l3[8] = {2.0f, -3.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.5f, -2.0f};
+    float bias[8] = {0, 0.6f, 0, 0, 0, 0, 0, 0};
+    unsigned char off3[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    route_config r3 = {8, 2, SCORE_SIGMOID, 1, 2.5f, 4, 2, GROUP_TOP2SUM, 1};
+    run_off(&r3, l3, bias, off3, &r);
+    CHECK(!r.groups[0] && r.groups[1] && r.groups[2], "group with a disabled expert scores -inf");
+    CHECK(r.ids[0] == 2 && r.ids[1] == 3, "ids %d %d", r.ids[0], r.ids[1]);
+    CHECK(isinf(r.choice[0]) && r.choice[1] == 0.0f, "dropped group: 0, disabled stays -inf");
+
+    /* randomised: a disabled expert never appears, whatever the scores */
+    uint64_t s = 5;
+    route_config rr = {16, 4, SCORE_SIGMOID, 1, 1.0f, 4, 2, GROUP_TOP2SUM, 1};
+    unsigned char offr[16] = {0};
+    offr[3] = offr[9] = offr[10] = 1;
+    float lr[16], br[16];
+    int bad = 0;
+    for (int it = 0; it < 500; it++) {
+        for (int e = 0; e < 16; e++) {
+            s = s * 6364136223846793005ull + 1;
+            lr[e] = (float)((s >> 40) % 2000) / 500.0f - 2.0f;
+            br[e] = (float)((s >> 20) % 1000) / 1000.0f - 0.5f;
+        }
+        lr[3] = lr[9] = 50.0f; /* would win by far */
+        run_off(&rr, lr, br, offr, &r);
+        for (int i = 0; i < 4; i++) bad += offr[r.ids[i]];
+    }
+    CHECK(bad == 0, "%d disabled choices", bad);
+}
+
 int main(void) {
+    test_disabled();
     test_mixtral();
     test_no_renorm();
     test_ties();
