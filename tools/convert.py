@@ -602,6 +602,12 @@ def plan_moe(kv, plan, arch, i, p, b):
         plan.copy(b + "ffn_down_shexp", s + "down_proj.weight", [D, S])
     if kv.get("moe.shared_gate"):
         plan.copy(b + "ffn_shexp_gate", m + "shared_expert_gate.weight", [1, D])
+    elif arch == "qwen2_moe" and plan.has(m + "shared_expert_gate.weight"):
+        # shared_expert_intermediate_size 0: HF still builds the shared expert ([0, D] weights,
+        # output 0) and its gate; they contribute nothing, so they are checked and dropped
+        for name, shape in (("shared_expert.gate_proj.weight", [0, D]), ("shared_expert.up_proj.weight", [0, D]),
+                            ("shared_expert.down_proj.weight", [D, 0]), ("shared_expert_gate.weight", [1, D])):
+            plan.get(m + name, shape)
 
 
 def convert_hf(src, widen, tokenizer_required):
