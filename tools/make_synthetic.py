@@ -18,7 +18,7 @@ Weights are drawn from random.Random seeded by (seed, crc32(tensor name)): linea
 ~N(0, std), norms 1 +- 0.05, q/k/v biases ~N(0, 0.05), routers scaled so the router logits have
 a std of ~3 (softmax) or ~1.5 (sigmoid), so float32 engines make the same expert choices as a
 float64 reference; DeepSeek-V3's e_score_correction_bias ~N(0, 0.15) is stored F32. Tensors over
-2^20 elements use fast random bytes instead (|w| in [2^-9, 2^-4), random sign): good for shape
+--fast elements (2^20) use fast random bytes instead (|w| in [2^-9, 2^-4), random sign): good for shape
 and size tests, not meant for reference comparisons.
 """
 
@@ -296,8 +296,8 @@ def fast_bytes(name, n, dtype, seed):
     return bytes(out)
 
 
-def tensor_bytes(name, shape, kind, dtype, seed, std):
-    if kind in ("norm", "bias", "ebias") or count(shape) <= BIG or kind.startswith("router"):
+def tensor_bytes(name, shape, kind, dtype, seed, std, fast=BIG):
+    if kind in ("norm", "bias", "ebias") or count(shape) <= fast or kind.startswith("router"):
         return encode(values(name, shape, kind, seed, std), dtype)
     return fast_bytes(name, count(shape), dtype, seed)
 
@@ -305,7 +305,7 @@ def tensor_bytes(name, shape, kind, dtype, seed, std):
 # ---------------------------------------------------------------- safetensors writer
 
 
-def write_safetensors(path, specs, seed, std):
+def write_safetensors(path, specs, seed, std, fast=BIG):
     """specs: [(name, shape, kind, dtype)]; the header lists them in order, data follows."""
     header, off = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, kind, dtype in specs:
@@ -317,11 +317,12 @@ def write_safetensors(path, specs, seed, std):
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h)
         for name, shape, kind, dtype in specs:
-            f.write(tensor_bytes(name, shape, kind, dtype, seed, std))
+            f.write(tensor_bytes(name, shape, kind, dtype, seed, std, fast))
     return off
 
 
-def write_checkpoint(out, cfg, family, dtype="bf16", seed=0, std=0.05, shards=1, tokenizer=None):
+def write_checkpoint(out, cfg, family, dtype="bf16", seed=0, std=0.05, shards=1, tokenizer=None, fast=BIG):
+    """Write the folder; linear weights over `fast` elements use fast random bytes."""
     os.makedirs(out, exist_ok=True)
     for fn in os.listdir(out):
         if fn.endswith(".safetensors") or fn in ("model.safetensors.index.json", "tokenizer.json", "config.json"):
@@ -336,7 +337,7 @@ def write_checkpoint(out, cfg, family, dtype="bf16", seed=0, std=0.05, shards=1,
     for name, shape, kind in tensor_specs(cfg, family):
         specs.append((name, shape, kind, "F32" if kind == "ebias" else st))
     if shards <= 1:
-        write_safetensors(os.path.join(out, "model.safetensors"), specs, seed, std)
+        write_safetensors(os.path.join(out, "model.safetensors"), specs, seed, std, fast)
     else:
         total = sum(count(s[1]) * ESIZE[s[3]] for s in specs)
         groups, cur, acc = [], [], 0
@@ -352,7 +353,7 @@ def write_checkpoint(out, cfg, family, dtype="bf16", seed=0, std=0.05, shards=1,
         wm = {}
         for j, g in enumerate(groups):
             fn = "model-%05d-of-%05d.safetensors" % (j + 1, shards)
-            write_safetensors(os.path.join(out, fn), g, seed, std)
+            write_safetensors(os.path.join(out, fn), g, seed, std, fast)
             for s in g:
                 wm[s[0]] = fn
         with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
@@ -402,6 +403,8 @@ def main(argv):
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--tokenizer", help="a tokenizer.json to copy into the folder")
     ap.add_argument("--no-tokenizer", action="store_true", help="write no tokenizer.json (the default)")
+    ap.add_argument("--fast", type=int, default=BIG,
+                    help="linear weights with more elements than this use fast random bytes (default 2^20)")
     ap.add_argument("-o", "--out", required=True)
     a = ap.parse_args(argv)
     if bool(a.family) == bool(a.config):
@@ -410,7 +413,7 @@ def main(argv):
         ap.error("--tokenizer and --no-tokenizer exclude each other")
     cfg, family = build_config(a.family, a.config, a.layers, a.experts, a.vocab, a.shrink, parse_set(a.set))
     std = a.std if a.std is not None else STD.get(family, 0.05)
-    write_checkpoint(a.out, cfg, family, a.dtype, a.seed, std, a.shards, a.tokenizer)
+    write_checkpoint(a.out, cfg, family, a.dtype, a.seed, std, a.shards, a.tokenizer, a.fast)
     return 0
 
 
