@@ -106,6 +106,15 @@ def read_safetensors(path):
             raise ConvertError("%s: tensor %s: data_offsets %s do not fit shape %s %s in %d data bytes" % (
                 path, name, offs, shape, dt, data_size))
         out[name] = Tensor(name, path, ST_DTYPES[dt][0], shape, base + offs[0], nbytes)
+    # the format: the tensors tile the data section exactly, no overlap and no hole
+    end = 0
+    for t in sorted(out.values(), key=lambda t: (t.start, t.nbytes)):
+        if t.start - base != end:
+            raise ConvertError("%s: tensor %s: data_offsets start at %d, but the previous tensor ends at %d" % (
+                path, t.name, t.start - base, end))
+        end += t.nbytes
+    if end != data_size:
+        raise ConvertError("%s: the tensors cover %d of %d data bytes" % (path, end, data_size))
     return out
 
 
