@@ -431,7 +431,8 @@ def family_kv(cfg, arch):
         kv["attn.qk_norm"] = "head"
         if cfg.flag("attention_bias", False):
             cfg.refuse("attention_bias", "no bias on the attention output projection")
-    if arch in ("llama", "mixtral") and cfg.has("sliding_window"):
+    # Mistral and Mixtral attend within sliding_window; HF's Llama ignores the field if present
+    if cfg.d.get("architectures") in (["MistralForCausalLM"], ["MixtralForCausalLM"]) and cfg.has("sliding_window"):
         kv["attn.window"] = cfg.int("sliding_window")
     if arch == "mixtral" or arch == "granitemoe":
         # top-k of the router logits then a softmax over those k == softmax, top-k, renormalise
