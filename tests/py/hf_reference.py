@@ -271,6 +271,8 @@ def mla_attention(m, cfg, i, xs):
     kvl, ql = cfg["kv_lora_rank"], cfg.get("q_lora_rank")
     qhd = nope + rope
     inv, mult = rope_inv_freq(cfg, rope, True)
+    # transformers' DeepseekV3 config may set rope_interleave false: plain rotate_half then
+    rope_fn = deepseek_rope if cfg.get("rope_interleave", True) else rotate_half_rope
     scale = qhd ** -0.5
     rs = cfg.get("rope_scaling")
     if rs and rs.get("mscale_all_dim"):
@@ -287,11 +289,11 @@ def mla_attention(m, cfg, i, xs):
         ckv = linear(m.get(p + "kv_a_proj_with_mqa.weight"), x)
         c, k_pe = ckv[:kvl], ckv[kvl:]
         kv = linear(m.get(p + "kv_b_proj.weight"), rms_norm(c, m.get(p + "kv_a_layernorm.weight"), 1e-6))
-        k_pe = deepseek_rope(k_pe, pos, inv, mult)
+        k_pe = rope_fn(k_pe, pos, inv, mult)
         qs, ks, vs = [], [], []
         for h in range(H):
             qh = q[h * qhd:(h + 1) * qhd]
-            qs.append(qh[:nope] + deepseek_rope(qh[nope:], pos, inv, mult))
+            qs.append(qh[:nope] + rope_fn(qh[nope:], pos, inv, mult))
             kvh = kv[h * (nope + vd):(h + 1) * (nope + vd)]
             ks.append(kvh[:nope] + k_pe)
             vs.append(kvh[nope:])
