@@ -112,15 +112,13 @@ def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
                 g -= 1
             cfg["n_group"] = g
             cfg["topk_group"] = min(cfg.get("topk_group") or 1, g)
-            if g * 1 < cfg["topk_group"]:
-                cfg["topk_group"] = g
     if vocab:
         cfg["vocab_size"] = vocab
         for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
             if isinstance(cfg.get(k), int) and cfg[k] >= vocab:
                 cfg[k] = vocab - 1
     if shrink and shrink > 1:
-        def div(k, keep_heads=False):
+        def div(k):
             if cfg.get(k):
                 cfg[k] = max(1, cfg[k] // shrink)
         hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]

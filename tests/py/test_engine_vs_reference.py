@@ -98,7 +98,7 @@ def zero(m, *suffixes):
     return fill(m, suffixes, 0.0)
 
 
-def fill(m, suffixes, value, *more):
+def fill(m, suffixes, value):
     if isinstance(suffixes, str):
         suffixes = (suffixes,)
     for name in m.where:
@@ -143,16 +143,19 @@ class EngineVsReference(unittest.TestCase):
         else:
             ck.cfg.update(cf)
         cf_rel, _, _ = rel_max(hf_reference.forward(hf, TOKENS, ck), ref)
-        print("\n%-28s max %.2e (rel %.1e, logit rms %.3f); without the feature: rel %.2f" % (name, mx, rel, rms, cf_rel))
+        print("\n%-28s max %.2e (rel %.1e, logit rms %.3f); without the feature: rel %.2f" % (
+            name, mx, rel, rms, cf_rel))
         self.assertLessEqual(rel, BOUND, "engine vs reference")
         self.assertGreater(cf_rel, 10 * BOUND, "the variant does not exercise its feature on these tokens")
         if VARIANTS[name][0].startswith("deepseek"):  # MLA through the latent cache, in batches of 3
             self.assertLess(moetest.max_rms(moetest.logits(model, TOKENS, "-b", "3"), got)[0], 1e-4 * rms)
 
     def test_negative_control_routing_knobs(self):
-        """Flipping norm_topk (or the routing scale) in the converted file breaks the bound."""
-        for name, kv in (("olmoe", {"moe.norm_topk": 1}), ("deepseek_v3_groups", {"moe.n_groups": 1, "moe.groups_active": 1}),
-                         ("deepseek_v2_norm_topk_k2", {"moe.norm_topk": 0})):
+        """Flipping norm_topk, the group limit or the routing scale in the converted file breaks the bound."""
+        for name, kv in (("olmoe", {"moe.norm_topk": 1}),
+                         ("deepseek_v3_groups", {"moe.n_groups": 1, "moe.groups_active": 1}),
+                         ("deepseek_v2_norm_topk_k2", {"moe.norm_topk": 0}),
+                         ("deepseek_v2_greedy", {"moe.scale": 1.0})):
             hf, model = self.make(name)
             bad = moetest.rewrite(model, model.replace(".moe", ".bad.moe"), kv=dict(kv))
             rel, _, _ = rel_max(moetest.logits(bad, TOKENS), hf_reference.forward(hf, TOKENS))
