@@ -106,6 +106,15 @@ def read_safetensors(path):
             raise ConvertError("%s: tensor %s: data_offsets %s do not fit shape %s %s in %d data bytes" % (
                 path, name, offs, shape, dt, data_size))
         out[name] = Tensor(name, path, ST_DTYPES[dt][0], shape, base + offs[0], nbytes)
+    # the format: the tensors tile the data section exactly, no overlap and no hole
+    end = 0
+    for t in sorted(out.values(), key=lambda t: (t.start, t.nbytes)):
+        if t.start - base != end:
+            raise ConvertError("%s: tensor %s: data_offsets start at %d, but the previous tensor ends at %d" % (
+                path, t.name, t.start - base, end))
+        end += t.nbytes
+    if end != data_size:
+        raise ConvertError("%s: the tensors cover %d of %d data bytes" % (path, end, data_size))
     return out
 
 
@@ -422,7 +431,8 @@ def family_kv(cfg, arch):
         kv["attn.qk_norm"] = "head"
         if cfg.flag("attention_bias", False):
             cfg.refuse("attention_bias", "no bias on the attention output projection")
-    if arch in ("llama", "mixtral") and cfg.has("sliding_window"):
+    # Mistral and Mixtral attend within sliding_window; HF's Llama ignores the field if present
+    if cfg.d.get("architectures") in (["MistralForCausalLM"], ["MixtralForCausalLM"]) and cfg.has("sliding_window"):
         kv["attn.window"] = cfg.int("sliding_window")
     if arch == "mixtral" or arch == "granitemoe":
         # top-k of the router logits then a softmax over those k == softmax, top-k, renormalise
@@ -602,6 +612,12 @@ def plan_moe(kv, plan, arch, i, p, b):
         plan.copy(b + "ffn_down_shexp", s + "down_proj.weight", [D, S])
     if kv.get("moe.shared_gate"):
         plan.copy(b + "ffn_shexp_gate", m + "shared_expert_gate.weight", [1, D])
+    elif arch == "qwen2_moe" and plan.has(m + "shared_expert_gate.weight"):
+        # shared_expert_intermediate_size 0: HF still builds the shared expert ([0, D] weights,
+        # output 0) and its gate; they contribute nothing, so they are checked and dropped
+        for name, shape in (("shared_expert.gate_proj.weight", [0, D]), ("shared_expert.up_proj.weight", [0, D]),
+                            ("shared_expert.down_proj.weight", [D, 0]), ("shared_expert_gate.weight", [1, D])):
+            plan.get(m + name, shape)
 
 
 def convert_hf(src, widen, tokenizer_required):

@@ -1,0 +1,476 @@
+"""hf_reference - an independent float64 forward pass, in pure Python, written from the
+semantics of the Hugging Face modeling code (modeling_llama/qwen2/qwen3/mixtral/qwen2_moe/
+qwen3_moe/olmoe/granitemoe.py and DeepSeek's modeling_deepseek.py), not from the C engine.
+
+    logits = forward(hf_dir, [tokens])     # list of rows, one per position, float64
+
+It reads the checkpoint folder as published (config.json, model.safetensors or shards with
+model.safetensors.index.json), decodes BF16/F16/F32 itself and evaluates the whole sequence
+causally. It is meant for tiny models (dim <= ~128, a few layers, a few tokens): plain lists,
+one function per block, each named after the HF module it mirrors.
+"""
+
+import json
+import math
+import os
+import struct
+from operator import mul
+
+# ---------------------------------------------------------------- safetensors
+
+
+def _decode(dtype, raw):
+    n = len(raw)
+    if dtype == "F32":
+        return list(struct.unpack("<%df" % (n // 4), raw))
+    if dtype == "F16":
+        return list(struct.unpack("<%de" % (n // 2), raw))
+    if dtype == "BF16":
+        wide = bytearray(2 * n)  # bf16 is the upper half of an f32
+        wide[2::4] = raw[0::2]
+        wide[3::4] = raw[1::2]
+        return list(struct.unpack("<%df" % (n // 2), bytes(wide)))
+    raise ValueError("unsupported safetensors dtype %s" % dtype)
+
+
+class Checkpoint:
+    """Tensors of a HF folder, decoded on first use to nested lists of float."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(os.path.join(path, "config.json")) as f:
+            self.cfg = json.load(f)
+        index = os.path.join(path, "model.safetensors.index.json")
+        if os.path.exists(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        else:
+            files = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
+        self.where = {}
+        for fn in files:
+            full = os.path.join(path, fn)
+            with open(full, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            for name, info in header.items():
+                if name != "__metadata__":
+                    self.where[name] = (full, 8 + n, info)
+        self.cache = {}
+
+    def has(self, name):
+        return name in self.where
+
+    def get(self, name):
+        """A 1-D tensor as a list, a 2-D one as a list of rows, a 3-D one as a list of those."""
+        if name not in self.cache:
+            full, base, info = self.where[name]
+            a, b = info["data_offsets"]
+            with open(full, "rb") as f:
+                f.seek(base + a)
+                flat = _decode(info["dtype"], f.read(b - a))
+            self.cache[name] = _reshape(flat, info["shape"])
+        return self.cache[name]
+
+
+def _reshape(flat, shape):
+    if len(shape) <= 1:
+        return flat
+    inner = 1
+    for d in shape[1:]:
+        inner *= d
+    return [_reshape(flat[i * inner:(i + 1) * inner], shape[1:]) for i in range(shape[0])]
+
+
+# ---------------------------------------------------------------- small ops
+
+
+def linear(w, x, bias=None):
+    """nn.Linear: w [out, in] (list of rows) times x [in]."""
+    y = [sum(map(mul, row, x)) for row in w]
+    if bias is not None:
+        y = [a + b for a, b in zip(y, bias)]
+    return y
+
+
+def rms_norm(x, w, eps):
+    """LlamaRMSNorm / DeepseekV2RMSNorm: x / sqrt(mean(x^2) + eps) * w."""
+    r = 1.0 / math.sqrt(sum(v * v for v in x) / len(x) + eps)
+    return [v * r * g for v, g in zip(x, w)]
+
+
+def silu(v):
+    return v / (1.0 + math.exp(-v)) if v > -700 else 0.0
+
+
+def sigmoid(v):
+    return 1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0
+
+
+def softmax(xs):
+    m = max(xs)
+    e = [math.exp(v - m) for v in xs]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def topk(scores, k):
+    """torch.topk indices, largest first; ties go to the lower index."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
+def swiglu_mlp(x, gate, up, down):
+    """LlamaMLP / expert: down(silu(gate(x)) * up(x))."""
+    g, u = linear(gate, x), linear(up, x)
+    return linear(down, [silu(a) * b for a, b in zip(g, u)])
+
+
+# ---------------------------------------------------------------- RoPE
+
+
+def yarn_get_mscale(scale, mscale=1.0):
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def rope_inv_freq(cfg, dim, deepseek):
+    """Frequencies and the cos/sin multiplier of modeling_rope_utils (or DeepSeek's classes)."""
+    base = float(cfg.get("rope_theta", 10000.0))
+    inv = [1.0 / base ** (2 * i / dim) for i in range(dim // 2)]
+    rs = cfg.get("rope_scaling")
+    kind = None if not rs else rs.get("rope_type", rs.get("type"))
+    if kind in (None, "default"):
+        return inv, 1.0
+    factor = float(rs["factor"])
+    if kind == "linear":
+        return [f / factor for f in inv], 1.0
+    if kind == "llama3":
+        old = rs["original_max_position_embeddings"]
+        lo, hi = rs["low_freq_factor"], rs["high_freq_factor"]
+        lo_wl, hi_wl = old / lo, old / hi
+        out = []
+        for f in inv:
+            wl = 2 * math.pi / f
+            if wl < hi_wl:
+                out.append(f)
+            elif wl > lo_wl:
+                out.append(f / factor)
+            else:
+                s = (old / wl - lo) / (hi - lo)
+                out.append((1 - s) * f / factor + s * f)
+        return out, 1.0
+    if kind == "yarn":
+        orig = rs.get("original_max_position_embeddings", cfg.get("max_position_embeddings"))
+        beta_fast, beta_slow = rs.get("beta_fast", 32), rs.get("beta_slow", 1)
+
+        def corr(rot):
+            return dim * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
+        low = max(math.floor(corr(beta_fast)), 0)
+        high = min(math.ceil(corr(beta_slow)), dim - 1)
+        if low == high:
+            high += 0.001
+        out = []
+        for i, f in enumerate(inv):
+            ramp = min(max((i - low) / (high - low), 0.0), 1.0)
+            extra = 1.0 - ramp  # weight of the unscaled frequency
+            out.append(f / factor * (1 - extra) + f * extra)
+        if deepseek:
+            mult = yarn_get_mscale(factor, rs.get("mscale", 1)) / yarn_get_mscale(factor, rs.get("mscale_all_dim", 0))
+        elif rs.get("attention_factor") is not None:
+            mult = rs["attention_factor"]
+        elif rs.get("mscale") and rs.get("mscale_all_dim"):
+            mult = yarn_get_mscale(factor, rs["mscale"]) / yarn_get_mscale(factor, rs["mscale_all_dim"])
+        else:
+            mult = yarn_get_mscale(factor)
+        return out, mult
+    raise ValueError("rope_scaling %r not known to the reference" % kind)
+
+
+def rotate_half_rope(x, pos, inv, mult):
+    """apply_rotary_pos_emb with rotate_half: dimension i pairs with i + d/2."""
+    h = len(x) // 2
+    out = list(x)
+    for i in range(h):
+        a = pos * inv[i]
+        c, s = math.cos(a) * mult, math.sin(a) * mult
+        out[i] = x[i] * c - x[i + h] * s
+        out[i + h] = x[i + h] * c + x[i] * s
+    return out
+
+
+def deepseek_rope(x, pos, inv, mult):
+    """DeepSeek: view(d/2, 2).transpose -> de-interleave, then rotate_half (output stays de-interleaved;
+    q and k are permuted alike, so q.k is what the model computes)."""
+    return rotate_half_rope(x[0::2] + x[1::2], pos, inv, mult)
+
+
+# ---------------------------------------------------------------- attention
+
+
+def attend(qs, ks, vs, scale, window):
+    """Causal softmax(q.k * scale) v for one head over all positions; qs/ks/vs: per position."""
+    out = []
+    for i, q in enumerate(qs):
+        lo = max(0, i - window + 1) if window else 0
+        sc = [scale * sum(map(mul, q, ks[j])) for j in range(lo, i + 1)]
+        p = softmax(sc)
+        o = [0.0] * len(vs[0])
+        for pj, j in zip(p, range(lo, i + 1)):
+            vj = vs[j]
+            for d in range(len(o)):
+                o[d] += pj * vj[d]
+        out.append(o)
+    return out
+
+
+def gqa_attention(m, cfg, arch, i, xs):
+    """LlamaAttention and relatives: q/k/v projections (+bias Qwen2), QK-norm (Qwen3 per head,
+    OLMoE full width), OLMoE clip, RoPE rotate_half, GQA, o_proj."""
+    p = "model.layers.%d.self_attn." % i
+    H, D = cfg["num_attention_heads"], cfg["hidden_size"]
+    KV = cfg.get("num_key_value_heads") or H
+    HD = cfg.get("head_dim") or D // H
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    inv, mult = rope_inv_freq(cfg, HD, False)
+    bias = arch in ("qwen2", "qwen2_moe")
+    clip = cfg.get("clip_qkv") if arch == "olmoe" else None
+    Q, K, V = [], [], []
+    for pos, x in enumerate(xs):
+        q = linear(m.get(p + "q_proj.weight"), x, m.get(p + "q_proj.bias") if bias else None)
+        k = linear(m.get(p + "k_proj.weight"), x, m.get(p + "k_proj.bias") if bias else None)
+        v = linear(m.get(p + "v_proj.weight"), x, m.get(p + "v_proj.bias") if bias else None)
+        if arch == "olmoe":
+            q, k = rms_norm(q, m.get(p + "q_norm.weight"), eps), rms_norm(k, m.get(p + "k_norm.weight"), eps)
+            if clip is not None:
+                q, k, v = [[min(max(t, -clip), clip) for t in z] for z in (q, k, v)]
+        qh = [q[h * HD:(h + 1) * HD] for h in range(H)]
+        kh = [k[h * HD:(h + 1) * HD] for h in range(KV)]
+        if arch in ("qwen3", "qwen3_moe"):
+            qh = [rms_norm(t, m.get(p + "q_norm.weight"), eps) for t in qh]
+            kh = [rms_norm(t, m.get(p + "k_norm.weight"), eps) for t in kh]
+        Q.append([rotate_half_rope(t, pos, inv, mult) for t in qh])
+        K.append([rotate_half_rope(t, pos, inv, mult) for t in kh])
+        V.append([v[h * HD:(h + 1) * HD] for h in range(KV)])
+    scale = cfg["attention_multiplier"] if arch == "granitemoe" else HD ** -0.5
+    window = 0
+    if arch in ("mixtral",) or (arch == "llama" and cfg.get("architectures") == ["MistralForCausalLM"]):
+        window = cfg.get("sliding_window") or 0
+    heads = []
+    for h in range(H):
+        g = h // (H // KV)  # repeat_kv: query head h reads kv head h // n_rep
+        heads.append(attend([t[h] for t in Q], [t[g] for t in K], [t[g] for t in V], scale, window))
+    o_w = m.get(p + "o_proj.weight")
+    return [linear(o_w, sum((heads[h][t] for h in range(H)), [])) for t in range(len(xs))]
+
+
+def mla_attention(m, cfg, i, xs):
+    """DeepseekV2Attention (plain, non-absorbed): q (or q_a -> q_a_layernorm -> q_b), split
+    nope|rope; kv_a_proj_with_mqa -> [c_kv | k_pe]; kv_b_proj(kv_a_layernorm(c_kv)) -> k_nope | v
+    per head; RoPE on q_pe and the shared k_pe; softmax scale 1/sqrt(q_head_dim) x mscale^2."""
+    p = "model.layers.%d.self_attn." % i
+    H = cfg["num_attention_heads"]
+    nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+    kvl, ql = cfg["kv_lora_rank"], cfg.get("q_lora_rank")
+    qhd = nope + rope
+    inv, mult = rope_inv_freq(cfg, rope, True)
+    # transformers' DeepseekV3 config may set rope_interleave false: plain rotate_half then
+    rope_fn = deepseek_rope if cfg.get("rope_interleave", True) else rotate_half_rope
+    scale = qhd ** -0.5
+    rs = cfg.get("rope_scaling")
+    if rs and rs.get("mscale_all_dim"):
+        ms = yarn_get_mscale(rs["factor"], rs["mscale_all_dim"])
+        scale = scale * ms * ms
+    Q, K, V = [], [], []
+    for pos, x in enumerate(xs):
+        if ql:
+            # q_a_layernorm = DeepseekV2RMSNorm(q_lora_rank): default eps 1e-6
+            q = linear(m.get(p + "q_b_proj.weight"), rms_norm(linear(m.get(p + "q_a_proj.weight"), x),
+                                                             m.get(p + "q_a_layernorm.weight"), 1e-6))
+        else:
+            q = linear(m.get(p + "q_proj.weight"), x)
+        ckv = linear(m.get(p + "kv_a_proj_with_mqa.weight"), x)
+        c, k_pe = ckv[:kvl], ckv[kvl:]
+        kv = linear(m.get(p + "kv_b_proj.weight"), rms_norm(c, m.get(p + "kv_a_layernorm.weight"), 1e-6))
+        k_pe = rope_fn(k_pe, pos, inv, mult)
+        qs, ks, vs = [], [], []
+        for h in range(H):
+            qh = q[h * qhd:(h + 1) * qhd]
+            qs.append(qh[:nope] + rope_fn(qh[nope:], pos, inv, mult))
+            kvh = kv[h * (nope + vd):(h + 1) * (nope + vd)]
+            ks.append(kvh[:nope] + k_pe)
+            vs.append(kvh[nope:])
+        Q.append(qs)
+        K.append(ks)
+        V.append(vs)
+    heads = [attend([t[h] for t in Q], [t[h] for t in K], [t[h] for t in V], scale, 0) for h in range(H)]
+    o_w = m.get(p + "o_proj.weight")
+    return [linear(o_w, sum((heads[h][t] for h in range(H)), [])) for t in range(len(xs))]
+
+
+# ---------------------------------------------------------------- routers and MoE blocks
+
+
+def route_softmax_topk(logits, k, norm):
+    """Mixtral/Qwen2-MoE/Qwen3-MoE/OLMoE: softmax over all, top-k, renormalise if asked."""
+    s = softmax(logits)
+    idx = topk(s, k)
+    w = [s[e] for e in idx]
+    if norm:
+        t = sum(w)
+        w = [v / t for v in w]
+    return idx, w
+
+
+def route_granite(logits, k):
+    """GraniteMoeTopKGating: top-k of the logits, softmax over those k."""
+    idx = topk(logits, k)
+    return idx, softmax([logits[e] for e in idx])
+
+
+def route_deepseek_v2(logits, cfg):
+    """MoEGate (V2): softmax; greedy or group_limited_greedy (group score = max, masked scores
+    set to 0.0); renormalise if top_k > 1 and norm_topk_prob, else x routed_scaling_factor."""
+    k = cfg["num_experts_per_tok"]
+    s = softmax(logits)
+    method = cfg.get("topk_method", "greedy")
+    if method == "greedy":
+        choice = s
+    elif method == "group_limited_greedy":
+        choice = group_mask(s, cfg["n_group"], cfg["topk_group"], lambda g: max(g))
+    else:
+        raise ValueError("topk_method %s" % method)
+    idx = topk(choice, k)
+    w = [s[e] for e in idx]
+    if k > 1 and cfg.get("norm_topk_prob", False):
+        t = sum(w) + 1e-20
+        w = [v / t for v in w]
+    else:
+        w = [v * cfg.get("routed_scaling_factor", 1.0) for v in w]
+    return idx, w
+
+
+def route_deepseek_v3(logits, bias, cfg):
+    """MoEGate (V3, noaux_tc): sigmoid; choose on sigmoid + e_score_correction_bias with groups
+    scored by the sum of their two best biased scores; weights = unbiased sigmoid, renormalised
+    if norm_topk_prob (and top_k > 1), then x routed_scaling_factor."""
+    k = cfg["num_experts_per_tok"]
+    s = [sigmoid(v) for v in logits]
+    biased = [a + b for a, b in zip(s, bias)]
+    choice = group_mask(biased, cfg.get("n_group", 1), cfg.get("topk_group", 1),
+                        lambda g: sum(sorted(g, reverse=True)[:2]))
+    idx = topk(choice, k)
+    w = [s[e] for e in idx]
+    if k > 1 and cfg.get("norm_topk_prob", False):
+        t = sum(w) + 1e-20
+        w = [v / t for v in w]
+    return idx, [v * cfg.get("routed_scaling_factor", 1.0) for v in w]
+
+
+def group_mask(scores, n_group, topk_group, group_score):
+    """Keep the experts of the best topk_group groups; the others' scores become 0.0 (HF masked_fill)."""
+    n = len(scores) // n_group
+    gs = [group_score(scores[g * n:(g + 1) * n]) for g in range(n_group)]
+    keep = set(topk(gs, topk_group))
+    return [v if e // n in keep else 0.0 for e, v in enumerate(scores)]
+
+
+def moe_block(m, cfg, arch, i, x):
+    """The sparse MLP of layer i for one token."""
+    D = len(x)
+    if arch == "granitemoe":
+        p = "model.layers.%d.block_sparse_moe." % i
+        idx, w = route_granite(linear(m.get(p + "router.layer.weight"), x), cfg["num_experts_per_tok"])
+        F = cfg["intermediate_size"]
+        out = [0.0] * D
+        for e, we in zip(idx, w):
+            inp = m.get(p + "input_linear.weight")[e]
+            y = swiglu_mlp(x, inp[:F], inp[F:], m.get(p + "output_linear.weight")[e])
+            out = [a + we * b for a, b in zip(out, y)]
+        return out
+    if arch == "mixtral":
+        p = "model.layers.%d.block_sparse_moe." % i
+        idx, w = route_softmax_topk(linear(m.get(p + "gate.weight"), x), cfg["num_experts_per_tok"], True)
+        names = ("w1", "w3", "w2")
+    else:
+        p = "model.layers.%d.mlp." % i
+        names = ("gate_proj", "up_proj", "down_proj")
+        logits = linear(m.get(p + "gate.weight"), x)
+        if arch == "deepseek_v2":
+            idx, w = route_deepseek_v2(logits, cfg)
+        elif arch == "deepseek_v3":
+            idx, w = route_deepseek_v3(logits, m.get(p + "gate.e_score_correction_bias"), cfg)
+        else:
+            idx, w = route_softmax_topk(logits, cfg["num_experts_per_tok"], cfg.get("norm_topk_prob", False))
+    out = [0.0] * D
+    for e, we in zip(idx, w):
+        q = p + "experts.%d." % e
+        y = swiglu_mlp(x, m.get(q + names[0] + ".weight"), m.get(q + names[1] + ".weight"),
+                       m.get(q + names[2] + ".weight"))
+        out = [a + we * b for a, b in zip(out, y)]
+    if arch == "qwen2_moe" and cfg.get("shared_expert_intermediate_size"):
+        s = p + "shared_expert."
+        y = swiglu_mlp(x, m.get(s + "gate_proj.weight"), m.get(s + "up_proj.weight"), m.get(s + "down_proj.weight"))
+        g = sigmoid(linear(m.get(p + "shared_expert_gate.weight"), x)[0])
+        out = [a + g * b for a, b in zip(out, y)]
+    if arch in ("deepseek_v2", "deepseek_v3") and cfg.get("n_shared_experts"):
+        s = p + "shared_experts."
+        y = swiglu_mlp(x, m.get(s + "gate_proj.weight"), m.get(s + "up_proj.weight"), m.get(s + "down_proj.weight"))
+        out = [a + b for a, b in zip(out, y)]
+    return out
+
+
+def is_moe_layer(cfg, arch, i):
+    if arch in ("mixtral", "granitemoe", "olmoe"):
+        return True
+    if arch in ("qwen2_moe", "qwen3_moe"):
+        return (i not in cfg.get("mlp_only_layers", []) and cfg.get("num_experts", 0) > 0
+                and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0)
+    if arch in ("deepseek_v2", "deepseek_v3"):
+        return (cfg.get("n_routed_experts") is not None and i >= cfg.get("first_k_dense_replace", 0)
+                and i % cfg.get("moe_layer_freq", 1) == 0)
+    return False
+
+
+# ---------------------------------------------------------------- the model
+
+ARCHS = {
+    "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
+    "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DeepseekV2ForCausalLM": "deepseek_v2",
+    "DeepseekV3ForCausalLM": "deepseek_v3", "GraniteMoeForCausalLM": "granitemoe",
+}
+
+
+def forward(path, tokens, ckpt=None):
+    """Logits [len(tokens)][vocab] of the HF checkpoint at `path` for one causal sequence."""
+    m = ckpt or Checkpoint(path)
+    cfg = m.cfg
+    arch = ARCHS[cfg["architectures"][0]]
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    emb = m.get("model.embed_tokens.weight")
+    xs = [list(emb[t]) for t in tokens]
+    res = 1.0
+    if arch == "granitemoe":
+        xs = [[v * cfg["embedding_multiplier"] for v in x] for x in xs]
+        res = cfg["residual_multiplier"]
+    for i in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % i
+        hs = [rms_norm(x, m.get(p + "input_layernorm.weight"), eps) for x in xs]
+        if arch in ("deepseek_v2", "deepseek_v3"):
+            att = mla_attention(m, cfg, i, hs)
+        else:
+            att = gqa_attention(m, cfg, arch, i, hs)
+        xs = [[a + res * b for a, b in zip(x, y)] for x, y in zip(xs, att)]
+        hs = [rms_norm(x, m.get(p + "post_attention_layernorm.weight"), eps) for x in xs]
+        if is_moe_layer(cfg, arch, i):
+            ff = [moe_block(m, cfg, arch, i, h) for h in hs]
+        else:
+            ff = [swiglu_mlp(h, m.get(p + "mlp.gate_proj.weight"), m.get(p + "mlp.up_proj.weight"),
+                             m.get(p + "mlp.down_proj.weight")) for h in hs]
+        xs = [[a + res * b for a, b in zip(x, y)] for x, y in zip(xs, ff)]
+    head = emb if cfg.get("tie_word_embeddings", False) else m.get("lm_head.weight")
+    out = []
+    for x in xs:
+        logits = linear(head, rms_norm(x, m.get("model.norm.weight"), eps))
+        if arch == "granitemoe":
+            logits = [v / cfg["logits_scaling"] for v in logits]
+        out.append(logits)
+    return out

@@ -1,0 +1,250 @@
+"""tools/convert.py on damaged or unsupported inputs (each refused with exit status 1 and one
+line "convert.py: error: ...", no traceback) and on equivalent inputs (sharded vs single file,
+bf16 vs --dtype f32, tokenizer-only conversion)."""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import unittest
+
+import moetest
+
+import make_synthetic  # noqa: E402  (tools/, on sys.path through moetest)
+
+CONVERT = os.path.join(moetest.TOOLS, "convert.py")
+TOKENIZER = os.path.join(moetest.SHARED, "golden", "mixtral", "tokenizer.json")
+TOKENS = [1, 17, 99, 5, 200, 42]
+
+
+def run_convert(src, out, *extra):
+    p = subprocess.run([sys.executable, CONVERT, src, "-o", out, "--quiet"] + list(extra),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return p.returncode, p.stderr.decode("utf-8", "replace")
+
+
+def make(name, family="qwen3_moe", sets=None, **opts):
+    d = moetest.workdir("convert", name)
+    cfg, fam = make_synthetic.build_config(family, sets=sets or {})
+    opts.setdefault("tokenizer", TOKENIZER)
+    make_synthetic.write_checkpoint(d, cfg, fam, seed=5, **opts)
+    return d
+
+
+def edit_config(d, **changes):
+    p = os.path.join(d, "config.json")
+    with open(p) as f:
+        cfg = json.load(f)
+    cfg.update(changes)
+    with open(p, "w") as f:
+        json.dump(cfg, f)
+
+
+def rewrite_safetensors(path, edit_header=None, drop=(), extra=None, truncate=None):
+    """Rewrite a safetensors file: header edited by a callback, tensors dropped or added."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    tensors = []
+    for name, info in header.items():
+        if name == "__metadata__" or name in drop:
+            continue
+        a, b = info["data_offsets"]
+        tensors.append((name, info["dtype"], info["shape"], data[a:b]))
+    for name, (dtype, shape, raw) in (extra or {}).items():
+        tensors.append((name, dtype, shape, raw))
+    new, blob = {}, b""
+    for name, dtype, shape, raw in tensors:
+        new[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(blob), len(blob) + len(raw)]}
+        blob += raw
+    if edit_header:
+        edit_header(new)
+    h = json.dumps(new).encode()
+    out = struct.pack("<Q", len(h)) + h + blob
+    if truncate:
+        out = out[:len(out) - truncate]
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+class Refusals(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.good = make("good")
+        cls.out = os.path.join(moetest.workdir("convert"), "refused.moe")
+
+    def damaged(self, name, **opts):
+        d = os.path.join(moetest.WORK, "convert", name)
+        if os.path.exists(d):
+            shutil.rmtree(d)
+        shutil.copytree(self.good, d)
+        return d
+
+    def refused(self, src, *words, extra=()):
+        code, err = run_convert(src, self.out, *extra)
+        lines = err.strip().splitlines()
+        self.assertEqual(code, 1, err)
+        self.assertEqual(len(lines), 1, err)
+        self.assertTrue(lines[0].startswith("convert.py: error: "), err)
+        self.assertNotIn("Traceback", err)
+        for w in words:
+            self.assertIn(w, lines[0])
+        return lines[0]
+
+    def test_good_converts(self):
+        self.assertEqual(run_convert(self.good, self.out)[0], 0)
+
+    def test_unknown_architecture(self):
+        d = self.damaged("arch")
+        edit_config(d, architectures=["GPT2LMHeadModel"])
+        self.refused(d, "GPT2LMHeadModel", "not supported")
+
+    def test_unknown_rope_scaling(self):
+        d = self.damaged("rope")
+        edit_config(d, rope_scaling={"rope_type": "longrope", "factor": 2.0})
+        self.refused(d, "rope_scaling", "longrope")
+
+    def test_unknown_rope_scaling_field(self):
+        d = self.damaged("rope_field")
+        edit_config(d, rope_scaling={"rope_type": "linear", "factor": 2.0, "warp": 3})
+        self.refused(d, "rope_scaling", "warp")
+
+    def test_unknown_scoring_func_and_topk_method(self):
+        for fam, key, value in (("deepseek_v3", "scoring_func", "softmax_plus"),
+                                ("deepseek_v3", "topk_method", "greedy"),
+                                ("deepseek_v2", "topk_method", "noaux_tc"),
+                                ("deepseek_v2", "scoring_func", "sigmoid")):
+            d = make("route_" + fam + key, fam)
+            edit_config(d, **{key: value})
+            self.refused(d, key, value)
+
+    def test_missing_tensor(self):
+        d = self.damaged("missing")
+        rewrite_safetensors(os.path.join(d, "model.safetensors"), drop=("model.layers.1.mlp.experts.3.up_proj.weight",))
+        self.refused(d, "missing tensor", "experts.3.up_proj")
+
+    def test_extra_tensor(self):
+        d = self.damaged("extra")
+        rewrite_safetensors(os.path.join(d, "model.safetensors"),
+                            extra={"model.layers.0.mlp.mystery.weight": ("F32", [2], b"\0" * 8)})
+        self.refused(d, "unexpected tensor", "mystery")
+
+    def test_misshaped_tensor(self):
+        d = self.damaged("shape")
+
+        def edit(h):
+            h["model.layers.0.self_attn.o_proj.weight"]["shape"] = [128, 64]  # same bytes, wrong shape
+        rewrite_safetensors(os.path.join(d, "model.safetensors"), edit_header=edit)
+        self.refused(d, "o_proj", "shape")
+
+    def test_bad_json(self):
+        d = self.damaged("json")
+        with open(os.path.join(d, "config.json"), "w") as f:
+            f.write('{"architectures": ["Qwen3MoeForCausalLM"], ')
+        self.refused(d, "config.json", "JSON")
+
+    def test_bad_safetensors_header_json(self):
+        d = self.damaged("st_json")
+        p = os.path.join(d, "model.safetensors")
+        with open(p, "r+b") as f:
+            f.seek(8)
+            f.write(b"[[[[")
+        self.refused(d, "safetensors")
+
+    def test_truncated_safetensors(self):
+        d = self.damaged("trunc")
+        rewrite_safetensors(os.path.join(d, "model.safetensors"), truncate=100)
+        self.refused(d, "data_offsets")
+
+    def test_safetensors_offsets_lie(self):
+        d = self.damaged("offsets")
+
+        def edit(h):
+            a, b = h["model.norm.weight"]["data_offsets"]
+            h["model.norm.weight"]["data_offsets"] = [a + 2, b + 2]  # beyond the data, or overlapping
+        rewrite_safetensors(os.path.join(d, "model.safetensors"), edit_header=edit)
+        self.refused(d, "model.norm.weight")
+
+    def test_safetensors_size_mismatch(self):
+        d = self.damaged("size")
+
+        def edit(h):
+            a, b = h["model.embed_tokens.weight"]["data_offsets"]
+            h["model.embed_tokens.weight"]["data_offsets"] = [a, b - 2]
+        rewrite_safetensors(os.path.join(d, "model.safetensors"), edit_header=edit)
+        self.refused(d, "model.embed_tokens.weight", "data_offsets")
+
+    def test_header_length_beyond_file(self):
+        d = self.damaged("hlen")
+        p = os.path.join(d, "model.safetensors")
+        with open(p, "r+b") as f:
+            f.write(struct.pack("<Q", 1 << 40))
+        self.refused(d, "header length")
+
+    def test_missing_shard(self):
+        d = make("shards_missing", shards=2)
+        os.remove(os.path.join(d, "model-00002-of-00002.safetensors"))
+        self.refused(d, "model-00002-of-00002.safetensors", "missing")
+
+    def test_index_names_a_tensor_no_shard_holds(self):
+        d = make("shards_lying", shards=2)
+        p = os.path.join(d, "model.safetensors.index.json")
+        with open(p) as f:
+            idx = json.load(f)
+        idx["weight_map"]["model.layers.9.ghost.weight"] = "model-00001-of-00002.safetensors"
+        with open(p, "w") as f:
+            json.dump(idx, f)
+        self.refused(d, "ghost")
+
+    def test_missing_tokenizer(self):
+        d = make("no_tok", tokenizer=None)
+        self.refused(d, "tokenizer.json", "--no-tokenizer")
+        code, err = run_convert(d, self.out, "--no-tokenizer")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(moetest.moefile.MoeFile(self.out).kv["general.arch"], "qwen3_moe")
+
+    def test_no_such_source(self):
+        self.refused(os.path.join(moetest.WORK, "convert", "nowhere"), "no such file")
+
+
+class Equivalences(unittest.TestCase):
+    def test_sharded_equals_single_file(self):
+        one = make("single")
+        two = make("sharded", shards=3)
+        a = moetest.convert(one, os.path.join(moetest.workdir("convert"), "single.moe"))
+        b = moetest.convert(two, os.path.join(moetest.workdir("convert"), "sharded.moe"))
+        fa, fb = moetest.moefile.MoeFile(a), moetest.moefile.MoeFile(b)
+        self.assertEqual(list(fa.tensors), list(fb.tensors))
+        for name in fa.tensors:
+            self.assertEqual(fa.tensors[name][:2], fb.tensors[name][:2], name)
+            self.assertEqual(fa.read_tensor(name), fb.read_tensor(name), name)
+        strip = ("general.name", "general.source")
+        self.assertEqual({k: v for k, v in fa.kv.items() if k not in strip},
+                         {k: v for k, v in fb.kv.items() if k not in strip})
+
+    def test_dtype_f32_widening_gives_identical_logits(self):
+        for fam in ("qwen3_moe", "deepseek_v3", "granitemoe"):
+            src = make("widen_" + fam, fam)
+            keep = moetest.convert(src, os.path.join(moetest.workdir("convert"), "keep_%s.moe" % fam))
+            wide = moetest.convert(src, os.path.join(moetest.workdir("convert"), "f32_%s.moe" % fam), "--dtype", "f32")
+            fw = moetest.moefile.MoeFile(wide)
+            self.assertTrue(all(t[0] == moetest.moefile.F32 for n, t in fw.tensors.items() if not n.startswith("tok.")))
+            a, b = moetest.logits(keep, TOKENS), moetest.logits(wide, TOKENS)
+            self.assertLess(moetest.max_rms(a, b)[0], 1e-5, fam)
+
+    def test_tokenizer_only(self):
+        out = os.path.join(moetest.workdir("convert"), "tok_only.moe")
+        code, err = run_convert(TOKENIZER, out)
+        self.assertEqual(code, 0, err)
+        f = moetest.moefile.MoeFile(out)
+        self.assertNotIn("general.arch", f.kv)
+        p = moetest.moe("tokenize", "-m", out, "Hello world")
+        self.assertTrue(p.stdout.split())
+        self.assertTrue(all(t.isdigit() for t in p.stdout.split()))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""make_synthetic.py - write a small random-weight Hugging Face checkpoint folder (config.json,
+model.safetensors or shards + index, optionally tokenizer.json) in the genuine HF layout of one
+family, for tests. Standard library only.
+
+    python3 tools/make_synthetic.py --family deepseek_v3 -o /tmp/ds3 [--set n_group=4 --set topk_group=2]
+    python3 tools/make_synthetic.py --config tests/data/configs/Qwen3-30B-A3B.json --layers 2 --experts 8 \\
+        --vocab 1024 --shrink 4 -o /tmp/q3
+
+Families: llama, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3,
+granitemoe. `--family` starts from small default dimensions; `--config` starts from a published
+config.json (family from its `architectures`). Then, in this order: --layers, --experts (also
+clamps num_experts_per_tok and, for DeepSeek, n_group/topk_group), --vocab, --shrink D (divides
+hidden_size, every intermediate size, the head counts and the LoRA ranks by D, keeping head
+dims), and --set KEY=JSON (any config field, e.g. --set 'rope_scaling={"type":"linear","factor":2}').
+
+Weights are drawn from random.Random seeded by (seed, crc32(tensor name)): linear layers
+~N(0, std), norms 1 +- 0.05, q/k/v biases ~N(0, 0.05), routers scaled so the router logits have
+a std of ~3 (softmax) or ~1.5 (sigmoid), so float32 engines make the same expert choices as a
+float64 reference; DeepSeek-V3's e_score_correction_bias ~N(0, 0.15) is stored F32. Tensors over
+--fast elements (2^20) use fast random bytes instead (|w| in [2^-9, 2^-4), random sign): good for shape
+and size tests, not meant for reference comparisons.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import struct
+import sys
+import zlib
+
+ARCH_CLASS = {
+    "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+    "mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+    "olmoe": "OlmoeForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
+    "granitemoe": "GraniteMoeForCausalLM",
+}
+FAMILY_OF = {v: k for k, v in ARCH_CLASS.items()}
+FAMILY_OF["MistralForCausalLM"] = "llama"
+
+_COMMON = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "vocab_size": 512, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+           "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+           "torch_dtype": "bfloat16"}
+
+DEFAULTS = {
+    "llama": dict(intermediate_size=128, attention_bias=False, mlp_bias=False, rope_scaling=None),
+    "qwen2": dict(intermediate_size=128, rope_theta=1e6, use_sliding_window=False, sliding_window=None),
+    "qwen3": dict(intermediate_size=128, head_dim=32, rope_theta=1e6, attention_bias=False),
+    "mixtral": dict(intermediate_size=64, num_local_experts=8, num_experts_per_tok=2, rope_theta=1e6,
+                    sliding_window=None, router_jitter_noise=0.0),
+    "qwen2_moe": dict(intermediate_size=128, moe_intermediate_size=32, shared_expert_intermediate_size=64,
+                      num_experts=8, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1,
+                      mlp_only_layers=[], rope_theta=1e6, use_sliding_window=False),
+    "qwen3_moe": dict(intermediate_size=128, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                      norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], head_dim=32,
+                      rope_theta=1e6, attention_bias=False, use_sliding_window=False),
+    "olmoe": dict(intermediate_size=32, num_experts=8, num_experts_per_tok=2, norm_topk_prob=False,
+                  clip_qkv=None, num_key_value_heads=4),
+    "deepseek_v2": dict(intermediate_size=128, moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=2,
+                        n_shared_experts=1, first_k_dense_replace=1, moe_layer_freq=1, q_lora_rank=None,
+                        kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                        num_key_value_heads=4, n_group=1, topk_group=1, topk_method="greedy",
+                        scoring_func="softmax", norm_topk_prob=False, routed_scaling_factor=2.0, rope_scaling=None,
+                        rms_norm_eps=1e-6),
+    "deepseek_v3": dict(intermediate_size=128, moe_intermediate_size=32, n_routed_experts=16, num_experts_per_tok=4,
+                        n_shared_experts=1, first_k_dense_replace=1, moe_layer_freq=1, q_lora_rank=32,
+                        kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                        num_key_value_heads=4, n_group=4, topk_group=2, topk_method="noaux_tc",
+                        scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5, rope_scaling=None,
+                        num_nextn_predict_layers=0, rms_norm_eps=1e-6),
+    "granitemoe": dict(intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, embedding_multiplier=12.0,
+                       residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=6.0,
+                       tie_word_embeddings=True, rms_norm_eps=1e-6),
+}
+
+STD = {"granitemoe": 0.15}
+
+
+def family_config(family):
+    cfg = dict(_COMMON)
+    cfg.update(DEFAULTS[family])
+    cfg["architectures"] = [ARCH_CLASS[family]]
+    cfg["model_type"] = family
+    return cfg
+
+
+def n_experts_key(family):
+    return {"mixtral": "num_local_experts", "granitemoe": "num_local_experts", "deepseek_v2": "n_routed_experts",
+            "deepseek_v3": "n_routed_experts"}.get(family, "num_experts")
+
+
+def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
+    """The --layers/--experts/--vocab/--shrink edits of a (published) config."""
+    if layers:
+        cfg["num_hidden_layers"] = layers
+        if "max_window_layers" in cfg:
+            cfg["max_window_layers"] = layers
+        if cfg.get("mlp_only_layers"):
+            cfg["mlp_only_layers"] = [i for i in cfg["mlp_only_layers"] if i < layers]
+        if family in ("deepseek_v2", "deepseek_v3"):
+            cfg["first_k_dense_replace"] = min(cfg.get("first_k_dense_replace", 0), max(layers - 1, 0))
+    if experts:
+        cfg[n_experts_key(family)] = experts
+        cfg["num_experts_per_tok"] = min(cfg["num_experts_per_tok"], experts)
+        if family in ("deepseek_v2", "deepseek_v3"):
+            g = cfg.get("n_group") or 1
+            min_per_group = 2 if family == "deepseek_v3" else 1
+            while g > 1 and (experts % g or experts // g < min_per_group):
+                g -= 1
+            cfg["n_group"] = g
+            cfg["topk_group"] = min(cfg.get("topk_group") or 1, g)
+    if vocab:
+        cfg["vocab_size"] = vocab
+        for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if isinstance(cfg.get(k), int) and cfg[k] >= vocab:
+                cfg[k] = vocab - 1
+    if shrink and shrink > 1:
+        def div(k):
+            if cfg.get(k):
+                cfg[k] = max(1, cfg[k] // shrink)
+        hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        for k in ("hidden_size", "intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size",
+                  "q_lora_rank", "kv_lora_rank", "num_attention_heads"):
+            div(k)
+        if cfg.get("num_key_value_heads"):
+            cfg["num_key_value_heads"] = max(1, cfg["num_key_value_heads"] // shrink)
+        if family not in ("deepseek_v2", "deepseek_v3"):
+            cfg["head_dim"] = hd  # head size is kept: heads shrink instead
+        if family == "granitemoe":
+            cfg["attention_multiplier"] = cfg.get("attention_multiplier", hd ** -0.5)
+    return cfg
+
+
+def tensor_specs(cfg, family):
+    """[(HF name, shape, kind)] of the checkpoint; kind picks the initialisation."""
+    D, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    H = cfg["num_attention_heads"]
+    KV = cfg.get("num_key_value_heads") or H
+    HD = cfg.get("head_dim") or D // H
+    out = [("model.embed_tokens.weight", [V, D], "embed")]
+    ds = family in ("deepseek_v2", "deepseek_v3")
+    for i in range(L):
+        p = "model.layers.%d." % i
+        out.append((p + "input_layernorm.weight", [D], "norm"))
+        a = p + "self_attn."
+        if ds:
+            nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+            ql, kvl = cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
+            if ql:
+                out += [(a + "q_a_proj.weight", [ql, D], "linear"), (a + "q_a_layernorm.weight", [ql], "norm"),
+                        (a + "q_b_proj.weight", [H * (nope + rope), ql], "linear")]
+            else:
+                out.append((a + "q_proj.weight", [H * (nope + rope), D], "linear"))
+            out += [(a + "kv_a_proj_with_mqa.weight", [kvl + rope, D], "linear"),
+                    (a + "kv_a_layernorm.weight", [kvl], "norm"),
+                    (a + "kv_b_proj.weight", [H * (nope + vd), kvl], "linear"),
+                    (a + "o_proj.weight", [D, H * vd], "linear")]
+        else:
+            bias = family in ("qwen2", "qwen2_moe")
+            for n, rows in (("q", H * HD), ("k", KV * HD), ("v", KV * HD)):
+                out.append((a + n + "_proj.weight", [rows, D], "linear"))
+                if bias:
+                    out.append((a + n + "_proj.bias", [rows], "bias"))
+            out.append((a + "o_proj.weight", [D, H * HD], "linear"))
+            if family in ("qwen3", "qwen3_moe"):
+                out += [(a + "q_norm.weight", [HD], "norm"), (a + "k_norm.weight", [HD], "norm")]
+            if family == "olmoe":
+                out += [(a + "q_norm.weight", [H * HD], "norm"), (a + "k_norm.weight", [KV * HD], "norm")]
+        out.append((p + "post_attention_layernorm.weight", [D], "norm"))
+        out += ffn_specs(cfg, family, i, D)
+    out.append(("model.norm.weight", [D], "norm"))
+    if not cfg.get("tie_word_embeddings", False):
+        out.append(("lm_head.weight", [V, D], "linear"))
+    return out
+
+
+def is_moe_layer(cfg, family, i):
+    if family in ("mixtral", "granitemoe", "olmoe"):
+        return True
+    if family in ("qwen2_moe", "qwen3_moe"):
+        return (i not in (cfg.get("mlp_only_layers") or []) and cfg.get("num_experts", 0) > 0
+                and (i + 1) % (cfg.get("decoder_sparse_step") or 1) == 0)
+    if family in ("deepseek_v2", "deepseek_v3"):
+        return (cfg.get("n_routed_experts") is not None and i >= (cfg.get("first_k_dense_replace") or 0)
+                and i % (cfg.get("moe_layer_freq") or 1) == 0)
+    return False
+
+
+def mlp(prefix, F, D, names=("gate_proj", "up_proj", "down_proj")):
+    return [(prefix + names[0] + ".weight", [F, D], "linear"), (prefix + names[1] + ".weight", [F, D], "linear"),
+            (prefix + names[2] + ".weight", [D, F], "linear")]
+
+
+def ffn_specs(cfg, family, i, D):
+    p = "model.layers.%d." % i
+    if not is_moe_layer(cfg, family, i):
+        return mlp(p + "mlp.", cfg["intermediate_size"], D)
+    sig = "router_sigmoid" if family == "deepseek_v3" else "router"
+    if family == "granitemoe":
+        E, F = cfg["num_local_experts"], cfg["intermediate_size"]
+        m = p + "block_sparse_moe."
+        return [(m + "router.layer.weight", [E, D], "router"), (m + "input_linear.weight", [E, 2 * F, D], "linear"),
+                (m + "output_linear.weight", [E, D, F], "linear")]
+    if family == "mixtral":
+        E, F = cfg["num_local_experts"], cfg["intermediate_size"]
+        m = p + "block_sparse_moe."
+        out = [(m + "gate.weight", [E, D], "router")]
+        for e in range(E):
+            out += mlp(m + "experts.%d." % e, F, D, ("w1", "w3", "w2"))
+        return out
+    m = p + "mlp."
+    E = cfg[n_experts_key(family)]
+    F = cfg["intermediate_size"] if family == "olmoe" else cfg["moe_intermediate_size"]
+    out = [(m + "gate.weight", [E, D], sig)]
+    if family == "deepseek_v3":
+        out.append((m + "gate.e_score_correction_bias", [E], "ebias"))
+    for e in range(E):
+        out += mlp(m + "experts.%d." % e, F, D)
+    if family == "qwen2_moe":
+        S = cfg.get("shared_expert_intermediate_size") or 0
+        out += mlp(m + "shared_expert.", S, D)  # HF builds it even when S is 0 (a [0, D] weight)
+        out.append((m + "shared_expert_gate.weight", [1, D], "linear"))
+    if family in ("deepseek_v2", "deepseek_v3") and cfg.get("n_shared_experts"):
+        out += mlp(m + "shared_experts.", cfg["n_shared_experts"] * cfg["moe_intermediate_size"], D)
+    return out
+
+
+# ---------------------------------------------------------------- values and encodings
+
+ST_NAME = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
+ESIZE = {"BF16": 2, "F16": 2, "F32": 4}
+BIG = 1 << 20
+
+
+def count(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def values(name, shape, kind, seed, std):
+    rng = random.Random((seed * 1000003) ^ zlib.crc32(name.encode()))
+    n = count(shape)
+    if kind == "norm":
+        return [1.0 + rng.gauss(0, 0.05) for _ in range(n)]
+    if kind == "bias":
+        return [rng.gauss(0, 0.05) for _ in range(n)]
+    if kind == "ebias":
+        return [rng.gauss(0, 0.15) for _ in range(n)]
+    if kind in ("router", "router_sigmoid"):
+        s = (3.0 if kind == "router" else 1.5) / shape[-1] ** 0.5
+        return [rng.gauss(0, s) for _ in range(n)]
+    return [rng.gauss(0, std) for _ in range(n)]
+
+
+def encode(vals, dtype):
+    n = len(vals)
+    if dtype == "F16":
+        return struct.pack("<%de" % n, *vals)
+    raw = struct.pack("<%df" % n, *vals)
+    if dtype == "F32":
+        return raw
+    out = bytearray(2 * n)  # bf16: the upper half of each f32 (truncation)
+    out[0::2] = raw[2::4]
+    out[1::2] = raw[3::4]
+    return bytes(out)
+
+
+def _table(entries):
+    return bytes(entries[b % len(entries)] for b in range(256))
+
+
+# bf16 high bytes: sign | exponent 118..123 (|w| in [2^-9, 2^-4)); f16: exponents 6..11 with 2 mantissa bits
+_BF16_HI = _table([0x3b, 0x3c, 0x3d, 0xbb, 0xbc, 0xbd])
+_F16_HI = _table([(s << 7) | (e << 2) | m for s in (0, 1) for e in range(6, 12) for m in range(4)])
+
+
+def fast_bytes(name, n, dtype, seed):
+    rng = random.Random((seed * 1000003) ^ zlib.crc32(name.encode()))
+    raw = bytearray(rng.randbytes(2 * n))
+    if dtype == "F16":
+        raw[1::2] = bytes(raw[1::2]).translate(_F16_HI)
+        return bytes(raw)
+    raw[1::2] = bytes(raw[1::2]).translate(_BF16_HI)
+    if dtype == "BF16":
+        return bytes(raw)
+    out = bytearray(4 * n)
+    out[2::4] = raw[0::2]
+    out[3::4] = raw[1::2]
+    return bytes(out)
+
+
+def tensor_bytes(name, shape, kind, dtype, seed, std, fast=BIG):
+    if kind in ("norm", "bias", "ebias") or count(shape) <= fast or kind.startswith("router"):
+        return encode(values(name, shape, kind, seed, std), dtype)
+    return fast_bytes(name, count(shape), dtype, seed)
+
+
+# ---------------------------------------------------------------- safetensors writer
+
+
+def write_safetensors(path, specs, seed, std, fast=BIG):
+    """specs: [(name, shape, kind, dtype)]; the header lists them in order, data follows."""
+    header, off = {"__metadata__": {"format": "pt"}}, 0
+    for name, shape, kind, dtype in specs:
+        nb = count(shape) * ESIZE[dtype]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + nb]}
+        off += nb
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for name, shape, kind, dtype in specs:
+            f.write(tensor_bytes(name, shape, kind, dtype, seed, std, fast))
+    return off
+
+
+def write_checkpoint(out, cfg, family, dtype="bf16", seed=0, std=0.05, shards=1, tokenizer=None, fast=BIG):
+    """Write the folder; linear weights over `fast` elements use fast random bytes."""
+    os.makedirs(out, exist_ok=True)
+    for fn in os.listdir(out):
+        if fn.endswith(".safetensors") or fn in ("model.safetensors.index.json", "tokenizer.json", "config.json"):
+            os.remove(os.path.join(out, fn))
+    cfg = dict(cfg)
+    cfg["torch_dtype"] = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype]
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    st = ST_NAME[dtype]
+    specs = []
+    for name, shape, kind in tensor_specs(cfg, family):
+        specs.append((name, shape, kind, "F32" if kind == "ebias" else st))
+    if shards <= 1:
+        write_safetensors(os.path.join(out, "model.safetensors"), specs, seed, std, fast)
+    else:
+        total = sum(count(s[1]) * ESIZE[s[3]] for s in specs)
+        groups, cur, acc = [], [], 0
+        for s in specs:
+            cur.append(s)
+            acc += count(s[1]) * ESIZE[s[3]]
+            if acc >= total * (len(groups) + 1) / shards and len(groups) < shards - 1:
+                groups.append(cur)
+                cur = []
+        groups.append(cur)
+        while len(groups) < shards:
+            groups.append([])
+        wm = {}
+        for j, g in enumerate(groups):
+            fn = "model-%05d-of-%05d.safetensors" % (j + 1, shards)
+            write_safetensors(os.path.join(out, fn), g, seed, std, fast)
+            for s in g:
+                wm[s[0]] = fn
+        with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": wm}, f, indent=2)
+    if tokenizer:
+        shutil.copyfile(tokenizer, os.path.join(out, "tokenizer.json"))
+    return cfg
+
+
+def parse_set(items):
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise SystemExit("make_synthetic.py: error: --set wants KEY=JSON, got %r" % it)
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def build_config(family=None, config=None, layers=None, experts=None, vocab=None, shrink=None, sets=None):
+    if config:
+        with open(config) as f:
+            cfg = json.load(f)
+        family = FAMILY_OF[cfg["architectures"][0]]
+    else:
+        cfg = family_config(family)
+    adjust(cfg, family, layers, experts, vocab, shrink)
+    cfg.update(sets or {})
+    return cfg, family
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(prog="make_synthetic.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--family", choices=sorted(ARCH_CLASS))
+    ap.add_argument("--config", help="a published config.json to start from")
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--experts", type=int)
+    ap.add_argument("--vocab", type=int)
+    ap.add_argument("--shrink", type=int, help="divide widths and head counts by this")
+    ap.add_argument("--set", action="append", metavar="KEY=JSON", help="set a config.json field")
+    ap.add_argument("--dtype", choices=("bf16", "f16", "f32"), default="bf16")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--std", type=float, help="std of the linear weights (default 0.05, granitemoe 0.15)")
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--tokenizer", help="a tokenizer.json to copy into the folder")
+    ap.add_argument("--no-tokenizer", action="store_true", help="write no tokenizer.json (the default)")
+    ap.add_argument("--fast", type=int, default=BIG,
+                    help="linear weights with more elements than this use fast random bytes (default 2^20)")
+    ap.add_argument("-o", "--out", required=True)
+    a = ap.parse_args(argv)
+    if bool(a.family) == bool(a.config):
+        ap.error("give exactly one of --family and --config")
+    if a.tokenizer and a.no_tokenizer:
+        ap.error("--tokenizer and --no-tokenizer exclude each other")
+    cfg, family = build_config(a.family, a.config, a.layers, a.experts, a.vocab, a.shrink, parse_set(a.set))
+    std = a.std if a.std is not None else STD.get(family, 0.05)
+    write_checkpoint(a.out, cfg, family, a.dtype, a.seed, std, a.shards, a.tokenizer, a.fast)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
