@@ -162,12 +162,15 @@ static int bind_weights(moe_model *m, moe_err *err) {
 static moe_model *model_open_file(moe_model *m, moe_err *err) {
     if (config_load(&m->cfg, &m->file, err)) goto fail;
     if (m->cfg.has_weights && bind_weights(m, err)) goto fail;
-    if (!moef_kv(&m->file, "tok.model")) {
-        moe_fail(err, "the file has no tokenizer (tok.* section)");
+    /* a model converted with --no-tokenizer runs on token ids alone */
+    if (!moef_kv(&m->file, "tok.model") && !m->cfg.has_weights) {
+        moe_fail(err, "the file has neither weights nor a tokenizer (tok.* section)");
         goto fail;
     }
-    m->tok = tokenizer_load(&m->file, m->cfg.has_weights ? m->cfg.vocab_size : 0, err);
-    if (!m->tok) goto fail;
+    if (moef_kv(&m->file, "tok.model")) {
+        m->tok = tokenizer_load(&m->file, m->cfg.has_weights ? m->cfg.vocab_size : 0, err);
+        if (!m->tok) goto fail;
+    }
     for (int i = 0; i < m->file.n_tensors; i++)
         if (!m->file.tensors[i].used) {
             moe_fail(err, "tensor %.*s is not used by this configuration", T_NAME(&m->file.tensors[i]));

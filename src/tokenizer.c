@@ -1210,7 +1210,7 @@ static size_t match_added(const moe_tokenizer *t, const uint8_t *s, size_t n, in
 
 int tokenizer_encode(const moe_tokenizer *t, const char *text, size_t len, int flags, int32_t *out, int cap,
                      moe_err *err) {
-    if (!t) return moe_fail(err, "tokenizer: none loaded");
+    if (!t) return moe_fail(err, "this model file has no tokenizer (converted with --no-tokenizer): give token ids");
     if (!text && len) return moe_fail(err, "tokenizer: no text");
     if (cap < 0 || (cap > 0 && !out)) return moe_fail(err, "tokenizer: bad output buffer");
     if (len > (size_t)INT_MAX / 2 - 8) return moe_fail(err, "tokenizer: text of %zu bytes is too long", len);

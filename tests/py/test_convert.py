@@ -205,6 +205,13 @@ class Refusals(unittest.TestCase):
         code, err = run_convert(d, self.out, "--no-tokenizer")
         self.assertEqual(code, 0, err)
         self.assertEqual(moetest.moefile.MoeFile(self.out).kv["general.arch"], "qwen3_moe")
+        # such a file runs on token ids; asking it to tokenize is one clear error
+        rows = moetest.logits(self.out, [1, 2, 3])
+        self.assertEqual(len(rows), 3)
+        p = moetest.moe("tokenize", "-m", self.out, "hello", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no tokenizer", p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1)
 
     def test_no_such_source(self):
         self.refused(os.path.join(moetest.WORK, "convert", "nowhere"), "no such file")
