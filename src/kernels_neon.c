@@ -22,9 +22,12 @@
 
 #define TOK 4 /* tokens per pass over a weight row */
 
-/* f16 -> f32 for the block scales; the scalar conversion is exact and these
- * are one per 32 weights. */
-static inline float h2f(uint16_t h) { return f16_to_f32(h); }
+/* Unroll the short token / row loops before GCC decides where the
+ * accumulator arrays live, so they become registers. */
+#define UNROLL _Pragma("GCC unroll 4")
+
+/* f16 -> f32 for the block scales, in one fcvtl (exact, as f16_to_f32) */
+static inline float h2f(uint16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
 
 #define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
@@ -44,26 +47,29 @@ static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((cons
 
 /* One weight row against nt (<= TOK) float activation rows: 8 weights per
  * step in two vectors, each with its own accumulator per token (two
- * independent FMA chains). */
+ * independent FMA chains). Inlined with a constant nt at every call site, so
+ * the token loops unroll and the accumulators stay in registers (with a
+ * variable nt GCC keeps them in memory). */
 #define FLOAT_ROW(NAME, LOAD, WIDEN, ESIZE)                                                                  \
-    static void NAME(int n, const void *wr, const float *const *x, int nt, float *out) {                   \
+    static inline __attribute__((always_inline)) void NAME(int n, const void *wr, const float *const *x,  \
+                                                           int nt, float *out) {                             \
         float32x4_t acc0[TOK], acc1[TOK];                                                                    \
-        for (int t = 0; t < TOK; t++) acc0[t] = acc1[t] = vdupq_n_f32(0.0f);                                 \
+        UNROLL for (int t = 0; t < TOK; t++) acc0[t] = acc1[t] = vdupq_n_f32(0.0f);                          \
         int i = 0;                                                                                           \
         for (; i + 8 <= n; i += 8) {                                                                         \
             float32x4_t w0 = LOAD((const char *)wr + (size_t)i * ESIZE);                                     \
             float32x4_t w1 = LOAD((const char *)wr + (size_t)(i + 4) * ESIZE);                               \
-            for (int t = 0; t < nt; t++) {                                                                   \
+            UNROLL for (int t = 0; t < nt; t++) {                                                            \
                 acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));                                       \
                 acc1[t] = vfmaq_f32(acc1[t], w1, vld1q_f32(x[t] + i + 4));                                   \
             }                                                                                                \
         }                                                                                                    \
         if (i + 4 <= n) {                                                                                    \
             float32x4_t w0 = LOAD((const char *)wr + (size_t)i * ESIZE);                                     \
-            for (int t = 0; t < nt; t++) acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));              \
+            UNROLL for (int t = 0; t < nt; t++) acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));       \
             i += 4;                                                                                          \
         }                                                                                                    \
-        for (int t = 0; t < nt; t++) {                                                                       \
+        UNROLL for (int t = 0; t < nt; t++) {                                                                \
             float s = vaddvq_f32(vaddq_f32(acc0[t], acc1[t]));                                               \
             for (int j = i; j < n; j++) s += WIDEN(wr, j) * x[t][j];                                         \
             out[t] = s;                                                                                      \
@@ -82,7 +88,13 @@ FLOAT_ROW(row_bf16, load4_bf16, widen_bf16, 2)
             for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
             for (int r = 0; r < nr; r++) {                                                                   \
                 float o[TOK];                                                                                \
-                ROWFN(n, (const char *)w + (size_t)r * w_stride, x, m, o);                                   \
+                const void *wr = (const char *)w + (size_t)r * w_stride;                                     \
+                switch (m) {                                                                                 \
+                case 4: ROWFN(n, wr, x, 4, o); break;                                                        \
+                case 3: ROWFN(n, wr, x, 3, o); break;                                                        \
+                case 2: ROWFN(n, wr, x, 2, o); break;                                                        \
+                default: ROWFN(n, wr, x, 1, o); break;                                                       \
+                }                                                                                            \
                 for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
             }                                                                                                \
         }                                                                                                    \
@@ -123,26 +135,26 @@ static inline void wq_q4_0(const block_q4_0 *b, int8x16_t *w0, int8x16_t *w1) {
     static inline __attribute__((always_inline)) void NAME(int nb, const BLOCK *const *w, int R,          \
                                                            const block_q8a *const *x, int T, float *out) { \
         float32x4_t acc[RT][TT];                                                                             \
-        for (int r = 0; r < R; r++)                                                                          \
-            for (int t = 0; t < T; t++) acc[r][t] = vdupq_n_f32(0.0f);                                       \
+        UNROLL for (int r = 0; r < R; r++)                                                                   \
+            UNROLL for (int t = 0; t < T; t++) acc[r][t] = vdupq_n_f32(0.0f);                                \
         for (int b = 0; b < nb; b++) {                                                                       \
             int8x16_t x0[TT], x1[TT];                                                                        \
-            for (int t = 0; t < T; t++) {                                                                    \
+            UNROLL for (int t = 0; t < T; t++) {                                                             \
                 x0[t] = vld1q_s8(x[t][b].qs);                                                                \
                 x1[t] = vld1q_s8(x[t][b].qs + 16);                                                           \
             }                                                                                                \
-            for (int r = 0; r < R; r++) {                                                                    \
+            UNROLL for (int r = 0; r < R; r++) {                                                             \
                 int8x16_t w0, w1;                                                                            \
                 WQ(&w[r][b], &w0, &w1);                                                                      \
                 float dw = h2f(w[r][b].d);                                                                   \
-                for (int t = 0; t < T; t++) {                                                                \
+                UNROLL for (int t = 0; t < T; t++) {                                                         \
                     int32x4_t dot = vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0[t]), w1, x1[t]);              \
                     acc[r][t] = vfmaq_n_f32(acc[r][t], vcvtq_f32_s32(dot), dw * x[t][b].d);                  \
                 }                                                                                            \
             }                                                                                                \
         }                                                                                                    \
-        for (int r = 0; r < R; r++)                                                                          \
-            for (int t = 0; t < T; t++) out[r * TT + t] = vaddvq_f32(acc[r][t]);                             \
+        UNROLL for (int r = 0; r < R; r++)                                                                   \
+            UNROLL for (int t = 0; t < T; t++) out[r * TT + t] = vaddvq_f32(acc[r][t]);                      \
     }
 INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0)
 INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0)
@@ -217,7 +229,8 @@ static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void 
                     for (int t = 0; t < m; t++) {
                         const int8_t *xq = x[t][b].qs + 64 * c;
                         int32x4_t p1 = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo0, vld1q_s8(xq)), lo1, vld1q_s8(xq + 16));
-                        int32x4_t p2 = vdotq_s32(vdotq_s32(vdupq_n_s32(0), hi0, vld1q_s8(xq + 32)), hi1, vld1q_s8(xq + 48));
+                        int32x4_t p2 =
+                            vdotq_s32(vdotq_s32(vdupq_n_s32(0), hi0, vld1q_s8(xq + 32)), hi1, vld1q_s8(xq + 48));
                         sumi[t] = vmlaq_n_s32(vmlaq_n_s32(sumi[t], p1, s1), p2, s2);
                     }
                 }
