@@ -104,6 +104,27 @@ static x86_features x86_detect(void) {
 }
 #endif
 
+#if defined(MOE_HAVE_NEON) && defined(__aarch64__)
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20) /* arch/arm64 uapi hwcap bit for SDOT/UDOT */
+#endif
+#endif
+/* The NEON set needs the dot-product extension (ARMv8.2 optional, v8.4
+ * mandatory): ask the kernel on Linux; every Apple arm64 CPU has it;
+ * elsewhere we cannot tell with libc alone, so stay scalar. */
+static int arm_has_dotprod(void) {
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+#endif
+
 int kernels_available(const kernel_set **out, int cap) {
     int n = 0;
     if (n < cap) out[n++] = kernels_scalar();
@@ -116,8 +137,8 @@ int kernels_available(const kernel_set **out, int cap) {
 #if defined(MOE_HAVE_AVX512)
     if (f.avx512 && n < cap) out[n++] = kernels_avx512();
 #endif
-#if defined(MOE_HAVE_NEON)
-    if (n < cap) out[n++] = kernels_neon();
+#if defined(MOE_HAVE_NEON) && defined(__aarch64__)
+    if (arm_has_dotprod() && n < cap) out[n++] = kernels_neon();
 #endif
     return n;
 }

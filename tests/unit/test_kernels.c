@@ -179,6 +179,11 @@ static void test_sets_vs_scalar(void) {
                 sets[s]->axpy_f32(y1, 0.37f, a, len);
                 kernels_scalar()->axpy_f32(y0, 0.37f, a, len);
                 for (int i = 0; i < len; i++) CHECK_NEAR(y1[i], y0[i], 1e-6, "axpy_f32");
+                uint16_t h[300];
+                for (int i = 0; i < len; i++) { h[i] = f32_to_f16(a[i]); y0[i] = y1[i] = grand(); }
+                sets[s]->axpy_f16(y1, -0.81f, h, len);
+                kernels_scalar()->axpy_f16(y0, -0.81f, h, len);
+                for (int i = 0; i < len; i++) CHECK_NEAR(y1[i], y0[i], 1e-6, "axpy_f16");
             }
         }
 }

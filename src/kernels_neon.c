@@ -1,0 +1,300 @@
+/* kernels_neon.c - the NEON + dot-product kernel set (AArch64).
+ *
+ * Compiled with -march=armv8.2-a+dotprod (CMake sets the flag for this file
+ * only) and chosen at run time when the CPU reports the dot-product
+ * instructions (kernels.c asks the kernel's HWCAP). Float weights use 4-wide
+ * fp32 FMA, two vectors per step; f16 weights widen with fcvtl, bf16 ones
+ * with a 16-bit left shift. Int8 blocks use sdot (vdotq_s32: four signed
+ * byte products summed into each int32 lane), which is signed x signed, so
+ * unlike the x86 sets no offset or sign trick is needed: Q4_0's nibbles get
+ * their "- 8" with one byte subtract and every block dot is exact in int32,
+ * as in the scalar code.
+ *
+ * Every tile handles several tokens per pass over a weight row, so a weight
+ * block is loaded once and used for all of them during prefill. Every float
+ * loop has a scalar tail; results must match the scalar set
+ * (tests/unit/test_kernels.c). */
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#include "kernels.h"
+#include "util.h"
+
+#define TOK 4 /* tokens per pass over a weight row */
+
+/* Unroll the short token / row loops before GCC decides where the
+ * accumulator arrays live, so they become registers. */
+#define UNROLL _Pragma("GCC unroll 4")
+
+/* f16 -> f32 for the block scales, in one fcvtl (exact, as f16_to_f32) */
+static inline float h2f(uint16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
+
+#define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
+
+/* ------------------------------------------------------------ float weights */
+
+/* 4 weights widened to floats, per storage type */
+static inline float32x4_t load4_f32(const void *p) { return vld1q_f32((const float *)p); }
+static inline float32x4_t load4_f16(const void *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p)));
+}
+static inline float32x4_t load4_bf16(const void *p) {
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)p), 16));
+}
+static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
+static inline float widen_f16(const void *p, int i) { return f16_to_f32(((const uint16_t *)p)[i]); }
+static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((const uint16_t *)p)[i]); }
+
+/* One weight row against nt (<= TOK) float activation rows: 8 weights per
+ * step in two vectors, each with its own accumulator per token (two
+ * independent FMA chains). Inlined with a constant nt at every call site, so
+ * the token loops unroll and the accumulators stay in registers (with a
+ * variable nt GCC keeps them in memory). */
+#define FLOAT_ROW(NAME, LOAD, WIDEN, ESIZE)                                                                  \
+    static inline __attribute__((always_inline)) void NAME(int n, const void *wr, const float *const *x,  \
+                                                           int nt, float *out) {                             \
+        float32x4_t acc0[TOK], acc1[TOK];                                                                    \
+        UNROLL for (int t = 0; t < TOK; t++) acc0[t] = acc1[t] = vdupq_n_f32(0.0f);                          \
+        int i = 0;                                                                                           \
+        for (; i + 8 <= n; i += 8) {                                                                         \
+            float32x4_t w0 = LOAD((const char *)wr + (size_t)i * ESIZE);                                     \
+            float32x4_t w1 = LOAD((const char *)wr + (size_t)(i + 4) * ESIZE);                               \
+            UNROLL for (int t = 0; t < nt; t++) {                                                            \
+                acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));                                       \
+                acc1[t] = vfmaq_f32(acc1[t], w1, vld1q_f32(x[t] + i + 4));                                   \
+            }                                                                                                \
+        }                                                                                                    \
+        if (i + 4 <= n) {                                                                                    \
+            float32x4_t w0 = LOAD((const char *)wr + (size_t)i * ESIZE);                                     \
+            UNROLL for (int t = 0; t < nt; t++) acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));       \
+            i += 4;                                                                                          \
+        }                                                                                                    \
+        UNROLL for (int t = 0; t < nt; t++) {                                                                \
+            float s = vaddvq_f32(vaddq_f32(acc0[t], acc1[t]));                                               \
+            for (int j = i; j < n; j++) s += WIDEN(wr, j) * x[t][j];                                         \
+            out[t] = s;                                                                                      \
+        }                                                                                                    \
+    }
+FLOAT_ROW(row_f32, load4_f32, widen_f32, 4)
+FLOAT_ROW(row_f16, load4_f16, widen_f16, 2)
+FLOAT_ROW(row_bf16, load4_bf16, widen_bf16, 2)
+
+#define FLOAT_TILE(NAME, ROWFN)                                                                              \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
+                     const int *idx, int nt, float *y, size_t ldy) {                                         \
+        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                               \
+            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                           \
+            const float *x[TOK];                                                                             \
+            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
+            for (int r = 0; r < nr; r++) {                                                                   \
+                float o[TOK];                                                                                \
+                const void *wr = (const char *)w + (size_t)r * w_stride;                                     \
+                switch (m) {                                                                                 \
+                case 4: ROWFN(n, wr, x, 4, o); break;                                                        \
+                case 3: ROWFN(n, wr, x, 3, o); break;                                                        \
+                case 2: ROWFN(n, wr, x, 2, o); break;                                                        \
+                default: ROWFN(n, wr, x, 1, o); break;                                                       \
+                }                                                                                            \
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+FLOAT_TILE(tile_f32, row_f32)
+FLOAT_TILE(tile_f16, row_f16)
+FLOAT_TILE(tile_bf16, row_bf16)
+
+/* ------------------------------------------------------------ int8 blocks */
+
+/* Q8_0 and Q4_0 as register tiles: R weight rows x T activation rows at a
+ * time. A 32-value block is two 16-byte vectors; its dot with an activation
+ * block is two sdot into one int32x4 (exact), converted to float and added
+ * with the product of the two block scales. Each weight block is loaded
+ * (and for Q4_0 unpacked) once for T tokens, each activation block once for
+ * R rows. With R = 2 and T = 4 the 8 accumulators, 4 weight and 8
+ * activation vectors fit the 32 NEON registers. */
+#define RT 2 /* rows per register tile */
+#define TT 4 /* tokens per register tile */
+
+/* The 32 weights of a block as signed bytes in two vectors (elements 0..15
+ * and 16..31). Q4_0: low nibbles are elements 0..15, high nibbles 16..31,
+ * each minus 8. */
+static inline void wq_q8_0(const block_q8_0 *b, int8x16_t *w0, int8x16_t *w1) {
+    *w0 = vld1q_s8(b->qs);
+    *w1 = vld1q_s8(b->qs + 16);
+}
+static inline void wq_q4_0(const block_q4_0 *b, int8x16_t *w0, int8x16_t *w1) {
+    uint8x16_t q = vld1q_u8(b->qs);
+    const int8x16_t eight = vdupq_n_s8(8);
+    *w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0xF))), eight);
+    *w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight);
+}
+
+/* out[r*TT + t] = row r . token t over nb blocks, for r < R, t < T (constants
+ * at every call site, so the loops unroll into registers). */
+#define INT8_RXT(NAME, BLOCK, WQ)                                                                            \
+    static inline __attribute__((always_inline)) void NAME(int nb, const BLOCK *const *w, int R,          \
+                                                           const block_q8a *const *x, int T, float *out) { \
+        float32x4_t acc[RT][TT];                                                                             \
+        UNROLL for (int r = 0; r < R; r++)                                                                   \
+            UNROLL for (int t = 0; t < T; t++) acc[r][t] = vdupq_n_f32(0.0f);                                \
+        for (int b = 0; b < nb; b++) {                                                                       \
+            int8x16_t x0[TT], x1[TT];                                                                        \
+            UNROLL for (int t = 0; t < T; t++) {                                                             \
+                x0[t] = vld1q_s8(x[t][b].qs);                                                                \
+                x1[t] = vld1q_s8(x[t][b].qs + 16);                                                           \
+            }                                                                                                \
+            UNROLL for (int r = 0; r < R; r++) {                                                             \
+                int8x16_t w0, w1;                                                                            \
+                WQ(&w[r][b], &w0, &w1);                                                                      \
+                float dw = h2f(w[r][b].d);                                                                   \
+                UNROLL for (int t = 0; t < T; t++) {                                                         \
+                    int32x4_t dot = vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0[t]), w1, x1[t]);              \
+                    acc[r][t] = vfmaq_n_f32(acc[r][t], vcvtq_f32_s32(dot), dw * x[t][b].d);                  \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
+        UNROLL for (int r = 0; r < R; r++)                                                                   \
+            UNROLL for (int t = 0; t < T; t++) out[r * TT + t] = vaddvq_f32(acc[r][t]);                      \
+    }
+INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0)
+INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0)
+
+/* The tile loop shared by both types: tokens in groups of TT, rows in groups
+ * of RT, remainders with smaller constant tiles. */
+#define INT8_TILE(NAME, BLOCK, RXT)                                                                          \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
+                     const int *idx, int nt, float *y, size_t ldy) {                                         \
+        int nb = n / 32;                                                                                     \
+        for (int t0 = 0; t0 < nt; t0 += TT) {                                                                \
+            int m = nt - t0 < TT ? nt - t0 : TT;                                                             \
+            const block_q8a *x[TT];                                                                          \
+            for (int t = 0; t < TT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : 0));              \
+            for (int r0 = 0; r0 < nr; r0 += RT) {                                                            \
+                int k = nr - r0 < RT ? nr - r0 : RT;                                                         \
+                const BLOCK *wr[RT];                                                                         \
+                for (int r = 0; r < RT; r++)                                                                 \
+                    wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + (r < k ? r : 0)) * w_stride);    \
+                float o[RT * TT];                                                                            \
+                if (k == RT) {                                                                               \
+                    switch (m) {                                                                             \
+                    case 4: RXT(nb, wr, RT, x, 4, o); break;                                                 \
+                    case 3: RXT(nb, wr, RT, x, 3, o); break;                                                 \
+                    case 2: RXT(nb, wr, RT, x, 2, o); break;                                                 \
+                    default: RXT(nb, wr, RT, x, 1, o); break;                                                \
+                    }                                                                                        \
+                } else {                                                                                     \
+                    switch (m) {                                                                             \
+                    case 4: RXT(nb, wr, 1, x, 4, o); break;                                                  \
+                    case 3: RXT(nb, wr, 1, x, 3, o); break;                                                  \
+                    case 2: RXT(nb, wr, 1, x, 2, o); break;                                                  \
+                    default: RXT(nb, wr, 1, x, 1, o); break;                                                 \
+                    }                                                                                        \
+                }                                                                                            \
+                for (int r = 0; r < k; r++)                                                                  \
+                    for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r0 + r] = o[r * TT + t];          \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt)
+INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt)
+
+/* Q4_K x Q8_K, as the AVX2 set does it: per 32-byte chunk c of nibbles, the
+ * low nibbles are sub-block 2c and the high ones sub-block 2c+1 (unsigned
+ * 0..15, so they are valid signed bytes for sdot as they are). Each
+ * sub-block's int32 dot is scaled by its 6-bit scale with one multiply-add
+ * (exact: at most 8 * 63 * 32 * 15 * 127 per block); the mins meet the
+ * activation's 16-value sums, paired to sub-blocks. */
+static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    int nb = n / QK_K;
+    const uint8x16_t m4 = vdupq_n_u8(0xF);
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8_K *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_q4_K *wb = (const block_q4_K *)((const char *)w + (size_t)r * w_stride);
+            float sum[TOK] = {0};
+            for (int b = 0; b < nb; b++) {
+                uint8_t sc[8], mn[8];
+                for (int j = 0; j < 8; j++) q4_K_scale_min(j, wb[b].scales, &sc[j], &mn[j]);
+                float d = h2f(wb[b].d), dmin = h2f(wb[b].dmin);
+                int32x4_t sumi[TOK];
+                for (int t = 0; t < TOK; t++) sumi[t] = vdupq_n_s32(0);
+                for (int c = 0; c < 4; c++) {
+                    uint8x16_t q0 = vld1q_u8(wb[b].qs + 32 * c), q1 = vld1q_u8(wb[b].qs + 32 * c + 16);
+                    int8x16_t lo0 = vreinterpretq_s8_u8(vandq_u8(q0, m4)), lo1 = vreinterpretq_s8_u8(vandq_u8(q1, m4));
+                    int8x16_t hi0 = vreinterpretq_s8_u8(vshrq_n_u8(q0, 4)), hi1 = vreinterpretq_s8_u8(vshrq_n_u8(q1, 4));
+                    int32_t s1 = sc[2 * c], s2 = sc[2 * c + 1];
+                    for (int t = 0; t < m; t++) {
+                        const int8_t *xq = x[t][b].qs + 64 * c;
+                        int32x4_t p1 = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo0, vld1q_s8(xq)), lo1, vld1q_s8(xq + 16));
+                        int32x4_t p2 =
+                            vdotq_s32(vdotq_s32(vdupq_n_s32(0), hi0, vld1q_s8(xq + 32)), hi1, vld1q_s8(xq + 48));
+                        sumi[t] = vmlaq_n_s32(vmlaq_n_s32(sumi[t], p1, s1), p2, s2);
+                    }
+                }
+                int16x8_t mins = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
+                for (int t = 0; t < m; t++) {
+                    /* bsums pairs -> 8 sub-block sums (|sum| <= 32 * 128, fits int16) */
+                    int16x8_t bs = vpaddq_s16(vld1q_s16(x[t][b].bsums), vld1q_s16(x[t][b].bsums + 8));
+                    int32x4_t mm = vmull_s16(vget_low_s16(bs), vget_low_s16(mins));
+                    mm = vmlal_high_s16(mm, bs, mins);
+                    int summ = vaddvq_s32(mm);
+                    sum[t] += x[t][b].d * (d * (float)vaddvq_s32(sumi[t]) - dmin * (float)summ);
+                }
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
+        }
+    }
+}
+
+/* ------------------------------------------------------------ f32 helpers */
+
+static float dot_f32(const float *a, const float *b, int n) {
+    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    }
+    if (i + 4 <= n) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        i += 4;
+    }
+    float s = vaddvq_f32(vaddq_f32(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void axpy_f32(float *y, float s, const float *x, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), s));
+    for (; i < n; i++) y[i] += s * x[i];
+}
+
+static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + i));
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vget_low_f16(h)), s));
+        vst1q_f32(y + i + 4, vfmaq_n_f32(vld1q_f32(y + i + 4), vcvt_high_f32_f16(h), s));
+    }
+    if (i + 4 <= n) {
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), load4_f16(x + i), s));
+        i += 4;
+    }
+    for (; i < n; i++) y[i] += s * f16_to_f32(x[i]);
+}
+
+static const kernel_set NEON = {
+    .name = "neon",
+    .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
+             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K},
+    .dot_f32 = dot_f32,
+    .axpy_f32 = axpy_f32,
+    .axpy_f16 = axpy_f16,
+};
+
+const kernel_set *kernels_neon(void) { return &NEON; }
+#endif
