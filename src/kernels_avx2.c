@@ -14,6 +14,7 @@
 #include "util.h"
 
 #define TOK 4 /* tokens per pass over a weight row */
+#include "kernels_simd.h"
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -25,7 +26,6 @@ static inline float hsum8(__m256 v) {
 /* f16 -> f32 in one instruction (F16C); the scales of every block go through this */
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-#define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
 /* ------------------------------------------------------------ float weights */
 
@@ -35,9 +35,6 @@ static inline __m256 load8_f16(const void *p) { return _mm256_cvtph_ps(_mm_loadu
 static inline __m256 load8_bf16(const void *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p)), 16));
 }
-static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
-static inline float widen_f16(const void *p, int i) { return f16_to_f32(((const uint16_t *)p)[i]); }
-static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((const uint16_t *)p)[i]); }
 
 /* One weight row against nt (<= TOK) float activation rows. */
 #define FLOAT_ROW(NAME, LOAD, WIDEN, ESIZE)                                                                  \
@@ -59,20 +56,6 @@ FLOAT_ROW(row_f32, load8_f32, widen_f32, 4)
 FLOAT_ROW(row_f16, load8_f16, widen_f16, 2)
 FLOAT_ROW(row_bf16, load8_bf16, widen_bf16, 2)
 
-#define FLOAT_TILE(NAME, ROWFN)                                                                              \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                               \
-            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                           \
-            const float *x[TOK];                                                                             \
-            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
-            for (int r = 0; r < nr; r++) {                                                                   \
-                float o[TOK];                                                                                \
-                ROWFN(n, (const char *)w + (size_t)r * w_stride, x, m, o);                                   \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
-            }                                                                                                \
-        }                                                                                                    \
-    }
 FLOAT_TILE(tile_f32, row_f32)
 FLOAT_TILE(tile_f16, row_f16)
 FLOAT_TILE(tile_bf16, row_bf16)
@@ -152,7 +135,7 @@ static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void 
 /* Q4_K x Q8_K: nibbles are unsigned (0..15), so maddubs takes them as they
  * are; each sub-block's int16 pair sums are scaled by its 6-bit scale in the
  * madd; the mins meet the activation block sums. */
-static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
     int nb = n / QK_K;
     const __m256i m4 = _mm256_set1_epi8(0xF);
@@ -228,7 +211,7 @@ static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
 static const kernel_set AVX2 = {
     .name = "avx2",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
-             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K},
+             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,

@@ -3,10 +3,10 @@
  * Compiled with the AVX-512 flags for this file only and chosen at run time
  * when the CPU and OS support them. Float weights use 16-wide FMA; int8
  * blocks use VNNI's dpbusd (unsigned x signed bytes, summed in groups of 4
- * into int32), which replaces AVX2's maddubs + madd pair: Q4_0's nibbles are
- * already unsigned, Q8_0 uses the sign trick. Q4_K keeps the AVX2 form, where
- * madd folds each sub-block's scale in for free. Results must match the
- * scalar set (tests/unit/test_kernels.c). */
+ * into int32), in 4x4 register tiles of rows x tokens (see INT8_RXT). Q4_K
+ * uses the AVX2 tile (kernels_avx2.c), where madd folds each sub-block's
+ * scale in for free. Results must match the scalar set
+ * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
@@ -14,10 +14,10 @@
 #include "util.h"
 
 #define TOK 4
+#include "kernels_simd.h"
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-#define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
 /* ------------------------------------------------------------ float weights */
 
@@ -26,9 +26,6 @@ static inline __m512 load16_f16(const void *p) { return _mm512_cvtph_ps(_mm256_l
 static inline __m512 load16_bf16(const void *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p)), 16));
 }
-static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
-static inline float widen_f16(const void *p, int i) { return f16_to_f32(((const uint16_t *)p)[i]); }
-static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((const uint16_t *)p)[i]); }
 
 #define FLOAT_ROW(NAME, LOAD, WIDEN, ESIZE)                                                                  \
     static void NAME(int n, const void *wr, const float *const *x, int nt, float *out) {                   \
@@ -49,20 +46,6 @@ FLOAT_ROW(row_f32, load16_f32, widen_f32, 4)
 FLOAT_ROW(row_f16, load16_f16, widen_f16, 2)
 FLOAT_ROW(row_bf16, load16_bf16, widen_bf16, 2)
 
-#define FLOAT_TILE(NAME, ROWFN)                                                                              \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                               \
-            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                           \
-            const float *x[TOK];                                                                             \
-            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
-            for (int r = 0; r < nr; r++) {                                                                   \
-                float o[TOK];                                                                                \
-                ROWFN(n, (const char *)w + (size_t)r * w_stride, x, m, o);                                   \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
-            }                                                                                                \
-        }                                                                                                    \
-    }
 FLOAT_TILE(tile_f32, row_f32)
 FLOAT_TILE(tile_f16, row_f16)
 FLOAT_TILE(tile_bf16, row_bf16)
@@ -185,47 +168,6 @@ INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
 INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt)
 INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt)
 
-static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                      int nt, float *y, size_t ldy) {
-    int nb = n / QK_K;
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8_K *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q4_K *wb = (const block_q4_K *)((const char *)w + (size_t)r * w_stride);
-            float sum[TOK] = {0};
-            for (int b = 0; b < nb; b++) {
-                uint8_t sc[8], mn[8];
-                for (int j = 0; j < 8; j++) q4_K_scale_min(j, wb[b].scales, &sc[j], &mn[j]);
-                float d = h2f(wb[b].d), dmin = h2f(wb[b].dmin);
-                __m256i sumi[TOK];
-                for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
-                for (int c = 0; c < 4; c++) {
-                    __m256i q = _mm256_loadu_si256((const __m256i *)(wb[b].qs + 32 * c));
-                    __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                    __m256i s1 = _mm256_set1_epi16(sc[2 * c]), s2 = _mm256_set1_epi16(sc[2 * c + 1]);
-                    for (int t = 0; t < m; t++) {
-                        const int8_t *xq = x[t][b].qs + 64 * c;
-                        __m256i p1 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
-                        __m256i p2 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p1, s1), _mm256_madd_epi16(p2, s2)));
-                    }
-                }
-                for (int t = 0; t < m; t++) {
-                    int summ = 0;
-                    for (int j = 0; j < 8; j++) summ += mn[j] * (x[t][b].bsums[2 * j] + x[t][b].bsums[2 * j + 1]);
-                    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sumi[t]), _mm256_extracti128_si256(sumi[t], 1));
-                    s4 = _mm_hadd_epi32(s4, s4);
-                    s4 = _mm_hadd_epi32(s4, s4);
-                    sum[t] += x[t][b].d * (d * (float)_mm_cvtsi128_si32(s4) - dmin * (float)summ);
-                }
-            }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
-        }
-    }
-}
 
 /* ------------------------------------------------------------ f32 helpers */
 
@@ -269,7 +211,7 @@ static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
 static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
-             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K},
+             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,

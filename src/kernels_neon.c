@@ -21,6 +21,7 @@
 #include "util.h"
 
 #define TOK 4 /* tokens per pass over a weight row */
+#include "kernels_simd.h"
 
 /* Unroll the short token / row loops before GCC decides where the
  * accumulator arrays live, so they become registers. */
@@ -29,7 +30,6 @@
 /* f16 -> f32 for the block scales, in one fcvtl (exact, as f16_to_f32) */
 static inline float h2f(uint16_t h) { return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0); }
 
-#define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
 /* ------------------------------------------------------------ float weights */
 
@@ -41,9 +41,6 @@ static inline float32x4_t load4_f16(const void *p) {
 static inline float32x4_t load4_bf16(const void *p) {
     return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)p), 16));
 }
-static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
-static inline float widen_f16(const void *p, int i) { return f16_to_f32(((const uint16_t *)p)[i]); }
-static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((const uint16_t *)p)[i]); }
 
 /* One weight row against nt (<= TOK) float activation rows: 8 weights per
  * step in two vectors, each with its own accumulator per token (two
@@ -79,26 +76,6 @@ FLOAT_ROW(row_f32, load4_f32, widen_f32, 4)
 FLOAT_ROW(row_f16, load4_f16, widen_f16, 2)
 FLOAT_ROW(row_bf16, load4_bf16, widen_bf16, 2)
 
-#define FLOAT_TILE(NAME, ROWFN)                                                                              \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                               \
-            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                           \
-            const float *x[TOK];                                                                             \
-            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
-            for (int r = 0; r < nr; r++) {                                                                   \
-                float o[TOK];                                                                                \
-                const void *wr = (const char *)w + (size_t)r * w_stride;                                     \
-                switch (m) {                                                                                 \
-                case 4: ROWFN(n, wr, x, 4, o); break;                                                        \
-                case 3: ROWFN(n, wr, x, 3, o); break;                                                        \
-                case 2: ROWFN(n, wr, x, 2, o); break;                                                        \
-                default: ROWFN(n, wr, x, 1, o); break;                                                       \
-                }                                                                                            \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
-            }                                                                                                \
-        }                                                                                                    \
-    }
 FLOAT_TILE(tile_f32, row_f32)
 FLOAT_TILE(tile_f16, row_f16)
 FLOAT_TILE(tile_bf16, row_bf16)

@@ -1,0 +1,52 @@
+/* kernels_simd.h - what the SIMD kernel sets (kernels_avx2.c,
+ * kernels_avx512.c, kernels_neon.c) share: addressing the activation rows,
+ * scalar tails for float weights, and the tile loop around a float row
+ * function. Each set includes it after defining TOK (tokens per pass over
+ * a weight row); the instructions themselves stay in the set's own file. */
+#ifndef MOE_KERNELS_SIMD_H
+#define MOE_KERNELS_SIMD_H
+
+#include "kernels.h"
+#include "util.h"
+
+/* Activation row t of a tile: row idx[t] (gathered tokens) or t. */
+#define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
+
+/* Element i of a float weight row, widened (the scalar tail of a row). */
+static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
+static inline float widen_f16(const void *p, int i) { return f16_to_f32(((const uint16_t *)p)[i]); }
+static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((const uint16_t *)p)[i]); }
+
+/* A float-weight tile from a row function ROWFN(n, w_row, x[], nt, out[]):
+ * tokens in groups of TOK, each weight row read once per group. ROWFN is
+ * called with a constant token count so an inlined row keeps its
+ * accumulators in registers. */
+#define FLOAT_TILE(NAME, ROWFN)                                                                              \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
+                     const int *idx, int nt, float *y, size_t ldy) {                                         \
+        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                               \
+            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                           \
+            const float *x[TOK];                                                                             \
+            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
+            for (int r = 0; r < nr; r++) {                                                                   \
+                float o[TOK];                                                                                \
+                const void *wr = (const char *)w + (size_t)r * w_stride;                                     \
+                switch (m) {                                                                                 \
+                case 4: ROWFN(n, wr, x, 4, o); break;                                                        \
+                case 3: ROWFN(n, wr, x, 3, o); break;                                                        \
+                case 2: ROWFN(n, wr, x, 2, o); break;                                                        \
+                default: ROWFN(n, wr, x, 1, o); break;                                                       \
+                }                                                                                            \
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+
+#if defined(__x86_64__) || defined(_M_X64)
+/* Q4_K in AVX2 (kernels_avx2.c), which the AVX-512 set uses too: madd
+ * already folds each sub-block's scale in, so wider registers gain little. */
+void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy);
+#endif
+
+#endif /* MOE_KERNELS_SIMD_H */
