@@ -35,26 +35,34 @@ static void kv_put(const moe_ctx *c, void *dst, const float *src, int n) {
     for (int i = 0; i < n; i++) h[i] = f32_to_f16(src[i]);
 }
 
-/* Softmax-weighted attention of one query row over cached positions
- * [start, p] (rows of stride values from kc and vc); scores has room for
- * n_ctx floats. */
-static void attend_head(const kernel_set *ks, int f16, const float *q, const void *kc, const void *vc, size_t stride,
-                        int dim, int vdim, int start, int p, float scale, float *scores, float *out) {
+/* Softmax-weighted attention of the g query heads that share one KV head
+ * (a GQA group; MLA: g = 1) over cached positions [start, p]. Queries are
+ * q + h*q_stride floats, cache rows are stride values apart; every key and
+ * value row is read once for the whole group. scores: g rows of ld floats;
+ * head h's vdim outputs go to out + h*out_stride. */
+static void attend_group(const kernel_set *ks, int f16, const float *q, size_t q_stride, int g, const void *kc,
+                         const void *vc, size_t stride, int dim, int vdim, int start, int p, float scale,
+                         float *scores, size_t ld, float *out, size_t out_stride) {
     int n = p - start + 1;
-    if (f16) { /* q . k_j for every j at once: the f16 weight tile with the keys as rows */
-        const uint16_t *k0 = (const uint16_t *)kc + (size_t)start * stride;
-        ks->tile[DT_F16](dim, k0, stride * sizeof(uint16_t), n, q, 0, NULL, 1, scores + start, 1);
-        for (int j = start; j <= p; j++) scores[j] *= scale;
-    } else {
-        for (int j = start; j <= p; j++) scores[j] = ks->dot_f32(q, (const float *)kc + (size_t)j * stride, dim) * scale;
+    size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    /* scores[h][j] = q_h . k_j: the weight tile with the keys as rows and the heads as tokens */
+    ks->tile[f16 ? DT_F16 : DT_F32](dim, (const char *)kc + (size_t)start * stride * es, stride * es, n, q,
+                                    q_stride * sizeof(float), NULL, g, scores + start, ld);
+    for (int h = 0; h < g; h++) {
+        float *s = scores + (size_t)h * ld + start;
+        for (int j = 0; j < n; j++) s[j] *= scale;
+        softmax(s, n);
+        memset(out + (size_t)h * out_stride, 0, sizeof(float) * (size_t)vdim);
     }
-    softmax(scores + start, n);
-    memset(out, 0, sizeof(float) * (size_t)vdim);
     for (int j = start; j <= p; j++) {
-        if (f16)
-            ks->axpy_f16(out, scores[j], (const uint16_t *)vc + (size_t)j * stride, vdim);
-        else
-            ks->axpy_f32(out, scores[j], (const float *)vc + (size_t)j * stride, vdim);
+        const char *v = (const char *)vc + (size_t)j * stride * es;
+        for (int h = 0; h < g; h++) {
+            float w = scores[(size_t)h * ld + j];
+            if (f16)
+                ks->axpy_f16(out + (size_t)h * out_stride, w, (const uint16_t *)v, vdim);
+            else
+                ks->axpy_f32(out + (size_t)h * out_stride, w, (const float *)v, vdim);
+        }
     }
 }
 
@@ -114,18 +122,20 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
         kv_put(c, kv_at(c, c->v_cache, layer, (size_t)p * kvw), v, kvw);
     }
 
-    /* softmax(q k^T * scale) v, causally, per (token, head); query head h
-     * reads kv head h / (n_heads / n_kv_heads) (HF repeat_kv) */
+    /* softmax(q k^T * scale) v, causally, per (token, kv head): query heads
+     * g*group .. g*group+group-1 read kv head g (HF repeat_kv) */
     const void *kc = kv_at(c, c->k_cache, layer, 0), *vc = kv_at(c, c->v_cache, layer, 0);
     int group = nh / nkv;
+    size_t es = kv_esize(c);
     const kernel_set *ks = kernels_get();
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int th = 0; th < n * nh; th++) {
-        int t = th / nh, h = th % nh, p = pos0 + t, g = h / group;
-        float *scores = c->att_scores + (size_t)thread_id() * c->n_ctx;
-        attend_head(ks, c->kv_f16, c->q + (size_t)t * qw + h * hd, (const char *)kc + g * hd * kv_esize(c),
-                    (const char *)vc + g * hd * kv_esize(c), (size_t)kvw, hd, hd,
-                    window_start(cfg, p), p, cfg->attn_scale, scores, c->att + (size_t)t * qw + h * hd);
+    for (int tg = 0; tg < n * nkv; tg++) {
+        int t = tg / nkv, g = tg % nkv, p = pos0 + t;
+        float *scores = c->att_scores + (size_t)thread_id() * (size_t)group * c->n_ctx;
+        size_t h0 = (size_t)t * qw + (size_t)g * group * hd;
+        attend_group(ks, c->kv_f16, c->q + h0, (size_t)hd, group, (const char *)kc + (size_t)g * hd * es,
+                     (const char *)vc + (size_t)g * hd * es, (size_t)kvw, hd, hd, window_start(cfg, p), p,
+                     cfg->attn_scale, scores, (size_t)c->n_ctx, c->att + h0, (size_t)hd);
     }
 
     act_rows aa;
@@ -184,7 +194,8 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         wmat kb = wmat_at(L->k_b, h), vb = wmat_at(L->v_b, h);
         matvec(ks, mq, &kb, qh);
         memcpy(mq + lora, qh + nope, sizeof(float) * (size_t)rd);
-        attend_head(ks, c->kv_f16, mq, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale, scores, lat);
+        attend_group(ks, c->kv_f16, mq, 0, 1, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale,
+                     scores, (size_t)c->n_ctx, lat, 0);
         matvec(ks, c->att + (size_t)t * nh * vd + h * vd, &vb, lat);
     }
 

@@ -60,7 +60,9 @@ static void layout(moe_ctx *c, arena *a) {
     c->k = take(a, B * (kw ? kw : 1), sizeof(float));
     c->v = take(a, B * vw, sizeof(float));
     c->att = take(a, B * nh * (size_t)config_v_head_dim(cfg), sizeof(float));
-    c->att_scores = take(a, T * (size_t)c->n_ctx, sizeof(float));
+    /* one row of scores per query head of a GQA group (MLA: one) */
+    int group = cfg->attn_type == ATTN_MLA ? 1 : cfg->n_heads / cfg->n_kv_heads;
+    c->att_scores = take(a, T * (size_t)group * (size_t)c->n_ctx, sizeof(float));
     c->mla_tmp = mla ? take(a, T * (lat + (size_t)cfg->kv_lora), sizeof(float)) : NULL;
     if (E) {
         c->router_logits = take(a, B * E, sizeof(float));

@@ -35,7 +35,7 @@ struct moe_ctx {
     float *branch;              /* (B, dim) attention or FFN output */
     float *q, *k, *v;           /* (B, n_heads*head_dim), (B, kv width) x2 */
     float *att;                 /* (B, n_heads*v_head_dim) */
-    float *att_scores;          /* (n_threads, n_ctx) */
+    float *att_scores;          /* (n_threads, GQA group, n_ctx) */
     float *mla_tmp;             /* MLA: (n_threads, 2*kv_lora + rope) absorbed query + latent sum */
     float *router_logits;       /* (B, E) */
     int *sel_ids;               /* (B, k) */
