@@ -121,6 +121,8 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr, "\nprefill: %d tokens in %.3f s (%.1f tok/s)   decode: %d tokens in %.3f s (%.1f tok/s)\n",
             n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen, t_decode,
             n_gen / (t_decode > 0 ? t_decode : 1e-9));
+    fprintf(stderr, "memory: %.1f MB allocated for %d positions (KV cache, scratch, RoPE tables); weights mapped, not copied\n",
+            moe_ctx_bytes(ctx) / 1e6, moe_ctx_n_ctx(ctx));
 
     free(hist);
     free(prompt_ids);
