@@ -11,7 +11,8 @@ into windows of --seq tokens, as llama2.c trained the teacher. Loss per window:
     KL(teacher || student) over the whole 512-token distribution at every position (T = 1)
   + ce_weight * cross-entropy of the sampled next token
   + lb_weight * Switch-style load-balancing loss (E * sum_e f_e P_e, averaged over layers).
-AdamW, linear warm-up then cosine decay, fixed seeds, 2 threads. The teacher is evaluated
+AdamW, linear warm-up then cosine decay to 0.1 x lr over --steps or --minutes of wall time
+(whichever ends first; the machine is shared, so the step count is what the budget allowed), fixed seeds, 2 threads. The teacher is evaluated
 in PyTorch (models.Teacher), checked once against `moe logits` when --moe-check is given.
 
 Writes to the output folder: config.json, generation_config.json, model.safetensors,
@@ -133,7 +134,8 @@ def main(argv):
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--topk", type=int, default=2)
     ap.add_argument("--ff", type=int, default=96, help="width of one expert")
-    ap.add_argument("--max-minutes", type=float, default=55.0, help="stop the loop early after this long")
+    ap.add_argument("--minutes", type=float, default=40.0,
+                    help="wall-time budget of the training loop: the cosine schedule ends at --steps or here")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1337)
@@ -160,11 +162,17 @@ def main(argv):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95))
 
+    def progress(step):
+        """Fraction of the schedule done: by steps, or by wall time when the machine is slower
+        than planned (so the learning rate always finishes its decay inside --minutes)."""
+        by_steps = (step - a.warmup) / max(1, a.steps - a.warmup)
+        by_time = (time.time() - t_train) / (60.0 * a.minutes)
+        return min(1.0, max(by_steps, by_time))
+
     def lr_at(step):
         if step < a.warmup:
             return a.lr * (step + 1) / a.warmup
-        p = (step - a.warmup) / max(1, a.steps - a.warmup)
-        return a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+        return a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress(step))))
 
     os.makedirs(a.out, exist_ok=True)
     log_path = os.path.join(a.out, "train_log.csv")
@@ -204,8 +212,9 @@ def main(argv):
                                                                ce.item(), lb.item()), flush=True)
         w.writerow(row)
         log.flush()
-        if time.time() - t_train > 60 * a.max_minutes:
-            print("time limit: stopping after %d of %d steps" % (step + 1, a.steps), flush=True)
+        if step + 1 > a.warmup and progress(step) >= 1.0:
+            if step + 1 < a.steps:
+                print("time budget reached: stopping after %d of %d steps" % (step + 1, a.steps), flush=True)
             break
     steps_done = step + 1
     train_seconds = time.time() - t_train
