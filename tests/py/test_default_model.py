@@ -64,7 +64,12 @@ class DefaultModelTest(unittest.TestCase):
         self.assertTrue(text.isprintable() or "\n" in text)
 
     def test_greedy_equals_pytorch(self):
-        want = self.greedy["ids"]
+        # compare up to the first near-tie (top-2 logit gap < 2e-3 in PyTorch), where float32
+        # summation order may legitimately pick the other token
+        margins = self.greedy["margins"]
+        near = [i for i, m in enumerate(margins) if m < 2e-3]
+        want = self.greedy["ids"][:near[0]] if near else self.greedy["ids"]
+        self.assertGreaterEqual(len(want), 64)
         out = os.path.join(self.dir, "greedy.f32")
         p = moetest.moe("logits", "-m", self.model, "--tokens", "1", "-o", out, "--greedy", len(want) + 1)
         got = [int(x) for x in p.stdout.split()]
