@@ -87,7 +87,7 @@ def main(argv):
         print("| %d | " % l + " | ".join("%.1f%%" % (100.0 * x / n) for x in load[l]) + " |")
     for l in (int(x) for x in a.layers.split(",")):
         print("\nLayer %d: for each expert, the tokens it receives most often relative to chance "
-              "(token seen >= %d times; lift = share of the token's %d slots that go to this expert x %d):\n" % (
+              "(token seen >= %d times, ties broken by frequency; lift = share of the token's %d slots that go to this expert x %d):\n" % (
                   l, a.min_count, k, E))
         print("| expert | load | most specific tokens (lift) |")
         print("|---|---|---|")
@@ -96,10 +96,10 @@ def main(argv):
             lifts = []
             for t, cnt in per[l][e].items():
                 if total[t] >= a.min_count:
-                    lifts.append((cnt / (k * total[t]) * E, t))
+                    lifts.append((round(cnt / (k * total[t]) * E, 1), cnt, t))
             lifts.sort(reverse=True)
             desc = ", ".join("`%s` (%.1f)" % (pieces[t].replace("|", "\\|").replace("\n", "\\n"), lift)
-                             for lift, t in lifts[:a.top])
+                             for lift, _, t in lifts[:a.top])
             print("| %d | %.1f%% | %s |" % (e, 100.0 * load[l][e] / n, desc))
     return 0
 
