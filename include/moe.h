@@ -37,6 +37,10 @@ typedef struct moe_model moe_model;
 
 /* Map and validate a .moe file (model or tokenizer-only). */
 moe_model *moe_model_open(const char *path, moe_err *err);
+/* Read every page of the mapped weights once, so a later run does not pay
+ * for page faults (benchmarks; like llama.cpp's MAP_POPULATE). Returns the
+ * bytes touched. The pages stay in the page cache, shared, not copied. */
+size_t moe_model_prefault(const moe_model *m);
 void moe_model_free(moe_model *m);
 
 /* A summary for `moe info` and for callers sizing buffers. */

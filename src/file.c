@@ -347,6 +347,16 @@ int moef_open(moe_file *f, const char *path, moe_err *err) {
     return 0;
 }
 
+size_t moef_prefault(const moe_file *f) {
+    if (!f->map) return 0;
+    madvise(f->map, f->map_size, MADV_WILLNEED);
+    volatile unsigned char sink = 0;
+    const unsigned char *p = f->map;
+    for (size_t i = 0; i < f->map_size; i += 4096) sink ^= p[i];
+    (void)sink;
+    return f->map_size;
+}
+
 void moef_close(moe_file *f) {
     if (!f) return;
     file_free_tables(f);

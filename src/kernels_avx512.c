@@ -130,12 +130,66 @@ static inline __m512i wq_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
 INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0, (char)0x80)
 INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
 
+/* Decode (one token): RT rows, and the per-block weight scales of four
+ * blocks converted and multiplied by the token's scales in one go, then
+ * spread to the two halves of each block pair by a permute, instead of two
+ * scalar conversions, a blend and a multiply per row and pair. xd: the
+ * token's nb block scales, contiguous. */
+#define INT8_DECODE(NAME, BLOCK, WQ, OFFSET)                                                                 \
+    static inline void NAME(int nb, const BLOCK *const *w, const block_q8a *x, const float *xd, float *out) { \
+        const __m512i off = _mm512_set1_epi8(OFFSET);                                                        \
+        const __m512i lo = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);                 \
+        const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(2));                                       \
+        __m512 acc[RT];                                                                                      \
+        for (int r = 0; r < RT; r++) acc[r] = _mm512_setzero_ps();                                           \
+        int b = 0;                                                                                           \
+        for (; b + 4 <= nb; b += 4) {                                                                        \
+            __m512i xq0 = load2_256(x[b].qs, x[b + 1].qs), xq1 = load2_256(x[b + 2].qs, x[b + 3].qs);        \
+            __m512i n0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq0)); \
+            __m512i n1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq1)); \
+            __m128 x4 = _mm_loadu_ps(xd + b);                                                                \
+            for (int r = 0; r < RT; r++) {                                                                   \
+                const BLOCK *wb = w[r] + b;                                                                  \
+                __m128i d16 = _mm_set_epi16(0, 0, 0, 0, (short)wb[3].d, (short)wb[2].d, (short)wb[1].d, (short)wb[0].d); \
+                __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(d16), x4));                       \
+                __m512i d0 = _mm512_dpbusd_epi32(n0, WQ(&wb[0], &wb[1]), xq0);                              \
+                __m512i d1 = _mm512_dpbusd_epi32(n1, WQ(&wb[2], &wb[3]), xq1);                              \
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc[r]);     \
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc[r]);     \
+            }                                                                                                \
+        }                                                                                                    \
+        for (; b < nb; b++) { /* the last blocks, one at a time */                                           \
+            __m512i xq = load2_256(x[b].qs, NULL);                                                           \
+            __m512i ng = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq)); \
+            for (int r = 0; r < RT; r++) {                                                                   \
+                __m512i d = _mm512_dpbusd_epi32(ng, WQ(&w[r][b], NULL), xq);                                 \
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(h2f(w[r][b].d) * xd[b]), acc[r]); \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int r = 0; r < RT; r++) out[r] = _mm512_reduce_add_ps(acc[r]);                                  \
+    }
+INT8_DECODE(q8_0_decode, block_q8_0, wq_q8_0, (char)0x80)
+INT8_DECODE(q4_0_decode, block_q4_0, wq_q4_0, 8)
+
 /* The tile loop shared by both types: tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
-#define INT8_TILE(NAME, BLOCK, RXT)                                                                          \
+#define DECODE_MAX_BLOCKS 1024 /* the decode path keeps the token's block scales on the stack */
+
+#define INT8_TILE(NAME, BLOCK, RXT, DECODE)                                                                  \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
                      const int *idx, int nt, float *y, size_t ldy) {                                         \
         int nb = n / 32;                                                                                     \
+        if (nt == 1 && nr % RT == 0 && nb <= DECODE_MAX_BLOCKS) {                                            \
+            const block_q8a *x = (const block_q8a *)AROW(0);                                                 \
+            float xd[DECODE_MAX_BLOCKS];                                                                     \
+            for (int b = 0; b < nb; b++) xd[b] = x[b].d;                                                     \
+            for (int r0 = 0; r0 < nr; r0 += RT) {                                                            \
+                const BLOCK *wr[RT];                                                                         \
+                for (int r = 0; r < RT; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
+                DECODE(nb, wr, x, xd, y + r0);                                                               \
+            }                                                                                                \
+            return;                                                                                          \
+        }                                                                                                    \
         for (int t0 = 0; t0 < nt; t0 += TT) {                                                                \
             int m = nt - t0 < TT ? nt - t0 : TT;                                                             \
             const block_q8a *x[TT];                                                                          \
@@ -165,8 +219,8 @@ INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
             }                                                                                                \
         }                                                                                                    \
     }
-INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt)
-INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt)
+INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt, q8_0_decode)
+INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt, q4_0_decode)
 
 
 /* ------------------------------------------------------------ f32 helpers */

@@ -223,6 +223,8 @@ void moe_model_free(moe_model *m) {
 
 const moe_tokenizer *model_tokenizer(const moe_model *m) { return m->tok; }
 
+size_t moe_model_prefault(const moe_model *m) { return m ? moef_prefault(&m->file) : 0; }
+
 /* ------------------------------------------------------------ summary */
 
 static uint64_t wmat_bytes(const wmat *w) { return w->data ? (uint64_t)w->n_mats * (uint64_t)w->rows * w->row_bytes : 0; }

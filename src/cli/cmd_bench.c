@@ -154,6 +154,9 @@ int cmd_bench(int argc, char **argv) {
     cp.n_ctx = (int)need;
     cp.n_threads = threads;
     moe_err err = {{0}};
+    /* weights resident before timing, as in a warmed-up server (llama-bench maps with MAP_POPULATE):
+     * otherwise the first touch of each rarely chosen expert is a page fault inside the measurement */
+    moe_model_prefault(m);
     moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
     if (!ctx) die(1, CMD, "%s", err.msg);
     int32_t *ids = malloc(sizeof *ids * (size_t)(need + 1));
