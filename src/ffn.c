@@ -6,10 +6,13 @@
  *   2. the (token, slot) pairs are grouped by expert, so each chosen expert's
  *      weights are read once per batch, not once per token;
  *   3. each expert runs SwiGLU on its tokens' rows, read in place through an
- *      index list from the batch input (quantized once for all experts), in
- *      chunks that bound the scratch; its outputs are added into their tokens
- *      with the routing weights;
- *   4. shared experts (DeepSeek, Qwen2-MoE) run on every token, Qwen2-MoE's
+ *      index list from the batch input (quantized once for all experts);
+ *      the experts (and shared experts) queue up as pieces of a group, and a
+ *      group runs in two parallel regions, gate/up fused with SiLU, then
+ *      down, balanced over every row of every piece: the threads never wait
+ *      at a barrier per expert;
+ *   4. each result row is added into its token with its routing weight;
+ *      shared experts (DeepSeek, Qwen2-MoE) cover every token, Qwen2-MoE's
  *      scaled by sigmoid(shared_expert_gate . x). */
 #include <string.h>
 
@@ -18,27 +21,61 @@
 #include "ops.h"
 #include "router.h"
 
-/* SwiGLU over rows of ax: down(silu(gate x) * up x). Rows are idx[0..m) of
- * ax (or 0..m-1 when idx is NULL). Without row_weight, out row i = result;
- * with it, out row idx[i] += row_weight[i] * result. Chunked so the hidden
- * activations stay within the scratch. */
-static void swiglu_rows(moe_ctx *c, const wmat *gate, const wmat *up, const wmat *down, act_rows *ax,
-                        const int *idx, int m, float *out, const float *row_weight) {
-    int dim = c->model->cfg.dim, ff = gate->rows;
-    for (int i0 = 0; i0 < m; i0 += c->ffn_chunk) {
-        int cm = m - i0 < c->ffn_chunk ? m - i0 : c->ffn_chunk;
-        const int *ci = (idx ? idx : c->seq_idx) + i0; /* no idx: rows i0.. in order */
-        matmul_idx(c->ffn_h1, gate, ax, ci, cm);
-        matmul_idx(c->ffn_h2, up, ax, ci, cm);
-        for (int i = 0; i < cm; i++) swiglu(c->ffn_h1 + (size_t)i * ff, c->ffn_h2 + (size_t)i * ff, ff);
-        act_rows ah;
-        act_init(&ah, c->ffn_h1, cm, ff, c->act_hidden);
-        if (!row_weight) {
-            matmul(out + (size_t)i0 * dim, down, &ah);
-            continue;
-        }
-        matmul(c->ffn_y, down, &ah);
-        for (int i = 0; i < cm; i++) axpy(out + (size_t)ci[i] * dim, row_weight[i0 + i], c->ffn_y + (size_t)i * dim, dim);
+/* One SwiGLU run: an expert, the shared expert or a dense MLP over some
+ * token rows of the block input; its result row r is added, times
+ * weight[r] (NULL: 1), into out row rows[r]. */
+typedef struct {
+    wmat gate, up, down;
+    const int *rows;
+    const float *weight;
+    int n;
+} ffn_piece;
+
+/* Pieces waiting to run together: up to ffn_chunk rows in all, one hidden
+ * width, at most MM_MAX_JOBS of them. */
+typedef struct {
+    ffn_piece p[MM_MAX_JOBS];
+    int n, rows;
+} ffn_group;
+
+/* down(silu(gate x) * up x) for every piece of the group: two parallel
+ * regions in all (gate/up, then down), the pieces' hidden rows stacked in
+ * the scratch, then each result row added into its token's output. */
+static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
+    int dim = c->model->cfg.dim, ff = g->p[0].gate.rows, off = 0;
+    mm_job job[MM_MAX_JOBS];
+    for (int i = 0; i < g->n; off += g->p[i].n, i++)
+        job[i] = (mm_job){c->ffn_h1 + (size_t)off * ff, &g->p[i].gate, ax, g->p[i].rows, g->p[i].n,
+                          &g->p[i].up, c->ffn_h2 + (size_t)off * ff};
+    matmul_jobs(job, g->n);
+    act_rows ah; /* the stacked hidden rows, quantized once for all downs */
+    act_init(&ah, c->ffn_h1, off, ff, c->act_hidden);
+    off = 0;
+    for (int i = 0; i < g->n; off += g->p[i].n, i++)
+        job[i] = (mm_job){c->ffn_y + (size_t)off * dim, &g->p[i].down, &ah, c->seq_idx + off, g->p[i].n, NULL, NULL};
+    matmul_jobs(job, g->n);
+    off = 0;
+    for (int i = 0; i < g->n; off += g->p[i].n, i++)
+        for (int r = 0; r < g->p[i].n; r++)
+            axpy(out + (size_t)g->p[i].rows[r] * dim, g->p[i].weight ? g->p[i].weight[r] : 1.0f,
+                 c->ffn_y + (size_t)(off + r) * dim, dim);
+    g->n = g->rows = 0;
+}
+
+/* Queue a piece, running the group first when it is full; a piece of more
+ * than ffn_chunk rows is split into chunks. */
+static void group_add(moe_ctx *c, ffn_group *g, ffn_piece piece, act_rows *ax, float *out) {
+    while (piece.n > 0) {
+        int part = piece.n < c->ffn_chunk ? piece.n : c->ffn_chunk;
+        if (g->n && (g->n == MM_MAX_JOBS || g->rows + part > c->ffn_chunk || piece.gate.rows != g->p[0].gate.rows))
+            group_run(c, g, ax, out);
+        ffn_piece first = piece;
+        first.n = part;
+        g->p[g->n++] = first;
+        g->rows += part;
+        piece.rows += part;
+        if (piece.weight) piece.weight += part;
+        piece.n -= part;
     }
 }
 
@@ -63,10 +100,11 @@ static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
     }
 }
 
-static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens, float *out) {
+static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens, float *out,
+                        ffn_group *g) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
-    int E = c->route.n_experts, k = c->route.k, dim = cfg->dim;
+    int E = c->route.n_experts, k = c->route.k;
     if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
         matmul(c->ffn_gate_logit, &L->shexp_gate, ax);
     route_batch(c, layer, ax, n, pos0, tokens);
@@ -78,29 +116,25 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
     for (int e = 0; e < E; e++) c->exp_start[e + 1] = c->exp_start[e] + c->exp_count[e];
     for (int e = 0; e < E; e++) c->exp_count[e] = c->exp_start[e];
     for (int i = 0; i < n * k; i++) c->exp_rows[c->exp_count[c->sel_ids[i]]++] = i;
+    for (int i = 0; i < n * k; i++) { /* pair index -> its routing weight and token */
+        c->ffn_pair_w[i] = c->sel_w[c->exp_rows[i]];
+        c->exp_rows[i] /= k;
+    }
 
-    memset(out, 0, sizeof(float) * (size_t)n * dim);
     for (int e = 0; e < E; e++) {
         int first = c->exp_start[e], count = c->exp_start[e + 1] - first;
         if (!count) continue;
-        /* this expert's rows: pair index -> token index and routing weight */
-        int *tok = c->exp_rows + first;
-        for (int i = 0; i < count; i++) {
-            c->ffn_pair_w[i] = c->sel_w[tok[i]];
-            tok[i] /= k;
-        }
-        wmat gate = wmat_at(L->gate_exps, e), up = wmat_at(L->up_exps, e), down = wmat_at(L->down_exps, e);
-        swiglu_rows(c, &gate, &up, &down, ax, tok, count, out, c->ffn_pair_w);
+        ffn_piece p = {wmat_at(L->gate_exps, e), wmat_at(L->up_exps, e), wmat_at(L->down_exps, e),
+                       c->exp_rows + first, c->ffn_pair_w + first, count};
+        group_add(c, g, p, ax, out);
     }
-
-    if (cfg->shared_ff > 0) {
-        /* shared expert over all tokens, into its own buffer, then added */
-        float *sh = c->ffn_shared;
-        swiglu_rows(c, &L->gate_sh, &L->up_sh, &L->down_sh, ax, NULL, n, sh, NULL);
-        for (int t = 0; t < n; t++) {
-            float g = cfg->shared_gate ? sigmoidf(c->ffn_gate_logit[t]) : 1.0f;
-            axpy(out + (size_t)t * dim, g, sh + (size_t)t * dim, dim);
+    if (cfg->shared_ff > 0) { /* shared expert on every token, Qwen2-MoE's times its gate */
+        float *gate = NULL;
+        if (cfg->shared_gate) {
+            gate = c->ffn_gate_logit;
+            for (int t = 0; t < n; t++) gate[t] = sigmoidf(gate[t]);
         }
+        group_add(c, g, (ffn_piece){L->gate_sh, L->up_sh, L->down_sh, c->seq_idx, gate, n}, ax, out);
     }
 }
 
@@ -108,8 +142,11 @@ void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const 
     const layer_weights *L = &c->model->layers[layer];
     act_rows ax; /* the block input, quantized at most once per type for every matmul below */
     act_init(&ax, xn, n, c->model->cfg.dim, c->act_scratch);
+    ffn_group g = {.n = 0};
+    memset(out, 0, sizeof(float) * (size_t)n * c->model->cfg.dim);
     if (L->is_moe)
-        moe_forward(c, layer, &ax, n, pos0, tokens, out);
+        moe_forward(c, layer, &ax, n, pos0, tokens, out, &g);
     else /* HF MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
-        swiglu_rows(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, &ax, NULL, n, out, NULL);
+        group_add(c, &g, (ffn_piece){L->ffn_gate, L->ffn_up, L->ffn_down, c->seq_idx, NULL, n}, &ax, out);
+    if (g.n) group_run(c, &g, &ax, out);
 }

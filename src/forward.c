@@ -75,7 +75,6 @@ static void layout(moe_ctx *c, arena *a) {
         c->exp_start = take(a, E + 1, sizeof(int));
         c->exp_rows = take(a, B * k, sizeof(int));
         c->ffn_pair_w = take(a, B * k, sizeof(float));
-        c->ffn_shared = cfg->shared_ff ? take(a, B * dim, sizeof(float)) : NULL;
         c->ffn_gate_logit = take(a, B, sizeof(float));
     }
     c->seq_idx = take(a, B, sizeof(int));

@@ -18,7 +18,7 @@ struct moe_ctx {
     const moe_model *model;
     int n_ctx, n_batch, n_threads;
     int pos;                    /* positions already in the cache */
-    int ffn_chunk;              /* tokens per expert matmul chunk */
+    int ffn_chunk;              /* rows per FFN group (ffn.c) */
     route_config route;         /* the model's routing, k possibly overridden (n_active) */
     unsigned char *expert_off;  /* (n_layers, E) 1 = disabled expert, or NULL: none */
 
@@ -44,10 +44,9 @@ struct moe_ctx {
     unsigned char *route_groups;        /* (n_groups) */
     int *exp_count, *exp_start; /* (E+1) */
     int *exp_rows;              /* (B*k) token*k+slot, grouped by expert */
-    float *ffn_h1, *ffn_h2;     /* (chunk, max ff) */
+    float *ffn_h1, *ffn_h2;     /* (chunk, max ff) stacked hidden rows of an FFN group */
     float *ffn_y;               /* (chunk, dim) */
     float *ffn_pair_w;          /* (B*k) routing weight of each gathered row */
-    float *ffn_shared;          /* (B, dim) shared-expert output */
     float *ffn_gate_logit;      /* (B) Qwen2-MoE shared-expert gate logits */
     int *seq_idx;               /* (B) 0, 1, 2, ...: the identity row list */
     void *act_scratch;          /* quantized copies of a block input, (B, widest input) */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
 #include "threads.h"
 #include "util.h"
 
@@ -182,6 +183,7 @@ const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride) {
     *stride = act_row_bytes(at, a->cols);
     if (at == ACT_Q8A) {
         if (!a->have_q8_0)
+#pragma omp parallel for schedule(static) if (a->n >= 64 && threads_max() > 1)
             for (int t = 0; t < a->n; t++)
                 quantize_row_q8a(a->x + (size_t)t * a->cols, (char *)a->q8_0 + (size_t)t * *stride, a->cols);
         a->have_q8_0 = 1;
@@ -189,6 +191,7 @@ const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride) {
     }
     if (at == ACT_Q8_K) {
         if (!a->have_q8_k)
+#pragma omp parallel for schedule(static) if (a->n >= 64 && threads_max() > 1)
             for (int t = 0; t < a->n; t++)
                 quantize_row_q8_K(a->x + (size_t)t * a->cols, (char *)a->q8_k + (size_t)t * *stride, a->cols);
         a->have_q8_k = 1;
@@ -229,5 +232,40 @@ void matmul_idx(float *y, const wmat *w, act_rows *a, const int *idx, int m) {
 }
 
 void matmul(float *y, const wmat *w, act_rows *a) { matmul_idx(y, w, a, NULL, a->n); }
+
+/* One work item of a job list: ROW_BLOCK rows of one job, for all its
+ * tokens; a gate/up pair computes both and leaves silu(gate) * up in y. */
+static void run_item(const kernel_set *ks, const mm_job *j, const void *act, size_t stride, int r0) {
+    int r1 = r0 + ROW_BLOCK < j->w->rows ? r0 + ROW_BLOCK : j->w->rows;
+    run_tiles(ks, j->y, j->w, act, stride, j->idx, j->m, r0, r1);
+    if (!j->up) return;
+    run_tiles(ks, j->y_up, j->up, act, stride, j->idx, j->m, r0, r1);
+    for (int t = 0; t < j->m; t++) {
+        size_t o = (size_t)t * (size_t)j->w->rows + (size_t)r0;
+        swiglu(j->y + o, j->y_up + o, r1 - r0);
+    }
+}
+
+void matmul_jobs(const mm_job *jobs, int n) {
+    const kernel_set *ks = kernels_get();
+    const void *act[MM_MAX_JOBS];
+    size_t stride[MM_MAX_JOBS];
+    int first[MM_MAX_JOBS + 1]; /* item index of each job's first row block */
+    if (n > MM_MAX_JOBS) n = MM_MAX_JOBS; /* callers split longer lists (ffn.c) */
+    first[0] = 0;
+    for (int i = 0; i < n; i++) {
+        act[i] = act_prepare(jobs[i].a, jobs[i].w->dtype, &stride[i]);
+        first[i + 1] = first[i] + (jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0);
+    }
+    int items = first[n];
+    /* one parallel region for every job: no barrier between them, and the
+     * threads balance over all of their rows (dynamic: jobs differ in tokens) */
+#pragma omp parallel for schedule(dynamic, 1) if (items > 1 && threads_max() > 1)
+    for (int it = 0; it < items; it++) {
+        int i = 0;
+        while (first[i + 1] <= it) i++;
+        run_item(ks, &jobs[i], act[i], stride[i], (it - first[i]) * ROW_BLOCK);
+    }
+}
 
 void wmat_row_to_f32(const wmat *w, int r, float *out) { dequantize_row(w->dtype, wmat_row(w, r), out, w->cols); }

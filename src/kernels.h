@@ -63,6 +63,22 @@ void matmul_idx(float *y, const wmat *w, act_rows *a, const int *idx, int m);
 /* The same with an explicit kernel set and no threads (tests, nested use). */
 void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m);
 
+/* A list of products run in one parallel region, balanced over all their
+ * rows: y (m x w->rows) = W . rows idx[0..m) of a (NULL: 0..m-1). With up
+ * set, a gate/up pair on the same rows: y_up = Up . a, then y = silu(y) * y_up
+ * (SwiGLU), each row block finished while it is in cache. */
+#define MM_MAX_JOBS 64
+typedef struct {
+    float *y;
+    const wmat *w;
+    act_rows *a;
+    const int *idx;
+    int m;
+    const wmat *up; /* optional */
+    float *y_up;
+} mm_job;
+void matmul_jobs(const mm_job *jobs, int n);
+
 /* Row r of W widened to floats (embedding lookup), any dtype. */
 void wmat_row_to_f32(const wmat *w, int r, float *out);
 
