@@ -85,8 +85,14 @@ class FidelityTest(unittest.TestCase):
 
     def test_q4_0(self):
         # issue 5 asks for 90 %; this 260K-parameter model (64-wide rows: two blocks a row)
-        # keeps 89.4 % here (89.5 % -> 92.2 % on its greedy story alone when the least-squares
-        # Q4_0 scale replaced ggml's max/-8), so the bound sits just below what it does
+        # keeps 89.4 % here, KL 0.049 (89.5 % -> 92.2 % on its greedy story alone when the
+        # least-squares Q4_0 scale replaced ggml's max/-8), so the bound sits just below what
+        # it does. The rest of the gap is not in how d and q are chosen: the quantizer's block
+        # error is within 0.1 % of an exhaustive search's, and on 16 other sampled stories
+        # (4096 positions) the exhaustive fit, re-rounding with the least-squares d, a grid
+        # that also maps the extreme to +7, and ggml's x^2 or rms+|x| importance weights all
+        # keep 87.0-88.0 % top-1 against 87.9 % now (rms+|x| trades in-domain KL -7 % for
+        # KJV KL +5 %); at ~1000 positions top-1 moves by about 1 % from noise alone
         self.check("q4_0", 0.88, 0.06, 0.2)
 
     def test_golden_kl(self):
