@@ -130,46 +130,106 @@ static inline __m512i wq_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
 INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0, (char)0x80)
 INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
 
-/* Decode (one token): RT rows, and the per-block weight scales of four
- * blocks converted and multiplied by the token's scales in one go, then
- * spread to the two halves of each block pair by a permute, instead of two
- * scalar conversions, a blend and a multiply per row and pair. xd: the
- * token's nb block scales, contiguous. */
-#define INT8_DECODE(NAME, BLOCK, WQ, OFFSET)                                                                 \
-    static inline void NAME(int nb, const BLOCK *const *w, const block_q8a *x, const float *xd, float *out) { \
-        const __m512i off = _mm512_set1_epi8(OFFSET);                                                        \
-        const __m512i lo = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);                 \
-        const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(2));                                       \
-        __m512 acc[RT];                                                                                      \
-        for (int r = 0; r < RT; r++) acc[r] = _mm512_setzero_ps();                                           \
-        int b = 0;                                                                                           \
-        for (; b + 4 <= nb; b += 4) {                                                                        \
-            __m512i xq0 = load2_256(x[b].qs, x[b + 1].qs), xq1 = load2_256(x[b + 2].qs, x[b + 3].qs);        \
-            __m512i n0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq0)); \
-            __m512i n1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq1)); \
-            __m128 x4 = _mm_loadu_ps(xd + b);                                                                \
-            for (int r = 0; r < RT; r++) {                                                                   \
-                const BLOCK *wb = w[r] + b;                                                                  \
-                __m128i d16 = _mm_set_epi16(0, 0, 0, 0, (short)wb[3].d, (short)wb[2].d, (short)wb[1].d, (short)wb[0].d); \
-                __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(d16), x4));                       \
-                __m512i d0 = _mm512_dpbusd_epi32(n0, WQ(&wb[0], &wb[1]), xq0);                              \
-                __m512i d1 = _mm512_dpbusd_epi32(n1, WQ(&wb[2], &wb[3]), xq1);                              \
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc[r]);     \
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc[r]);     \
-            }                                                                                                \
+/* Decode (one token) keeps DR rows in flight (eight memory streams, so the
+ * loads of the next blocks overlap the arithmetic) and prefetches each row
+ * PF_DIST bytes ahead. */
+#define DR 8
+#define PF_DIST 2048
+
+/* The f16 scales of four consecutive blocks as the low four words: one word
+ * permute of the loaded blocks instead of four scalar loads and inserts. */
+static inline __m128 scales4_q8_0(const block_q8_0 *b) { /* 34-byte blocks: words 0, 17 of p; 2, 19 of q */
+    const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         0, 0, 0, 0, 32 + 19, 32 + 2, 17, 0);
+    __m512i p = _mm512_loadu_si512(b), q = _mm512_loadu_si512((const char *)b + 64);
+    return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(p, idx, q)));
+}
+static inline __m128 scales4_q4_0(const block_q4_0 *b) { /* 18-byte blocks: words 0, 9, 18, 27 */
+    const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         0, 0, 0, 0, 27, 18, 9, 0);
+    return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b))));
+}
+static inline void prefetch_ahead(const void *p) {
+    _mm_prefetch((const char *)p + PF_DIST, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + PF_DIST + 64, _MM_HINT_T0);
+}
+
+/* One block at a time (the last nb % 4 blocks), both types. */
+#define DECODE_TAIL(WQ)                                                                                      \
+    for (; b < nb; b++) {                                                                                    \
+        __m512i xq = load2_256(x[b].qs, NULL);                                                               \
+        __m512i ng = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq)); \
+        for (int r = 0; r < DR; r++) {                                                                       \
+            __m512i d = _mm512_dpbusd_epi32(ng, WQ(&w[r][b], NULL), xq);                                     \
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(h2f(w[r][b].d) * xd[b]), acc[r]); \
         }                                                                                                    \
-        for (; b < nb; b++) { /* the last blocks, one at a time */                                           \
-            __m512i xq = load2_256(x[b].qs, NULL);                                                           \
-            __m512i ng = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq)); \
-            for (int r = 0; r < RT; r++) {                                                                   \
-                __m512i d = _mm512_dpbusd_epi32(ng, WQ(&w[r][b], NULL), xq);                                 \
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(h2f(w[r][b].d) * xd[b]), acc[r]); \
-            }                                                                                                \
-        }                                                                                                    \
-        for (int r = 0; r < RT; r++) out[r] = _mm512_reduce_add_ps(acc[r]);                                  \
     }
-INT8_DECODE(q8_0_decode, block_q8_0, wq_q8_0, (char)0x80)
-INT8_DECODE(q4_0_decode, block_q4_0, wq_q4_0, 8)
+
+/* Q8_0, four blocks per step as two block pairs; the four weight scales are
+ * converted and multiplied by the token's at once, then spread to the block
+ * halves by a permute. xd: the token's nb block scales, contiguous. */
+static inline void q8_0_decode(int nb, const block_q8_0 *const *w, const block_q8a *x, const float *xd, float *out) {
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    const __m512i lo = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(2));
+    __m512 acc[DR];
+    for (int r = 0; r < DR; r++) acc[r] = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        __m512i xq0 = load2_256(x[b].qs, x[b + 1].qs), xq1 = load2_256(x[b + 2].qs, x[b + 3].qs);
+        __m512i n0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq0));
+        __m512i n1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq1));
+        __m128 x4 = _mm_loadu_ps(xd + b);
+        for (int r = 0; r < DR; r++) {
+            const block_q8_0 *wb = w[r] + b;
+            prefetch_ahead(wb);
+            __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(scales4_q8_0(wb), x4));
+            __m512i d0 = _mm512_dpbusd_epi32(n0, wq_q8_0(&wb[0], &wb[1]), xq0);
+            __m512i d1 = _mm512_dpbusd_epi32(n1, wq_q8_0(&wb[2], &wb[3]), xq1);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc[r]);
+        }
+    }
+    DECODE_TAIL(wq_q8_0)
+    for (int r = 0; r < DR; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+/* Q4_0, four blocks per step with the nibbles left where they are: byte i
+ * of a block holds values i (low nibble) and i + 16 (high), so four blocks'
+ * 16-byte halves side by side give values 0..15 of each block (masked) and
+ * 16..31 (shifted). The token's blocks are laid out the same way once per
+ * step (xl, xh) for all rows, and each 128-bit lane stays one block. */
+static inline __m512i load4_128(const void *p0, const void *p1, const void *p2, const void *p3) {
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(p0));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(p1), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(p2), 2);
+    return _mm512_inserti32x4(v, _mm_loadu_si128(p3), 3);
+}
+static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q8a *x, const float *xd, float *out) {
+    const __m512i off = _mm512_set1_epi8(8), m4 = _mm512_set1_epi8(0xF);
+    const __m512i lane = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512 acc[DR];
+    for (int r = 0; r < DR; r++) acc[r] = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        __m512i xl = load4_128(x[b].qs, x[b + 1].qs, x[b + 2].qs, x[b + 3].qs);
+        __m512i xh = load4_128(x[b].qs + 16, x[b + 1].qs + 16, x[b + 2].qs + 16, x[b + 3].qs + 16);
+        __m512i neg = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xl), off, xh);
+        neg = _mm512_sub_epi32(_mm512_setzero_si512(), neg);
+        __m128 x4 = _mm_loadu_ps(xd + b);
+        for (int r = 0; r < DR; r++) {
+            const block_q4_0 *wb = w[r] + b;
+            prefetch_ahead(wb);
+            __m512i q = load4_128(wb[0].qs, wb[1].qs, wb[2].qs, wb[3].qs);
+            __m512i d = _mm512_dpbusd_epi32(neg, _mm512_and_si512(q, m4), xl);
+            d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xh);
+            __m512 s = _mm512_permutexvar_ps(lane, _mm512_castps128_ps512(_mm_mul_ps(scales4_q4_0(wb), x4)));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc[r]);
+        }
+    }
+    DECODE_TAIL(wq_q4_0)
+    for (int r = 0; r < DR; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
 
 /* The tile loop shared by both types: tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
@@ -179,13 +239,13 @@ INT8_DECODE(q4_0_decode, block_q4_0, wq_q4_0, 8)
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
                      const int *idx, int nt, float *y, size_t ldy) {                                         \
         int nb = n / 32;                                                                                     \
-        if (nt == 1 && nr % RT == 0 && nb <= DECODE_MAX_BLOCKS) {                                            \
+        if (nt == 1 && nr % DR == 0 && nb <= DECODE_MAX_BLOCKS) {                                            \
             const block_q8a *x = (const block_q8a *)AROW(0);                                                 \
             float xd[DECODE_MAX_BLOCKS];                                                                     \
             for (int b = 0; b < nb; b++) xd[b] = x[b].d;                                                     \
-            for (int r0 = 0; r0 < nr; r0 += RT) {                                                            \
-                const BLOCK *wr[RT];                                                                         \
-                for (int r = 0; r < RT; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
+            for (int r0 = 0; r0 < nr; r0 += DR) {                                                            \
+                const BLOCK *wr[DR];                                                                         \
+                for (int r = 0; r < DR; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
                 DECODE(nb, wr, x, xd, y + r0);                                                               \
             }                                                                                                \
             return;                                                                                          \

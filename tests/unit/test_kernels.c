@@ -126,8 +126,9 @@ static void test_sets_vs_scalar(void) {
     printf(" (dispatch picks %s)\n", kernels_get()->name);
     static const int cols_f[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257, 1024, 4099};
     static const int cols_q[] = {32, 64, 96, 160, 256, 512, 768, 2816, 4096};
-    static const int rows_l[] = {1, 2, 3, 5, 8, 17};
-    static const int toks_l[] = {1, 2, 3, 4, 5, 9};
+    /* (rows, tokens) pairs; one token on 8k rows takes the decode paths */
+    static const int rows_l[] = {1, 2, 3, 5, 8, 17, 16, 40};
+    static const int toks_l[] = {1, 2, 3, 4, 5, 9, 1, 1};
     for (int s = 1; s < n_sets; s++)
         for (int ti = 0; ti < N_TYPES; ti++) {
             moe_dtype dt = TYPES[ti];
@@ -140,7 +141,7 @@ static void test_sets_vs_scalar(void) {
             for (int ci = 0; ci < nc; ci++) {
                 int cols = is_q ? cols_q[ci] : cols_f[ci];
                 if (dt == DT_Q4_K && cols % QK_K) continue;
-                for (int ri = 0; ri < 6; ri++) {
+                for (int ri = 0; ri < (int)(sizeof rows_l / sizeof *rows_l); ri++) {
                     int rows = rows_l[ri], n = toks_l[ri];
                     test_mat m = make_mat(dt, rows, cols);
                     float *x = malloc(sizeof(float) * n * cols);
