@@ -31,7 +31,8 @@ typedef struct {
 static const dtype_traits *traits(moe_dtype t) {
     static const dtype_traits F32 = {"F32", 1, 4}, F16 = {"F16", 1, 2}, BF16 = {"BF16", 1, 2},
                               I32 = {"I32", 1, 4}, U8 = {"U8", 1, 1}, Q8_0 = {"Q8_0", 32, 34},
-                              Q4_0 = {"Q4_0", 32, 18}, Q4_K = {"Q4_K", 256, 144};
+                              Q4_0 = {"Q4_0", 32, 18}, Q4_K = {"Q4_K", 256, 144},
+                              Q8_0_R16 = {"Q8_0_R16", 32, 34};
     switch (t) {
     case DT_F32: return &F32;
     case DT_F16: return &F16;
@@ -41,6 +42,7 @@ static const dtype_traits *traits(moe_dtype t) {
     case DT_Q8_0: return &Q8_0;
     case DT_Q4_0: return &Q4_0;
     case DT_Q4_K: return &Q4_K;
+    case DT_Q8_0_R16: return &Q8_0_R16;
     }
     return NULL;
 }
@@ -49,6 +51,7 @@ int dtype_known(int t) { return traits((moe_dtype)t) != NULL; }
 const char *dtype_name(moe_dtype t) { return traits(t) ? traits(t)->name : "?"; }
 int dtype_block(moe_dtype t) { return traits(t)->block; }
 int dtype_block_bytes(moe_dtype t) { return traits(t)->block_bytes; }
+int dtype_row_group(moe_dtype t) { return t == DT_Q8_0_R16 ? 16 : 1; }
 int dtype_is_float(moe_dtype t) { return t == DT_F32 || t == DT_F16 || t == DT_BF16; }
 int dtype_is_quant(moe_dtype t) { return t >= DT_Q8_0; }
 size_t dtype_row_bytes(moe_dtype t, uint64_t n) {
@@ -214,6 +217,10 @@ static int parse_tensor(cursor *c, moe_tensor *t, int idx) {
     if (last % block)
         return moe_fail(c->err, "tensor %.*s: last dimension %llu is not a multiple of the %s block size %llu", nlen,
                         t->name, (unsigned long long)last, dtype_name(t->dtype), (unsigned long long)block);
+    uint64_t unit = (uint64_t)dtype_row_group(t->dtype);
+    if ((n_elem / last) % unit)
+        return moe_fail(c->err, "tensor %.*s: %llu rows, %s needs a multiple of %llu", nlen, t->name,
+                        (unsigned long long)(n_elem / last), dtype_name(t->dtype), (unsigned long long)unit);
     uint64_t expect = n_elem / block * (uint64_t)dtype_block_bytes(t->dtype);
     if (nbytes != expect)
         return moe_fail(c->err, "tensor %.*s: size %llu bytes, expected %llu for %s of %llu elements", nlen, t->name,

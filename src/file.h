@@ -22,6 +22,7 @@ typedef enum {
     DT_Q8_0 = 16,
     DT_Q4_0 = 17,
     DT_Q4_K = 18,
+    DT_Q8_0_R16 = 19, /* Q8_0 with 16 rows interleaved (quant.h) */
 } moe_dtype;
 
 typedef enum { KV_INT = 0, KV_FLOAT = 1, KV_STR = 2, KV_INTS = 3 } kv_type;
@@ -70,6 +71,7 @@ int dtype_is_float(moe_dtype t);     /* F32, F16, BF16 */
 int dtype_is_quant(moe_dtype t);     /* block-quantized */
 int dtype_block(moe_dtype t);        /* elements per block */
 int dtype_block_bytes(moe_dtype t);  /* bytes per block */
+int dtype_row_group(moe_dtype t);    /* rows stored together (interleaved): a tensor's rows are a multiple */
 /* bytes of a row of n elements (n must be a multiple of the block) */
 size_t dtype_row_bytes(moe_dtype t, uint64_t n);
 

@@ -60,10 +60,21 @@ SCALAR_TILE(tile_q8_0_ref, dot_q8_0_q8a_ref(wr, ROW(t), n))
 SCALAR_TILE(tile_q4_0_ref, dot_q4_0_q8a_ref(wr, ROW(t), n))
 SCALAR_TILE(tile_q4_K_ref, dot_q4_K_q8_K_ref(wr, ROW(t), n))
 
+/* Q8_0_R16: w is a group of 16 rows (the matmul's row blocks start at
+ * multiples of 16), row r is lane r % 16 of group r / 16. */
+static void tile_q8_0_r16_ref(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                              const int *idx, int nt, float *y, size_t ldy) {
+    for (int r = 0; r < nr; r++) {
+        const void *g = (const char *)w + (size_t)(r - r % R16) * w_stride;
+        for (int t = 0; t < nt; t++) y[(size_t)t * ldy + r] = dot_q8_0_r16_q8a_ref(g, r % R16, ROW(t), n);
+    }
+}
+
 static const kernel_set SCALAR = {
     .name = "scalar",
     .tile = {[DT_F32] = tile_f32_ref, [DT_F16] = tile_f16_ref, [DT_BF16] = tile_bf16_ref,
-             [DT_Q8_0] = tile_q8_0_ref, [DT_Q4_0] = tile_q4_0_ref, [DT_Q4_K] = tile_q4_K_ref},
+             [DT_Q8_0] = tile_q8_0_ref, [DT_Q4_0] = tile_q4_0_ref, [DT_Q4_K] = tile_q4_K_ref,
+             [DT_Q8_0_R16] = tile_q8_0_r16_ref},
     .dot_f32 = dot_f32_ref,
     .axpy_f32 = axpy_f32_ref,
     .axpy_f16 = axpy_f16_ref,
@@ -202,11 +213,13 @@ const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride) {
 
 /* ------------------------------------------------------------ matmul */
 
-#define ROW_BLOCK 16 /* rows per work item: small enough to balance 2..64 threads */
+#define ROW_BLOCK 16 /* rows per work item: small enough to balance 2..64 threads; whole Q8_0_R16 groups */
+_Static_assert(ROW_BLOCK % R16 == 0, "a work item must not split an interleaved row group");
 
 static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void *act, size_t stride, const int *idx,
                       int m, int r0, int r1) {
-    ks->tile[w->dtype](w->cols, wmat_row(w, r0), w->row_bytes, r1 - r0, act, stride, idx, m, y + r0, (size_t)w->rows);
+    tile_fn f = ks->tile[w->dtype] ? ks->tile[w->dtype] : SCALAR.tile[w->dtype]; /* a set may lack a type */
+    f(w->cols, wmat_row(w, r0), w->row_bytes, r1 - r0, act, stride, idx, m, y + r0, (size_t)w->rows);
 }
 
 void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m) {
@@ -268,4 +281,6 @@ void matmul_jobs(const mm_job *jobs, int n) {
     }
 }
 
-void wmat_row_to_f32(const wmat *w, int r, float *out) { dequantize_row(w->dtype, wmat_row(w, r), out, w->cols); }
+void wmat_row_to_f32(const wmat *w, int r, float *out) {
+    dequantize_row_at(w->dtype, w->data, w->row_bytes, (size_t)r, out, w->cols);
+}

@@ -11,7 +11,8 @@
 act_type dtype_act(moe_dtype t) {
     switch (t) {
     case DT_Q8_0:
-    case DT_Q4_0: return ACT_Q8A;
+    case DT_Q4_0:
+    case DT_Q8_0_R16: return ACT_Q8A;
     case DT_Q4_K: return ACT_Q8_K;
     default: return ACT_F32;
     }
@@ -288,6 +289,51 @@ void quantize_row(moe_dtype t, const float *x, void *y, int n) {
     case DT_Q4_K: quantize_row_q4_K(x, y, n); break;
     default: break;
     }
+}
+
+/* ------------------------------------------------------------ interleaved rows */
+
+/* Where value i of row r sits in a Q8_0_R16 block's qs. */
+static inline int r16_at(int r, int i) { return (i / 4) * 64 + r * 4 + i % 4; }
+
+void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n) {
+    if (t != DT_Q8_0_R16) {
+        size_t rb = dtype_row_bytes(t, (uint64_t)n);
+        for (int r = 0; r < nrows; r++) quantize_row(t, x + (size_t)r * n, (char *)y + (size_t)r * rb, n);
+        return;
+    }
+    block_q8_0x16 *g = y; /* quantized as Q8_0 block by block, then placed */
+    for (int r0 = 0; r0 < nrows; r0 += R16, g += n / QK8_0)
+        for (int r = 0; r < R16; r++)
+            for (int b = 0; b < n / QK8_0; b++) {
+                block_q8_0 q;
+                quantize_row_q8_0(x + (size_t)(r0 + r) * n + b * QK8_0, &q, QK8_0);
+                g[b].d[r] = q.d;
+                for (int i = 0; i < QK8_0; i++) g[b].qs[r16_at(r, i)] = q.qs[i];
+            }
+}
+
+void dequantize_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r, float *y, int n) {
+    if (t != DT_Q8_0_R16) {
+        dequantize_row(t, (const char *)base + r * row_bytes, y, n);
+        return;
+    }
+    const block_q8_0x16 *g = (const block_q8_0x16 *)((const char *)base + (r - r % R16) * row_bytes);
+    int lane = (int)(r % R16);
+    for (int b = 0; b < n / QK8_0; b++)
+        for (int i = 0; i < QK8_0; i++) y[b * QK8_0 + i] = f16_to_f32(g[b].d[lane]) * g[b].qs[r16_at(lane, i)];
+}
+
+float dot_q8_0_r16_q8a_ref(const void *group, int r, const void *vx, int n) {
+    const block_q8_0x16 *g = group;
+    const block_q8a *x = vx;
+    float sum = 0;
+    for (int b = 0; b < n / QK8_0; b++) {
+        int s = 0;
+        for (int i = 0; i < QK8_0; i++) s += g[b].qs[r16_at(r, i)] * x[b].qs[i];
+        sum += f16_to_f32(g[b].d[r]) * x[b].d * (float)s;
+    }
+    return sum;
 }
 
 /* ------------------------------------------------------------ reference dots */

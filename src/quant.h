@@ -8,6 +8,14 @@
  *         6-bit sub-block scales and mins, 128 bytes of nibbles
  *                                                          w = d*sc*q - dmin*m
  *
+ *   Q8_0_R16  (ours, not ggml's; like ik_llama.cpp's repacked Q8_0_R8) the
+ *         values and scales of Q8_0 with 16 rows interleaved: per block
+ *         column of a group of 16 rows, the 16 f16 scales, then the 32 bytes
+ *         of every row in 8 steps of 4, qs[64k + 4r + j] = q_r[4k + j]. One
+ *         64-byte load holds 4 values of each of the 16 rows, so a SIMD
+ *         dot's lanes are rows: one scale multiply per 16 rows and block,
+ *         no horizontal sums. 34 bytes per 32 weights, as Q8_0.
+ *
  * Activations are quantized once per matmul input to the type the weight
  * type pairs with (Q8A for Q8_0/Q4_0, Q8_K for Q4_K); float weights use
  * float activations. Activation blocks never reach a file, so Q8A is laid
@@ -35,6 +43,12 @@ typedef struct {
     uint8_t qs[QK4_0 / 2];
 } block_q4_0;
 
+#define R16 16
+typedef struct {
+    uint16_t d[R16];     /* f16 scale of each row's block */
+    int8_t qs[R16 * QK8_0];
+} block_q8_0x16;
+
 typedef struct {
     uint16_t d;          /* f16 super-block scale of the sub-block scales */
     uint16_t dmin;       /* f16 super-block scale of the sub-block mins */
@@ -60,6 +74,7 @@ typedef struct {
 _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 must match ggml");
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must match ggml");
 _Static_assert(sizeof(block_q4_K) == 144, "block_q4_K must match ggml");
+_Static_assert(sizeof(block_q8_0x16) == R16 * sizeof(block_q8_0), "Q8_0_R16: the bytes of 16 Q8_0 blocks");
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K must match ggml");
 _Static_assert(sizeof(block_q8a) == 40, "block_q8a: 8 bytes of scales + 32");
 
@@ -76,13 +91,20 @@ void quantize_row_q4_K(const float *x, void *y, int n);
 void quantize_row_q8_K(const float *x, void *y, int n);
 void quantize_row_q8a(const float *x, void *y, int n);
 void dequantize_row(moe_dtype t, const void *x, float *y, int n);
-/* Quantize one row of n floats to a weight dtype (any float or quant type). */
+/* Quantize one row of n floats to a weight dtype (any float or quant type
+ * but the interleaved ones). */
 void quantize_row(moe_dtype t, const float *x, void *y, int n);
+/* nrows rows of n (any dtype; nrows a multiple of dtype_row_group(t)). */
+void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n);
+/* Row r of a matrix of rows of row_bytes at base, as floats (any dtype). */
+void dequantize_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r, float *y, int n);
 
 /* Reference dot products of a weight row with a prepared activation row. */
 float dot_q8_0_q8a_ref(const void *w, const void *x, int n);
 float dot_q4_0_q8a_ref(const void *w, const void *x, int n);
 float dot_q4_K_q8_K_ref(const void *w, const void *x, int n);
+/* Row r (< 16) of a Q8_0_R16 group of 16 rows. */
+float dot_q8_0_r16_q8a_ref(const void *group, int r, const void *x, int n);
 
 /* 6-bit scale and min of sub-block j of a Q4_K block (ggml get_scale_min_k4). */
 static inline void q4_K_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {

@@ -24,12 +24,13 @@ ALIGN = 64
 HEADER_BYTES = 40
 
 F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
-Q8_0, Q4_0, Q4_K = 16, 17, 18
+Q8_0, Q4_0, Q4_K, Q8_0_R16 = 16, 17, 18, 19
 
-DTYPE_NAMES = {F32: "F32", F16: "F16", BF16: "BF16", I32: "I32", U8: "U8", Q8_0: "Q8_0", Q4_0: "Q4_0", Q4_K: "Q4_K"}
+DTYPE_NAMES = {F32: "F32", F16: "F16", BF16: "BF16", I32: "I32", U8: "U8", Q8_0: "Q8_0", Q4_0: "Q4_0", Q4_K: "Q4_K",
+               Q8_0_R16: "Q8_0_R16"}
 # (elements per block, bytes per block)
 DTYPE_BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), I32: (1, 4), U8: (1, 1), Q8_0: (32, 34), Q4_0: (32, 18),
-               Q4_K: (256, 144)}
+               Q4_K: (256, 144), Q8_0_R16: (32, 34)}
 
 KV_INT, KV_FLOAT, KV_STR, KV_INTS = 0, 1, 2, 3
 

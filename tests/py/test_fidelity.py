@@ -104,13 +104,18 @@ class FidelityTest(unittest.TestCase):
                 ids = json.load(f)
             rows = moetest.logits(base, ids)
             kls = {}
-            for t in ("q8_0", "q4_0"):
+            got = {}
+            for t in ("q8_0", "q8_0_r16", "q4_0"):
                 out = os.path.join(self.dir, "%s-%s.moe" % (case, t))
                 moetest.moe("quantize", base, out, "--type", t)
-                kls[t] = compare(rows, moetest.logits(out, ids))[1] / len(ids)
+                got[t] = moetest.logits(out, ids)
+                kls[t] = compare(rows, got[t])[1] / len(ids)
             print("\n%-12s mean KL  q8_0 %.2e  q4_0 %.2e" % (case, kls["q8_0"], kls["q4_0"]))
             self.assertLess(kls["q8_0"], kls["q4_0"] / 4)
             self.assertLess(kls["q4_0"], 0.05)
+            # Q8_0_R16 holds Q8_0's values, rows interleaved: the same model up to summation order
+            kl = compare(got["q8_0"], got["q8_0_r16"])[1]
+            self.assertLess(kl / len(ids), 1e-7)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ static void test_corruptions(void) {
     MUTATE(put_u64(c + ta + 18, UINT64_MAX - 63), "past the end", "offset overflow");
     size_t tq = tensor_entry(buf, n, 'q');
     MUTATE(put_u64(c + tq + 10, 33), "multiple of the Q8_0 block", "quant last dim");
+    MUTATE(c[tq] = DT_Q8_0_R16, "2 rows, Q8_0_R16 needs a multiple of 16", "interleaved type, partial row group");
     size_t tb = tensor_entry(buf, n, 'b');
     MUTATE(put_u64(c + tb + 10, 0), "overlaps", "overlapping tensors");
     MUTATE(c[tb - 1] = 'a', "appears twice", "duplicate tensor name");
