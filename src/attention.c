@@ -93,9 +93,9 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
     /* q/k/v = x W^T (+ b)    HF q_proj, k_proj, v_proj; x quantized once for all three */
     act_rows ax;
     act_init(&ax, xn, n, cfg->dim, c->act_scratch);
-    matmul(c->q, &L->q, &ax);
-    matmul(c->k, &L->k, &ax);
-    matmul(c->v, &L->v, &ax);
+    mm_job qkv[3] = {{c->q, &L->q, &ax, NULL, n, NULL, NULL}, {c->k, &L->k, &ax, NULL, n, NULL, NULL},
+                     {c->v, &L->v, &ax, NULL, n, NULL, NULL}};
+    matmul_jobs(qkv, 3); /* one parallel region for the three */
     add_bias(c->q, L->q_bias, n, qw);
     add_bias(c->k, L->k_bias, n, kvw);
     add_bias(c->v, L->v_bias, n, kvw);
@@ -156,10 +156,14 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     /* queries: q_b(RMSNorm(q_a x)) with q-LoRA, else q_proj x */
     act_rows ax;
     act_init(&ax, xn, n, cfg->dim, c->act_scratch);
-    /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe] */
-    matmul(c->v, &L->kv_a, &ax); /* c->v as (n, kv_lora + rope) scratch */
+    /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe], into
+     * c->v as (n, kv_lora + rope) scratch; with it, in one parallel region,
+     * q_a x (into c->k as (n, q_lora) scratch) or q_proj x */
+    mm_job in[2] = {{c->v, &L->kv_a, &ax, NULL, n, NULL, NULL},
+                    cfg->q_lora > 0 ? (mm_job){c->k, &L->q_a, &ax, NULL, n, NULL, NULL}
+                                    : (mm_job){c->q, &L->q, &ax, NULL, n, NULL, NULL}};
+    matmul_jobs(in, 2);
     if (cfg->q_lora > 0) {
-        matmul(c->k, &L->q_a, &ax); /* c->k as (n, q_lora) scratch */
         for (int t = 0; t < n; t++) {
             float *r = c->k + (size_t)t * cfg->q_lora;
             rmsnorm(r, r, L->q_a_norm, cfg->q_lora, MLA_NORM_EPS);
@@ -167,8 +171,6 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         act_rows aq;
         act_init(&aq, c->k, n, cfg->q_lora, c->act_scratch);
         matmul(c->q, &L->q_b, &aq);
-    } else {
-        matmul(c->q, &L->q, &ax);
     }
     const void *cache = kv_at(c, c->k_cache, layer, 0);
     for (int t = 0; t < n; t++) {

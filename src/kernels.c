@@ -259,25 +259,51 @@ static void run_item(const kernel_set *ks, const mm_job *j, const void *act, siz
     }
 }
 
+/* The cost of one row block of a job, in token rows: the tokens it
+ * multiplies plus a few for streaming its weights in. */
+static int64_t item_cost(const mm_job *j) { return (int64_t)j->m + 4; }
+
 void matmul_jobs(const mm_job *jobs, int n) {
     const kernel_set *ks = kernels_get();
     const void *act[MM_MAX_JOBS];
     size_t stride[MM_MAX_JOBS];
-    int first[MM_MAX_JOBS + 1]; /* item index of each job's first row block */
+    int blocks[MM_MAX_JOBS];
+    int64_t total = 0;
     if (n > MM_MAX_JOBS) n = MM_MAX_JOBS; /* callers split longer lists (ffn.c) */
-    first[0] = 0;
     for (int i = 0; i < n; i++) {
         act[i] = act_prepare(jobs[i].a, jobs[i].w->dtype, &stride[i]);
-        first[i + 1] = first[i] + (jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0);
+        blocks[i] = jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0;
+        total += blocks[i] * item_cost(&jobs[i]);
     }
-    int items = first[n];
-    /* one parallel region for every job: no barrier between them, and the
-     * threads balance over all of their rows (dynamic: jobs differ in tokens) */
-#pragma omp parallel for schedule(dynamic, 1) if (items > 1 && threads_max() > 1)
-    for (int it = 0; it < items; it++) {
-        int i = 0;
-        while (first[i + 1] <= it) i++;
-        run_item(ks, &jobs[i], act[i], stride[i], (it - first[i]) * ROW_BLOCK);
+    /* One parallel region for every job: no barrier between them. Few
+     * tokens (decode) are bound by memory: each thread takes one contiguous
+     * stretch of row blocks of equal cost, so it streams long runs of
+     * weights (the hardware prefetchers follow them). Many tokens are bound
+     * by arithmetic: threads take row blocks as they come, which balances
+     * what a cost estimate cannot. */
+    int many = 0;
+    for (int i = 0; i < n; i++) many |= jobs[i].m > 8;
+    if (many && threads_max() > 1) {
+        int first[MM_MAX_JOBS + 1] = {0};
+        for (int i = 0; i < n; i++) first[i + 1] = first[i] + blocks[i];
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int it = 0; it < first[n]; it++) {
+            int i = 0;
+            while (first[i + 1] <= it) i++;
+            run_item(ks, &jobs[i], act[i], stride[i], (it - first[i]) * ROW_BLOCK);
+        }
+        return;
+    }
+#pragma omp parallel if (total > 8 && threads_max() > 1)
+    {
+        int64_t team = threads_in_team(), me = thread_id();
+        int64_t lo = total * me / team, hi = total * (me + 1) / team, pos = 0;
+        for (int i = 0; i < n; pos += blocks[i] * item_cost(&jobs[i]), i++) {
+            int64_t c = item_cost(&jobs[i]); /* block k of job i starts at pos + k*c: mine if in [lo, hi) */
+            int64_t k0 = lo > pos ? (lo - pos + c - 1) / c : 0, k1 = hi > pos ? (hi - pos + c - 1) / c : 0;
+            for (int64_t k = k0; k < k1 && k < blocks[i]; k++)
+                run_item(ks, &jobs[i], act[i], stride[i], (int)k * ROW_BLOCK);
+        }
     }
 }
 

@@ -6,11 +6,13 @@
 #ifdef _OPENMP
 #include <omp.h>
 static inline int thread_id(void) { return omp_get_thread_num(); }
+static inline int threads_in_team(void) { return omp_get_num_threads(); }
 static inline int threads_max(void) { return omp_get_max_threads(); }
 static inline int cores_available(void) { return omp_get_num_procs(); }
 static inline void threads_set(int n) { omp_set_num_threads(n); }
 #else
 static inline int thread_id(void) { return 0; }
+static inline int threads_in_team(void) { return 1; }
 static inline int threads_max(void) { return 1; }
 static inline int cores_available(void) { return 1; }
 static inline void threads_set(int n) { (void)n; }
