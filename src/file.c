@@ -32,7 +32,7 @@ static const dtype_traits *traits(moe_dtype t) {
     static const dtype_traits F32 = {"F32", 1, 4}, F16 = {"F16", 1, 2}, BF16 = {"BF16", 1, 2},
                               I32 = {"I32", 1, 4}, U8 = {"U8", 1, 1}, Q8_0 = {"Q8_0", 32, 34},
                               Q4_0 = {"Q4_0", 32, 18}, Q4_K = {"Q4_K", 256, 144},
-                              Q8_0_R16 = {"Q8_0_R16", 32, 34};
+                              Q8_0_R16 = {"Q8_0_R16", 32, 34}, Q4_0_R16 = {"Q4_0_R16", 32, 18};
     switch (t) {
     case DT_F32: return &F32;
     case DT_F16: return &F16;
@@ -43,6 +43,7 @@ static const dtype_traits *traits(moe_dtype t) {
     case DT_Q4_0: return &Q4_0;
     case DT_Q4_K: return &Q4_K;
     case DT_Q8_0_R16: return &Q8_0_R16;
+    case DT_Q4_0_R16: return &Q4_0_R16;
     }
     return NULL;
 }
@@ -51,7 +52,7 @@ int dtype_known(int t) { return traits((moe_dtype)t) != NULL; }
 const char *dtype_name(moe_dtype t) { return traits(t) ? traits(t)->name : "?"; }
 int dtype_block(moe_dtype t) { return traits(t)->block; }
 int dtype_block_bytes(moe_dtype t) { return traits(t)->block_bytes; }
-int dtype_row_group(moe_dtype t) { return t == DT_Q8_0_R16 ? 16 : 1; }
+int dtype_row_group(moe_dtype t) { return t == DT_Q8_0_R16 || t == DT_Q4_0_R16 ? 16 : 1; }
 int dtype_is_float(moe_dtype t) { return t == DT_F32 || t == DT_F16 || t == DT_BF16; }
 int dtype_is_quant(moe_dtype t) { return t >= DT_Q8_0; }
 size_t dtype_row_bytes(moe_dtype t, uint64_t n) {

@@ -23,6 +23,7 @@ typedef enum {
     DT_Q4_0 = 17,
     DT_Q4_K = 18,
     DT_Q8_0_R16 = 19, /* Q8_0 with 16 rows interleaved (quant.h) */
+    DT_Q4_0_R16 = 20, /* Q4_0 with 16 rows interleaved */
 } moe_dtype;
 
 typedef enum { KV_INT = 0, KV_FLOAT = 1, KV_STR = 2, KV_INTS = 3 } kv_type;

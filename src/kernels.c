@@ -60,21 +60,24 @@ SCALAR_TILE(tile_q8_0_ref, dot_q8_0_q8a_ref(wr, ROW(t), n))
 SCALAR_TILE(tile_q4_0_ref, dot_q4_0_q8a_ref(wr, ROW(t), n))
 SCALAR_TILE(tile_q4_K_ref, dot_q4_K_q8_K_ref(wr, ROW(t), n))
 
-/* Q8_0_R16: w is a group of 16 rows (the matmul's row blocks start at
- * multiples of 16), row r is lane r % 16 of group r / 16. */
-static void tile_q8_0_r16_ref(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
-                              const int *idx, int nt, float *y, size_t ldy) {
-    for (int r = 0; r < nr; r++) {
-        const void *g = (const char *)w + (size_t)(r - r % R16) * w_stride;
-        for (int t = 0; t < nt; t++) y[(size_t)t * ldy + r] = dot_q8_0_r16_q8a_ref(g, r % R16, ROW(t), n);
+/* Q8_0_R16 / Q4_0_R16: w is a group of 16 rows (the matmul's row blocks
+ * start at multiples of 16), row r is lane r % 16 of group r / 16. */
+#define R16_TILE(name, dt)                                                                                \
+    static void name(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,      \
+                     const int *idx, int nt, float *y, size_t ldy) {                                     \
+        for (int r = 0; r < nr; r++) {                                                                    \
+            const void *g = (const char *)w + (size_t)(r - r % R16) * w_stride;                           \
+            for (int t = 0; t < nt; t++) y[(size_t)t * ldy + r] = dot_r16_q8a_ref(dt, g, r % R16, ROW(t), n); \
+        }                                                                                                 \
     }
-}
+R16_TILE(tile_q8_0_r16_ref, DT_Q8_0_R16)
+R16_TILE(tile_q4_0_r16_ref, DT_Q4_0_R16)
 
 static const kernel_set SCALAR = {
     .name = "scalar",
     .tile = {[DT_F32] = tile_f32_ref, [DT_F16] = tile_f16_ref, [DT_BF16] = tile_bf16_ref,
              [DT_Q8_0] = tile_q8_0_ref, [DT_Q4_0] = tile_q4_0_ref, [DT_Q4_K] = tile_q4_K_ref,
-             [DT_Q8_0_R16] = tile_q8_0_r16_ref},
+             [DT_Q8_0_R16] = tile_q8_0_r16_ref, [DT_Q4_0_R16] = tile_q4_0_r16_ref},
     .dot_f32 = dot_f32_ref,
     .axpy_f32 = axpy_f32_ref,
     .axpy_f16 = axpy_f16_ref,

@@ -124,7 +124,7 @@ static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void 
                 for (int t = 0; t < m; t++) {
                     __m256i xq = _mm256_loadu_si256((const __m256i *)x[t][b].qs);
                     acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot32_u8i8(wq, xq)), acc[t]);
-                    corr[t] += dw * x[t][b].s;
+                    corr[t] += dw * (x[t][b].d * (float)x[t][b].sum);
                 }
             }
             for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]) - 8.0f * corr[t];

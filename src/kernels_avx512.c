@@ -284,12 +284,14 @@ INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt, q8_0_decode)
 INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt, q4_0_decode)
 
 
-/* Q8_0_R16 (quant.h): lanes are the 16 rows of a group. Per block column
- * and token, eight dpbusd of a 64-byte step (4 values of every row, made
- * unsigned: w + 128) with the token's 4 values broadcast, then one convert
- * and two FMAs: (dot * xd - 128 * xd * sum(xq)) * row scales. The weight
- * steps are loaded once for TT tokens; one token splits each dot into two
- * chains so decode is not latency bound. */
+/* Q8_0_R16 and Q4_0_R16 (quant.h): lanes are the 16 rows of a group. Per
+ * block column and token, eight dpbusd of 4 values of every row, made
+ * unsigned (Q8_0: w + 128, a 64-byte step; Q4_0: the nibbles q = w + 8 of
+ * half a step), with the token's 4 values broadcast, starting from the
+ * offset's share -offset * sum(x), so the dot is exact in int32; then one
+ * convert, a multiply by the token's scale and an FMA with the 16 row
+ * scales. Weights are loaded once for TT tokens; one token splits each dot
+ * into two chains so decode is not latency bound. */
 #define R16_TT 8
 
 static inline __m512i bcast4(const int8_t *p) {
@@ -298,54 +300,71 @@ static inline __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-static inline __attribute__((always_inline)) void r16_pass(int nb, const block_q8_0x16 *g, const block_q8a *const *x,
+/* Step k (values 4k..4k+3 of every row) of a block column's qs, unsigned. */
+static inline __m512i r16_step(int q4, const uint8_t *qs, int k) {
+    if (!q4) return _mm512_xor_si512(_mm512_loadu_si512(qs + 64 * k), _mm512_set1_epi8((char)0x80));
+    __m512i v = _mm512_loadu_si512(qs + 64 * (k & 3)); /* low nibbles: values 4k'.., high: 16 + 4k'.. */
+    return _mm512_and_si512(k < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0xF));
+}
+
+static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const void *gv, const block_q8a *const *x,
                                                            int T, float *y, size_t ldy) {
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const size_t col = q4 ? sizeof(block_q4_0x16) : sizeof(block_q8_0x16);
+    const int32_t off = q4 ? 8 : 128;
     __m512 acc[R16_TT];
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
+        const uint8_t *g = (const uint8_t *)gv + (size_t)b * col, *qs = g + 2 * R16;
         __m512i d0[R16_TT], d1[R16_TT];
-        for (int t = 0; t < T; t++) d0[t] = d1[t] = _mm512_setzero_si512();
+        for (int t = 0; t < T; t++) {
+            d0[t] = _mm512_set1_epi32(-off * x[t][b].sum);
+            d1[t] = _mm512_setzero_si512();
+        }
         for (int k = 0; k < 8; k++) {
-            __m512i wq = _mm512_xor_si512(_mm512_loadu_si512(g[b].qs + 64 * k), flip);
+            __m512i wq = r16_step(q4, qs, k);
+            int xo = q4 ? (k < 4 ? 4 * k : 16 + 4 * (k - 4)) : 4 * k; /* the token's matching values */
             for (int t = 0; t < T; t++) {
-                if (T < 4 && (k & 1)) d1[t] = _mm512_dpbusd_epi32(d1[t], wq, bcast4(x[t][b].qs + 4 * k));
-                else d0[t] = _mm512_dpbusd_epi32(d0[t], wq, bcast4(x[t][b].qs + 4 * k));
+                if (T < 4 && (k & 1)) d1[t] = _mm512_dpbusd_epi32(d1[t], wq, bcast4(x[t][b].qs + xo));
+                else d0[t] = _mm512_dpbusd_epi32(d0[t], wq, bcast4(x[t][b].qs + xo));
             }
         }
-        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g[b].d));
+        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
         for (int t = 0; t < T; t++) {
             __m512 dot = _mm512_cvtepi32_ps(T < 4 ? _mm512_add_epi32(d0[t], d1[t]) : d0[t]);
-            __m512 v = _mm512_fmadd_ps(dot, _mm512_set1_ps(x[t][b].d), _mm512_set1_ps(-128.0f * x[t][b].s));
-            acc[t] = _mm512_fmadd_ps(v, wd, acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dot, _mm512_set1_ps(x[t][b].d)), wd, acc[t]);
         }
     }
     for (int t = 0; t < T; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
 }
 
-static void tile_q8_0_r16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
-                          const int *idx, int nt, float *y, size_t ldy) {
-    int nb = n / QK8_0;
-    for (int r0 = 0; r0 < nr; r0 += R16) { /* nr: whole groups (matmul row blocks are) */
-        const block_q8_0x16 *g = (const block_q8_0x16 *)((const char *)w + (size_t)r0 * w_stride);
-        for (int t0 = 0; t0 < nt; t0 += R16_TT) {
-            int m = nt - t0 < R16_TT ? nt - t0 : R16_TT;
-            const block_q8a *x[R16_TT];
-            for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
-            float *yt = y + (size_t)t0 * ldy + r0;
-            switch (m) {
-            case 8: r16_pass(nb, g, x, 8, yt, ldy); break;
-            case 7: r16_pass(nb, g, x, 7, yt, ldy); break;
-            case 6: r16_pass(nb, g, x, 6, yt, ldy); break;
-            case 5: r16_pass(nb, g, x, 5, yt, ldy); break;
-            case 4: r16_pass(nb, g, x, 4, yt, ldy); break;
-            case 3: r16_pass(nb, g, x, 3, yt, ldy); break;
-            case 2: r16_pass(nb, g, x, 2, yt, ldy); break;
-            default: r16_pass(nb, g, x, 1, yt, ldy); break;
-            }
-        }
+/* Groups of 16 rows (nr: whole groups, as matmul's row blocks are), tokens
+ * in passes of up to R16_TT, each pass with a constant token count. */
+#define R16_TILE(NAME, Q4)                                                                                   \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
+                     const int *idx, int nt, float *y, size_t ldy) {                                         \
+        int nb = n / 32;                                                                                     \
+        for (int r0 = 0; r0 < nr; r0 += R16) {                                                               \
+            const void *g = (const char *)w + (size_t)r0 * w_stride;                                         \
+            for (int t0 = 0; t0 < nt; t0 += R16_TT) {                                                        \
+                int m = nt - t0 < R16_TT ? nt - t0 : R16_TT;                                                 \
+                const block_q8a *x[R16_TT];                                                                  \
+                for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                          \
+                float *yt = y + (size_t)t0 * ldy + r0;                                                       \
+                switch (m) {                                                                                 \
+                case 8: r16_pass(Q4, nb, g, x, 8, yt, ldy); break;                                           \
+                case 7: r16_pass(Q4, nb, g, x, 7, yt, ldy); break;                                           \
+                case 6: r16_pass(Q4, nb, g, x, 6, yt, ldy); break;                                           \
+                case 5: r16_pass(Q4, nb, g, x, 5, yt, ldy); break;                                           \
+                case 4: r16_pass(Q4, nb, g, x, 4, yt, ldy); break;                                           \
+                case 3: r16_pass(Q4, nb, g, x, 3, yt, ldy); break;                                           \
+                case 2: r16_pass(Q4, nb, g, x, 2, yt, ldy); break;                                           \
+                default: r16_pass(Q4, nb, g, x, 1, yt, ldy); break;                                          \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
     }
-}
+R16_TILE(tile_q8_0_r16, 0)
+R16_TILE(tile_q4_0_r16, 1)
 
 /* ------------------------------------------------------------ f32 helpers */
 
@@ -390,7 +409,7 @@ static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
-             [DT_Q8_0_R16] = tile_q8_0_r16},
+             [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,

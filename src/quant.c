@@ -12,7 +12,8 @@ act_type dtype_act(moe_dtype t) {
     switch (t) {
     case DT_Q8_0:
     case DT_Q4_0:
-    case DT_Q8_0_R16: return ACT_Q8A;
+    case DT_Q8_0_R16:
+    case DT_Q4_0_R16: return ACT_Q8A;
     case DT_Q4_K: return ACT_Q8_K;
     default: return ACT_F32;
     }
@@ -50,7 +51,7 @@ void quantize_row_q8a(const float *x, void *vy, int n) {
         int sum = 0;
         for (int i = 0; i < 32; i++) sum += y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
         y[b].d = d;
-        y[b].s = d * (float)sum;
+        y[b].sum = sum;
     }
 }
 
@@ -293,45 +294,63 @@ void quantize_row(moe_dtype t, const float *x, void *y, int n) {
 
 /* ------------------------------------------------------------ interleaved rows */
 
-/* Where value i of row r sits in a Q8_0_R16 block's qs. */
-static inline int r16_at(int r, int i) { return (i / 4) * 64 + r * 4 + i % 4; }
+/* An interleaved type's plain twin and the size of one of its blocks: a
+ * group's block column is 16 of those, scales first. */
+static moe_dtype r16_base(moe_dtype t) { return t == DT_Q8_0_R16 ? DT_Q8_0 : DT_Q4_0; }
+
+/* Move row r's block (f16 d, then qs) into / out of block column g. */
+static void r16_put(moe_dtype base, uint8_t *g, int r, const uint8_t *blk) {
+    int qsb = dtype_block_bytes(base) - 2;
+    memcpy(g + 2 * r, blk, 2);
+    for (int k = 0; k < qsb / 4; k++) memcpy(g + 2 * R16 + 64 * k + 4 * r, blk + 2 + 4 * k, 4);
+}
+static void r16_get(moe_dtype base, const uint8_t *g, int r, uint8_t *blk) {
+    int qsb = dtype_block_bytes(base) - 2;
+    memcpy(blk, g + 2 * r, 2);
+    for (int k = 0; k < qsb / 4; k++) memcpy(blk + 2 + 4 * k, g + 2 * R16 + 64 * k + 4 * r, 4);
+}
 
 void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n) {
-    if (t != DT_Q8_0_R16) {
+    if (dtype_row_group(t) == 1) {
         size_t rb = dtype_row_bytes(t, (uint64_t)n);
         for (int r = 0; r < nrows; r++) quantize_row(t, x + (size_t)r * n, (char *)y + (size_t)r * rb, n);
         return;
     }
-    block_q8_0x16 *g = y; /* quantized as Q8_0 block by block, then placed */
-    for (int r0 = 0; r0 < nrows; r0 += R16, g += n / QK8_0)
+    moe_dtype base = r16_base(t); /* each row quantized as its twin, block by block, then placed */
+    size_t col = (size_t)R16 * (size_t)dtype_block_bytes(base);
+    uint8_t *g = y, blk[64];
+    for (int r0 = 0; r0 < nrows; r0 += R16, g += (size_t)(n / 32) * col)
         for (int r = 0; r < R16; r++)
-            for (int b = 0; b < n / QK8_0; b++) {
-                block_q8_0 q;
-                quantize_row_q8_0(x + (size_t)(r0 + r) * n + b * QK8_0, &q, QK8_0);
-                g[b].d[r] = q.d;
-                for (int i = 0; i < QK8_0; i++) g[b].qs[r16_at(r, i)] = q.qs[i];
+            for (int b = 0; b < n / 32; b++) {
+                quantize_row(base, x + (size_t)(r0 + r) * n + b * 32, blk, 32);
+                r16_put(base, g + (size_t)b * col, r, blk);
             }
 }
 
-void dequantize_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r, float *y, int n) {
-    if (t != DT_Q8_0_R16) {
-        dequantize_row(t, (const char *)base + r * row_bytes, y, n);
+void dequantize_row_at(moe_dtype t, const void *base_ptr, size_t row_bytes, size_t r, float *y, int n) {
+    if (dtype_row_group(t) == 1) {
+        dequantize_row(t, (const char *)base_ptr + r * row_bytes, y, n);
         return;
     }
-    const block_q8_0x16 *g = (const block_q8_0x16 *)((const char *)base + (r - r % R16) * row_bytes);
-    int lane = (int)(r % R16);
-    for (int b = 0; b < n / QK8_0; b++)
-        for (int i = 0; i < QK8_0; i++) y[b * QK8_0 + i] = f16_to_f32(g[b].d[lane]) * g[b].qs[r16_at(lane, i)];
+    moe_dtype base = r16_base(t);
+    size_t col = (size_t)R16 * (size_t)dtype_block_bytes(base);
+    const uint8_t *g = (const uint8_t *)base_ptr + (r - r % R16) * row_bytes;
+    uint8_t blk[64];
+    for (int b = 0; b < n / 32; b++) {
+        r16_get(base, g + (size_t)b * col, (int)(r % R16), blk);
+        dequantize_row(base, blk, y + b * 32, 32);
+    }
 }
 
-float dot_q8_0_r16_q8a_ref(const void *group, int r, const void *vx, int n) {
-    const block_q8_0x16 *g = group;
+float dot_r16_q8a_ref(moe_dtype t, const void *group, int r, const void *vx, int n) {
+    moe_dtype base = r16_base(t);
+    size_t col = (size_t)R16 * (size_t)dtype_block_bytes(base);
     const block_q8a *x = vx;
+    uint8_t blk[64];
     float sum = 0;
-    for (int b = 0; b < n / QK8_0; b++) {
-        int s = 0;
-        for (int i = 0; i < QK8_0; i++) s += g[b].qs[r16_at(r, i)] * x[b].qs[i];
-        sum += f16_to_f32(g[b].d[r]) * x[b].d * (float)s;
+    for (int b = 0; b < n / 32; b++) {
+        r16_get(base, (const uint8_t *)group + (size_t)b * col, r, blk);
+        sum += base == DT_Q8_0 ? dot_q8_0_q8a_ref(blk, &x[b], 32) : dot_q4_0_q8a_ref(blk, &x[b], 32);
     }
     return sum;
 }

@@ -8,13 +8,14 @@
  *         6-bit sub-block scales and mins, 128 bytes of nibbles
  *                                                          w = d*sc*q - dmin*m
  *
- *   Q8_0_R16  (ours, not ggml's; like ik_llama.cpp's repacked Q8_0_R8) the
- *         values and scales of Q8_0 with 16 rows interleaved: per block
- *         column of a group of 16 rows, the 16 f16 scales, then the 32 bytes
- *         of every row in 8 steps of 4, qs[64k + 4r + j] = q_r[4k + j]. One
- *         64-byte load holds 4 values of each of the 16 rows, so a SIMD
- *         dot's lanes are rows: one scale multiply per 16 rows and block,
- *         no horizontal sums. 34 bytes per 32 weights, as Q8_0.
+ *   Q8_0_R16, Q4_0_R16  (ours, not ggml's; like ik_llama.cpp's repacked
+ *         _R8 types) the scales and quant bytes of Q8_0 / Q4_0 with 16 rows
+ *         interleaved: per block column of a group of 16 rows, the 16 f16
+ *         scales, then the rows' qs bytes in 4-byte steps,
+ *         qs[64k + 4r + j] = qs_r[4k + j] (8 steps for Q8_0, 4 for Q4_0).
+ *         One 64-byte load holds 4 values (Q4_0: 4 + 4) of each of the 16
+ *         rows, so a SIMD dot's lanes are rows: one scale multiply per 16
+ *         rows and block, no horizontal sums. Same bytes per weight.
  *
  * Activations are quantized once per matmul input to the type the weight
  * type pairs with (Q8A for Q8_0/Q4_0, Q8_K for Q4_K); float weights use
@@ -50,16 +51,23 @@ typedef struct {
 } block_q8_0x16;
 
 typedef struct {
+    uint16_t d[R16];
+    uint8_t qs[R16 * QK4_0 / 2];
+} block_q4_0x16;
+
+typedef struct {
     uint16_t d;          /* f16 super-block scale of the sub-block scales */
     uint16_t dmin;       /* f16 super-block scale of the sub-block mins */
     uint8_t scales[12];  /* 8 x (6-bit scale, 6-bit min), packed as ggml */
     uint8_t qs[QK_K / 2];
 } block_q4_K;
 
-/* The activation partner of Q8_0 and Q4_0: 32 int8 values, their float
- * scale d, and s = d * sum(qs). */
+/* The activation partner of Q8_0 and Q4_0 (and their _R16 forms): 32 int8
+ * values, their float scale d, and their exact sum (what a weight offset,
+ * Q4_0's "- 8" or an unsigned trick's "+ 128", multiplies). */
 typedef struct {
-    float d, s;
+    float d;
+    int32_t sum;
     int8_t qs[32];
 } block_q8a;
 
@@ -75,8 +83,9 @@ _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 must match ggml");
 _Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must match ggml");
 _Static_assert(sizeof(block_q4_K) == 144, "block_q4_K must match ggml");
 _Static_assert(sizeof(block_q8_0x16) == R16 * sizeof(block_q8_0), "Q8_0_R16: the bytes of 16 Q8_0 blocks");
+_Static_assert(sizeof(block_q4_0x16) == R16 * sizeof(block_q4_0), "Q4_0_R16: the bytes of 16 Q4_0 blocks");
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K must match ggml");
-_Static_assert(sizeof(block_q8a) == 40, "block_q8a: 8 bytes of scales + 32");
+_Static_assert(sizeof(block_q8a) == 40, "block_q8a: scale, sum and 32 values");
 
 /* Activation types a weight type pairs with. */
 typedef enum { ACT_F32 = 0, ACT_Q8A = 1, ACT_Q8_K = 2 } act_type;
@@ -103,8 +112,9 @@ void dequantize_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r
 float dot_q8_0_q8a_ref(const void *w, const void *x, int n);
 float dot_q4_0_q8a_ref(const void *w, const void *x, int n);
 float dot_q4_K_q8_K_ref(const void *w, const void *x, int n);
-/* Row r (< 16) of a Q8_0_R16 group of 16 rows. */
-float dot_q8_0_r16_q8a_ref(const void *group, int r, const void *x, int n);
+/* Row r (< 16) of a Q8_0_R16 or Q4_0_R16 group of 16 rows: the base type's
+ * reference on the row's blocks taken back out of the group. */
+float dot_r16_q8a_ref(moe_dtype t, const void *group, int r, const void *x, int n);
 
 /* 6-bit scale and min of sub-block j of a Q4_K block (ggml get_scale_min_k4). */
 static inline void q4_K_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {

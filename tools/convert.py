@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """convert.py - turn a published checkpoint into one flat .moe file (docs/FORMAT.md).
 
-    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--type q8_0|q8_0_r16|q4_0|q4_k] [--quiet]
+    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16] [--quiet]
 
 SRC is one of
   - a Hugging Face model directory as published: config.json, model.safetensors or sharded
@@ -841,7 +841,7 @@ def main(argv):
     ap.add_argument("src", help="HF model folder, llama2.c folder, or a tokenizer (folder, tokenizer.json, .gguf, .bin)")
     ap.add_argument("-o", "--out", required=True, help="output .moe file")
     ap.add_argument("--dtype", choices=("keep", "f32"), default="keep", help="keep weights as stored (default) or widen to f32")
-    ap.add_argument("--type", choices=("q8_0", "q8_0_r16", "q4_0", "q4_k"), help="quantize the result with `moe quantize`")
+    ap.add_argument("--type", choices=("q8_0", "q4_0", "q4_k", "q8_0_r16", "q4_0_r16"), help="quantize the result with `moe quantize`")
     ap.add_argument("--moe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "moe"),
                     help="the moe binary used by --type (default: build/moe)")
     ap.add_argument("-t", "--threads", type=int, default=0, help="threads for --type")

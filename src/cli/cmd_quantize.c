@@ -7,9 +7,10 @@
  *   - the token embedding stays as it is unless --embd says otherwise;
  *   - the output matrix gets Q8_0 under 4-bit types (--output overrides);
  *   - MLA's absorbed per-head matrices (attn_k_b, attn_v_b) stay float;
- *   - q8_0_r16 (Q8_0 with 16 rows interleaved, for the AVX-512 kernels)
- *     applies to matrices of whole 16-row groups; the token embedding and
- *     other matrices get plain Q8_0;
+ *   - q8_0_r16 / q4_0_r16 (16 rows interleaved, for the AVX-512 kernels)
+ *     apply to matrices of whole 16-row groups; the token embedding and
+ *     other matrices get plain Q8_0 / Q4_0, the output matrix under
+ *     q4_0_r16 Q8_0_R16;
  *   - a matrix whose row length does not fit the block falls back to the
  *     next type that fits (Q4_K -> Q4_0 -> Q8_0), else stays as it is. */
 #include <stdlib.h>
@@ -25,20 +26,22 @@
 static const char *CMD = "quantize";
 
 static void help(void) {
-    printf("usage: moe quantize IN.moe OUT.moe --type q8_0|q8_0_r16|q4_0|q4_k [flags]\n\n"
+    printf("usage: moe quantize IN.moe OUT.moe --type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16 [flags]\n\n"
            "Writes OUT with the weight matrices in TYPE (ggml-compatible blocks). Routers,\n"
            "norms and (by default) the token embedding keep their precision.\n\n"
-           "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32); q8_0_r16: Q8_0 with 16\n"
-           "                     rows interleaved, fastest with AVX-512 (elsewhere: scalar)\n"
+           "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32); q8_0_r16, q4_0_r16: the\n"
+           "                     same with 16 rows interleaved, fastest with AVX-512 (other\n"
+           "                     CPUs run them on the scalar kernels)\n"
            "      --embd T       type of the token embedding (default: keep)\n"
-           "      --output T     type of the output matrix (default: q8_0 for 4-bit types, else T)\n"
+           "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
+           "                     (q8_0_r16 for q4_0_r16), else T)\n"
            "  -t, --threads N    threads (default: all cores)\n"
            "  -q, --quiet        no progress line\n");
 }
 
 static int parse_type(const char *s, moe_dtype *out) {
     static const struct { const char *name; moe_dtype t; } T[] = {
-        {"q8_0", DT_Q8_0}, {"q8_0_r16", DT_Q8_0_R16}, {"q4_0", DT_Q4_0}, {"q4_k", DT_Q4_K}, {"f16", DT_F16}, {"bf16", DT_BF16}, {"f32", DT_F32}};
+        {"q8_0", DT_Q8_0}, {"q8_0_r16", DT_Q8_0_R16}, {"q4_0", DT_Q4_0}, {"q4_0_r16", DT_Q4_0_R16}, {"q4_k", DT_Q4_K}, {"f16", DT_F16}, {"bf16", DT_BF16}, {"f32", DT_F32}};
     for (size_t i = 0; i < sizeof T / sizeof *T; i++)
         if (!strcasecmp(s, T[i].name)) {
             *out = T[i].t;
@@ -63,7 +66,8 @@ static moe_dtype target_type(const moe_tensor *t, moe_dtype want, int embd_set, 
     uint64_t cols = t->dims[t->n_dims - 1], rows = 1;
     for (int d = 0; d < t->n_dims - 1; d++) rows *= t->dims[d];
     if (dtype_row_group(want) > 1 && (rows % (uint64_t)dtype_row_group(want) || ends_with(t, "tok_embd")))
-        want = DT_Q8_0; /* interleaving needs whole row groups; a lookup table gains nothing from it */
+        want = want == DT_Q8_0_R16 ? DT_Q8_0 : DT_Q4_0; /* interleaving needs whole row groups; a lookup
+                                                         * table gains nothing from it */
     if (cols % (uint64_t)dtype_block(want) == 0) return want;
     if (want == DT_Q4_K && cols % QK4_0 == 0) return DT_Q4_0; /* rows not a multiple of 256 */
     return t->dtype;
@@ -97,7 +101,8 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (!in || !out) die(EXIT_USAGE, CMD, "usage: moe quantize IN.moe OUT.moe --type TYPE");
     if (!have_type) die(EXIT_USAGE, CMD, "--type is required (q8_0, q4_0, q4_k)");
-    if (!output_set) output = (want == DT_Q4_0 || want == DT_Q4_K) ? DT_Q8_0 : want;
+    if (!output_set)
+        output = want == DT_Q4_0 || want == DT_Q4_K ? DT_Q8_0 : want == DT_Q4_0_R16 ? DT_Q8_0_R16 : want;
     if (threads) threads_set(threads);
 
     /* validate the input as a model first: never quantize a file we could not run */

@@ -105,7 +105,7 @@ class FidelityTest(unittest.TestCase):
             rows = moetest.logits(base, ids)
             kls = {}
             got = {}
-            for t in ("q8_0", "q8_0_r16", "q4_0"):
+            for t in ("q8_0", "q8_0_r16", "q4_0", "q4_0_r16"):
                 out = os.path.join(self.dir, "%s-%s.moe" % (case, t))
                 moetest.moe("quantize", base, out, "--type", t)
                 got[t] = moetest.logits(out, ids)
@@ -113,9 +113,13 @@ class FidelityTest(unittest.TestCase):
             print("\n%-12s mean KL  q8_0 %.2e  q4_0 %.2e" % (case, kls["q8_0"], kls["q4_0"]))
             self.assertLess(kls["q8_0"], kls["q4_0"] / 4)
             self.assertLess(kls["q4_0"], 0.05)
-            # Q8_0_R16 holds Q8_0's values, rows interleaved: the same model up to summation order
-            kl = compare(got["q8_0"], got["q8_0_r16"])[1]
-            self.assertLess(kl / len(ids), 1e-7)
+            # the _r16 types hold the plain types' bytes, rows interleaved: the same model up to float
+            # summation order, which can flip a routing near-tie of these random weights at a position
+            # (DeepSeek-V3's Q4_0: 1 of 24); every other position agrees to 1e-5
+            for plain in ("q8_0", "q4_0"):
+                same = sum(max(abs(x - y) for x, y in zip(ra, rb)) < 1e-5
+                           for ra, rb in zip(got[plain], got[plain + "_r16"]))
+                self.assertGreaterEqual(same, 0.9 * len(ids), "%s %s_r16: %d of %d positions" % (case, plain, same, len(ids)))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ static float grand(void) { /* roughly normal */
     return (frand() + frand() + frand() + frand()) * 0.8660254f;
 }
 
-static const moe_dtype TYPES[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_K, DT_Q8_0_R16};
-#define N_TYPES 7
+static const moe_dtype TYPES[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_K, DT_Q8_0_R16, DT_Q4_0_R16};
+#define N_TYPES 8
 
 /* A random matrix stored in dtype, plus the exact floats it holds. */
 typedef struct {
@@ -242,27 +242,32 @@ static void test_half_conversions(void) {
     CHECK(f32_to_bf16(bf16_to_f32(0x3f80) + ldexpf(1, -8)) == 0x3f80, "bf16 ties to even (even stays)");
 }
 
-/* 4. Q8_0_R16 holds exactly Q8_0's values and scales, placed as quant.h says */
+/* 4. Q8_0_R16 / Q4_0_R16 hold exactly Q8_0's / Q4_0's scales and bytes,
+ * placed as quant.h says */
 static void test_r16_layout(void) {
-    enum { ROWS = 32, COLS = 96 };
+    enum { ROWS = 32, COLS = 96, NB = COLS / 32 };
+    static const moe_dtype pairs[2][2] = {{DT_Q8_0_R16, DT_Q8_0}, {DT_Q4_0_R16, DT_Q4_0}};
     float *x = malloc(sizeof(float) * ROWS * COLS), a[COLS], b[COLS];
     for (int i = 0; i < ROWS * COLS; i++) x[i] = grand();
-    size_t rb = dtype_row_bytes(DT_Q8_0, COLS);
-    block_q8_0x16 *g = malloc(rb * ROWS);
-    block_q8_0 q[COLS / QK8_0];
-    quantize_rows(DT_Q8_0_R16, x, g, ROWS, COLS);
-    for (int r = 0; r < ROWS; r++) {
-        quantize_row_q8_0(x + r * COLS, q, COLS);
-        dequantize_row(DT_Q8_0, q, a, COLS);
-        dequantize_row_at(DT_Q8_0_R16, g, rb, (size_t)r, b, COLS);
-        CHECK(!memcmp(a, b, sizeof a), "Q8_0_R16 row %d differs from Q8_0", r);
-        const block_q8_0x16 *blk = g + (r / R16) * (COLS / QK8_0) + 1; /* block column 1 of r's group */
-        CHECK(blk->d[r % R16] == q[1].d && blk->qs[64 * 2 + 4 * (r % R16) + 3] == q[1].qs[11],
-              "Q8_0_R16 row %d: block 1 not where quant.h puts it", r);
-        g_checks++;
+    for (int p = 0; p < 2; p++) {
+        moe_dtype rt = pairs[p][0], bt = pairs[p][1];
+        size_t rb = dtype_row_bytes(bt, COLS), bb = (size_t)dtype_block_bytes(bt);
+        uint8_t *g = malloc(rb * ROWS), plain[NB * 34];
+        quantize_rows(rt, x, g, ROWS, COLS);
+        for (int r = 0; r < ROWS; r++) {
+            quantize_row(bt, x + r * COLS, plain, COLS);
+            dequantize_row(bt, plain, a, COLS);
+            dequantize_row_at(rt, g, rb, (size_t)r, b, COLS);
+            CHECK(!memcmp(a, b, sizeof a), "%s row %d differs from %s", dtype_name(rt), r, dtype_name(bt));
+            /* block column 1 of r's group: scale r, then qs byte 11 of the row at step 2, offset 3 */
+            const uint8_t *col = g + (size_t)(r / R16) * R16 * rb + R16 * bb, *blk = plain + bb;
+            CHECK(!memcmp(col + 2 * (r % R16), blk, 2) && col[2 * R16 + 64 * 2 + 4 * (r % R16) + 3] == blk[2 + 11],
+                  "%s row %d: block 1 not where quant.h puts it", dtype_name(rt), r);
+            g_checks++;
+        }
+        free(g);
     }
     free(x);
-    free(g);
 }
 
 int main(void) {
