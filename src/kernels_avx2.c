@@ -9,6 +9,7 @@
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "util.h"
@@ -192,6 +193,78 @@ static float dot_f32(const float *a, const float *b, int n) {
     return s;
 }
 
+/* ------------------------------------------------------------ interleaved rows */
+
+/* Q8_0_R16 and Q4_0_R16 (quant.h): lanes are rows, two 8-row halves per
+ * 64-byte step. Q8_0 uses the sign trick per step (|w| once, sign(x, w) per
+ * token); Q4_0's nibbles q = w + 8 are unsigned already, and -8 * sum(x)
+ * starts the int32 dot. Up to two tokens per pass over a group (sixteen ymm
+ * registers). */
+static inline __m256i madd_u8i8(__m256i u, __m256i s) { /* 4-byte groups -> int32 */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+static inline __attribute__((always_inline)) void r16_pass_avx2(int q4, int nb, const void *gv, const block_q8a *const *x,
+                                                                int T, float *y, size_t ldy) {
+    const size_t col = q4 ? sizeof(block_q4_0x16) : sizeof(block_q8_0x16);
+    __m256 acc[2][2];
+    for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *g = (const uint8_t *)gv + (size_t)b * col, *qs = g + 2 * R16;
+        __m256i d[2][2];
+        for (int t = 0; t < T; t++) d[t][0] = d[t][1] = _mm256_set1_epi32(q4 ? -8 * x[t][b].sum : 0);
+        for (int k = 0; k < 8; k++) {
+            int xo = q4 ? (k < 4 ? 4 * k : 16 + 4 * (k - 4)) : 4 * k; /* the token's matching values */
+            for (int half = 0; half < 2; half++) {
+                __m256i w;
+                if (q4) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 64 * (k & 3) + 32 * half));
+                    w = _mm256_and_si256(k < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0xF));
+                } else {
+                    w = _mm256_loadu_si256((const __m256i *)(qs + 64 * k + 32 * half));
+                }
+                __m256i aw = q4 ? w : _mm256_sign_epi8(w, w); /* |w| */
+                for (int t = 0; t < T; t++) {
+                    int32_t v4;
+                    memcpy(&v4, x[t][b].qs + xo, 4);
+                    __m256i xv = _mm256_set1_epi32(v4);
+                    d[t][half] = _mm256_add_epi32(d[t][half], madd_u8i8(aw, q4 ? xv : _mm256_sign_epi8(xv, w)));
+                }
+            }
+        }
+        __m256 wd0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+        __m256 wd1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16)));
+        for (int t = 0; t < T; t++) {
+            __m256 xd = _mm256_set1_ps(x[t][b].d);
+            acc[t][0] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d[t][0]), xd), wd0, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d[t][1]), xd), wd1, acc[t][1]);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        _mm256_storeu_ps(y + (size_t)t * ldy, acc[t][0]);
+        _mm256_storeu_ps(y + (size_t)t * ldy + 8, acc[t][1]);
+    }
+}
+
+#define R16_TILE_AVX2(NAME, Q4)                                                                              \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
+                     const int *idx, int nt, float *y, size_t ldy) {                                         \
+        for (int r0 = 0; r0 < nr; r0 += R16) { /* whole groups, as matmul's row blocks are */                \
+            const void *g = (const char *)w + (size_t)r0 * w_stride;                                         \
+            for (int t0 = 0; t0 < nt; t0 += 2) {                                                             \
+                const block_q8a *x[2] = {(const block_q8a *)AROW(t0), NULL};                                \
+                if (t0 + 1 < nt) {                                                                           \
+                    x[1] = (const block_q8a *)AROW(t0 + 1);                                                  \
+                    r16_pass_avx2(Q4, n / 32, g, x, 2, y + (size_t)t0 * ldy + r0, ldy);                     \
+                } else {                                                                                     \
+                    r16_pass_avx2(Q4, n / 32, g, x, 1, y + (size_t)t0 * ldy + r0, ldy);                     \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+R16_TILE_AVX2(tile_q8_0_r16, 0)
+R16_TILE_AVX2(tile_q4_0_r16, 1)
+
 static void axpy_f32(float *y, float s, const float *x, int n) {
     __m256 vs = _mm256_set1_ps(s);
     int i = 0;
@@ -211,7 +284,8 @@ static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
 static const kernel_set AVX2 = {
     .name = "avx2",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
-             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K},
+             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
+             [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
