@@ -228,6 +228,98 @@ static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void 
 
 /* ------------------------------------------------------------ f32 helpers */
 
+/* ------------------------------------------------------------ interleaved rows */
+
+/* Q8_0_R16 and Q4_0_R16 (quant.h): lanes are rows. A 64-byte step is four
+ * vectors of 4 rows x 4 values; sdot by lane multiplies each by the token's
+ * 4 matching values (lane k % 4 of its values 0..15 or 16..31), so the 16
+ * row dots of a block build up in four int32x4, exact. Q4_0's nibbles are
+ * q = w + 8 (0..15, fine as signed bytes): -8 * sum(x) starts the dot.
+ * One token per pass over a group of rows; the group's blocks stay in
+ * cache for the next token. */
+#define R16_DOT(acc, w, xv, lane)                                                                            \
+    do {                                                                                                     \
+        for (int q_ = 0; q_ < 4; q_++) acc[q_] = vdotq_laneq_s32(acc[q_], w[q_], xv, lane);                  \
+    } while (0)
+
+static inline void r16_load(const uint8_t *p, int8x16_t w[4]) {
+    for (int q = 0; q < 4; q++) w[q] = vld1q_s8((const int8_t *)p + 16 * q);
+}
+
+/* The int32 dots of one block column (16 rows) with one token's block. */
+static inline void r16_block(int q4, const uint8_t *qs, const block_q8a *x, int32x4_t d[4]) {
+    int8x16_t xl = vld1q_s8(x->qs), xh = vld1q_s8(x->qs + 16), w[4];
+    for (int q = 0; q < 4; q++) d[q] = vdupq_n_s32(q4 ? -8 * x->sum : 0);
+    if (!q4) { /* step k: values 4k..4k+3 = lane k % 4 of xl (k < 4) or xh */
+        r16_load(qs, w);
+        R16_DOT(d, w, xl, 0);
+        r16_load(qs + 64, w);
+        R16_DOT(d, w, xl, 1);
+        r16_load(qs + 128, w);
+        R16_DOT(d, w, xl, 2);
+        r16_load(qs + 192, w);
+        R16_DOT(d, w, xl, 3);
+        r16_load(qs + 256, w);
+        R16_DOT(d, w, xh, 0);
+        r16_load(qs + 320, w);
+        R16_DOT(d, w, xh, 1);
+        r16_load(qs + 384, w);
+        R16_DOT(d, w, xh, 2);
+        r16_load(qs + 448, w);
+        R16_DOT(d, w, xh, 3);
+        return;
+    }
+    const uint8x16_t m4 = vdupq_n_u8(0xF);
+    int8x16_t lo[4], hi[4];
+#define R16_NIBBLES(c, lane)                                                                                 \
+    do {                                                                                                     \
+        for (int q = 0; q < 4; q++) {                                                                        \
+            uint8x16_t v = vld1q_u8(qs + 64 * c + 16 * q);                                                   \
+            lo[q] = vreinterpretq_s8_u8(vandq_u8(v, m4));                                                    \
+            hi[q] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));                                                   \
+        }                                                                                                    \
+        R16_DOT(d, lo, xl, lane);                                                                            \
+        R16_DOT(d, hi, xh, lane);                                                                            \
+    } while (0)
+    R16_NIBBLES(0, 0);
+    R16_NIBBLES(1, 1);
+    R16_NIBBLES(2, 2);
+    R16_NIBBLES(3, 3);
+#undef R16_NIBBLES
+}
+
+static inline void r16_tile(int q4, int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                            const int *idx, int nt, float *y, size_t ldy) {
+    const size_t col = q4 ? sizeof(block_q4_0x16) : sizeof(block_q8_0x16);
+    for (int r0 = 0; r0 < nr; r0 += R16) { /* whole groups, as matmul's row blocks are */
+        const uint8_t *g0 = (const uint8_t *)w + (size_t)r0 * w_stride;
+        for (int t = 0; t < nt; t++) {
+            const block_q8a *x = (const block_q8a *)AROW(t);
+            float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
+            for (int b = 0; b < n / 32; b++) {
+                const uint8_t *g = g0 + (size_t)b * col;
+                int32x4_t d[4];
+                r16_block(q4, g + 2 * R16, &x[b], d);
+                float16x8_t h0 = vreinterpretq_f16_u8(vld1q_u8(g)), h1 = vreinterpretq_f16_u8(vld1q_u8(g + 16));
+                float32x4_t wd[4] = {vcvt_f32_f16(vget_low_f16(h0)), vcvt_high_f32_f16(h0), vcvt_f32_f16(vget_low_f16(h1)),
+                                     vcvt_high_f32_f16(h1)};
+                for (int q = 0; q < 4; q++)
+                    acc[q] = vfmaq_f32(acc[q], vmulq_n_f32(vcvtq_f32_s32(d[q]), x[b].d), wd[q]);
+            }
+            for (int q = 0; q < 4; q++) vst1q_f32(y + (size_t)t * ldy + r0 + 4 * q, acc[q]);
+        }
+    }
+}
+
+static void tile_q8_0_r16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                          const int *idx, int nt, float *y, size_t ldy) {
+    r16_tile(0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q4_0_r16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                          const int *idx, int nt, float *y, size_t ldy) {
+    r16_tile(1, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+
 static float dot_f32(const float *a, const float *b, int n) {
     float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
     int i = 0;
@@ -267,7 +359,8 @@ static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
 static const kernel_set NEON = {
     .name = "neon",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
-             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K},
+             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K,
+             [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,

@@ -7,7 +7,7 @@
  *   - the token embedding stays as it is unless --embd says otherwise;
  *   - the output matrix gets Q8_0 under 4-bit types (--output overrides);
  *   - MLA's absorbed per-head matrices (attn_k_b, attn_v_b) stay float;
- *   - q8_0_r16 / q4_0_r16 (16 rows interleaved, for the AVX-512 kernels)
+ *   - q8_0_r16 / q4_0_r16 (16 rows interleaved, for the SIMD kernels)
  *     apply to matrices of whole 16-row groups; the token embedding and
  *     other matrices get plain Q8_0 / Q4_0, the output matrix under
  *     q4_0_r16 Q8_0_R16;
@@ -30,8 +30,7 @@ static void help(void) {
            "Writes OUT with the weight matrices in TYPE (ggml-compatible blocks). Routers,\n"
            "norms and (by default) the token embedding keep their precision.\n\n"
            "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32); q8_0_r16, q4_0_r16: the\n"
-           "                     same with 16 rows interleaved, fastest with AVX-512 (other\n"
-           "                     CPUs run them on the scalar kernels)\n"
+           "                     same values with 16 rows interleaved, for faster kernels\n"
            "      --embd T       type of the token embedding (default: keep)\n"
            "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
            "                     (q8_0_r16 for q4_0_r16), else T)\n"
