@@ -26,6 +26,14 @@ static void *kv_at(const moe_ctx *c, void *cache, int layer, size_t i) {
     return (char *)cache + ((size_t)layer * c->cache_layer_floats + i) * kv_esize(c);
 }
 
+/* n values into a column of the cache: value i at dst + i * stride. */
+static void kv_put_column(const moe_ctx *c, void *dst, const float *src, int n, size_t stride) {
+    for (int i = 0; i < n; i++) {
+        if (c->kv_f16) ((uint16_t *)dst)[(size_t)i * stride] = f32_to_f16(src[i]);
+        else ((float *)dst)[(size_t)i * stride] = src[i];
+    }
+}
+
 static void kv_put(const moe_ctx *c, void *dst, const float *src, int n) {
     if (!c->kv_f16) {
         memcpy(dst, src, sizeof(float) * (size_t)n);
@@ -35,25 +43,30 @@ static void kv_put(const moe_ctx *c, void *dst, const float *src, int n) {
     for (int i = 0; i < n; i++) h[i] = f32_to_f16(src[i]);
 }
 
-/* Softmax-weighted attention of the g query heads that share one KV head
- * (a GQA group; MLA: g = 1) over cached positions [start, p]. Queries are
- * q + h*q_stride floats, cache rows are stride values apart; every key and
- * value row is read once for the whole group. scores: g rows of ld floats;
- * head h's vdim outputs go to out + h*out_stride. */
-static void attend_group(const kernel_set *ks, int f16, const float *q, size_t q_stride, int g, const void *kc,
-                         const void *vc, size_t stride, int dim, int vdim, int start, int p, float scale,
-                         float *scores, size_t ld, float *out, size_t out_stride) {
+/* scores[h][j] = softmax over j in [start, p] of scale * q_h . k_j, for
+ * the g query heads that share one KV head (a GQA group; MLA: g = 1).
+ * Queries are q + h*q_stride floats, key rows stride values apart in the
+ * cache; scores: g rows of ld floats. The tile reads every key row once for
+ * the whole group (keys as weight rows, heads as tokens). */
+static void group_scores(const kernel_set *ks, int f16, const float *q, size_t q_stride, int g, const void *kc,
+                         size_t stride, int dim, int start, int p, float scale, float *scores, size_t ld) {
     int n = p - start + 1;
     size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    /* scores[h][j] = q_h . k_j: the weight tile with the keys as rows and the heads as tokens */
     ks->tile[f16 ? DT_F16 : DT_F32](dim, (const char *)kc + (size_t)start * stride * es, stride * es, n, q,
                                     q_stride * sizeof(float), NULL, g, scores + start, ld);
     for (int h = 0; h < g; h++) {
         float *s = scores + (size_t)h * ld + start;
         for (int j = 0; j < n; j++) s[j] *= scale;
         softmax(s, n);
-        memset(out + (size_t)h * out_stride, 0, sizeof(float) * (size_t)vdim);
     }
+}
+
+/* out_h = sum_j scores[h][j] v_j over [start, p] with the value rows in the
+ * cache, stride values apart (MLA's latents, which are also its keys). */
+static void weighted_rows(const kernel_set *ks, int f16, const float *scores, size_t ld, int g, const void *vc,
+                          size_t stride, int vdim, int start, int p, float *out, size_t out_stride) {
+    size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
+    for (int h = 0; h < g; h++) memset(out + (size_t)h * out_stride, 0, sizeof(float) * (size_t)vdim);
     for (int j = start; j <= p; j++) {
         const char *v = (const char *)vc + (size_t)j * stride * es;
         for (int h = 0; h < g; h++) {
@@ -119,11 +132,14 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
         for (int h = 0; h < nkv; h++) rope_apply(&c->rope, k + h * hd, p);
         /* append to the cache */
         kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * kvw), k, kvw);
-        kv_put(c, kv_at(c, c->v_cache, layer, (size_t)p * kvw), v, kvw);
+        kv_put_column(c, kv_at(c, c->v_cache, layer, (size_t)p), v, kvw, (size_t)c->n_ctx);
     }
 
     /* softmax(q k^T * scale) v, causally, per (token, kv head): query heads
-     * g*group .. g*group+group-1 read kv head g (HF repeat_kv) */
+     * g*group .. g*group+group-1 read kv head g (HF repeat_kv). V is cached
+     * transposed (a row per value dimension, n_ctx positions long), so the
+     * weighted sum of values is one more tile: V^T rows as weights, the
+     * group's score rows as tokens. */
     const void *kc = kv_at(c, c->k_cache, layer, 0), *vc = kv_at(c, c->v_cache, layer, 0);
     int group = nh / nkv;
     size_t es = kv_esize(c);
@@ -133,9 +149,12 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
         int t = tg / nkv, g = tg % nkv, p = pos0 + t;
         float *scores = c->att_scores + (size_t)thread_id() * (size_t)group * c->n_ctx;
         size_t h0 = (size_t)t * qw + (size_t)g * group * hd;
-        attend_group(ks, c->kv_f16, c->q + h0, (size_t)hd, group, (const char *)kc + (size_t)g * hd * es,
-                     (const char *)vc + (size_t)g * hd * es, (size_t)kvw, hd, hd, window_start(cfg, p), p,
-                     cfg->attn_scale, scores, (size_t)c->n_ctx, c->att + h0, (size_t)hd);
+        int start = window_start(cfg, p);
+        group_scores(ks, c->kv_f16, c->q + h0, (size_t)hd, group, (const char *)kc + (size_t)g * hd * es,
+                     (size_t)kvw, hd, start, p, cfg->attn_scale, scores, (size_t)c->n_ctx);
+        const char *vt = (const char *)vc + ((size_t)g * hd * c->n_ctx + (size_t)start) * es;
+        ks->tile[c->kv_f16 ? DT_F16 : DT_F32](p - start + 1, vt, (size_t)c->n_ctx * es, hd, scores + start,
+                                              (size_t)c->n_ctx * sizeof(float), NULL, group, c->att + h0, (size_t)hd);
     }
 
     act_rows aa;
@@ -196,8 +215,9 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         wmat kb = wmat_at(L->k_b, h), vb = wmat_at(L->v_b, h);
         matvec(ks, mq, &kb, qh);
         memcpy(mq + lora, qh + nope, sizeof(float) * (size_t)rd);
-        attend_group(ks, c->kv_f16, mq, 0, 1, cache, cache, (size_t)cw, cw, lora, window_start(cfg, p), p, cfg->attn_scale,
-                     scores, (size_t)c->n_ctx, lat, 0);
+        int start = window_start(cfg, p);
+        group_scores(ks, c->kv_f16, mq, 0, 1, cache, (size_t)cw, cw, start, p, cfg->attn_scale, scores, (size_t)c->n_ctx);
+        weighted_rows(ks, c->kv_f16, scores, (size_t)c->n_ctx, 1, cache, (size_t)cw, lora, start, p, lat, 0);
         matvec(ks, c->att + (size_t)t * nh * vd + h * vd, &vb, lat);
     }
 

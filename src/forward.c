@@ -133,7 +133,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     size_t chunk = FFN_SCRATCH_BYTES / per_row;
     c->ffn_chunk = chunk < 1 ? 1 : chunk > (size_t)c->n_batch ? c->n_batch : (int)chunk;
 
-    /* KV cache: GQA keeps K and V per kv head; MLA keeps [latent | rope key] */
+    /* KV cache: GQA keeps K and V (transposed) per kv head; MLA keeps [latent | rope key] */
     c->cache_layer_floats = cfg->attn_type == ATTN_MLA
                                 ? (size_t)c->n_ctx * (size_t)(cfg->kv_lora + cfg->mla_rope_dim)
                                 : (size_t)c->n_ctx * (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;

@@ -22,8 +22,9 @@ struct moe_ctx {
     route_config route;         /* the model's routing, k possibly overridden (n_active) */
     unsigned char *expert_off;  /* (n_layers, E) 1 = disabled expert, or NULL: none */
 
-    /* KV cache, per layer: GQA (n_ctx, n_kv*head_dim) for K and for V;
-     * MLA (n_ctx, kv_lora + rope_dim) latent + rope key, no V */
+    /* KV cache, per layer: GQA K as (n_ctx, n_kv*head_dim) and V transposed,
+     * (n_kv*head_dim, n_ctx), so the weighted sum of values is a tile
+     * (attention.c); MLA (n_ctx, kv_lora + rope_dim) latent + rope key, no V */
     void *k_cache, *v_cache;    /* f32, or f16 with kv_f16 */
     int kv_f16;
     size_t cache_layer_floats;  /* values per layer in k_cache (and v_cache) */
