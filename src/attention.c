@@ -113,6 +113,7 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
     add_bias(c->k, L->k_bias, n, kvw);
     add_bias(c->v, L->v_bias, n, kvw);
 
+#pragma omp parallel for schedule(static) if (n >= 16 && threads_max() > 1) /* tokens are independent */
     for (int t = 0; t < n; t++) {
         float *q = c->q + (size_t)t * qw, *k = c->k + (size_t)t * kvw, *v = c->v + (size_t)t * kvw;
         if (cfg->qk_norm == QK_NORM_FULL) { /* OLMoE: RMSNorm over the whole projection */

@@ -20,6 +20,7 @@
 #include "kernels.h"
 #include "ops.h"
 #include "router.h"
+#include "threads.h"
 
 /* One SwiGLU run: an expert, the shared expert or a dense MLP over some
  * token rows of the block input; its result row r is added, times
@@ -54,11 +55,18 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
     for (int i = 0; i < g->n; off += g->p[i].n, i++)
         job[i] = (mm_job){c->ffn_y + (size_t)off * dim, &g->p[i].down, &ah, c->seq_idx + off, g->p[i].n, NULL, NULL};
     matmul_jobs(job, g->n);
-    off = 0;
-    for (int i = 0; i < g->n; off += g->p[i].n, i++)
-        for (int r = 0; r < g->p[i].n; r++)
-            axpy(out + (size_t)g->p[i].rows[r] * dim, g->p[i].weight ? g->p[i].weight[r] : 1.0f,
-                 c->ffn_y + (size_t)(off + r) * dim, dim);
+    /* rows of different pieces add into the same token: each thread takes
+     * a slice of the columns of every row, so no two write the same value */
+#pragma omp parallel if ((size_t)off * (size_t)dim >= (1u << 16) && threads_max() > 1)
+    {
+        int d0 = (int)((int64_t)dim * thread_id() / threads_in_team());
+        int d1 = (int)((int64_t)dim * (thread_id() + 1) / threads_in_team());
+        int o = 0;
+        for (int i = 0; i < g->n; o += g->p[i].n, i++)
+            for (int r = 0; r < g->p[i].n; r++)
+                axpy(out + (size_t)g->p[i].rows[r] * dim + d0, g->p[i].weight ? g->p[i].weight[r] : 1.0f,
+                     c->ffn_y + (size_t)(o + r) * dim + d0, d1 - d0);
+    }
     g->n = g->rows = 0;
 }
 

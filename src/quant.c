@@ -46,7 +46,7 @@ void quantize_row_q8a(const float *x, void *vy, int n) {
     block_q8a *y = vy;
     for (int b = 0; b < n / 32; b++, x += 32) {
         float amax = 0.0f;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        for (int i = 0; i < 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax; /* not fmaxf: a libm call */
         float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int i = 0; i < 32; i++) sum += y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
