@@ -308,13 +308,15 @@ static inline __m512i r16_step(int q4, const uint8_t *qs, int k) {
 }
 
 static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const void *gv, const block_q8a *const *x,
-                                                           int T, float *y, size_t ldy) {
+                                                           int T, float *y, size_t ldy, const char *next) {
     const size_t col = q4 ? sizeof(block_q4_0x16) : sizeof(block_q8_0x16);
     const int32_t off = q4 ? 8 : 128;
     __m512 acc[R16_TT];
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t *g = (const uint8_t *)gv + (size_t)b * col, *qs = g + 2 * R16;
+        if (next) /* prefill: fetch the next row group while this one computes */
+            for (size_t l = 0; l < col; l += 64) _mm_prefetch(next + (size_t)b * col + l, _MM_HINT_T1);
         __m512i d0[R16_TT], d1[R16_TT];
         for (int t = 0; t < T; t++) {
             d0[t] = _mm512_set1_epi32(-off * x[t][b].sum);
@@ -350,15 +352,16 @@ static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const
                 const block_q8a *x[R16_TT];                                                                  \
                 for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                          \
                 float *yt = y + (size_t)t0 * ldy + r0;                                                       \
+                const char *nx = t0 == 0 && nt > R16_TT ? (const char *)g + R16 * w_stride : NULL;            \
                 switch (m) {                                                                                 \
-                case 8: r16_pass(Q4, nb, g, x, 8, yt, ldy); break;                                           \
-                case 7: r16_pass(Q4, nb, g, x, 7, yt, ldy); break;                                           \
-                case 6: r16_pass(Q4, nb, g, x, 6, yt, ldy); break;                                           \
-                case 5: r16_pass(Q4, nb, g, x, 5, yt, ldy); break;                                           \
-                case 4: r16_pass(Q4, nb, g, x, 4, yt, ldy); break;                                           \
-                case 3: r16_pass(Q4, nb, g, x, 3, yt, ldy); break;                                           \
-                case 2: r16_pass(Q4, nb, g, x, 2, yt, ldy); break;                                           \
-                default: r16_pass(Q4, nb, g, x, 1, yt, ldy); break;                                          \
+                case 8: r16_pass(Q4, nb, g, x, 8, yt, ldy, nx); break;                                       \
+                case 7: r16_pass(Q4, nb, g, x, 7, yt, ldy, nx); break;                                       \
+                case 6: r16_pass(Q4, nb, g, x, 6, yt, ldy, nx); break;                                       \
+                case 5: r16_pass(Q4, nb, g, x, 5, yt, ldy, nx); break;                                       \
+                case 4: r16_pass(Q4, nb, g, x, 4, yt, ldy, nx); break;                                       \
+                case 3: r16_pass(Q4, nb, g, x, 3, yt, ldy, nx); break;                                       \
+                case 2: r16_pass(Q4, nb, g, x, 2, yt, ldy, nx); break;                                       \
+                default: r16_pass(Q4, nb, g, x, 1, yt, ldy, nx); break;                                      \
                 }                                                                                            \
             }                                                                                                \
         }                                                                                                    \
