@@ -38,7 +38,8 @@ SHAPES = {
 }
 
 DTYPES = {"bf16": moefile.BF16, "f16": moefile.F16, "f32": moefile.F32, "q8_0": moefile.Q8_0,
-          "q4_0": moefile.Q4_0, "q4_k": moefile.Q4_K}
+          "q4_0": moefile.Q4_0, "q4_k": moefile.Q4_K, "q8_0_r16": moefile.Q8_0_R16, "q4_0_r16": moefile.Q4_0_R16}
+R16_PLAIN = {moefile.Q8_0_R16: moefile.Q8_0, moefile.Q4_0_R16: moefile.Q4_0}  # 16 rows interleaved -> plain
 
 CHUNK = 8 << 20
 
@@ -57,6 +58,8 @@ _SCALE_F16 = struct.pack("<e", 0.002)
 def random_bytes(dtype, nbytes):
     """Yield chunks of valid random data of the given dtype, nbytes in total."""
     block, bb = moefile.DTYPE_BLOCK[dtype]
+    if dtype in R16_PLAIN:
+        bb *= 16  # one block column of a 16-row group: 16 scales, then the rows' quants
     step = CHUNK // bb * bb
     left = nbytes
     while left:
@@ -72,6 +75,10 @@ def random_bytes(dtype, nbytes):
         elif dtype in (moefile.Q8_0, moefile.Q4_0):
             buf[0::bb] = _SCALE_F16[:1] * (n // bb)
             buf[1::bb] = _SCALE_F16[1:] * (n // bb)
+        elif dtype in R16_PLAIN:
+            for i in range(16):
+                buf[2 * i::bb] = _SCALE_F16[:1] * (n // bb)
+                buf[2 * i + 1::bb] = _SCALE_F16[1:] * (n // bb)
         elif dtype == moefile.Q4_K:
             for off in (0, 2):  # d and dmin
                 buf[off::bb] = _SCALE_F16[:1] * (n // bb)
@@ -90,7 +97,7 @@ def build(shape, args):
         s["n_layers"] = args.layers
     wt = DTYPES[args.type]
     keep = moefile.BF16  # routers, embeddings and MLA absorbed matrices stay in higher precision
-    out_t = moefile.Q8_0 if wt in (moefile.Q4_0, moefile.Q4_K) else wt
+    out_t = {moefile.Q4_0: moefile.Q8_0, moefile.Q4_K: moefile.Q8_0, moefile.Q4_0_R16: moefile.Q8_0_R16}.get(wt, wt)
     L, d, E = s["n_layers"], s["dim"], s["experts"]
     w = moefile.MoeWriter()
     kv = w.add_kv
@@ -150,6 +157,8 @@ def build(shape, args):
     kv("tok.eos", -1)
 
     def mat(name, dtype, shape_):
+        if dtype in R16_PLAIN and math.prod(shape_[:-1]) % 16:
+            dtype = R16_PLAIN[dtype]  # interleaving needs whole 16-row groups (as moe quantize)
         w.add_tensor(name, dtype, shape_, lambda dt=dtype, sh=shape_: random_bytes(dt, moefile.tensor_nbytes(dt, sh)))
 
     def ones(name, n):
