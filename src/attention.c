@@ -26,21 +26,17 @@ static void *kv_at(const moe_ctx *c, void *cache, int layer, size_t i) {
     return (char *)cache + ((size_t)layer * c->cache_layer_floats + i) * kv_esize(c);
 }
 
-/* n values into a column of the cache: value i at dst + i * stride. */
-static void kv_put_column(const moe_ctx *c, void *dst, const float *src, int n, size_t stride) {
+/* n values into the cache, value i at dst + i * stride (1: a row; n_ctx:
+ * a column of the transposed V). */
+static void kv_put(const moe_ctx *c, void *dst, const float *src, int n, size_t stride) {
+    if (!c->kv_f16 && stride == 1) {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         if (c->kv_f16) ((uint16_t *)dst)[(size_t)i * stride] = f32_to_f16(src[i]);
         else ((float *)dst)[(size_t)i * stride] = src[i];
     }
-}
-
-static void kv_put(const moe_ctx *c, void *dst, const float *src, int n) {
-    if (!c->kv_f16) {
-        memcpy(dst, src, sizeof(float) * (size_t)n);
-        return;
-    }
-    uint16_t *h = dst;
-    for (int i = 0; i < n; i++) h[i] = f32_to_f16(src[i]);
 }
 
 /* scores[h][j] = softmax over j in [start, p] of scale * q_h . k_j, for
@@ -132,8 +128,8 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
         for (int h = 0; h < nh; h++) rope_apply(&c->rope, q + h * hd, p);
         for (int h = 0; h < nkv; h++) rope_apply(&c->rope, k + h * hd, p);
         /* append to the cache */
-        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * kvw), k, kvw);
-        kv_put_column(c, kv_at(c, c->v_cache, layer, (size_t)p), v, kvw, (size_t)c->n_ctx);
+        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * kvw), k, kvw, 1);
+        kv_put(c, kv_at(c, c->v_cache, layer, (size_t)p), v, kvw, (size_t)c->n_ctx);
     }
 
     /* softmax(q k^T * scale) v, causally, per (token, kv head): query heads
@@ -199,7 +195,7 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         rmsnorm(slot, ckv, L->kv_a_norm, lora, MLA_NORM_EPS); /* kv_a_layernorm(c_kv) */
         memcpy(slot + lora, ckv + lora, sizeof(float) * (size_t)rd);
         rope_apply(&c->rope, slot + lora, p);
-        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * cw), slot, cw);
+        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * cw), slot, cw, 1);
         for (int h = 0; h < nh; h++) rope_apply(&c->rope, c->q + (size_t)t * qw + h * qk + nope, p);
     }
 

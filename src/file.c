@@ -53,6 +53,7 @@ const char *dtype_name(moe_dtype t) { return traits(t) ? traits(t)->name : "?"; 
 int dtype_block(moe_dtype t) { return traits(t)->block; }
 int dtype_block_bytes(moe_dtype t) { return traits(t)->block_bytes; }
 int dtype_row_group(moe_dtype t) { return t == DT_Q8_0_R16 || t == DT_Q4_0_R16 ? 16 : 1; }
+moe_dtype dtype_plain(moe_dtype t) { return t == DT_Q8_0_R16 ? DT_Q8_0 : t == DT_Q4_0_R16 ? DT_Q4_0 : t; }
 int dtype_is_float(moe_dtype t) { return t == DT_F32 || t == DT_F16 || t == DT_BF16; }
 int dtype_is_quant(moe_dtype t) { return t >= DT_Q8_0; }
 size_t dtype_row_bytes(moe_dtype t, uint64_t n) {

@@ -73,6 +73,7 @@ int dtype_is_quant(moe_dtype t);     /* block-quantized */
 int dtype_block(moe_dtype t);        /* elements per block */
 int dtype_block_bytes(moe_dtype t);  /* bytes per block */
 int dtype_row_group(moe_dtype t);    /* rows stored together (interleaved): a tensor's rows are a multiple */
+moe_dtype dtype_plain(moe_dtype t);  /* an interleaved type's plain twin (same bytes per block); else t */
 /* bytes of a row of n elements (n must be a multiple of the block) */
 size_t dtype_row_bytes(moe_dtype t, uint64_t n);
 

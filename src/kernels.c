@@ -231,23 +231,6 @@ void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, c
     run_tiles(ks, y, w, act, stride, idx, m, 0, w->rows);
 }
 
-void matmul_idx(float *y, const wmat *w, act_rows *a, const int *idx, int m) {
-    const kernel_set *ks = kernels_get();
-    size_t stride;
-    const void *act = act_prepare(a, w->dtype, &stride);
-    int blocks = (w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
-    if (blocks == 1 || threads_max() == 1) {
-        run_tiles(ks, y, w, act, stride, idx, m, 0, w->rows);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < blocks; b++) {
-        int r0 = b * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
-        run_tiles(ks, y, w, act, stride, idx, m, r0, r1);
-    }
-}
-
-void matmul(float *y, const wmat *w, act_rows *a) { matmul_idx(y, w, a, NULL, a->n); }
 
 /* One work item of a job list: ROW_BLOCK rows of one job, for all its
  * tokens; a gate/up pair computes both and leaves silu(gate) * up in y. */
@@ -286,7 +269,7 @@ void matmul_jobs(const mm_job *jobs, int n) {
      * what a cost estimate cannot. */
     int many = 0;
     for (int i = 0; i < n; i++) many |= jobs[i].m > 8;
-    if (many && threads_max() > 1) {
+    if (many && threads_max() > 1 && total > item_cost(&jobs[0])) {
         int first[MM_MAX_JOBS + 1] = {0};
         for (int i = 0; i < n; i++) first[i + 1] = first[i] + blocks[i];
 #pragma omp parallel for schedule(dynamic, 1)
@@ -308,6 +291,11 @@ void matmul_jobs(const mm_job *jobs, int n) {
                 run_item(ks, &jobs[i], act[i], stride[i], (int)k * ROW_BLOCK);
         }
     }
+}
+
+void matmul(float *y, const wmat *w, act_rows *a) {
+    mm_job one = {y, w, a, NULL, a->n, NULL, NULL};
+    matmul_jobs(&one, 1);
 }
 
 void wmat_row_to_f32(const wmat *w, int r, float *out) {

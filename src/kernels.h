@@ -56,10 +56,9 @@ void act_init(act_rows *a, const float *x, int n, int cols, void *scratch);
 /* Quantize for this weight dtype if not done yet; returns the rows' base and stride. */
 const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride);
 
-/* y[t][r] = W row r . activation row t, for all n rows (y: n x w->rows). */
+/* y[t][r] = W row r . activation row t, for all n rows (y: n x w->rows):
+ * a list of one job (matmul_jobs below). */
 void matmul(float *y, const wmat *w, act_rows *a);
-/* The same for the m rows idx[0..m) of a (y: m x w->rows). */
-void matmul_idx(float *y, const wmat *w, act_rows *a, const int *idx, int m);
 /* The same with an explicit kernel set and no threads (tests, nested use). */
 void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m);
 

@@ -214,7 +214,7 @@ static inline __attribute__((always_inline)) void r16_pass_avx2(int q4, int nb, 
         __m256i d[2][2];
         for (int t = 0; t < T; t++) d[t][0] = d[t][1] = _mm256_set1_epi32(q4 ? -8 * x[t][b].sum : 0);
         for (int k = 0; k < 8; k++) {
-            int xo = q4 ? (k < 4 ? 4 * k : 16 + 4 * (k - 4)) : 4 * k; /* the token's matching values */
+            int xo = r16_x_offset(q4, k); /* the token's matching values */
             for (int half = 0; half < 2; half++) {
                 __m256i w;
                 if (q4) {

@@ -324,7 +324,7 @@ static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const
         }
         for (int k = 0; k < 8; k++) {
             __m512i wq = r16_step(q4, qs, k);
-            int xo = q4 ? (k < 4 ? 4 * k : 16 + 4 * (k - 4)) : 4 * k; /* the token's matching values */
+            int xo = r16_x_offset(q4, k); /* the token's matching values */
             for (int t = 0; t < T; t++) {
                 if (T < 4 && (k & 1)) d1[t] = _mm512_dpbusd_epi32(d1[t], wq, bcast4(x[t][b].qs + xo));
                 else d0[t] = _mm512_dpbusd_epi32(d0[t], wq, bcast4(x[t][b].qs + xo));

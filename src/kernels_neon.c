@@ -16,6 +16,7 @@
  * (tests/unit/test_kernels.c). */
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "util.h"
@@ -231,61 +232,34 @@ static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void 
 /* ------------------------------------------------------------ interleaved rows */
 
 /* Q8_0_R16 and Q4_0_R16 (quant.h): lanes are rows. A 64-byte step is four
- * vectors of 4 rows x 4 values; sdot by lane multiplies each by the token's
- * 4 matching values (lane k % 4 of its values 0..15 or 16..31), so the 16
- * row dots of a block build up in four int32x4, exact. Q4_0's nibbles are
- * q = w + 8 (0..15, fine as signed bytes): -8 * sum(x) starts the dot.
- * One token per pass over a group of rows; the group's blocks stay in
- * cache for the next token. */
-#define R16_DOT(acc, w, xv, lane)                                                                            \
-    do {                                                                                                     \
-        for (int q_ = 0; q_ < 4; q_++) acc[q_] = vdotq_laneq_s32(acc[q_], w[q_], xv, lane);                  \
-    } while (0)
-
-static inline void r16_load(const uint8_t *p, int8x16_t w[4]) {
-    for (int q = 0; q < 4; q++) w[q] = vld1q_s8((const int8_t *)p + 16 * q);
+ * vectors of 4 rows x 4 values; sdot against the token's 4 matching values
+ * (broadcast) adds each row's products into its lane, so the 16 row dots
+ * of a block build up in four int32x4, exact. Q4_0's nibbles are q = w + 8
+ * (0..15, fine as signed bytes): -8 * sum(x) starts the dot. One token per
+ * pass over a group of rows; the group's blocks stay in cache for the next
+ * token. */
+static inline int8x16_t bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return vreinterpretq_s8_s32(vdupq_n_s32(v));
 }
 
 /* The int32 dots of one block column (16 rows) with one token's block. */
 static inline void r16_block(int q4, const uint8_t *qs, const block_q8a *x, int32x4_t d[4]) {
-    int8x16_t xl = vld1q_s8(x->qs), xh = vld1q_s8(x->qs + 16), w[4];
     for (int q = 0; q < 4; q++) d[q] = vdupq_n_s32(q4 ? -8 * x->sum : 0);
-    if (!q4) { /* step k: values 4k..4k+3 = lane k % 4 of xl (k < 4) or xh */
-        r16_load(qs, w);
-        R16_DOT(d, w, xl, 0);
-        r16_load(qs + 64, w);
-        R16_DOT(d, w, xl, 1);
-        r16_load(qs + 128, w);
-        R16_DOT(d, w, xl, 2);
-        r16_load(qs + 192, w);
-        R16_DOT(d, w, xl, 3);
-        r16_load(qs + 256, w);
-        R16_DOT(d, w, xh, 0);
-        r16_load(qs + 320, w);
-        R16_DOT(d, w, xh, 1);
-        r16_load(qs + 384, w);
-        R16_DOT(d, w, xh, 2);
-        r16_load(qs + 448, w);
-        R16_DOT(d, w, xh, 3);
-        return;
+    for (int k = 0; k < 8; k++) {
+        int8x16_t xb = bcast4(x->qs + r16_x_offset(q4, k));
+        for (int q = 0; q < 4; q++) { /* rows 4q .. 4q+3 */
+            int8x16_t w;
+            if (q4) { /* low nibbles of chunk k, then the high ones */
+                uint8x16_t v = vld1q_u8(qs + 64 * (k & 3) + 16 * q);
+                w = vreinterpretq_s8_u8(k < 4 ? vandq_u8(v, vdupq_n_u8(0xF)) : vshrq_n_u8(v, 4));
+            } else {
+                w = vld1q_s8((const int8_t *)qs + 64 * k + 16 * q);
+            }
+            d[q] = vdotq_s32(d[q], w, xb);
+        }
     }
-    const uint8x16_t m4 = vdupq_n_u8(0xF);
-    int8x16_t lo[4], hi[4];
-#define R16_NIBBLES(c, lane)                                                                                 \
-    do {                                                                                                     \
-        for (int q = 0; q < 4; q++) {                                                                        \
-            uint8x16_t v = vld1q_u8(qs + 64 * c + 16 * q);                                                   \
-            lo[q] = vreinterpretq_s8_u8(vandq_u8(v, m4));                                                    \
-            hi[q] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));                                                   \
-        }                                                                                                    \
-        R16_DOT(d, lo, xl, lane);                                                                            \
-        R16_DOT(d, hi, xh, lane);                                                                            \
-    } while (0)
-    R16_NIBBLES(0, 0);
-    R16_NIBBLES(1, 1);
-    R16_NIBBLES(2, 2);
-    R16_NIBBLES(3, 3);
-#undef R16_NIBBLES
 }
 
 static inline void r16_tile(int q4, int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,

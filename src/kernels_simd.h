@@ -42,6 +42,11 @@ static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((cons
         }                                                                                                    \
     }
 
+/* Q8_0_R16 / Q4_0_R16 (quant.h): a step k of 8 multiplies 4 values of each
+ * row by the token's values starting here: 4k for Q8_0; for Q4_0 the low
+ * nibbles of chunk k (k < 4) hold values 4k.., the high ones 16 + 4(k-4).. */
+static inline int r16_x_offset(int q4, int k) { return q4 ? (k < 4 ? 4 * k : 16 + 4 * (k - 4)) : 4 * k; }
+
 #if defined(__x86_64__) || defined(_M_X64)
 /* Q4_K in AVX2 (kernels_avx2.c), which the AVX-512 set uses too: madd
  * already folds each sub-block's scale in, so wider registers gain little. */

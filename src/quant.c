@@ -294,9 +294,10 @@ void quantize_row(moe_dtype t, const float *x, void *y, int n) {
 
 /* ------------------------------------------------------------ interleaved rows */
 
-/* An interleaved type's plain twin and the size of one of its blocks: a
- * group's block column is 16 of those, scales first. */
-static moe_dtype r16_base(moe_dtype t) { return t == DT_Q8_0_R16 ? DT_Q8_0 : DT_Q4_0; }
+/* An interleaved type's plain twin; a group's block column is 16 of the
+ * twin's blocks, scales first. (Spelled as one of the two so the compiler
+ * sees blk below only ever holds a Q8_0 or Q4_0 block.) */
+static moe_dtype r16_base(moe_dtype t) { return dtype_plain(t) == DT_Q8_0 ? DT_Q8_0 : DT_Q4_0; }
 
 /* Move row r's block (f16 d, then qs) into / out of block column g. */
 static void r16_put(moe_dtype base, uint8_t *g, int r, const uint8_t *blk) {

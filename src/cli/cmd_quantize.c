@@ -65,8 +65,7 @@ static moe_dtype target_type(const moe_tensor *t, moe_dtype want, int embd_set, 
     uint64_t cols = t->dims[t->n_dims - 1], rows = 1;
     for (int d = 0; d < t->n_dims - 1; d++) rows *= t->dims[d];
     if (dtype_row_group(want) > 1 && (rows % (uint64_t)dtype_row_group(want) || ends_with(t, "tok_embd")))
-        want = want == DT_Q8_0_R16 ? DT_Q8_0 : DT_Q4_0; /* interleaving needs whole row groups; a lookup
-                                                         * table gains nothing from it */
+        want = dtype_plain(want); /* interleaving needs whole row groups; a lookup table gains nothing */
     if (cols % (uint64_t)dtype_block(want) == 0) return want;
     if (want == DT_Q4_K && cols % QK4_0 == 0) return DT_Q4_0; /* rows not a multiple of 256 */
     return t->dtype;
