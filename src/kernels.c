@@ -6,6 +6,7 @@
  * (tests/unit/test_kernels.c). */
 #include "kernels.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -249,7 +250,31 @@ static void run_item(const kernel_set *ks, const mm_job *j, const void *act, siz
  * multiplies plus a few for streaming its weights in. */
 static int64_t item_cost(const mm_job *j) { return (int64_t)j->m + 4; }
 
+/* A thread's stretch of work items as one word, [lo, hi), so its owner
+ * (taking from the front) and a helper (taking from the back) claim items
+ * with one compare-and-swap and never both get the same one. */
+static uint64_t pack_range(int lo, int hi) { return (uint64_t)(uint32_t)lo | (uint64_t)(uint32_t)hi << 32; }
+
+static int take_range(_Atomic uint64_t *r, int front, int *a, int *b) {
+    uint64_t old = atomic_load(r), new;
+    do {
+        int lo = (int)(uint32_t)old, hi = (int)(uint32_t)(old >> 32);
+        if (lo >= hi) return 0;
+        if (front) { /* the owner streams on in runs of a few blocks */
+            *a = lo;
+            *b = hi - lo < 4 ? hi : lo + 4;
+            new = pack_range(*b, hi);
+        } else {
+            *a = hi - 1;
+            *b = hi;
+            new = pack_range(lo, hi - 1);
+        }
+    } while (!atomic_compare_exchange_weak(r, &old, new));
+    return 1;
+}
+
 void matmul_jobs(const mm_job *jobs, int n) {
+    _Atomic uint64_t stretch[MM_MAX_THREADS];
     const kernel_set *ks = kernels_get();
     const void *act[MM_MAX_JOBS];
     size_t stride[MM_MAX_JOBS];
@@ -282,13 +307,38 @@ void matmul_jobs(const mm_job *jobs, int n) {
     }
 #pragma omp parallel if (total > 8 && threads_max() > 1)
     {
-        int64_t team = threads_in_team(), me = thread_id();
-        int64_t lo = total * me / team, hi = total * (me + 1) / team, pos = 0;
-        for (int i = 0; i < n; pos += blocks[i] * item_cost(&jobs[i]), i++) {
-            int64_t c = item_cost(&jobs[i]); /* block k of job i starts at pos + k*c: mine if in [lo, hi) */
-            int64_t k0 = lo > pos ? (lo - pos + c - 1) / c : 0, k1 = hi > pos ? (hi - pos + c - 1) / c : 0;
-            for (int64_t k = k0; k < k1 && k < blocks[i]; k++)
-                run_item(ks, &jobs[i], act[i], stride[i], (int)k * ROW_BLOCK);
+        int team = threads_in_team(), me = thread_id();
+        if (team > MM_MAX_THREADS) team = MM_MAX_THREADS; /* the rest stay idle */
+        if (me < team) {
+            /* my stretch: the blocks whose cost starts in my equal share */
+            int64_t lo = total * me / team, hi = total * (me + 1) / team, pos = 0;
+            int b0 = 0, b1 = 0, g = 0;
+            for (int i = 0; i < n; pos += blocks[i] * item_cost(&jobs[i]), g += blocks[i], i++) {
+                int64_t c = item_cost(&jobs[i]);
+                int64_t k0 = lo > pos ? (lo - pos + c - 1) / c : 0, k1 = hi > pos ? (hi - pos + c - 1) / c : 0;
+                if (k0 > blocks[i]) k0 = blocks[i];
+                if (k1 > blocks[i]) k1 = blocks[i];
+                if (lo >= pos) b0 = g + (int)k0;
+                if (hi > pos) b1 = g + (int)k1;
+            }
+            atomic_store(&stretch[me], pack_range(b0, b1));
+        }
+#pragma omp barrier
+        if (me < team) {
+            int first[MM_MAX_JOBS + 1] = {0};
+            for (int i = 0; i < n; i++) first[i + 1] = first[i] + blocks[i];
+            /* my own stretch from the front, then other threads' leftovers
+             * from their back: a core the host slowed down is helped out
+             * instead of waited for */
+            for (int v = 0; v < team; v++) {
+                int owner = (me + v) % team, a, b;
+                while (take_range(&stretch[owner], v == 0, &a, &b))
+                    for (int it = a; it < b; it++) {
+                        int i = 0;
+                        while (first[i + 1] <= it) i++;
+                        run_item(ks, &jobs[i], act[i], stride[i], (it - first[i]) * ROW_BLOCK);
+                    }
+            }
         }
     }
 }

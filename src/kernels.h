@@ -67,6 +67,7 @@ void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, c
  * set, a gate/up pair on the same rows: y_up = Up . a, then y = silu(y) * y_up
  * (SwiGLU), each row block finished while it is in cache. */
 #define MM_MAX_JOBS 64
+#define MM_MAX_THREADS 256 /* threads a matmul uses at most */
 typedef struct {
     float *y;
     const wmat *w;
