@@ -233,10 +233,11 @@ void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, c
 }
 
 
-/* One work item of a job list: ROW_BLOCK rows of one job, for all its
- * tokens; a gate/up pair computes both and leaves silu(gate) * up in y. */
-static void run_item(const kernel_set *ks, const mm_job *j, const void *act, size_t stride, int r0) {
-    int r1 = r0 + ROW_BLOCK < j->w->rows ? r0 + ROW_BLOCK : j->w->rows;
+/* Row blocks [k0, k1) of one job, for all its tokens, as one tile call (a
+ * long weight stream); a gate/up pair computes both and leaves
+ * silu(gate) * up in y. */
+static void run_item(const kernel_set *ks, const mm_job *j, const void *act, size_t stride, int k0, int k1) {
+    int r0 = k0 * ROW_BLOCK, r1 = k1 * ROW_BLOCK < j->w->rows ? k1 * ROW_BLOCK : j->w->rows;
     run_tiles(ks, j->y, j->w, act, stride, j->idx, j->m, r0, r1);
     if (!j->up) return;
     run_tiles(ks, j->y_up, j->up, act, stride, j->idx, j->m, r0, r1);
@@ -301,7 +302,7 @@ void matmul_jobs(const mm_job *jobs, int n) {
         for (int it = 0; it < first[n]; it++) {
             int i = 0;
             while (first[i + 1] <= it) i++;
-            run_item(ks, &jobs[i], act[i], stride[i], (it - first[i]) * ROW_BLOCK);
+            run_item(ks, &jobs[i], act[i], stride[i], it - first[i], it - first[i] + 1);
         }
         return;
     }
@@ -333,10 +334,9 @@ void matmul_jobs(const mm_job *jobs, int n) {
             for (int v = 0; v < team; v++) {
                 int owner = (me + v) % team, a, b;
                 while (take_range(&stretch[owner], v == 0, &a, &b))
-                    for (int it = a; it < b; it++) {
-                        int i = 0;
-                        while (first[i + 1] <= it) i++;
-                        run_item(ks, &jobs[i], act[i], stride[i], (it - first[i]) * ROW_BLOCK);
+                    for (int i = 0; i < n; i++) { /* the claim's part in each job */
+                        int k0 = a > first[i] ? a - first[i] : 0, k1 = b < first[i + 1] ? b - first[i] : blocks[i];
+                        if (k0 < k1) run_item(ks, &jobs[i], act[i], stride[i], k0, k1);
                     }
             }
         }
