@@ -1,12 +1,14 @@
-"""Fidelity under quantization, on real weights: stories260K (llama2.c, TinyStories) in f32
+"""Fidelity under quantization, on real weights: stories260K (llama2.c, TinyStories, dense)
+and the default model models/stories-moe (a Mixtral-style MoE distilled from it), each in f32
 against its Q8_0 and Q4_0 requantizations (`moe quantize`).
 
-Text: the f32 model's own stories (in-domain TinyStories-like text: its greedy story and
+Text: each f32 model's own stories (in-domain TinyStories-like text: its greedy story and
 three samples at temperature 0.8, 1024 positions), and a slice of the King James Bible (real
-English, out of domain, reported and bounded by KL only: this 260K-parameter model is unsure
-of almost every token there). At every position we compare the f32 top-1 token with the quantized model's and
-compute KL(p_f32 || p_quant) over the whole vocabulary, the measure llama.cpp reports for its
-quant types. Bounds (issue 5): top-1 agreement >= 99 % for Q8_0 and >= 90 % for Q4_0.
+English, out of domain, reported and bounded by KL only: these sub-million-parameter models
+are unsure of almost every token there). At every position we compare the f32 top-1 token with
+the quantized model's and compute KL(p_f32 || p_quant) over the whole vocabulary, the measure
+llama.cpp reports for its quant types. Bounds (issue 5): top-1 agreement >= 99 % for Q8_0 and
+>= 90 % for Q4_0 (stories260K's Q4_0: see test_q4_0).
 
 The golden checkpoints have random weights whose logit gaps are tiny, so only their mean KL
 is reported and bounded loosely (Q8_0 must stay far below Q4_0's)."""
@@ -35,53 +37,59 @@ def compare(base_rows, q_rows):
     return agree, kl
 
 
-class FidelityTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        moetest.require_bin()
-        d = moetest.workdir("fidelity")
-        cls.dir = d
-        cls.f32 = moetest.convert(os.path.join(moetest.SHARED, "models", "stories260K"), os.path.join(d, "s.moe"))
-        cls.quant = {}
-        for t in ("q8_0", "q4_0"):
-            out = os.path.join(d, "s-%s.moe" % t)
-            moetest.moe("quantize", cls.f32, out, "--type", t)
-            cls.quant[t] = out
-        # sequences of token ids: sampled stories (BOS + 255 tokens each) and a KJV slice
-        def ids(text):
-            return ([1] + [int(x) for x in moetest.moe("tokenize", "-m", cls.f32, text).stdout.split()])[:256]
+class Checkpoint:
+    """A real checkpoint in f32, its Q8_0 and Q4_0 requantizations and the texts to compare on."""
 
-        cls.seqs = []
+    def __init__(self, src, name):
+        d = moetest.workdir("fidelity")
+        self.name = name
+        self.f32 = moetest.convert(src, os.path.join(d, name + ".moe"))
+        self.quant = {}
+        for t in ("q8_0", "q4_0"):
+            self.quant[t] = os.path.join(d, "%s-%s.moe" % (name, t))
+            moetest.moe("quantize", self.f32, self.quant[t], "--type", t)
+        # sequences of token ids: the model's own stories (BOS + 255 tokens each) and a KJV slice
+        self.seqs = []
         for temp, seed in (("0", 1), ("0.8", 1), ("0.8", 2), ("0.8", 3)):
-            text = moetest.moe("run", "-m", cls.f32, "-p", "", "-n", "255", "--temp", temp, "--seed", seed).stdout
-            cls.seqs.append(ids(text))
+            text = moetest.moe("run", "-m", self.f32, "-p", "", "-n", "255", "--temp", temp, "--seed", seed).stdout
+            self.seqs.append(self.ids(text))
         with open(os.path.join(moetest.SHARED, "corpora", "kjv.txt"), "rb") as f:
             f.seek(200000)
-            cls.kjv = [ids(f.read(1500).decode("utf-8", "ignore"))]
+            self.kjv = [self.ids(f.read(1500).decode("utf-8", "ignore"))]
+
+    def ids(self, text):
+        return ([1] + [int(x) for x in moetest.moe("tokenize", "-m", self.f32, text).stdout.split()])[:256]
 
     def measure(self, qtype, seqs):
         agree = total = 0
         kl = 0.0
         for ids in seqs:
-            base = moetest.logits(self.f32, ids)
-            q = moetest.logits(self.quant[qtype], ids)
-            a, k = compare(base, q)
+            a, k = compare(moetest.logits(self.f32, ids), moetest.logits(self.quant[qtype], ids))
             agree, kl, total = agree + a, kl + k, total + len(ids)
         return agree / total, kl / total, total
 
-    def check(self, qtype, min_top1, max_kl, max_kl_kjv):
-        top1, kl, n = self.measure(qtype, self.seqs)
-        print("\nstories260K %s: top-1 agreement %.2f%% over %d positions, mean KL %.5f" % (qtype, 100 * top1, n, kl))
-        top1_k, kl_k, n_k = self.measure(qtype, self.kjv)
-        print("stories260K %s on KJV: top-1 agreement %.2f%% over %d positions, mean KL %.5f" % (
-            qtype, 100 * top1_k, n_k, kl_k))
+
+class FidelityTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        moetest.require_bin()
+        cls.dir = moetest.workdir("fidelity")
+        cls.stories = Checkpoint(os.path.join(moetest.SHARED, "models", "stories260K"), "stories260K")
+        cls.default = Checkpoint(os.path.join(moetest.ROOT, "models", "stories-moe"), "stories-moe")
+
+    def check(self, ck, qtype, min_top1, max_kl, max_kl_kjv):
+        top1, kl, n = ck.measure(qtype, ck.seqs)
+        print("\n%s %s: top-1 agreement %.2f%% over %d positions, mean KL %.5f" % (ck.name, qtype, 100 * top1, n, kl))
+        top1_k, kl_k, n_k = ck.measure(qtype, ck.kjv)
+        print("%s %s on KJV: top-1 agreement %.2f%% over %d positions, mean KL %.5f" % (
+            ck.name, qtype, 100 * top1_k, n_k, kl_k))
         self.assertGreaterEqual(top1, min_top1)
         self.assertLess(kl, max_kl)
         self.assertLess(kl_k, max_kl_kjv)
         self.assertGreater(kl, 0.0, "a quantized model identical to f32 means quantization did not happen")
 
     def test_q8_0(self):
-        self.check("q8_0", 0.99, 0.001, 0.005)
+        self.check(self.stories, "q8_0", 0.99, 0.001, 0.005)
 
     def test_q4_0(self):
         # issue 5 asks for 90 %; this 260K-parameter model (64-wide rows: two blocks a row)
@@ -90,10 +98,20 @@ class FidelityTest(unittest.TestCase):
         # it does. The rest of the gap is not in how d and q are chosen: the quantizer's block
         # error is within 0.1 % of an exhaustive search's, and on 16 other sampled stories
         # (4096 positions) the exhaustive fit, re-rounding with the least-squares d, a grid
-        # that also maps the extreme to +7, and ggml's x^2 or rms+|x| importance weights all
-        # keep 87.0-88.0 % top-1 against 87.9 % now (rms+|x| trades in-domain KL -7 % for
-        # KJV KL +5 %); at ~1000 positions top-1 moves by about 1 % from noise alone
-        self.check("q4_0", 0.88, 0.06, 0.2)
+        # that also maps the extreme to +7, ggml's x^2 or rms+|x| importance weights, and
+        # weighting each column by its input norm's gain (|g|, g^2) all keep 87.0-88.0 %
+        # top-1 against 87.6-87.9 % now (rms+|x| trades in-domain KL -7 % for KJV KL +5 %); at
+        # ~1000 positions top-1 moves by about 1 % from noise alone. The default model holds
+        # the full bound (test_default_q4_0).
+        self.check(self.stories, "q4_0", 0.88, 0.06, 0.2)
+
+    def test_default_q8_0(self):
+        # on KJV its KL (0.012) is 9x stories260K's (in domain both are ~0.0005); not analysed
+        # further: plausibly the routers' near-ties, which out-of-domain text meets more often
+        self.check(self.default, "q8_0", 0.99, 0.002, 0.03)
+
+    def test_default_q4_0(self):
+        self.check(self.default, "q4_0", 0.90, 0.03, 0.1)
 
     def test_golden_kl(self):
         """Mean KL on the golden random-weight models: reported; Q8_0 well below Q4_0."""
