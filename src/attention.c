@@ -53,7 +53,7 @@ static void group_scores(const kernel_set *ks, int f16, const float *q, size_t q
     for (int h = 0; h < g; h++) {
         float *s = scores + (size_t)h * ld + start;
         for (int j = 0; j < n; j++) s[j] *= scale;
-        softmax(s, n);
+        softmax_fast(s, n);
     }
 }
 

@@ -10,6 +10,19 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
+void softmax_fast(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < n; i++) {
+        x[i] = exp_fast(x[i] - max);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 void softmax(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++)
@@ -25,7 +38,8 @@ void softmax(float *x, int n) {
 float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 void swiglu(float *gate, const float *up, int n) {
-    for (int i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+#pragma omp simd
+    for (int i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
 }
 
 void axpy(float *y, float a, const float *x, int n) {
