@@ -82,6 +82,7 @@ static const kernel_set SCALAR = {
     .dot_f32 = dot_f32_ref,
     .axpy_f32 = axpy_f32_ref,
     .axpy_f16 = axpy_f16_ref,
+    .quantize_q8a = quantize_row_q8a,
 };
 
 const kernel_set *kernels_scalar(void) { return &SCALAR; }
@@ -193,14 +194,15 @@ void act_init(act_rows *a, const float *x, int n, int cols, void *scratch) {
     a->have_q8_0 = a->have_q8_k = 0;
 }
 
-const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride) {
+const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride) {
     act_type at = dtype_act(wtype);
     *stride = act_row_bytes(at, a->cols);
     if (at == ACT_Q8A) {
+        void (*quantize)(const float *, void *, int) = ks->quantize_q8a ? ks->quantize_q8a : quantize_row_q8a;
         if (!a->have_q8_0)
 #pragma omp parallel for schedule(static) if (a->n >= 64 && threads_max() > 1)
             for (int t = 0; t < a->n; t++)
-                quantize_row_q8a(a->x + (size_t)t * a->cols, (char *)a->q8_0 + (size_t)t * *stride, a->cols);
+                quantize(a->x + (size_t)t * a->cols, (char *)a->q8_0 + (size_t)t * *stride, a->cols);
         a->have_q8_0 = 1;
         return a->q8_0;
     }
@@ -228,7 +230,7 @@ static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void 
 
 void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m) {
     size_t stride;
-    const void *act = act_prepare(a, w->dtype, &stride);
+    const void *act = act_prepare(ks, a, w->dtype, &stride);
     run_tiles(ks, y, w, act, stride, idx, m, 0, w->rows);
 }
 
@@ -283,7 +285,7 @@ void matmul_jobs(const mm_job *jobs, int n) {
     int64_t total = 0;
     if (n > MM_MAX_JOBS) n = MM_MAX_JOBS; /* callers split longer lists (ffn.c) */
     for (int i = 0; i < n; i++) {
-        act[i] = act_prepare(jobs[i].a, jobs[i].w->dtype, &stride[i]);
+        act[i] = act_prepare(ks, jobs[i].a, jobs[i].w->dtype, &stride[i]);
         blocks[i] = jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0;
         total += blocks[i] * item_cost(&jobs[i]);
     }

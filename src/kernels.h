@@ -31,6 +31,7 @@ typedef struct {
     float (*dot_f32)(const float *a, const float *b, int n);
     void (*axpy_f32)(float *y, float s, const float *x, int n);
     void (*axpy_f16)(float *y, float s, const uint16_t *x, int n); /* f16 KV cache */
+    void (*quantize_q8a)(const float *x, void *y, int n); /* activations for Q8_0/Q4_0: bit-exact with quant.c's */
 } kernel_set;
 
 const kernel_set *kernels_scalar(void);
@@ -53,8 +54,9 @@ typedef struct {
 /* Bytes of scratch act_rows needs for n rows of cols. */
 size_t act_scratch_bytes(int n, int cols);
 void act_init(act_rows *a, const float *x, int n, int cols, void *scratch);
-/* Quantize for this weight dtype if not done yet; returns the rows' base and stride. */
-const void *act_prepare(act_rows *a, moe_dtype wtype, size_t *stride);
+/* Quantize for this weight dtype if not done yet (with the set's quantizer);
+ * returns the rows' base and stride. */
+const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride);
 
 /* y[t][r] = W row r . activation row t, for all n rows (y: n x w->rows):
  * a list of one job (matmul_jobs below). */

@@ -408,6 +408,24 @@ static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
     }
 }
 
+/* quantize_row_q8a (quant.c) 32 values at a time: the same amax, scale and
+ * round-to-nearest-even (cvtps under the default rounding mode is lrintf),
+ * so the bytes are identical. */
+static void quantize_q8a(const float *x, void *vy, int n) {
+    block_q8a *y = vy;
+    for (int b = 0; b < n / 32; b++, x += 32) {
+        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(q1));
+        y[b].d = d;
+        y[b].sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+}
+
 static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
@@ -416,6 +434,7 @@ static const kernel_set AVX512 = {
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
+    .quantize_q8a = quantize_q8a,
 };
 
 const kernel_set *kernels_avx512(void) { return &AVX512; }

@@ -330,6 +330,28 @@ static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
     for (; i < n; i++) y[i] += s * f16_to_f32(x[i]);
 }
 
+/* quantize_row_q8a (quant.c) 32 values at a time: the same amax, scale and
+ * round-to-nearest-even (vcvtnq), so the bytes are identical. */
+static void quantize_q8a(const float *x, void *vy, int n) {
+    block_q8a *y = vy;
+    for (int b = 0; b < n / 32; b++, x += 32) {
+        float32x4_t v[8], m = vdupq_n_f32(0.0f);
+        for (int k = 0; k < 8; k++) {
+            v[k] = vld1q_f32(x + 4 * k);
+            m = vmaxq_f32(m, vabsq_f32(v[k]));
+        }
+        float amax = vmaxvq_f32(m), d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        int32x4_t sum = vdupq_n_s32(0);
+        for (int k = 0; k < 8; k += 2) {
+            int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[k], id)), q1 = vcvtnq_s32_f32(vmulq_n_f32(v[k + 1], id));
+            sum = vaddq_s32(sum, vaddq_s32(q0, q1));
+            vst1_s8(y[b].qs + 4 * k, vmovn_s16(vcombine_s16(vmovn_s32(q0), vmovn_s32(q1))));
+        }
+        y[b].d = d;
+        y[b].sum = vaddvq_s32(sum);
+    }
+}
+
 static const kernel_set NEON = {
     .name = "neon",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
@@ -338,6 +360,7 @@ static const kernel_set NEON = {
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
+    .quantize_q8a = quantize_q8a,
 };
 
 const kernel_set *kernels_neon(void) { return &NEON; }

@@ -191,6 +191,31 @@ static void test_sets_vs_scalar(void) {
         }
 }
 
+/* Each set's activation quantizer writes quant.c's bytes exactly: random
+ * rows, an all-zero block, values that land on .5 after scaling (round half
+ * to even), and a block whose largest magnitude is negative. */
+static void test_quantize_q8a(void) {
+    const kernel_set *sets[8];
+    int n_sets = kernels_available(sets, 8);
+    enum { N = 32 * 9 };
+    float x[N];
+    for (int i = 0; i < N; i++) x[i] = grand() * (float)(1 + i / 32);
+    for (int i = 32; i < 64; i++) x[i] = 0.0f;
+    for (int i = 64; i < 96; i++) x[i] = (float)(i - 80) + 0.5f; /* halves... */
+    x[64] = -127.0f; /* ...and amax 127 (negative), so id = 1 and every x * id is a tie */
+    for (int i = 96; i < 128; i++) x[i] = 1e-30f * (float)(i - 110);
+    block_q8a want[N / 32], got[N / 32];
+    quantize_row_q8a(x, want, N);
+    for (int s = 0; s < n_sets; s++) {
+        if (!sets[s]->quantize_q8a) continue;
+        memset(got, 0x5a, sizeof got);
+        sets[s]->quantize_q8a(x, got, N);
+        for (int b = 0; b < N / 32; b++)
+            CHECK(want[b].d == got[b].d && want[b].sum == got[b].sum && !memcmp(want[b].qs, got[b].qs, 32),
+                  "%s quantize_q8a block %d differs from quant.c's", sets[s]->name, b);
+    }
+}
+
 /* 3. quantization error budgets (relative rms over Gaussian data) */
 static void test_quant_error(void) {
     const int n = 4096;
@@ -271,6 +296,7 @@ static void test_r16_layout(void) {
 }
 
 int main(void) {
+    test_quantize_q8a();
     test_half_conversions();
     test_quant_error();
     test_scalar_vs_f64();
