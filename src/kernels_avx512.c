@@ -1,7 +1,8 @@
 /* kernels_avx512.c - the AVX-512 (F, BW, VL) + VNNI kernel set (x86-64).
  *
  * Compiled with the AVX-512 flags for this file only and chosen at run time
- * when the CPU and OS support them. Float weights use 16-wide FMA; int8
+ * when the CPU and OS support them. Float weights use 16-wide FMA in 4x4
+ * tiles of rows x tokens (FLOAT_4X4); int8
  * blocks use VNNI's dpbusd (unsigned x signed bytes, summed in groups of 4
  * into int32), in 4x4 register tiles of rows x tokens (see INT8_RXT). Q4_K
  * uses the AVX2 tile (kernels_avx2.c), where madd folds each sub-block's
