@@ -74,6 +74,16 @@ SCALAR_TILE(tile_q4_K_ref, dot_q4_K_q8_K_ref(wr, ROW(t), n))
 R16_TILE(tile_q8_0_r16_ref, DT_Q8_0_R16)
 R16_TILE(tile_q4_0_r16_ref, DT_Q4_0_R16)
 
+/* Sixteen independent sums, so the loop is bound by loads, not by one
+ * chain of adds (the compiler vectorizes it). */
+static uint64_t read_sum_ref(const uint64_t *p, size_t n) {
+    uint64_t s[16] = {0}, t = 0;
+    for (size_t i = 0; i < n; i += 16)
+        for (int l = 0; l < 16; l++) s[l] += p[i + l];
+    for (int l = 0; l < 16; l++) t += s[l];
+    return t;
+}
+
 static const kernel_set SCALAR = {
     .name = "scalar",
     .tile = {[DT_F32] = tile_f32_ref, [DT_F16] = tile_f16_ref, [DT_BF16] = tile_bf16_ref,
@@ -83,6 +93,7 @@ static const kernel_set SCALAR = {
     .axpy_f32 = axpy_f32_ref,
     .axpy_f16 = axpy_f16_ref,
     .quantize_q8a = quantize_row_q8a,
+    .read_sum = read_sum_ref,
 };
 
 const kernel_set *kernels_scalar(void) { return &SCALAR; }

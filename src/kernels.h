@@ -32,6 +32,8 @@ typedef struct {
     void (*axpy_f32)(float *y, float s, const float *x, int n);
     void (*axpy_f16)(float *y, float s, const uint16_t *x, int n); /* f16 KV cache */
     void (*quantize_q8a)(const float *x, void *y, int n); /* activations for Q8_0/Q4_0: bit-exact with quant.c's */
+    uint64_t (*read_sum)(const uint64_t *p, size_t n);   /* sum of n words (n % 64 == 0, p 64-byte aligned) with the
+                                                            widest loads: moe bench's read-bandwidth probe */
 } kernel_set;
 
 const kernel_set *kernels_scalar(void);

@@ -313,6 +313,20 @@ static void quantize_q8a(const float *x, void *vy, int n) {
     }
 }
 
+static uint64_t read_sum(const uint64_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 16) {
+        const __m256i *q = (const __m256i *)(p + i);
+        a0 = _mm256_add_epi64(a0, _mm256_load_si256(q));
+        a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 1));
+        a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 2));
+        a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 3));
+    }
+    __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return (uint64_t)_mm_cvtsi128_si64(h) + (uint64_t)_mm_extract_epi64(h, 1);
+}
+
 static const kernel_set AVX2 = {
     .name = "avx2",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
@@ -322,6 +336,7 @@ static const kernel_set AVX2 = {
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
     .quantize_q8a = quantize_q8a,
+    .read_sum = read_sum,
 };
 
 const kernel_set *kernels_avx2(void) { return &AVX2; }

@@ -2,11 +2,11 @@
  *
  * Compiled with the AVX-512 flags for this file only and chosen at run time
  * when the CPU and OS support them. Float weights use 16-wide FMA in 4x4
- * tiles of rows x tokens (FLOAT_4X4); int8
- * blocks use VNNI's dpbusd (unsigned x signed bytes, summed in groups of 4
- * into int32), in 4x4 register tiles of rows x tokens (see INT8_RXT). Q4_K
- * uses the AVX2 tile (kernels_avx2.c), where madd folds each sub-block's
- * scale in for free. Results must match the scalar set
+ * tiles of rows x tokens (FLOAT_4X4); int8 blocks use VNNI's dpbusd
+ * (unsigned x signed bytes, summed in groups of 4 into int32), in 4x4
+ * register tiles too (INT8_RXT), or with rows as lanes for the _r16 types.
+ * Q4_K uses the AVX2 tile (kernels_avx2.c), where madd folds each
+ * sub-block's scale in for free. Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -498,6 +498,18 @@ static void quantize_q8a(const float *x, void *vy, int n) {
     }
 }
 
+static uint64_t read_sum(const uint64_t *p, size_t n) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 32) {
+        const __m512i *q = (const __m512i *)(p + i);
+        a0 = _mm512_add_epi64(a0, _mm512_load_si512(q));
+        a1 = _mm512_add_epi64(a1, _mm512_load_si512(q + 1));
+        a2 = _mm512_add_epi64(a2, _mm512_load_si512(q + 2));
+        a3 = _mm512_add_epi64(a3, _mm512_load_si512(q + 3));
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+}
+
 static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
@@ -507,6 +519,7 @@ static const kernel_set AVX512 = {
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
     .quantize_q8a = quantize_q8a,
+    .read_sum = read_sum,
 };
 
 const kernel_set *kernels_avx512(void) { return &AVX512; }

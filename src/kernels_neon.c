@@ -352,6 +352,17 @@ static void quantize_q8a(const float *x, void *vy, int n) {
     }
 }
 
+static uint64_t read_sum(const uint64_t *p, size_t n) {
+    uint64x2_t a0 = vdupq_n_u64(0), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < n; i += 8) {
+        a0 = vaddq_u64(a0, vld1q_u64(p + i));
+        a1 = vaddq_u64(a1, vld1q_u64(p + i + 2));
+        a2 = vaddq_u64(a2, vld1q_u64(p + i + 4));
+        a3 = vaddq_u64(a3, vld1q_u64(p + i + 6));
+    }
+    return vaddvq_u64(vaddq_u64(vaddq_u64(a0, a1), vaddq_u64(a2, a3)));
+}
+
 static const kernel_set NEON = {
     .name = "neon",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
@@ -361,6 +372,7 @@ static const kernel_set NEON = {
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
     .quantize_q8a = quantize_q8a,
+    .read_sum = read_sum,
 };
 
 const kernel_set *kernels_neon(void) { return &NEON; }

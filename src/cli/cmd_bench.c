@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kernels.h"
 #include "threads.h"
 
 static const char *CMD = "bench";
@@ -51,20 +52,27 @@ static stat summarize(const double *v, int r, int n) {
 }
 
 /* Read bandwidth in GB/s: every thread sums its share of a 1 GiB buffer
- * (8x larger than any L3 here); the best of 5 passes. */
+ * (8x larger than any L3 here) with the kernel set's widest loads and
+ * independent sums (a plain one-sum loop is bound by its adds and reads
+ * 15-25 % less on an AVX-512 machine); the best of 5 passes. */
 static double measure_bandwidth(void) {
     size_t bytes = (size_t)1 << 30, n = bytes / sizeof(uint64_t);
-    uint64_t *buf = malloc(bytes);
+    uint64_t *buf = aligned_alloc(64, bytes);
     if (!buf) die(1, CMD, "out of memory for the bandwidth buffer");
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) buf[i] = i; /* touch every page before timing */
+    uint64_t (*read_sum)(const uint64_t *, size_t) = kernels_get()->read_sum;
     double best = 1e30;
     uint64_t sink = 0;
     for (int rep = 0; rep < 5; rep++) {
         uint64_t total = 0;
         double t0 = now_seconds();
-#pragma omp parallel for schedule(static) reduction(+ : total)
-        for (size_t i = 0; i < n; i++) total += buf[i];
+#pragma omp parallel reduction(+ : total)
+        {
+            size_t chunks = n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
+            size_t lo = chunks * me / team * 64, hi = chunks * (me + 1) / team * 64;
+            total += read_sum(buf + lo, hi - lo);
+        }
         double t = now_seconds() - t0;
         sink += total;
         if (t < best) best = t;

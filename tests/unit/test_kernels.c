@@ -216,6 +216,18 @@ static void test_quantize_q8a(void) {
     }
 }
 
+/* Each set's read-bandwidth probe sums exactly what the loop says. */
+static void test_read_sum(void) {
+    const kernel_set *sets[8];
+    int n_sets = kernels_available(sets, 8);
+    size_t n = 64 * 37;
+    uint64_t *p = aligned_alloc(64, n * sizeof *p), want = 0;
+    for (size_t i = 0; i < n; i++) want += p[i] = i * 0x9E3779B97F4A7C15ull;
+    for (int s = 0; s < n_sets; s++)
+        CHECK(sets[s]->read_sum(p, n) == want, "%s read_sum", sets[s]->name);
+    free(p);
+}
+
 /* 3. quantization error budgets (relative rms over Gaussian data) */
 static void test_quant_error(void) {
     const int n = 4096;
@@ -297,6 +309,7 @@ static void test_r16_layout(void) {
 
 int main(void) {
     test_quantize_q8a();
+    test_read_sum();
     test_half_conversions();
     test_quant_error();
     test_scalar_vs_f64();
