@@ -362,8 +362,8 @@ INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt, q4_0_decode)
  * half a step), with the token's 4 values broadcast, starting from the
  * offset's share -offset * sum(x), so the dot is exact in int32; then one
  * convert, a multiply by the token's scale and an FMA with the 16 row
- * scales. Weights are loaded once for TT tokens; one token splits each dot
- * into two chains so decode is not latency bound. */
+ * scales. Weights are loaded once for TT tokens; few tokens split each dot
+ * into several chains (4 for decode's one) so they are not latency bound. */
 #define R16_TT 8
 
 static inline __m512i bcast4(const int8_t *p) {
@@ -389,22 +389,24 @@ static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const
         const uint8_t *g = (const uint8_t *)gv + (size_t)b * col, *qs = g + 2 * R16;
         if (next) /* prefill: fetch the next row group while this one computes */
             for (size_t l = 0; l < col; l += 64) _mm_prefetch(next + (size_t)b * col + l, _MM_HINT_T1);
-        __m512i d0[R16_TT], d1[R16_TT];
+        /* chains per token: 4 for one token, 2 for two or three, else 1 */
+        const int ch = T == 1 ? 4 : T < 4 ? 2 : 1;
+        __m512i d[4][R16_TT];
         for (int t = 0; t < T; t++) {
-            d0[t] = _mm512_set1_epi32(-off * x[t][b].sum);
-            d1[t] = _mm512_setzero_si512();
+            d[0][t] = _mm512_set1_epi32(-off * x[t][b].sum);
+            for (int c = 1; c < ch; c++) d[c][t] = _mm512_setzero_si512();
         }
         for (int k = 0; k < 8; k++) {
             __m512i wq = r16_step(q4, qs, k);
             int xo = r16_x_offset(q4, k); /* the token's matching values */
-            for (int t = 0; t < T; t++) {
-                if (T < 4 && (k & 1)) d1[t] = _mm512_dpbusd_epi32(d1[t], wq, bcast4(x[t][b].qs + xo));
-                else d0[t] = _mm512_dpbusd_epi32(d0[t], wq, bcast4(x[t][b].qs + xo));
-            }
+            for (int t = 0; t < T; t++)
+                d[k % ch][t] = _mm512_dpbusd_epi32(d[k % ch][t], wq, bcast4(x[t][b].qs + xo));
         }
         __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
         for (int t = 0; t < T; t++) {
-            __m512 dot = _mm512_cvtepi32_ps(T < 4 ? _mm512_add_epi32(d0[t], d1[t]) : d0[t]);
+            __m512i sum = d[0][t];
+            for (int c = 1; c < ch; c++) sum = _mm512_add_epi32(sum, d[c][t]);
+            __m512 dot = _mm512_cvtepi32_ps(sum);
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dot, _mm512_set1_ps(x[t][b].d)), wd, acc[t]);
         }
     }
