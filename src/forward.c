@@ -217,11 +217,14 @@ int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err) {
 
 /* ------------------------------------------------------------ forward */
 
+/* rows are independent: a prompt batch spreads them over the threads */
 static void norm_rows(float *out, const float *x, const float *w, int n, int dim, float eps) {
+#pragma omp parallel for schedule(static) if (n >= 16 && threads_max() > 1)
     for (int t = 0; t < n; t++) rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, w, dim, eps);
 }
 
 static void add_rows(float *x, float s, const float *y, int n, int dim) {
+#pragma omp parallel for schedule(static) if (n >= 16 && threads_max() > 1)
     for (int t = 0; t < n; t++) axpy(x + (size_t)t * dim, s, y + (size_t)t * dim, dim);
 }
 
