@@ -509,7 +509,10 @@ static uint64_t read_sum(const uint64_t *p, size_t n) {
         a2 = _mm512_add_epi64(a2, _mm512_load_si512(q + 2));
         a3 = _mm512_add_epi64(a3, _mm512_load_si512(q + 3));
     }
-    return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    uint64_t lane[8], t = 0; /* summed as unsigned: the reduce intrinsic adds signed (overflow is UB) */
+    _mm512_storeu_si512(lane, _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    for (int l = 0; l < 8; l++) t += lane[l];
+    return t;
 }
 
 static const kernel_set AVX512 = {

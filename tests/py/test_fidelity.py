@@ -132,12 +132,17 @@ class FidelityTest(unittest.TestCase):
             self.assertLess(kls["q8_0"], kls["q4_0"] / 4)
             self.assertLess(kls["q4_0"], 0.05)
             # the _r16 types hold the plain types' bytes, rows interleaved: the same model up to float
-            # summation order, which can flip a routing near-tie of these random weights at a position
-            # (DeepSeek-V3's Q4_0: 1 of 24); every other position agrees to 1e-5
+            # summation order. That order can flip a routing near-tie of these random weights at a
+            # position and, through the cache, nudge the ones after it (DeepSeek-V3's Q4_0: position 1
+            # of 24; Qwen3-MoE's Q4_0 in the -O0 sanitizer build: 18-21), so most positions, not all,
+            # agree to 1e-5, and the two differ by a tiny fraction of what quantization changes (a
+            # wrong layout would differ by as much: KL 1e-7 here against 1e-2)
             for plain in ("q8_0", "q4_0"):
                 same = sum(max(abs(x - y) for x, y in zip(ra, rb)) < 1e-5
                            for ra, rb in zip(got[plain], got[plain + "_r16"]))
-                self.assertGreaterEqual(same, 0.9 * len(ids), "%s %s_r16: %d of %d positions" % (case, plain, same, len(ids)))
+                self.assertGreaterEqual(same, 2 * len(ids) // 3, "%s %s_r16: %d of %d positions" % (case, plain, same, len(ids)))
+                kl_twins = compare(got[plain], got[plain + "_r16"])[1] / len(ids)
+                self.assertLess(kl_twins, 1e-3 * kls[plain], "%s %s_r16 vs %s: KL %.2e" % (case, plain, plain, kl_twins))
 
 
 if __name__ == "__main__":
