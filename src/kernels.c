@@ -292,12 +292,13 @@ void matmul_jobs(const mm_job *jobs, int n) {
     const kernel_set *ks = kernels_get();
     const void *act[MM_MAX_JOBS];
     size_t stride[MM_MAX_JOBS];
-    int blocks[MM_MAX_JOBS];
+    int blocks[MM_MAX_JOBS], first[MM_MAX_JOBS + 1] = {0}; /* job i's blocks are items first[i].. */
     int64_t total = 0;
     if (n > MM_MAX_JOBS) n = MM_MAX_JOBS; /* callers split longer lists (ffn.c) */
     for (int i = 0; i < n; i++) {
         act[i] = act_prepare(ks, jobs[i].a, jobs[i].w->dtype, &stride[i]);
         blocks[i] = jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0;
+        first[i + 1] = first[i] + blocks[i];
         total += blocks[i] * item_cost(&jobs[i]);
     }
     /* One parallel region for every job: no barrier between them. Few
@@ -309,8 +310,6 @@ void matmul_jobs(const mm_job *jobs, int n) {
     int many = 0;
     for (int i = 0; i < n; i++) many |= jobs[i].m > 8;
     if (many && threads_max() > 1 && total > item_cost(&jobs[0])) {
-        int first[MM_MAX_JOBS + 1] = {0};
-        for (int i = 0; i < n; i++) first[i + 1] = first[i] + blocks[i];
 #pragma omp parallel for schedule(dynamic, 1)
         for (int it = 0; it < first[n]; it++) {
             int i = 0;
@@ -326,21 +325,19 @@ void matmul_jobs(const mm_job *jobs, int n) {
         if (me < team) {
             /* my stretch: the blocks whose cost starts in my equal share */
             int64_t lo = total * me / team, hi = total * (me + 1) / team, pos = 0;
-            int b0 = 0, b1 = 0, g = 0;
-            for (int i = 0; i < n; pos += blocks[i] * item_cost(&jobs[i]), g += blocks[i], i++) {
+            int b0 = 0, b1 = 0;
+            for (int i = 0; i < n; pos += blocks[i] * item_cost(&jobs[i]), i++) {
                 int64_t c = item_cost(&jobs[i]);
                 int64_t k0 = lo > pos ? (lo - pos + c - 1) / c : 0, k1 = hi > pos ? (hi - pos + c - 1) / c : 0;
                 if (k0 > blocks[i]) k0 = blocks[i];
                 if (k1 > blocks[i]) k1 = blocks[i];
-                if (lo >= pos) b0 = g + (int)k0;
-                if (hi > pos) b1 = g + (int)k1;
+                if (lo >= pos) b0 = first[i] + (int)k0;
+                if (hi > pos) b1 = first[i] + (int)k1;
             }
             atomic_store(&stretch[me], pack_range(b0, b1));
         }
 #pragma omp barrier
         if (me < team) {
-            int first[MM_MAX_JOBS + 1] = {0};
-            for (int i = 0; i < n; i++) first[i + 1] = first[i] + blocks[i];
             /* my own stretch from the front, then other threads' leftovers
              * from their back: a core the host slowed down is helped out
              * instead of waited for */
