@@ -204,10 +204,15 @@ INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0, (char)0x80)
 INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
 
 /* Decode (one token) keeps DR rows in flight (eight memory streams, so the
- * loads of the next blocks overlap the arithmetic) and prefetches each row
- * PF_DIST bytes ahead. */
+ * loads of the next blocks overlap the arithmetic) and, while it computes a
+ * group of DR rows, prefetches the next group (the DR rows that follow in
+ * memory) at the same pace: a step of four blocks here fetches four blocks'
+ * worth of the next group, so the lead is one group whatever the row length.
+ * Rows are short (a 2048-wide Q8_0 row is 2176 bytes), so a fixed distance
+ * ahead within the row, as before, mostly fetched lines the other streams
+ * were about to load anyway: decode from memory went from ~40 to ~47 GB/s
+ * (Q8_0) and ~34 to ~45 (Q4_0) with two threads in a kernel benchmark. */
 #define DR 8
-#define PF_DIST 2048
 
 /* The f16 scales of four consecutive blocks as the low four words: one word
  * permute of the loaded blocks instead of four scalar loads and inserts. */
@@ -222,10 +227,12 @@ static inline __m128 scales4_q4_0(const block_q4_0 *b) { /* 18-byte blocks: word
                                          0, 0, 0, 0, 27, 18, 9, 0);
     return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b))));
 }
-static inline void prefetch_ahead(const void *p) {
-    _mm_prefetch((const char *)p + PF_DIST, _MM_HINT_T0);
-    _mm_prefetch((const char *)p + PF_DIST + 64, _MM_HINT_T0);
+/* The bytes [p, p + n) into cache, one prefetch per line. */
+static inline void prefetch_span(const char *p, int n) {
+    for (int o = 0; o < n; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
 }
+
+#define PREFETCH_NEXT(BLOCK) prefetch_span(next + (size_t)b * DR * sizeof(BLOCK), 4 * DR * (int)sizeof(BLOCK))
 
 /* One block at a time (the last nb % 4 blocks), both types. */
 #define DECODE_TAIL(WQ)                                                                                      \
@@ -241,7 +248,8 @@ static inline void prefetch_ahead(const void *p) {
 /* Q8_0, four blocks per step as two block pairs; the four weight scales are
  * converted and multiplied by the token's at once, then spread to the block
  * halves by a permute. xd: the token's nb block scales, contiguous. */
-static inline void q8_0_decode(int nb, const block_q8_0 *const *w, const block_q8a *x, const float *xd, float *out) {
+static inline void q8_0_decode(int nb, const block_q8_0 *const *w, const block_q8a *x, const float *xd, float *out,
+                               const char *next) {
     const __m512i off = _mm512_set1_epi8((char)0x80);
     const __m512i lo = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(2));
@@ -253,9 +261,9 @@ static inline void q8_0_decode(int nb, const block_q8_0 *const *w, const block_q
         __m512i n0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq0));
         __m512i n1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq1));
         __m128 x4 = _mm_loadu_ps(xd + b);
+        PREFETCH_NEXT(block_q8_0);
         for (int r = 0; r < DR; r++) {
             const block_q8_0 *wb = w[r] + b;
-            prefetch_ahead(wb);
             __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(scales4_q8_0(wb), x4));
             __m512i d0 = _mm512_dpbusd_epi32(n0, wq_q8_0(&wb[0], &wb[1]), xq0);
             __m512i d1 = _mm512_dpbusd_epi32(n1, wq_q8_0(&wb[2], &wb[3]), xq1);
@@ -278,7 +286,8 @@ static inline __m512i load4_128(const void *p0, const void *p1, const void *p2, 
     v = _mm512_inserti32x4(v, _mm_loadu_si128(p2), 2);
     return _mm512_inserti32x4(v, _mm_loadu_si128(p3), 3);
 }
-static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q8a *x, const float *xd, float *out) {
+static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q8a *x, const float *xd, float *out,
+                               const char *next) {
     const __m512i off = _mm512_set1_epi8(8), m4 = _mm512_set1_epi8(0xF);
     const __m512i lane = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     __m512 acc[DR];
@@ -290,9 +299,9 @@ static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q
         __m512i neg = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xl), off, xh);
         neg = _mm512_sub_epi32(_mm512_setzero_si512(), neg);
         __m128 x4 = _mm_loadu_ps(xd + b);
+        PREFETCH_NEXT(block_q4_0);
         for (int r = 0; r < DR; r++) {
             const block_q4_0 *wb = w[r] + b;
-            prefetch_ahead(wb);
             __m512i q = load4_128(wb[0].qs, wb[1].qs, wb[2].qs, wb[3].qs);
             __m512i d = _mm512_dpbusd_epi32(neg, _mm512_and_si512(q, m4), xl);
             d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xh);
@@ -319,7 +328,7 @@ static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q
             for (int r0 = 0; r0 < nr; r0 += DR) {                                                            \
                 const BLOCK *wr[DR];                                                                         \
                 for (int r = 0; r < DR; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
-                DECODE(nb, wr, x, xd, y + r0);                                                               \
+                DECODE(nb, wr, x, xd, y + r0, (const char *)w + (size_t)(r0 + DR) * w_stride);                                                               \
             }                                                                                                \
             return;                                                                                          \
         }                                                                                                    \
