@@ -54,32 +54,51 @@ static stat summarize(const double *v, int r, int n) {
 /* Read bandwidth in GB/s: every thread sums its share of a 1 GiB buffer
  * (8x larger than any L3 here) with the kernel set's widest loads and
  * independent sums (a plain one-sum loop is bound by its adds and reads
- * 15-25 % less on an AVX-512 machine); the best of 5 passes. */
-static double measure_bandwidth(void) {
-    size_t bytes = (size_t)1 << 30, n = bytes / sizeof(uint64_t);
-    uint64_t *buf = aligned_alloc(64, bytes);
-    if (!buf) die(1, CMD, "out of memory for the bandwidth buffer");
+ * 15-25 % less on an AVX-512 machine); the best of a few passes. A shared
+ * host's bandwidth moves by tens of percent from minute to minute, so the
+ * decode test probes it again beside each of its runs (bw_best). */
+typedef struct {
+    uint64_t *buf;
+    size_t n; /* words */
+} bw_probe;
+
+static bw_probe bw_open(void) {
+    bw_probe b = {aligned_alloc(64, (size_t)1 << 30), ((size_t)1 << 30) / sizeof(uint64_t)};
+    if (!b.buf) die(1, CMD, "out of memory for the bandwidth buffer");
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) buf[i] = i; /* touch every page before timing */
+    for (size_t i = 0; i < b.n; i++) b.buf[i] = i; /* touch every page before timing */
+    return b;
+}
+
+static double bw_best(const bw_probe *b, int passes) {
     uint64_t (*read_sum)(const uint64_t *, size_t) = kernels_get()->read_sum;
     double best = 1e30;
     uint64_t sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < passes; rep++) {
         uint64_t total = 0;
         double t0 = now_seconds();
 #pragma omp parallel reduction(+ : total)
         {
-            size_t chunks = n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
+            size_t chunks = b->n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
             size_t lo = chunks * me / team * 64, hi = chunks * (me + 1) / team * 64;
-            total += read_sum(buf + lo, hi - lo);
+            total += read_sum(b->buf + lo, hi - lo);
         }
         double t = now_seconds() - t0;
         sink += total;
         if (t < best) best = t;
     }
-    free(buf);
     if (sink == 42) fprintf(stderr, " "); /* keep the sums alive */
-    return (double)bytes / best / 1e9;
+    return (double)b->n * sizeof(uint64_t) / best / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) { /* sorts v */
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static uint32_t next_id(uint64_t *s, int vocab) {
@@ -145,10 +164,12 @@ int cmd_bench(int argc, char **argv) {
     }
     int threads = cp.n_threads ? cp.n_threads : cores_available();
     threads_set(threads);
-    double bw = measure_bandwidth();
+    bw_probe probe = bw_open();
+    double bw = bw_best(&probe, 5);
     if (bw_only) {
         if (json) printf("{\"threads\": %d, \"bandwidth_gbps\": %.2f}\n", threads, bw);
         else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB buffer, best of 5)\n", bw, threads);
+        free(probe.buf);
         return 0;
     }
     moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
@@ -168,8 +189,9 @@ int cmd_bench(int argc, char **argv) {
     moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
     if (!ctx) die(1, CMD, "%s", err.msg);
     int32_t *ids = malloc(sizeof *ids * (size_t)(need + 1));
-    double *v = malloc(sizeof(double) * (size_t)reps);
-    if (!ids || !v) die(1, CMD, "out of memory");
+    double *v = malloc(sizeof(double) * (size_t)reps), *rbw = malloc(sizeof(double) * (size_t)reps),
+           *pct = malloc(sizeof(double) * (size_t)reps);
+    if (!ids || !v || !rbw || !pct) die(1, CMD, "out of memory");
     uint64_t seed = 1234;
     const char *name = strrchr(model ? model : "default", '/');
     name = name ? name + 1 : (model ? model : "default");
@@ -177,7 +199,7 @@ int cmd_bench(int argc, char **argv) {
     typedef struct {
         int depth;
         stat pp, tg;
-        double bytes, gbps, pct;
+        double bytes, gbps, bw, pct;
     } result;
     result res[16];
     for (int di = 0; di < n_depths; di++) {
@@ -193,10 +215,19 @@ int cmd_bench(int argc, char **argv) {
         R->bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (R->depth + n_gen / 2.0);
         if (n_gen > 0) {
             run_tg(ctx, R->depth, n_gen, info.vocab_size, ids, &seed);
-            for (int r = 0; r < reps; r++) v[r] = run_tg(ctx, R->depth, n_gen, info.vocab_size, ids, &seed);
+            /* each run against the better of the probes just before and just after it */
+            double before = bw_best(&probe, 2);
+            for (int r = 0; r < reps; r++) {
+                v[r] = run_tg(ctx, R->depth, n_gen, info.vocab_size, ids, &seed);
+                double after = bw_best(&probe, 2);
+                rbw[r] = before > after ? before : after;
+                pct[r] = 100.0 * R->bytes * v[r] / 1e9 / rbw[r];
+                before = after;
+            }
             R->tg = summarize(v, reps, n_gen);
             R->gbps = R->bytes * R->tg.mean / 1e9;
-            R->pct = 100.0 * R->gbps / bw;
+            R->bw = median(rbw, reps);
+            R->pct = median(pct, reps);
         }
     }
 
@@ -209,37 +240,42 @@ int cmd_bench(int argc, char **argv) {
                "\"depths\": [",
                name, info.arch, info.weight_type, threads, moe_kernel_name(), (unsigned long long)info.weight_bytes,
                (unsigned long long)info.n_params, (unsigned long long)info.n_params_active, R->pp.n, R->pp.mean, R->pp.sd,
-               R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps, bw, R->pct);
+               R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps, n_gen > 0 ? R->bw : bw, R->pct);
         for (int di = 0; di < n_depths; di++) {
             R = &res[di];
             printf("%s{\"depth\": %d, \"pp\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, \"tg\": {\"n\": %d, "
-                   "\"mean\": %.3f, \"sd\": %.3f}, \"bytes_per_token\": %.0f, \"gbps\": %.3f, \"roofline_pct\": %.2f}",
+                   "\"mean\": %.3f, \"sd\": %.3f}, \"bytes_per_token\": %.0f, \"gbps\": %.3f, \"bandwidth_gbps\": %.3f, "
+                   "\"roofline_pct\": %.2f}",
                    di ? ", " : "", R->depth, R->pp.n, R->pp.mean, R->pp.sd, R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps,
-                   R->pct);
+                   n_gen > 0 ? R->bw : bw, R->pct);
         }
         printf("]}\n");
     } else {
         printf("model %s (%s, %s): %.3f GB of weights, %.3f GB read per decoded token; %d threads, %s kernels\n",
                name, info.arch, info.weight_type, info.weight_bytes / 1e9, info.active_bytes / 1e9, threads,
                moe_kernel_name());
-        printf("machine read bandwidth: %.2f GB/s\n\n", bw);
-        printf("| test            |              t/s | GB/s read | %% of bandwidth |\n");
-        printf("|-----------------|------------------|-----------|----------------|\n");
+        printf("machine read bandwidth: %.2f GB/s at the start; each decode run is compared with probes beside it\n\n", bw);
+        printf("| test            |              t/s | GB/s read | probe GB/s | %% of bandwidth |\n");
+        printf("|-----------------|------------------|-----------|------------|----------------|\n");
         for (int di = 0; di < n_depths; di++) {
             const result *R = &res[di];
             char label[64];
             if (n_prompt > 0) {
                 snprintf(label, sizeof label, R->depth ? "pp%d @ d%d" : "pp%d", n_prompt, R->depth);
-                printf("| %-15s | %8.2f ± %6.2f |           |                |\n", label, R->pp.mean, R->pp.sd);
+                printf("| %-15s | %8.2f ± %6.2f |           |            |                |\n", label, R->pp.mean, R->pp.sd);
             }
             if (n_gen > 0) {
                 snprintf(label, sizeof label, R->depth ? "tg%d @ d%d" : "tg%d", n_gen, R->depth);
-                printf("| %-15s | %8.2f ± %6.2f | %9.2f | %13.1f%% |\n", label, R->tg.mean, R->tg.sd, R->gbps, R->pct);
+                printf("| %-15s | %8.2f ± %6.2f | %9.2f | %10.2f | %13.1f%% |\n", label, R->tg.mean, R->tg.sd, R->gbps, R->bw,
+                       R->pct);
             }
         }
     }
     free(ids);
     free(v);
+    free(rbw);
+    free(pct);
+    free(probe.buf);
     moe_ctx_free(ctx);
     moe_model_free(m);
     return 0;

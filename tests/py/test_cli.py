@@ -1,13 +1,14 @@
 """CLI behaviour: help everywhere, clear one-line errors with usage exit code 2 for unknown
 flags and bad numbers, exit 1 for bad files; logits contract (float32 LE, n x vocab)."""
 
+import json
 import os
 import struct
 import unittest
 
 import moetest
 
-COMMANDS = ["run", "logits", "tokenize", "info", "perplexity", "route"]
+COMMANDS = ["run", "logits", "tokenize", "info", "perplexity", "route", "bench"]
 
 
 class CliTest(unittest.TestCase):
@@ -87,6 +88,26 @@ class CliTest(unittest.TestCase):
         c = moetest.moe(*args, "-s", "8").stdout
         self.assertEqual(a, b)
         self.assertNotEqual(a, c)
+
+    def test_bench_json_contract(self):
+        """The keys the issue names, consistent with each other: GB/s is bytes per token x tok/s,
+        a deeper context reads more bytes per token (its KV cache), the probe measured something."""
+        p = moetest.moe("bench", "-m", self.model, "-p", "8", "-n", "4", "-r", "2", "-t", "1", "-d", "0,8", "--json")
+        r = json.loads(p.stdout)
+        for key in ("model", "type", "threads", "pp", "tg", "active_bytes_per_token", "gbps", "bandwidth_gbps",
+                    "roofline_pct"):
+            self.assertIn(key, r)
+        self.assertEqual((r["threads"], r["pp"]["n"], r["tg"]["n"]), (1, 8, 4))
+        self.assertGreater(r["pp"]["mean"], 0)
+        self.assertGreater(r["tg"]["mean"], 0)
+        self.assertGreater(r["bandwidth_gbps"], 0)
+        self.assertGreater(r["roofline_pct"], 0)
+        self.assertAlmostEqual(r["gbps"], r["active_bytes_per_token"] * r["tg"]["mean"] / 1e9, delta=r["gbps"] * 1e-3)
+        d = r["depths"]
+        self.assertEqual([x["depth"] for x in d], [0, 8])
+        self.assertGreater(d[1]["bytes_per_token"], d[0]["bytes_per_token"])
+        bw = json.loads(moetest.moe("bench", "--bandwidth", "-t", "1", "--json").stdout)
+        self.assertGreater(bw["bandwidth_gbps"], 0)
 
     def test_no_default_model_says_how_to_get_one(self):
         env_free = dict(os.environ)
