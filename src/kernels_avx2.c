@@ -92,9 +92,6 @@ static inline __m256i dot32_u8i8(__m256i u, __m256i x) {
 #define DR 8
 #endif
 
-static inline void prefetch_span(const char *p, int n) {
-    for (int o = 0; o < n; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
-}
 static inline __m256i wdot_q8_0(const block_q8_0 *b, __m256i xq) {
     return dot32_i8(_mm256_loadu_si256((const __m256i *)b->qs), xq);
 }

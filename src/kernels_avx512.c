@@ -227,11 +227,6 @@ static inline __m128 scales4_q4_0(const block_q4_0 *b) { /* 18-byte blocks: word
                                          0, 0, 0, 0, 27, 18, 9, 0);
     return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b))));
 }
-/* The bytes [p, p + n) into cache, one prefetch per line. */
-static inline void prefetch_span(const char *p, int n) {
-    for (int o = 0; o < n; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
-}
-
 #define PREFETCH_NEXT(BLOCK) prefetch_span(next + (size_t)b * DR * sizeof(BLOCK), 4 * DR * (int)sizeof(BLOCK))
 
 /* One block at a time (the last nb % 4 blocks), both types. */
@@ -328,7 +323,8 @@ static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q
             for (int r0 = 0; r0 < nr; r0 += DR) {                                                            \
                 const BLOCK *wr[DR];                                                                         \
                 for (int r = 0; r < DR; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
-                DECODE(nb, wr, x, xd, y + r0, (const char *)w + (size_t)(r0 + DR) * w_stride);                                                               \
+                const char *next = (const char *)w + (size_t)(r0 + DR) * w_stride; /* the group after */     \
+                DECODE(nb, wr, x, xd, y + r0, next);                                                         \
             }                                                                                                \
             return;                                                                                          \
         }                                                                                                    \

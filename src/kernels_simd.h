@@ -12,6 +12,12 @@
 /* Activation row t of a tile: row idx[t] (gathered tokens) or t. */
 #define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
+/* The bytes [p, p + n) into the nearest cache, one prefetch per 64-byte
+ * line (the decode kernels fetch the next rows while they compute these). */
+static inline void prefetch_span(const char *p, int n) {
+    for (int o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 /* Element i of a float weight row, widened (the scalar tail of a row). */
 static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
 static inline float widen_f16(const void *p, int i) { return f16_to_f32(((const uint16_t *)p)[i]); }
