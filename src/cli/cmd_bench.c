@@ -8,7 +8,7 @@
  * random values). Achieved bandwidth = bytes read per decoded token (active
  * weights + the KV cache read at that depth) x decode tok/s, compared with
  * the machine's read bandwidth, measured here by streaming a buffer much
- * larger than the caches with every thread. */
+ * larger than the caches with every thread, beside every decode run. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +24,8 @@ static void help(void) {
            "       moe bench --bandwidth [-t N]\n\n"
            "Measures prefill (ppN) and decode (tgN) tokens/s as mean +- sd over r runs after\n"
            "a warm-up, the bytes read per decoded token, the bandwidth that achieves, and the\n"
-           "machine's read bandwidth (measured) to compare it with.\n\n"
+           "machine's read bandwidth to compare it with, measured beside every decode run\n"
+           "(the share shown is the median of the runs' shares).\n\n"
            "  -m, --model FILE     .moe model\n"
            "  -p, --n-prompt N     prompt tokens for the prefill test, 0 = skip (default 512)\n"
            "  -n, --n-gen N        tokens for the decode test, 0 = skip (default 128)\n"
