@@ -85,36 +85,27 @@ static inline __m256i dot32_u8i8(__m256i u, __m256i x) {
 /* Decode (one token) is bound by memory, so it keeps DR rows in flight:
  * DR independent accumulator chains and memory streams, and the next DR rows
  * (the ones that follow in memory) prefetched at the pace these are read,
- * four blocks' worth per four blocks, as in kernels_avx512.c. Q4_0's "- 8"
- * enters as -8 * sum(x) in one int32 lane, so each block needs one scale
- * multiply. */
-#ifndef DR
+ * four blocks' worth per four blocks, as in kernels_avx512.c. */
 #define DR 8
-#endif
 
-static inline __m256i wdot_q8_0(const block_q8_0 *b, __m256i xq) {
-    return dot32_i8(_mm256_loadu_si256((const __m256i *)b->qs), xq);
-}
-
-#define INT8_DECODE(NAME, BLOCK, WDOT)                                                                       \
-    static void NAME(int nb, const void *w, size_t w_stride, const block_q8a *x, float *out) {             \
-        const BLOCK *wr[DR];                                                                                 \
-        __m256 acc[DR];                                                                                      \
-        for (int r = 0; r < DR; r++) {                                                                       \
-            wr[r] = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                                 \
-            acc[r] = _mm256_setzero_ps();                                                                    \
-        }                                                                                                    \
-        const char *next = (const char *)w + DR * w_stride;                                                  \
-        for (int b = 0; b < nb; b++) {                                                                       \
-            if (b % 4 == 0) prefetch_span(next + (size_t)b * DR * sizeof(BLOCK), 4 * DR * (int)sizeof(BLOCK)); \
-            __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);                                       \
-            for (int r = 0; r < DR; r++)                                                                     \
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[r][b].d) * x[b].d),                          \
-                                         _mm256_cvtepi32_ps(WDOT(&wr[r][b], xq)), acc[r]);                   \
-        }                                                                                                    \
-        for (int r = 0; r < DR; r++) out[r] = hsum8(acc[r]);                                                 \
+static void q8_0_decode(int nb, const void *w, size_t w_stride, const block_q8a *x, float *out) {
+    const block_q8_0 *wr[DR];
+    __m256 acc[DR];
+    for (int r = 0; r < DR; r++) {
+        wr[r] = (const block_q8_0 *)((const char *)w + (size_t)r * w_stride);
+        acc[r] = _mm256_setzero_ps();
     }
-INT8_DECODE(q8_0_decode, block_q8_0, wdot_q8_0)
+    const char *next = (const char *)w + DR * w_stride;
+    for (int b = 0; b < nb; b++) {
+        if (b % 4 == 0) prefetch_span(next + (size_t)b * DR * sizeof(block_q8_0), 4 * DR * (int)sizeof(block_q8_0));
+        __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        for (int r = 0; r < DR; r++) {
+            __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[r][b].qs), xq);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[r][b].d) * x[b].d), _mm256_cvtepi32_ps(d), acc[r]);
+        }
+    }
+    for (int r = 0; r < DR; r++) out[r] = hsum8(acc[r]);
+}
 
 /* Q4_0 two blocks per step, the nibbles left where they are: byte i of a
  * block holds values i (low nibble) and i + 16 (high), so two blocks' 16
