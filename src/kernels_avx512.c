@@ -308,11 +308,138 @@ static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q
     for (int r = 0; r < DR; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
+/* Prefill with many tokens: lanes are tokens. The activations of 16 tokens
+ * are laid out once per tile call as, per block, 8 steps of 64 bytes (step
+ * k: values 4k..4k+3 of each token), with the tokens' scales and offset
+ * shares beside them; then 4 bytes of a weight row are broadcast and one
+ * dpbusd multiplies them with all 16 tokens: the mirror image of the _r16
+ * kernel, on the plain layout. */
+static inline __m512i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+#define XT 16            /* tokens per group */
+#define XT_MAX_BLOCKS 256 /* the interleaved tokens live on the stack: 640 bytes a block */
+typedef struct {
+    __m512i qs[8];
+    __m512i neg; /* -offset * sum(x) per token: the weights' offset's share (Q8_0 +128, Q4_0 +8) */
+    __m512 d;
+} xblock16;
+
+/* An 8x8 dword transpose in each 256-bit half: z[j] holds tokens j (low)
+ * and j + 8 (high), 8 dwords each; out[k] gets dword k of every token. */
+static inline void transpose16x8(const __m512i *z, __m512i *out) {
+    __m512i t[8], u[8];
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm512_unpacklo_epi32(z[j], z[j + 1]);
+        t[j + 1] = _mm512_unpackhi_epi32(z[j], z[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        u[j] = _mm512_unpacklo_epi64(t[j], t[j + 2]);
+        u[j + 1] = _mm512_unpackhi_epi64(t[j], t[j + 2]);
+        u[j + 2] = _mm512_unpacklo_epi64(t[j + 1], t[j + 3]);
+        u[j + 3] = _mm512_unpackhi_epi64(t[j + 1], t[j + 3]);
+    }
+    const __m512i lo = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), hi = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+    for (int j = 0; j < 4; j++) {
+        out[j] = _mm512_permutex2var_epi64(u[j], lo, u[j + 4]);
+        out[j + 4] = _mm512_permutex2var_epi64(u[j], hi, u[j + 4]);
+    }
+}
+
+static void interleave16(const block_q8a *const *x, int nb, int offset, xblock16 *xb) {
+    for (int b = 0; b < nb; b++) {
+        __m512i z[8];
+        for (int j = 0; j < 8; j++) z[j] = load2_256(x[j][b].qs, x[j + 8][b].qs);
+        transpose16x8(z, xb[b].qs);
+        int32_t neg[XT];
+        float d[XT];
+        for (int t = 0; t < XT; t++) {
+            neg[t] = -offset * x[t][b].sum;
+            d[t] = x[t][b].d;
+        }
+        xb[b].neg = _mm512_loadu_si512(neg);
+        xb[b].d = _mm512_loadu_ps(d);
+    }
+}
+
+/* Four rows against the 16 interleaved tokens; two chains per row. */
+static void q8_0_rows4_tokens16(int nb, const block_q8_0 *const *w, const xblock16 *xb, __m512 *out) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < 4; r++) {
+            const block_q8_0 *wb = &w[r][b];
+            __m512i d0 = xb[b].neg, d1 = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k += 2) {
+                d0 = _mm512_dpbusd_epi32(d0, _mm512_xor_si512(bcast4(wb->qs + 4 * k), flip), xb[b].qs[k]);
+                d1 = _mm512_dpbusd_epi32(d1, _mm512_xor_si512(bcast4(wb->qs + 4 * k + 4), flip), xb[b].qs[k + 1]);
+            }
+            __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(h2f(wb->d)));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), s, acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = acc[r];
+}
+
+/* Q4_0: 4 bytes of a block hold values 4j..4j+3 (low nibbles, already
+ * w + 8) and 16 + 4j.. (high), the tokens' steps j and 4 + j. */
+static void q4_0_rows4_tokens16(int nb, const block_q4_0 *const *w, const xblock16 *xb, __m512 *out) {
+    const __m512i m4 = _mm512_set1_epi8(0xF);
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < 4; r++) {
+            const block_q4_0 *wb = &w[r][b];
+            __m512i d0 = xb[b].neg, d1 = _mm512_setzero_si512();
+            for (int j = 0; j < 4; j++) {
+                __m512i q = bcast4((const int8_t *)wb->qs + 4 * j);
+                d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(q, m4), xb[b].qs[j]);
+                d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xb[b].qs[4 + j]);
+            }
+            __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(h2f(wb->d)));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), s, acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = acc[r];
+}
+
+/* Tokens in groups of 16 for nr (a multiple of 4) rows; returns the first
+ * token left for the register tiles. */
+#define TOKENS16(NAME, BLOCK, ROWS4, OFFSET)                                                                  \
+    static int NAME(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
+                    const int *idx, int nt, float *y, size_t ldy) {                                           \
+        if (nb > XT_MAX_BLOCKS || nr % 4) return 0;                                                           \
+        xblock16 xb[XT_MAX_BLOCKS];                                                                           \
+        int t0 = 0;                                                                                           \
+        for (; t0 + XT <= nt; t0 += XT) {                                                                     \
+            const block_q8a *x[XT];                                                                           \
+            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t);                              \
+            interleave16(x, nb, OFFSET, xb);                                                                  \
+            for (int r0 = 0; r0 < nr; r0 += 4) {                                                              \
+                const BLOCK *wr[4];                                                                           \
+                for (int r = 0; r < 4; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
+                __m512 o[4];                                                                                  \
+                ROWS4(nb, wr, xb, o);                                                                         \
+                float v[4][XT];                                                                               \
+                for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], o[r]);                                     \
+                for (int t = 0; t < XT; t++)                                                                  \
+                    for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];                 \
+            }                                                                                                 \
+        }                                                                                                     \
+        return t0;                                                                                            \
+    }
+TOKENS16(q8_0_tokens16, block_q8_0, q8_0_rows4_tokens16, 128)
+TOKENS16(q4_0_tokens16, block_q4_0, q4_0_rows4_tokens16, 8)
+
 /* The tile loop shared by both types: tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
 #define DECODE_MAX_BLOCKS 1024 /* the decode path keeps the token's block scales on the stack */
 
-#define INT8_TILE(NAME, BLOCK, RXT, DECODE)                                                                  \
+#define INT8_TILE(NAME, BLOCK, RXT, DECODE, TOKENS16)                                                        \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
                      const int *idx, int nt, float *y, size_t ldy) {                                         \
         int nb = n / 32;                                                                                     \
@@ -328,7 +455,8 @@ static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q
             }                                                                                                \
             return;                                                                                          \
         }                                                                                                    \
-        for (int t0 = 0; t0 < nt; t0 += TT) {                                                                \
+        int first = nt >= XT ? TOKENS16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;             \
+        for (int t0 = first; t0 < nt; t0 += TT) {                                                            \
             int m = nt - t0 < TT ? nt - t0 : TT;                                                             \
             const block_q8a *x[TT];                                                                          \
             for (int t = 0; t < TT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : 0));              \
@@ -357,8 +485,8 @@ static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q
             }                                                                                                \
         }                                                                                                    \
     }
-INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt, q8_0_decode)
-INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt, q4_0_decode)
+INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt, q8_0_decode, q8_0_tokens16)
+INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt, q4_0_decode, q4_0_tokens16)
 
 
 /* Q8_0_R16 and Q4_0_R16 (quant.h): lanes are the 16 rows of a group. Per
@@ -371,11 +499,6 @@ INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt, q4_0_decode)
  * into several chains (4 for decode's one) so they are not latency bound. */
 #define R16_TT 8
 
-static inline __m512i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
-}
 
 /* Step k (values 4k..4k+3 of every row) of a block column's qs, unsigned. */
 static inline __m512i r16_step(int q4, const uint8_t *qs, int k) {
