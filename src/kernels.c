@@ -310,11 +310,18 @@ void matmul_jobs(const mm_job *jobs, int n) {
     int many = 0;
     for (int i = 0; i < n; i++) many |= jobs[i].m > 8;
     if (many && threads_max() > 1 && total > item_cost(&jobs[0])) {
+        /* an item is up to 4 row blocks of one job, so a tile call's set-up
+         * (the token-lane kernels interleave their tokens once per call) is
+         * spread over 64 rows, while each thread still gets 8 items or more */
+        int run = first[n] / (8 * threads_max()), items[MM_MAX_JOBS + 1] = {0};
+        run = run < 1 ? 1 : run > 4 ? 4 : run;
+        for (int i = 0; i < n; i++) items[i + 1] = items[i] + (blocks[i] + run - 1) / run;
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int it = 0; it < first[n]; it++) {
+        for (int it = 0; it < items[n]; it++) {
             int i = 0;
-            while (first[i + 1] <= it) i++;
-            run_item(ks, &jobs[i], act[i], stride[i], it - first[i], it - first[i] + 1);
+            while (items[i + 1] <= it) i++;
+            int k0 = (it - items[i]) * run, k1 = k0 + run < blocks[i] ? k0 + run : blocks[i];
+            run_item(ks, &jobs[i], act[i], stride[i], k0, k1);
         }
         return;
     }
