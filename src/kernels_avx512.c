@@ -365,51 +365,42 @@ static void interleave16(const block_q8a *const *x, int nb, int offset, xblock16
     }
 }
 
-/* Four rows against the 16 interleaved tokens; two chains per row. */
-static void q8_0_rows4_tokens16(int nb, const block_q8_0 *const *w, const xblock16 *xb, __m512 *out) {
+/* One weight row's block against the 16 interleaved tokens: their int32
+ * dots, offset share included; two chains. */
+static inline __m512i q8_0_dot16(const block_q8_0 *wb, const xblock16 *xb) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
-    __m512 acc[4];
-    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        for (int r = 0; r < 4; r++) {
-            const block_q8_0 *wb = &w[r][b];
-            __m512i d0 = xb[b].neg, d1 = _mm512_setzero_si512();
-            for (int k = 0; k < 8; k += 2) {
-                d0 = _mm512_dpbusd_epi32(d0, _mm512_xor_si512(bcast4(wb->qs + 4 * k), flip), xb[b].qs[k]);
-                d1 = _mm512_dpbusd_epi32(d1, _mm512_xor_si512(bcast4(wb->qs + 4 * k + 4), flip), xb[b].qs[k + 1]);
-            }
-            __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(h2f(wb->d)));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), s, acc[r]);
-        }
+    __m512i d0 = xb->neg, d1 = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+        d0 = _mm512_dpbusd_epi32(d0, _mm512_xor_si512(bcast4(wb->qs + 4 * k), flip), xb->qs[k]);
+        d1 = _mm512_dpbusd_epi32(d1, _mm512_xor_si512(bcast4(wb->qs + 4 * k + 4), flip), xb->qs[k + 1]);
     }
-    for (int r = 0; r < 4; r++) out[r] = acc[r];
+    return _mm512_add_epi32(d0, d1);
 }
 
 /* Q4_0: 4 bytes of a block hold values 4j..4j+3 (low nibbles, already
  * w + 8) and 16 + 4j.. (high), the tokens' steps j and 4 + j. */
-static void q4_0_rows4_tokens16(int nb, const block_q4_0 *const *w, const xblock16 *xb, __m512 *out) {
+static inline __m512i q4_0_dot16(const block_q4_0 *wb, const xblock16 *xb) {
     const __m512i m4 = _mm512_set1_epi8(0xF);
-    __m512 acc[4];
-    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        for (int r = 0; r < 4; r++) {
-            const block_q4_0 *wb = &w[r][b];
-            __m512i d0 = xb[b].neg, d1 = _mm512_setzero_si512();
-            for (int j = 0; j < 4; j++) {
-                __m512i q = bcast4((const int8_t *)wb->qs + 4 * j);
-                d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(q, m4), xb[b].qs[j]);
-                d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xb[b].qs[4 + j]);
-            }
-            __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(h2f(wb->d)));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)), s, acc[r]);
-        }
+    __m512i d0 = xb->neg, d1 = _mm512_setzero_si512();
+    for (int j = 0; j < 4; j++) {
+        __m512i q = bcast4((const int8_t *)wb->qs + 4 * j);
+        d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(q, m4), xb->qs[j]);
+        d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xb->qs[4 + j]);
     }
-    for (int r = 0; r < 4; r++) out[r] = acc[r];
+    return _mm512_add_epi32(d0, d1);
 }
 
-/* Tokens in groups of 16 for nr (a multiple of 4) rows; returns the first
- * token left for the register tiles. */
-#define TOKENS16(NAME, BLOCK, ROWS4, OFFSET)                                                                  \
+/* Tokens in groups of 16 for nr (a multiple of 4) rows, four rows at a
+ * time; returns the first token left for the register tiles. */
+#define TOKENS16(NAME, BLOCK, DOT16, OFFSET)                                                                  \
+    static void NAME##_rows4(int nb, const BLOCK *const *wr, const xblock16 *xb, __m512 *acc) {             \
+        for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();                                             \
+        for (int b = 0; b < nb; b++)                                                                          \
+            for (int r = 0; r < 4; r++) {                                                                     \
+                __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(h2f(wr[r][b].d)));                           \
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(DOT16(&wr[r][b], &xb[b])), s, acc[r]);            \
+            }                                                                                                 \
+    }                                                                                                         \
     static int NAME(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
                     const int *idx, int nt, float *y, size_t ldy) {                                           \
         if (nb > XT_MAX_BLOCKS || nr % 4) return 0;                                                           \
@@ -422,18 +413,18 @@ static void q4_0_rows4_tokens16(int nb, const block_q4_0 *const *w, const xblock
             for (int r0 = 0; r0 < nr; r0 += 4) {                                                              \
                 const BLOCK *wr[4];                                                                           \
                 for (int r = 0; r < 4; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
-                __m512 o[4];                                                                                  \
-                ROWS4(nb, wr, xb, o);                                                                         \
+                __m512 acc[4];                                                                                \
+                NAME##_rows4(nb, wr, xb, acc);                                                                \
                 float v[4][XT];                                                                               \
-                for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], o[r]);                                     \
+                for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], acc[r]);                                   \
                 for (int t = 0; t < XT; t++)                                                                  \
                     for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];                 \
             }                                                                                                 \
         }                                                                                                     \
         return t0;                                                                                            \
     }
-TOKENS16(q8_0_tokens16, block_q8_0, q8_0_rows4_tokens16, 128)
-TOKENS16(q4_0_tokens16, block_q4_0, q4_0_rows4_tokens16, 8)
+TOKENS16(q8_0_tokens16, block_q8_0, q8_0_dot16, 128)
+TOKENS16(q4_0_tokens16, block_q4_0, q4_0_dot16, 8)
 
 /* The tile loop shared by both types: tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
