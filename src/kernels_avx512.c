@@ -378,16 +378,18 @@ static inline __m512i q8_0_dot16(const block_q8_0 *wb, const xblock16 *xb) {
 }
 
 /* Q4_0: 4 bytes of a block hold values 4j..4j+3 (low nibbles, already
- * w + 8) and 16 + 4j.. (high), the tokens' steps j and 4 + j. */
+ * w + 8) and 16 + 4j.. (high), the tokens' steps j and 4 + j. The high
+ * nibbles are used in place, as 16 x (w + 8) (they fit an unsigned byte),
+ * and their sum divided by 16 once: one shift per block instead of four. */
 static inline __m512i q4_0_dot16(const block_q4_0 *wb, const xblock16 *xb) {
-    const __m512i m4 = _mm512_set1_epi8(0xF);
+    const __m512i lo = _mm512_set1_epi8(0x0F), hi = _mm512_set1_epi8((char)0xF0);
     __m512i d0 = xb->neg, d1 = _mm512_setzero_si512();
     for (int j = 0; j < 4; j++) {
         __m512i q = bcast4((const int8_t *)wb->qs + 4 * j);
-        d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(q, m4), xb->qs[j]);
-        d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xb->qs[4 + j]);
+        d0 = _mm512_dpbusd_epi32(d0, _mm512_and_si512(q, lo), xb->qs[j]);
+        d1 = _mm512_dpbusd_epi32(d1, _mm512_and_si512(q, hi), xb->qs[4 + j]);
     }
-    return _mm512_add_epi32(d0, d1);
+    return _mm512_add_epi32(d0, _mm512_srai_epi32(d1, 4));
 }
 
 /* Tokens in groups of 16 for nr (a multiple of 4) rows, four rows at a
