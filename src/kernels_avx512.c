@@ -203,110 +203,162 @@ static inline __m512i wq_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
 INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0, (char)0x80)
 INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
 
-/* Decode (one token) keeps DR rows in flight (eight memory streams, so the
- * loads of the next blocks overlap the arithmetic) and, while it computes a
- * group of DR rows, prefetches the next group (the DR rows that follow in
- * memory) at the same pace: a step of four blocks here fetches four blocks'
- * worth of the next group, so the lead is one group whatever the row length.
- * Rows are short (a 2048-wide Q8_0 row is 2176 bytes), so a fixed distance
- * ahead within the row, as before, mostly fetched lines the other streams
- * were about to load anyway: decode from memory went from ~40 to ~47 GB/s
- * (Q8_0) and ~34 to ~45 (Q4_0) with two threads in a kernel benchmark. */
-#define DR 8
+/* Decode (one token): rows one after another, so each thread reads its
+ * weights as one linear stream, with a software prefetch DECODE_AHEAD bytes
+ * ahead in it. Before, eight rows were in flight (eight interleaved
+ * streams) with a prefetch of the next eight rows. In a kernel benchmark
+ * from memory (two threads, old and new alternating in one process, median
+ * of 60 rounds each) the old read at 72-87 % of read_sum's rate on the same
+ * bytes, this at 84-100 %; one row at a time without the prefetch was no
+ * better than the old.
+ *
+ * The token's side of each step of four blocks (its values, laid out as the
+ * weights will be, and the weights' offset share) is prepared once per tile
+ * call, so a row's step is its own loads and arithmetic only. */
+#define DECODE_MAX_BLOCKS 1024 /* the prepared token lives on the stack */
 
-/* The f16 scales of four consecutive blocks as the low four words: one word
- * permute of the loaded blocks instead of four scalar loads and inserts. */
-static inline __m128 scales4_q8_0(const block_q8_0 *b) { /* 34-byte blocks: words 0, 17 of p; 2, 19 of q */
+/* The f16 scales of four consecutive blocks, converted (words 0, 17, 34, 51
+ * of 34-byte blocks: 0 and 17 of p, 2 and 19 of the next 64 bytes). */
+static inline __m128 scales4_q8_0(__m512i p, __m512i q) {
     const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                          0, 0, 0, 0, 32 + 19, 32 + 2, 17, 0);
-    __m512i p = _mm512_loadu_si512(b), q = _mm512_loadu_si512((const char *)b + 64);
     return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi16(p, idx, q)));
 }
-static inline __m128 scales4_q4_0(const block_q4_0 *b) { /* 18-byte blocks: words 0, 9, 18, 27 */
+static inline __m128 scales4_q4_0(__m512i p) { /* 18-byte blocks: words 0, 9, 18, 27 */
     const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                          0, 0, 0, 0, 27, 18, 9, 0);
-    return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx, _mm512_loadu_si512(b))));
+    return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx, p)));
 }
-#define PREFETCH_NEXT(BLOCK) prefetch_span(next + (size_t)b * DR * sizeof(BLOCK), 4 * DR * (int)sizeof(BLOCK))
 
-/* One block at a time (the last nb % 4 blocks), both types. */
-#define DECODE_TAIL(WQ)                                                                                      \
-    for (; b < nb; b++) {                                                                                    \
-        __m512i xq = load2_256(x[b].qs, NULL);                                                               \
-        __m512i ng = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq)); \
-        for (int r = 0; r < DR; r++) {                                                                       \
-            __m512i d = _mm512_dpbusd_epi32(ng, WQ(&w[r][b], NULL), xq);                                     \
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(h2f(w[r][b].d) * xd[b]), acc[r]); \
-        }                                                                                                    \
-    }
+static inline int32_t hsum_epi32_256(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1)));
+}
 
-/* Q8_0, four blocks per step as two block pairs; the four weight scales are
- * converted and multiplied by the token's at once, then spread to the block
- * halves by a permute. xd: the token's nb block scales, contiguous. */
-static inline void q8_0_decode(int nb, const block_q8_0 *const *w, const block_q8a *x, const float *xd, float *out,
-                               const char *next) {
+/* Per block of the tail (nb % 4): the block's dot, offset share included. */
+static inline float tail_q8_0(const block_q8_0 *w, const block_q8a *x) {
+    __m256i d = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(wq_q8_0(w, NULL)),
+                                    _mm256_loadu_si256((const __m256i *)x->qs));
+    return (float)(hsum_epi32_256(d) - 128 * x->sum) * h2f(w->d) * x->d;
+}
+static inline float tail_q4_0(const block_q4_0 *w, const block_q8a *x) {
+    __m256i d = _mm256_dpbusd_epi32(_mm256_setzero_si256(), unpack_q4_0(w->qs),
+                                    _mm256_loadu_si256((const __m256i *)x->qs));
+    return (float)(hsum_epi32_256(d) - 8 * x->sum) * h2f(w->d) * x->d;
+}
+
+/* Q8_0: a step is two block pairs (low half block b, high half b + 1);
+ * the four weight scales are converted and multiplied by the token's at
+ * once, then spread to the block halves by a permute. */
+typedef struct {
+    __m512i q[2], neg[2]; /* the token's values of blocks b, b+1 and b+2, b+3; -128 x their sums */
+    __m128 d;             /* its four block scales */
+} step_q8_0;
+
+static void prepare_q8_0(int nb, const block_q8a *x, step_q8_0 *st) {
     const __m512i off = _mm512_set1_epi8((char)0x80);
+    for (int b = 0; b + 4 <= nb; b += 4) {
+        step_q8_0 *s = &st[b / 4];
+        for (int h = 0; h < 2; h++) {
+            s->q[h] = load2_256(x[b + 2 * h].qs, x[b + 2 * h + 1].qs);
+            s->neg[h] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, s->q[h]));
+        }
+        s->d = _mm_set_ps(x[b + 3].d, x[b + 2].d, x[b + 1].d, x[b].d);
+    }
+}
+
+static inline __m512 q8_0_step(const block_q8_0 *wb, const step_q8_0 *s, __m512 acc, __m128 *corr) {
+    (void)corr; /* the offset share is exact in int32 here (neg) */
     const __m512i lo = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(2));
-    __m512 acc[DR];
-    for (int r = 0; r < DR; r++) acc[r] = _mm512_setzero_ps();
-    int b = 0;
-    for (; b + 4 <= nb; b += 4) {
-        __m512i xq0 = load2_256(x[b].qs, x[b + 1].qs), xq1 = load2_256(x[b + 2].qs, x[b + 3].qs);
-        __m512i n0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq0));
-        __m512i n1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq1));
-        __m128 x4 = _mm_loadu_ps(xd + b);
-        PREFETCH_NEXT(block_q8_0);
-        for (int r = 0; r < DR; r++) {
-            const block_q8_0 *wb = w[r] + b;
-            __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(scales4_q8_0(wb), x4));
-            __m512i d0 = _mm512_dpbusd_epi32(n0, wq_q8_0(&wb[0], &wb[1]), xq0);
-            __m512i d1 = _mm512_dpbusd_epi32(n1, wq_q8_0(&wb[2], &wb[3]), xq1);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc[r]);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc[r]);
-        }
-    }
-    DECODE_TAIL(wq_q8_0)
-    for (int r = 0; r < DR; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+    __m512i p = _mm512_loadu_si512(wb), q = _mm512_loadu_si512((const char *)wb + 64);
+    __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(scales4_q8_0(p, q), s->d));
+    __m512i d0 = _mm512_dpbusd_epi32(s->neg[0], wq_q8_0(&wb[0], &wb[1]), s->q[0]);
+    __m512i d1 = _mm512_dpbusd_epi32(s->neg[1], wq_q8_0(&wb[2], &wb[3]), s->q[1]);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc);
 }
 
-/* Q4_0, four blocks per step with the nibbles left where they are: byte i
- * of a block holds values i (low nibble) and i + 16 (high), so four blocks'
- * 16-byte halves side by side give values 0..15 of each block (masked) and
- * 16..31 (shifted). The token's blocks are laid out the same way once per
- * step (xl, xh) for all rows, and each 128-bit lane stays one block. */
+/* Q4_0, with the nibbles left where they are: byte i of a block holds
+ * values i (low nibble) and i + 16 (high), so four blocks' 16-byte halves
+ * side by side give values 0..15 of each block (masked) and 16..31
+ * (shifted), and each 128-bit lane stays one block. The four blocks' halves
+ * are gathered from two overlapping loads by one word permute (a block's
+ * 16 bytes start at an even offset, 18i + 2); the token's values are laid
+ * out the same way (lo, hi). */
+typedef struct {
+    __m512i lo, hi; /* values 0..15 and 16..31 of blocks b..b+3 */
+    __m128 d, k;    /* block scales; -8 x sum x scale: the offset's share per unit of weight scale */
+} step_q4_0;
+
 static inline __m512i load4_128(const void *p0, const void *p1, const void *p2, const void *p3) {
     __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(p0));
     v = _mm512_inserti32x4(v, _mm_loadu_si128(p1), 1);
     v = _mm512_inserti32x4(v, _mm_loadu_si128(p2), 2);
     return _mm512_inserti32x4(v, _mm_loadu_si128(p3), 3);
 }
-static inline void q4_0_decode(int nb, const block_q4_0 *const *w, const block_q8a *x, const float *xd, float *out,
-                               const char *next) {
-    const __m512i off = _mm512_set1_epi8(8), m4 = _mm512_set1_epi8(0xF);
-    const __m512i lane = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    __m512 acc[DR];
-    for (int r = 0; r < DR; r++) acc[r] = _mm512_setzero_ps();
-    int b = 0;
-    for (; b + 4 <= nb; b += 4) {
-        __m512i xl = load4_128(x[b].qs, x[b + 1].qs, x[b + 2].qs, x[b + 3].qs);
-        __m512i xh = load4_128(x[b].qs + 16, x[b + 1].qs + 16, x[b + 2].qs + 16, x[b + 3].qs + 16);
-        __m512i neg = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xl), off, xh);
-        neg = _mm512_sub_epi32(_mm512_setzero_si512(), neg);
-        __m128 x4 = _mm_loadu_ps(xd + b);
-        PREFETCH_NEXT(block_q4_0);
-        for (int r = 0; r < DR; r++) {
-            const block_q4_0 *wb = w[r] + b;
-            __m512i q = load4_128(wb[0].qs, wb[1].qs, wb[2].qs, wb[3].qs);
-            __m512i d = _mm512_dpbusd_epi32(neg, _mm512_and_si512(q, m4), xl);
-            d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xh);
-            __m512 s = _mm512_permutexvar_ps(lane, _mm512_castps128_ps512(_mm_mul_ps(scales4_q4_0(wb), x4)));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc[r]);
-        }
+
+static void prepare_q4_0(int nb, const block_q8a *x, step_q4_0 *st) {
+    for (int b = 0; b + 4 <= nb; b += 4) {
+        step_q4_0 *s = &st[b / 4];
+        s->lo = load4_128(x[b].qs, x[b + 1].qs, x[b + 2].qs, x[b + 3].qs);
+        s->hi = load4_128(x[b].qs + 16, x[b + 1].qs + 16, x[b + 2].qs + 16, x[b + 3].qs + 16);
+        s->d = _mm_set_ps(x[b + 3].d, x[b + 2].d, x[b + 1].d, x[b].d);
+        s->k = _mm_mul_ps(s->d, _mm_set_ps((float)(-8 * x[b + 3].sum), (float)(-8 * x[b + 2].sum),
+                                           (float)(-8 * x[b + 1].sum), (float)(-8 * x[b].sum)));
     }
-    DECODE_TAIL(wq_q4_0)
-    for (int r = 0; r < DR; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
+
+/* The offset's share goes to the float side (corr: the row's scales times
+ * k, summed at the end), so the step loads two 64-byte vectors of the token
+ * instead of three: the loads, not the arithmetic, bound this step. */
+static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 acc, __m128 *corr) {
+    const __m512i m4 = _mm512_set1_epi8(0xF);
+    const __m512i lane = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    /* word k of block i's qs: word 9i + 1 + k of the four blocks (72 bytes:
+     * the last 8 come from a second, 8-byte load) */
+    const __m512i qidx = _mm512_set_epi16(35, 34, 33, 32, 31, 30, 29, 28, 26, 25, 24, 23, 22, 21, 20, 19, 17, 16, 15,
+                                          14, 13, 12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1);
+    __m512i p = _mm512_loadu_si512(wb);
+    __m512i t = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)((const char *)wb + 64)));
+    __m512i q = _mm512_permutex2var_epi16(p, qidx, t);
+    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q, m4), s->lo);
+    d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), s->hi);
+    __m128 sc = scales4_q4_0(p);
+    *corr = _mm_fmadd_ps(sc, s->k, *corr);
+    __m512 s4 = _mm512_permutexvar_ps(lane, _mm512_castps128_ps512(_mm_mul_ps(sc, s->d)));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s4, acc);
+}
+
+/* A tile's rows for one token: the token prepared once, then row by row,
+ * two steps (two accumulators) at a time, prefetching DECODE_AHEAD bytes on
+ * in the stream (rows are contiguous, so this runs on into the next rows;
+ * 24 to 64 KB measured alike, 4-8 KB worse, and T0 as good as NTA). */
+#define DECODE_AHEAD 32768
+
+#define DECODE_TILE(NAME, BLOCK, STEP, PREPARE, STEPFN, TAIL)                                                 \
+    static void NAME(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {          \
+        STEP st[DECODE_MAX_BLOCKS / 4];                                                                       \
+        PREPARE(nb, x, st);                                                                                   \
+        for (int r = 0; r < nr; r++) {                                                                        \
+            const BLOCK *wr = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                        \
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                                        \
+            __m128 c = _mm_setzero_ps();                                                                      \
+            int b = 0;                                                                                        \
+            for (; b + 8 <= nb; b += 8) {                                                                     \
+                prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 8 * (int)sizeof(BLOCK));                 \
+                a0 = STEPFN(wr + b, &st[b / 4], a0, &c);                                                      \
+                a1 = STEPFN(wr + b + 4, &st[b / 4 + 1], a1, &c);                                              \
+            }                                                                                                 \
+            if (b + 4 <= nb) a0 = STEPFN(wr + b, &st[b / 4], a0, &c), b += 4;                                 \
+            float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_zextps128_ps512(c))); \
+            for (; b < nb; b++) sum += TAIL(&wr[b], &x[b]);                                                   \
+            y[r] = sum;                                                                                       \
+        }                                                                                                     \
+    }
+DECODE_TILE(q8_0_decode, block_q8_0, step_q8_0, prepare_q8_0, q8_0_step, tail_q8_0)
+DECODE_TILE(q4_0_decode, block_q4_0, step_q4_0, prepare_q4_0, q4_0_step, tail_q4_0)
 
 /* Prefill with many tokens: lanes are tokens. The activations of 16 tokens
  * are laid out once per tile call as, per block, 8 steps of 64 bytes (step
@@ -428,24 +480,16 @@ static inline __m512i q4_0_dot16(const block_q4_0 *wb, const xblock16 *xb) {
 TOKENS16(q8_0_tokens16, block_q8_0, q8_0_dot16, 128)
 TOKENS16(q4_0_tokens16, block_q4_0, q4_0_dot16, 8)
 
-/* The tile loop shared by both types: tokens in groups of TT, rows in groups
+/* The tile loop shared by both types: one token takes the decode path,
+ * many the token-lane one, the rest tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
-#define DECODE_MAX_BLOCKS 1024 /* the decode path keeps the token's block scales on the stack */
 
 #define INT8_TILE(NAME, BLOCK, RXT, DECODE, TOKENS16)                                                        \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
                      const int *idx, int nt, float *y, size_t ldy) {                                         \
         int nb = n / 32;                                                                                     \
-        if (nt == 1 && nr % DR == 0 && nb <= DECODE_MAX_BLOCKS) {                                            \
-            const block_q8a *x = (const block_q8a *)AROW(0);                                                 \
-            float xd[DECODE_MAX_BLOCKS];                                                                     \
-            for (int b = 0; b < nb; b++) xd[b] = x[b].d;                                                     \
-            for (int r0 = 0; r0 < nr; r0 += DR) {                                                            \
-                const BLOCK *wr[DR];                                                                         \
-                for (int r = 0; r < DR; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
-                const char *next = (const char *)w + (size_t)(r0 + DR) * w_stride; /* the group after */     \
-                DECODE(nb, wr, x, xd, y + r0, next);                                                         \
-            }                                                                                                \
+        if (nt == 1 && nb <= DECODE_MAX_BLOCKS) {                                                            \
+            DECODE(nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                      \
             return;                                                                                          \
         }                                                                                                    \
         int first = nt >= XT ? TOKENS16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;             \
