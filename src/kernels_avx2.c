@@ -82,37 +82,40 @@ static inline __m256i dot32_u8i8(__m256i u, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
 }
 
-/* Decode (one token) is bound by memory, so it keeps DR rows in flight:
- * DR independent accumulator chains and memory streams, and the next DR rows
- * (the ones that follow in memory) prefetched at the pace these are read,
- * four blocks' worth per four blocks, as in kernels_avx512.c. */
-#define DR 8
+/* Decode (one token): rows one after another, so each thread reads its
+ * weights as one linear stream, with a prefetch DECODE_AHEAD bytes on in it
+ * (as in kernels_avx512.c, where this replaced eight interleaved rows); two
+ * accumulators per row, alternate blocks. */
+#define DECODE_AHEAD 32768
+#define DECODE_MAX_BLOCKS 1024 /* the Q4_0 path prepares the token on the stack */
 
-static void q8_0_decode(int nb, const void *w, size_t w_stride, const block_q8a *x, float *out) {
-    const block_q8_0 *wr[DR];
-    __m256 acc[DR];
-    for (int r = 0; r < DR; r++) {
-        wr[r] = (const block_q8_0 *)((const char *)w + (size_t)r * w_stride);
-        acc[r] = _mm256_setzero_ps();
-    }
-    const char *next = (const char *)w + DR * w_stride;
-    for (int b = 0; b < nb; b++) {
-        if (b % 4 == 0) prefetch_span(next + (size_t)b * DR * sizeof(block_q8_0), 4 * DR * (int)sizeof(block_q8_0));
-        __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        for (int r = 0; r < DR; r++) {
-            __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[r][b].qs), xq);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[r][b].d) * x[b].d), _mm256_cvtepi32_ps(d), acc[r]);
+static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    for (int r = 0; r < nr; r++) {
+        const block_q8_0 *wr = (const block_q8_0 *)((const char *)w + (size_t)r * w_stride);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            if (b % 4 == 0) prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q8_0));
+            __m256i d0 = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
+            __m256i d1 = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[b + 1].qs),
+                                  _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[b].d) * x[b].d), _mm256_cvtepi32_ps(d0), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[b + 1].d) * x[b + 1].d), _mm256_cvtepi32_ps(d1), a1);
         }
+        if (b < nb) {
+            __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[b].d) * x[b].d), _mm256_cvtepi32_ps(d), a0);
+        }
+        y[r] = hsum8(_mm256_add_ps(a0, a1));
     }
-    for (int r = 0; r < DR; r++) out[r] = hsum8(acc[r]);
 }
 
 /* Q4_0 two blocks per step, the nibbles left where they are: byte i of a
  * block holds values i (low nibble) and i + 16 (high), so two blocks' 16
  * bytes side by side give values 0..15 of each (masked) and 16..31
  * (shifted), each 128-bit lane one block; the token's two blocks are laid
- * out the same way once per step for all rows. The "- 8" enters as
- * -8 * sum(x) in one int32 lane of each block. */
+ * out the same way, once per tile call. The "- 8" enters as -8 * sum(x) in
+ * one int32 lane of each block. */
 static inline __m256i load2_128(const void *lo, const void *hi) {
     return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(lo)), _mm_loadu_si128(hi), 1);
 }
@@ -120,45 +123,55 @@ static inline __m256 scales2(uint16_t lo, uint16_t hi) { /* f16 lo in lanes 0-3,
     __m128 two = _mm_cvtph_ps(_mm_insert_epi16(_mm_cvtsi32_si128(lo), hi, 1));
     return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
 }
-static void q4_0_decode(int nb, const void *w, size_t w_stride, const block_q8a *x, float *out) {
+typedef struct {
+    __m256i xl, xh, neg; /* values 0..15 and 16..31 of blocks b, b+1; the offset's share */
+    __m256 xd;           /* their scales (0 for a missing b+1) */
+} step_q4_0;
+
+static inline __m256 q4_0_step(const block_q4_0 *w0, const block_q4_0 *w1, const step_q4_0 *s, __m256 acc) {
     const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
-    const block_q4_0 *wr[DR];
-    __m256 acc[DR];
-    for (int r = 0; r < DR; r++) {
-        wr[r] = (const block_q4_0 *)((const char *)w + (size_t)r * w_stride);
-        acc[r] = _mm256_setzero_ps();
-    }
-    const char *next = (const char *)w + DR * w_stride;
-    for (int b = 0; b < nb; b += 2) {
-        if (b % 4 == 0) prefetch_span(next + (size_t)b * DR * sizeof(block_q4_0), 4 * DR * (int)sizeof(block_q4_0));
-        int two = b + 1 < nb; /* else the second lane is block b again, with a zero scale */
-        const block_q8a *x1 = &x[b + two];
-        __m256i xl = load2_128(x[b].qs, x1->qs), xh = load2_128(x[b].qs + 16, x1->qs + 16);
-        __m256i neg = _mm256_setr_epi32(-8 * x[b].sum, 0, 0, 0, -8 * x1->sum, 0, 0, 0);
-        __m256 xd = _mm256_set_m128(_mm_set1_ps(two ? x1->d : 0.0f), _mm_set1_ps(x[b].d));
-        for (int r = 0; r < DR; r++) {
-            const block_q4_0 *w0 = &wr[r][b], *w1 = &wr[r][b + two];
-            __m256i q = load2_128(w0->qs, w1->qs);
-            __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, m4), xl),
-                                         _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), xh));
-            __m256i d = _mm256_add_epi32(_mm256_madd_epi16(p, ones), neg);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scales2(w0->d, w1->d), xd), acc[r]);
-        }
-    }
-    for (int r = 0; r < DR; r++) out[r] = hsum8(acc[r]);
+    __m256i q = load2_128(w0->qs, w1->qs);
+    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, m4), s->xl),
+                                 _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), s->xh));
+    __m256i d = _mm256_add_epi32(_mm256_madd_epi16(p, ones), s->neg);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scales2(w0->d, w1->d), s->xd), acc);
 }
 
-/* One token and whole groups of DR rows: the decode loop above. */
-#define DECODE_GROUPS(DECODE)                                                                                \
-    if (nt == 1 && nr % DR == 0) {                                                                           \
-        for (int r0 = 0; r0 < nr; r0 += DR)                                                                  \
-            DECODE(n / 32, (const char *)w + (size_t)r0 * w_stride, w_stride, (const block_q8a *)AROW(0), y + r0); \
+static void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    step_q4_0 st[DECODE_MAX_BLOCKS / 2];
+    for (int b = 0; b < nb; b += 2) {
+        int two = b + 1 < nb; /* else the second lane is block b again, with a zero scale */
+        const block_q8a *x1 = &x[b + two];
+        step_q4_0 *s = &st[b / 2];
+        s->xl = load2_128(x[b].qs, x1->qs);
+        s->xh = load2_128(x[b].qs + 16, x1->qs + 16);
+        s->neg = _mm256_setr_epi32(-8 * x[b].sum, 0, 0, 0, -8 * x1->sum, 0, 0, 0);
+        s->xd = _mm256_set_m128(_mm_set1_ps(two ? x1->d : 0.0f), _mm_set1_ps(x[b].d));
+    }
+    for (int r = 0; r < nr; r++) {
+        const block_q4_0 *wr = (const block_q4_0 *)((const char *)w + (size_t)r * w_stride);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int b = 0;
+        for (; b + 4 <= nb; b += 4) {
+            prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q4_0));
+            a0 = q4_0_step(&wr[b], &wr[b + 1], &st[b / 2], a0);
+            a1 = q4_0_step(&wr[b + 2], &wr[b + 3], &st[b / 2 + 1], a1);
+        }
+        for (; b < nb; b += 2) a0 = q4_0_step(&wr[b], &wr[b + (b + 1 < nb)], &st[b / 2], a0);
+        y[r] = hsum8(_mm256_add_ps(a0, a1));
+    }
+}
+
+/* One token: the decode loops above. */
+#define DECODE_ROWS(DECODE)                                                                                  \
+    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) {                                                            \
+        DECODE(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                      \
         return;                                                                                              \
     }
 
 static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
-    DECODE_GROUPS(q8_0_decode)
+    DECODE_ROWS(q8_0_decode)
     int nb = n / QK8_0;
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
@@ -184,7 +197,7 @@ static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void 
 /* sum_b d_w d_x sum_j (q_j - 8) x_j  =  sum_b d_w (d_x sum_j q_j x_j - 8 s_x) */
 static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
-    DECODE_GROUPS(q4_0_decode)
+    DECODE_ROWS(q4_0_decode)
     int nb = n / QK4_0;
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
