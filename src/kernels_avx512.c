@@ -3,8 +3,10 @@
  * Compiled with the AVX-512 flags for this file only and chosen at run time
  * when the CPU and OS support them. Float weights use 16-wide FMA in 4x4
  * tiles of rows x tokens (FLOAT_4X4); int8 blocks use VNNI's dpbusd
- * (unsigned x signed bytes, summed in groups of 4 into int32), in 4x4
- * register tiles too (INT8_RXT), or with rows as lanes for the _r16 types.
+ * (unsigned x signed bytes, summed in groups of 4 into int32): one token
+ * reads the rows one after another (DECODE_TILE), 16 or more make the
+ * tokens the lanes (TOKENS16), the rest use 4x4 register tiles (INT8_RXT);
+ * the _r16 types have rows as lanes.
  * Q4_K uses the AVX2 tile (kernels_avx2.c), where madd folds each
  * sub-block's scale in for free. Results must match the scalar set
  * (tests/unit/test_kernels.c). */
