@@ -82,12 +82,13 @@ static inline __m256i dot32_u8i8(__m256i u, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
 }
 
-/* Decode (one token): rows one after another, so each thread reads its
- * weights as one linear stream, with a prefetch DECODE_AHEAD bytes on in it
- * (as in kernels_avx512.c, where this replaced eight interleaved rows); two
- * accumulators per row, alternate blocks. */
-#define DECODE_AHEAD 32768
-#define DECODE_MAX_BLOCKS 1024 /* the Q4_0 path prepares the token on the stack */
+/* Decode (one token): rows one after another with a prefetch DECODE_AHEAD
+ * bytes on in the stream (kernels_simd.h), as in kernels_avx512.c, where
+ * this replaced eight interleaved rows; two accumulators per row. */
+static inline __m256 q8_0_block(const block_q8_0 *w, const block_q8a *x, __m256 acc) {
+    __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)w->qs), _mm256_loadu_si256((const __m256i *)x->qs));
+    return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w->d) * x->d), _mm256_cvtepi32_ps(d), acc);
+}
 
 static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
     for (int r = 0; r < nr; r++) {
@@ -96,16 +97,10 @@ static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const bl
         int b = 0;
         for (; b + 2 <= nb; b += 2) {
             if (b % 4 == 0) prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q8_0));
-            __m256i d0 = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
-            __m256i d1 = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[b + 1].qs),
-                                  _mm256_loadu_si256((const __m256i *)x[b + 1].qs));
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[b].d) * x[b].d), _mm256_cvtepi32_ps(d0), a0);
-            a1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[b + 1].d) * x[b + 1].d), _mm256_cvtepi32_ps(d1), a1);
+            a0 = q8_0_block(&wr[b], &x[b], a0);
+            a1 = q8_0_block(&wr[b + 1], &x[b + 1], a1);
         }
-        if (b < nb) {
-            __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)wr[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(wr[b].d) * x[b].d), _mm256_cvtepi32_ps(d), a0);
-        }
+        if (b < nb) a0 = q8_0_block(&wr[b], &x[b], a0);
         y[r] = hsum8(_mm256_add_ps(a0, a1));
     }
 }

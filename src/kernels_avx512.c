@@ -217,7 +217,6 @@ INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
  * The token's side of each step of four blocks (its values, laid out as the
  * weights will be, and the weights' offset share) is prepared once per tile
  * call, so a row's step is its own loads and arithmetic only. */
-#define DECODE_MAX_BLOCKS 1024 /* the prepared token lives on the stack */
 
 /* The f16 scales of four consecutive blocks, converted (words 0, 17, 34, 51
  * of 34-byte blocks: 0 and 17 of p, 2 and 19 of the next 64 bytes). */
@@ -335,9 +334,9 @@ static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 
 
 /* A tile's rows for one token: the token prepared once, then row by row,
  * two steps (two accumulators) at a time, prefetching DECODE_AHEAD bytes on
- * in the stream (rows are contiguous, so this runs on into the next rows;
- * 24 to 64 KB measured alike, 4-8 KB worse, and T0 as good as NTA). */
-#define DECODE_AHEAD 32768
+ * in the stream (kernels_simd.h; rows are contiguous, so this runs on into
+ * the next rows; 24 to 64 KB measured alike, 4-8 KB worse, T0 as good as
+ * NTA). */
 
 #define DECODE_TILE(NAME, BLOCK, STEP, PREPARE, STEPFN, TAIL)                                                 \
     static void NAME(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {          \

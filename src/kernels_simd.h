@@ -13,10 +13,16 @@
 #define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
 /* The bytes [p, p + n) into the nearest cache, one prefetch per 64-byte
- * line (the decode kernels fetch the next rows while they compute these). */
+ * line. The decode kernels read the rows of a tile one after another (one
+ * linear stream per thread) and prefetch DECODE_AHEAD bytes on in it, which
+ * runs on into the next rows (kernels_avx512.c has the measurements); they
+ * lay out the token's side of each step on the stack, for rows of up to
+ * DECODE_MAX_BLOCKS blocks. */
 static inline void prefetch_span(const char *p, int n) {
     for (int o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
+#define DECODE_AHEAD 32768
+#define DECODE_MAX_BLOCKS 1024
 
 /* Element i of a float weight row, widened (the scalar tail of a row). */
 static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
