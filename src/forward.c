@@ -9,6 +9,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "kernels.h"
 #include "ops.h"
@@ -91,6 +94,24 @@ static void layout(moe_ctx *c, arena *a) {
 
 /* ------------------------------------------------------------ context */
 
+
+/* The KV cache, in 2 MB pages where the OS gives them (Linux transparent
+ * huge pages on request). V is cached transposed, so one token's values go
+ * to a different row of every layer's V, and attention reads each row: with
+ * 4 KB pages that is a TLB miss on hundreds of pages per layer and token.
+ * Elsewhere, or if the request is refused, plain malloc. */
+static void *kv_alloc(size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (bytes >= huge && !posix_memalign(&p, huge, (bytes + huge - 1) / huge * huge)) {
+        madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE); /* a hint: failure leaves 4 KB pages */
+        return p;
+    }
+#endif
+    return malloc(bytes);
+}
+
 moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) {
     const moe_config *cfg = &m->cfg;
     if (!cfg->has_weights) {
@@ -140,8 +161,8 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     size_t cache_floats = c->cache_layer_floats * (size_t)cfg->n_layers;
     size_t esize = p->kv_f16 ? sizeof(uint16_t) : sizeof(float);
     c->kv_f16 = p->kv_f16 != 0;
-    c->k_cache = malloc(esize * cache_floats);
-    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : malloc(esize * cache_floats);
+    c->k_cache = kv_alloc(esize * cache_floats);
+    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : kv_alloc(esize * cache_floats);
     c->cache_bytes = esize * cache_floats * (cfg->attn_type == ATTN_MLA ? 1 : 2);
 
     arena a = {0, NULL};
