@@ -63,56 +63,65 @@ static inline __m256 sum8(const __m512 *v) {
     return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
-/* Four weight rows by four tokens: 16 accumulators, each weight vector
- * loaded once for the four tokens and each token vector once for the four
- * rows; o[r * 4 + t]. Head dimensions (attention's use) are multiples of 16;
- * other lengths finish in scalar. */
+/* Four weight rows by T <= 4 tokens: 16 accumulators (those of missing
+ * tokens stay zero), each weight vector loaded once for the T tokens and
+ * each token vector once for the four rows; o[r * 4 + t]. Head dimensions
+ * (attention's use) are multiples of 16; other lengths finish in scalar. */
 #define FLOAT_4X4(NAME, LOAD, WIDEN, ESIZE)                                                                  \
-    static inline void NAME(int n, const void *w, size_t w_stride, const float *const *x, float *o) {       \
+    static inline __attribute__((always_inline)) void NAME(int T, int n, const void *w, size_t w_stride,    \
+                                                           const float *const *x, float *o) {                \
         __m512 acc[16];                                                                                      \
         for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();                                           \
         int i = 0;                                                                                           \
         for (; i + 16 <= n; i += 16) {                                                                       \
             __m512 xv[4];                                                                                    \
-            for (int t = 0; t < 4; t++) xv[t] = _mm512_loadu_ps(x[t] + i);                                   \
+            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(x[t] + i);                                   \
             for (int r = 0; r < 4; r++) {                                                                    \
                 __m512 wv = LOAD((const char *)w + (size_t)r * w_stride + (size_t)i * ESIZE);                \
-                for (int t = 0; t < 4; t++) acc[r * 4 + t] = _mm512_fmadd_ps(wv, xv[t], acc[r * 4 + t]);     \
+                for (int t = 0; t < T; t++) acc[r * 4 + t] = _mm512_fmadd_ps(wv, xv[t], acc[r * 4 + t]);     \
             }                                                                                                \
         }                                                                                                    \
         _mm256_storeu_ps(o, sum8(acc));                                                                      \
         _mm256_storeu_ps(o + 8, sum8(acc + 8));                                                              \
         for (; i < n; i++)                                                                                   \
             for (int r = 0; r < 4; r++)                                                                      \
-                for (int t = 0; t < 4; t++) o[r * 4 + t] += WIDEN((const char *)w + (size_t)r * w_stride, i) * x[t][i]; \
+                for (int t = 0; t < T; t++) o[r * 4 + t] += WIDEN((const char *)w + (size_t)r * w_stride, i) * x[t][i]; \
     }
 FLOAT_4X4(f32_4x4, load16_f32, widen_f32, 4)
 FLOAT_4X4(f16_4x4, load16_f16, widen_f16, 2)
 FLOAT_4X4(bf16_4x4, load16_bf16, widen_bf16, 2)
 
-/* Float tiles: whole groups of 4 tokens by 4 rows as above, the rest a row
- * at a time (FLOAT_TILE's row functions). */
+/* Float tiles: tokens in groups of 4 (2 or 3 at the end: a GQA group of
+ * two or three heads is attention's whole tile) by 4 rows as above, the
+ * rest of the rows one at a time; a single token (decode's matrices) reads
+ * its rows one after another (FLOAT_TILE's row functions). */
 #define FLOAT_TILE4(NAME, BLOCK4, ROWFN)                                                                     \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
                      const int *idx, int nt, float *y, size_t ldy) {                                         \
         int t0 = 0;                                                                                          \
-        for (; t0 + 4 <= nt; t0 += 4) {                                                                      \
+        for (; nt - t0 >= 2; t0 += 4) {                                                                      \
+            int m = nt - t0 < 4 ? nt - t0 : 4;                                                               \
             const float *x[4];                                                                               \
-            for (int t = 0; t < 4; t++) x[t] = (const float *)AROW(t0 + t);                                  \
+            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
             int r = 0;                                                                                       \
             for (; r + 4 <= nr; r += 4) {                                                                    \
                 float o[16];                                                                                 \
-                BLOCK4(n, (const char *)w + (size_t)r * w_stride, w_stride, x, o);                           \
+                const char *wr = (const char *)w + (size_t)r * w_stride;                                     \
+                switch (m) {                                                                                 \
+                case 4: BLOCK4(4, n, wr, w_stride, x, o); break;                                             \
+                case 3: BLOCK4(3, n, wr, w_stride, x, o); break;                                             \
+                default: BLOCK4(2, n, wr, w_stride, x, o); break;                                            \
+                }                                                                                            \
                 for (int i = 0; i < 4; i++)                                                                  \
-                    for (int t = 0; t < 4; t++) y[(size_t)(t0 + t) * ldy + r + i] = o[i * 4 + t];            \
+                    for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r + i] = o[i * 4 + t];            \
             }                                                                                                \
             for (; r < nr; r++) {                                                                            \
                 float o[4];                                                                                  \
-                ROWFN(n, (const char *)w + (size_t)r * w_stride, x, 4, o);                                   \
-                for (int t = 0; t < 4; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
+                ROWFN(n, (const char *)w + (size_t)r * w_stride, x, m, o);                                   \
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
             }                                                                                                \
         }                                                                                                    \
-        if (t0 < nt) { /* the last 1..3 tokens */                                                            \
+        if (t0 < nt) { /* the last token */                                                                  \
             const int *rest = idx ? idx + t0 : NULL;                                                         \
             const void *a_rest = idx ? a : (const char *)a + (size_t)t0 * a_stride;                         \
             NAME##_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y + (size_t)t0 * ldy, ldy);     \
