@@ -94,7 +94,6 @@ static void layout(moe_ctx *c, arena *a) {
 
 /* ------------------------------------------------------------ context */
 
-
 /* The KV cache, in 2 MB pages where the OS gives them (Linux transparent
  * huge pages on request). V is cached transposed, so one token's values go
  * to a different row of every layer's V, and attention reads each row: with
@@ -102,10 +101,10 @@ static void layout(moe_ctx *c, arena *a) {
  * Elsewhere, or if the request is refused, plain malloc. */
 static void *kv_alloc(size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const size_t huge = (size_t)2 << 20;
+    const size_t huge = (size_t)2 << 20, rounded = (bytes + huge - 1) / huge * huge;
     void *p = NULL;
-    if (bytes >= huge && !posix_memalign(&p, huge, (bytes + huge - 1) / huge * huge)) {
-        madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE); /* a hint: failure leaves 4 KB pages */
+    if (bytes >= huge && !posix_memalign(&p, huge, rounded)) {
+        madvise(p, rounded, MADV_HUGEPAGE); /* a hint: failure leaves 4 KB pages */
         return p;
     }
 #endif

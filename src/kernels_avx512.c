@@ -240,22 +240,17 @@ static inline __m128 scales4_q4_0(__m512i p) { /* 18-byte blocks: words 0, 9, 18
     return _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idx, p)));
 }
 
-static inline int32_t hsum_epi32_256(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1)));
+/* Per block of the tail (nb % 4): the block's dot (wq: its unsigned
+ * weights, offset added), the offset's share taken off. */
+static inline float tail_dot(__m512i wq, int offset, float wd, const block_q8a *x) {
+    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, load2_256(x->qs, NULL));
+    return (float)(_mm512_reduce_add_epi32(d) - offset * x->sum) * wd * x->d;
 }
-
-/* Per block of the tail (nb % 4): the block's dot, offset share included. */
 static inline float tail_q8_0(const block_q8_0 *w, const block_q8a *x) {
-    __m256i d = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm512_castsi512_si256(wq_q8_0(w, NULL)),
-                                    _mm256_loadu_si256((const __m256i *)x->qs));
-    return (float)(hsum_epi32_256(d) - 128 * x->sum) * h2f(w->d) * x->d;
+    return tail_dot(wq_q8_0(w, NULL), 128, h2f(w->d), x);
 }
 static inline float tail_q4_0(const block_q4_0 *w, const block_q8a *x) {
-    __m256i d = _mm256_dpbusd_epi32(_mm256_setzero_si256(), unpack_q4_0(w->qs),
-                                    _mm256_loadu_si256((const __m256i *)x->qs));
-    return (float)(hsum_epi32_256(d) - 8 * x->sum) * h2f(w->d) * x->d;
+    return tail_dot(wq_q4_0(w, NULL), 8, h2f(w->d), x);
 }
 
 /* Q8_0: a step is two block pairs (low half block b, high half b + 1);
