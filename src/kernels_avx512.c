@@ -339,8 +339,9 @@ static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 
 /* A tile's rows for one token: the token prepared once, then row by row,
  * two steps (two accumulators) at a time, prefetching DECODE_AHEAD bytes on
  * in the stream (kernels_simd.h; rows are contiguous, so this runs on into
- * the next rows; 24 to 64 KB measured alike, 4-8 KB worse, T0 as good as
- * NTA). */
+ * the next rows; on an AMD EPYC VM 24 to 64 KB measured alike, 4-8 KB
+ * worse, T0 as good as NTA; on an Intel Xeon VM, L2 (T1, T2) far better
+ * than T0). */
 
 #define DECODE_TILE(NAME, BLOCK, STEP, PREPARE, STEPFN, TAIL)                                                 \
     static void NAME(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {          \
