@@ -347,6 +347,18 @@ int moef_open(moe_file *f, const char *path, moe_err *err) {
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return moe_fail(err, "cannot map %s: %s", path, strerror(errno));
+#ifdef MADV_HUGEPAGE
+    /* Pages read in through this mapping come in as 2 MB folios, mapped as
+     * huge pages (Linux with transparent huge pages and a file system with
+     * large folios, e.g. ext4 or xfs on 6.x; elsewhere a no-op, and its
+     * failure costs nothing). Decode reads every weight once per token, and
+     * with 4 KB pages the TLB misses and the prefetchers' stops at each page
+     * edge cost an Intel Xeon VM 11 points of its read bandwidth (Qwen3
+     * 4-layer Q4_0: 83 -> 94 %). Pages already cached keep their size: the
+     * writers (writer.c, tools/moefile.py) write in 2 MB pieces so that a
+     * file just written is cached in 2 MB folios too. */
+    madvise(map, size, MADV_HUGEPAGE);
+#endif
     if (moef_parse(f, map, size, err) != 0) {
         munmap(map, size);
         return -1;
@@ -364,6 +376,27 @@ size_t moef_prefault(const moe_file *f) {
     for (size_t i = 0; i < f->map_size; i += 4096) sink ^= p[i];
     (void)sink;
     return f->map_size;
+}
+
+size_t moef_huge_bytes(const moe_file *f) {
+    size_t huge = 0;
+#ifdef __linux__
+    FILE *sm = f->map ? fopen("/proc/self/smaps", "r") : NULL;
+    if (!sm) return 0;
+    char line[512];
+    int in_map = 0;
+    while (fgets(line, sizeof line, sm)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) /* a mapping's first line */
+            in_map = lo < (unsigned long)f->map + f->map_size && hi > (unsigned long)f->map;
+        else if (in_map && !strncmp(line, "FilePmdMapped:", 14))
+            huge += (size_t)strtoull(line + 14, NULL, 10) * 1024;
+    }
+    fclose(sm);
+#else
+    (void)f;
+#endif
+    return huge;
 }
 
 void moef_close(moe_file *f) {

@@ -81,6 +81,9 @@ size_t dtype_row_bytes(moe_dtype t, uint64_t n);
 int moef_parse(moe_file *f, const void *buf, size_t size, moe_err *err);
 /* Touch every page of the mapping once (see moe_model_prefault). */
 size_t moef_prefault(const moe_file *f);
+/* Bytes of the mapping now mapped as 2 MB pages (Linux: /proc/self/smaps;
+ * elsewhere 0). */
+size_t moef_huge_bytes(const moe_file *f);
 /* mmap(PROT_READ, MAP_PRIVATE) then parse. */
 int moef_open(moe_file *f, const char *path, moe_err *err);
 void moef_close(moe_file *f);

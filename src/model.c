@@ -224,6 +224,7 @@ void moe_model_free(moe_model *m) {
 const moe_tokenizer *model_tokenizer(const moe_model *m) { return m->tok; }
 
 size_t moe_model_prefault(const moe_model *m) { return m ? moef_prefault(&m->file) : 0; }
+size_t moe_model_huge_bytes(const moe_model *m) { return m ? moef_huge_bytes(&m->file) : 0; }
 
 /* ------------------------------------------------------------ summary */
 

@@ -188,7 +188,7 @@ int cmd_bench(int argc, char **argv) {
     moe_err err = {{0}};
     /* weights resident before timing, as in a warmed-up server (llama-bench maps with MAP_POPULATE):
      * otherwise the first touch of each rarely chosen expert is a page fault inside the measurement */
-    moe_model_prefault(m);
+    double mapped = (double)moe_model_prefault(m), huge_pct = 100.0 * (double)moe_model_huge_bytes(m) / mapped;
     moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
     if (!ctx) die(1, CMD, "%s", err.msg);
     int32_t *ids = malloc(sizeof *ids * (size_t)(need + 1));
@@ -240,10 +240,10 @@ int cmd_bench(int argc, char **argv) {
                "\"size_bytes\": %llu, \"params\": %llu, \"active_params\": %llu, "
                "\"pp\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, \"tg\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, "
                "\"active_bytes_per_token\": %.0f, \"gbps\": %.3f, \"bandwidth_gbps\": %.3f, \"roofline_pct\": %.2f, "
-               "\"depths\": [",
+               "\"weights_huge_pct\": %.1f, \"depths\": [",
                name, info.arch, info.weight_type, threads, moe_kernel_name(), (unsigned long long)info.weight_bytes,
                (unsigned long long)info.n_params, (unsigned long long)info.n_params_active, R->pp.n, R->pp.mean, R->pp.sd,
-               R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps, n_gen > 0 ? R->bw : bw, R->pct);
+               R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps, n_gen > 0 ? R->bw : bw, R->pct, huge_pct);
         for (int di = 0; di < n_depths; di++) {
             R = &res[di];
             printf("%s{\"depth\": %d, \"pp\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, \"tg\": {\"n\": %d, "
@@ -257,6 +257,7 @@ int cmd_bench(int argc, char **argv) {
         printf("model %s (%s, %s): %.3f GB of weights, %.3f GB read per decoded token; %d threads, %s kernels\n",
                name, info.arch, info.weight_type, info.weight_bytes / 1e9, info.active_bytes / 1e9, threads,
                moe_kernel_name());
+        printf("weights mapped in 2 MB pages: %.0f %% (4 KB pages read slower; see README, Memory)\n", huge_pct);
         printf("machine read bandwidth: %.2f GB/s at the start; each decode run is compared with probes beside it\n\n", bw);
         printf("| test            |              t/s | GB/s read | probe GB/s | %% of bandwidth |\n");
         printf("|-----------------|------------------|-----------|------------|----------------|\n");

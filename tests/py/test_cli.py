@@ -95,8 +95,9 @@ class CliTest(unittest.TestCase):
         p = moetest.moe("bench", "-m", self.model, "-p", "8", "-n", "4", "-r", "2", "-t", "1", "-d", "0,8", "--json")
         r = json.loads(p.stdout)
         for key in ("model", "type", "threads", "pp", "tg", "active_bytes_per_token", "gbps", "bandwidth_gbps",
-                    "roofline_pct"):
+                    "roofline_pct", "weights_huge_pct"):
             self.assertIn(key, r)
+        self.assertTrue(0 <= r["weights_huge_pct"] <= 100, r["weights_huge_pct"])
         self.assertEqual((r["threads"], r["pp"]["n"], r["tg"]["n"]), (1, 8, 4))
         self.assertGreater(r["pp"]["mean"], 0)
         self.assertGreater(r["tg"]["mean"], 0)

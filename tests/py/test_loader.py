@@ -122,5 +122,43 @@ class LoaderTest(unittest.TestCase):
         self.refuse(self.dir, "not a regular file")
 
 
+class PieceWriterTest(unittest.TestCase):
+    """moefile's writer hands the OS whole 2 MiB pieces (the last one excepted), whatever the
+    sizes it is given, and the bytes arrive unchanged and in order, also when the OS takes
+    fewer bytes than offered."""
+
+    class Raw:
+        def __init__(self, cap):
+            self.cap, self.sizes, self.data = cap, [], bytearray()
+
+        def write(self, b):
+            n = min(len(b), self.cap)
+            self.sizes.append(n)
+            self.data += bytes(b[:n])
+            return n
+
+    def write_all(self, cap):
+        raw, want = self.Raw(cap), bytearray()
+        w = moefile._PieceWriter(raw)
+        for i, n in enumerate((40, 5 << 20, 1, 123457, 9 << 20, 7)):
+            chunk = (bytes((i * 31 + j) & 255 for j in range(4096)) * (n // 4096 + 1))[:n]
+            want += chunk
+            w.write(chunk)
+            self.assertEqual(w.pos, len(want))
+        w.flush()
+        self.assertEqual(raw.data, want)
+        return raw.sizes
+
+    def test_pieces(self):
+        piece = moefile._PieceWriter.PIECE
+        sizes = self.write_all(1 << 40)
+        for n in sizes[:-1]:
+            self.assertEqual(n % piece, 0, sizes)
+        self.assertNotEqual(sizes[-1] % piece, 0)
+
+    def test_short_writes(self):
+        self.assertGreater(len(self.write_all(3 << 20)), len(self.write_all(1 << 40)))
+
+
 if __name__ == "__main__":
     unittest.main()
