@@ -47,6 +47,7 @@ static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((cons
             for (int r = 0; r < nr; r++) {                                                                   \
                 float o[TOK];                                                                                \
                 const void *wr = (const char *)w + (size_t)r * w_stride;                                     \
+                if (nt == 1) prefetch_span((const char *)wr + DECODE_AHEAD, (int)w_stride);                 \
                 switch (m) {                                                                                 \
                 case 4: ROWFN(n, wr, x, 4, o); break;                                                        \
                 case 3: ROWFN(n, wr, x, 3, o); break;                                                        \
