@@ -383,7 +383,7 @@ size_t moef_huge_bytes(const moe_file *f) {
 #ifdef __linux__
     FILE *sm = f->map ? fopen("/proc/self/smaps", "r") : NULL;
     if (!sm) return 0;
-    char line[512];
+    char line[8192]; /* a mapping's first line ends in its path */
     int in_map = 0;
     while (fgets(line, sizeof line, sm)) {
         unsigned long lo, hi;

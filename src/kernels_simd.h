@@ -40,7 +40,9 @@ static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((cons
 /* A float-weight tile from a row function ROWFN(n, w_row, x[], nt, out[]):
  * tokens in groups of TOK, each weight row read once per group. ROWFN is
  * called with a constant token count so an inlined row keeps its
- * accumulators in registers. */
+ * accumulators in registers. One token (decode: routers, a tied float
+ * output matrix) prefetches DECODE_AHEAD bytes on, as the int8 decode does
+ * (granite Q8_0 decode, whose output matrix is BF16: 43.9 -> 47.0 t/s). */
 #define FLOAT_TILE(NAME, ROWFN)                                                                              \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
                      const int *idx, int nt, float *y, size_t ldy) {                                         \
