@@ -2,7 +2,8 @@
 
 One layer of granite-3.1-1b-a400m (the smallest published shape: ~160 MB) per type: the
 engine must accept the file, the requested type must be what the matrices hold (the _r16
-types wherever the row count allows), and its logits must be finite and not constant."""
+types wherever the row count allows), and its logits must be finite and not constant. And the
+random data itself: sizes, valid blocks."""
 import math
 import os
 import sys
@@ -37,9 +38,27 @@ class MakeModelTest(unittest.TestCase):
 
     def test_types(self):
         for qtype, want in (("q8_0", "Q8_0"), ("q4_0", "Q4_0"), ("q8_0_r16", "Q8_0_R16"), ("q4_0_r16", "Q4_0_R16"),
-                            ("bf16", "BF16")):
+                            ("bf16", "BF16"), ("q4_k", "Q4_K")):
             with self.subTest(qtype=qtype):
                 self.check_type(qtype, want)
+
+
+    def test_random_bytes(self):
+        """The chunks add up to the size asked, every block keeps its fixed scale (the template is
+        read from whole-block offsets, wrapping around), and two tensors do not share data."""
+        sys.path.insert(0, os.path.join(moetest.ROOT, "tools"))
+        import make_model
+        import moefile
+
+        _, bb = moefile.DTYPE_BLOCK[moefile.Q8_0]
+        nbytes = (5 * make_model.CHUNK // 2) // bb * bb
+        datas = [b"".join(bytes(c) for c in make_model.random_bytes(moefile.Q8_0, nbytes)) for _ in range(2)]
+        for data in datas:
+            self.assertEqual(len(data), nbytes)
+            self.assertEqual(data[0::bb], make_model._SCALE_F16[:1] * (nbytes // bb))
+            self.assertEqual(data[1::bb], make_model._SCALE_F16[1:] * (nbytes // bb))
+            self.assertGreater(len(set(data[2::bb])), 200)
+        self.assertNotEqual(datas[0][:4096], datas[1][:4096])
 
 
 if __name__ == "__main__":
