@@ -137,6 +137,21 @@ int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err);
 /* 1 if layer's FFN is a mixture of experts, 0 if dense or out of range. */
 int moe_layer_is_moe(const moe_model *m, int layer);
 
+/* ---------------------------------------------------------------- matrix inputs */
+
+/* The inputs the weight matrices of a layer see, for calibrated quantization
+ * (moe quantize --calib): n rows of cols floats, valid only during the call. */
+typedef enum {
+    MOE_INPUT_ATTN = 0,     /* attention's normed input: q, k, v (MLA: q or q_a, kv_a) */
+    MOE_INPUT_ATTN_OUT = 1, /* the heads' output: o */
+    MOE_INPUT_FFN = 2,      /* the FFN's normed input: gate and up of every expert */
+    MOE_INPUT_KINDS = 3
+} moe_input_kind;
+typedef void (*moe_input_hook)(void *user, int layer, moe_input_kind kind, const float *x, int n, int cols);
+
+/* Call hook with every such input (NULL: off, the default, costs nothing). */
+void moe_ctx_set_input_hook(moe_ctx *c, moe_input_hook hook, void *user);
+
 /* ---------------------------------------------------------------- tokenizer */
 
 enum {

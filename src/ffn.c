@@ -150,6 +150,7 @@ void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const 
     const layer_weights *L = &c->model->layers[layer];
     act_rows ax; /* the block input, quantized at most once per type for every matmul below */
     act_init(&ax, xn, n, c->model->cfg.dim, c->act_scratch);
+    observe_input(c, layer, MOE_INPUT_FFN, xn, n, c->model->cfg.dim);
     ffn_group g = {.n = 0};
     memset(out, 0, sizeof(float) * (size_t)n * c->model->cfg.dim);
     if (L->is_moe)

@@ -208,6 +208,11 @@ void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user) {
     c->on_route_user = user;
 }
 
+void moe_ctx_set_input_hook(moe_ctx *c, moe_input_hook hook, void *user) {
+    c->on_input = hook;
+    c->on_input_user = user;
+}
+
 int moe_layer_is_moe(const moe_model *m, int layer) {
     return layer >= 0 && layer < m->cfg.n_layers && m->layers && m->layers[layer].is_moe;
 }

@@ -59,7 +59,14 @@ struct moe_ctx {
 
     route_hook on_route;        /* optional, see route_event */
     void *on_route_user;
+    moe_input_hook on_input;    /* optional: matrix inputs (moe_ctx_set_input_hook) */
+    void *on_input_user;
 };
+
+/* Hand x (n rows of cols) to the input hook, if one is set. */
+static inline void observe_input(moe_ctx *c, int layer, moe_input_kind kind, const float *x, int n, int cols) {
+    if (c->on_input) c->on_input(c->on_input_user, layer, kind, x, n, cols);
+}
 
 /* The layer pieces, called by moe_eval for a batch of n tokens at pos0.. */
 void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out);

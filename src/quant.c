@@ -328,6 +328,14 @@ void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n) {
             }
 }
 
+void pack_rows_r16(moe_dtype t, const void *plain, void *y, int n) {
+    moe_dtype base = r16_base(t);
+    size_t bb = (size_t)dtype_block_bytes(base), col = R16 * bb, rb = (size_t)(n / 32) * bb;
+    for (int r = 0; r < R16; r++)
+        for (int b = 0; b < n / 32; b++)
+            r16_put(base, (uint8_t *)y + (size_t)b * col, r, (const uint8_t *)plain + (size_t)r * rb + (size_t)b * bb);
+}
+
 void dequantize_row_at(moe_dtype t, const void *base_ptr, size_t row_bytes, size_t r, float *y, int n) {
     if (dtype_row_group(t) == 1) {
         dequantize_row(t, (const char *)base_ptr + r * row_bytes, y, n);

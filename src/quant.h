@@ -105,6 +105,9 @@ void dequantize_row(moe_dtype t, const void *x, float *y, int n);
 void quantize_row(moe_dtype t, const float *x, void *y, int n);
 /* nrows rows of n (any dtype; nrows a multiple of dtype_row_group(t)). */
 void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n);
+/* 16 plain rows of n values (Q8_0 or Q4_0, as t's twin) laid out as one
+ * group of t (Q8_0_R16 / Q4_0_R16). */
+void pack_rows_r16(moe_dtype t, const void *plain, void *y, int n);
 /* Row r of a matrix of rows of row_bytes at base, as floats (any dtype). */
 void dequantize_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r, float *y, int n);
 

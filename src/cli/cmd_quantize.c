@@ -12,13 +12,19 @@
  *     other matrices get plain Q8_0 / Q4_0, the output matrix under
  *     q4_0_r16 Q8_0_R16;
  *   - a matrix whose row length does not fit the block falls back to the
- *     next type that fits (Q4_K -> Q4_0 -> Q8_0), else stays as it is. */
+ *     next type that fits (Q4_K -> Q4_0 -> Q8_0), else stays as it is.
+ * With --calib TEXT, Q8_0 and Q4_0 matrices (plain or _r16) that read a
+ * layer's attention input, its heads' output or its FFN input are rounded
+ * by GPTQ (gptq.h) against what they read on that text (calib.c); the rest
+ * round to nearest. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "calib.h"
 #include "cli.h"
 #include "file.h"
+#include "gptq.h"
 #include "quant.h"
 #include "threads.h"
 #include "writer.h"
@@ -34,6 +40,9 @@ static void help(void) {
            "      --embd T       type of the token embedding (default: keep)\n"
            "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
            "                     (q8_0_r16 for q4_0_r16), else T)\n"
+           "      --calib TEXT   round Q8_0/Q4_0 matrices by GPTQ, against the inputs they see\n"
+           "                     when IN runs on this text (q, k, v, o, gate and up; slower)\n"
+           "      --calib-tokens N  tokens of TEXT to use (default 4096)\n"
            "  -t, --threads N    threads (default: all cores)\n"
            "  -q, --quiet        no progress line\n");
 }
@@ -75,7 +84,8 @@ int cmd_quantize(int argc, char **argv) {
     args a = {CMD, argc, 0, argv};
     const char *in = NULL, *out = NULL, *flag;
     moe_dtype want = DT_F32, embd = DT_F32, output = DT_F32;
-    int have_type = 0, embd_set = 0, output_set = 0, threads = 0, quiet = 0;
+    int have_type = 0, embd_set = 0, output_set = 0, threads = 0, quiet = 0, calib_tokens = 4096;
+    const char *calib_path = NULL;
     while (args_next(&a, &flag)) {
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
         else if (!strcmp(flag, "--type")) {
@@ -90,7 +100,9 @@ int cmd_quantize(int argc, char **argv) {
             const char *v = args_value(&a, flag);
             if (parse_type(v, &output)) die(EXIT_USAGE, CMD, "--output: unknown type \"%s\"", v);
             output_set = 1;
-        } else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) threads = args_int(&a, flag, 1, 1024);
+        } else if (!strcmp(flag, "--calib")) calib_path = args_value(&a, flag);
+        else if (!strcmp(flag, "--calib-tokens")) calib_tokens = args_int(&a, flag, 2, 1 << 24);
+        else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) threads = args_int(&a, flag, 1, 1024);
         else if (!strcmp(flag, "-q") || !strcmp(flag, "--quiet")) quiet = 1;
         else if (flag[0] == '-') die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe quantize -h)", flag);
         else if (!in) in = flag;
@@ -105,6 +117,7 @@ int cmd_quantize(int argc, char **argv) {
 
     /* validate the input as a model first: never quantize a file we could not run */
     moe_model *check = open_model_or_die(CMD, in);
+    calib *cal = calib_path ? calib_run(CMD, check, calib_path, calib_tokens, quiet) : NULL;
     moe_model_free(check);
     moe_file f;
     moe_err err = {{0}};
@@ -131,6 +144,7 @@ int cmd_quantize(int argc, char **argv) {
     size_t chunk_cap = 0;
     uint8_t *chunk = NULL;
     float *rowbuf = NULL;
+    uint8_t *plainbuf = NULL; /* GPTQ's plain rows before an _r16 layout */
     int rowbuf_threads = threads_max();
     for (int i = 0; i < f.n_tensors; i++) {
         const moe_tensor *t = &f.tensors[i];
@@ -139,26 +153,42 @@ int cmd_quantize(int argc, char **argv) {
             done += t->nbytes;
             continue;
         }
-        int cols = (int)t->dims[t->n_dims - 1];
+        int cols = (int)t->dims[t->n_dims - 1], un = 0;
         uint64_t rows = t->nbytes / dtype_row_bytes(t->dtype, (uint64_t)cols);
         size_t in_rb = dtype_row_bytes(t->dtype, (uint64_t)cols), out_rb = dtype_row_bytes(types[i], (uint64_t)cols);
-        uint64_t unit = (uint64_t)dtype_row_group(types[i]); /* rows quantized together */
+        moe_dtype plain = dtype_plain(types[i]);
+        const float *U = plain == DT_Q8_0 || plain == DT_Q4_0 ? calib_factor(cal, t->name, t->name_len, &un) : NULL;
+        if (un != cols) U = NULL;
+        /* rows quantized together: an _r16 group; GPTQ's tiles share each block column of U */
+        uint64_t unit = U ? 16 : (uint64_t)dtype_row_group(types[i]);
         uint64_t per_chunk = ((8u << 20) / out_rb / unit + 1) * unit; /* ~8 MB of output per step */
         if (per_chunk * out_rb > chunk_cap) {
             chunk_cap = per_chunk * out_rb;
             chunk = realloc(chunk, chunk_cap);
         }
         free(rowbuf);
+        free(plainbuf);
         rowbuf = malloc(sizeof(float) * (size_t)cols * unit * (size_t)rowbuf_threads);
-        if (!chunk || !rowbuf) die(1, CMD, "out of memory");
+        plainbuf = malloc(dtype_row_bytes(plain, (uint64_t)cols) * unit * (size_t)rowbuf_threads);
+        if (!chunk || !rowbuf || !plainbuf) die(1, CMD, "out of memory");
         for (uint64_t r0 = 0; r0 < rows; r0 += per_chunk) {
             int m = (int)(rows - r0 < per_chunk ? rows - r0 : per_chunk);
 #pragma omp parallel for schedule(static)
             for (int r = 0; r < m; r += (int)unit) {
+                int k = m - r < (int)unit ? m - r : (int)unit; /* < unit only for GPTQ's last plain rows */
                 float *tmp = rowbuf + (size_t)thread_id() * (size_t)cols * unit;
-                for (int u = 0; u < (int)unit; u++)
+                uint8_t *dst = chunk + (size_t)r * out_rb;
+                for (int u = 0; u < k; u++)
                     dequantize_row_at(t->dtype, t->data, in_rb, r0 + (uint64_t)(r + u), tmp + (size_t)u * cols, cols);
-                quantize_rows(types[i], tmp, chunk + (size_t)r * out_rb, (int)unit, cols);
+                if (!U) {
+                    quantize_rows(types[i], tmp, dst, k, cols);
+                } else if (plain == types[i]) {
+                    gptq_rows(plain, tmp, k, cols, U, dst);
+                } else {
+                    uint8_t *p = plainbuf + (size_t)thread_id() * dtype_row_bytes(plain, (uint64_t)cols) * unit;
+                    gptq_rows(plain, tmp, k, cols, U, p);
+                    pack_rows_r16(types[i], p, dst, cols);
+                }
             }
             if (writer_append(w, chunk, (size_t)m * out_rb, &err)) die(1, CMD, "%s", err.msg);
             done += (uint64_t)m * in_rb;
@@ -177,6 +207,8 @@ int cmd_quantize(int argc, char **argv) {
             out_bytes / 1e6, secs, threads_max());
     free(chunk);
     free(rowbuf);
+    free(plainbuf);
+    calib_free(cal);
     free(types);
     writer_free(w);
     moef_close(&f);

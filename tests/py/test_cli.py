@@ -8,7 +8,7 @@ import unittest
 
 import moetest
 
-COMMANDS = ["run", "logits", "tokenize", "info", "perplexity", "route", "bench"]
+COMMANDS = ["run", "logits", "tokenize", "info", "perplexity", "route", "bench", "quantize"]
 
 
 class CliTest(unittest.TestCase):
@@ -45,6 +45,43 @@ class CliTest(unittest.TestCase):
         self.usage_error("logits", "-m", self.model, "--tokens", "1,,2", "-o", "/dev/null", needle="token list")
         self.usage_error("logits", "-m", self.model, "--tokens", "1,-2", "-o", "/dev/null", needle="token list")
         self.usage_error("logits", "-m", self.model, "-o", "/dev/null", needle="--tokens")
+
+    def test_quantize_calib(self):
+        """--calib: bad text is a one-line error; on an MoE and an MLA model the matrices reading
+        the attention input, the heads' output and the FFN input are GPTQ-rounded (their bytes
+        differ from plain rounding's) and the down projections, not covered, are not."""
+        import sys
+        sys.path.insert(0, os.path.join(moetest.ROOT, "tools"))
+        import moefile
+        out = os.path.join(self.dir, "calib.moe")
+        text = os.path.join(self.dir, "calib.txt")
+        with open(text, "w") as f:
+            f.write("Once upon a time there was a little girl who liked to play in the park. " * 8)
+        p = moetest.moe("quantize", self.model, out, "--type", "q4_0", "--calib", text + ".missing", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertIn("calib.txt.missing", p.stderr)
+        empty = os.path.join(self.dir, "empty.txt")
+        open(empty, "w").close()
+        p = moetest.moe("quantize", self.model, out, "--type", "q4_0", "--calib", empty, check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("needs some text", p.stderr)
+        self.usage_error("quantize", self.model, out, "--type", "q4_0", "--calib", text, "--calib-tokens", "1",
+                         needle="outside")
+        for case, gptq in (("qwen3_moe", ("blk.0.attn_q", "blk.0.attn_o", "blk.1.ffn_gate_exps", "blk.1.ffn_up_exps")),
+                           ("deepseek_v3", ("blk.0.attn_kv_a", "blk.0.attn_o", "blk.1.ffn_gate_exps"))):
+            src = moetest.convert(os.path.join(moetest.SHARED, "golden", case), os.path.join(self.dir, case + ".moe"))
+            files = {}
+            for t in ("q4_0", "q8_0_r16"):
+                for extra in ((), ("--calib", text)):
+                    files[t, bool(extra)] = os.path.join(self.dir, "%s-%s-%d.moe" % (case, t, bool(extra)))
+                    moetest.moe("quantize", src, files[t, bool(extra)], "--type", t, *extra)
+                plain, calib = moefile.MoeFile(files[t, False]), moefile.MoeFile(files[t, True])
+                for name in gptq:
+                    self.assertNotEqual(plain.read_tensor(name), calib.read_tensor(name), "%s %s %s" % (case, t, name))
+                self.assertEqual(plain.read_tensor("blk.1.ffn_down_exps"), calib.read_tensor("blk.1.ffn_down_exps"))
+                rows = moetest.logits(files[t, True], [1, 2, 3])
+                self.assertTrue(all(abs(v) < 1e4 for row in rows for v in row))
 
     def test_token_out_of_range(self):
         p = moetest.moe("logits", "-m", self.model, "--tokens", "1,512", "-o", os.path.join(self.dir, "x"), check=False)

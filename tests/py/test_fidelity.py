@@ -8,7 +8,8 @@ English, out of domain, reported and bounded by KL only: these sub-million-param
 are unsure of almost every token there). At every position we compare the f32 top-1 token with
 the quantized model's and compute KL(p_f32 || p_quant) over the whole vocabulary, the measure
 llama.cpp reports for its quant types. Bounds (issue 5): top-1 agreement >= 99 % for Q8_0 and
->= 90 % for Q4_0 (stories260K's Q4_0: see test_q4_0).
+>= 90 % for Q4_0 (stories260K's Q4_0 rounded to nearest: see test_q4_0; calibrated, GPTQ-rounded
+Q4_0 holds it: test_q4_0_calibrated).
 
 The golden checkpoints have random weights whose logit gaps are tiny, so only their mean KL
 is reported and bounded loosely (Q8_0 must stay far below Q4_0's)."""
@@ -48,6 +49,15 @@ class Checkpoint:
         for t in ("q8_0", "q4_0"):
             self.quant[t] = os.path.join(d, "%s-%s.moe" % (name, t))
             moetest.moe("quantize", self.f32, self.quant[t], "--type", t)
+        # calibrated Q4_0 (GPTQ): the calibration text is four more of the model's own stories,
+        # from seeds the measured texts below do not use
+        calib = os.path.join(d, name + "-calib.txt")
+        with open(calib, "w") as f:
+            for seed in (101, 102, 103, 104):
+                f.write(moetest.moe("run", "-m", self.f32, "-p", "", "-n", "255", "--temp", "0.8", "--seed", seed).stdout
+                        + "\n")
+        self.quant["q4_0_calib"] = os.path.join(d, name + "-q4_0-calib.moe")
+        moetest.moe("quantize", self.f32, self.quant["q4_0_calib"], "--type", "q4_0", "--calib", calib)
         # sequences of token ids: the model's own stories (BOS + 255 tokens each) and a KJV slice
         self.seqs = []
         for temp, seed in (("0", 1), ("0.8", 1), ("0.8", 2), ("0.8", 3)):
@@ -78,6 +88,7 @@ class FidelityTest(unittest.TestCase):
         cls.default = Checkpoint(os.path.join(moetest.ROOT, "models", "stories-moe"), "stories-moe")
 
     def check(self, ck, qtype, min_top1, max_kl, max_kl_kjv):
+        """Bounds on top-1 agreement and mean KL; returns the mean KL on the stories."""
         top1, kl, n = ck.measure(qtype, ck.seqs)
         print("\n%s %s: top-1 agreement %.2f%% over %d positions, mean KL %.5f" % (ck.name, qtype, 100 * top1, n, kl))
         top1_k, kl_k, n_k = ck.measure(qtype, ck.kjv)
@@ -87,6 +98,7 @@ class FidelityTest(unittest.TestCase):
         self.assertLess(kl, max_kl)
         self.assertLess(kl_k, max_kl_kjv)
         self.assertGreater(kl, 0.0, "a quantized model identical to f32 means quantization did not happen")
+        return kl
 
     def test_q8_0(self):
         self.check(self.stories, "q8_0", 0.99, 0.001, 0.005)
@@ -105,6 +117,13 @@ class FidelityTest(unittest.TestCase):
         # the full bound (test_default_q4_0).
         self.check(self.stories, "q4_0", 0.88, 0.06, 0.2)
 
+    def test_q4_0_calibrated(self):
+        # GPTQ rounding against the inputs seen on the calibration stories (moe quantize --calib):
+        # 92.1 % top-1, KL 0.030 here (on 16 other stories 90.9 %, KL 0.035, against 88.3 % and
+        # 0.060 with plain rounding), so the issue's 90 % holds for calibrated Q4_0
+        kl = self.check(self.stories, "q4_0_calib", 0.90, 0.04, 0.2)
+        self.assertLess(kl, 0.8 * self.stories.measure("q4_0", self.stories.seqs)[1])
+
     def test_default_q8_0(self):
         # on KJV its KL (0.012) is 9x stories260K's (in domain both are ~0.0005); not analysed
         # further: plausibly the routers' near-ties, which out-of-domain text meets more often
@@ -112,6 +131,10 @@ class FidelityTest(unittest.TestCase):
 
     def test_default_q4_0(self):
         self.check(self.default, "q4_0", 0.90, 0.03, 0.1)
+
+    def test_default_q4_0_calibrated(self):
+        kl = self.check(self.default, "q4_0_calib", 0.90, 0.03, 0.1)
+        self.assertLess(kl, 0.9 * self.default.measure("q4_0", self.default.seqs)[1])
 
     def test_golden_kl(self):
         """Mean KL on the golden random-weight models: reported; Q8_0 well below Q4_0."""

@@ -1,0 +1,21 @@
+/* calib.h - calibration for moe quantize --calib (GPTQ rounding, gptq.h). */
+#ifndef MOE_CLI_CALIB_H
+#define MOE_CLI_CALIB_H
+
+#include "cli.h"
+
+typedef struct calib calib;
+
+/* Run m on the text in path (at most max_tokens tokens, in chunks of up to
+ * 512 positions, each starting a new sequence) and factor what each layer's
+ * matrices read. Exits with a message on any failure. */
+calib *calib_run(const char *cmd, const moe_model *m, const char *path, int max_tokens, int quiet);
+
+/* GPTQ's factor U (n x n) for the input of the weight matrix named name
+ * (len bytes, "blk.N.attn_q" ...), or NULL when calibration does not cover
+ * it: the down projections and MLA's q_b read inputs not gathered here. */
+const float *calib_factor(const calib *c, const char *name, int len, int *n);
+
+void calib_free(calib *c);
+
+#endif /* MOE_CLI_CALIB_H */
