@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """convert.py - turn a published checkpoint into one flat .moe file (docs/FORMAT.md).
 
-    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16] [--quiet]
+    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16 [--calib TEXT]]
+                             [--quiet]
 
 SRC is one of
   - a Hugging Face model directory as published: config.json, model.safetensors or sharded
@@ -783,16 +784,16 @@ def write(path, kv, tensors, tok, progress):
     return w.write(path, progress=progress)
 
 
-def quantize(path, qtype, moe_bin, threads):
+def quantize(path, qtype, moe_bin, threads, calib=None):
     tmp = path + ".f.moe"
     os.replace(path, tmp)
     cmd = [moe_bin, "quantize", tmp, path, "--type", qtype] + (["-t", str(threads)] if threads else [])
+    cmd += ["--calib", calib] if calib else []
     try:
         p = subprocess.run(cmd)
     except OSError as e:
+        os.replace(tmp, path)  # leave the unquantized conversion where it was asked for
         raise ConvertError("cannot run %s: %s (build moe first, or pass --moe)" % (moe_bin, e.strerror))
-    finally:
-        pass
     os.remove(tmp)
     if p.returncode != 0:
         raise ConvertError("moe quantize failed (exit %d)" % p.returncode)
@@ -821,6 +822,8 @@ def convert(args):
         raise ConvertError("%s: no such file or directory" % src)
     if args.pre and kv:
         raise ConvertError("--pre applies to tokenizer-only conversion")
+    if args.calib and not args.type:
+        raise ConvertError("--calib applies to --type (calibrated quantization)")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise ConvertError("%s: the output folder does not exist" % out_dir)
@@ -828,7 +831,7 @@ def convert(args):
     if args.type:
         if not kv:
             raise ConvertError("--type needs a model, not a tokenizer")
-        quantize(args.out, args.type, args.moe, args.threads)
+        quantize(args.out, args.type, args.moe, args.threads, args.calib)
         size = os.path.getsize(args.out)
     if not args.quiet:
         what = "%s, %d layers" % (kv["general.arch"], kv["model.n_layers"]) if kv else "tokenizer only"
@@ -845,6 +848,7 @@ def main(argv):
     ap.add_argument("--moe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "moe"),
                     help="the moe binary used by --type (default: build/moe)")
     ap.add_argument("-t", "--threads", type=int, default=0, help="threads for --type")
+    ap.add_argument("--calib", help="with --type: GPTQ rounding calibrated on this text (moe quantize --calib)")
     ap.add_argument("--pre", help="tokenizer-only: force the pre-tokenizer (%s)" % ", ".join(tokenizer_convert.PRE_NAMES))
     ap.add_argument("--no-tokenizer", action="store_true", help="convert weights without a tokenizer.json")
     ap.add_argument("--quiet", action="store_true", help="no progress or summary")

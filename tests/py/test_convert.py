@@ -216,6 +216,9 @@ class Refusals(unittest.TestCase):
     def test_no_such_source(self):
         self.refused(os.path.join(moetest.WORK, "convert", "nowhere"), "no such file")
 
+    def test_calib_without_type(self):
+        self.refused(self.good, "--calib", extra=("--calib", CONVERT))
+
 
 class Equivalences(unittest.TestCase):
     def test_sharded_equals_single_file(self):
@@ -241,6 +244,22 @@ class Equivalences(unittest.TestCase):
             self.assertTrue(all(t[0] == moetest.moefile.F32 for n, t in fw.tensors.items() if not n.startswith("tok.")))
             a, b = moetest.logits(keep, TOKENS), moetest.logits(wide, TOKENS)
             self.assertLess(moetest.max_rms(a, b)[0], 1e-5, fam)
+
+    def test_type_and_calib_are_moe_quantize(self):
+        """--type T [--calib TEXT] gives the bytes moe quantize gives on the plain conversion."""
+        src = make("quant")
+        d = moetest.workdir("convert")
+        base = moetest.convert(src, os.path.join(d, "quant_f.moe"))
+        text = os.path.join(d, "calib.txt")
+        with open(text, "w") as f:
+            f.write("The cat sat on the mat, and then it went to sleep in the sun. " * 10)
+        for extra in ((), ("--calib", text)):
+            want = os.path.join(d, "quant_want.moe")
+            moetest.moe("quantize", base, want, "--type", "q4_0", *extra)
+            got = moetest.convert(src, os.path.join(d, "quant_got.moe"), "--type", "q4_0", "--moe", moetest.BIN, *extra)
+            fw, fg = moetest.moefile.MoeFile(want), moetest.moefile.MoeFile(got)
+            for name in fw.tensors:
+                self.assertEqual(fw.read_tensor(name), fg.read_tensor(name), "%s %s" % (extra, name))
 
     def test_tokenizer_only(self):
         out = os.path.join(moetest.workdir("convert"), "tok_only.moe")
