@@ -140,14 +140,17 @@ int moe_layer_is_moe(const moe_model *m, int layer);
 /* ---------------------------------------------------------------- matrix inputs */
 
 /* The inputs the weight matrices of a layer see, for calibrated quantization
- * (moe quantize --calib): n rows of cols floats, valid only during the call. */
+ * (moe quantize --calib): n rows of cols floats, valid only during the call;
+ * expert: the routed expert whose down projection reads them, else -1. */
 typedef enum {
     MOE_INPUT_ATTN = 0,     /* attention's normed input: q, k, v (MLA: q or q_a, kv_a) */
     MOE_INPUT_ATTN_OUT = 1, /* the heads' output: o */
     MOE_INPUT_FFN = 2,      /* the FFN's normed input: gate and up of every expert */
-    MOE_INPUT_KINDS = 3
+    MOE_INPUT_FFN_DOWN = 3, /* silu(gate x) * up x of one expert (or the dense / shared FFN): its down */
+    MOE_INPUT_KINDS = 4
 } moe_input_kind;
-typedef void (*moe_input_hook)(void *user, int layer, moe_input_kind kind, const float *x, int n, int cols);
+typedef void (*moe_input_hook)(void *user, int layer, moe_input_kind kind, int expert, const float *x, int n,
+                               int cols);
 
 /* Call hook with every such input (NULL: off, the default, costs nothing). */
 void moe_ctx_set_input_hook(moe_ctx *c, moe_input_hook hook, void *user);

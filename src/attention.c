@@ -156,7 +156,7 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
 
     act_rows aa;
     act_init(&aa, c->att, n, qw, c->act_scratch);
-    observe_input(c, layer, MOE_INPUT_ATTN_OUT, c->att, n, qw);
+    observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->att, n, qw);
     matmul(out, &L->o, &aa); /* HF o_proj */
 }
 
@@ -221,12 +221,12 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
 
     act_rows aa;
     act_init(&aa, c->att, n, nh * vd, c->act_scratch);
-    observe_input(c, layer, MOE_INPUT_ATTN_OUT, c->att, n, nh * vd);
+    observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->att, n, nh * vd);
     matmul(out, &L->o, &aa);
 }
 
 void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
-    observe_input(c, layer, MOE_INPUT_ATTN, xn, n, c->model->cfg.dim);
+    observe_input(c, layer, MOE_INPUT_ATTN, -1, xn, n, c->model->cfg.dim);
     if (c->model->cfg.attn_type == ATTN_MLA)
         attention_mla(c, layer, xn, n, pos0, out);
     else

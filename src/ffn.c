@@ -30,6 +30,7 @@ typedef struct {
     const int *rows;
     const float *weight;
     int n;
+    int expert; /* the routed expert, -1 for a dense or shared FFN (the input hook's) */
 } ffn_piece;
 
 /* Pieces waiting to run together: up to ffn_chunk rows in all, one hidden
@@ -37,6 +38,7 @@ typedef struct {
 typedef struct {
     ffn_piece p[MM_MAX_JOBS];
     int n, rows;
+    int layer;
 } ffn_group;
 
 /* down(silu(gate x) * up x) for every piece of the group: two parallel
@@ -51,6 +53,9 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
     matmul_jobs(job, g->n);
     act_rows ah; /* the stacked hidden rows, quantized once for all downs */
     act_init(&ah, c->ffn_h1, off, ff, c->act_hidden);
+    off = 0;
+    for (int i = 0; c->on_input && i < g->n; off += g->p[i].n, i++)
+        observe_input(c, g->layer, MOE_INPUT_FFN_DOWN, g->p[i].expert, c->ffn_h1 + (size_t)off * ff, g->p[i].n, ff);
     off = 0;
     for (int i = 0; i < g->n; off += g->p[i].n, i++)
         job[i] = (mm_job){c->ffn_y + (size_t)off * dim, &g->p[i].down, &ah, c->seq_idx + off, g->p[i].n, NULL, NULL};
@@ -133,7 +138,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
         int first = c->exp_start[e], count = c->exp_start[e + 1] - first;
         if (!count) continue;
         ffn_piece p = {wmat_at(L->gate_exps, e), wmat_at(L->up_exps, e), wmat_at(L->down_exps, e),
-                       c->exp_rows + first, c->ffn_pair_w + first, count};
+                       c->exp_rows + first, c->ffn_pair_w + first, count, e};
         group_add(c, g, p, ax, out);
     }
     if (cfg->shared_ff > 0) { /* shared expert on every token, Qwen2-MoE's times its gate */
@@ -142,7 +147,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
             gate = c->ffn_gate_logit;
             for (int t = 0; t < n; t++) gate[t] = sigmoidf(gate[t]);
         }
-        group_add(c, g, (ffn_piece){L->gate_sh, L->up_sh, L->down_sh, c->seq_idx, gate, n}, ax, out);
+        group_add(c, g, (ffn_piece){L->gate_sh, L->up_sh, L->down_sh, c->seq_idx, gate, n, -1}, ax, out);
     }
 }
 
@@ -150,12 +155,12 @@ void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const 
     const layer_weights *L = &c->model->layers[layer];
     act_rows ax; /* the block input, quantized at most once per type for every matmul below */
     act_init(&ax, xn, n, c->model->cfg.dim, c->act_scratch);
-    observe_input(c, layer, MOE_INPUT_FFN, xn, n, c->model->cfg.dim);
-    ffn_group g = {.n = 0};
+    observe_input(c, layer, MOE_INPUT_FFN, -1, xn, n, c->model->cfg.dim);
+    ffn_group g = {.n = 0, .layer = layer};
     memset(out, 0, sizeof(float) * (size_t)n * c->model->cfg.dim);
     if (L->is_moe)
         moe_forward(c, layer, &ax, n, pos0, tokens, out, &g);
     else /* HF MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
-        group_add(c, &g, (ffn_piece){L->ffn_gate, L->ffn_up, L->ffn_down, c->seq_idx, NULL, n}, &ax, out);
+        group_add(c, &g, (ffn_piece){L->ffn_gate, L->ffn_up, L->ffn_down, c->seq_idx, NULL, n, -1}, &ax, out);
     if (g.n) group_run(c, &g, &ax, out);
 }

@@ -64,8 +64,9 @@ struct moe_ctx {
 };
 
 /* Hand x (n rows of cols) to the input hook, if one is set. */
-static inline void observe_input(moe_ctx *c, int layer, moe_input_kind kind, const float *x, int n, int cols) {
-    if (c->on_input) c->on_input(c->on_input_user, layer, kind, x, n, cols);
+static inline void observe_input(moe_ctx *c, int layer, moe_input_kind kind, int expert, const float *x, int n,
+                                 int cols) {
+    if (c->on_input) c->on_input(c->on_input_user, layer, kind, expert, x, n, cols);
 }
 
 /* The layer pieces, called by moe_eval for a batch of n tokens at pos0.. */

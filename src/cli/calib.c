@@ -10,6 +10,10 @@
 
 #define CALIB_DAMP 0.01f /* GPTQ's usual dampening: 1 % of H's mean diagonal */
 #define CALIB_CHUNK 512  /* positions per sequence */
+/* The routed experts' down projections need an H per expert (layers x
+ * experts x ff^2 floats: 14.5 GB for Qwen3-30B-A3B); gathered only when
+ * they fit in this, else those matrices round to nearest. */
+#define CALIB_EXPERT_BYTES (4.0 * (1 << 30))
 
 typedef struct {
     int n;     /* columns; 0 = never seen */
@@ -19,13 +23,20 @@ typedef struct {
 
 struct calib {
     const char *cmd;
-    int n_layers;
-    gram *g; /* [layer * MOE_INPUT_KINDS + kind] */
+    int n_layers, n_moe_layers, n_experts, slots;
+    int experts_skipped; /* the experts' down inputs would not fit CALIB_EXPERT_BYTES */
+    gram *g;             /* [layer * slots + slot]: slot = kind, or MOE_INPUT_KINDS + routed expert */
 };
 
-static void accumulate(void *user, int layer, moe_input_kind kind, const float *x, int n, int cols) {
+static int slot(moe_input_kind kind, int expert) { return expert >= 0 ? MOE_INPUT_KINDS + expert : (int)kind; }
+
+static void accumulate(void *user, int layer, moe_input_kind kind, int expert, const float *x, int n, int cols) {
     calib *c = user;
-    gram *g = &c->g[layer * MOE_INPUT_KINDS + kind];
+    if (expert >= 0 && !c->experts_skipped &&
+        (double)c->n_moe_layers * c->n_experts * cols * cols * sizeof(float) > CALIB_EXPERT_BYTES)
+        c->experts_skipped = 1;
+    if (expert >= c->n_experts || (expert >= 0 && c->experts_skipped)) return;
+    gram *g = &c->g[layer * c->slots + slot(kind, expert)];
     if (!g->h) {
         g->h = calloc((size_t)cols * cols, sizeof(float));
         if (!g->h) die(1, c->cmd, "out of memory for a %d x %d calibration matrix", cols, cols);
@@ -55,9 +66,13 @@ calib *calib_run(const char *cmd, const moe_model *m, const char *path, int max_
     if (n_tok > max_tokens) n_tok = max_tokens;
 
     calib *c = calloc(1, sizeof *c);
-    if (!c || !(c->g = calloc((size_t)info.n_layers * MOE_INPUT_KINDS, sizeof(gram)))) die(1, cmd, "out of memory");
+    if (!c) die(1, cmd, "out of memory");
     c->cmd = cmd;
     c->n_layers = info.n_layers;
+    c->n_moe_layers = info.n_moe_layers;
+    c->n_experts = info.n_experts;
+    c->slots = MOE_INPUT_KINDS + info.n_experts;
+    if (!(c->g = calloc((size_t)c->n_layers * c->slots, sizeof(gram)))) die(1, cmd, "out of memory");
     moe_ctx_params cp = moe_ctx_default_params();
     cp.n_ctx = info.max_ctx < CALIB_CHUNK ? info.max_ctx : CALIB_CHUNK;
     moe_err err = {{0}};
@@ -77,19 +92,21 @@ calib *calib_run(const char *cmd, const moe_model *m, const char *path, int max_
     }
     moe_ctx_free(ctx);
     free(toks);
-    for (int i = 0; i < c->n_layers * MOE_INPUT_KINDS; i++) {
+    for (int i = 0; i < c->n_layers * c->slots; i++) {
         gram *g = &c->g[i];
         if (!g->h) continue;
         float *u = malloc(sizeof(float) * (size_t)g->n * g->n);
         if (!u) die(1, cmd, "out of memory for a %d x %d calibration matrix", g->n, g->n);
         if (gptq_factor(g->h, g->n, CALIB_DAMP, u))
-            die(1, cmd, "--calib: layer %d's inputs give a singular H (%d x %d): give more text", i / MOE_INPUT_KINDS,
-                g->n, g->n);
+            die(1, cmd, "--calib: layer %d's inputs give a singular H (%d x %d): give more text", i / c->slots, g->n,
+                g->n);
         free(g->h);
         g->h = u;
     }
     if (!quiet) fprintf(stderr, "\r%60s\r", "");
-    fprintf(stderr, "calibrated on %d tokens of %s\n", n_tok, path);
+    fprintf(stderr, "calibrated on %d tokens of %s%s\n", n_tok, path,
+            c->experts_skipped ? " (the routed experts' down projections round to nearest: their H would not fit 4 GB)"
+                               : "");
     return c;
 }
 
@@ -103,27 +120,30 @@ static int input_kind(const char *s, int len) {
              {"attn_kv_a", MOE_INPUT_ATTN},      {"attn_o", MOE_INPUT_ATTN_OUT},
              {"ffn_gate", MOE_INPUT_FFN},        {"ffn_up", MOE_INPUT_FFN},
              {"ffn_gate_exps", MOE_INPUT_FFN},   {"ffn_up_exps", MOE_INPUT_FFN},
-             {"ffn_gate_shexp", MOE_INPUT_FFN},  {"ffn_up_shexp", MOE_INPUT_FFN}};
+             {"ffn_gate_shexp", MOE_INPUT_FFN},  {"ffn_up_shexp", MOE_INPUT_FFN},
+             {"ffn_down", MOE_INPUT_FFN_DOWN},   {"ffn_down_shexp", MOE_INPUT_FFN_DOWN},
+             {"ffn_down_exps", MOE_INPUT_FFN_DOWN}};
     for (size_t i = 0; i < sizeof K / sizeof *K; i++)
         if ((int)strlen(K[i].name) == len && !memcmp(s, K[i].name, (size_t)len)) return (int)K[i].kind;
     return -1;
 }
 
-const float *calib_factor(const calib *c, const char *name, int len, int *n) {
+const float *calib_factor(const calib *c, const char *name, int len, int expert, int *n) {
     if (!c || len < 6 || memcmp(name, "blk.", 4)) return NULL;
     int layer = 0, i = 4;
     for (; i < len && name[i] >= '0' && name[i] <= '9' && layer < 1 << 20; i++) layer = layer * 10 + (name[i] - '0');
     if (i == 4 || i >= len || name[i] != '.' || layer >= c->n_layers) return NULL;
     int kind = input_kind(name + i + 1, len - i - 1);
-    if (kind < 0) return NULL;
-    const gram *g = &c->g[layer * MOE_INPUT_KINDS + kind];
+    int per_expert = kind == MOE_INPUT_FFN_DOWN && len - i - 1 == 13; /* ffn_down_exps: one H per expert */
+    if (kind < 0 || (per_expert && (expert < 0 || expert >= c->n_experts))) return NULL;
+    const gram *g = &c->g[layer * c->slots + slot((moe_input_kind)kind, per_expert ? expert : -1)];
     *n = g->n;
     return g->h;
 }
 
 void calib_free(calib *c) {
     if (!c) return;
-    for (int i = 0; i < c->n_layers * MOE_INPUT_KINDS; i++) free(c->g[i].h);
+    for (int i = 0; i < c->n_layers * c->slots; i++) free(c->g[i].h);
     free(c->g);
     free(c);
 }

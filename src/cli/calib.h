@@ -12,9 +12,11 @@ typedef struct calib calib;
 calib *calib_run(const char *cmd, const moe_model *m, const char *path, int max_tokens, int quiet);
 
 /* GPTQ's factor U (n x n) for the input of the weight matrix named name
- * (len bytes, "blk.N.attn_q" ...), or NULL when calibration does not cover
- * it: the down projections and MLA's q_b read inputs not gathered here. */
-const float *calib_factor(const calib *c, const char *name, int len, int *n);
+ * (len bytes, "blk.N.attn_q" ...; for ffn_down_exps, that of routed expert
+ * `expert`), or NULL when calibration does not cover it: MLA's q_b reads an
+ * input not gathered here, an expert never routed to has none, and the
+ * experts' downs are skipped when their H would not fit (calib.c). */
+const float *calib_factor(const calib *c, const char *name, int len, int expert, int *n);
 
 void calib_free(calib *c);
 

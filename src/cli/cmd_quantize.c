@@ -13,10 +13,11 @@
  *     q4_0_r16 Q8_0_R16;
  *   - a matrix whose row length does not fit the block falls back to the
  *     next type that fits (Q4_K -> Q4_0 -> Q8_0), else stays as it is.
- * With --calib TEXT, Q8_0 and Q4_0 matrices (plain or _r16) that read a
- * layer's attention input, its heads' output or its FFN input are rounded
- * by GPTQ (gptq.h) against what they read on that text (calib.c); the rest
- * round to nearest. */
+ * With --calib TEXT, Q8_0 and Q4_0 matrices (plain or _r16) are rounded by
+ * GPTQ (gptq.h) against what they read when IN runs on that text (calib.c):
+ * the attention input, the heads' output, the FFN input, and each expert's
+ * (or the dense / shared FFN's) hidden for its down projection; what
+ * calibration does not cover rounds to nearest. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -41,7 +42,7 @@ static void help(void) {
            "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
            "                     (q8_0_r16 for q4_0_r16), else T)\n"
            "      --calib TEXT   round Q8_0/Q4_0 matrices by GPTQ, against the inputs they see\n"
-           "                     when IN runs on this text (q, k, v, o, gate and up; slower)\n"
+           "                     when IN runs on this text (slower; see README)\n"
            "      --calib-tokens N  tokens of TEXT to use (default 4096)\n"
            "  -t, --threads N    threads (default: all cores)\n"
            "  -q, --quiet        no progress line\n");
@@ -153,14 +154,14 @@ int cmd_quantize(int argc, char **argv) {
             done += t->nbytes;
             continue;
         }
-        int cols = (int)t->dims[t->n_dims - 1], un = 0;
+        int cols = (int)t->dims[t->n_dims - 1];
         uint64_t rows = t->nbytes / dtype_row_bytes(t->dtype, (uint64_t)cols);
         size_t in_rb = dtype_row_bytes(t->dtype, (uint64_t)cols), out_rb = dtype_row_bytes(types[i], (uint64_t)cols);
         moe_dtype plain = dtype_plain(types[i]);
-        const float *U = plain == DT_Q8_0 || plain == DT_Q4_0 ? calib_factor(cal, t->name, t->name_len, &un) : NULL;
-        if (un != cols) U = NULL;
-        /* rows quantized together: an _r16 group; GPTQ's tiles share each block column of U */
-        uint64_t unit = U ? 16 : (uint64_t)dtype_row_group(types[i]);
+        uint64_t per_expert = t->n_dims == 3 ? t->dims[1] : rows; /* rows of one expert's matrix */
+        int gptq = cal && (plain == DT_Q8_0 || plain == DT_Q4_0) && (t->n_dims < 3 || per_expert % 16 == 0);
+        /* rows quantized together: an _r16 group; GPTQ's tiles of one expert share each block column of U */
+        uint64_t unit = gptq ? 16 : (uint64_t)dtype_row_group(types[i]);
         uint64_t per_chunk = ((8u << 20) / out_rb / unit + 1) * unit; /* ~8 MB of output per step */
         if (per_chunk * out_rb > chunk_cap) {
             chunk_cap = per_chunk * out_rb;
@@ -180,6 +181,10 @@ int cmd_quantize(int argc, char **argv) {
                 uint8_t *dst = chunk + (size_t)r * out_rb;
                 for (int u = 0; u < k; u++)
                     dequantize_row_at(t->dtype, t->data, in_rb, r0 + (uint64_t)(r + u), tmp + (size_t)u * cols, cols);
+                int un = 0;
+                const float *U =
+                    gptq ? calib_factor(cal, t->name, t->name_len, (int)((r0 + (uint64_t)r) / per_expert), &un) : NULL;
+                if (un != cols) U = NULL;
                 if (!U) {
                     quantize_rows(types[i], tmp, dst, k, cols);
                 } else if (plain == types[i]) {
