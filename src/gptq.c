@@ -69,47 +69,84 @@ int gptq_factor(const float *H, int n, float damp, float *U) {
     return rc;
 }
 
-/* The grid point code nearest w / d, and its value in units of d. */
-static int grid_code(moe_dtype t, float w, float d) {
-    int lo = t == DT_Q4_0 ? -8 : -127, hi = t == DT_Q4_0 ? 7 : 127;
-    int q = d != 0.0f ? (int)lrintf(w / d) : 0;
-    return q < lo ? lo : q > hi ? hi : q;
-}
+/* A block's grid once its scales are set: sub-block j (32 values) holds
+ * a[j] * q - b[j] for codes q in lo..hi. Read back from the block quantizer's
+ * own output, so the scales are exactly the ones it would store. */
+typedef struct {
+    float a[8], b[8];
+    int lo, hi, values; /* values per block: 32, or 256 for Q4_K */
+    int zero;           /* the code the quantizer writes where a[j] is 0 (any code is worth the same) */
+} grid;
 
-static void put_codes(moe_dtype t, const int *q, uint8_t *blk) {
-    if (t == DT_Q4_0)
-        for (int j = 0; j < 16; j++) blk[2 + j] = (uint8_t)((q[j] + 8) | ((q[j + 16] + 8) << 4));
-    else
-        for (int j = 0; j < 32; j++) blk[2 + j] = (uint8_t)(int8_t)q[j];
-}
-
-/* One block column (columns c0..c0+31) of one row w: round each column with
- * the block's scale and spread its error over the block's later columns;
- * the scaled errors go to e[32] for the columns after the block. */
-static void round_block(moe_dtype t, float *w, int c0, int n, const float *U, uint8_t *blk, float *e) {
-    quantize_row(t, w + c0, blk, 32); /* the block's scale, from its values as they stand */
+static grid block_grid(moe_dtype t, const uint8_t *blk) {
+    grid g = {{0}, {0}, 0, 15, 32, 0};
     uint16_t dh;
     memcpy(&dh, blk, 2);
     float d = f16_to_f32(dh);
-    int q[32];
-    for (int i = 0; i < 32; i++) {
+    if (t == DT_Q8_0) {
+        g.a[0] = d, g.lo = -127, g.hi = 127;
+    } else if (t == DT_Q4_0) {
+        g.a[0] = d, g.b[0] = 8 * d, g.zero = 8; /* codes 0..15 are w / d + 8 */
+    } else { /* Q4_K: d * scale_j * q - dmin * min_j */
+        const block_q4_K *k = (const block_q4_K *)blk;
+        float dmin = f16_to_f32(k->dmin);
+        g.values = QK_K;
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            q4_K_scale_min(j, k->scales, &sc, &m);
+            g.a[j] = d * sc, g.b[j] = dmin * m;
+        }
+    }
+    return g;
+}
+
+static int grid_code(const grid *g, int j, float w) {
+    if (g->a[j] == 0.0f) return g->zero;
+    int q = (int)lrintf((w + g->b[j]) / g->a[j]);
+    return q < g->lo ? g->lo : q > g->hi ? g->hi : q;
+}
+
+/* The codes into the block's bytes (its scales stay as the quantizer set them). */
+static void put_codes(moe_dtype t, const int *q, uint8_t *blk) {
+    if (t == DT_Q8_0)
+        for (int i = 0; i < 32; i++) blk[2 + i] = (uint8_t)(int8_t)q[i];
+    else if (t == DT_Q4_0)
+        for (int i = 0; i < 16; i++) blk[2 + i] = (uint8_t)(q[i] | (q[i + 16] << 4));
+    else /* Q4_K: 64 values per 32 bytes, sub-block 2c in the low nibbles, 2c+1 in the high */
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++)
+                ((block_q4_K *)blk)->qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+}
+
+/* One block (columns c0.., g.values of them) of one row w: set the block's
+ * scales by the block quantizer on its values as they stand, then round
+ * column by column, spreading each error over the block's later columns;
+ * the scaled errors go to e[] for the columns after the block. */
+static int round_block(moe_dtype t, float *w, int c0, int n, const float *U, uint8_t *blk, float *e) {
+    quantize_row(t, w + c0, blk, t == DT_Q4_K ? QK_K : 32);
+    grid g = block_grid(t, blk);
+    int q[QK_K];
+    for (int i = 0; i < g.values; i++) {
         const float *u = U + (size_t)(c0 + i) * n;
-        q[i] = grid_code(t, w[c0 + i], d);
-        e[i] = (w[c0 + i] - d * (float)q[i]) / u[c0 + i];
-        for (int k = i + 1; k < 32; k++) w[c0 + k] -= e[i] * u[c0 + k];
+        int j = i / 32;
+        q[i] = grid_code(&g, j, w[c0 + i]);
+        e[i] = (w[c0 + i] - (g.a[j] * (float)q[i] - g.b[j])) / u[c0 + i];
+        for (int k = i + 1; k < g.values; k++) w[c0 + k] -= e[i] * u[c0 + k];
     }
     put_codes(t, q, blk);
+    return g.values;
 }
 
 void gptq_rows(moe_dtype t, float *x, int nrows, int n, const float *U, void *y) {
-    size_t bb = (size_t)dtype_block_bytes(t), rb = (size_t)(n / 32) * bb;
-    for (int c0 = 0; c0 < n; c0 += 32)
+    int bv = t == DT_Q4_K ? QK_K : 32; /* values per block */
+    size_t bb = (size_t)dtype_block_bytes(t), rb = (size_t)(n / bv) * bb;
+    for (int c0 = 0; c0 < n; c0 += bv)
         for (int r = 0; r < nrows; r++) {
-            float *w = x + (size_t)r * n, e[32];
-            round_block(t, w, c0, n, U, (uint8_t *)y + (size_t)r * rb + (size_t)(c0 / 32) * bb, e);
-            for (int i = 0; i < 32; i++) { /* the later blocks take this block's errors at once */
+            float *w = x + (size_t)r * n, e[QK_K];
+            round_block(t, w, c0, n, U, (uint8_t *)y + (size_t)r * rb + (size_t)(c0 / bv) * bb, e);
+            for (int i = 0; i < bv; i++) { /* the later blocks take this block's errors at once */
                 const float *u = U + (size_t)(c0 + i) * n;
-                for (int k = c0 + 32; k < n; k++) w[k] -= e[i] * u[k];
+                for (int k = c0 + bv; k < n; k++) w[k] -= e[i] * u[k];
             }
         }
 }

@@ -1,4 +1,4 @@
-/* gptq.h - calibrated rounding of weight rows (GPTQ) for Q8_0 and Q4_0.
+/* gptq.h - calibrated rounding of weight rows (GPTQ) for Q8_0, Q4_0, Q4_K.
  *
  * Plain rounding picks each weight's nearest grid point. GPTQ (Frantar et
  * al., 2022) rounds the columns of a row one after another and moves each
@@ -16,10 +16,11 @@
  * Returns 0, or -1 if the damped H is not positive definite. */
 int gptq_factor(const float *H, int n, float damp, float *U);
 
-/* nrows rows of n floats at x as plain Q8_0 or Q4_0 rows at y (n a multiple
- * of 32). Each block's scale comes from the block quantizer on the block's
- * values as they stand when it is reached; x is overwritten (it ends holding
- * the values with every earlier error folded in). */
+/* nrows rows of n floats at x as plain Q8_0, Q4_0 or Q4_K rows at y (n a
+ * multiple of the block). Each block's scales (Q4_K: its sub-blocks' scales
+ * and mins) come from the block quantizer on the block's values as they
+ * stand when it is reached; x is overwritten (it ends holding the values
+ * with every earlier error folded in). */
 void gptq_rows(moe_dtype t, float *x, int nrows, int n, const float *U, void *y);
 
 #endif /* MOE_GPTQ_H */

@@ -13,7 +13,7 @@
  *     q4_0_r16 Q8_0_R16;
  *   - a matrix whose row length does not fit the block falls back to the
  *     next type that fits (Q4_K -> Q4_0 -> Q8_0), else stays as it is.
- * With --calib TEXT, Q8_0 and Q4_0 matrices (plain or _r16) are rounded by
+ * With --calib TEXT, Q8_0, Q4_0 (plain or _r16) and Q4_K matrices are rounded by
  * GPTQ (gptq.h) against what they read when IN runs on that text (calib.c):
  * the attention input, the heads' output, the FFN input, and each expert's
  * (or the dense / shared FFN's) hidden for its down projection; what
@@ -41,7 +41,7 @@ static void help(void) {
            "      --embd T       type of the token embedding (default: keep)\n"
            "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
            "                     (q8_0_r16 for q4_0_r16), else T)\n"
-           "      --calib TEXT   round Q8_0/Q4_0 matrices by GPTQ, against the inputs they see\n"
+           "      --calib TEXT   round Q8_0/Q4_0/Q4_K matrices by GPTQ, against the inputs they see\n"
            "                     when IN runs on this text (slower; see README)\n"
            "      --calib-tokens N  tokens of TEXT to use (default 4096)\n"
            "  -t, --threads N    threads (default: all cores)\n"
@@ -159,7 +159,8 @@ int cmd_quantize(int argc, char **argv) {
         size_t in_rb = dtype_row_bytes(t->dtype, (uint64_t)cols), out_rb = dtype_row_bytes(types[i], (uint64_t)cols);
         moe_dtype plain = dtype_plain(types[i]);
         uint64_t per_expert = t->n_dims == 3 ? t->dims[1] : rows; /* rows of one expert's matrix */
-        int gptq = cal && (plain == DT_Q8_0 || plain == DT_Q4_0) && (t->n_dims < 3 || per_expert % 16 == 0);
+        int gptq = cal && (plain == DT_Q8_0 || plain == DT_Q4_0 || plain == DT_Q4_K) &&
+                   (t->n_dims < 3 || per_expert % 16 == 0);
         /* rows quantized together: an _r16 group; GPTQ's tiles of one expert share each block column of U */
         uint64_t unit = gptq ? 16 : (uint64_t)dtype_row_group(types[i]);
         uint64_t per_chunk = ((8u << 20) / out_rb / unit + 1) * unit; /* ~8 MB of output per step */

@@ -246,20 +246,30 @@ class Equivalences(unittest.TestCase):
             self.assertLess(moetest.max_rms(a, b)[0], 1e-5, fam)
 
     def test_type_and_calib_are_moe_quantize(self):
-        """--type T [--calib TEXT] gives the bytes moe quantize gives on the plain conversion."""
-        src = make("quant")
+        """--type T [--calib TEXT] gives the bytes moe quantize gives on the plain conversion, and
+        --calib changes them (Q4_0 here; Q4_K on 256-wide rows, its smallest block)."""
         d = moetest.workdir("convert")
-        base = moetest.convert(src, os.path.join(d, "quant_f.moe"))
         text = os.path.join(d, "calib.txt")
         with open(text, "w") as f:
             f.write("The cat sat on the mat, and then it went to sleep in the sun. " * 10)
-        for extra in ((), ("--calib", text)):
-            want = os.path.join(d, "quant_want.moe")
-            moetest.moe("quantize", base, want, "--type", "q4_0", *extra)
-            got = moetest.convert(src, os.path.join(d, "quant_got.moe"), "--type", "q4_0", "--moe", moetest.BIN, *extra)
-            fw, fg = moetest.moefile.MoeFile(want), moetest.moefile.MoeFile(got)
-            for name in fw.tensors:
-                self.assertEqual(fw.read_tensor(name), fg.read_tensor(name), "%s %s" % (extra, name))
+        wide = {"hidden_size": 256, "moe_intermediate_size": 256, "head_dim": 64}
+        for qtype, src in (("q4_0", make("quant")), ("q4_k", make("quant_k", sets=wide))):
+            base = moetest.convert(src, os.path.join(d, "quant_f.moe"))
+            files = []
+            for extra in ((), ("--calib", text)):
+                want = os.path.join(d, "quant_want%d.moe" % len(extra))
+                moetest.moe("quantize", base, want, "--type", qtype, *extra)
+                got = moetest.convert(src, os.path.join(d, "quant_got.moe"), "--type", qtype, "--moe", moetest.BIN,
+                                      *extra)
+                fw, fg = moetest.moefile.MoeFile(want), moetest.moefile.MoeFile(got)
+                for name in fw.tensors:
+                    self.assertEqual(fw.read_tensor(name), fg.read_tensor(name), "%s %s" % (extra, name))
+                files.append(fw)
+            want_type = {"q4_0": moetest.moefile.Q4_0, "q4_k": moetest.moefile.Q4_K}[qtype]
+            for f in files:
+                self.assertEqual(f.tensors["blk.0.ffn_down_exps"][0], want_type, qtype)
+            for name in ("blk.0.attn_q", "blk.0.ffn_gate_exps", "blk.0.ffn_down_exps"):
+                self.assertNotEqual(files[0].read_tensor(name), files[1].read_tensor(name), "%s %s" % (qtype, name))
 
     def test_tokenizer_only(self):
         out = os.path.join(moetest.workdir("convert"), "tok_only.moe")

@@ -5,7 +5,8 @@
  *     nearest grid point: no block's error exceeds plain rounding's;
  *   - with correlated inputs the row outputs on those inputs, W x, come out
  *     closer than plain rounding's (what GPTQ is for);
- *   - the _r16 layout of GPTQ's plain rows holds the same values. */
+ *   - the _r16 layout of GPTQ's plain rows holds the same values.
+ * For Q8_0, Q4_0 and Q4_K (whose blocks carry 8 sub-block scales and mins). */
 #include "gptq.h"
 #include "quant.h"
 #include "test_util.h"
@@ -67,16 +68,18 @@ static void test_factor(int n) {
     free(x), free(h), free(u);
 }
 
+static int block_values(moe_dtype t) { return t == DT_Q4_K ? QK_K : 32; }
+
 static double block_err(moe_dtype t, const float *w, const void *blk) {
-    float v[32];
-    dequantize_row(t, blk, v, 32);
+    float v[QK_K];
+    dequantize_row(t, blk, v, block_values(t));
     double e = 0;
-    for (int i = 0; i < 32; i++) e += (double)(w[i] - v[i]) * (w[i] - v[i]);
+    for (int i = 0; i < block_values(t); i++) e += (double)(w[i] - v[i]) * (w[i] - v[i]);
     return e;
 }
 
 static void test_identity(moe_dtype t) {
-    int n = 128, rows = 8;
+    int n = 512, rows = 8, bv = block_values(t), head = t == DT_Q4_K ? 16 : 2; /* scale bytes per block */
     float *u = calloc((size_t)n * n, sizeof(float)), *h = calloc((size_t)n * n, sizeof(float));
     for (int i = 0; i < n; i++) h[i * n + i] = 1.0f;
     CHECK(gptq_factor(h, n, 0.01f, u) == 0, "identity");
@@ -88,12 +91,12 @@ static void test_identity(moe_dtype t) {
     quantize_rows(t, w, p, rows, n);
     int worse = 0, moved = 0, same_d = 1;
     for (int r = 0; r < rows; r++)
-        for (int b = 0; b < n / 32; b++) {
+        for (int b = 0; b < n / bv; b++) {
             const uint8_t *gb = g + r * rb + b * bb, *pb = p + r * rb + b * bb;
-            const float *wb = w + (size_t)r * n + 32 * b;
-            same_d &= !memcmp(gb, pb, 2);
+            const float *wb = w + (size_t)r * n + bv * b;
+            same_d &= !memcmp(gb, pb, (size_t)head);
             worse += block_err(t, wb, gb) > block_err(t, wb, pb) + 1e-9;
-            for (int i = 0; i < 32; i++) moved += x[(size_t)r * n + 32 * b + i] != wb[i];
+            for (int i = 0; i < bv; i++) moved += x[(size_t)r * n + bv * b + i] != wb[i];
         }
     CHECK(same_d, "%s: H = I keeps the block quantizer's scales", dtype_name(t));
     CHECK(worse == 0, "%s: %d blocks rounded worse than nearest", dtype_name(t), worse);
@@ -118,7 +121,7 @@ static double output_err(moe_dtype t, const float *w, const void *q, const float
 }
 
 static void test_correlated(moe_dtype t) {
-    int n = 96, rows = 16, N = 512;
+    int n = t == DT_Q4_K ? 256 : 96, rows = 16, N = 512;
     float *x = correlated_inputs(N, n), *h = gram(x, N, n), *u = malloc(sizeof(float) * (size_t)n * n);
     CHECK(gptq_factor(h, n, 0.01f, u) == 0, "factor");
     float *w = malloc(sizeof(float) * (size_t)rows * n), *tmp = malloc(sizeof(float) * (size_t)rows * n);
@@ -133,6 +136,10 @@ static void test_correlated(moe_dtype t) {
     CHECK(eg < 0.7 * ep, "%s: GPTQ %.4g vs nearest %.4g", dtype_name(t), eg, ep);
 
     /* the same rows in the _r16 layout hold the same values */
+    if (t == DT_Q4_K) {
+        free(x), free(h), free(u), free(w), free(tmp), free(g), free(p);
+        return;
+    }
     moe_dtype r16 = t == DT_Q4_0 ? DT_Q4_0_R16 : DT_Q8_0_R16;
     uint8_t *grp = malloc(rb * rows);
     pack_rows_r16(r16, g, grp, n);
@@ -152,7 +159,9 @@ int main(void) {
     test_factor(96);
     test_identity(DT_Q8_0);
     test_identity(DT_Q4_0);
+    test_identity(DT_Q4_K);
     test_correlated(DT_Q8_0);
     test_correlated(DT_Q4_0);
+    test_correlated(DT_Q4_K);
     return test_summary("test_gptq");
 }
