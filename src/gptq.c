@@ -122,8 +122,8 @@ static void put_codes(moe_dtype t, const int *q, uint8_t *blk) {
  * scales by the block quantizer on its values as they stand, then round
  * column by column, spreading each error over the block's later columns;
  * the scaled errors go to e[] for the columns after the block. */
-static int round_block(moe_dtype t, float *w, int c0, int n, const float *U, uint8_t *blk, float *e) {
-    quantize_row(t, w + c0, blk, t == DT_Q4_K ? QK_K : 32);
+static void round_block(moe_dtype t, float *w, int c0, int n, const float *U, uint8_t *blk, float *e) {
+    quantize_row(t, w + c0, blk, dtype_block(t));
     grid g = block_grid(t, blk);
     int q[QK_K];
     for (int i = 0; i < g.values; i++) {
@@ -134,11 +134,10 @@ static int round_block(moe_dtype t, float *w, int c0, int n, const float *U, uin
         for (int k = i + 1; k < g.values; k++) w[c0 + k] -= e[i] * u[c0 + k];
     }
     put_codes(t, q, blk);
-    return g.values;
 }
 
 void gptq_rows(moe_dtype t, float *x, int nrows, int n, const float *U, void *y) {
-    int bv = t == DT_Q4_K ? QK_K : 32; /* values per block */
+    int bv = dtype_block(t); /* values per block */
     size_t bb = (size_t)dtype_block_bytes(t), rb = (size_t)(n / bv) * bb;
     for (int c0 = 0; c0 < n; c0 += bv)
         for (int r = 0; r < nrows; r++) {
