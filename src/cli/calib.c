@@ -16,9 +16,8 @@
 #define CALIB_EXPERT_BYTES (4.0 * (1 << 30))
 
 typedef struct {
-    int n;     /* columns; 0 = never seen */
-    float *h;  /* n x n: H while gathering, then GPTQ's U */
-    long rows; /* inputs seen */
+    int n;    /* columns; 0 = never seen */
+    float *h; /* n x n: H while gathering, then GPTQ's U */
 } gram;
 
 struct calib {
@@ -50,7 +49,6 @@ static void accumulate(void *user, int layer, moe_input_kind kind, int expert, c
             for (int j = 0; j < cols; j++) hi[j] += xt[i] * xt[j];
         }
     }
-    g->rows += n;
 }
 
 calib *calib_run(const char *cmd, const moe_model *m, const char *path, int max_tokens, int quiet) {
@@ -98,8 +96,8 @@ calib *calib_run(const char *cmd, const moe_model *m, const char *path, int max_
         float *u = malloc(sizeof(float) * (size_t)g->n * g->n);
         if (!u) die(1, cmd, "out of memory for a %d x %d calibration matrix", g->n, g->n);
         if (gptq_factor(g->h, g->n, CALIB_DAMP, u))
-            die(1, cmd, "--calib: layer %d's inputs give a singular H (%d x %d): give more text", i / c->slots, g->n,
-                g->n);
+            die(1, cmd, "--calib: layer %d's inputs give an H (%d x %d) GPTQ cannot factor: non-finite activations?",
+                i / c->slots, g->n, g->n);
         free(g->h);
         g->h = u;
     }
