@@ -54,11 +54,10 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
     act_rows ah; /* the stacked hidden rows, quantized once for all downs */
     act_init(&ah, c->ffn_h1, off, ff, c->act_hidden);
     off = 0;
-    for (int i = 0; c->on_input && i < g->n; off += g->p[i].n, i++)
+    for (int i = 0; i < g->n; off += g->p[i].n, i++) {
         observe_input(c, g->layer, MOE_INPUT_FFN_DOWN, g->p[i].expert, c->ffn_h1 + (size_t)off * ff, g->p[i].n, ff);
-    off = 0;
-    for (int i = 0; i < g->n; off += g->p[i].n, i++)
         job[i] = (mm_job){c->ffn_y + (size_t)off * dim, &g->p[i].down, &ah, c->seq_idx + off, g->p[i].n, NULL, NULL};
+    }
     matmul_jobs(job, g->n);
     /* rows of different pieces add into the same token: each thread takes
      * a slice of the columns of every row, so no two write the same value */

@@ -108,21 +108,26 @@ calib *calib_run(const char *cmd, const moe_model *m, const char *path, int max_
     return c;
 }
 
-/* Which input a matrix reads, by the part of its name after "blk.N.". */
-static int input_kind(const char *s, int len) {
+/* Which input a matrix reads, by the part of its name after "blk.N.";
+ * *per_expert: one input per routed expert (the experts' stacked downs). */
+static int input_kind(const char *s, int len, int *per_expert) {
     static const struct {
         const char *name;
         moe_input_kind kind;
-    } K[] = {{"attn_q", MOE_INPUT_ATTN},         {"attn_k", MOE_INPUT_ATTN},
-             {"attn_v", MOE_INPUT_ATTN},         {"attn_q_a", MOE_INPUT_ATTN},
-             {"attn_kv_a", MOE_INPUT_ATTN},      {"attn_o", MOE_INPUT_ATTN_OUT},
-             {"ffn_gate", MOE_INPUT_FFN},        {"ffn_up", MOE_INPUT_FFN},
-             {"ffn_gate_exps", MOE_INPUT_FFN},   {"ffn_up_exps", MOE_INPUT_FFN},
-             {"ffn_gate_shexp", MOE_INPUT_FFN},  {"ffn_up_shexp", MOE_INPUT_FFN},
-             {"ffn_down", MOE_INPUT_FFN_DOWN},   {"ffn_down_shexp", MOE_INPUT_FFN_DOWN},
-             {"ffn_down_exps", MOE_INPUT_FFN_DOWN}};
+        int per_expert;
+    } K[] = {{"attn_q", MOE_INPUT_ATTN, 0},           {"attn_k", MOE_INPUT_ATTN, 0},
+             {"attn_v", MOE_INPUT_ATTN, 0},           {"attn_q_a", MOE_INPUT_ATTN, 0},
+             {"attn_kv_a", MOE_INPUT_ATTN, 0},        {"attn_o", MOE_INPUT_ATTN_OUT, 0},
+             {"ffn_gate", MOE_INPUT_FFN, 0},          {"ffn_up", MOE_INPUT_FFN, 0},
+             {"ffn_gate_exps", MOE_INPUT_FFN, 0},     {"ffn_up_exps", MOE_INPUT_FFN, 0},
+             {"ffn_gate_shexp", MOE_INPUT_FFN, 0},    {"ffn_up_shexp", MOE_INPUT_FFN, 0},
+             {"ffn_down", MOE_INPUT_FFN_DOWN, 0},     {"ffn_down_shexp", MOE_INPUT_FFN_DOWN, 0},
+             {"ffn_down_exps", MOE_INPUT_FFN_DOWN, 1}};
     for (size_t i = 0; i < sizeof K / sizeof *K; i++)
-        if ((int)strlen(K[i].name) == len && !memcmp(s, K[i].name, (size_t)len)) return (int)K[i].kind;
+        if ((int)strlen(K[i].name) == len && !memcmp(s, K[i].name, (size_t)len)) {
+            *per_expert = K[i].per_expert;
+            return (int)K[i].kind;
+        }
     return -1;
 }
 
@@ -131,8 +136,7 @@ const float *calib_factor(const calib *c, const char *name, int len, int expert,
     int layer = 0, i = 4;
     for (; i < len && name[i] >= '0' && name[i] <= '9' && layer < 1 << 20; i++) layer = layer * 10 + (name[i] - '0');
     if (i == 4 || i >= len || name[i] != '.' || layer >= c->n_layers) return NULL;
-    int kind = input_kind(name + i + 1, len - i - 1);
-    int per_expert = kind == MOE_INPUT_FFN_DOWN && len - i - 1 == 13; /* ffn_down_exps: one H per expert */
+    int per_expert = 0, kind = input_kind(name + i + 1, len - i - 1, &per_expert);
     if (kind < 0 || (per_expert && (expert < 0 || expert >= c->n_experts))) return NULL;
     const gram *g = &c->g[layer * c->slots + slot((moe_input_kind)kind, per_expert ? expert : -1)];
     *n = g->n;

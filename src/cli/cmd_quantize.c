@@ -171,8 +171,9 @@ int cmd_quantize(int argc, char **argv) {
         free(rowbuf);
         free(plainbuf);
         rowbuf = malloc(sizeof(float) * (size_t)cols * unit * (size_t)rowbuf_threads);
-        plainbuf = malloc(dtype_row_bytes(plain, (uint64_t)cols) * unit * (size_t)rowbuf_threads);
-        if (!chunk || !rowbuf || !plainbuf) die(1, CMD, "out of memory");
+        int repack = gptq && plain != types[i]; /* GPTQ writes plain rows, then an _r16 group */
+        plainbuf = repack ? malloc(dtype_row_bytes(plain, (uint64_t)cols) * unit * (size_t)rowbuf_threads) : NULL;
+        if (!chunk || !rowbuf || (repack && !plainbuf)) die(1, CMD, "out of memory");
         for (uint64_t r0 = 0; r0 < rows; r0 += per_chunk) {
             int m = (int)(rows - r0 < per_chunk ? rows - r0 : per_chunk);
 #pragma omp parallel for schedule(static)
