@@ -17,6 +17,10 @@ import moetest
 
 MAX_TOL, RMS_TOL = 2.5e-3, 5e-4
 
+# Families whose golden cases are in ../shared but which the engine does not run yet (issue 18).
+# Their tests are skipped, by name, until the family lands; test_all_cases_present keeps the list honest.
+NOT_YET = {"gpt_oss", "qwen3_5_moe", "glm4_moe"}
+
 
 def compare_case(case, model, *extra):
     g = moetest.golden(case)
@@ -47,10 +51,14 @@ class GoldenTest(unittest.TestCase):
     def setUpClass(cls):
         moetest.require_bin()
         for case in moetest.golden_cases():
+            if case in NOT_YET:
+                continue
             out = os.path.join(moetest.workdir("golden"), case + ".moe")
             cls.models[case] = moetest.convert(os.path.join(moetest.SHARED, "golden", case), out)
 
     def check_case(self, case, *extra):
+        if case in NOT_YET:
+            self.skipTest("%s: family not implemented yet (issue 18)" % case)
         r = compare_case(case, self.models[case], *extra)
         print("\n%-12s%s max %.2e rms %.2e argmax %d/%d continuation %s decode-step max %.2e" % (
             case, " ".join(extra), r["max"], r["rms"], r["argmax"], r["n"], "same" if r["cont"] == r["cont_golden"] else "DIFFERENT",
@@ -63,7 +71,17 @@ class GoldenTest(unittest.TestCase):
 
     def test_all_cases_present(self):
         self.assertEqual(set(moetest.golden_cases()),
-                         {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "granitemoe"})
+                         {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "granitemoe",
+                          "gpt_oss", "qwen3_5_moe", "glm4_moe"})
+
+    def test_gpt_oss(self):
+        self.check_case("gpt_oss")
+
+    def test_qwen3_5_moe(self):
+        self.check_case("qwen3_5_moe")
+
+    def test_glm4_moe(self):
+        self.check_case("glm4_moe")
 
     def test_mixtral(self):
         self.check_case("mixtral")
