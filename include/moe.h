@@ -57,6 +57,7 @@ typedef struct moe_model_info {
     int dim, n_layers, n_heads, n_kv_heads, head_dim;
     int n_experts, n_active;   /* 0, 0 for a dense model */
     int n_moe_layers;          /* layers whose FFN is MoE */
+    int n_mtp_layers;          /* multi-token-prediction layers of the checkpoint, left out (not run) */
     int max_ctx;
     int bos, eos;              /* -1: none */
     uint64_t n_params;         /* parameters (elements) of all weight tensors */

@@ -18,7 +18,7 @@ typedef enum { K_INT, K_FLOAT, K_ENUM, K_TEXT, K_INTS } key_kind;
 #define OPT 0
 
 static const char *const ARCHS[] = {"llama", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe",
-                                    "olmoe", "deepseek_v2", "deepseek_v3", "granitemoe", NULL};
+                                    "olmoe", "deepseek_v2", "deepseek_v3", "granitemoe", "glm4_moe", NULL};
 static const char *const ATTN_TYPES[] = {"gqa", "mla", NULL};
 static const char *const QK_NORMS[] = {"none", "head", "full", NULL};
 static const char *const ROPE_LAYOUTS[] = {"half", "pair", NULL};
@@ -56,6 +56,7 @@ static const key_spec KEYS[] = {
     {"model.embd_scale", K_FLOAT, OPT, AT(embd_scale), 1, NULL},
     {"model.residual_scale", K_FLOAT, OPT, AT(residual_scale), 1, NULL},
     {"model.logit_scale", K_FLOAT, OPT, AT(logit_scale), 1, NULL},
+    {"model.n_mtp_layers", K_INT, OPT, AT(n_mtp_layers), 0, NULL},
 
     {"attn.type", K_ENUM, OPT, AT(attn_type), ATTN_GQA, ATTN_TYPES},
     {"attn.scale", K_FLOAT, REQ, AT(attn_scale), 0, NULL},
@@ -192,6 +193,7 @@ static int validate(moe_config *c, const moe_file *f, moe_err *err) {
     CHECK(c->max_ctx > 0, "model.max_ctx %d must be positive", c->max_ctx);
     CHECK(c->norm_eps > 0, "model.norm_eps %g must be positive", c->norm_eps);
     CHECK(c->tied_embd == 0 || c->tied_embd == 1, "model.tied_embd must be 0 or 1");
+    CHECK(c->n_mtp_layers >= 0 && c->n_mtp_layers <= 4096, "model.n_mtp_layers %d out of range", c->n_mtp_layers);
     CHECK(c->attn_scale > 0, "attn.scale %g must be positive", c->attn_scale);
     CHECK(c->qkv_bias == 0 || c->qkv_bias == 1, "attn.qkv_bias must be 0 or 1");
     CHECK(c->clip_qkv >= 0, "attn.clip_qkv %g must be >= 0", c->clip_qkv);

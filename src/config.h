@@ -38,6 +38,7 @@ typedef struct {
     float norm_eps;
     int tied_embd;
     float embd_scale, residual_scale, logit_scale;
+    int n_mtp_layers;       /* multi-token-prediction layers left out by the converter (never run) */
 
     /* attn.* */
     attn_kind attn_type;

@@ -252,6 +252,7 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
     info->n_experts = c->route.n_experts;
     info->n_active = c->route.k;
     info->max_ctx = c->max_ctx;
+    info->n_mtp_layers = c->n_mtp_layers;
 
     /* Every weight tensor is counted once; routed experts count k/E of
      * themselves as active. Decoding reads one embedding row, not the table. */

@@ -287,6 +287,10 @@ ARCHS = {
     "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DeepseekV2ForCausalLM": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3", "GraniteMoeForCausalLM": "granitemoe",
+    "Glm4MoeForCausalLM": "glm4_moe",
+    # GLM-4.7-Flash: modeling_glm4_moe_lite.py is DeepSeek-V3's MLA attention with GLM-4.5's router
+    # (= DeepSeek-V3's noaux_tc router), so it converts as deepseek_v3
+    "Glm4MoeLiteForCausalLM": "deepseek_v3",
 }
 
 
@@ -399,7 +403,7 @@ def common_kv(cfg, arch):
     }
     if cfg.get("hidden_act", "silu") != "silu":
         cfg.refuse("hidden_act", "moe's experts are SwiGLU")
-    if cfg.flag("attention_bias", False) and arch not in ("qwen2", "qwen2_moe"):
+    if cfg.flag("attention_bias", False) and arch not in ("qwen2", "qwen2_moe", "glm4_moe"):
         cfg.refuse("attention_bias", "no bias on the attention output projection")
     if cfg.flag("use_sliding_window", False):
         cfg.refuse("use_sliding_window", "per-layer sliding windows are not implemented")
@@ -461,6 +465,8 @@ def family_kv(cfg, arch):
         kv["model.logit_scale"] = 1.0 / cfg.float("logits_scaling", 1.0)
     if ds:
         deepseek_kv(cfg, arch, kv, mscale2)
+    if arch == "glm4_moe":
+        glm4_moe_kv(cfg, kv)
     if kv["moe.n_experts"]:
         if not 0 < kv["moe.n_active"] <= kv["moe.n_experts"]:
             cfg.refuse("num_experts_per_tok", "must be between 1 and the number of experts")
@@ -491,8 +497,13 @@ def deepseek_kv(cfg, arch, kv, mscale2):
     if freq < 1:
         cfg.refuse("moe_layer_freq", "must be at least 1")
     layers = [int(n_exp > 0 and i >= first and i % freq == 0) for i in range(L)]
+    lite = cfg.d.get("architectures") == ["Glm4MoeLiteForCausalLM"]
+    if lite:
+        glm4_lite_check(cfg, kv)
+        layers = glm4_lite_layers(cfg, L, n_exp)
     k = cfg.int("num_experts_per_tok", 0) if n_exp else 0
-    score = cfg.get("scoring_func", "softmax")
+    # GLM-4.7-Flash's config names no scoring_func: its router (Glm4MoeTopkRouter) is always sigmoid
+    score = cfg.get("scoring_func", "sigmoid" if lite else "softmax")
     method = cfg.get("topk_method", "greedy" if arch == "deepseek_v2" else "noaux_tc")
     n_group, topk_group = cfg.int("n_group", 1), cfg.int("topk_group", 1)
     norm, rsf = cfg.flag("norm_topk_prob", False), cfg.float("routed_scaling_factor", 1.0)
@@ -525,6 +536,59 @@ def deepseek_kv(cfg, arch, kv, mscale2):
         kv["moe.n_groups"], kv["moe.groups_active"] = n_group, topk_group
     if n_exp and not all(layers) and kv["model.ff_dim"] == 0:
         cfg.refuse("intermediate_size", "the dense layers need it")
+
+
+def glm4_lite_check(cfg, kv):
+    """GLM-4.7-Flash (modeling_glm4_moe_lite.py): its rotary embedding is GLM-4.5's, over
+    qk_rope_head_dim x partial_rotary_factor dims; the published configs rotate all of them."""
+    if cfg.float("partial_rotary_factor", 1.0) != 1.0:
+        cfg.refuse("partial_rotary_factor", "MLA's rope key is rotated whole")
+    if cfg.flag("attention_bias", False):
+        cfg.refuse("attention_bias", "MLA projections have no biases")
+    del kv
+
+
+def glm4_lite_layers(cfg, L, n_exp):
+    """Which layers are MoE: mlp_layer_types ("dense"/"sparse") where given (the HF config's own
+    field; its default is one dense layer, then sparse), else the published first_k_dense_replace."""
+    types = cfg.d.get("mlp_layer_types")
+    if types is None:
+        first = cfg.int("first_k_dense_replace", 1)
+        return [int(n_exp > 0 and i >= first) for i in range(L)]
+    if not isinstance(types, list) or len(types) != L or any(t not in ("dense", "sparse") for t in types):
+        cfg.refuse("mlp_layer_types", "expected one \"dense\" or \"sparse\" per layer")
+    return [int(n_exp > 0 and t == "sparse") for t in types]
+
+
+def glm4_moe_kv(cfg, kv):
+    """GLM-4.5 / 4.6 (modeling_glm4_moe.py): GQA with q/k/v biases (attention_bias; o_proj has
+    none), per-head QK-norm when use_qk_norm, NeoX rotate-half RoPE over the first
+    head_dim x partial_rotary_factor dims (inv_freq over that width); the DeepSeek-V3 router
+    (sigmoid, selection-only e_score_correction_bias, groups scored by their two best, renormalise,
+    x routed_scaling_factor) and one shared expert, after first_k_dense_replace dense layers."""
+    L, HD = kv["model.n_layers"], kv["model.head_dim"]
+    kv["attn.qkv_bias"] = int(cfg.flag("attention_bias", False))
+    if cfg.flag("use_qk_norm", False):
+        kv["attn.qk_norm"] = "head"
+    prf = cfg.float("partial_rotary_factor", 1.0)
+    rd = int(HD * prf)
+    if not 0 < prf <= 1 or rd < 2 or rd % 2:
+        cfg.refuse("partial_rotary_factor", "head_dim x factor must be an even number of dims, at least 2")
+    kv["rope.dim"] = rd
+    n_exp = cfg.int("n_routed_experts", 0)
+    first = cfg.int("first_k_dense_replace", 0)
+    moe_ff = cfg.int("moe_intermediate_size", 0) if n_exp else 0
+    kv.update({"moe.n_experts": n_exp, "moe.n_active": cfg.int("num_experts_per_tok", 0) if n_exp else 0,
+               "moe.ff_dim": moe_ff, "moe.layers": [int(n_exp > 0 and i >= first) for i in range(L)],
+               "moe.shared_ff": cfg.int("n_shared_experts", 0) * moe_ff, "moe.score": "sigmoid",
+               "moe.norm_topk": int(cfg.flag("norm_topk_prob", True)),
+               "moe.scale": cfg.float("routed_scaling_factor", 1.0), "moe.bias": 1, "moe.group_score": "top2sum"})
+    n_group, topk_group = cfg.int("n_group", 1), cfg.int("topk_group", 1)
+    if n_exp:
+        if n_group < 1 or n_exp % n_group or not 1 <= topk_group <= n_group or (n_group > 1 and n_exp // n_group < 2):
+            cfg.refuse("n_group", "n_routed_experts must split into n_group groups of at least 2, "
+                       "1 <= topk_group <= n_group")
+        kv["moe.n_groups"], kv["moe.groups_active"] = n_group, topk_group
 
 
 # ---------------------------------------------------------------- HF tensors -> moe tensors
@@ -645,6 +709,11 @@ def convert_hf(src, widen, tokenizer_required):
         return n_mtp > 0 and len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit() and \
             L <= int(parts[2]) < L + n_mtp
     plan.leftovers(ignorable)
+    # DeepSeek-V3's and GLM's multi-token-prediction layers (a draft head for speculative decoding)
+    # are never run by HF's forward pass either; the file says how many were left out
+    mtp = {int(n.split(".")[2]) for n in plan.hf if ignorable(n) and not n.endswith("rotary_emb.inv_freq")}
+    if mtp:
+        kv["model.n_mtp_layers"] = len(mtp)
     tok = None
     if os.path.exists(os.path.join(src, "tokenizer.json")):
         tok = load_tok(src)

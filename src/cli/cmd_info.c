@@ -39,6 +39,9 @@ int cmd_info(int argc, char **argv) {
     } else {
         printf("architecture      %s%s%s\n", i.arch, *i.name ? "  " : "", i.name);
         printf("layers            %d (%d MoE)\n", i.n_layers, i.n_moe_layers);
+        if (i.n_mtp_layers)
+            printf("mtp layers        %d multi-token-prediction layer%s of the checkpoint skipped (not converted, "
+                   "not run)\n", i.n_mtp_layers, i.n_mtp_layers == 1 ? "" : "s");
         printf("hidden            %d, heads %d (kv %d), head dim %d\n", i.dim, i.n_heads, i.n_kv_heads, i.head_dim);
         if (i.n_experts) printf("experts           %d total, %d active per token\n", i.n_experts, i.n_active);
         else printf("experts           dense\n");

@@ -1,6 +1,7 @@
 """hf_reference - an independent float64 forward pass, in pure Python, written from the
 semantics of the Hugging Face modeling code (modeling_llama/qwen2/qwen3/mixtral/qwen2_moe/
-qwen3_moe/olmoe/granitemoe.py and DeepSeek's modeling_deepseek.py), not from the C engine.
+qwen3_moe/olmoe/granitemoe/glm4_moe/glm4_moe_lite.py and DeepSeek's modeling_deepseek.py), not
+from the C engine.
 
     logits = forward(hf_dir, [tokens])     # list of rows, one per position, float64
 
@@ -221,16 +222,25 @@ def attend(qs, ks, vs, scale, window):
     return out
 
 
+def partial_rope(x, pos, inv, mult):
+    """GPT-NeoX apply_rotary_pos_emb (GLM-4.5): rotate_half over the first len(inv)*2 dims only,
+    the rest pass through."""
+    rd = 2 * len(inv)
+    return rotate_half_rope(x[:rd], pos, inv, mult) + x[rd:]
+
+
 def gqa_attention(m, cfg, arch, i, xs):
-    """LlamaAttention and relatives: q/k/v projections (+bias Qwen2), QK-norm (Qwen3 per head,
-    OLMoE full width), OLMoE clip, RoPE rotate_half, GQA, o_proj."""
+    """LlamaAttention and relatives: q/k/v projections (+bias Qwen2, GLM attention_bias), QK-norm
+    (Qwen3 and GLM use_qk_norm per head, OLMoE full width), OLMoE clip, RoPE rotate_half (GLM: over
+    head_dim x partial_rotary_factor dims, inv_freq over that width), GQA, o_proj."""
     p = "model.layers.%d.self_attn." % i
     H, D = cfg["num_attention_heads"], cfg["hidden_size"]
     KV = cfg.get("num_key_value_heads") or H
     HD = cfg.get("head_dim") or D // H
     eps = cfg.get("rms_norm_eps", 1e-6)
-    inv, mult = rope_inv_freq(cfg, HD, False)
-    bias = arch in ("qwen2", "qwen2_moe")
+    rd = int(HD * cfg.get("partial_rotary_factor", 1.0)) if arch == "glm4_moe" else HD
+    inv, mult = rope_inv_freq(cfg, rd, False)
+    bias = arch in ("qwen2", "qwen2_moe") or (arch == "glm4_moe" and cfg.get("attention_bias", False))
     clip = cfg.get("clip_qkv") if arch == "olmoe" else None
     Q, K, V = [], [], []
     for pos, x in enumerate(xs):
@@ -243,11 +253,11 @@ def gqa_attention(m, cfg, arch, i, xs):
                 q, k, v = [[min(max(t, -clip), clip) for t in z] for z in (q, k, v)]
         qh = [q[h * HD:(h + 1) * HD] for h in range(H)]
         kh = [k[h * HD:(h + 1) * HD] for h in range(KV)]
-        if arch in ("qwen3", "qwen3_moe"):
+        if arch in ("qwen3", "qwen3_moe") or (arch == "glm4_moe" and cfg.get("use_qk_norm", False)):
             qh = [rms_norm(t, m.get(p + "q_norm.weight"), eps) for t in qh]
             kh = [rms_norm(t, m.get(p + "k_norm.weight"), eps) for t in kh]
-        Q.append([rotate_half_rope(t, pos, inv, mult) for t in qh])
-        K.append([rotate_half_rope(t, pos, inv, mult) for t in kh])
+        Q.append([partial_rope(t, pos, inv, mult) for t in qh])
+        K.append([partial_rope(t, pos, inv, mult) for t in kh])
         V.append([v[h * HD:(h + 1) * HD] for h in range(KV)])
     scale = cfg["attention_multiplier"] if arch == "granitemoe" else HD ** -0.5
     window = 0
@@ -395,7 +405,7 @@ def moe_block(m, cfg, arch, i, x):
         logits = linear(m.get(p + "gate.weight"), x)
         if arch == "deepseek_v2":
             idx, w = route_deepseek_v2(logits, cfg)
-        elif arch == "deepseek_v3":
+        elif arch in ("deepseek_v3", "glm4_moe"):  # Glm4MoeTopkRouter is DeepseekV3TopkRouter
             idx, w = route_deepseek_v3(logits, m.get(p + "gate.e_score_correction_bias"), cfg)
         else:
             idx, w = route_softmax_topk(logits, cfg["num_experts_per_tok"], cfg.get("norm_topk_prob", False))
@@ -410,7 +420,7 @@ def moe_block(m, cfg, arch, i, x):
         y = swiglu_mlp(x, m.get(s + "gate_proj.weight"), m.get(s + "up_proj.weight"), m.get(s + "down_proj.weight"))
         g = sigmoid(linear(m.get(p + "shared_expert_gate.weight"), x)[0])
         out = [a + g * b for a, b in zip(out, y)]
-    if arch in ("deepseek_v2", "deepseek_v3") and cfg.get("n_shared_experts"):
+    if arch in ("deepseek_v2", "deepseek_v3", "glm4_moe") and cfg.get("n_shared_experts"):
         s = p + "shared_experts."
         y = swiglu_mlp(x, m.get(s + "gate_proj.weight"), m.get(s + "up_proj.weight"), m.get(s + "down_proj.weight"))
         out = [a + b for a, b in zip(out, y)]
@@ -423,6 +433,11 @@ def is_moe_layer(cfg, arch, i):
     if arch in ("qwen2_moe", "qwen3_moe"):
         return (i not in cfg.get("mlp_only_layers", []) and cfg.get("num_experts", 0) > 0
                 and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0)
+    if cfg.get("architectures") == ["Glm4MoeLiteForCausalLM"]:
+        types = cfg.get("mlp_layer_types") or ["dense"] * cfg.get("first_k_dense_replace", 1) + ["sparse"] * 9999
+        return types[i] == "sparse"
+    if arch == "glm4_moe":  # Glm4MoeDecoderLayer: MoE from first_k_dense_replace on, no layer frequency
+        return i >= cfg.get("first_k_dense_replace", 0)
     if arch in ("deepseek_v2", "deepseek_v3"):
         return (cfg.get("n_routed_experts") is not None and i >= cfg.get("first_k_dense_replace", 0)
                 and i % cfg.get("moe_layer_freq", 1) == 0)
@@ -436,6 +451,9 @@ ARCHS = {
     "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DeepseekV2ForCausalLM": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3", "GraniteMoeForCausalLM": "granitemoe",
+    "Glm4MoeForCausalLM": "glm4_moe",
+    # Glm4MoeLiteForCausalLM: DeepseekV3Attention + Glm4MoeTopkRouter (= DeepseekV3TopkRouter)
+    "Glm4MoeLiteForCausalLM": "deepseek_v3",
 }
 
 

@@ -44,6 +44,9 @@ class ReferenceVsGolden(unittest.TestCase):
     def test_granitemoe(self):
         self.check("granitemoe")
 
+    def test_glm4_moe(self):
+        self.check("glm4_moe")
+
 
 if __name__ == "__main__":
     unittest.main()
