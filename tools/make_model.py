@@ -36,6 +36,12 @@ SHAPES = {
         experts=64, k=6, moe_ff=1408, max_ctx=163840, theta=10000.0, eps=1e-6, norm_topk=0, moe_scale=1.0,
         first_dense=1, shared_ff=2 * 1408, mla=dict(q_lora=0, kv_lora=512, nope=128, rope=64, v=128),
         yarn=dict(factor=40.0, orig=4096, beta_fast=32.0, beta_slow=1.0, mscale=0.707, mscale_all_dim=0.707)),
+    # zai-org/GLM-4.5-Air: q/k/v biases, no QK-norm, RoPE on half of each head, sigmoid router with
+    # a selection bias (n_group 1), scale 1.0, one shared expert, one leading dense layer
+    "glm-4.5-air": dict(
+        arch="glm4_moe", dim=4096, n_layers=46, n_heads=96, n_kv=8, head_dim=128, vocab=151552, ff=10944,
+        experts=128, k=8, moe_ff=1408, max_ctx=131072, theta=1e6, eps=1e-5, norm_topk=1, moe_scale=1.0,
+        first_dense=1, shared_ff=1408, rope_dim=64, qkv_bias=1, sigmoid=1),
 }
 
 DTYPES = {"bf16": moefile.BF16, "f16": moefile.F16, "f32": moefile.F32, "q8_0": moefile.Q8_0,
@@ -137,7 +143,7 @@ def build(shape, args):
         if key in s:
             kv("model." + key, float(s[key]))
     mla = s.get("mla")
-    rope_dim = mla["rope"] if mla else s["head_dim"]
+    rope_dim = mla["rope"] if mla else s.get("rope_dim", s["head_dim"])
     if mla:
         kv("attn.type", "mla")
         y = s["yarn"]
@@ -158,6 +164,8 @@ def build(shape, args):
         kv("attn.scale", float(s.get("attn_scale", s["head_dim"] ** -0.5)))
         if "qk_norm" in s:
             kv("attn.qk_norm", s["qk_norm"])
+        if s.get("qkv_bias"):
+            kv("attn.qkv_bias", 1)
     kv("rope.theta", s["theta"])
     kv("rope.dim", rope_dim)
     kv("moe.n_experts", E)
@@ -167,6 +175,10 @@ def build(shape, args):
     kv("moe.norm_topk", s["norm_topk"])
     if "moe_scale" in s:
         kv("moe.scale", s["moe_scale"])
+    if s.get("sigmoid"):  # DeepSeek-V3 / GLM: sigmoid scores, selection-only bias
+        kv("moe.score", "sigmoid")
+        kv("moe.bias", 1)
+        kv("moe.group_score", "top2sum")
     if s.get("shared_ff"):
         kv("moe.shared_ff", s["shared_ff"])
     kv("tok.model", "bpe")
@@ -179,8 +191,8 @@ def build(shape, args):
             dtype = R16_PLAIN[dtype]  # interleaving needs whole 16-row groups (as moe quantize)
         w.add_tensor(name, dtype, shape_, lambda dt=dtype, sh=shape_: random_bytes(dt, moefile.tensor_nbytes(dt, sh)))
 
-    def ones(name, n):
-        w.add_tensor(name, moefile.F32, [n], f32_bytes([1.0] * n))
+    def ones(name, n, value=1.0):
+        w.add_tensor(name, moefile.F32, [n], f32_bytes([value] * n))
 
     mat("tok_embd", keep, [s["vocab"], d])
     ones("output_norm", d)
@@ -204,6 +216,10 @@ def build(shape, args):
             mat(p + "attn_k", wt, [nkv * hd, d])
             mat(p + "attn_v", wt, [nkv * hd, d])
             mat(p + "attn_o", wt, [d, nh * hd])
+            if s.get("qkv_bias"):
+                ones(p + "attn_q_bias", nh * hd, 0.0)
+                ones(p + "attn_k_bias", nkv * hd, 0.0)
+                ones(p + "attn_v_bias", nkv * hd, 0.0)
             if s.get("qk_norm") == "head":
                 ones(p + "attn_q_norm", hd)
                 ones(p + "attn_k_norm", hd)
@@ -218,6 +234,8 @@ def build(shape, args):
         F = s["moe_ff"]
         ft = wt if F % moefile.DTYPE_BLOCK[wt][0] == 0 else moefile.Q4_0 if wt == moefile.Q4_K else wt
         mat(p + "ffn_router", keep, [E, d])
+        if s.get("sigmoid"):
+            ones(p + "ffn_router_bias", E, 0.0)
         mat(p + "ffn_gate_exps", wt, [E, F, d])
         mat(p + "ffn_up_exps", wt, [E, F, d])
         mat(p + "ffn_down_exps", ft, [E, d, F])

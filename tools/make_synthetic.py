@@ -8,7 +8,10 @@ family, for tests. Standard library only.
         --vocab 1024 --shrink 4 -o /tmp/q3
 
 Families: llama, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3,
-granitemoe. `--family` starts from small default dimensions; `--config` starts from a published
+granitemoe, glm4_moe (GLM-4.5/4.6), glm4_moe_lite (GLM-4.7-Flash: DeepSeek-V3's layout and config
+keys under Glm4MoeLiteForCausalLM, without scoring_func). With num_nextn_predict_layers > 0 (DeepSeek-V3,
+GLM) the checkpoint also holds the multi-token-prediction layers after the last decoder layer, as
+published (a decoder layer + enorm, hnorm, eh_proj, embed_tokens, shared_head), which HF never runs. `--family` starts from small default dimensions; `--config` starts from a published
 config.json (family from its `architectures`). Then, in this order: --layers, --experts (also
 clamps num_experts_per_tok and, for DeepSeek, n_group/topk_group), --vocab, --shrink D (divides
 hidden_size, every intermediate size, the head counts and the LoRA ranks by D, keeping head
@@ -35,9 +38,13 @@ ARCH_CLASS = {
     "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
     "mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
     "olmoe": "OlmoeForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
-    "granitemoe": "GraniteMoeForCausalLM",
+    "granitemoe": "GraniteMoeForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
+    "glm4_moe_lite": "Glm4MoeLiteForCausalLM",
 }
 FAMILY_OF = {v: k for k, v in ARCH_CLASS.items()}
+MLA = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
+V3_ROUTER = ("deepseek_v3", "glm4_moe", "glm4_moe_lite")  # sigmoid + e_score_correction_bias, 2-best groups
+GROUPED = MLA + ("glm4_moe",)  # n_routed_experts, n_group, first_k_dense_replace, shared_experts
 FAMILY_OF["MistralForCausalLM"] = "llama"
 
 _COMMON = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -71,6 +78,19 @@ DEFAULTS = {
                         num_key_value_heads=4, n_group=4, topk_group=2, topk_method="noaux_tc",
                         scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5, rope_scaling=None,
                         num_nextn_predict_layers=0, rms_norm_eps=1e-6),
+    # GLM-4.5's published key set, small; n_group 2 / topk_group 1 so the group limit binds
+    "glm4_moe": dict(intermediate_size=128, moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=2,
+                     n_shared_experts=1, first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
+                     routed_scaling_factor=2.5, head_dim=32, partial_rotary_factor=0.5, attention_bias=True,
+                     use_qk_norm=True, rope_theta=1e6, rope_scaling=None, num_nextn_predict_layers=1),
+    # GLM-4.7-Flash's published key set (topk_method, no scoring_func), small
+    "glm4_moe_lite": dict(intermediate_size=128, moe_intermediate_size=32, n_routed_experts=16,
+                          num_experts_per_tok=4, n_shared_experts=1, first_k_dense_replace=1, q_lora_rank=32,
+                          kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+                          num_key_value_heads=4, n_group=4, topk_group=2, topk_method="noaux_tc",
+                          norm_topk_prob=True, routed_scaling_factor=1.8, partial_rotary_factor=1.0,
+                          attention_bias=False, rope_scaling=None, num_nextn_predict_layers=1,
+                          rms_norm_eps=1e-5),
     "granitemoe": dict(intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, embedding_multiplier=12.0,
                        residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=6.0,
                        tie_word_embeddings=True, rms_norm_eps=1e-6),
@@ -88,8 +108,9 @@ def family_config(family):
 
 
 def n_experts_key(family):
-    return {"mixtral": "num_local_experts", "granitemoe": "num_local_experts", "deepseek_v2": "n_routed_experts",
-            "deepseek_v3": "n_routed_experts"}.get(family, "num_experts")
+    if family in GROUPED:
+        return "n_routed_experts"
+    return {"mixtral": "num_local_experts", "granitemoe": "num_local_experts"}.get(family, "num_experts")
 
 
 def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
@@ -100,14 +121,14 @@ def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
             cfg["max_window_layers"] = layers
         if cfg.get("mlp_only_layers"):
             cfg["mlp_only_layers"] = [i for i in cfg["mlp_only_layers"] if i < layers]
-        if family in ("deepseek_v2", "deepseek_v3"):
+        if family in GROUPED:
             cfg["first_k_dense_replace"] = min(cfg.get("first_k_dense_replace", 0), max(layers - 1, 0))
     if experts:
         cfg[n_experts_key(family)] = experts
         cfg["num_experts_per_tok"] = min(cfg["num_experts_per_tok"], experts)
-        if family in ("deepseek_v2", "deepseek_v3"):
+        if family in GROUPED:
             g = cfg.get("n_group") or 1
-            min_per_group = 2 if family == "deepseek_v3" else 1
+            min_per_group = 2 if family in V3_ROUTER else 1
             while g > 1 and (experts % g or experts // g < min_per_group):
                 g -= 1
             cfg["n_group"] = g
@@ -127,7 +148,7 @@ def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
             div(k)
         if cfg.get("num_key_value_heads"):
             cfg["num_key_value_heads"] = max(1, cfg["num_key_value_heads"] // shrink)
-        if family not in ("deepseek_v2", "deepseek_v3"):
+        if family not in MLA:
             cfg["head_dim"] = hd  # head size is kept: heads shrink instead
         if family == "granitemoe":
             cfg["attention_multiplier"] = cfg.get("attention_multiplier", hd ** -0.5)
@@ -137,43 +158,58 @@ def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
 def tensor_specs(cfg, family):
     """[(HF name, shape, kind)] of the checkpoint; kind picks the initialisation."""
     D, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
-    H = cfg["num_attention_heads"]
-    KV = cfg.get("num_key_value_heads") or H
-    HD = cfg.get("head_dim") or D // H
     out = [("model.embed_tokens.weight", [V, D], "embed")]
-    ds = family in ("deepseek_v2", "deepseek_v3")
     for i in range(L):
-        p = "model.layers.%d." % i
-        out.append((p + "input_layernorm.weight", [D], "norm"))
-        a = p + "self_attn."
-        if ds:
-            nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
-            ql, kvl = cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
-            if ql:
-                out += [(a + "q_a_proj.weight", [ql, D], "linear"), (a + "q_a_layernorm.weight", [ql], "norm"),
-                        (a + "q_b_proj.weight", [H * (nope + rope), ql], "linear")]
-            else:
-                out.append((a + "q_proj.weight", [H * (nope + rope), D], "linear"))
-            out += [(a + "kv_a_proj_with_mqa.weight", [kvl + rope, D], "linear"),
-                    (a + "kv_a_layernorm.weight", [kvl], "norm"),
-                    (a + "kv_b_proj.weight", [H * (nope + vd), kvl], "linear"),
-                    (a + "o_proj.weight", [D, H * vd], "linear")]
-        else:
-            bias = family in ("qwen2", "qwen2_moe")
-            for n, rows in (("q", H * HD), ("k", KV * HD), ("v", KV * HD)):
-                out.append((a + n + "_proj.weight", [rows, D], "linear"))
-                if bias:
-                    out.append((a + n + "_proj.bias", [rows], "bias"))
-            out.append((a + "o_proj.weight", [D, H * HD], "linear"))
-            if family in ("qwen3", "qwen3_moe"):
-                out += [(a + "q_norm.weight", [HD], "norm"), (a + "k_norm.weight", [HD], "norm")]
-            if family == "olmoe":
-                out += [(a + "q_norm.weight", [H * HD], "norm"), (a + "k_norm.weight", [KV * HD], "norm")]
-        out.append((p + "post_attention_layernorm.weight", [D], "norm"))
-        out += ffn_specs(cfg, family, i, D)
+        out += layer_specs(cfg, family, i)
     out.append(("model.norm.weight", [D], "norm"))
     if not cfg.get("tie_word_embeddings", False):
         out.append(("lm_head.weight", [V, D], "linear"))
+    # multi-token prediction (DeepSeek-V3, GLM): a MoE decoder layer plus its own embedding,
+    # norms, projection and head, after the last layer; HF loads and runs none of it
+    if family in V3_ROUTER:
+        for i in range(L, L + (cfg.get("num_nextn_predict_layers") or 0)):
+            p = "model.layers.%d." % i
+            out += layer_specs(cfg, family, i)
+            out += [(p + "enorm.weight", [D], "norm"), (p + "hnorm.weight", [D], "norm"),
+                    (p + "eh_proj.weight", [D, 2 * D], "linear"), (p + "embed_tokens.weight", [V, D], "embed"),
+                    (p + "shared_head.norm.weight", [D], "norm"), (p + "shared_head.head.weight", [V, D], "linear")]
+    return out
+
+
+def layer_specs(cfg, family, i):
+    """The tensors of decoder layer i."""
+    D = cfg["hidden_size"]
+    H = cfg["num_attention_heads"]
+    KV = cfg.get("num_key_value_heads") or H
+    HD = cfg.get("head_dim") or D // H
+    p = "model.layers.%d." % i
+    out = [(p + "input_layernorm.weight", [D], "norm")]
+    a = p + "self_attn."
+    if family in MLA:
+        nope, rope, vd = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+        ql, kvl = cfg.get("q_lora_rank"), cfg["kv_lora_rank"]
+        if ql:
+            out += [(a + "q_a_proj.weight", [ql, D], "linear"), (a + "q_a_layernorm.weight", [ql], "norm"),
+                    (a + "q_b_proj.weight", [H * (nope + rope), ql], "linear")]
+        else:
+            out.append((a + "q_proj.weight", [H * (nope + rope), D], "linear"))
+        out += [(a + "kv_a_proj_with_mqa.weight", [kvl + rope, D], "linear"),
+                (a + "kv_a_layernorm.weight", [kvl], "norm"),
+                (a + "kv_b_proj.weight", [H * (nope + vd), kvl], "linear"),
+                (a + "o_proj.weight", [D, H * vd], "linear")]
+    else:
+        bias = family in ("qwen2", "qwen2_moe") or (family == "glm4_moe" and cfg.get("attention_bias"))
+        for n, rows in (("q", H * HD), ("k", KV * HD), ("v", KV * HD)):
+            out.append((a + n + "_proj.weight", [rows, D], "linear"))
+            if bias:
+                out.append((a + n + "_proj.bias", [rows], "bias"))
+        out.append((a + "o_proj.weight", [D, H * HD], "linear"))
+        if family in ("qwen3", "qwen3_moe") or (family == "glm4_moe" and cfg.get("use_qk_norm")):
+            out += [(a + "q_norm.weight", [HD], "norm"), (a + "k_norm.weight", [HD], "norm")]
+        if family == "olmoe":
+            out += [(a + "q_norm.weight", [H * HD], "norm"), (a + "k_norm.weight", [KV * HD], "norm")]
+    out.append((p + "post_attention_layernorm.weight", [D], "norm"))
+    out += ffn_specs(cfg, family, i, D)
     return out
 
 
@@ -183,6 +219,12 @@ def is_moe_layer(cfg, family, i):
     if family in ("qwen2_moe", "qwen3_moe"):
         return (i not in (cfg.get("mlp_only_layers") or []) and cfg.get("num_experts", 0) > 0
                 and (i + 1) % (cfg.get("decoder_sparse_step") or 1) == 0)
+    if family in GROUPED and i >= cfg["num_hidden_layers"]:
+        return True  # a multi-token-prediction layer
+    if family == "glm4_moe_lite" and cfg.get("mlp_layer_types"):
+        return cfg["mlp_layer_types"][i] == "sparse"
+    if family in ("glm4_moe", "glm4_moe_lite"):
+        return i >= (cfg.get("first_k_dense_replace") or 0)
     if family in ("deepseek_v2", "deepseek_v3"):
         return (cfg.get("n_routed_experts") is not None and i >= (cfg.get("first_k_dense_replace") or 0)
                 and i % (cfg.get("moe_layer_freq") or 1) == 0)
@@ -198,7 +240,7 @@ def ffn_specs(cfg, family, i, D):
     p = "model.layers.%d." % i
     if not is_moe_layer(cfg, family, i):
         return mlp(p + "mlp.", cfg["intermediate_size"], D)
-    sig = "router_sigmoid" if family == "deepseek_v3" else "router"
+    sig = "router_sigmoid" if family in V3_ROUTER else "router"
     if family == "granitemoe":
         E, F = cfg["num_local_experts"], cfg["intermediate_size"]
         m = p + "block_sparse_moe."
@@ -215,7 +257,7 @@ def ffn_specs(cfg, family, i, D):
     E = cfg[n_experts_key(family)]
     F = cfg["intermediate_size"] if family == "olmoe" else cfg["moe_intermediate_size"]
     out = [(m + "gate.weight", [E, D], sig)]
-    if family == "deepseek_v3":
+    if family in V3_ROUTER:
         out.append((m + "gate.e_score_correction_bias", [E], "ebias"))
     for e in range(E):
         out += mlp(m + "experts.%d." % e, F, D)
@@ -223,7 +265,7 @@ def ffn_specs(cfg, family, i, D):
         S = cfg.get("shared_expert_intermediate_size") or 0
         out += mlp(m + "shared_expert.", S, D)  # HF builds it even when S is 0 (a [0, D] weight)
         out.append((m + "shared_expert_gate.weight", [1, D], "linear"))
-    if family in ("deepseek_v2", "deepseek_v3") and cfg.get("n_shared_experts"):
+    if family in GROUPED and cfg.get("n_shared_experts"):
         out += mlp(m + "shared_experts.", cfg["n_shared_experts"] * cfg["moe_intermediate_size"], D)
     return out
 

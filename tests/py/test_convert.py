@@ -121,6 +121,33 @@ class Refusals(unittest.TestCase):
             edit_config(d, **{key: value})
             self.refused(d, key, value)
 
+    def test_glm_config_checks(self):
+        """GLM's RoPE width, groups and GLM-4.7-Flash's layer pattern are checked, not guessed."""
+        for fam, changes, words in (("glm4_moe", {"partial_rotary_factor": 0.3}, ("partial_rotary_factor",)),
+                                    ("glm4_moe", {"n_group": 3}, ("n_group",)),
+                                    ("glm4_moe_lite", {"partial_rotary_factor": 0.5}, ("partial_rotary_factor",)),
+                                    ("glm4_moe_lite", {"mlp_layer_types": ["dense"]}, ("mlp_layer_types",))):
+            d = make("glm_" + fam + "_" + list(changes)[0], fam)
+            edit_config(d, **changes)
+            self.refused(d, *words)
+
+    def test_mtp_layers_skipped_and_counted(self):
+        """The multi-token-prediction layer after the last decoder layer is left out (and counted in
+        model.n_mtp_layers); a tensor of a layer beyond it is still refused. GLM-4.7-Flash converts
+        as deepseek_v3."""
+        for fam, arch in (("glm4_moe", "glm4_moe"), ("glm4_moe_lite", "deepseek_v3")):
+            d = make("mtp_" + fam, fam)
+            out = os.path.join(moetest.workdir("convert"), "mtp_%s.moe" % fam)
+            self.assertEqual(run_convert(d, out)[0], 0)
+            dump = moetest.moe("info", "-m", out, "--dump").stdout
+            self.assertIn("general.arch             \"%s\"" % arch, dump)
+            self.assertIn("model.n_mtp_layers       1", dump)
+            self.assertIn("blk.1.", dump)
+            self.assertNotIn("blk.2.", dump)
+            rewrite_safetensors(os.path.join(d, "model.safetensors"),
+                                extra={"model.layers.3.enorm.weight": ("F32", [2], b"\0" * 8)})
+            self.refused(d, "unexpected tensor", "model.layers.3.enorm")
+
     def test_missing_tensor(self):
         d = self.damaged("missing")
         rewrite_safetensors(os.path.join(d, "model.safetensors"), drop=("model.layers.1.mlp.experts.3.up_proj.weight",))

@@ -43,6 +43,31 @@ class MakeModelTest(unittest.TestCase):
                 self.check_type(qtype, want)
 
 
+    def test_glm_4_5_air_shape(self):
+        """GLM-4.5-Air's shape (narrowed: the real one is ~1.3 GB per layer) writes a file the engine
+        loads as glm4_moe with q/k/v biases, a selection bias per router, partial RoPE and finite logits."""
+        sys.path.insert(0, os.path.join(moetest.ROOT, "tools"))
+        import argparse
+        import make_model
+
+        s = dict(make_model.SHAPES["glm-4.5-air"])
+        s.update(dim=256, n_heads=6, n_kv=2, vocab=1024, ff=512, experts=16, moe_ff=128, shared_ff=128)
+        make_model.SHAPES["glm-narrow"] = s
+        out = os.path.join(self.dir, "glm-narrow.moe")
+        try:
+            make_model.build("glm-narrow", argparse.Namespace(layers=2, type="q8_0")).write(out, progress=False)
+        finally:
+            del make_model.SHAPES["glm-narrow"]
+        try:
+            dump = moetest.moe("info", "-m", out, "--dump").stdout
+            for needle in ('general.arch             "glm4_moe"', "rope.dim                 64", "blk.0.attn_q_bias",
+                           "blk.1.ffn_router_bias", "blk.1.ffn_gate_shexp", "blk.0.ffn_gate ", 'moe.score                "sigmoid"'):
+                self.assertIn(needle, dump)
+            for row in moetest.logits(out, [1, 2, 3]):
+                self.assertTrue(all(math.isfinite(v) for v in row))
+        finally:
+            os.remove(out)
+
     def test_random_bytes(self):
         """The chunks add up to the size asked, every block keeps its fixed scale (the template is
         read from whole-block offsets, wrapping around), and two tensors do not share data."""
