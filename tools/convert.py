@@ -538,14 +538,30 @@ def deepseek_kv(cfg, arch, kv, mscale2):
         cfg.refuse("intermediate_size", "the dense layers need it")
 
 
+def glm_rope_parameters(cfg, kv):
+    """transformers 5 writes GLM configs with the RoPE settings nested in rope_parameters
+    (rope_theta, rope_type, partial_rotary_factor) instead of top-level keys: read them rather
+    than fall back to a default theta. Returns partial_rotary_factor."""
+    rp = cfg.d.get("rope_parameters")
+    if rp is None:
+        return cfg.float("partial_rotary_factor", 1.0)
+    if not isinstance(rp, dict):
+        cfg.refuse("rope_parameters", "not an object")
+    unknown = set(rp) - {"rope_type", "rope_theta", "partial_rotary_factor"}
+    if unknown or rp.get("rope_type", "default") != "default" or cfg.d.get("rope_scaling"):
+        cfg.refuse("rope_parameters", "only the default RoPE with rope_theta and partial_rotary_factor is read here")
+    sub = Config(rp, cfg.path + " rope_parameters")
+    kv["rope.theta"] = sub.float("rope_theta", cfg.float("rope_theta", 10000.0))
+    return sub.float("partial_rotary_factor", cfg.float("partial_rotary_factor", 1.0))
+
+
 def glm4_lite_check(cfg, kv):
     """GLM-4.7-Flash (modeling_glm4_moe_lite.py): its rotary embedding is GLM-4.5's, over
     qk_rope_head_dim x partial_rotary_factor dims; the published configs rotate all of them."""
-    if cfg.float("partial_rotary_factor", 1.0) != 1.0:
+    if glm_rope_parameters(cfg, kv) != 1.0:
         cfg.refuse("partial_rotary_factor", "MLA's rope key is rotated whole")
     if cfg.flag("attention_bias", False):
         cfg.refuse("attention_bias", "MLA projections have no biases")
-    del kv
 
 
 def glm4_lite_layers(cfg, L, n_exp):
@@ -570,7 +586,7 @@ def glm4_moe_kv(cfg, kv):
     kv["attn.qkv_bias"] = int(cfg.flag("attention_bias", False))
     if cfg.flag("use_qk_norm", False):
         kv["attn.qk_norm"] = "head"
-    prf = cfg.float("partial_rotary_factor", 1.0)
+    prf = glm_rope_parameters(cfg, kv)
     rd = int(HD * prf)
     if not 0 < prf <= 1 or rd < 2 or rd % 2:
         cfg.refuse("partial_rotary_factor", "head_dim x factor must be an even number of dims, at least 2")

@@ -134,7 +134,8 @@ def yarn_get_mscale(scale, mscale=1.0):
 
 def rope_inv_freq(cfg, dim, deepseek):
     """Frequencies and the cos/sin multiplier of modeling_rope_utils (or DeepSeek's classes)."""
-    base = float(cfg.get("rope_theta", 10000.0))
+    # transformers 5 nests rope_theta in rope_parameters (GLM)
+    base = float((cfg.get("rope_parameters") or {}).get("rope_theta") or cfg.get("rope_theta") or 10000.0)
     inv = [1.0 / base ** (2 * i / dim) for i in range(dim // 2)]
     rs = cfg.get("rope_scaling")
     kind = None if not rs else rs.get("rope_type", rs.get("type"))
@@ -238,7 +239,8 @@ def gqa_attention(m, cfg, arch, i, xs):
     KV = cfg.get("num_key_value_heads") or H
     HD = cfg.get("head_dim") or D // H
     eps = cfg.get("rms_norm_eps", 1e-6)
-    rd = int(HD * cfg.get("partial_rotary_factor", 1.0)) if arch == "glm4_moe" else HD
+    prf = (cfg.get("rope_parameters") or {}).get("partial_rotary_factor") or cfg.get("partial_rotary_factor", 1.0)
+    rd = int(HD * prf) if arch == "glm4_moe" else HD
     inv, mult = rope_inv_freq(cfg, rd, False)
     bias = arch in ("qwen2", "qwen2_moe") or (arch == "glm4_moe" and cfg.get("attention_bias", False))
     clip = cfg.get("clip_qkv") if arch == "olmoe" else None

@@ -125,6 +125,8 @@ class Refusals(unittest.TestCase):
         """GLM's RoPE width, groups and GLM-4.7-Flash's layer pattern are checked, not guessed."""
         for fam, changes, words in (("glm4_moe", {"partial_rotary_factor": 0.3}, ("partial_rotary_factor",)),
                                     ("glm4_moe", {"n_group": 3}, ("n_group",)),
+                                    ("glm4_moe", {"rope_parameters": {"rope_type": "yarn", "factor": 2.0}},
+                                     ("rope_parameters",)),
                                     ("glm4_moe_lite", {"partial_rotary_factor": 0.5}, ("partial_rotary_factor",)),
                                     ("glm4_moe_lite", {"mlp_layer_types": ["dense"]}, ("mlp_layer_types",))):
             d = make("glm_" + fam + "_" + list(changes)[0], fam)

@@ -97,6 +97,11 @@ VARIANTS = {
                                    "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
                                                     "original_max_position_embeddings": 16}}, {},
                       {"rope_scaling": None}),
+    # transformers 5's nested form of the same settings
+    "glm4_moe_rope_parameters": ("glm4_moe", {"rope_theta": None, "partial_rotary_factor": None,
+                                              "rope_parameters": {"rope_type": "default", "rope_theta": 1000.0,
+                                                                  "partial_rotary_factor": 0.25}}, {},
+                                 {"rope_parameters": None, "partial_rotary_factor": 0.5}),
     # GLM-4.7-Flash converts as DeepSeek-V3 (MLA, noaux_tc router, no scoring_func key)
     "glm4_moe_lite": ("glm4_moe_lite", {}, {}, {"n_group": 1, "topk_group": 1}),
     "glm4_moe_lite_layer_types": ("glm4_moe_lite", {"num_hidden_layers": 3,
