@@ -520,6 +520,17 @@ class _GGUFReader:
 
 def read_gguf_kv(path):
     """The metadata of a GGUF v2/v3 file: {key: value}; strings stay bytes."""
+    return _read_gguf(path, False)[0]
+
+
+def read_gguf_tensors(path):
+    """The metadata and tensor directory of a GGUF v2/v3 file: (kv, tensors), tensors
+    {name: (ggml_type, ne, absolute_offset)} with ne the dims, fastest first. Offsets are
+    not checked against the file here: readers check each tensor they read."""
+    return _read_gguf(path, True)
+
+
+def _read_gguf(path, with_tensors):
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -541,7 +552,23 @@ def read_gguf_kv(path):
                     raise TokenizerError("%s: a GGUF key is not UTF-8" % path)
                 (t,) = r.take("I")
                 kv[key] = r.value(t)
-            return kv
+            if not with_tensors:
+                return kv, None
+            infos = []
+            for _ in range(n_tensors):
+                name = r.string().decode("utf-8", "replace")
+                (nd,) = r.take("I")
+                if nd > 8:
+                    raise TokenizerError("%s: tensor %s has %d dimensions" % (path, name, nd))
+                ne = list(r.take("%dQ" % nd)) if nd else []
+                ggml_type, off = r.take("IQ")
+                infos.append((name, ggml_type, ne, off))
+            align = kv.get("general.alignment", 32)
+            if not isinstance(align, int) or align <= 0 or align & (align - 1):
+                raise TokenizerError("%s: general.alignment %r is not a power of two" % (path, align))
+            pos = r.base + r.pos
+            data = (pos + align - 1) // align * align
+            return kv, {name: (t, ne, data + off) for name, t, ne, off in infos}
     except OSError as e:
         raise TokenizerError("%s: %s" % (path, e))
     except (struct.error, MemoryError, OverflowError) as e:
