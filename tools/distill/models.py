@@ -87,7 +87,9 @@ class Teacher(nn.Module):
         return out.flatten(-2)
 
     @torch.no_grad()
-    def forward(self, ids):
+    def forward(self, ids, ffn_inputs=None):
+        """ids [B, T] -> logits [B, T, V]; ffn_inputs, a list, receives each layer's normalised
+        FFN input [B*T, dim]."""
         B, T = ids.shape
         x = self.emb[ids]
         pos = torch.arange(T, device=ids.device)
@@ -100,6 +102,8 @@ class Teacher(nn.Module):
             a = causal_attention(q, k, v, self.hd ** -0.5).transpose(1, 2).reshape(B, T, self.dim)
             x = x + a @ self.wo[l].T
             h = rms_norm(x, self.rms_ffn[l], 1e-5)
+            if ffn_inputs is not None:
+                ffn_inputs.append(h.reshape(B * T, -1))
             x = x + (F.silu(h @ self.w1[l].T) * (h @ self.w3[l].T)) @ self.w2[l].T
         return rms_norm(x, self.rms_final, 1e-5) @ self.emb.T
 
@@ -237,3 +241,112 @@ def load_balancing_loss(routing, E, k):
         P = probs.mean(0)
         total = total + E * (f * P).sum()
     return total / len(routing)
+
+
+# ---------------------------------------------------------------- upcycling the teacher
+
+def ffn_activations(teacher, l, h):
+    """Teacher layer l's FFN hidden activations silu(w1 h) * (w3 h) for inputs h [N, dim]."""
+    return F.silu(h @ teacher.w1[l].T) * (h @ teacher.w3[l].T)
+
+
+def expert_neurons(order, width, n_experts):
+    """Split the teacher's FFN neurons (order: most important first) into n_experts lists of
+    `width` neurons: a core of the most important ones that every expert holds (top-k weights
+    sum to 1, so the core adds exactly what it added in the teacher), and the rest dealt out so
+    that each expert also holds its own slice of the less important tail."""
+    hidden = len(order)
+    if width >= hidden:
+        return [list(order)] * n_experts
+    own = -(-(hidden - width) // (n_experts - 1))        # ceil: the tail is covered at least once
+    core = width - own
+    tail = order[core:]
+    return [list(order[:core]) + [tail[(e * own + j) % len(tail)] for j in range(own)]
+            for e in range(n_experts)]
+
+
+@torch.no_grad()
+def upcycle_from_teacher(student, teacher, calib, seed=0):
+    """Initialise the student from the teacher (sparse upcycling): same embedding, norms and
+    attention (llama2.c's adjacent-pair RoPE becomes HF rotate-half by reordering each q/k head's
+    rows, even dimensions first), and every expert a slice of the teacher's FFN neurons
+    (expert_neurons), ranked by mean |activation| x |down column| on the calibration tokens
+    calib [B, T]. When an expert is narrower than the teacher's FFN, its down projection is
+    refitted by least squares so that the expert alone reproduces the whole FFN's output on
+    calib: the top-k weights sum to 1, so the mixture then approximates the FFN too. The router
+    starts near uniform (small seeded random weights), so training decides which expert gets
+    which token. With expert width = the teacher's FFN width the student computes exactly the
+    teacher's function."""
+    c = student.c
+    D, L, H, KV = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"]
+    if (D, L, H, KV) != (teacher.dim, teacher.L, teacher.H, teacher.KV) or c["vocab_size"] != teacher.vocab:
+        raise ValueError("upcycling needs the teacher's shape: dim %d, %d layers, %d heads, %d kv heads" % (
+            teacher.dim, teacher.L, teacher.H, teacher.KV))
+    hd = D // H
+    within = list(range(0, hd, 2)) + list(range(1, hd, 2))
+
+    def rope_rows(n_heads):
+        return torch.tensor([h * hd + i for h in range(n_heads) for i in within])
+    gen = torch.Generator().manual_seed(seed)
+    inputs = []
+    teacher(calib, ffn_inputs=inputs)
+    m = student.model
+    m.embed_tokens.weight.copy_(teacher.emb)
+    m.norm.weight.copy_(teacher.rms_final)
+    for l, layer in enumerate(m.layers):
+        layer.input_layernorm.weight.copy_(teacher.rms_att[l])
+        layer.post_attention_layernorm.weight.copy_(teacher.rms_ffn[l])
+        at = layer.self_attn
+        at.q_proj.weight.copy_(teacher.wq[l][rope_rows(H)])
+        at.k_proj.weight.copy_(teacher.wk[l][rope_rows(KV)])
+        at.v_proj.weight.copy_(teacher.wv[l])
+        at.o_proj.weight.copy_(teacher.wo[l])
+        moe = layer.block_sparse_moe
+        moe.gate.weight.copy_(torch.randn(moe.gate.weight.shape, generator=gen) * 0.02)
+        act = ffn_activations(teacher, l, inputs[l])                  # [N, hidden]
+        target = act @ teacher.w2[l].T                                 # [N, dim]
+        importance = act.abs().mean(0) * teacher.w2[l].norm(dim=0)
+        order = importance.argsort(descending=True).tolist()
+        width = moe.experts[0].w1.weight.shape[0]
+        if width > teacher.hidden:
+            raise ValueError("upcycling needs experts at most the teacher's FFN width %d" % teacher.hidden)
+        for ex, idx in zip(moe.experts, expert_neurons(order, width, moe.E)):
+            idx = torch.tensor(idx)
+            ex.w1.weight.copy_(teacher.w1[l][idx])
+            ex.w3.weight.copy_(teacher.w3[l][idx])
+            if width == teacher.hidden:
+                ex.w2.weight.copy_(teacher.w2[l][:, idx])
+            else:
+                ex.w2.weight.copy_(torch.linalg.lstsq(act[:, idx].double(), target.double()).solution.T.float())
+
+
+def local_distill(moe, teacher, l, h, steps, batch, lr, lb_weight, seed, report=None):
+    """Layer-wise distillation of one MoE block: make it reproduce teacher layer l's FFN output
+    on the teacher's own FFN inputs h [N, dim] (relative mean squared error + lb_weight x the
+    load-balancing loss; Adam, cosine decay to 0.1 x lr). No attention and no vocabulary
+    softmax are involved, so a step costs a small fraction of an end-to-end step: on a slow
+    machine this is where the experts and the router learn most of their job. The last 1/16 of
+    h is kept out of the updates and reported as held-out error. Returns that final error."""
+    with torch.no_grad():
+        y = ffn_activations(teacher, l, h) @ teacher.w2[l].T
+    n_fit = h.shape[0] - h.shape[0] // 16
+    var = y[:n_fit].pow(2).mean()
+    opt = torch.optim.Adam(moe.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed + l)
+
+    def held_err():
+        with torch.no_grad():
+            return ((moe(h[n_fit:])[0] - y[n_fit:]).pow(2).mean() / var).item()
+    for it in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / steps)))
+        idx = torch.randint(0, n_fit, (batch,), generator=gen)
+        out, probs, chosen = moe(h[idx])
+        mse = (out - y[idx]).pow(2).mean() / var
+        lb = load_balancing_loss([(probs, chosen)], moe.E, moe.k)
+        opt.zero_grad(set_to_none=True)
+        (mse + lb_weight * lb).backward()
+        opt.step()
+        if report and ((it + 1) % 50 == 0 or it == 0 or it + 1 == steps):
+            report(l, it + 1, mse.item(), held_err() if (it + 1) % 50 == 0 or it + 1 == steps else None, lb.item())
+    return held_err()
