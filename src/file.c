@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gguf_view.h"
 #include "util.h"
 
 #define HEADER_BYTES 40
@@ -244,6 +245,7 @@ static void file_free_tables(moe_file *f) {
 }
 
 int moef_parse(moe_file *f, const void *buf, size_t size, moe_err *err) {
+    if (gguf_is(buf, size)) return gguf_view_parse(f, buf, size, err);
     memset(f, 0, sizeof *f);
     f->base = buf;
     f->size = size;
@@ -399,9 +401,39 @@ size_t moef_huge_bytes(const moe_file *f) {
     return huge;
 }
 
+void *moef_alloc(moe_file *f, size_t n) {
+    if (f->n_owned == f->owned_cap) {
+        int cap = f->owned_cap ? 2 * f->owned_cap : 16;
+        void **grown = realloc(f->owned, sizeof *grown * (size_t)cap);
+        if (!grown) return NULL;
+        f->owned = grown;
+        f->owned_cap = cap;
+    }
+    void *p = calloc(1, n ? n : 1);
+    if (p) f->owned[f->n_owned++] = p;
+    return p;
+}
+
+int moef_index(moe_file *f, moe_err *err) {
+    f->kv_index = index_new(f->n_kv, &f->kv_index_cap);
+    f->tensor_index = index_new(f->n_tensors, &f->tensor_index_cap);
+    if (!f->kv_index || !f->tensor_index) return moe_fail(err, "out of memory indexing the directory");
+    for (int i = 0; i < f->n_kv; i++)
+        if (index_insert(f, f->kv_index, f->kv_index_cap, kv_name, i) >= 0)
+            return moe_fail(err, "metadata key %.*s appears twice", f->kv[i].key_len, f->kv[i].key);
+    for (int i = 0; i < f->n_tensors; i++)
+        if (index_insert(f, f->tensor_index, f->tensor_index_cap, tensor_name, i) >= 0)
+            return moe_fail(err, "tensor %.*s appears twice", T_NAME(&f->tensors[i]));
+    return 0;
+}
+
 void moef_close(moe_file *f) {
     if (!f) return;
     file_free_tables(f);
+    for (int i = 0; i < f->n_owned; i++) free(f->owned[i]);
+    free(f->owned);
+    if (f->gguf) gguf_free(f->gguf);
+    free(f->gguf);
     if (f->map) munmap(f->map, f->map_size);
     memset(f, 0, sizeof *f);
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gguf.h"
 #include "moe.h"
 
 #define MOEF_VERSION 1
@@ -63,6 +64,14 @@ typedef struct {
     /* mapping, when opened from disk */
     void *map;
     size_t map_size;
+    /* A GGUF file (gguf.h): its own directory; the entries above are the
+     * engine's view translated from it (gguf_view.c), their data pointing
+     * into the same buffer. */
+    gguf_file *gguf;
+    /* memory the translation computed and the view points into (names,
+     * tokenizer tables, small derived tensors): freed with the file */
+    void **owned;
+    int n_owned, owned_cap;
 } moe_file;
 
 /* dtype traits */
@@ -77,7 +86,9 @@ moe_dtype dtype_plain(moe_dtype t);  /* an interleaved type's plain twin (same b
 /* bytes of a row of n elements (n must be a multiple of the block) */
 size_t dtype_row_bytes(moe_dtype t, uint64_t n);
 
-/* Parse a buffer that stays alive as long as the moe_file (not copied). */
+/* Parse a buffer that stays alive as long as the moe_file (not copied): a
+ * .moe file, or a GGUF file (recognised by its magic) translated into the
+ * same view (gguf_view.c). */
 int moef_parse(moe_file *f, const void *buf, size_t size, moe_err *err);
 /* Touch every page of the mapping once (see moe_model_prefault). */
 size_t moef_prefault(const moe_file *f);
@@ -87,6 +98,11 @@ size_t moef_huge_bytes(const moe_file *f);
 /* mmap(PROT_READ, MAP_PRIVATE) then parse. */
 int moef_open(moe_file *f, const char *path, moe_err *err);
 void moef_close(moe_file *f);
+
+/* A zeroed allocation owned by f (freed by moef_close); NULL when out of memory. */
+void *moef_alloc(moe_file *f, size_t n);
+/* Build the name indexes over f->kv and f->tensors (duplicates are errors). */
+int moef_index(moe_file *f, moe_err *err);
 
 /* Lookups (NULL when absent). key/name are NUL-terminated C strings. */
 const moe_kv *moef_kv(const moe_file *f, const char *key);

@@ -293,9 +293,66 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
     info->kv_bytes_per_token = per_layer * (uint64_t)c->n_layers * sizeof(float);
 }
 
+/* One GGUF metadata value, shortened: long strings and arrays show their head. */
+static void dump_gguf_value(FILE *out, const gguf_kv *kv) {
+    if (kv->type == GGUF_STRING) {
+        if (kv->n > 60) fprintf(out, "\"%.40s...\" (%" PRIu64 " bytes)", (const char *)kv->data, kv->n);
+        else fprintf(out, "\"%.*s\"", (int)kv->n, (const char *)kv->data);
+        return;
+    }
+    if (kv->type == GGUF_ARRAY) {
+        fprintf(out, "[%s x %" PRIu64 "]", gguf_vtype_name(kv->elem_type), kv->n);
+        uint64_t pos = 0, len;
+        for (uint64_t j = 0; j < kv->n && j < 4; j++) {
+            if (kv->elem_type == GGUF_STRING) {
+                const char *s = gguf_arr_next_str(kv, &pos, &len);
+                fprintf(out, " \"%.*s\"", (int)(len > 24 ? 24 : len), s);
+            } else if (kv->elem_type == GGUF_F32 || kv->elem_type == GGUF_F64) {
+                fprintf(out, " %g", gguf_arr_float(kv, j));
+            } else if (kv->elem_type != GGUF_ARRAY) {
+                fprintf(out, " %" PRId64, gguf_arr_int(kv, j));
+            }
+        }
+        if (kv->n > 4 && kv->elem_type != GGUF_ARRAY) fprintf(out, " ...");
+        return;
+    }
+    double d;
+    if (kv->type == GGUF_F32 || kv->type == GGUF_F64) {
+        gguf_kv_float(kv, &d, NULL);
+        fprintf(out, "%.9g", d);
+    } else {
+        uint64_t u;
+        if (gguf_kv_uint(kv, &u, NULL) == 0) fprintf(out, "%" PRIu64, u);
+        else if (gguf_kv_float(kv, &d, NULL) == 0) fprintf(out, "%.0f", d);
+    }
+}
+
+/* The GGUF file as written: every key with its type, every tensor with its
+ * ggml type and ne (fastest first). */
+static void dump_gguf(FILE *out, const gguf_file *g) {
+    fprintf(out, "GGUF v%u, alignment %" PRIu64 ", data at %" PRIu64 "\n", g->version, g->alignment, g->data_offset);
+    fprintf(out, "GGUF metadata (%" PRIu64 " keys):\n", g->n_kv);
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        const gguf_kv *kv = &g->kv[i];
+        fprintf(out, "  %-44.*s %-7s ", (int)kv->key_len, kv->key, gguf_vtype_name(kv->type));
+        dump_gguf_value(out, kv);
+        fputc('\n', out);
+    }
+    fprintf(out, "GGUF tensors (%" PRIu64 ", ne fastest first):\n", g->n_tensors);
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor *t = &g->tensors[i];
+        char shape[96];
+        shape_str(t->ne, t->n_dims, shape, sizeof shape);
+        fprintf(out, "  %-36.*s %-7s %-22s %12" PRIu64 " bytes\n", (int)t->name_len, t->name, ggml_type_name(t->type),
+                shape, t->nbytes);
+    }
+    fprintf(out, "as the engine reads it:\n");
+}
+
 void moe_model_dump(const moe_model *m, void *file) {
     FILE *out = file;
     const moe_file *f = &m->file;
+    if (f->gguf) dump_gguf(out, f->gguf);
     fprintf(out, "metadata (%d keys):\n", f->n_kv);
     for (int i = 0; i < f->n_kv; i++) {
         const moe_kv *kv = &f->kv[i];

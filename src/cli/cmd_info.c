@@ -3,13 +3,16 @@
 #include <string.h>
 
 #include "cli.h"
+#include "model.h"
 
 static const char *CMD = "info";
 
 static void help(void) {
     printf("usage: moe info [-m MODEL] [--dump]\n\n"
            "Prints the architecture, layers, experts (total/active), total and active\n"
-           "parameters, dtypes and sizes. --dump lists every metadata key and tensor.\n");
+           "parameters, dtypes and sizes; for a GGUF file also the bytes per ggml type.\n"
+           "--dump lists every metadata key and tensor (for GGUF: as written, with\n"
+           "their types, then as the engine reads them).\n");
 }
 
 static void human(double v, const char *unit, char *out, size_t cap) {
@@ -17,6 +20,25 @@ static void human(double v, const char *unit, char *out, size_t cap) {
     int i = 0;
     while (v >= 1000 && i < 4) { v /= 1000; i++; }
     snprintf(out, cap, "%.2f %s%s", v, pre[i], unit);
+}
+
+/* A GGUF file: bytes and tensor counts per ggml type, as llama.cpp wrote them. */
+static void gguf_type_table(const gguf_file *g) {
+    uint64_t bytes[64] = {0}, total = 0;
+    int count[64] = {0};
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        int t = g->tensors[i].type;
+        if (t < 0 || t >= 64) continue; /* the parser knows no type id past 63 */
+        bytes[t] += g->tensors[i].nbytes;
+        count[t]++;
+        total += g->tensors[i].nbytes;
+    }
+    printf("GGUF v%u tensor types:\n", g->version);
+    for (int t = 0; t < 64; t++)
+        if (count[t])
+            printf("  %-8s %5d tensors %14" PRIu64 " bytes %6.2f %%%s\n", ggml_type_name(t), count[t], bytes[t],
+                   total ? 100.0 * (double)bytes[t] / (double)total : 0.0,
+                   ggml_type_to_dtype(t) < 0 ? "  (not supported)" : "");
 }
 
 int cmd_info(int argc, char **argv) {
@@ -56,6 +78,7 @@ int cmd_info(int argc, char **argv) {
                i.kv_bytes_per_token);
         printf("file              %" PRIu64 " bytes\n", i.file_bytes);
     }
+    if (m->file.gguf) gguf_type_table(m->file.gguf);
     if (dump) moe_model_dump(m, stdout);
     moe_model_free(m);
     return 0;

@@ -1,0 +1,283 @@
+"""GGUF files as models (issue 21): llama.cpp's files in ../shared/gguf give the reference
+engine's logits, damaged files are refused with one line. The parser itself is tested byte by
+byte in tests/unit/test_gguf.c.
+
+Every shared file is tried: a file holding a ggml type this build does not implement is
+skipped with a message naming the type, so the test turns on as types land."""
+
+import json
+import os
+import struct
+import unittest
+
+import moetest
+import ggufio
+
+GGUF_DIR = os.path.join(moetest.SHARED, "gguf")
+
+
+def shared_cases():
+    """(folder, case dict, prompt tokens) for every file listed in a cases.json."""
+    out = []
+    if not os.path.isdir(GGUF_DIR):
+        return out
+    for folder in sorted(os.listdir(GGUF_DIR)):
+        path = os.path.join(GGUF_DIR, folder, "cases.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                c = json.load(f)
+            for case in c["cases"]:
+                out.append((folder, case, c["tokens"]))
+    return out
+
+
+def rows(flat, n):
+    v = len(flat) // n
+    return [flat[i * v:(i + 1) * v] for i in range(n)]
+
+
+def reference_rows(folder, case, n):
+    if folder == "mixtral":  # ../shared/gguf/README.md: Mixtral's reference is the golden one
+        path = os.path.join(moetest.SHARED, "golden", "mixtral", "logits.f32")
+    else:
+        path = os.path.join(GGUF_DIR, folder, case["logits"])
+    return rows(moetest.read_f32(path), n)
+
+
+def unsupported(model):
+    """None if this build loads the file, else the refusal (it names the tensor and type)."""
+    p = moetest.moe("info", "-m", model, check=False, timeout=120)
+    if p.returncode == 0:
+        return None
+    if "is not supported" in p.stderr:
+        return p.stderr.strip()
+    raise AssertionError("%s: %s" % (model, p.stderr.strip()))
+
+
+def std(rs):
+    xs = [x for r in rs for x in r]
+    m = sum(xs) / len(xs)
+    return (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5
+
+
+def top2_gap(row):
+    a = sorted(row)[-2:]
+    return a[1] - a[0]
+
+
+class GGUFLogitsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        moetest.require_bin()
+
+    def test_shared_files(self):
+        cases = shared_cases()
+        if not cases:
+            self.skipTest("no ../shared/gguf")
+        ran = 0
+        for folder, case, tokens in cases:
+            with self.subTest(file="%s/%s" % (folder, case["file"])):
+                model = os.path.join(GGUF_DIR, folder, case["file"])
+                if not os.path.exists(model):  # the README: qwen3moe's F32 file is not kept
+                    continue
+                why = unsupported(model)
+                if why:
+                    self.skipTest("%s/%s: %s" % (folder, case["file"], why))
+                n = len(tokens)
+                got = moetest.logits(model, tokens, "-t", "2")
+                ref = reference_rows(folder, case, n)
+                if case["type"] == "F32":
+                    self.check_f32(got, ref)
+                else:
+                    f32 = reference_rows(folder, {"logits": "logits-F32.f32"}, n)
+                    self.check_quant(case, got, ref, f32)
+                ran += 1
+        self.assertGreater(ran, 0, "no shared GGUF file ran")
+
+    def check_f32(self, got, ref):
+        m, rms = moetest.max_rms(got, ref)
+        self.assertLessEqual(m, 5e-3, "max |moe - ref| %.5f" % m)
+        self.assertLessEqual(rms, 1e-3, "rms %.5f" % rms)
+        self.assertEqual([moetest.argmax(r) for r in got], [moetest.argmax(r) for r in ref])
+
+    def check_quant(self, case, got, ref, f32):
+        """README: rms(moe - ref) <= max(0.25 rms(ref - ref_f32), 0.04 sigma) (0.01 sigma for
+        BF16/F16 files); argmax equal at >= 95 % of positions, near-ties (top two within
+        0.1 sigma) counting as equal."""
+        sigma = std(f32)
+        _, rms = moetest.max_rms(got, ref)
+        _, ref_err = moetest.max_rms(ref, f32)
+        floor = (0.01 if case["type"] in ("BF16", "F16") else 0.04) * sigma
+        bound = max(0.25 * ref_err, floor)
+        self.assertLessEqual(rms, bound, "%s: rms(moe - ref) %.4f > bound %.4f (ref vs F32 %.4f, sigma %.3f)" % (
+            case["type"], rms, bound, ref_err, sigma))
+        agree = sum(moetest.argmax(g) == moetest.argmax(r) or top2_gap(r) < 0.1 * sigma for g, r in zip(got, ref))
+        self.assertGreaterEqual(agree, 0.95 * len(ref), "%s: argmax agrees at %d of %d" % (case["type"], agree, len(ref)))
+
+    def test_fused_kv_b(self):
+        """An MLA file with only the fused attn_kv_b (older converters) gives the same logits
+        as with the split attn_k_b/attn_v_b: k_b and v_b are derived from it at load."""
+        src = os.path.join(GGUF_DIR, "deepseek3", "model-F32.gguf")
+        if not os.path.exists(src):
+            self.skipTest("no deepseek3 F32 file")
+        g = ggufio.GGUF.read(src)
+        g.tensors = [t for t in g.tensors if not t.name.endswith(("attn_k_b.weight", "attn_v_b.weight"))]
+        self.assertTrue(any(t.name.endswith("attn_kv_b.weight") for t in g.tensors))
+        fused = g.write(os.path.join(moetest.workdir("gguf"), "fused.gguf"))
+        tokens = list(range(1, 17))
+        a = moetest.logits(src, tokens, "-t", "2")
+        b = moetest.logits(fused, tokens, "-t", "2")
+        m, _ = moetest.max_rms(a, b)
+        self.assertLessEqual(m, 1e-4)
+        # and the split pair alone (newer mainline files drop the fused one) loads too
+        g = ggufio.GGUF.read(src)
+        g.tensors = [t for t in g.tensors if not t.name.endswith("attn_kv_b.weight")]
+        split = g.write(os.path.join(moetest.workdir("gguf"), "split.gguf"))
+        m, _ = moetest.max_rms(a, moetest.logits(split, tokens, "-t", "2"))
+        self.assertLessEqual(m, 1e-4)
+
+
+class GGUFBadInputTest(unittest.TestCase):
+    """Each damage: exit code 1 and one stderr line naming the problem."""
+
+    @classmethod
+    def setUpClass(cls):
+        moetest.require_bin()
+        cls.src = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")
+        if not os.path.exists(cls.src):
+            raise unittest.SkipTest("no ../shared/gguf/mixtral")
+        cls.dir = moetest.workdir("gguf_bad")
+        with open(cls.src, "rb") as f:
+            cls.bytes = f.read()
+        cls.g = ggufio.GGUF.read(cls.src)
+
+    def refuse(self, data, *needles, name="bad.gguf"):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        p = moetest.moe("info", "-m", path, check=False, timeout=60)
+        self.assertEqual(p.returncode, 1, "exit code %d (negative: a crash): %s" % (p.returncode, p.stderr))
+        lines = p.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, "one line expected: %r" % p.stderr)
+        for n in needles:
+            self.assertIn(n, lines[0])
+        return lines[0]
+
+    def variant(self):
+        return ggufio.GGUF.read(self.src)
+
+    def test_original_loads(self):
+        self.assertIn("mixtral", moetest.moe("info", "-m", self.src).stdout)
+
+    def test_truncated_at_every_section_boundary(self):
+        g = self.g
+        cuts = sorted(set([0, 3] + g.ends + [e - 1 for e in g.ends] + [g.data_offset - 1, g.data_offset,
+                                                                      len(self.bytes) - 1]))
+        for cut in cuts:
+            with self.subTest(cut=cut):
+                msg = self.refuse(self.bytes[:cut])
+                self.assertTrue(any(w in msg for w in ("truncated", "past the end", "is empty", "shorter than")),
+                                "cut %d: %s" % (cut, msg))
+
+    def test_bad_magic_and_version(self):
+        self.refuse(b"GGUG" + self.bytes[4:], "bad magic")
+        for v, needle in ((1, "version 1"), (4, "version 4"), (0x03000000, "big-endian")):
+            self.refuse(self.bytes[:4] + struct.pack("<I", v) + self.bytes[8:], needle)
+
+    def test_counts_past_the_end(self):
+        self.refuse(self.bytes[:8] + struct.pack("<Q", 1 << 40) + self.bytes[16:], "tensors cannot fit")
+        self.refuse(self.bytes[:16] + struct.pack("<Q", 1 << 40) + self.bytes[24:], "metadata entries cannot fit")
+        # the first key's length, then a string value's length, then an array's count
+        self.refuse(self.bytes[:24] + struct.pack("<Q", 1 << 50) + self.bytes[32:], "length")
+        g = self.variant()
+        g.kv.insert(0, ("general.comment", ggufio.STRING, b"x" * 70000))  # a long string is fine ...
+        self.assertEqual(moetest.moe("info", "-m", g.write(os.path.join(self.dir, "long.gguf"))).returncode, 0)
+        b = g.to_bytes()
+        pos = 24 + 8 + len(b"general.comment") + 4
+        self.refuse(b[:pos] + struct.pack("<Q", len(b)) + b[pos + 8:], "string of", "runs past the end")
+        g = self.variant()
+        g.kv.insert(0, ("general.list", ggufio.ARRAY, (ggufio.U32, [1, 2, 3])))
+        b = g.to_bytes()
+        pos = 24 + 8 + len(b"general.list") + 4 + 4
+        self.refuse(b[:pos] + struct.pack("<Q", 1 << 40) + b[pos + 8:], "array of", "runs past the end")
+
+    def test_nested_arrays_load(self):
+        g = self.variant()
+        g.kv.insert(0, ("general.nested", ggufio.ARRAY, (ggufio.ARRAY, [(ggufio.STRING, [b"a", b"bc"]),
+                                                                          (ggufio.I16, [-1, 2])])))
+        out = moetest.moe("info", "-m", g.write(os.path.join(self.dir, "nested.gguf")), "--dump").stdout
+        self.assertIn("general.nested", out)
+
+    def test_misaligned_and_overlapping_data(self):
+        g = self.variant()
+        offs = []
+        pos = 0
+        for t in g.tensors:
+            offs.append(pos)
+            pos = (pos + len(t.data) + 31) // 32 * 32
+        bad = list(offs)
+        bad[3] += 4
+        self.refuse(g.to_bytes(bad), "not a multiple of the alignment")
+        bad = list(offs)
+        bad[3] = bad[2]
+        self.refuse(g.to_bytes(bad), "overlap")
+        g.set("general.alignment", ggufio.U32, 48)
+        self.refuse(g.to_bytes(), "not a power of two")
+
+    def test_size_disagrees_with_type_and_shape(self):
+        g = self.variant()
+        t = g.tensor("blk.0.ffn_gate_exps.weight")
+        t.ne[1] += 1  # now 8 more values than its bytes: it runs into the next tensor
+        self.refuse(g.to_bytes([x.offset for x in g.tensors]), "overlap")
+        g = self.variant()
+        last = g.tensors[-1]
+        last.ne[-1] += 1
+        self.refuse(g.to_bytes([x.offset for x in g.tensors]), "past the end")
+        g = self.variant()
+        g.tensor("blk.0.attn_q.weight").type = ggufio.GGML_ID["Q4_K"]  # rows of 128 cannot hold 256-blocks
+        self.refuse(g.to_bytes([x.offset for x in g.tensors]), "blk.0.attn_q.weight", "not a multiple of the Q4_K block")
+
+    def test_unknown_and_unsupported_types(self):
+        g = self.variant()
+        g.tensor("blk.0.attn_q.weight").type = 200
+        self.refuse(g.to_bytes([x.offset for x in g.tensors]), "blk.0.attn_q.weight", "ggml type 200")
+        g = self.variant()
+        t = g.tensor("blk.1.ffn_down_exps.weight")
+        t.ne, t.type = [256, 8], ggufio.GGML_ID["IQ2_XXS"]  # a shape the type can hold
+        t.data = t.data[:ggufio.nbytes(t.type, t.ne)]
+        self.refuse(g.to_bytes(), "blk.1.ffn_down_exps.weight: ggml type IQ2_XXS (16) is not supported")
+
+    def test_unknown_architecture_and_keys(self):
+        g = self.variant()
+        g.set("general.architecture", ggufio.STRING, b"mamba")
+        self.refuse(g.to_bytes(), "architecture \"mamba\" is not supported")
+        g = self.variant()
+        g.drop("llama.block_count")
+        self.refuse(g.to_bytes(), "llama.block_count is required")
+        g = self.variant()
+        g.drop("llama.attention.layer_norm_rms_epsilon")
+        self.refuse(g.to_bytes(), "layer_norm_rms_epsilon is required")
+        g = self.variant()
+        g.set("llama.attention.sliding_window", ggufio.U32, 64)
+        self.refuse(g.to_bytes(), "llama.attention.sliding_window is not understood")
+        g = self.variant()
+        g.set("llama.rope.scaling.type", ggufio.STRING, b"longrope")
+        self.refuse(g.to_bytes(), "longrope")
+        g = self.variant()
+        g.set("llama.expert_count", ggufio.STRING, b"8")
+        self.refuse(g.to_bytes(), "llama.expert_count", "expected an integer")
+
+    def test_unknown_or_missing_tensors(self):
+        g = self.variant()
+        g.tensor("blk.0.attn_q.weight").name = "blk.0.attn_qq.weight"
+        self.refuse(g.to_bytes(), "blk.0.attn_qq.weight is not understood")
+        g = self.variant()
+        g.tensors = [t for t in g.tensors if t.name != "blk.2.ffn_up_exps.weight"]
+        self.refuse(g.to_bytes(), "blk.2.ffn_up_exps", "missing")
+        g = self.variant()
+        g.tensor("blk.0.attn_k.weight").name = "blk.0.attn_q.weight"
+        self.refuse(g.to_bytes(), "blk.0.attn_q.weight appears twice")
+
+
+if __name__ == "__main__":
+    unittest.main()
