@@ -578,7 +578,7 @@ def _read_gguf(path, with_tensors):
 GGUF_PRE = {
     "gpt-2": "gpt2", "gpt2": "gpt2", "mpt": "mpt", "falcon": "falcon", "starcoder": "starcoder", "refact": "refact",
     "deepseek-llm": "deepseek_llm", "deepseek-coder": "deepseek_coder", "deepseek-v3": "deepseek_v3",
-    "qwen2": "qwen2", "llama-bpe": "llama3", "llama3": "llama3", "llama-v3": "llama3", "default": "default",
+    "qwen2": "qwen2", "llama-bpe": "llama3", "llama3": "llama3", "llama-v3": "llama3", "olmo": "gpt_neox", "default": "default",
 }
 NFC_PRE = ("qwen2", "mpt", "gpt_neox")  # their tokenizer.json files carry an NFC normalizer
 

@@ -78,7 +78,7 @@ int cmd_info(int argc, char **argv) {
                i.kv_bytes_per_token);
         printf("file              %" PRIu64 " bytes\n", i.file_bytes);
     }
-    if (m->file.gguf) gguf_type_table(m->file.gguf);
+    if (m->file.gguf && m->file.gguf->n_tensors) gguf_type_table(m->file.gguf);
     if (dump) moe_model_dump(m, stdout);
     moe_model_free(m);
     return 0;

@@ -17,6 +17,7 @@ static const command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "architecture, sizes and parameters of a model file"},
     {"bench", cmd_bench, "prefill and decode tokens/s, achieved vs measured bandwidth"},
+    {"dequant", cmd_dequant, "write one tensor's values as float32 (GGUF or .moe)"},
     {"quantize", cmd_quantize, "requantize weights to Q8_0, Q4_0 or Q4_K (ggml blocks)"},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))

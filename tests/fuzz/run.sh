@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# Build and run a libFuzzer target: tests/fuzz/run.sh TARGET [SECONDS]
-#   TARGET: fuzz_model (more with the tokenizer: fuzz_tokenizer)
-# Needs clang with libFuzzer (Debian: clang, libclang-rt-14-dev).
+# Build the libFuzzer targets through CMake (the library with its real per-file
+# ISA flags, so the SIMD kernels are fuzzed too; ASan + UBSan) and run one:
+#   tests/fuzz/run.sh TARGET [SECONDS]
+#   TARGET: fuzz_gguf (seeded with ../shared's GGUF files), fuzz_model (seeded
+#   with the tiny model of tests/unit/tiny_model.h), fuzz_tokenizer (see
+#   run_fuzz.sh for its inputs)
+# Needs clang with libFuzzer (Debian: clang, libclang-rt-dev).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 target=${1:?usage: run.sh TARGET [SECONDS]}
 secs=${2:-300}
 out=${FUZZ_DIR:-$root/build-fuzz}
-mkdir -p "$out/corpus-$target"
-srcs=$(ls "$root"/src/*.c)
-clang -g -O1 -fsanitize=fuzzer,address,undefined -I"$root/include" -I"$root/src" -I"$root/tests/unit" \
-  "$root/tests/fuzz/$target.c" $srcs -lm -o "$out/$target"
-if [ "$target" = fuzz_model ] && [ -z "$(ls -A "$out/corpus-$target")" ]; then
-  clang -I"$root/include" -I"$root/src" -I"$root/tests/unit" "$root/tests/fuzz/seed_tiny_model.c" -o "$out/seed"
-  "$out/seed" "$out/corpus-$target/tiny.moe"
-fi
-"$out/$target" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 "$out/corpus-$target"
+cmake -S "$root" -B "$out" -DCMAKE_C_COMPILER=clang -DMOE_FUZZ=ON -DMOE_DEFAULT_MODEL=OFF >/dev/null
+cmake --build "$out" --target "$target" -j2
+corpus="$out/corpus-$target"
+mkdir -p "$corpus"
+seeds=()
+case "$target" in
+  fuzz_gguf)
+    shared=${MOE_SHARED:-$root/../shared}
+    for d in "$shared/gguf/mixtral" "$shared/gguf/qwen3moe" "$shared/tokenizer-cases"; do
+      [ -d "$d" ] && seeds+=("$d")
+    done ;;
+  fuzz_model)
+    if [ -z "$(ls -A "$corpus")" ]; then
+      clang -I"$root/include" -I"$root/src" -I"$root/tests/unit" "$root/tests/fuzz/seed_tiny_model.c" -o "$out/seed"
+      "$out/seed" "$corpus/tiny.moe"
+    fi ;;
+esac
+"$out/$target" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -max_len=8000000 "$corpus" "${seeds[@]}"

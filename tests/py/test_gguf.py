@@ -114,6 +114,23 @@ class GGUFLogitsTest(unittest.TestCase):
         agree = sum(moetest.argmax(g) == moetest.argmax(r) or top2_gap(r) < 0.1 * sigma for g, r in zip(got, ref))
         self.assertGreaterEqual(agree, 0.95 * len(ref), "%s: argmax agrees at %d of %d" % (case["type"], agree, len(ref)))
 
+    def test_quantize_from_gguf(self):
+        """moe quantize takes a GGUF as input: Mixtral F32 -> Q8_0 .moe stays near the reference."""
+        src = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")
+        if not os.path.exists(src):
+            self.skipTest("no mixtral GGUF")
+        out = os.path.join(moetest.workdir("gguf"), "mixtral-q8.moe")
+        moetest.moe("quantize", src, out, "--type", "q8_0", "-t", "2")
+        tokens = reference = None
+        for folder, case, toks in shared_cases():
+            if folder == "mixtral":
+                tokens, reference = toks, reference_rows(folder, case, len(toks))
+        got = moetest.logits(out, tokens, "-t", "2")
+        _, rms = moetest.max_rms(got, reference)
+        self.assertLess(rms, 0.04 * std(reference))
+        agree = sum(moetest.argmax(g) == moetest.argmax(r) for g, r in zip(got, reference))
+        self.assertGreaterEqual(agree, len(tokens) - 1)
+
     def test_fused_kv_b(self):
         """An MLA file with only the fused attn_kv_b (older converters) gives the same logits
         as with the split attn_k_b/attn_v_b: k_b and v_b are derived from it at load."""
@@ -135,6 +152,161 @@ class GGUFLogitsTest(unittest.TestCase):
         split = g.write(os.path.join(moetest.workdir("gguf"), "split.gguf"))
         m, _ = moetest.max_rms(a, moetest.logits(split, tokens, "-t", "2"))
         self.assertLessEqual(m, 1e-4)
+
+
+class GGUFGoldenFamiliesTest(unittest.TestCase):
+    """Every family through the GGUF path: the golden checkpoints written as llama.cpp's converter
+    writes them (tests/py/hf_gguf.py; its Mixtral equals the shared llama.cpp file tensor for
+    tensor) give the golden logits within test_golden's tolerances."""
+
+    FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "granitemoe", "deepseek_v2", "deepseek_v3")
+
+    def test_writer_matches_llama_cpp(self):
+        import hf_gguf
+        ref = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")
+        if not os.path.exists(ref):
+            self.skipTest("no ../shared/gguf/mixtral")
+        out = hf_gguf.write(os.path.join(moetest.SHARED, "golden", "mixtral"),
+                            os.path.join(moetest.workdir("gguf_golden"), "mixtral.gguf"))
+        a = {t.name: t for t in ggufio.GGUF.read(out).tensors}
+        b = {t.name: t for t in ggufio.GGUF.read(ref).tensors}
+        self.assertEqual(sorted(a), sorted(b))
+        for name in b:
+            self.assertEqual((a[name].ne, a[name].data), (b[name].ne, b[name].data), name)
+
+    def test_golden_logits(self):
+        import hf_gguf
+        ran = 0
+        for fam in self.FAMILIES:
+            src = os.path.join(moetest.SHARED, "golden", fam)
+            if not os.path.exists(os.path.join(src, "golden.json")):
+                continue
+            with self.subTest(family=fam):
+                g = moetest.golden(fam)
+                path = hf_gguf.write(src, os.path.join(moetest.workdir("gguf_golden"), fam + ".gguf"))
+                got = moetest.logits(path, g["tokens"], "-t", "2")
+                m, rms = moetest.max_rms(got, g["rows"])
+                self.assertLessEqual(m, 2.5e-3, "%s: max %.2e" % (fam, m))
+                self.assertLessEqual(rms, 5e-4, "%s: rms %.2e" % (fam, rms))
+                self.assertEqual([moetest.argmax(r) for r in got], [moetest.argmax(r) for r in g["rows"]])
+                ran += 1
+        self.assertGreaterEqual(ran, 1, "no golden family found")
+
+
+class GGUFDequantTest(unittest.TestCase):
+    """moe dequant equals ggml's Python reference (gguf-py) for every type this build has."""
+
+    def test_shared_references(self):
+        ran = 0
+        for folder, case, _ in shared_cases():
+            for d in case.get("dequant", []):
+                with self.subTest(file="%s/%s" % (folder, d["file"])):
+                    model = os.path.join(GGUF_DIR, folder, case["file"])
+                    out = os.path.join(moetest.workdir("gguf_dq"), os.path.basename(d["file"]))
+                    p = moetest.moe("dequant", "-m", model, "--tensor", d["tensor"], "-o", out, check=False)
+                    if p.returncode and "is not supported" in p.stderr:
+                        self.skipTest(p.stderr.strip())
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    got = moetest.read_f32(out)
+                    ref = moetest.read_f32(os.path.join(GGUF_DIR, folder, d["file"]))
+                    n = 1
+                    for x in d["shape_ne"]:
+                        n *= x
+                    self.assertEqual(len(got), n)
+                    self.assertEqual(len(ref), n)
+                    bad = [i for i, (a, b) in enumerate(zip(got, ref)) if abs(a - b) > 1e-6 * abs(b) + 1e-37]
+                    self.assertFalse(bad, "%d values differ, first at %s: %r vs %r" % (
+                        len(bad), bad[:1], got[bad[0]] if bad else 0, ref[bad[0]] if bad else 0))
+                    ran += 1
+        if not shared_cases():
+            self.skipTest("no ../shared/gguf")
+        self.assertGreater(ran, 0, "no dequant reference could be checked")
+
+    def test_moe_file_and_errors(self):
+        """.moe tensors too (last dimension fastest), and GGUF F32 order equals HF row-major."""
+        src = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")
+        if not os.path.exists(src):
+            self.skipTest("no mixtral GGUF")
+        d = moetest.workdir("gguf_dq")
+        moe_path = moetest.convert(os.path.join(moetest.SHARED, "golden", "mixtral"), os.path.join(d, "mix.moe"))
+        a, b = os.path.join(d, "v_gguf.f32"), os.path.join(d, "v_moe.f32")
+        moetest.moe("dequant", "-m", src, "--tensor", "blk.1.attn_v.weight", "-o", a)
+        moetest.moe("dequant", "-m", moe_path, "--tensor", "blk.1.attn_v", "-o", b)
+        va, vb = moetest.read_f32(a), moetest.read_f32(b)
+        self.assertEqual(len(va), 64 * 128)
+        self.assertEqual(max(abs(x - y) for x, y in zip(va, vb)), 0.0)
+        p = moetest.moe("dequant", "-m", src, "--tensor", "nope", "-o", a, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no tensor nope", p.stderr)
+
+
+def tokenizer_helper():
+    """tests/unit/test_tokenizer.c's batch encoder, built beside the CLI."""
+    path = os.path.join(os.path.dirname(moetest.BIN), "test_tokenizer")
+    return path if os.path.exists(path) else None
+
+
+def read_cases(path):
+    with open(path, "rb") as f:
+        return f.read().split(b"\n__ggml_vocab_test__\n")[:-1]
+
+
+class GGUFTokenizerTest(unittest.TestCase):
+    """The C translation of tokenizer.ggml.* (src/gguf_tok.c) gives the same ids as the
+    Python converter's (tools/tokenizer_convert.py) on every vocabulary we have."""
+
+    def encode(self, helper, path, texts, *flags):
+        data = b"".join(t + b"\n__ggml_vocab_test__\n" for t in texts)
+        r = moetest.subprocess.run([helper, "batch", path] + list(flags), input=data, capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.decode().split("\n")[:len(texts)]
+        self.assertFalse([x for x in lines if x.startswith("error")])
+        return lines
+
+    def test_same_ids_as_the_python_converter(self):
+        import tokenizer_convert as tc
+        helper = tokenizer_helper()
+        if not helper:
+            self.skipTest("test_tokenizer is not built")
+        cases_dir = os.path.join(moetest.SHARED, "tokenizer-cases")
+        files = sorted(os.path.join(cases_dir, f) for f in os.listdir(cases_dir) if f.endswith(".gguf"))
+        for name in ("qwen3moe/model-Q8_0.gguf", "deepseek3/model-F32.gguf", "mixtral/model-F32.gguf"):
+            if os.path.exists(os.path.join(GGUF_DIR, name)):
+                files.append(os.path.join(GGUF_DIR, name))
+        texts = read_cases(os.path.join(cases_dir, "ggml-vocab-gpt-2.gguf.inp"))
+        texts += [b"<s>Hello</s> <|im_start|>user\n<|endoftext|> \xe2\x96\x81x"]
+        compared = 0
+        for path in files:
+            with self.subTest(file=os.path.basename(path)):
+                try:
+                    py = tc.load_tokenizer(path)
+                except tc.TokenizerError as e:
+                    p = moetest.moe("tokenize", "-m", path, "x", check=False)
+                    self.assertEqual(p.returncode, 1, "Python refuses (%s), C accepts" % e)
+                    continue
+                moe_path = os.path.join(moetest.workdir("gguf_tok"), os.path.basename(path) + ".moe")
+                tc.write_tokenizer(py, moe_path)
+                for flags in ((), ("special",)):
+                    self.assertEqual(self.encode(helper, path, texts, *flags), self.encode(helper, moe_path, texts, *flags))
+                compared += 1
+        self.assertGreaterEqual(compared, 10)
+
+    def test_model_file_tokenizer(self):
+        """A model file's tokenizer: its ids, BOS, and the chat template kept as tok.chat_template."""
+        src = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")
+        if not os.path.exists(src):
+            self.skipTest("no mixtral GGUF")
+        info = moetest.moe("info", "-m", src).stdout
+        self.assertIn("512 tokens, bos 1, eos 2", info)
+        g = ggufio.GGUF.read(src)
+        g.set("tokenizer.chat_template", ggufio.STRING, b"{{ messages }}")
+        path = g.write(os.path.join(moetest.workdir("gguf_tok"), "template.gguf"))
+        dump = moetest.moe("info", "-m", path, "--dump").stdout
+        self.assertIn('tok.chat_template', dump.split("as the engine reads it:")[1])
+        g.set("tokenizer.ggml.pre", ggufio.STRING, b"no-such-pre")
+        p = moetest.moe("info", "-m", g.write(path), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no-such-pre", p.stderr)
 
 
 class GGUFBadInputTest(unittest.TestCase):

@@ -58,7 +58,9 @@ class LoaderTest(unittest.TestCase):
                             "cut at %d: %s" % (cut, msg))
 
     def test_wrong_magic(self):
-        self.refuse(self.write("magic.moe", b"GGUF" + self.bytes[4:]), "bad magic")
+        self.refuse(self.write("magic.moe", b"GGUG" + self.bytes[4:]), "bad magic")
+        # GGUF's magic makes it a GGUF file (read directly since issue 21): its version field is checked
+        self.refuse(self.write("magic.moe", b"GGUF" + self.bytes[4:]), "GGUF version 1 is not supported")
 
     def test_wrong_version(self):
         self.refuse(self.write("version.moe", self.bytes[:4] + struct.pack("<I", 7) + self.bytes[8:]), "version 7")

@@ -1,0 +1,238 @@
+"""hf_gguf - write a Hugging Face checkpoint as an F32 GGUF file the way llama.cpp's
+convert_hf_to_gguf.py does (its tensor names, its {arch}.* keys, its Q/K row permutation for
+the Llama-style models, its expert stacking), for the families the golden checkpoints cover.
+A test helper, standard library only: it lets the GGUF path of every family be checked against
+the golden logits. Its Mixtral output equals the tensors of ../shared/gguf/mixtral (written by
+llama.cpp's own converter), which checks this writer itself.
+
+DeepSeek's MLA is written in three forms to cover the readers: V2 with only the fused
+attn_kv_b (older converters), V3 with only llama.cpp's 3-D attn_k_b/attn_v_b."""
+
+import json
+import os
+import struct
+import sys
+
+import ggufio
+from ggufio import ARRAY, BOOL, F32, STRING, U32
+
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+import convert  # noqa: E402
+import tokenizer_convert  # noqa: E402
+
+ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
+        "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"}
+
+
+class Writer:
+    def __init__(self, src):
+        with open(os.path.join(src, "config.json")) as f:
+            self.cfg = json.load(f)
+        self.w = convert.load_weights(src)
+        self.g = ggufio.GGUF()
+        self.arch = ARCH[self.cfg["model_type"]]
+
+    def f32(self, name):
+        t = self.w[name]
+        return list(t.shape), convert.to_f32(t.dtype, t.read())
+
+    def add(self, name, shape, data):
+        self.g.tensors.append(ggufio.Tensor(name, list(reversed(shape)), 0, data))
+
+    def copy(self, gname, hname):
+        self.add(gname, *self.f32(hname))
+
+    def stack(self, gname, hnames):
+        parts = [self.f32(h) for h in hnames]
+        self.add(gname, [len(parts)] + parts[0][0], b"".join(p[1] for p in parts))
+
+    def permuted(self, gname, hname, n_head):
+        """llama.cpp's LlamaModel.permute: each head's rows from rotate-half order into
+        interleaved pairs (row 2i+j of a head <- row j*hd/2+i)."""
+        shape, data = self.f32(hname)
+        rows, cols = shape
+        hd = rows // n_head
+        rb = cols * 4
+        out = []
+        for h in range(n_head):
+            for i in range(hd // 2):
+                for j in range(2):
+                    r = h * hd + j * (hd // 2) + i
+                    out.append(data[r * rb:(r + 1) * rb])
+        self.add(gname, shape, b"".join(out))
+
+    def key(self, suffix, vtype, value):
+        self.g.set("%s.%s" % (self.arch, suffix), vtype, value)
+
+
+def rows_of(data, cols, lo, hi):
+    return data[lo * cols * 4:hi * cols * 4]
+
+
+def write(src, out):
+    w = Writer(src)
+    c, arch, g = w.cfg, w.arch, w.g
+    mt = c["model_type"]
+    L, D, H = c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"]
+    KV = c.get("num_key_value_heads", H)
+    HD = c.get("head_dim", D // H)
+    g.set("general.architecture", STRING, arch.encode())
+    g.set("general.name", STRING, os.path.basename(os.path.abspath(src)).encode())
+    w.key("block_count", U32, L)
+    w.key("context_length", U32, c["max_position_embeddings"])
+    w.key("embedding_length", U32, D)
+    w.key("feed_forward_length", U32, c["intermediate_size"])
+    w.key("attention.head_count", U32, H)
+    w.key("attention.head_count_kv", U32, KV)
+    w.key("rope.freq_base", F32, float(c.get("rope_theta", 10000)))
+    w.key("attention.layer_norm_rms_epsilon", F32, c["rms_norm_eps"])
+    w.key("vocab_size", U32, c["vocab_size"])
+    ds = arch == "deepseek2"
+    pair = mt in ("mixtral", "granitemoe")  # llama.cpp permutes Q/K of the Llama-derived models
+    if not ds:
+        w.key("rope.dimension_count", U32, HD)
+    if mt in ("qwen3_moe",):
+        w.key("attention.key_length", U32, HD)
+        w.key("attention.value_length", U32, HD)
+    E = c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0
+    w.key("expert_count", U32, E)
+    w.key("expert_used_count", U32, c["num_experts_per_tok"])
+    if mt in ("qwen2_moe", "qwen3_moe") or ds:
+        w.key("expert_feed_forward_length", U32, c["moe_intermediate_size"])
+    if mt == "qwen2_moe":
+        w.key("expert_shared_feed_forward_length", U32, c["shared_expert_intermediate_size"])
+    if mt == "granitemoe":
+        w.key("attention.scale", F32, c["attention_multiplier"])
+        w.key("embedding_scale", F32, c["embedding_multiplier"])
+        w.key("residual_scale", F32, c["residual_multiplier"])
+        w.key("logit_scale", F32, c["logits_scaling"])
+    if ds:
+        nope, rope, vd = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
+        w.key("leading_dense_block_count", U32, c["first_k_dense_replace"])
+        if c.get("q_lora_rank"):
+            w.key("attention.q_lora_rank", U32, c["q_lora_rank"])
+        w.key("attention.kv_lora_rank", U32, c["kv_lora_rank"])
+        w.key("attention.key_length", U32, nope + rope)
+        w.key("attention.value_length", U32, vd)
+        w.key("rope.dimension_count", U32, rope)
+        w.key("expert_shared_count", U32, c["n_shared_experts"])
+        w.key("expert_weights_scale", F32, c["routed_scaling_factor"])
+        w.key("expert_weights_norm", BOOL, bool(c.get("norm_topk_prob")))
+        w.key("expert_gating_func", U32, 2 if c.get("scoring_func") == "sigmoid" else 1)
+        if c.get("n_group"):
+            w.key("expert_group_count", U32, c["n_group"])
+            w.key("expert_group_used_count", U32, c["topk_group"])
+        rs = c.get("rope_scaling")
+        if rs and rs.get("type", rs.get("rope_type")) == "yarn":
+            w.key("rope.scaling.type", STRING, b"yarn")
+            w.key("rope.scaling.factor", F32, rs["factor"])
+            w.key("rope.scaling.original_context_length", U32, rs["original_max_position_embeddings"])
+            w.key("rope.scaling.yarn_log_multiplier", F32, 0.1 * rs["mscale_all_dim"])
+
+    w.copy("token_embd.weight", "model.embed_tokens.weight")
+    w.copy("output_norm.weight", "model.norm.weight")
+    if not c.get("tie_word_embeddings") and "lm_head.weight" in w.w:
+        w.copy("output.weight", "lm_head.weight")
+    for i in range(L):
+        p, b = "model.layers.%d." % i, "blk.%d." % i
+        w.copy(b + "attn_norm.weight", p + "input_layernorm.weight")
+        w.copy(b + "ffn_norm.weight", p + "post_attention_layernorm.weight")
+        a = p + "self_attn."
+        if ds:
+            if c.get("q_lora_rank"):
+                w.copy(b + "attn_q_a.weight", a + "q_a_proj.weight")
+                w.copy(b + "attn_q_a_norm.weight", a + "q_a_layernorm.weight")
+                w.copy(b + "attn_q_b.weight", a + "q_b_proj.weight")
+            else:
+                w.copy(b + "attn_q.weight", a + "q_proj.weight")
+            w.copy(b + "attn_kv_a_mqa.weight", a + "kv_a_proj_with_mqa.weight")
+            w.copy(b + "attn_kv_a_norm.weight", a + "kv_a_layernorm.weight")
+            shape, kvb = w.f32(a + "kv_b_proj.weight")
+            kl = shape[1]
+            if mt == "deepseek_v2":
+                w.add(b + "attn_kv_b.weight", shape, kvb)
+            else:  # llama.cpp's split: k_b [H, kv_lora, nope] (transposed), v_b [H, v, kv_lora]
+                vals = struct.unpack("<%df" % (len(kvb) // 4), kvb)
+                kb, vb = [], []
+                for h in range(H):
+                    base = h * (nope + vd)
+                    for col in range(kl):
+                        kb.extend(vals[(base + r) * kl + col] for r in range(nope))
+                    vb.extend(vals[(base + nope) * kl:(base + nope + vd) * kl])
+                w.add(b + "attn_k_b.weight", [H, kl, nope], struct.pack("<%df" % len(kb), *kb))
+                w.add(b + "attn_v_b.weight", [H, vd, kl], struct.pack("<%df" % len(vb), *vb))
+            w.copy(b + "attn_output.weight", a + "o_proj.weight")
+        else:
+            if pair:
+                w.permuted(b + "attn_q.weight", a + "q_proj.weight", H)
+                w.permuted(b + "attn_k.weight", a + "k_proj.weight", KV)
+            else:
+                w.copy(b + "attn_q.weight", a + "q_proj.weight")
+                w.copy(b + "attn_k.weight", a + "k_proj.weight")
+            w.copy(b + "attn_v.weight", a + "v_proj.weight")
+            w.copy(b + "attn_output.weight", a + "o_proj.weight")
+            for x in "qkv":
+                if a + x + "_proj.bias" in w.w:
+                    w.copy(b + "attn_%s.bias" % x, a + x + "_proj.bias")
+            if a + "q_norm.weight" in w.w:
+                w.copy(b + "attn_q_norm.weight", a + "q_norm.weight")
+                w.copy(b + "attn_k_norm.weight", a + "k_norm.weight")
+        dense = ds and i < c["first_k_dense_replace"]
+        m = p + "mlp."
+        if dense:
+            for x in ("gate", "up", "down"):
+                w.copy(b + "ffn_%s.weight" % x, m + x + "_proj.weight")
+            continue
+        if mt == "mixtral":
+            s = p + "block_sparse_moe."
+            w.copy(b + "ffn_gate_inp.weight", s + "gate.weight")
+            for x, h in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+                w.stack(b + "ffn_%s_exps.weight" % x, [s + "experts.%d.%s.weight" % (e, h) for e in range(E)])
+        elif mt == "granitemoe":
+            s = p + "block_sparse_moe."
+            w.copy(b + "ffn_gate_inp.weight", s + "router.layer.weight")
+            shape, data = w.f32(s + "input_linear.weight")  # [E, 2F, D]: gate rows then up rows
+            F = shape[1] // 2
+            per = 2 * F * D * 4
+            w.add(b + "ffn_gate_exps.weight", [E, F, D], b"".join(data[e * per:e * per + F * D * 4] for e in range(E)))
+            w.add(b + "ffn_up_exps.weight", [E, F, D], b"".join(data[e * per + F * D * 4:(e + 1) * per] for e in range(E)))
+            w.copy(b + "ffn_down_exps.weight", s + "output_linear.weight")
+        else:
+            w.copy(b + "ffn_gate_inp.weight", m + "gate.weight")
+            if m + "gate.e_score_correction_bias" in w.w:
+                w.copy(b + "exp_probs_b.bias", m + "gate.e_score_correction_bias")
+            for x in ("gate", "up", "down"):
+                w.stack(b + "ffn_%s_exps.weight" % x, [m + "experts.%d.%s_proj.weight" % (e, x) for e in range(E)])
+            sh = m + ("shared_expert." if mt == "qwen2_moe" else "shared_experts.")
+            if sh + "gate_proj.weight" in w.w:
+                for x in ("gate", "up", "down"):
+                    w.copy(b + "ffn_%s_shexp.weight" % x, sh + x + "_proj.weight")
+            if m + "shared_expert_gate.weight" in w.w:
+                w.copy(b + "ffn_gate_inp_shexp.weight", m + "shared_expert_gate.weight")
+    add_tokenizer(g, src)
+    return g.write(out)
+
+
+def add_tokenizer(g, src):
+    """tokenizer.ggml.* from tokenizer.json: byte-level BPE (the golden checkpoints' kind)."""
+    tj = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+    vocab = tj["model"]["vocab"]
+    n = max(list(vocab.values()) + [a["id"] for a in tj.get("added_tokens", [])]) + 1
+    toks, types = [b"[PAD%d]" % i for i in range(n)], [5] * n
+    for s, i in vocab.items():
+        toks[i], types[i] = s.encode(), 1
+    for a in tj.get("added_tokens", []):
+        toks[a["id"]], types[a["id"]] = a["content"].encode(), 3 if a.get("special") else 4
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"].get("merges", [])]
+    g.set("tokenizer.ggml.model", STRING, b"gpt2")
+    g.set("tokenizer.ggml.pre", STRING, b"gpt-2")
+    g.set("tokenizer.ggml.tokens", ARRAY, (STRING, toks))
+    g.set("tokenizer.ggml.token_type", ARRAY, (ggufio.I32, types))
+    g.set("tokenizer.ggml.merges", ARRAY, (STRING, [m.encode() for m in merges]))
+
+
+if __name__ == "__main__":
+    write(sys.argv[1], sys.argv[2])
+    print(tokenizer_convert.__name__ and "ok")
