@@ -131,6 +131,26 @@ class GGUFLogitsTest(unittest.TestCase):
         agree = sum(moetest.argmax(g) == moetest.argmax(r) for g, r in zip(got, reference))
         self.assertGreaterEqual(agree, len(tokens) - 1)
 
+    def test_every_command_takes_gguf(self):
+        """run, tokenize, perplexity, route and bench on a GGUF file (info, logits, quantize and
+        dequant are tested above)."""
+        src = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")
+        if not os.path.exists(src):
+            self.skipTest("no mixtral GGUF")
+        d = moetest.workdir("gguf_cli")
+        text = os.path.join(d, "text.txt")
+        with open(text, "w") as f:
+            f.write("Once upon a time there was a little girl who liked to play in the sun. " * 6)
+        out = moetest.moe("run", "-m", src, "-p", "Once upon a time", "-n", "8", "--temp", "0", "-t", "2")
+        self.assertTrue(out.stdout.strip(), "run printed nothing")
+        ids = moetest.moe("tokenize", "-m", src, "Once upon a time").stdout.split()
+        self.assertTrue(ids and all(x.isdigit() for x in ids))
+        ppl = moetest.moe("perplexity", "-m", src, "-f", text, "-c", "32", "-t", "2")
+        self.assertIn("PPL", ppl.stdout + ppl.stderr)
+        moetest.moe("route", "-m", src, "-f", text, "-c", "32", "-o", os.path.join(d, "route"), "-t", "2")
+        bench = moetest.moe("bench", "-m", src, "-p", "16", "-n", "4", "-r", "1", "-t", "2", "--json")
+        self.assertIn("tg", bench.stdout)
+
     def test_fused_kv_b(self):
         """An MLA file with only the fused attn_kv_b (older converters) gives the same logits
         as with the split attn_k_b/attn_v_b: k_b and v_b are derived from it at load."""
