@@ -33,17 +33,16 @@ foreach(src ${MOE_PY_TESTS})
 endforeach()
 
 # The GGUF fuzz target for a bounded time (a MOE_FUZZ build only), seeded with
-# the shared llama.cpp files; new inputs go to the build folder's corpus.
+# a small GGUF model written by tests/fuzz/make_gguf_seed.py (the shared files
+# are megabytes: too slow to mutate); new inputs go to the build folder's corpus.
 if(MOE_FUZZ)
   set(MOE_FUZZ_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz-corpus/fuzz_gguf)
+  set(MOE_FUZZ_SEEDS ${CMAKE_CURRENT_BINARY_DIR}/fuzz-seeds/fuzz_gguf)
   file(MAKE_DIRECTORY ${MOE_FUZZ_CORPUS})
-  set(MOE_FUZZ_SEEDS)
-  foreach(d gguf/mixtral gguf/qwen3moe tokenizer-cases)
-    if(EXISTS ${MOE_SHARED_DIR}/${d})
-      list(APPEND MOE_FUZZ_SEEDS ${MOE_SHARED_DIR}/${d})
-    endif()
-  endforeach()
+  add_test(NAME fuzz_gguf_seeds COMMAND ${Python3_EXECUTABLE}
+           ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/make_gguf_seed.py ${MOE_FUZZ_SEEDS})
+  set_tests_properties(fuzz_gguf_seeds PROPERTIES FIXTURES_SETUP gguf_seeds)
   add_test(NAME fuzz_gguf COMMAND fuzz_gguf -max_total_time=${MOE_FUZZ_SECONDS} -timeout=20 -rss_limit_mb=4096
-           -max_len=8000000 ${MOE_FUZZ_CORPUS} ${MOE_FUZZ_SEEDS})
-  set_tests_properties(fuzz_gguf PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 1800)
+           ${MOE_FUZZ_CORPUS} ${MOE_FUZZ_SEEDS})
+  set_tests_properties(fuzz_gguf PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 1800 FIXTURES_REQUIRED gguf_seeds)
 endif()

@@ -2,7 +2,7 @@
 # Build the libFuzzer targets through CMake (the library with its real per-file
 # ISA flags, so the SIMD kernels are fuzzed too; ASan + UBSan) and run one:
 #   tests/fuzz/run.sh TARGET [SECONDS]
-#   TARGET: fuzz_gguf (seeded with ../shared's GGUF files), fuzz_model (seeded
+#   TARGET: fuzz_gguf (seeded with tests/fuzz/make_gguf_seed.py), fuzz_model (seeded
 #   with the tiny model of tests/unit/tiny_model.h), fuzz_tokenizer (see
 #   run_fuzz.sh for its inputs)
 # Needs clang with libFuzzer (Debian: clang, libclang-rt-dev).
@@ -18,14 +18,12 @@ mkdir -p "$corpus"
 seeds=()
 case "$target" in
   fuzz_gguf)
-    shared=${MOE_SHARED:-$root/../shared}
-    for d in "$shared/gguf/mixtral" "$shared/gguf/qwen3moe" "$shared/tokenizer-cases"; do
-      [ -d "$d" ] && seeds+=("$d")
-    done ;;
+    python3 "$root/tests/fuzz/make_gguf_seed.py" "$out/seeds-$target"
+    seeds+=("$out/seeds-$target") ;;
   fuzz_model)
     if [ -z "$(ls -A "$corpus")" ]; then
       clang -I"$root/include" -I"$root/src" -I"$root/tests/unit" "$root/tests/fuzz/seed_tiny_model.c" -o "$out/seed"
       "$out/seed" "$corpus/tiny.moe"
     fi ;;
 esac
-"$out/$target" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -max_len=8000000 "$corpus" "${seeds[@]}"
+"$out/$target" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 "$corpus" "${seeds[@]}"

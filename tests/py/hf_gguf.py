@@ -20,7 +20,6 @@ TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "to
 if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 import convert  # noqa: E402
-import tokenizer_convert  # noqa: E402
 
 ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
         "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"}
@@ -65,10 +64,6 @@ class Writer:
 
     def key(self, suffix, vtype, value):
         self.g.set("%s.%s" % (self.arch, suffix), vtype, value)
-
-
-def rows_of(data, cols, lo, hi):
-    return data[lo * cols * 4:hi * cols * 4]
 
 
 def write(src, out):
@@ -235,4 +230,3 @@ def add_tokenizer(g, src):
 
 if __name__ == "__main__":
     write(sys.argv[1], sys.argv[2])
-    print(tokenizer_convert.__name__ and "ok")
