@@ -22,7 +22,8 @@ if TOOLS not in sys.path:
 import convert  # noqa: E402
 
 ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
-        "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"}
+        "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
+        "olmoe": "olmoe"}
 
 
 class Writer:
@@ -85,15 +86,18 @@ def write(src, out):
     w.key("attention.layer_norm_rms_epsilon", F32, c["rms_norm_eps"])
     w.key("vocab_size", U32, c["vocab_size"])
     ds = arch == "deepseek2"
-    pair = mt in ("mixtral", "granitemoe")  # llama.cpp permutes Q/K of the Llama-derived models
+    pair = mt in ("mixtral", "granitemoe", "llama")  # llama.cpp permutes Q/K of the Llama-derived models
     if not ds:
         w.key("rope.dimension_count", U32, HD)
-    if mt in ("qwen3_moe",):
+    if mt in ("qwen3_moe", "qwen3"):
         w.key("attention.key_length", U32, HD)
         w.key("attention.value_length", U32, HD)
     E = c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0
-    w.key("expert_count", U32, E)
-    w.key("expert_used_count", U32, c["num_experts_per_tok"])
+    if E:
+        w.key("expert_count", U32, E)
+        w.key("expert_used_count", U32, c["num_experts_per_tok"])
+    if c.get("clip_qkv"):
+        w.key("attention.clamp_kqv", F32, c["clip_qkv"])
     if mt in ("qwen2_moe", "qwen3_moe") or ds:
         w.key("expert_feed_forward_length", U32, c["moe_intermediate_size"])
     if mt == "qwen2_moe":
@@ -174,7 +178,7 @@ def write(src, out):
             if a + "q_norm.weight" in w.w:
                 w.copy(b + "attn_q_norm.weight", a + "q_norm.weight")
                 w.copy(b + "attn_k_norm.weight", a + "k_norm.weight")
-        dense = ds and i < c["first_k_dense_replace"]
+        dense = (ds and i < c["first_k_dense_replace"]) or not E
         m = p + "mlp."
         if dense:
             for x in ("gate", "up", "down"):
@@ -206,7 +210,8 @@ def write(src, out):
                     w.copy(b + "ffn_%s_shexp.weight" % x, sh + x + "_proj.weight")
             if m + "shared_expert_gate.weight" in w.w:
                 w.copy(b + "ffn_gate_inp_shexp.weight", m + "shared_expert_gate.weight")
-    add_tokenizer(g, src)
+    if os.path.exists(os.path.join(src, "tokenizer.json")):
+        add_tokenizer(g, src)
     return g.write(out)
 
 

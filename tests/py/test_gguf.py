@@ -8,6 +8,7 @@ skipped with a message naming the type, so the test turns on as types land."""
 import json
 import os
 import struct
+import sys
 import unittest
 
 import moetest
@@ -211,6 +212,29 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
                 self.assertEqual([moetest.argmax(r) for r in got], [moetest.argmax(r) for r in g["rows"]])
                 ran += 1
         self.assertGreaterEqual(ran, 1, "no golden family found")
+
+
+class GGUFSyntheticFamiliesTest(unittest.TestCase):
+    """The families without a golden checkpoint (dense llama, qwen2, qwen3; olmoe): a random
+    checkpoint (tools/make_synthetic.py) run as GGUF (llama.cpp's layout, tests/py/hf_gguf.py)
+    and as .moe (tools/convert.py) gives the same logits: the GGUF translation (keys, permuted
+    Q/K with pair RoPE, biases, QK-norms, clamp) matches the converter's reading of the HF config."""
+
+    def test_same_logits_as_the_converter(self):
+        import hf_gguf
+        d = moetest.workdir("gguf_synth")
+        tokens = [1, 5, 9, 2, 7, 3, 11, 4, 8, 6, 10, 12]
+        for fam, extra in (("llama", []), ("qwen2", []), ("qwen3", []), ("olmoe", ["--set", "clip_qkv=8.0"])):
+            with self.subTest(family=fam):
+                src = os.path.join(d, fam)
+                moetest.run([sys.executable, os.path.join(moetest.TOOLS, "make_synthetic.py"), "--family", fam,
+                             "--layers", "2", "--vocab", "64", "--dtype", "f32", "--seed", "3", "-o", src] + extra)
+                moe_path = moetest.convert(src, os.path.join(d, fam + ".moe"), "--no-tokenizer")
+                gguf_path = hf_gguf.write(src, os.path.join(d, fam + ".gguf"))
+                a = moetest.logits(moe_path, tokens, "-t", "2")
+                b = moetest.logits(gguf_path, tokens, "-t", "2")
+                m, _ = moetest.max_rms(a, b)
+                self.assertLessEqual(m, 1e-4, "%s: max |gguf - moe| %.2e" % (fam, m))
 
 
 class GGUFDequantTest(unittest.TestCase):
