@@ -12,6 +12,9 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "quant_k.h"
+#include "quant_legacy.h"
+#include "quant_mxfp4.h"
 #include "util.h"
 
 #define TOK 4 /* tokens per pass over a weight row */
@@ -258,6 +261,193 @@ void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a
                 }
             }
             for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
+        }
+    }
+}
+
+/* The K-quant tiles below share avx2_tile_q4_K's shape: per super-block,
+ * exact int32 sums per token (codes as unsigned or sign-tricked bytes,
+ * maddubs into int16 pairs, madd by the integer sub-block scales), then one
+ * float multiply by the two super-block scales. */
+
+/* The 8-lane int32 sum of v. */
+static inline int hsum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_hadd_epi32(s, s);
+    s = _mm_hadd_epi32(s, s);
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Q5_K x Q8_K: Q4_K's nibbles plus the 5th bit of sub-block j (qh bit j of
+ * each byte, moved to bit 4): codes 0..31, still unsigned for maddubs. */
+void avx2_tile_q5_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy) {
+    int nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8_K *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_q5_K *wb = (const block_q5_K *)((const char *)w + (size_t)r * w_stride);
+            if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
+            float sum[TOK] = {0};
+            for (int b = 0; b < nb; b++) {
+                uint8_t sc[8], mn[8];
+                for (int j = 0; j < 8; j++) q4_K_scale_min(j, wb[b].scales, &sc[j], &mn[j]);
+                float d = h2f(wb[b].d), dmin = h2f(wb[b].dmin);
+                __m256i qh = _mm256_loadu_si256((const __m256i *)wb[b].qh);
+                __m256i sumi[TOK];
+                for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
+                for (int c = 0; c < 4; c++) {
+                    __m256i q = _mm256_loadu_si256((const __m256i *)(wb[b].qs + 32 * c));
+                    __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
+                    __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
+                    __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h1);
+                    __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h2);
+                    __m256i s1 = _mm256_set1_epi16(sc[2 * c]), s2 = _mm256_set1_epi16(sc[2 * c + 1]);
+                    for (int t = 0; t < m; t++) {
+                        const int8_t *xq = x[t][b].qs + 64 * c;
+                        __m256i p1 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
+                        __m256i p2 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p1, s1), _mm256_madd_epi16(p2, s2)));
+                    }
+                }
+                for (int t = 0; t < m; t++) {
+                    int summ = 0;
+                    for (int j = 0; j < 8; j++) summ += mn[j] * (x[t][b].bsums[2 * j] + x[t][b].bsums[2 * j + 1]);
+                    sum[t] += x[t][b].d * (d * (float)hsum8_epi32(sumi[t]) - dmin * (float)summ);
+                }
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
+        }
+    }
+}
+
+/* Q6_K x Q8_K: the 6-bit codes q = w + 32 (0..63) are unsigned, so maddubs
+ * takes them as they are and the - 32 becomes - 32 * sc * (the activation's
+ * sum of 16, bsums) per scale group. Scales are signed bytes, 16 values
+ * each: a 32-value step's int16 pairs take two of them in madd. */
+void avx2_tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy) {
+    int nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8_K *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_q6_K *wb = (const block_q6_K *)((const char *)w + (size_t)r * w_stride);
+            if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
+            float sum[TOK] = {0};
+            for (int b = 0; b < nb; b++) {
+                const int8_t *sc = wb[b].scales;
+                __m256i sumi[TOK];
+                for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
+                for (int h = 0; h < 2; h++) {
+                    __m256i qh = _mm256_loadu_si256((const __m256i *)(wb[b].qh + 32 * h));
+                    __m256i ql0 = _mm256_loadu_si256((const __m256i *)(wb[b].ql + 64 * h));
+                    __m256i ql1 = _mm256_loadu_si256((const __m256i *)(wb[b].ql + 64 * h + 32));
+                    for (int k = 0; k < 4; k++) { /* values 128 h + 32 k .. + 32: scale groups 8 h + 2 k, + 1 */
+                        __m256i ql = k & 1 ? ql1 : ql0;
+                        __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+                        __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
+                        __m256i q = _mm256_or_si256(lo, hi);
+                        int g = 8 * h + 2 * k;
+                        __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+                        for (int t = 0; t < m; t++) {
+                            __m256i xq = _mm256_loadu_si256((const __m256i *)(x[t][b].qs + 128 * h + 32 * k));
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), s));
+                        }
+                    }
+                }
+                float d = h2f(wb[b].d);
+                for (int t = 0; t < m; t++) {
+                    int corr = 0;
+                    for (int g = 0; g < 16; g++) corr += sc[g] * x[t][b].bsums[g];
+                    sum[t] += d * x[t][b].d * (float)(hsum8_epi32(sumi[t]) - 32 * corr);
+                }
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
+        }
+    }
+}
+
+/* IQ4_XS x Q8_K: each nibble looks its level up in kvalues_iq4nl (one
+ * shuffle), the levels are signed, so the sign trick: |level| x sign(x,
+ * level). Two sub-blocks per 32 code bytes: the low nibbles are values
+ * 0..15 of each, the high nibbles 16..31; their scales sit in the two
+ * 128-bit halves of the madd. */
+void avx2_tile_iq4_xs(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    int nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl));
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8_K *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_iq4_xs *wb = (const block_iq4_xs *)((const char *)w + (size_t)r * w_stride);
+            if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
+            float sum[TOK] = {0};
+            for (int b = 0; b < nb; b++) {
+                __m256i sumi[TOK];
+                for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
+                for (int j = 0; j < 8; j += 2) {
+                    __m256i q = _mm256_loadu_si256((const __m256i *)(wb[b].qs + 16 * j));
+                    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(q, m4));
+                    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+                    __m256i alo = _mm256_abs_epi8(lo), ahi = _mm256_abs_epi8(hi);
+                    __m256i s = _mm256_set_m128i(_mm_set1_epi16((short)(iq4_xs_scale(&wb[b], j + 1) - 32)),
+                                                 _mm_set1_epi16((short)(iq4_xs_scale(&wb[b], j) - 32)));
+                    for (int t = 0; t < m; t++) {
+                        const int8_t *xq = x[t][b].qs + 32 * j; /* sub-block j: xq[0..32), j + 1: xq[32..64) */
+                        __m256i xlo = _mm256_loadu2_m128i((const __m128i *)(xq + 32), (const __m128i *)xq);
+                        __m256i xhi = _mm256_loadu2_m128i((const __m128i *)(xq + 48), (const __m128i *)(xq + 16));
+                        __m256i p1 = _mm256_maddubs_epi16(alo, _mm256_sign_epi8(xlo, lo));
+                        __m256i p2 = _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(xhi, hi));
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p1, s), _mm256_madd_epi16(p2, s)));
+                    }
+                }
+                float d = h2f(wb[b].d);
+                for (int t = 0; t < m; t++) sum[t] += d * x[t][b].d * (float)hsum8_epi32(sumi[t]);
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
+        }
+    }
+}
+
+/* MXFP4 x float: each block's 32 levels (a shuffle of the nibbles through
+ * kvalues_mxfp4) times its power-of-two half scale are exact floats, used
+ * for up to TOK float activation rows with FMA; no activation rounding
+ * (quant_mxfp4.h says why). */
+void avx2_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                     int nt, float *y, size_t ldy) {
+    int nb = n / QK_MXFP4;
+    const __m128i m4 = _mm_set1_epi8(0xF), lut = _mm_loadu_si128((const __m128i *)kvalues_mxfp4);
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const float *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_mxfp4 *wb = (const block_mxfp4 *)((const char *)w + (size_t)r * w_stride);
+            if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
+            __m256 acc[TOK];
+            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
+            for (int b = 0; b < nb; b++) {
+                __m128i q = _mm_loadu_si128((const __m128i *)wb[b].qs);
+                __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
+                __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+                __m256 d = _mm256_set1_ps(mxfp4_half_scale(wb[b].e)), wv[4];
+                wv[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
+                wv[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
+                wv[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
+                wv[3] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
+                for (int t = 0; t < m; t++)
+                    for (int k = 0; k < 4; k++) acc[t] = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(x[t] + 32 * b + 8 * k), acc[t]);
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
         }
     }
 }

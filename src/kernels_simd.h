@@ -71,9 +71,18 @@ static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((cons
 static inline int r16_x_offset(int q4, int k) { return q4 ? (k < 4 ? 4 * k : 16 + 4 * (k - 4)) : 4 * k; }
 
 #if defined(__x86_64__) || defined(_M_X64)
-/* Q4_K in AVX2 (kernels_avx2.c), which the AVX-512 set uses too: madd
- * already folds each sub-block's scale in, so wider registers gain little. */
+/* The K-quants, IQ4_XS and MXFP4 in AVX2 (kernels_avx2.c), which the
+ * AVX-512 set uses too: madd already folds each sub-block's scale in, so
+ * wider registers gain little. */
 void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy);
+void avx2_tile_q5_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy);
+void avx2_tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy);
+void avx2_tile_iq4_xs(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy);
+void avx2_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                     int nt, float *y, size_t ldy);
 #endif
 

@@ -328,41 +328,61 @@ static void pack_scale_min_k4(const uint8_t *ls, const uint8_t *lm, uint8_t *s) 
     }
 }
 
+/* ggml's Q4_K / Q5_K reference: per sub-block of 32 a fit x ~ scale * L -
+ * min (codes 0..nmax), the 8 scales and mins as 6-bit multiples of d and
+ * dmin (f16), then the codes again against the stored scales (a zero scale
+ * keeps the fit's). Fills d, dmin, the 12 packed scale bytes and L. */
+static void fit_k_block(const float *x, int nmax, float rmin, int nstep, uint16_t *d, uint16_t *dmin,
+                        uint8_t *packed, uint8_t *L) {
+    uint8_t Laux[32];
+    float scales[8], mins[8], weights[32], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
+        float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(x[32 * j + l]);
+        scales[j] = fit_scale_min_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    uint8_t ls[8], lm[8];
+    for (int j = 0; j < 8; j++) {
+        uint8_t s = (uint8_t)nearest_int(inv_scale * scales[j]), m = (uint8_t)nearest_int(inv_min * mins[j]);
+        ls[j] = s < 63 ? s : 63;
+        lm[j] = m < 63 ? m : 63;
+    }
+    pack_scale_min_k4(ls, lm, packed);
+    *d = f32_to_f16(max_scale / 63.f);
+    *dmin = f32_to_f16(max_min / 63.f);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        q4_K_scale_min(j, packed, &sc, &m);
+        float dl = f16_to_f32(*d) * (float)sc;
+        if (dl == 0) continue;
+        float dm = f16_to_f32(*dmin) * (float)m;
+        for (int i = 0; i < 32; i++) {
+            int l = nearest_int((x[32 * j + i] + dm) / dl);
+            L[32 * j + i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+        }
+    }
+}
+
+void quantize_row_q4_K_ggml(const float *x, void *vy, int n) {
+    block_q4_K *y = vy;
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        uint8_t L[QK_K];
+        fit_k_block(x, 15, -1.0f, 20, &y[b].d, &y[b].dmin, y[b].scales, L);
+        for (int c = 0; c < 4; c++) /* sub-block 2c in the low nibbles of qs[32c..], 2c+1 in the high */
+            for (int l = 0; l < 32; l++) y[b].qs[32 * c + l] = (uint8_t)(L[64 * c + l] | L[64 * c + 32 + l] << 4);
+    }
+}
+
 void quantize_row_q5_K(const float *x, void *vy, int n) {
     block_q5_K *y = vy;
     for (int b = 0; b < n / QK_K; b++, x += QK_K) {
-        uint8_t L[QK_K], Laux[32];
-        float scales[8], mins[8], weights[32], max_scale = 0, max_min = 0;
-        for (int j = 0; j < 8; j++) {
-            float sum_x2 = 0;
-            for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
-            float av_x = sqrtf(sum_x2 / 32);
-            for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(x[32 * j + l]);
-            scales[j] = fit_scale_min_qkx2(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15);
-            if (scales[j] > max_scale) max_scale = scales[j];
-            if (mins[j] > max_min) max_min = mins[j];
-        }
-        float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-        uint8_t ls[8], lm[8];
-        for (int j = 0; j < 8; j++) {
-            uint8_t s = (uint8_t)nearest_int(inv_scale * scales[j]), m = (uint8_t)nearest_int(inv_min * mins[j]);
-            ls[j] = s < 63 ? s : 63;
-            lm[j] = m < 63 ? m : 63;
-        }
-        pack_scale_min_k4(ls, lm, y[b].scales);
-        y[b].d = f32_to_f16(max_scale / 63.f);
-        y[b].dmin = f32_to_f16(max_min / 63.f);
-        for (int j = 0; j < 8; j++) { /* the codes again, against the stored scales (a zero scale keeps the fit's) */
-            uint8_t sc, m;
-            q4_K_scale_min(j, y[b].scales, &sc, &m);
-            float d = f16_to_f32(y[b].d) * (float)sc;
-            if (d == 0) continue;
-            float dm = f16_to_f32(y[b].dmin) * (float)m;
-            for (int i = 0; i < 32; i++) {
-                int l = nearest_int((x[32 * j + i] + dm) / d);
-                L[32 * j + i] = (uint8_t)(l < 0 ? 0 : l > 31 ? 31 : l);
-            }
-        }
+        uint8_t L[QK_K];
+        fit_k_block(x, 31, -0.5f, 15, &y[b].d, &y[b].dmin, y[b].scales, L);
         memset(y[b].qh, 0, sizeof y[b].qh);
         for (int c = 0; c < 4; c++) /* sub-blocks 2c, 2c+1 share qs[32c..]; their 5th bits are qh bits 2c, 2c+1 */
             for (int l = 0; l < 32; l++) {
@@ -411,4 +431,9 @@ void quantize_row_q6_K(const float *x, void *vy, int n) {
                 y[b].qh[32 * h + l] = (uint8_t)(q[0] >> 4 | (q[32] >> 4) << 2 | (q[64] >> 4) << 4 | (q[96] >> 4) << 6);
             }
     }
+}
+
+void quantize_row_iq4_xs(const float *x, void *vy, int n) {
+    block_iq4_xs *y = vy;
+    for (int b = 0; b < n / QK_K; b++) iq4_quantize(x + QK_K * b, 8, &y[b].d, y[b].qs, &y[b].scales_h, y[b].scales_l);
 }

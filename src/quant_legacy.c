@@ -201,3 +201,99 @@ void quantize_row_q5_1(const float *x, void *vy, int n) {
         q5_pack(q, y[b].qs, y[b].qh);
     }
 }
+
+/* ------------------------------------------------------------ IQ4 */
+
+/* The index of the level of kvalues_iq4nl nearest to x (ggml best_index_int8). */
+static int nearest_iq4(float x) {
+    const int8_t *v = kvalues_iq4nl;
+    if (x <= v[0]) return 0;
+    if (x >= v[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (x < v[mid]) hi = mid;
+        else lo = mid;
+    }
+    return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
+}
+
+static int nearest_int(float x) { return (int)lrintf(x); }
+
+void iq4_quantize(const float *x, int nsub, uint16_t *d_out, uint8_t *qs, uint16_t *scales_h, uint8_t *scales_l) {
+    enum { NTRY = 7 }; /* what llama-quantize passes */
+    uint8_t L[256];
+    float scales[8], max_scale = 0, amax_scale = 0;
+    for (int ib = 0; ib < nsub; ib++) {
+        const float *xb = x + 32 * ib;
+        float amax = 0, max = 0, w[32];
+        for (int j = 0; j < 32; j++) {
+            w[j] = xb[j] * xb[j];
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        }
+        if (amax < 1e-15f) { /* ggml GROUP_MAX_EPS: all zero */
+            scales[ib] = 0;
+            continue;
+        }
+        /* first the scale that maps the largest magnitude to the end level,
+         * then 15 inverse scales around it; keep the least-squares scale of
+         * the rounding that explains most (weights x^2) */
+        float d = -max / kvalues_iq4nl[0], id = 1 / d, sumqx = 0, sumq2 = 0;
+        for (int j = 0; j < 32; j++) {
+            int l = nearest_iq4(id * xb[j]);
+            L[32 * ib + j] = (uint8_t)l;
+            float q = kvalues_iq4nl[l];
+            sumqx += w[j] * q * xb[j];
+            sumq2 += w[j] * q * q;
+        }
+        d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+        float best = d * sumqx;
+        for (int itry = -NTRY; itry <= NTRY; itry++) {
+            id = (float)(itry + kvalues_iq4nl[0]) / max;
+            sumqx = sumq2 = 0;
+            for (int j = 0; j < 32; j++) {
+                float q = kvalues_iq4nl[nearest_iq4(id * xb[j])];
+                sumqx += w[j] * q * xb[j];
+                sumq2 += w[j] * q * q;
+            }
+            if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+                d = sumqx / sumq2;
+                best = d * sumqx;
+            }
+        }
+        scales[ib] = d;
+        if (fabsf(d) > amax_scale) {
+            amax_scale = fabsf(d);
+            max_scale = d;
+        }
+    }
+    if (nsub > 1) { /* IQ4_XS: 6-bit sub-block scales (ls - 32) * d, codes again against them */
+        *scales_h = 0;
+        float d = -max_scale / 32, id = d != 0 ? 1 / d : 0.f;
+        *d_out = f32_to_f16(d);
+        for (int ib = 0; ib < nsub; ib++) {
+            int l = nearest_int(id * scales[ib]);
+            l = l < -32 ? -32 : l > 31 ? 31 : l;
+            float dl = d * (float)l, idl = dl != 0 ? 1 / dl : 0.f;
+            for (int j = 0; j < 32; j++) L[32 * ib + j] = (uint8_t)nearest_iq4(idl * x[32 * ib + j]);
+            l += 32;
+            if (ib % 2 == 0) scales_l[ib / 2] = (uint8_t)(l & 0xF);
+            else scales_l[ib / 2] |= (uint8_t)((l & 0xF) << 4);
+            *scales_h |= (uint16_t)((l >> 4) << (2 * (ib % 8)));
+        }
+    } else { /* IQ4_NL: the float scale, codes again against it */
+        *d_out = f32_to_f16(scales[0]);
+        float id = scales[0] != 0 ? 1 / scales[0] : 0;
+        for (int j = 0; j < 32; j++) L[j] = (uint8_t)nearest_iq4(id * x[j]);
+    }
+    for (int i = 0; i < nsub; i++)
+        for (int j = 0; j < 16; j++) qs[16 * i + j] = (uint8_t)(L[32 * i + j] | L[32 * i + 16 + j] << 4);
+}
+
+void quantize_row_iq4_nl(const float *x, void *vy, int n) {
+    block_iq4_nl *y = vy;
+    for (int b = 0; b < n / QK4_NL; b++) iq4_quantize(x + QK4_NL * b, 1, &y[b].d, y[b].qs, NULL, NULL);
+}

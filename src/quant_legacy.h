@@ -71,5 +71,11 @@ float dot_iq4_nl_q8a_ref(const void *w, const void *a, int n);
 void quantize_row_q4_1(const float *x, void *y, int n);
 void quantize_row_q5_0(const float *x, void *y, int n);
 void quantize_row_q5_1(const float *x, void *y, int n);
+/* IQ4_NL as llama-quantize makes it (ggml quantize_iq4_nl, no importance
+ * matrix): per block a search of 15 scales around the range-based one. */
+void quantize_row_iq4_nl(const float *x, void *y, int n);
+/* That search for nsub sub-blocks of 32 values (1: an IQ4_NL block, into d
+ * and qs; 8: an IQ4_XS super-block, also into its scale fields). */
+void iq4_quantize(const float *x, int nsub, uint16_t *d, uint8_t *qs, uint16_t *scales_h, uint8_t *scales_l);
 
 #endif /* MOE_QUANT_LEGACY_H */

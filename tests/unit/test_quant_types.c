@@ -61,8 +61,10 @@ static const qtype TYPES[] = {
     {25, "Q3_K", 256, 110, ACT_Q8_K, dequantize_row_q3_K, dot_q3_K_q8_K_ref, NULL, 96, 32, 64, 0},
     {26, "Q5_K", 256, 176, ACT_Q8_K, dequantize_row_q5_K, dot_q5_K_q8_K_ref, quantize_row_q5_K, 4, 48, 128, 0.045f},
     {27, "Q6_K", 256, 210, ACT_Q8_K, dequantize_row_q6_K, dot_q6_K_q8_K_ref, quantize_row_q6_K, 192, 0, 128, 0.022f},
-    {28, "IQ4_NL", 32, 18, ACT_Q8A, dequantize_row_iq4_nl, dot_iq4_nl_q8a_ref, NULL, 1, 2, 16, 0},
-    {29, "IQ4_XS", 256, 136, ACT_Q8_K, dequantize_row_iq4_xs, dot_iq4_xs_q8_K_ref, NULL, 4, 8, 128, 0},
+    {28, "IQ4_NL", 32, 18, ACT_Q8A, dequantize_row_iq4_nl, dot_iq4_nl_q8a_ref, quantize_row_iq4_nl, 1, 2, 16, 0.1f},
+    {29, "IQ4_XS", 256, 136, ACT_Q8_K, dequantize_row_iq4_xs, dot_iq4_xs_q8_K_ref, quantize_row_iq4_xs, 4, 8, 128, 0.1f},
+    /* not a dtype: Q4_K with ggml's reference quantizer (the helper's "quantize 118") */
+    {118, "Q4_K(ggml)", 256, 144, ACT_Q8_K, deq_q4_K, dot_q4_K_q8_K_ref, quantize_row_q4_K_ggml, 4, 16, 128, 0.09f},
     {30, "MXFP4", 32, 17, ACT_F32, dequantize_row_mxfp4, dot_mxfp4_f32_ref, quantize_row_mxfp4, 0, 1, 16, 0.14f},
 };
 #define N_TYPES ((int)(sizeof TYPES / sizeof TYPES[0]))
@@ -96,7 +98,7 @@ static void random_blocks(const qtype *t, uint8_t *w, int nblocks) {
         switch (t->id) {
         case 16: case 17: case 22: case 28: memcpy(p, &h1, 2); break;                /* d first */
         case 21: case 23: memcpy(p, &h1, 2); h2 = f32_to_f16(-0.3f * fabsf(frand())); memcpy(p + 2, &h2, 2); break;
-        case 18: case 26: memcpy(p, &h1, 2); memcpy(p + 2, &h2, 2); break;           /* d, dmin */
+        case 18: case 118: case 26: memcpy(p, &h1, 2); memcpy(p + 2, &h2, 2); break;           /* d, dmin */
         case 29: memcpy(p, &h1, 2); break;
         case 24: memcpy(p + 80, &h1, 2); memcpy(p + 82, &h2, 2); break;              /* scales, qs, d, dmin */
         case 25: memcpy(p + 108, &h1, 2); break;                                     /* ..., d last */
