@@ -253,9 +253,10 @@ static float fit_symmetric(int n, int nmax, const float *x, int8_t *L) {
 /* ggml make_qkx2_quants: x ~ scale * L - the_min with L in 0..nmax, the
  * range-based fit first, then nstep + 1 inverse scales (nmax + rmin +
  * rdelta * is) / range, each refit by weighted least squares for scale and
- * min together; the one with the smallest weighted squared error wins. */
+ * min together; the one with the smallest weighted squared (use_mad:
+ * absolute) error wins. */
 static float fit_scale_min_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
-                                uint8_t *Laux, float rmin, float rdelta, int nstep) {
+                                uint8_t *Laux, float rmin, float rdelta, int nstep, int use_mad) {
     float min = x[0], max = x[0], sum_w = weights[0], sum_x = sum_w * x[0];
     for (int i = 1; i < n; i++) {
         if (x[i] < min) min = x[i];
@@ -274,7 +275,7 @@ static float fit_scale_min_qkx2(int n, int nmax, const float *x, const float *we
         int l = nearest_int(iscale * (x[i] - min));
         L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
         float diff = scale * (float)L[i] + min - x[i];
-        best_error += weights[i] * (diff * diff);
+        best_error += weights[i] * (use_mad ? fabsf(diff) : diff * diff);
     }
     for (int is = 0; is <= nstep; is++) {
         iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
@@ -299,7 +300,7 @@ static float fit_scale_min_qkx2(int n, int nmax, const float *x, const float *we
             float cur_error = 0;
             for (int i = 0; i < n; i++) {
                 float diff = this_scale * (float)Laux[i] + this_min - x[i];
-                cur_error += weights[i] * (diff * diff);
+                cur_error += weights[i] * (use_mad ? fabsf(diff) : diff * diff);
             }
             if (cur_error < best_error) {
                 memcpy(L, Laux, (size_t)n);
@@ -341,7 +342,7 @@ static void fit_k_block(const float *x, int nmax, float rmin, int nstep, uint16_
         for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(x[32 * j + l]);
-        scales[j] = fit_scale_min_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+        scales[j] = fit_scale_min_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, 0);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -436,4 +437,140 @@ void quantize_row_q6_K(const float *x, void *vy, int n) {
 void quantize_row_iq4_xs(const float *x, void *vy, int n) {
     block_iq4_xs *y = vy;
     for (int b = 0; b < n / QK_K; b++) iq4_quantize(x + QK_K * b, 8, &y[b].d, y[b].qs, &y[b].scales_h, y[b].scales_l);
+}
+
+void quantize_row_q2_K(const float *x, void *vy, int n) {
+    block_q2_K *y = vy;
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        uint8_t L[QK_K], Laux[16];
+        float scales[16], mins[16], weights[16], max_scale = 0, max_min = 0;
+        for (int g = 0; g < 16; g++) { /* 16 groups of 16: x ~ scale * L - min, L in 0..3, weights |x| */
+            for (int l = 0; l < 16; l++) weights[l] = fabsf(x[16 * g + l]);
+            scales[g] = fit_scale_min_qkx2(16, 3, x + 16 * g, weights, L + 16 * g, &mins[g], Laux, -0.5f, 0.1f, 15, 1);
+            if (scales[g] > max_scale) max_scale = scales[g];
+            if (mins[g] > max_min) max_min = mins[g];
+        }
+        for (int g = 0; g < 16; g++) y[b].scales[g] = 0; /* 4-bit multiples of d (low) and dmin (high) */
+        y[b].d = y[b].dmin = 0;
+        if (max_scale > 0) {
+            float iscale = 15.f / max_scale;
+            for (int g = 0; g < 16; g++) y[b].scales[g] = (uint8_t)nearest_int(iscale * scales[g]);
+            y[b].d = f32_to_f16(max_scale / 15.f);
+        }
+        if (max_min > 0) {
+            float iscale = 15.f / max_min;
+            for (int g = 0; g < 16; g++) y[b].scales[g] |= (uint8_t)(nearest_int(iscale * mins[g]) << 4);
+            y[b].dmin = f32_to_f16(max_min / 15.f);
+        }
+        for (int g = 0; g < 16; g++) { /* the codes again, against the stored scales */
+            float d = f16_to_f32(y[b].d) * (float)(y[b].scales[g] & 0xF);
+            if (d == 0) continue;
+            float dm = f16_to_f32(y[b].dmin) * (float)(y[b].scales[g] >> 4);
+            for (int i = 0; i < 16; i++) {
+                int l = nearest_int((x[16 * g + i] + dm) / d);
+                L[16 * g + i] = (uint8_t)(l < 0 ? 0 : l > 3 ? 3 : l);
+            }
+        }
+        for (int h = 0; h < 2; h++) /* value 128 h + 32 k + l at bits 2k of qs[32 h + l] */
+            for (int l = 0; l < 32; l++) {
+                const uint8_t *q = L + 128 * h + l;
+                y[b].qs[32 * h + l] = (uint8_t)(q[0] | q[32] << 2 | q[64] << 4 | q[96] << 6);
+            }
+    }
+}
+
+/* ggml make_q3_quants with do_rmse: codes in [-nmax, nmax) for x ~ scale *
+ * L, the value of largest magnitude mapped to -nmax, then up to 5 rounds
+ * moving single codes while that improves the weighted (x^2) fit. */
+static float fit_q3(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < GROUP_MAX_EPS) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        return 0.f;
+    }
+    float iscale = (float)-nmax / max, sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * (float)l;
+        suml2 += w * (float)l * (float)l;
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int n_changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = x[i] * x[i], slx = sumlx - w * x[i] * (float)L[i];
+            if (slx > 0) {
+                float sl2 = suml2 - w * (float)L[i] * (float)L[i];
+                int new_l = nearest_int(x[i] * sl2 / slx);
+                new_l = new_l < -nmax ? -nmax : new_l > nmax - 1 ? nmax - 1 : new_l;
+                if (new_l != L[i]) {
+                    slx += w * x[i] * (float)new_l;
+                    sl2 += w * (float)new_l * (float)new_l;
+                    if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        L[i] = (int8_t)new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed++;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+void quantize_row_q3_K(const float *x, void *vy, int n) {
+    block_q3_K *y = vy;
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        int8_t L[QK_K];
+        float scales[16], max_scale = 0, amax = 0;
+        for (int g = 0; g < 16; g++) {
+            scales[g] = fit_q3(16, 4, x + 16 * g, L + 16 * g);
+            if (fabsf(scales[g]) > amax) {
+                amax = fabsf(scales[g]);
+                max_scale = scales[g];
+            }
+        }
+        memset(y[b].scales, 0, 12);
+        y[b].d = 0;
+        if (max_scale != 0) { /* 6-bit scales s - 32 of d, packed as q3_K_scale reads them */
+            float iscale = -32.f / max_scale;
+            for (int g = 0; g < 16; g++) {
+                int l = (int8_t)nearest_int(iscale * scales[g]);
+                l = (l < -32 ? -32 : l > 31 ? 31 : l) + 32;
+                if (g < 8) y[b].scales[g] = (uint8_t)(l & 0xF);
+                else y[b].scales[g - 8] |= (uint8_t)((l & 0xF) << 4);
+                y[b].scales[8 + g % 4] |= (uint8_t)((l >> 4) << (2 * (g / 4)));
+            }
+            y[b].d = f32_to_f16(1 / iscale);
+        }
+        for (int g = 0; g < 16; g++) { /* the codes again, against the stored scales */
+            float d = f16_to_f32(y[b].d) * (float)(q3_K_scale(y[b].scales, g) - 32);
+            if (d == 0) continue;
+            for (int i = 0; i < 16; i++) {
+                int l = nearest_int(x[16 * g + i] / d);
+                L[16 * g + i] = (int8_t)((l < -4 ? -4 : l > 3 ? 3 : l) + 4);
+            }
+        }
+        memset(y[b].hmask, 0, sizeof y[b].hmask);
+        for (int e = 0; e < QK_K; e++) /* the 3rd bit of value e: hmask[e % 32] bit e / 32 */
+            if (L[e] > 3) {
+                y[b].hmask[e % 32] |= (uint8_t)(1 << (e / 32));
+                L[e] -= 4;
+            }
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++) {
+                const int8_t *q = L + 128 * h + l;
+                y[b].qs[32 * h + l] = (uint8_t)(q[0] | q[32] << 2 | q[64] << 4 | q[96] << 6);
+            }
+    }
 }

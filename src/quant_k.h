@@ -85,11 +85,13 @@ float dot_q6_K_q8_K_ref(const void *w, const void *a, int n);
 float dot_iq4_xs_q8_K_ref(const void *w, const void *a, int n);
 
 /* ggml's reference quantizers (quantize_row_q5_K_ref, quantize_row_q6_K_ref,
- * quantize_row_q4_K_ref), which llama-quantize runs without an importance
+ * quantize_row_q4_K_ref, quantize_row_q2_K_ref, quantize_row_q3_K_ref), which llama-quantize runs without an importance
  * matrix. (quant.c's quantize_row_q4_K is ours: a finer fit, other bytes.) */
 void quantize_row_q5_K(const float *x, void *y, int n);
 void quantize_row_q6_K(const float *x, void *y, int n);
 void quantize_row_q4_K_ggml(const float *x, void *y, int n);
+void quantize_row_q2_K(const float *x, void *y, int n);
+void quantize_row_q3_K(const float *x, void *y, int n);
 /* IQ4_XS as llama-quantize makes it without an importance matrix (ggml
  * quantize_iq4_xs: quant_legacy.h iq4_quantize over 8 sub-blocks). */
 void quantize_row_iq4_xs(const float *x, void *y, int n);
