@@ -62,19 +62,26 @@ void dequantize_row_q5_K(const void *vx, float *y, int n) {
     }
 }
 
-/* The 6-bit code of element e (0..255) of a Q6_K block, 0..63. */
-static int q6_K_code(const block_q6_K *x, int e) {
-    int h = e / 128, k = e / 32 % 4, l = e % 32;
-    int lo = x->ql[64 * h + 32 * (k & 1) + l] >> (4 * (k / 2)) & 0xF;
-    return lo | (x->qh[32 * h + l] >> (2 * k) & 3) << 4;
+/* The 256 codes of a Q6_K block minus 32, in value order. */
+static void q6_K_values(const block_q6_K *x, int8_t *q) {
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *ql = x->ql + 64 * h, hb = x->qh[32 * h + l];
+            int8_t *o = q + 128 * h + l; /* quarters k = 0..3 at o[32 k] */
+            o[0] = (int8_t)(((ql[l] & 0xF) | (hb & 3) << 4) - 32);
+            o[32] = (int8_t)(((ql[l + 32] & 0xF) | (hb >> 2 & 3) << 4) - 32);
+            o[64] = (int8_t)(((ql[l] >> 4) | (hb >> 4 & 3) << 4) - 32);
+            o[96] = (int8_t)(((ql[l + 32] >> 4) | (hb >> 6 & 3) << 4) - 32);
+        }
 }
 
 void dequantize_row_q6_K(const void *vx, float *y, int n) {
     const block_q6_K *x = vx;
     for (int b = 0; b < n / QK_K; b++) {
         float d = f16_to_f32(x[b].d);
-        for (int e = 0; e < QK_K; e++, y++)
-            *y = d * (float)x[b].scales[e / 16] * (float)(q6_K_code(&x[b], e) - 32);
+        int8_t q[QK_K];
+        q6_K_values(&x[b], q);
+        for (int e = 0; e < QK_K; e++, y++) *y = d * (float)x[b].scales[e / 16] * (float)q[e];
     }
 }
 
@@ -166,10 +173,12 @@ float dot_q6_K_q8_K_ref(const void *vw, const void *va, int n) {
     const block_q8_K *a = va;
     float sum = 0;
     for (int b = 0; b < n / QK_K; b++) {
+        int8_t q[QK_K];
+        q6_K_values(&w[b], q);
         int sumi = 0;
         for (int g = 0; g < 16; g++) {
             int s = 0;
-            for (int i = 0; i < 16; i++) s += (q6_K_code(&w[b], 16 * g + i) - 32) * a[b].qs[16 * g + i];
+            for (int i = 0; i < 16; i++) s += q[16 * g + i] * a[b].qs[16 * g + i];
             sumi += w[b].scales[g] * s;
         }
         sum += f16_to_f32(w[b].d) * a[b].d * (float)sumi;
