@@ -64,7 +64,10 @@ typedef struct moe_model_info {
     uint64_t n_params_active;  /* parameters touched per token (k of E experts) */
     uint64_t weight_bytes;     /* bytes of all weight tensors */
     uint64_t active_bytes;     /* bytes read per decoded token */
-    uint64_t kv_bytes_per_token; /* KV cache bytes per position (f32 cache) */
+    uint64_t kv_bytes_per_token; /* KV cache bytes per position (f32 cache), of the layers that keep every position */
+    int n_window_layers;       /* layers attending within a sliding window of `window` positions; */
+    int window;                /* their cache is a fixed ring (docs/FORMAT.md attn.window) */
+    uint64_t kv_ring_bytes;    /* bytes of those rings (f32), whatever the context */
     uint64_t file_bytes;
 } moe_model_info;
 

@@ -1,10 +1,13 @@
 /* attention.c - causal self-attention over the KV cache, for a batch of n
  * tokens at positions pos0 .. pos0+n-1.
  *
- *   gqa  grouped-query attention (Llama, Mixtral, Qwen, OLMoE, Granite):
- *        q/k/v projections (+ Qwen2 biases), QK-norm (per head, or over the
- *        whole projection for OLMoE), clip, RoPE, cache K and V, softmax(q.k
- *        * scale) . V, output projection.
+ *   gqa  grouped-query attention (Llama, Mixtral, Qwen, OLMoE, Granite,
+ *        gpt-oss): q/k/v projections (+ biases), QK-norm (per head, or over
+ *        the whole projection for OLMoE), clip, RoPE, cache K and V,
+ *        softmax(q.k * scale) . V, output projection (+ bias). gpt-oss adds
+ *        a learned sink logit per head to the softmax (it takes a share of
+ *        the weight and gives no value) and alternates sliding-window and
+ *        full layers; a sliding layer's cache is a ring (forward.h).
  *   mla  DeepSeek multi-head latent attention in absorbed form: the cache
  *        holds the normalised latent and the shared rope key per position;
  *        kv_b's key half is folded into the query and its value half applied
@@ -23,7 +26,7 @@ static size_t kv_esize(const moe_ctx *c) { return c->kv_f16 ? sizeof(uint16_t) :
 
 /* Value i of a layer's cache: K (or the MLA latent) or V. */
 static void *kv_at(const moe_ctx *c, void *cache, int layer, size_t i) {
-    return (char *)cache + ((size_t)layer * c->cache_layer_floats + i) * kv_esize(c);
+    return (char *)cache + (c->layer_off[layer] + i) * kv_esize(c);
 }
 
 /* n values into the cache, value i at dst + i * stride (1: a row; n_ctx:
@@ -39,32 +42,48 @@ static void kv_put(const moe_ctx *c, void *dst, const float *src, int n, size_t 
     }
 }
 
-/* scores[h][j] = softmax over j in [start, p] of scale * q_h . k_j, for
- * the g query heads that share one KV head (a GQA group; MLA: g = 1).
- * Queries are q + h*q_stride floats, key rows stride values apart in the
- * cache; scores: g rows of ld floats. The tile reads every key row once for
- * the whole group (keys as weight rows, heads as tokens). */
-static void group_scores(const kernel_set *ks, int f16, const float *q, size_t q_stride, int g, const void *kc,
-                         size_t stride, int dim, int start, int p, float scale, float *scores, size_t ld) {
-    int n = p - start + 1;
+/* scores[h][j] = q_h . k_j for the n keys in slots s0 .. s0+n-1, for the g
+ * query heads that share one KV head (a GQA group; MLA: g = 1). Queries
+ * are q + h*q_stride floats, key rows stride values apart in the cache;
+ * scores: g rows of ld floats. The tile reads every key row once for the
+ * whole group (keys as weight rows, heads as tokens). */
+static void key_dots(const kernel_set *ks, int f16, const float *q, size_t q_stride, int g, const void *kc,
+                     size_t stride, int dim, int s0, int n, float *scores, size_t ld) {
     size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    ks->tile[f16 ? DT_F16 : DT_F32](dim, (const char *)kc + (size_t)start * stride * es, stride * es, n, q,
-                                    q_stride * sizeof(float), NULL, g, scores + start, ld);
+    ks->tile[f16 ? DT_F16 : DT_F32](dim, (const char *)kc + (size_t)s0 * stride * es, stride * es, n, q,
+                                    q_stride * sizeof(float), NULL, g, scores, ld);
+}
+
+/* softmax(scale * scores) over n keys for each of g rows; with sinks, head
+ * h's sink logit joins each row's softmax (HF eager_attention_forward). */
+static void normalize_scores(float *scores, size_t ld, int g, int n, float scale, const float *sinks) {
     for (int h = 0; h < g; h++) {
-        float *s = scores + (size_t)h * ld + start;
+        float *s = scores + (size_t)h * ld;
         for (int j = 0; j < n; j++) s[j] *= scale;
-        softmax_fast(s, n);
+        if (sinks) softmax_sink(s, n, sinks[h]);
+        else softmax_fast(s, n);
     }
 }
 
-/* out_h = sum_j scores[h][j] v_j over [start, p] with the value rows in the
- * cache, stride values apart (MLA's latents, which are also its keys). */
+/* The keys position p attends to, as cache slots: the positions start .. p
+ * (start: window_start) are slots start % slots onward, wrapping around a
+ * ring at most once. First stretch [*s0, *s0 + *n0), then [0, *n1). */
+static void key_span(int start, int p, int slots, int *s0, int *n0, int *n1) {
+    int n = p - start + 1;
+    *s0 = start % slots;
+    *n0 = n < slots - *s0 ? n : slots - *s0;
+    *n1 = n - *n0;
+}
+
+/* out_h = sum_j scores[h][j] v_j over the n keys from slot s0 (no wrap:
+ * MLA's latents, which are also its keys), the value rows in the cache
+ * stride values apart. */
 static void weighted_rows(const kernel_set *ks, int f16, const float *scores, size_t ld, int g, const void *vc,
-                          size_t stride, int vdim, int start, int p, float *out, size_t out_stride) {
+                          size_t stride, int vdim, int s0, int n, float *out, size_t out_stride) {
     size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
     for (int h = 0; h < g; h++) memset(out + (size_t)h * out_stride, 0, sizeof(float) * (size_t)vdim);
-    for (int j = start; j <= p; j++) {
-        const char *v = (const char *)vc + (size_t)j * stride * es;
+    for (int j = 0; j < n; j++) {
+        const char *v = (const char *)vc + (size_t)(s0 + j) * stride * es;
         for (int h = 0; h < g; h++) {
             float w = scores[(size_t)h * ld + j];
             if (f16)
@@ -83,14 +102,56 @@ static void matvec(const kernel_set *ks, float *y, const wmat *w, const float *x
     matmul_serial(ks, y, w, &a, NULL, 1);
 }
 
-static int window_start(const moe_config *c, int p) {
+static int window_start(const moe_config *c, int layer, int p) {
     /* sliding window W: position p sees keys p-W+1 .. p (HF sliding_window) */
-    return c->window > 0 && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
+    return c->window_layer[layer] && p - c->window + 1 > 0 ? p - c->window + 1 : 0;
 }
 
 static void add_bias(float *x, const float *b, int n, int width) {
     if (!b) return;
     for (int t = 0; t < n; t++) axpy(x + (size_t)t * width, 1.0f, b, width);
+}
+
+/* Cache tokens t0 .. t0+m-1 of the batch (q, k, v in c->q, c->k, c->v, at
+ * positions pos0 + t), then softmax(q k^T * scale) v for each of them,
+ * causally, per (token, kv head): query heads g*group .. g*group+group-1
+ * read kv head g (HF repeat_kv). V is cached transposed (a row per value
+ * dimension, one value per slot), so the weighted sum of values is one
+ * more tile: V^T rows as weights, the group's score rows as tokens; a key
+ * span that wraps around a ring is two tiles. */
+static void attend_chunk(moe_ctx *c, int layer, int t0, int m, int pos0) {
+    const moe_config *cfg = &c->model->cfg;
+    const layer_weights *L = &c->model->layers[layer];
+    int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim;
+    int qw = nh * hd, kvw = nkv * hd, slots = c->layer_slots[layer];
+    for (int t = t0; t < t0 + m; t++) {
+        int slot = (pos0 + t) % slots;
+        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)slot * kvw), c->k + (size_t)t * kvw, kvw, 1);
+        kv_put(c, kv_at(c, c->v_cache, layer, (size_t)slot), c->v + (size_t)t * kvw, kvw, (size_t)slots);
+    }
+    const void *kc = kv_at(c, c->k_cache, layer, 0), *vc = kv_at(c, c->v_cache, layer, 0);
+    int group = nh / nkv;
+    size_t es = kv_esize(c), ld = (size_t)c->n_ctx;
+    const kernel_set *ks = kernels_get();
+    tile_fn tile = ks->tile[c->kv_f16 ? DT_F16 : DT_F32];
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int tg = t0 * nkv; tg < (t0 + m) * nkv; tg++) {
+        int t = tg / nkv, g = tg % nkv, p = pos0 + t, s0, n0, n1;
+        float *scores = c->att_scores + (size_t)thread_id() * (size_t)group * ld;
+        float *part = c->att_part + (size_t)thread_id() * (size_t)group * hd;
+        size_t h0 = (size_t)t * qw + (size_t)g * group * hd;
+        const char *kg = (const char *)kc + (size_t)g * hd * es, *vt = (const char *)vc + (size_t)g * hd * slots * es;
+        key_span(window_start(cfg, layer, p), p, slots, &s0, &n0, &n1);
+        key_dots(ks, c->kv_f16, c->q + h0, (size_t)hd, group, kg, (size_t)kvw, hd, s0, n0, scores, ld);
+        if (n1) key_dots(ks, c->kv_f16, c->q + h0, (size_t)hd, group, kg, (size_t)kvw, hd, 0, n1, scores + n0, ld);
+        normalize_scores(scores, ld, group, n0 + n1, cfg->attn_scale, L->sinks ? L->sinks + g * group : NULL);
+        tile(n0, vt + (size_t)s0 * es, (size_t)slots * es, hd, scores, ld * sizeof(float), NULL, group, c->att + h0,
+             (size_t)hd);
+        if (n1) {
+            tile(n1, vt, (size_t)slots * es, hd, scores + n0, ld * sizeof(float), NULL, group, part, (size_t)hd);
+            axpy(c->att + h0, 1.0f, part, group * hd);
+        }
+    }
 }
 
 static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
@@ -127,37 +188,20 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
         int p = pos0 + t;
         for (int h = 0; h < nh; h++) rope_apply(&c->rope, q + h * hd, p);
         for (int h = 0; h < nkv; h++) rope_apply(&c->rope, k + h * hd, p);
-        /* append to the cache */
-        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * kvw), k, kvw, 1);
-        kv_put(c, kv_at(c, c->v_cache, layer, (size_t)p), v, kvw, (size_t)c->n_ctx);
     }
 
-    /* softmax(q k^T * scale) v, causally, per (token, kv head): query heads
-     * g*group .. g*group+group-1 read kv head g (HF repeat_kv). V is cached
-     * transposed (a row per value dimension, n_ctx positions long), so the
-     * weighted sum of values is one more tile: V^T rows as weights, the
-     * group's score rows as tokens. */
-    const void *kc = kv_at(c, c->k_cache, layer, 0), *vc = kv_at(c, c->v_cache, layer, 0);
-    int group = nh / nkv;
-    size_t es = kv_esize(c);
-    const kernel_set *ks = kernels_get();
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int tg = 0; tg < n * nkv; tg++) {
-        int t = tg / nkv, g = tg % nkv, p = pos0 + t;
-        float *scores = c->att_scores + (size_t)thread_id() * (size_t)group * c->n_ctx;
-        size_t h0 = (size_t)t * qw + (size_t)g * group * hd;
-        int start = window_start(cfg, p);
-        group_scores(ks, c->kv_f16, c->q + h0, (size_t)hd, group, (const char *)kc + (size_t)g * hd * es,
-                     (size_t)kvw, hd, start, p, cfg->attn_scale, scores, (size_t)c->n_ctx);
-        const char *vt = (const char *)vc + ((size_t)g * hd * c->n_ctx + (size_t)start) * es;
-        ks->tile[c->kv_f16 ? DT_F16 : DT_F32](p - start + 1, vt, (size_t)c->n_ctx * es, hd, scores + start,
-                                              (size_t)c->n_ctx * sizeof(float), NULL, group, c->att + h0, (size_t)hd);
-    }
+    /* A ring (sliding-window layer) takes at most window new tokens before
+     * they attend, so none overwrites a key a token of the chunk still needs. */
+    int slots = c->layer_slots[layer];
+    int chunk = slots < c->n_ctx ? slots - cfg->window + 1 : n;
+    for (int t0 = 0; t0 < n; t0 += chunk)
+        attend_chunk(c, layer, t0, n - t0 < chunk ? n - t0 : chunk, pos0);
 
     act_rows aa;
     act_init(&aa, c->att, n, qw, c->act_scratch);
     observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->att, n, qw);
     matmul(out, &L->o, &aa); /* HF o_proj */
+    add_bias(out, L->o_bias, n, cfg->dim);
 }
 
 /* DeepSeek builds q_a_layernorm and kv_a_layernorm with the RMSNorm default
@@ -213,9 +257,10 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         wmat kb = wmat_at(L->k_b, h), vb = wmat_at(L->v_b, h);
         matvec(ks, mq, &kb, qh);
         memcpy(mq + lora, qh + nope, sizeof(float) * (size_t)rd);
-        int start = window_start(cfg, p);
-        group_scores(ks, c->kv_f16, mq, 0, 1, cache, (size_t)cw, cw, start, p, cfg->attn_scale, scores, (size_t)c->n_ctx);
-        weighted_rows(ks, c->kv_f16, scores, (size_t)c->n_ctx, 1, cache, (size_t)cw, lora, start, p, lat, 0);
+        int start = window_start(cfg, layer, p), nk = p - start + 1; /* no ring: slot = position */
+        key_dots(ks, c->kv_f16, mq, 0, 1, cache, (size_t)cw, cw, start, nk, scores, (size_t)c->n_ctx);
+        normalize_scores(scores, (size_t)c->n_ctx, 1, nk, cfg->attn_scale, NULL);
+        weighted_rows(ks, c->kv_f16, scores, (size_t)c->n_ctx, 1, cache, (size_t)cw, lora, start, nk, lat, 0);
         matvec(ks, c->att + (size_t)t * nh * vd + h * vd, &vb, lat);
     }
 

@@ -18,13 +18,15 @@ typedef enum { K_INT, K_FLOAT, K_ENUM, K_TEXT, K_INTS } key_kind;
 #define OPT 0
 
 static const char *const ARCHS[] = {"llama", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe",
-                                    "olmoe", "deepseek_v2", "deepseek_v3", "granitemoe", "glm4_moe", NULL};
+                                    "olmoe", "deepseek_v2", "deepseek_v3", "granitemoe", "glm4_moe",
+                                    "gpt_oss", NULL};
 static const char *const ATTN_TYPES[] = {"gqa", "mla", NULL};
 static const char *const QK_NORMS[] = {"none", "head", "full", NULL};
 static const char *const ROPE_LAYOUTS[] = {"half", "pair", NULL};
 static const char *const ROPE_SCALINGS[] = {"none", "linear", "yarn", "llama3", NULL};
 static const char *const SCORES[] = {"softmax", "sigmoid", NULL};
 static const char *const GROUP_SCORES[] = {"max", "top2sum", NULL};
+static const char *const ACTS[] = {"swiglu", "swiglu_oai", NULL};
 
 typedef struct {
     const char *key;
@@ -64,6 +66,9 @@ static const key_spec KEYS[] = {
     {"attn.qk_norm", K_ENUM, OPT, AT(qk_norm), QK_NORM_NONE, QK_NORMS},
     {"attn.clip_qkv", K_FLOAT, OPT, AT(clip_qkv), 0, NULL},
     {"attn.window", K_INT, OPT, AT(window), 0, NULL},
+    {"attn.window_layers", K_INTS, OPT, NOT_BOUND, 0, NULL},
+    {"attn.o_bias", K_INT, OPT, AT(o_bias), 0, NULL},
+    {"attn.sinks", K_INT, OPT, AT(sinks), 0, NULL},
 
     {"rope.theta", K_FLOAT, REQ, AT(rope_theta), 0, NULL},
     {"rope.dim", K_INT, OPT, AT(rope_dim), -1, NULL},
@@ -74,6 +79,7 @@ static const key_spec KEYS[] = {
     {"rope.beta_fast", K_FLOAT, OPT, AT(rope_beta_fast), 32, NULL},
     {"rope.beta_slow", K_FLOAT, OPT, AT(rope_beta_slow), 1, NULL},
     {"rope.attn_factor", K_FLOAT, OPT, AT(rope_attn_factor), 1, NULL},
+    {"rope.yarn_truncate", K_INT, OPT, AT(rope_yarn_truncate), 1, NULL},
     {"rope.low_freq_factor", K_FLOAT, OPT, AT(rope_low_freq_factor), 1, NULL},
     {"rope.high_freq_factor", K_FLOAT, OPT, AT(rope_high_freq_factor), 4, NULL},
 
@@ -90,6 +96,11 @@ static const key_spec KEYS[] = {
     {"moe.bias", K_INT, OPT, AT(route.use_bias), 0, NULL},
     {"moe.shared_ff", K_INT, OPT, AT(shared_ff), 0, NULL},
     {"moe.shared_gate", K_INT, OPT, AT(shared_gate), 0, NULL},
+    {"moe.router_bias", K_INT, OPT, AT(router_bias), 0, NULL},
+    {"moe.expert_bias", K_INT, OPT, AT(expert_bias), 0, NULL},
+    {"moe.act", K_ENUM, OPT, AT(act), ACT_SWIGLU, ACTS},
+    {"moe.act_limit", K_FLOAT, OPT, AT(act_limit), 0, NULL},
+    {"moe.act_alpha", K_FLOAT, OPT, AT(act_alpha), 1.702, NULL},
 
     {"mla.q_lora", K_INT, OPT, AT(q_lora), 0, NULL},
     {"mla.kv_lora", K_INT, OPT, AT(kv_lora), 0, NULL},
@@ -175,6 +186,25 @@ static int bind_key(moe_config *c, const key_spec *s, const moe_kv *kv, moe_err 
     return 0;
 }
 
+/* Which layers attend within attn.window: attn.window_layers (1 = sliding,
+ * 0 = full; gpt-oss alternates), or every layer when the list is absent. */
+static int window_layers(moe_config *c, const moe_file *f, moe_err *err) {
+    const moe_kv *list = moef_kv(f, "attn.window_layers");
+    c->window_layer = malloc((size_t)c->n_layers);
+    if (!c->window_layer) return moe_fail(err, "out of memory");
+    memset(c->window_layer, c->window > 0, (size_t)c->n_layers);
+    if (!list) return 0;
+    if (c->window == 0) return moe_fail(err, "metadata attn.window_layers given without attn.window");
+    if ((int)list->len != c->n_layers)
+        return moe_fail(err, "attn.window_layers has %u entries, expected model.n_layers %d", list->len, c->n_layers);
+    for (int l = 0; l < c->n_layers; l++) {
+        int64_t v = moef_kv_int_at(list, (uint32_t)l);
+        if (v != 0 && v != 1) return moe_fail(err, "attn.window_layers[%d] = %lld, expected 0 or 1", l, (long long)v);
+        c->window_layer[l] = (unsigned char)v;
+    }
+    return 0;
+}
+
 /* Checks that make later arithmetic safe and the model well-defined. */
 static int validate(moe_config *c, const moe_file *f, moe_err *err) {
 #define CHECK(cond, ...) \
@@ -198,6 +228,10 @@ static int validate(moe_config *c, const moe_file *f, moe_err *err) {
     CHECK(c->qkv_bias == 0 || c->qkv_bias == 1, "attn.qkv_bias must be 0 or 1");
     CHECK(c->clip_qkv >= 0, "attn.clip_qkv %g must be >= 0", c->clip_qkv);
     CHECK(c->window >= 0, "attn.window %d must be >= 0", c->window);
+    CHECK(c->o_bias == 0 || c->o_bias == 1, "attn.o_bias must be 0 or 1");
+    CHECK(c->sinks == 0 || (c->sinks == 1 && c->attn_type == ATTN_GQA), "attn.sinks must be 0 or 1 (gqa only)");
+    CHECK(c->rope_yarn_truncate == 0 || c->rope_yarn_truncate == 1, "rope.yarn_truncate must be 0 or 1");
+    if (window_layers(c, f, err)) return -1;
 
     if (c->rope_dim < 0) c->rope_dim = c->attn_type == ATTN_MLA ? c->mla_rope_dim : c->head_dim;
     if (c->rope_orig_ctx < 0) c->rope_orig_ctx = c->max_ctx;
@@ -253,6 +287,10 @@ static int validate(moe_config *c, const moe_file *f, moe_err *err) {
         CHECK(r->use_bias == 0 || r->use_bias == 1, "moe.bias must be 0 or 1");
         CHECK(c->shared_ff >= 0 && c->shared_ff <= 16 * BIG, "moe.shared_ff %d out of range", c->shared_ff);
         CHECK(c->shared_gate == 0 || (c->shared_gate == 1 && c->shared_ff > 0), "moe.shared_gate needs moe.shared_ff > 0");
+        CHECK(c->router_bias == 0 || c->router_bias == 1, "moe.router_bias must be 0 or 1");
+        CHECK(c->expert_bias == 0 || c->expert_bias == 1, "moe.expert_bias must be 0 or 1");
+        CHECK(c->act != ACT_SWIGLU_OAI || (c->act_limit > 0 && c->act_alpha > 0),
+              "moe.act swiglu_oai needs moe.act_limit > 0 and moe.act_alpha > 0");
     } else {
         CHECK(layers == NULL, "moe.layers given for a dense model (moe.n_experts = 0)");
         if (r->groups_active < 0) r->groups_active = 1;
@@ -291,5 +329,7 @@ int config_load(moe_config *c, const moe_file *f, moe_err *err) {
 
 void config_free(moe_config *c) {
     free(c->moe_layer);
+    free(c->window_layer);
     c->moe_layer = NULL;
+    c->window_layer = NULL;
 }

@@ -13,6 +13,7 @@ typedef enum { QK_NORM_NONE = 0, QK_NORM_HEAD, QK_NORM_FULL } qk_norm_kind;
 typedef enum { ATTN_GQA = 0, ATTN_MLA = 1 } attn_kind;
 typedef enum { SCORE_SOFTMAX = 0, SCORE_SIGMOID = 1 } score_func;
 typedef enum { GROUP_MAX = 0, GROUP_TOP2SUM = 1 } group_score;
+typedef enum { ACT_SWIGLU = 0, ACT_SWIGLU_OAI = 1 } ffn_act;
 
 /* Everything the router needs, and nothing else: one pure function
  * (router.c) is driven by this. */
@@ -47,6 +48,9 @@ typedef struct {
     qk_norm_kind qk_norm;
     float clip_qkv;
     int window;
+    unsigned char *window_layer; /* [n_layers] 1 = the layer attends within window; allocated */
+    int o_bias;             /* attn_o_bias exists */
+    int sinks;              /* attn_sinks: one learned logit per head joins the softmax */
 
     /* rope.* */
     float rope_theta;
@@ -56,6 +60,7 @@ typedef struct {
     float rope_factor;
     int rope_orig_ctx;
     float rope_beta_fast, rope_beta_slow, rope_attn_factor;
+    int rope_yarn_truncate; /* floor/ceil YaRN's ramp bounds (HF truncate) */
     float rope_low_freq_factor, rope_high_freq_factor;
 
     /* moe.* */
@@ -64,6 +69,10 @@ typedef struct {
     unsigned char *moe_layer; /* [n_layers] 1 = MoE FFN; allocated */
     int shared_ff;
     int shared_gate;
+    int router_bias;        /* ffn_router_logit_bias is added to the router logits (gpt-oss) */
+    int expert_bias;        /* ffn_{gate,up,down}_exps_bias exist */
+    ffn_act act;            /* expert activation */
+    float act_limit, act_alpha; /* swiglu_oai: clamp and sigmoid slope */
 
     /* mla.* */
     int q_lora, kv_lora, nope_dim, mla_rope_dim, v_dim;
@@ -75,5 +84,14 @@ void config_free(moe_config *c);
 
 /* Width of one head's value vector and of the attention output. */
 static inline int config_v_head_dim(const moe_config *c) { return c->attn_type == ATTN_MLA ? c->v_dim : c->head_dim; }
+
+/* Positions the KV cache of a layer holds: all n_ctx, or a ring for a GQA
+ * layer with a sliding window (attention.c writes at most window tokens
+ * before they attend, so 2*window - 1 slots never overwrite a live key). */
+static inline int config_cache_slots(const moe_config *c, int n_ctx, int layer) {
+    if (c->attn_type != ATTN_GQA || !c->window_layer[layer]) return n_ctx;
+    long long ring = 2 * (long long)c->window - 1;
+    return ring < n_ctx ? (int)ring : n_ctx;
+}
 
 #endif /* MOE_CONFIG_H */

@@ -13,7 +13,10 @@
  *      at a barrier per expert;
  *   4. each result row is added into its token with its routing weight;
  *      shared experts (DeepSeek, Qwen2-MoE) cover every token, Qwen2-MoE's
- *      scaled by sigmoid(shared_expert_gate . x). */
+ *      scaled by sigmoid(shared_expert_gate . x).
+ * gpt-oss's experts have biases and a clamped SwiGLU (moe.act swiglu_oai):
+ * their gate and up run as separate products, then the activation; the
+ * down bias joins the row before its routing weight (HF GptOssExperts). */
 #include <string.h>
 
 #include "forward.h"
@@ -31,6 +34,8 @@ typedef struct {
     const float *weight;
     int n;
     int expert; /* the routed expert, -1 for a dense or shared FFN (the input hook's) */
+    int oai;    /* swiglu_oai activation, with these biases (each NULL or one row) */
+    const float *gate_bias, *up_bias, *down_bias;
 } ffn_piece;
 
 /* Pieces waiting to run together: up to ffn_chunk rows in all, one hidden
@@ -41,16 +46,39 @@ typedef struct {
     int layer;
 } ffn_group;
 
+/* Pieces per group: a swiglu_oai piece is two jobs (gate, up). */
+static int group_cap(const ffn_piece *p) { return p->oai ? MM_MAX_JOBS / 2 : MM_MAX_JOBS; }
+
+/* The clamped activation of the group's stacked hidden rows, each with its piece's biases. */
+static void glu_oai_rows(moe_ctx *c, const ffn_group *g, int rows, int ff) {
+    const moe_config *cfg = &c->model->cfg;
+#pragma omp parallel for schedule(static) if (rows >= 16 && threads_max() > 1)
+    for (int r = 0; r < rows; r++) {
+        int i = 0, o = 0;
+        while (r >= o + g->p[i].n) o += g->p[i++].n;
+        swiglu_oai(c->ffn_h1 + (size_t)r * ff, c->ffn_h2 + (size_t)r * ff, g->p[i].gate_bias, g->p[i].up_bias, ff,
+                   cfg->act_limit, cfg->act_alpha);
+    }
+}
+
 /* down(silu(gate x) * up x) for every piece of the group: two parallel
  * regions in all (gate/up, then down), the pieces' hidden rows stacked in
  * the scratch, then each result row added into its token's output. */
 static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
-    int dim = c->model->cfg.dim, ff = g->p[0].gate.rows, off = 0;
-    mm_job job[MM_MAX_JOBS];
-    for (int i = 0; i < g->n; off += g->p[i].n, i++)
-        job[i] = (mm_job){c->ffn_h1 + (size_t)off * ff, &g->p[i].gate, ax, g->p[i].rows, g->p[i].n,
-                          &g->p[i].up, c->ffn_h2 + (size_t)off * ff};
-    matmul_jobs(job, g->n);
+    int dim = c->model->cfg.dim, ff = g->p[0].gate.rows, off = 0, nj = 0;
+    mm_job job[MM_MAX_JOBS] = {{0}};
+    for (int i = 0; i < g->n; off += g->p[i].n, i++) {
+        const ffn_piece *p = &g->p[i];
+        float *h1 = c->ffn_h1 + (size_t)off * ff, *h2 = c->ffn_h2 + (size_t)off * ff;
+        if (p->oai) { /* apart: the activation needs both projections biased first */
+            job[nj++] = (mm_job){h1, &p->gate, ax, p->rows, p->n, NULL, NULL};
+            job[nj++] = (mm_job){h2, &p->up, ax, p->rows, p->n, NULL, NULL};
+        } else {
+            job[nj++] = (mm_job){h1, &p->gate, ax, p->rows, p->n, &p->up, h2};
+        }
+    }
+    matmul_jobs(job, nj);
+    if (g->p[0].oai) glu_oai_rows(c, g, off, ff);
     act_rows ah; /* the stacked hidden rows, quantized once for all downs */
     act_init(&ah, c->ffn_h1, off, ff, c->act_hidden);
     off = 0;
@@ -67,9 +95,11 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
         int d1 = (int)((int64_t)dim * (thread_id() + 1) / threads_in_team());
         int o = 0;
         for (int i = 0; i < g->n; o += g->p[i].n, i++)
-            for (int r = 0; r < g->p[i].n; r++)
-                axpy(out + (size_t)g->p[i].rows[r] * dim + d0, g->p[i].weight ? g->p[i].weight[r] : 1.0f,
-                     c->ffn_y + (size_t)(o + r) * dim + d0, d1 - d0);
+            for (int r = 0; r < g->p[i].n; r++) {
+                float *y = c->ffn_y + (size_t)(o + r) * dim + d0;
+                if (g->p[i].down_bias) axpy(y, 1.0f, g->p[i].down_bias + d0, d1 - d0);
+                axpy(out + (size_t)g->p[i].rows[r] * dim + d0, g->p[i].weight ? g->p[i].weight[r] : 1.0f, y, d1 - d0);
+            }
     }
     g->n = g->rows = 0;
 }
@@ -79,7 +109,8 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
 static void group_add(moe_ctx *c, ffn_group *g, ffn_piece piece, act_rows *ax, float *out) {
     while (piece.n > 0) {
         int part = piece.n < c->ffn_chunk ? piece.n : c->ffn_chunk;
-        if (g->n && (g->n == MM_MAX_JOBS || g->rows + part > c->ffn_chunk || piece.gate.rows != g->p[0].gate.rows))
+        if (g->n && (g->n == group_cap(&g->p[0]) || g->rows + part > c->ffn_chunk ||
+                     piece.gate.rows != g->p[0].gate.rows || piece.oai != g->p[0].oai))
             group_run(c, g, ax, out);
         ffn_piece first = piece;
         first.n = part;
@@ -99,6 +130,8 @@ static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
     int E = rc->n_experts, k = rc->k;
     const unsigned char *off = c->expert_off ? c->expert_off + (size_t)layer * E : NULL;
     matmul(c->router_logits, &L->router, ax); /* HF mlp.gate(x) */
+    if (L->router_logit_bias) /* gpt-oss: the router is a Linear with bias */
+        for (int t = 0; t < n; t++) axpy(c->router_logits + (size_t)t * E, 1.0f, L->router_logit_bias, E);
     for (int t = 0; t < n; t++) {
         route_io io = {c->router_logits + (size_t)t * E, L->router_bias, off, c->route_scores, c->route_choice,
                        rc->n_groups > 1 ? c->route_groups : NULL, c->sel_ids + (size_t)t * k, c->sel_w + (size_t)t * k};
@@ -136,8 +169,13 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
     for (int e = 0; e < E; e++) {
         int first = c->exp_start[e], count = c->exp_start[e + 1] - first;
         if (!count) continue;
-        ffn_piece p = {wmat_at(L->gate_exps, e), wmat_at(L->up_exps, e), wmat_at(L->down_exps, e),
-                       c->exp_rows + first, c->ffn_pair_w + first, count, e};
+        int F = L->gate_exps.rows;
+        ffn_piece p = {.gate = wmat_at(L->gate_exps, e), .up = wmat_at(L->up_exps, e),
+                       .down = wmat_at(L->down_exps, e), .rows = c->exp_rows + first,
+                       .weight = c->ffn_pair_w + first, .n = count, .expert = e, .oai = cfg->act == ACT_SWIGLU_OAI,
+                       .gate_bias = L->gate_exps_bias ? L->gate_exps_bias + (size_t)e * F : NULL,
+                       .up_bias = L->up_exps_bias ? L->up_exps_bias + (size_t)e * F : NULL,
+                       .down_bias = L->down_exps_bias ? L->down_exps_bias + (size_t)e * cfg->dim : NULL};
         group_add(c, g, p, ax, out);
     }
     if (cfg->shared_ff > 0) { /* shared expert on every token, Qwen2-MoE's times its gate */
@@ -146,7 +184,8 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
             gate = c->ffn_gate_logit;
             for (int t = 0; t < n; t++) gate[t] = sigmoidf(gate[t]);
         }
-        group_add(c, g, (ffn_piece){L->gate_sh, L->up_sh, L->down_sh, c->seq_idx, gate, n, -1}, ax, out);
+        group_add(c, g, (ffn_piece){.gate = L->gate_sh, .up = L->up_sh, .down = L->down_sh, .rows = c->seq_idx,
+                                    .weight = gate, .n = n, .expert = -1}, ax, out);
     }
 }
 
@@ -160,6 +199,7 @@ void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const 
     if (L->is_moe)
         moe_forward(c, layer, &ax, n, pos0, tokens, out, &g);
     else /* HF MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
-        group_add(c, &g, (ffn_piece){L->ffn_gate, L->ffn_up, L->ffn_down, c->seq_idx, NULL, n, -1}, &ax, out);
+        group_add(c, &g, (ffn_piece){.gate = L->ffn_gate, .up = L->ffn_up, .down = L->ffn_down, .rows = c->seq_idx,
+                                      .n = n, .expert = -1}, &ax, out);
     if (g.n) group_run(c, &g, &ax, out);
 }

@@ -66,6 +66,7 @@ static void layout(moe_ctx *c, arena *a) {
     /* one row of scores per query head of a GQA group (MLA: one) */
     int group = cfg->attn_type == ATTN_MLA ? 1 : cfg->n_heads / cfg->n_kv_heads;
     c->att_scores = take(a, T * (size_t)group * (size_t)c->n_ctx, sizeof(float));
+    c->att_part = take(a, T * (size_t)group * (size_t)cfg->head_dim, sizeof(float));
     c->mla_tmp = mla ? take(a, T * (lat + (size_t)cfg->kv_lora), sizeof(float)) : NULL;
     if (E) {
         c->router_logits = take(a, B * E, sizeof(float));
@@ -111,6 +112,27 @@ static void *kv_alloc(size_t bytes) {
     return malloc(bytes);
 }
 
+/* Each layer's offset and slots; returns the values per cache (K or V). */
+static size_t kv_layout(moe_ctx *c) {
+    const moe_config *cfg = &c->model->cfg;
+    size_t width = cfg->attn_type == ATTN_MLA ? (size_t)(cfg->kv_lora + cfg->mla_rope_dim)
+                                              : (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
+    c->layer_off = malloc(sizeof(size_t) * (size_t)cfg->n_layers);
+    c->layer_slots = malloc(sizeof(int) * (size_t)cfg->n_layers);
+    if (!c->layer_off || !c->layer_slots) {
+        free(c->layer_off); /* moe_ctx_new reports it */
+        c->layer_off = NULL;
+        return 0;
+    }
+    size_t total = 0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        c->layer_off[l] = total;
+        c->layer_slots[l] = config_cache_slots(cfg, c->n_ctx, l);
+        total += (size_t)c->layer_slots[l] * width;
+    }
+    return total;
+}
+
 moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) {
     const moe_config *cfg = &m->cfg;
     if (!cfg->has_weights) {
@@ -154,12 +176,9 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     c->ffn_chunk = chunk < 1 ? 1 : chunk > (size_t)c->n_batch ? c->n_batch : (int)chunk;
 
     /* KV cache: GQA keeps K and V (transposed) per kv head; MLA keeps [latent | rope key] */
-    c->cache_layer_floats = cfg->attn_type == ATTN_MLA
-                                ? (size_t)c->n_ctx * (size_t)(cfg->kv_lora + cfg->mla_rope_dim)
-                                : (size_t)c->n_ctx * (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
-    size_t cache_floats = c->cache_layer_floats * (size_t)cfg->n_layers;
     size_t esize = p->kv_f16 ? sizeof(uint16_t) : sizeof(float);
     c->kv_f16 = p->kv_f16 != 0;
+    size_t cache_floats = kv_layout(c);
     c->k_cache = kv_alloc(esize * cache_floats);
     c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : kv_alloc(esize * cache_floats);
     c->cache_bytes = esize * cache_floats * (cfg->attn_type == ATTN_MLA ? 1 : 2);
@@ -168,7 +187,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     layout(c, &a);
     c->arena_bytes = a.offset;
     c->arena = calloc(1, a.offset + 64);
-    if (!c->k_cache || (cfg->attn_type != ATTN_MLA && !c->v_cache) || !c->arena) {
+    if (!c->layer_off || !c->k_cache || (cfg->attn_type != ATTN_MLA && !c->v_cache) || !c->arena) {
         moe_fail(err, "out of memory: KV cache %zu MB + scratch %zu MB for a context of %d", c->cache_bytes >> 20,
                  c->arena_bytes >> 20, c->n_ctx);
         moe_ctx_free(c);
@@ -189,6 +208,8 @@ void moe_ctx_free(moe_ctx *c) {
     if (!c) return;
     free(c->k_cache);
     free(c->v_cache);
+    free(c->layer_off);
+    free(c->layer_slots);
     free(c->arena);
     free(c->expert_off);
     rope_table_free(&c->rope);

@@ -22,12 +22,16 @@ struct moe_ctx {
     route_config route;         /* the model's routing, k possibly overridden (n_active) */
     unsigned char *expert_off;  /* (n_layers, E) 1 = disabled expert, or NULL: none */
 
-    /* KV cache, per layer: GQA K as (n_ctx, n_kv*head_dim) and V transposed,
-     * (n_kv*head_dim, n_ctx), so the weighted sum of values is a tile
-     * (attention.c); MLA (n_ctx, kv_lora + rope_dim) latent + rope key, no V */
+    /* KV cache, per layer: GQA K as (slots, n_kv*head_dim) and V transposed,
+     * (n_kv*head_dim, slots), so the weighted sum of values is a tile
+     * (attention.c); MLA (slots, kv_lora + rope_dim) latent + rope key, no V.
+     * Position p lives in slot p % slots: slots = n_ctx, or for a layer
+     * with a sliding window a ring of 2*window - 1 (the window, plus room
+     * to write window new tokens before they attend). */
     void *k_cache, *v_cache;    /* f32, or f16 with kv_f16 */
     int kv_f16;
-    size_t cache_layer_floats;  /* values per layer in k_cache (and v_cache) */
+    size_t *layer_off;          /* (n_layers) first value of each layer in k_cache (and v_cache) */
+    int *layer_slots;           /* (n_layers) positions each layer's cache holds */
     rope_table rope;
 
     /* scratch (n_batch rows unless noted) */
@@ -37,6 +41,7 @@ struct moe_ctx {
     float *q, *k, *v;           /* (B, n_heads*head_dim), (B, kv width) x2 */
     float *att;                 /* (B, n_heads*v_head_dim) */
     float *att_scores;          /* (n_threads, GQA group, n_ctx) */
+    float *att_part;            /* (n_threads, GQA group, head_dim) a ring's second stretch of values */
     float *mla_tmp;             /* MLA: (n_threads, 2*kv_lora + rope) absorbed query + latent sum */
     float *router_logits;       /* (B, E) */
     int *sel_ids;               /* (B, k) */

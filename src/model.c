@@ -35,15 +35,18 @@ static moe_tensor *find_checked(binder *b, const char *name, int nd, const uint6
     return t;
 }
 
-/* A 1-D F32 vector of n elements. */
-static int bind_vec(binder *b, const float **out, const char *name, int n) {
-    uint64_t dims[1] = {(uint64_t)n};
-    moe_tensor *t = find_checked(b, name, 1, dims);
+/* An F32 tensor of rows vectors of n elements: [n] (rows == 0) or [rows, n]. */
+static int bind_f32(binder *b, const float **out, const char *name, int rows, int n) {
+    uint64_t dims[2] = {(uint64_t)rows, (uint64_t)n};
+    moe_tensor *t = rows ? find_checked(b, name, 2, dims) : find_checked(b, name, 1, dims + 1);
     if (!t) return -1;
     if (t->dtype != DT_F32) return moe_fail(b->err, "tensor %s: dtype %s, expected F32", name, dtype_name(t->dtype));
     *out = t->data;
     return 0;
 }
+
+/* A 1-D F32 vector of n elements. */
+static int bind_vec(binder *b, const float **out, const char *name, int n) { return bind_f32(b, out, name, 0, n); }
 
 /* A matrix [rows, cols] (n_mats == 0) or a stack [n_mats, rows, cols] of a
  * weight dtype: F32/F16/BF16 or a block-quantized type. */
@@ -101,6 +104,9 @@ static int bind_attention(binder *b, const moe_config *c, layer_weights *L, int 
                         bind_vec(b, &L->k_bias, LNAME(nm, l, "attn_k_bias"), nkv * hd) ||
                         bind_vec(b, &L->v_bias, LNAME(nm, l, "attn_v_bias"), nkv * hd)))
         return -1;
+    if ((c->o_bias && bind_vec(b, &L->o_bias, LNAME(nm, l, "attn_o_bias"), d)) ||
+        (c->sinks && bind_vec(b, &L->sinks, LNAME(nm, l, "attn_sinks"), nh)))
+        return -1;
     if (c->qk_norm != QK_NORM_NONE) {
         int full = c->qk_norm == QK_NORM_FULL;
         if (bind_vec(b, &L->q_norm, LNAME(nm, l, "attn_q_norm"), full ? nh * hd : hd) ||
@@ -128,6 +134,11 @@ static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
         return moe_fail(b->err, "tensor blk.%d.ffn_router: dtype %s; routers stay in F32/F16/BF16 so quantization "
                         "cannot flip a routing decision", l, dtype_name(L->router.dtype));
     if (c->route.use_bias && bind_vec(b, &L->router_bias, LNAME(nm, l, "ffn_router_bias"), E)) return -1;
+    if (c->router_bias && bind_vec(b, &L->router_logit_bias, LNAME(nm, l, "ffn_router_logit_bias"), E)) return -1;
+    if (c->expert_bias && (bind_f32(b, &L->gate_exps_bias, LNAME(nm, l, "ffn_gate_exps_bias"), E, F) ||
+                           bind_f32(b, &L->up_exps_bias, LNAME(nm, l, "ffn_up_exps_bias"), E, F) ||
+                           bind_f32(b, &L->down_exps_bias, LNAME(nm, l, "ffn_down_exps_bias"), E, d)))
+        return -1;
     if (c->shared_ff > 0 && (bind_mat(b, &L->gate_sh, LNAME(nm, l, "ffn_gate_shexp"), 0, c->shared_ff, d) ||
                              bind_mat(b, &L->up_sh, LNAME(nm, l, "ffn_up_shexp"), 0, c->shared_ff, d) ||
                              bind_mat(b, &L->down_sh, LNAME(nm, l, "ffn_down_shexp"), 0, d, c->shared_ff)))
@@ -290,7 +301,14 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
     info->active_bytes = act_bytes;
     uint64_t per_layer = c->attn_type == ATTN_MLA ? (uint64_t)(c->kv_lora + c->mla_rope_dim)
                                                   : 2u * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim;
-    info->kv_bytes_per_token = per_layer * (uint64_t)c->n_layers * sizeof(float);
+    /* a sliding-window layer keeps a ring of fixed size (config_cache_slots), not a row per position */
+    for (int l = 0; l < c->n_layers; l++) {
+        int ring = c->attn_type == ATTN_GQA && c->window_layer[l];
+        info->n_window_layers += ring;
+        if (ring) info->kv_ring_bytes += per_layer * (uint64_t)config_cache_slots(c, INT32_MAX, l) * sizeof(float);
+        else info->kv_bytes_per_token += per_layer * sizeof(float);
+    }
+    info->window = info->n_window_layers ? c->window : 0;
 }
 
 /* One GGUF metadata value, shortened: long strings and arrays show their head. */

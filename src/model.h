@@ -37,6 +37,8 @@ typedef struct {
     wmat o;                          /* (dim, n_heads*v_head_dim) */
     const float *q_bias, *k_bias, *v_bias;
     const float *q_norm, *k_norm;    /* (head_dim) or (n_heads*head_dim), (n_kv*head_dim) */
+    const float *o_bias;             /* (dim) or NULL */
+    const float *sinks;              /* (n_heads) sink logit per query head, or NULL */
     /* MLA attention (attn.type = mla) */
     wmat q_a, q_b;                   /* (q_lora, dim), (n_heads*(nope+rope), q_lora) */
     const float *q_a_norm;           /* (q_lora) */
@@ -51,6 +53,9 @@ typedef struct {
     /* ... or mixture of experts */
     wmat router;                     /* (n_experts, dim) */
     const float *router_bias;        /* (n_experts) selection-only bias, or NULL */
+    const float *router_logit_bias;  /* (n_experts) added to the router logits, or NULL */
+    const float *gate_exps_bias, *up_exps_bias; /* (n_experts, moe_ff) or NULL */
+    const float *down_exps_bias;     /* (n_experts, dim) or NULL */
     wmat gate_exps, up_exps;         /* n_experts x (moe_ff, dim) */
     wmat down_exps;                  /* n_experts x (dim, moe_ff) */
     wmat gate_sh, up_sh, down_sh;    /* shared expert (shared_ff, dim), (dim, shared_ff); rows 0 if none */

@@ -42,6 +42,28 @@ void swiglu(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
 }
 
+void swiglu_oai(float *gate, const float *up, const float *bg, const float *bu, int n, float limit, float alpha) {
+    for (int i = 0; i < n; i++) {
+        float g = gate[i] + (bg ? bg[i] : 0.0f), u = up[i] + (bu ? bu[i] : 0.0f);
+        g = g < limit ? g : limit; /* NaN-free inputs: fminf's semantics are not needed */
+        u = u < -limit ? -limit : u > limit ? limit : u;
+        gate[i] = g / (1.0f + exp_fast(-alpha * g)) * (u + 1.0f);
+    }
+}
+
+void softmax_sink(float *x, int n, float sink) {
+    float max = sink;
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    float sum = exp_fast(sink - max);
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < n; i++) {
+        x[i] = exp_fast(x[i] - max);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 void axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }

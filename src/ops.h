@@ -39,6 +39,13 @@ void softmax_fast(float *x, int n);
 float sigmoidf(float x);
 /* gate[i] = silu(gate[i]) * up[i]   (SwiGLU: act_fn(gate_proj(x)) * up_proj(x)), exp_fast */
 void swiglu(float *gate, const float *up, int n);
+/* gpt-oss's clamped SwiGLU on biased projections (HF GptOssExperts):
+ * g = min(gate + bg, limit), u = clamp(up + bu, -limit, limit),
+ * gate[i] = g * sigmoid(alpha * g) * (u + 1). */
+void swiglu_oai(float *gate, const float *up, const float *bg, const float *bu, int n, float limit, float alpha);
+/* in-place softmax over n values plus one extra logit (an attention sink):
+ * the sink takes its share of the denominator and is dropped (exp_fast) */
+void softmax_sink(float *x, int n, float sink);
 /* y += a * x */
 void axpy(float *y, float a, const float *x, int n);
 /* clamp to [-c, c] */

@@ -25,8 +25,12 @@ void rope_inv_freq(const moe_config *c, double *inv_freq) {
     case ROPE_SCALE_YARN: {
         /* low dims (fast rotation) extrapolate, high dims interpolate by factor,
          * with a linear ramp between (HF _compute_yarn_parameters). */
-        double low = floor(yarn_corr_dim(c->rope_beta_fast, dim, base, c->rope_orig_ctx));
-        double high = ceil(yarn_corr_dim(c->rope_beta_slow, dim, base, c->rope_orig_ctx));
+        double low = yarn_corr_dim(c->rope_beta_fast, dim, base, c->rope_orig_ctx);
+        double high = yarn_corr_dim(c->rope_beta_slow, dim, base, c->rope_orig_ctx);
+        if (c->rope_yarn_truncate) { /* HF truncate (its default); gpt-oss publishes false */
+            low = floor(low);
+            high = ceil(high);
+        }
         if (low < 0) low = 0;
         if (high > dim - 1) high = dim - 1;
         if (low == high) high += 0.001;

@@ -2,6 +2,7 @@
  *
  * One function covers every family (docs/ROUTING.md has the table):
  *   Mixtral, GraniteMoE   softmax, top-k, renormalise   (= softmax of the top-k logits)
+ *   gpt-oss               the same, on logits that include the router's bias
  *   Qwen2-MoE, Qwen3-MoE  softmax, top-k, renormalise iff norm_topk_prob
  *   OLMoE                 softmax, top-k, renormalise iff norm_topk_prob
  *   DeepSeek-V2           softmax, optional group limit (group score = max),

@@ -41,7 +41,8 @@ class ConvertError(Exception):
 
 # ---------------------------------------------------------------- safetensors
 
-ST_DTYPES = {"F32": (moefile.F32, 4), "F16": (moefile.F16, 2), "BF16": (moefile.BF16, 2)}
+# U8: gpt-oss's MXFP4 expert blocks and scales (read by plan_gpt_oss_experts only)
+ST_DTYPES = {"F32": (moefile.F32, 4), "F16": (moefile.F16, 2), "BF16": (moefile.BF16, 2), "U8": (moefile.U8, 1)}
 CHUNK = 1 << 24
 
 
@@ -95,7 +96,8 @@ def read_safetensors(path):
             raise ConvertError("%s: tensor %s: bad entry" % (path, name))
         dt, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dt not in ST_DTYPES:
-            raise ConvertError("%s: tensor %s has dtype %s; only F32, F16 and BF16 are supported" % (path, name, dt))
+            raise ConvertError("%s: tensor %s has dtype %s; only F32, F16, BF16 (and U8 MXFP4 blocks) are supported" % (
+                path, name, dt))
         if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
                 or not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)):
             raise ConvertError("%s: tensor %s: bad shape or data_offsets" % (path, name))
@@ -193,12 +195,14 @@ class Plan:
         self.used = set()
         self.out = []  # (name, dtype, shape, source)
 
-    def get(self, name, shape):
+    def get(self, name, shape, raw=False):
         t = self.hf.get(name)
         if t is None:
             raise ConvertError("missing tensor %s" % name)
         if t.shape != list(shape):
             raise ConvertError("%s: shape %s, expected %s" % (name, t.shape, list(shape)))
+        if t.dtype == moefile.U8 and not raw:
+            raise ConvertError("%s: dtype U8 where a float tensor is expected" % name)
         self.used.add(name)
         return t
 
@@ -283,7 +287,7 @@ class Plan:
 # ---------------------------------------------------------------- config.json -> metadata
 
 ARCHS = {
-    "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+    "GptOssForCausalLM": "gpt_oss", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DeepseekV2ForCausalLM": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3", "GraniteMoeForCausalLM": "granitemoe",
@@ -352,7 +356,7 @@ def rope_kv(cfg, kv, deepseek):
     known = {"linear": {"factor"}, "llama3": {"factor", "low_freq_factor", "high_freq_factor",
                                               "original_max_position_embeddings"},
              "yarn": {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale",
-                      "mscale_all_dim", "attention_factor"}}
+                      "mscale_all_dim", "attention_factor", "truncate"}}
     if kind not in known:
         cfg.refuse("rope_scaling", "RoPE scaling %r; moe knows linear, yarn and llama3" % kind)
     unknown = set(rs) - known[kind] - {"type", "rope_type"}
@@ -372,6 +376,8 @@ def rope_kv(cfg, kv, deepseek):
         return 1.0
     kv["rope.beta_fast"] = sub.float("beta_fast", 32.0)
     kv["rope.beta_slow"] = sub.float("beta_slow", 1.0)
+    if not sub.flag("truncate", True):  # HF: ramp bounds kept fractional (gpt-oss); absent = floor/ceil
+        kv["rope.yarn_truncate"] = 0
     mscale, mscale_all = sub.float("mscale", 1.0 if deepseek else 0.0), sub.float("mscale_all_dim", 0.0)
     if sub.has("attention_factor"):
         kv["rope.attn_factor"] = sub.float("attention_factor")
@@ -403,7 +409,7 @@ def common_kv(cfg, arch):
     }
     if cfg.get("hidden_act", "silu") != "silu":
         cfg.refuse("hidden_act", "moe's experts are SwiGLU")
-    if cfg.flag("attention_bias", False) and arch not in ("qwen2", "qwen2_moe", "glm4_moe"):
+    if cfg.flag("attention_bias", False) and arch not in ("qwen2", "qwen2_moe", "glm4_moe", "gpt_oss"):
         cfg.refuse("attention_bias", "no bias on the attention output projection")
     if cfg.flag("use_sliding_window", False):
         cfg.refuse("use_sliding_window", "per-layer sliding windows are not implemented")
@@ -467,6 +473,8 @@ def family_kv(cfg, arch):
         deepseek_kv(cfg, arch, kv, mscale2)
     if arch == "glm4_moe":
         glm4_moe_kv(cfg, kv)
+    if arch == "gpt_oss":
+        gpt_oss_kv(cfg, kv)
     if kv["moe.n_experts"]:
         if not 0 < kv["moe.n_active"] <= kv["moe.n_experts"]:
             cfg.refuse("num_experts_per_tok", "must be between 1 and the number of experts")
@@ -480,6 +488,33 @@ def family_kv(cfg, arch):
     elif all(kv["moe.layers"]):
         kv["model.ff_dim"] = 0  # no dense layer
     return kv
+
+
+def gpt_oss_kv(cfg, kv):
+    """modeling_gpt_oss.py: GptOssAttention (q/k/v/o biases, sinks, sliding_window on the layers
+    layer_types names), GptOssTopKRouter (Linear with bias, top-k of the logits, softmax over
+    those k), GptOssExperts (biases, clamped SwiGLU with alpha 1.702 and (up + 1))."""
+    L = kv["model.n_layers"]
+    if not cfg.flag("attention_bias", True):
+        cfg.refuse("attention_bias", "gpt-oss attention has biases")
+    types = cfg.get("layer_types", ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(L)])
+    if (not isinstance(types, list) or len(types) != L
+            or any(t not in ("sliding_attention", "full_attention") for t in types)):
+        cfg.refuse("layer_types", "one of sliding_attention/full_attention per layer")
+    k, E = cfg.int("num_experts_per_tok"), cfg.int("num_local_experts")
+    if cfg.has("experts_per_token") and cfg.int("experts_per_token") != k:
+        cfg.refuse("experts_per_token", "differs from num_experts_per_tok, which HF reads")
+    qc = cfg.d.get("quantization_config")
+    if not isinstance(qc, dict) or qc.get("quant_method") != "mxfp4":
+        cfg.refuse("quantization_config", "moe reads gpt-oss with its experts in MXFP4, as published")
+    kv.update({"attn.qkv_bias": 1, "attn.o_bias": 1, "attn.sinks": 1,
+               "moe.n_experts": E, "moe.n_active": k, "moe.ff_dim": cfg.int("intermediate_size"),
+               "moe.norm_topk": 1, "moe.layers": [1] * L, "moe.router_bias": 1, "moe.expert_bias": 1,
+               "moe.act": "swiglu_oai", "moe.act_limit": cfg.float("swiglu_limit"), "moe.act_alpha": 1.702})
+    if "sliding_attention" in types:
+        kv["attn.window"] = cfg.int("sliding_window")
+        kv["attn.window_layers"] = [int(t == "sliding_attention") for t in types]
+    kv["model.ff_dim"] = 0
 
 
 def deepseek_kv(cfg, arch, kv, mscale2):
@@ -624,6 +659,9 @@ def plan_hf(cfg, kv, plan):
     for i in range(L):
         p, b = "model.layers.%d." % i, "blk.%d." % i
         plan.copy(b + "attn_norm", p + "input_layernorm.weight", [D])
+        if arch == "gpt_oss":
+            plan.copy(b + "attn_o_bias", p + "self_attn.o_proj.bias", [D])
+            plan.copy(b + "attn_sinks", p + "self_attn.sinks", [H])
         if mla:
             plan_mla(kv, plan, i, p, b)
         else:
@@ -667,6 +705,9 @@ def plan_mla(kv, plan, i, p, b):
 
 def plan_moe(kv, plan, arch, i, p, b):
     D, E, F = kv["model.dim"], kv["moe.n_experts"], kv["moe.ff_dim"]
+    if arch == "gpt_oss":
+        plan_gpt_oss_moe(plan, E, F, D, p + "mlp.", b)
+        return
     if arch == "granitemoe":
         m = p + "block_sparse_moe."
         plan.copy(b + "ffn_router", m + "router.layer.weight", [E, D])
@@ -699,6 +740,85 @@ def plan_moe(kv, plan, arch, i, p, b):
         for name, shape in (("shared_expert.gate_proj.weight", [0, D]), ("shared_expert.up_proj.weight", [0, D]),
                             ("shared_expert.down_proj.weight", [D, 0]), ("shared_expert_gate.weight", [1, D])):
             plan.get(m + name, shape)
+
+
+# ---------------------------------------------------------------- gpt-oss: MXFP4 experts
+
+# E2M1 code -> value (OCP MX spec; HF integrations/mxfp4.py FP4_VALUES)
+FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+
+
+def mxfp4_byte_table(scale):
+    """byte -> the 4 bytes of its two bf16 values (low nibble first) under one E8M0 scale byte.
+    Exact: an E2M1 value (2 significant bits) times 2^(scale - 127) is a bf16 value for every
+    scale up to 252 (6 * 2^125); scales 0..2 give bf16 subnormals, still exact. Above 252 the
+    largest codes overflow bf16, and 255 is E8M0's NaN: refused."""
+    if scale > 252:
+        raise ConvertError("MXFP4 scale byte %d: %s" % (scale, "NaN" if scale == 255 else "values beyond bf16's range"))
+    half = [struct.pack("<f", math.ldexp(v, scale - 127))[2:4] for v in FP4_VALUES]
+    for v, h in zip(FP4_VALUES, half):
+        assert struct.unpack("<f", b"\0\0" + h)[0] == math.ldexp(v, scale - 127)
+    return [half[b & 15] + half[b >> 4] for b in range(256)]
+
+
+def mxfp4_rows_bf16(blocks, scales, E, R, C, rows):
+    """bf16 bytes of rows `rows` (indices into R) of every expert of an MXFP4 tensor whose
+    dequantized form is [E, R, C]: blocks U8 [E, R, C/32, 16], scales U8 [E, R, C/32]."""
+    nb = C // 32
+    tables = {}
+
+    def source():
+        for e in range(E):
+            out = []
+            for r in rows:
+                row = e * R + r
+                blk = blocks.read(row * nb * 16, nb * 16)
+                sc = scales.read(row * nb, nb)
+                for g in range(nb):
+                    tab = tables.get(sc[g])
+                    if tab is None:
+                        tab = tables[sc[g]] = mxfp4_byte_table(sc[g])
+                    out.append(b"".join(map(tab.__getitem__, blk[g * 16:(g + 1) * 16])))
+            yield b"".join(out)
+    return source
+
+
+def plan_gpt_oss_moe(plan, E, F, D, m, b):
+    """Router (weight + logit bias), and the experts: gate_up_proj's rows interleave gate (even)
+    and up (odd), as does gate_up_proj_bias; both are split here. MXFP4 is dequantized to BF16
+    (exactly); biases widen to F32."""
+    if D % 32 or F % 32:
+        raise ConvertError("gpt-oss: hidden_size %d and intermediate_size %d must be multiples of 32 (MXFP4)" % (D, F))
+    plan.copy(b + "ffn_router", m + "router.weight", [E, D])
+    plan.copy(b + "ffn_router_logit_bias", m + "router.bias", [E])
+    x = m + "experts."
+    gu_b = plan.get(x + "gate_up_proj_blocks", [E, 2 * F, D // 32, 16], raw=True)
+    gu_s = plan.get(x + "gate_up_proj_scales", [E, 2 * F, D // 32], raw=True)
+    dn_b = plan.get(x + "down_proj_blocks", [E, D, F // 32, 16], raw=True)
+    dn_s = plan.get(x + "down_proj_scales", [E, D, F // 32], raw=True)
+    for t in (gu_b, gu_s, dn_b, dn_s):
+        if t.dtype != moefile.U8:
+            raise ConvertError("%s: dtype must be U8 (MXFP4)" % t.name)
+    def experts(name, blocks, scales, R, C, rows):
+        source = mxfp4_rows_bf16(blocks, scales, E, R, C, rows)
+        if plan.widen:  # --dtype f32
+            plan.out.append((name, moefile.F32, [E, len(rows), C], lambda: (bf16_to_f32(c) for c in source())))
+        else:
+            plan.out.append((name, moefile.BF16, [E, len(rows), C], source))
+    experts(b + "ffn_gate_exps", gu_b, gu_s, 2 * F, D, range(0, 2 * F, 2))
+    experts(b + "ffn_up_exps", gu_b, gu_s, 2 * F, D, range(1, 2 * F, 2))
+    experts(b + "ffn_down_exps", dn_b, dn_s, D, F, range(D))
+    gu_bias = plan.get(x + "gate_up_proj_bias", [E, 2 * F])
+    dn_bias = plan.get(x + "down_proj_bias", [E, D])
+
+    def every_other(t, first):
+        def source():
+            f32 = to_f32(t.dtype, t.read())
+            yield b"".join(f32[i * 4:i * 4 + 4] for i in range(first, len(f32) // 4, 2))
+        return source
+    plan.out.append((b + "ffn_gate_exps_bias", moefile.F32, [E, F], every_other(gu_bias, 0)))
+    plan.out.append((b + "ffn_up_exps_bias", moefile.F32, [E, F], every_other(gu_bias, 1)))
+    plan.out.append((b + "ffn_down_exps_bias", moefile.F32, [E, D], lambda: [to_f32(dn_bias.dtype, dn_bias.read())]))
 
 
 def convert_hf(src, widen, tokenizer_required):

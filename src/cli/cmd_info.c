@@ -76,6 +76,9 @@ int cmd_info(int argc, char **argv) {
         printf("vocabulary        %d logits, %d tokens, bos %d, eos %d\n", i.vocab_size, i.n_tokens, i.bos, i.eos);
         printf("context           %d positions max, KV cache %" PRIu64 " bytes per position (f32)\n", i.max_ctx,
                i.kv_bytes_per_token);
+        if (i.n_window_layers)
+            printf("sliding window    %d positions on %d layers: their KV cache is a ring of %" PRIu64
+                   " bytes in all (f32), not per position\n", i.window, i.n_window_layers, i.kv_ring_bytes);
         printf("file              %" PRIu64 " bytes\n", i.file_bytes);
     }
     if (m->file.gguf && m->file.gguf->n_tensors) gguf_type_table(m->file.gguf);
