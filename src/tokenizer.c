@@ -46,6 +46,7 @@ typedef enum {
     PRE_DEEPSEEK_V3,    /* three Splits */
     PRE_FALCON,         /* Punctuation, ByteLevel regex, then Digits and [0-9]{3} on bytes */
     PRE_STARCODER,      /* Digits(individual), ByteLevel regex (starcoder, refact) */
+    PRE_O200K,          /* Split(o200k regex): GPT-4o / gpt-oss, case-aware words */
 } pre_kind;
 
 static const struct {
@@ -56,7 +57,7 @@ static const struct {
     {"mpt", PRE_GPT2},                 {"qwen2", PRE_QWEN2},       {"llama3", PRE_LLAMA3},
     {"deepseek_llm", PRE_DEEPSEEK_LLM}, {"deepseek_coder", PRE_DEEPSEEK_CODER},
     {"deepseek_v3", PRE_DEEPSEEK_V3},  {"falcon", PRE_FALCON},     {"starcoder", PRE_STARCODER},
-    {"refact", PRE_STARCODER},
+    {"refact", PRE_STARCODER},         {"o200k", PRE_O200K},
 };
 
 /* A node of the added-token trie: children are a sibling list (the root's
@@ -768,6 +769,59 @@ static size_t m_qwen2(const enc *e, size_t p, size_t end, size_t *skip) {
     return m_llama3_like(e, p, end, 1);
 }
 
+/* o200k (GPT-4o, gpt-oss), with U = [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and
+ * W = [\p{Ll}\p{Lm}\p{Lo}\p{M}] (so Lm, Lo and marks are both):
+ *   [^\r\n\p{L}\p{N}]?U*W+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+ *   [^\r\n\p{L}\p{N}]?U+W*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}|
+ *    ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ * A word is a run of capitals then a run of lowercase: "HelloWorld" is two. */
+static inline int o200k_upper(unsigned f) { return (f & UNI_M) || ((f & UNI_L) && !(f & UNI_LL)); }
+static inline int o200k_lower(unsigned f) { return (f & UNI_M) || ((f & UNI_L) && !(f & UNI_LU)); }
+
+/* U*W+ (lower = 1) or U+W* (lower = 0) from q, plus an optional
+ * contraction: the end, or 0 if no match. U* is greedy, giving back
+ * characters until W+ can start (the last position up to the end of the U
+ * run that holds a W character). */
+static size_t o200k_word(const enc *e, size_t q, size_t end, int lower) {
+    size_t u = q;
+    while (u < end && o200k_upper(FL(u))) u++;
+    size_t w = u;
+    if (lower) {
+        size_t j = u + 1;
+        while (j > q && !(j - 1 < end && o200k_lower(FL(j - 1)))) j--;
+        if (j == q) return 0;
+        w = j - 1;
+    } else if (u == q) {
+        return 0;
+    }
+    while (w < end && o200k_lower(FL(w))) w++;
+    if (w < end && CP(w) == '\'') w += contraction(e, w, end, 1);
+    return w;
+}
+
+static size_t m_o200k(const enc *e, size_t p, size_t end, size_t *skip) {
+    (void)skip;
+    uint32_t c = CP(p);
+    int prefix = !is_nl(c) && !(FL(p) & (UNI_L | UNI_N)); /* [^\r\n\p{L}\p{N}]? may take p */
+    for (int lower = 1; lower >= 0; lower--) {
+        size_t r = prefix && p + 1 < end ? o200k_word(e, p + 1, end, lower) : 0;
+        if (!r) r = o200k_word(e, p, end, lower);
+        if (r) return r - p;
+    }
+    if (FL(p) & UNI_N) {
+        size_t r = run_any(e, p, end, UNI_N) - p;
+        return r < 3 ? r : 3;
+    }
+    size_t q = p + (c == ' ' && p + 1 < end);
+    if (!(FL(q) & (UNI_WS | UNI_L | UNI_N))) {
+        size_t r = run_other(e, q, end);
+        while (r < end && (is_nl(CP(r)) || CP(r) == '/')) r++;
+        return r - p;
+    }
+    size_t k = ws_newlines(e, p, end);
+    return k ? k : ws_tail(e, p, end);
+}
+
 /* \p{N}{1,3} (DeepSeek-V3 stage 1) */
 static size_t m_digits3(const enc *e, size_t p, size_t end, size_t *skip) {
     if (!(FL(p) & UNI_N)) {
@@ -938,6 +992,7 @@ static const match_fn pipe_deepseek_coder[] = {m_newline, m_ws_letters, m_ws_pun
 static const match_fn pipe_deepseek_v3[] = {m_digits3, m_cjk_v3, m_deepseek_v3, NULL};
 static const match_fn pipe_falcon[] = {m_punct_run, m_gpt2, NULL};
 static const match_fn pipe_starcoder[] = {m_digit, m_gpt2, NULL};
+static const match_fn pipe_o200k[] = {m_o200k, NULL};
 
 static const match_fn *pipeline(pre_kind k) {
     switch (k) {
@@ -949,6 +1004,7 @@ static const match_fn *pipeline(pre_kind k) {
     case PRE_DEEPSEEK_V3: return pipe_deepseek_v3;
     case PRE_FALCON: return pipe_falcon;
     case PRE_STARCODER: return pipe_starcoder;
+    case PRE_O200K: return pipe_o200k;
     default: return NULL;
     }
 }

@@ -11,8 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Character class flags (general category major class, plus the White_Space
- * property, which is what \s means in the tokenizer regexes). */
+/* Character class flags (general category major class, the letter case the
+ * o200k regex distinguishes, and the White_Space property, which is what \s
+ * means in the tokenizer regexes). */
 enum {
     UNI_L = 1,    /* \p{L} letter */
     UNI_N = 2,    /* \p{N} number (Nd, Nl, No) */
@@ -20,6 +21,8 @@ enum {
     UNI_S = 8,    /* \p{S} symbol */
     UNI_M = 16,   /* \p{M} mark */
     UNI_WS = 32,  /* White_Space: \s */
+    UNI_LU = 64,  /* \p{Lu} or \p{Lt}: upper- and titlecase letters (with UNI_L) */
+    UNI_LL = 128, /* \p{Ll} lowercase letter (with UNI_L); a letter with neither is Lm or Lo */
 };
 
 /* A byte that is not part of well-formed UTF-8 decodes to UNI_BAD_BASE + byte:

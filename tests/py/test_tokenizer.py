@@ -524,11 +524,17 @@ def char_classes(extra=""):
     import re
     import unicodedata
     chars = sorted(set("".join(ALPHABET) + extra))
-    cls = {k: "" for k in ("L", "N", "P", "S", "M", "WS")}
+    cls = {k: "" for k in ("L", "N", "P", "S", "M", "WS", "U", "W")}
     for c in chars:
-        cat = unicodedata.category(c)[0]
+        full = unicodedata.category(c)
+        cat = full[0]
         if cat in cls:
             cls[cat] += re.escape(c)
+        # o200k's word classes: U = [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}], W = [\p{Ll}\p{Lm}\p{Lo}\p{M}]
+        if full in ("Lu", "Lt", "Lm", "Lo") or cat == "M":
+            cls["U"] += re.escape(c)
+        if full in ("Ll", "Lm", "Lo") or cat == "M":
+            cls["W"] += re.escape(c)
         if ord(c) in WHITE_SPACE:
             cls["WS"] += re.escape(c)
     cls["APUNCT"] = re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
@@ -545,7 +551,11 @@ def oracle_patterns(extra=""):
     dsv3 = f(r"[{APUNCT}][A-Za-z]+|[^\r\n{L}{P}{S}]?[{L}{M}]+| ?[{P}{S}]+[\r\n]*|[{WS}]*[\r\n]+|"
              r"[{WS}]+(?![^{WS}])|[{WS}]+")
     ws = "[%s]" % c["WS"]
+    contr = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    o200k = f(r"[^\r\n{L}{N}]?[{U}]*[{W}]+" + contr + r"|[^\r\n{L}{N}]?[{U}]+[{W}]*" + contr +
+              r"|[{N}]{{1,3}}| ?[^{WS}{L}{N}]+[\r\n/]*|[{WS}]*[\r\n]+|[{WS}]+(?![^{WS}])|[{WS}]+")
     return {
+        "o200k": [o200k],
         "gpt2": [gpt2],
         "qwen2": [qwen2],
         "llama3": [llama3],
@@ -608,7 +618,10 @@ class TestPreTokenizers(unittest.TestCase):
         for _ in range(2000):
             texts.append("".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40))))
         texts += ["Hello world", "  leading", "trailing  ", "a\n\n\tb", "it's 'S 'LL", "12345678", "x 1 22 333",
-                  "\u4e2d\u56fd\u8a9e\u30ab\u30bf\u30ab\u30ca", "F\u00fchrer", "\u00bd\u00b2\u00b3 4\u00bd"]
+                  "\u4e2d\u56fd\u8a9e\u30ab\u30bf\u30ab\u30ca", "F\u00fchrer", "\u00bd\u00b2\u00b3 4\u00bd",
+                  # o200k's case rules: capitals then lowercase, titlecase, modifier letters, marks, '/'
+                  "HelloWorld iPhone's HTTPServer ABC'S \u00c9COLE's", "\u01c5emal \u02b0a\u02b0 \u3005\u3005a",
+                  " \u0301Ab x\u0301Y\u0301z", "a/b//\n c/\r\n", "!!\u0301a .\u0301'LL"]
         for name, patterns in oracle_patterns("".join(texts)).items():
             expected = []
             for text in texts:
