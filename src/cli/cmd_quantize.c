@@ -3,7 +3,8 @@
  * time), with per-tensor precision rules:
  *   - routers (ffn_router) and Qwen2-MoE's shared-expert gate stay as they
  *     are: a routing decision must not flip because of quantization;
- *   - norms, biases and every 1-D tensor stay F32; the tokenizer is copied;
+ *   - norms, biases (also gpt-oss's per-expert [E, n] ones) and every 1-D
+ *     tensor stay F32; the tokenizer is copied;
  *   - the token embedding stays as it is unless --embd says otherwise;
  *   - the output matrix gets Q8_0 under 4-bit types (--output overrides);
  *   - MLA's absorbed per-head matrices (attn_k_b, attn_v_b) stay float;
@@ -68,7 +69,7 @@ static int ends_with(const moe_tensor *t, const char *suffix) {
 static moe_dtype target_type(const moe_tensor *t, moe_dtype want, int embd_set, moe_dtype embd, moe_dtype output) {
     if (t->name_len > 4 && !memcmp(t->name, "tok.", 4)) return t->dtype;
     if (t->n_dims == 1 || (!dtype_is_float(t->dtype) && !dtype_is_quant(t->dtype))) return t->dtype;
-    if (ends_with(t, "ffn_router") || ends_with(t, "ffn_shexp_gate")) return t->dtype;
+    if (ends_with(t, "ffn_router") || ends_with(t, "ffn_shexp_gate") || ends_with(t, "_bias")) return t->dtype;
     if (ends_with(t, "attn_k_b") || ends_with(t, "attn_v_b")) return t->dtype;
     if (t->name_len == 8 && !memcmp(t->name, "tok_embd", 8)) want = embd_set ? embd : t->dtype;
     if (t->name_len == 6 && !memcmp(t->name, "output", 6)) want = output;

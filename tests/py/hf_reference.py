@@ -1,6 +1,7 @@
 """hf_reference - an independent float64 forward pass, in pure Python, written from the
 semantics of the Hugging Face modeling code (modeling_llama/qwen2/qwen3/mixtral/qwen2_moe/
-qwen3_moe/olmoe/granitemoe/glm4_moe/glm4_moe_lite.py and DeepSeek's modeling_deepseek.py), not
+qwen3_moe/olmoe/granitemoe/glm4_moe/glm4_moe_lite/gpt_oss.py, integrations/mxfp4.py and DeepSeek's
+modeling_deepseek.py), not
 from the C engine.
 
     logits = forward(hf_dir, [tokens])     # list of rows, one per position, float64
@@ -31,6 +32,8 @@ def _decode(dtype, raw):
         wide[2::4] = raw[0::2]
         wide[3::4] = raw[1::2]
         return list(struct.unpack("<%df" % (n // 2), bytes(wide)))
+    if dtype == "U8":  # gpt-oss's MXFP4 blocks and scales
+        return list(raw)
     raise ValueError("unsupported safetensors dtype %s" % dtype)
 
 
@@ -165,8 +168,10 @@ def rope_inv_freq(cfg, dim, deepseek):
 
         def corr(rot):
             return dim * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
-        low = max(math.floor(corr(beta_fast)), 0)
-        high = min(math.ceil(corr(beta_slow)), dim - 1)
+        low, high = corr(beta_fast), corr(beta_slow)
+        if rs.get("truncate", True):  # _compute_yarn_parameters: gpt-oss publishes truncate false
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
         if low == high:
             high += 0.001
         out = []
@@ -207,13 +212,14 @@ def deepseek_rope(x, pos, inv, mult):
 # ---------------------------------------------------------------- attention
 
 
-def attend(qs, ks, vs, scale, window):
-    """Causal softmax(q.k * scale) v for one head over all positions; qs/ks/vs: per position."""
+def attend(qs, ks, vs, scale, window, sink=None):
+    """Causal softmax(q.k * scale) v for one head over all positions; qs/ks/vs: per position.
+    A sink (gpt-oss) is one more logit in the softmax whose probability is dropped."""
     out = []
     for i, q in enumerate(qs):
         lo = max(0, i - window + 1) if window else 0
         sc = [scale * sum(map(mul, q, ks[j])) for j in range(lo, i + 1)]
-        p = softmax(sc)
+        p = softmax(sc + [sink])[:-1] if sink is not None else softmax(sc)
         o = [0.0] * len(vs[0])
         for pj, j in zip(p, range(lo, i + 1)):
             vj = vs[j]
@@ -242,7 +248,7 @@ def gqa_attention(m, cfg, arch, i, xs):
     prf = (cfg.get("rope_parameters") or {}).get("partial_rotary_factor") or cfg.get("partial_rotary_factor", 1.0)
     rd = int(HD * prf) if arch == "glm4_moe" else HD
     inv, mult = rope_inv_freq(cfg, rd, False)
-    bias = arch in ("qwen2", "qwen2_moe") or (arch == "glm4_moe" and cfg.get("attention_bias", False))
+    bias = arch in ("qwen2", "qwen2_moe", "gpt_oss") or (arch == "glm4_moe" and cfg.get("attention_bias", False))
     clip = cfg.get("clip_qkv") if arch == "olmoe" else None
     Q, K, V = [], [], []
     for pos, x in enumerate(xs):
@@ -265,12 +271,19 @@ def gqa_attention(m, cfg, arch, i, xs):
     window = 0
     if arch in ("mixtral",) or (arch == "llama" and cfg.get("architectures") == ["MistralForCausalLM"]):
         window = cfg.get("sliding_window") or 0
+    sinks = [None] * H
+    if arch == "gpt_oss":  # GptOssAttention: sinks, window on the layers layer_types names
+        sinks = m.get(p + "sinks")
+        types = cfg.get("layer_types") or ["sliding_attention" if j % 2 == 0 else "full_attention"
+                                           for j in range(cfg["num_hidden_layers"])]
+        window = cfg["sliding_window"] if types[i] == "sliding_attention" else 0
     heads = []
     for h in range(H):
         g = h // (H // KV)  # repeat_kv: query head h reads kv head h // n_rep
-        heads.append(attend([t[h] for t in Q], [t[g] for t in K], [t[g] for t in V], scale, window))
+        heads.append(attend([t[h] for t in Q], [t[g] for t in K], [t[g] for t in V], scale, window, sinks[h]))
     o_w = m.get(p + "o_proj.weight")
-    return [linear(o_w, sum((heads[h][t] for h in range(H)), [])) for t in range(len(xs))]
+    o_b = m.get(p + "o_proj.bias") if arch == "gpt_oss" else None
+    return [linear(o_w, sum((heads[h][t] for h in range(H)), []), o_b) for t in range(len(xs))]
 
 
 def mla_attention(m, cfg, i, xs):
@@ -384,9 +397,51 @@ def group_mask(scores, n_group, topk_group, group_score):
     return [v if e // n in keep else 0.0 for e, v in enumerate(scores)]
 
 
+FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+
+
+def mxfp4_matrix(blocks, scales):
+    """integrations/mxfp4.py convert_moe_packed_tensors for one expert: blocks [R][C/32][16] bytes,
+    scales [R][C/32] E8M0 -> rows [R][C]: element 32g+2k = low nibble of byte k, 32g+2k+1 = high
+    nibble, each FP4_VALUES[code] * 2^(scale - 127)."""
+    out = []
+    for brow, srow in zip(blocks, scales):
+        row = []
+        for blk, sc in zip(brow, srow):
+            f = 2.0 ** (sc - 127)
+            for b in blk:
+                row += [FP4_VALUES[b & 15] * f, FP4_VALUES[b >> 4] * f]
+        out.append(row)
+    return out
+
+
+def gpt_oss_moe(m, cfg, i, x):
+    """GptOssMLP: GptOssTopKRouter (Linear with bias, top-k of the logits, softmax over the k),
+    GptOssExperts (gate_up rows interleaved gate/up, biases, gate clamped above and up on both
+    sides at swiglu_limit, (up + 1) * gate * sigmoid(1.702 gate), down + its bias, times the
+    routing weight)."""
+    p = "model.layers.%d.mlp." % i
+    logits = linear(m.get(p + "router.weight"), x, m.get(p + "router.bias"))
+    idx = topk(logits, cfg["num_experts_per_tok"])
+    w = softmax([logits[e] for e in idx])
+    lim, ex = cfg["swiglu_limit"], p + "experts."
+    out = [0.0] * len(x)
+    for e, we in zip(idx, w):
+        gu = linear(mxfp4_matrix(m.get(ex + "gate_up_proj_blocks")[e], m.get(ex + "gate_up_proj_scales")[e]), x,
+                    m.get(ex + "gate_up_proj_bias")[e])
+        gate, up = [min(v, lim) for v in gu[0::2]], [min(max(v, -lim), lim) for v in gu[1::2]]
+        act = [(u + 1.0) * g * sigmoid(1.702 * g) for g, u in zip(gate, up)]
+        y = linear(mxfp4_matrix(m.get(ex + "down_proj_blocks")[e], m.get(ex + "down_proj_scales")[e]), act,
+                   m.get(ex + "down_proj_bias")[e])
+        out = [a + we * b for a, b in zip(out, y)]
+    return out
+
+
 def moe_block(m, cfg, arch, i, x):
     """The sparse MLP of layer i for one token."""
     D = len(x)
+    if arch == "gpt_oss":
+        return gpt_oss_moe(m, cfg, i, x)
     if arch == "granitemoe":
         p = "model.layers.%d.block_sparse_moe." % i
         idx, w = route_granite(linear(m.get(p + "router.layer.weight"), x), cfg["num_experts_per_tok"])
@@ -430,7 +485,7 @@ def moe_block(m, cfg, arch, i, x):
 
 
 def is_moe_layer(cfg, arch, i):
-    if arch in ("mixtral", "granitemoe", "olmoe"):
+    if arch in ("mixtral", "granitemoe", "olmoe", "gpt_oss"):
         return True
     if arch in ("qwen2_moe", "qwen3_moe"):
         return (i not in cfg.get("mlp_only_layers", []) and cfg.get("num_experts", 0) > 0
@@ -453,7 +508,7 @@ ARCHS = {
     "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DeepseekV2ForCausalLM": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3", "GraniteMoeForCausalLM": "granitemoe",
-    "Glm4MoeForCausalLM": "glm4_moe",
+    "Glm4MoeForCausalLM": "glm4_moe", "GptOssForCausalLM": "gpt_oss",
     # Glm4MoeLiteForCausalLM: DeepseekV3Attention + Glm4MoeTopkRouter (= DeepseekV3TopkRouter)
     "Glm4MoeLiteForCausalLM": "deepseek_v3",
 }
