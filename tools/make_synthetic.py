@@ -11,7 +11,9 @@ Families: llama, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2
 granitemoe, glm4_moe (GLM-4.5/4.6), glm4_moe_lite (GLM-4.7-Flash: DeepSeek-V3's layout and config
 keys under Glm4MoeLiteForCausalLM, without scoring_func). With num_nextn_predict_layers > 0 (DeepSeek-V3,
 GLM) the checkpoint also holds the multi-token-prediction layers after the last decoder layer, as
-published (a decoder layer + enorm, hnorm, eh_proj, embed_tokens, shared_head), which HF never runs. `--family` starts from small default dimensions; `--config` starts from a published
+published (a decoder layer + enorm, hnorm, eh_proj, embed_tokens, shared_head), which HF never runs.
+gpt_oss (GptOssForCausalLM) has its experts in MXFP4 as published: U8 blocks of random E2M1 codes
+and U8 E8M0 scales 119..122 (|w| <= 6/2^5), BF16 biases, one sink logit per head ~N(0, 1). `--family` starts from small default dimensions; `--config` starts from a published
 config.json (family from its `architectures`). Then, in this order: --layers, --experts (also
 clamps num_experts_per_tok and, for DeepSeek, n_group/topk_group), --vocab, --shrink D (divides
 hidden_size, every intermediate size, the head counts and the LoRA ranks by D, keeping head
@@ -39,7 +41,7 @@ ARCH_CLASS = {
     "mixtral": "MixtralForCausalLM", "qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
     "olmoe": "OlmoeForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
     "granitemoe": "GraniteMoeForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
-    "glm4_moe_lite": "Glm4MoeLiteForCausalLM",
+    "glm4_moe_lite": "Glm4MoeLiteForCausalLM", "gpt_oss": "GptOssForCausalLM",
 }
 FAMILY_OF = {v: k for k, v in ARCH_CLASS.items()}
 MLA = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
@@ -53,6 +55,15 @@ _COMMON = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, 
            "torch_dtype": "bfloat16"}
 
 DEFAULTS = {
+    # window 4 on 8 test tokens; YaRN as published (factor 32, truncate false)
+    "gpt_oss": dict(intermediate_size=64, num_local_experts=8, num_experts_per_tok=2, experts_per_token=2,
+                    head_dim=32, attention_bias=True, sliding_window=4, swiglu_limit=7.0, rope_theta=150000.0,
+                    layer_types=["sliding_attention", "full_attention"], initial_context_length=4096,
+                    max_position_embeddings=131072,
+                    rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                  "original_max_position_embeddings": 4096, "truncate": False},
+                    quantization_config={"quant_method": "mxfp4", "modules_to_not_convert": [
+                        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}),
     "llama": dict(intermediate_size=128, attention_bias=False, mlp_bias=False, rope_scaling=None),
     "qwen2": dict(intermediate_size=128, rope_theta=1e6, use_sliding_window=False, sliding_window=None),
     "qwen3": dict(intermediate_size=128, head_dim=32, rope_theta=1e6, attention_bias=False),
@@ -117,6 +128,8 @@ def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
     """The --layers/--experts/--vocab/--shrink edits of a (published) config."""
     if layers:
         cfg["num_hidden_layers"] = layers
+        if cfg.get("layer_types"):
+            cfg["layer_types"] = (cfg["layer_types"] * layers)[:layers]
         if "max_window_layers" in cfg:
             cfg["max_window_layers"] = layers
         if cfg.get("mlp_only_layers"):
@@ -198,12 +211,14 @@ def layer_specs(cfg, family, i):
                 (a + "kv_b_proj.weight", [H * (nope + vd), kvl], "linear"),
                 (a + "o_proj.weight", [D, H * vd], "linear")]
     else:
-        bias = family in ("qwen2", "qwen2_moe") or (family == "glm4_moe" and cfg.get("attention_bias"))
+        bias = family in ("qwen2", "qwen2_moe", "gpt_oss") or (family == "glm4_moe" and cfg.get("attention_bias"))
         for n, rows in (("q", H * HD), ("k", KV * HD), ("v", KV * HD)):
             out.append((a + n + "_proj.weight", [rows, D], "linear"))
             if bias:
                 out.append((a + n + "_proj.bias", [rows], "bias"))
         out.append((a + "o_proj.weight", [D, H * HD], "linear"))
+        if family == "gpt_oss":
+            out += [(a + "o_proj.bias", [D], "bias"), (a + "sinks", [H], "sink")]
         if family in ("qwen3", "qwen3_moe") or (family == "glm4_moe" and cfg.get("use_qk_norm")):
             out += [(a + "q_norm.weight", [HD], "norm"), (a + "k_norm.weight", [HD], "norm")]
         if family == "olmoe":
@@ -214,7 +229,7 @@ def layer_specs(cfg, family, i):
 
 
 def is_moe_layer(cfg, family, i):
-    if family in ("mixtral", "granitemoe", "olmoe"):
+    if family in ("mixtral", "granitemoe", "olmoe", "gpt_oss"):
         return True
     if family in ("qwen2_moe", "qwen3_moe"):
         return (i not in (cfg.get("mlp_only_layers") or []) and cfg.get("num_experts", 0) > 0
@@ -246,6 +261,15 @@ def ffn_specs(cfg, family, i, D):
         m = p + "block_sparse_moe."
         return [(m + "router.layer.weight", [E, D], "router"), (m + "input_linear.weight", [E, 2 * F, D], "linear"),
                 (m + "output_linear.weight", [E, D, F], "linear")]
+    if family == "gpt_oss":  # MXFP4 experts as published: [E, rows, cols/32, 16] codes + [E, rows, cols/32] scales
+        E, F, m = cfg["num_local_experts"], cfg["intermediate_size"], p + "mlp."
+        x = m + "experts."
+        return [(m + "router.weight", [E, D], "router"), (m + "router.bias", [E], "bias"),
+                (x + "gate_up_proj_blocks", [E, 2 * F, D // 32, 16], "mxfp4_blocks"),
+                (x + "gate_up_proj_scales", [E, 2 * F, D // 32], "mxfp4_scales"),
+                (x + "gate_up_proj_bias", [E, 2 * F], "bias"),
+                (x + "down_proj_blocks", [E, D, F // 32, 16], "mxfp4_blocks"),
+                (x + "down_proj_scales", [E, D, F // 32], "mxfp4_scales"), (x + "down_proj_bias", [E, D], "bias")]
     if family == "mixtral":
         E, F = cfg["num_local_experts"], cfg["intermediate_size"]
         m = p + "block_sparse_moe."
@@ -273,7 +297,7 @@ def ffn_specs(cfg, family, i, D):
 # ---------------------------------------------------------------- values and encodings
 
 ST_NAME = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
-ESIZE = {"BF16": 2, "F16": 2, "F32": 4}
+ESIZE = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1}
 BIG = 1 << 20
 
 
@@ -293,6 +317,8 @@ def values(name, shape, kind, seed, std):
         return [rng.gauss(0, 0.05) for _ in range(n)]
     if kind == "ebias":
         return [rng.gauss(0, 0.15) for _ in range(n)]
+    if kind == "sink":
+        return [rng.gauss(0, 1.0) for _ in range(n)]
     if kind in ("router", "router_sigmoid"):
         s = (3.0 if kind == "router" else 1.5) / shape[-1] ** 0.5
         return [rng.gauss(0, s) for _ in range(n)]
@@ -337,6 +363,11 @@ def fast_bytes(name, n, dtype, seed):
 
 
 def tensor_bytes(name, shape, kind, dtype, seed, std, fast=BIG):
+    if kind.startswith("mxfp4"):
+        rng = random.Random((seed * 1000003) ^ zlib.crc32(name.encode()))
+        if kind == "mxfp4_blocks":
+            return rng.randbytes(count(shape))
+        return bytes(rng.randint(119, 122) for _ in range(count(shape)))
     if kind in ("norm", "bias", "ebias") or count(shape) <= fast or kind.startswith("router"):
         return encode(values(name, shape, kind, seed, std), dtype)
     return fast_bytes(name, count(shape), dtype, seed)
@@ -375,7 +406,7 @@ def write_checkpoint(out, cfg, family, dtype="bf16", seed=0, std=0.05, shards=1,
     st = ST_NAME[dtype]
     specs = []
     for name, shape, kind in tensor_specs(cfg, family):
-        specs.append((name, shape, kind, "F32" if kind == "ebias" else st))
+        specs.append((name, shape, kind, "F32" if kind == "ebias" else "U8" if kind.startswith("mxfp4") else st))
     if shards <= 1:
         write_safetensors(os.path.join(out, "model.safetensors"), specs, seed, std, fast)
     else:
