@@ -19,8 +19,8 @@ enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5
 static const char *const PRE_MAP[][2] = {
     {"gpt-2", "gpt2"}, {"gpt2", "gpt2"}, {"mpt", "mpt"}, {"falcon", "falcon"}, {"starcoder", "starcoder"},
     {"refact", "refact"}, {"deepseek-llm", "deepseek_llm"}, {"deepseek-coder", "deepseek_coder"},
-    {"deepseek-v3", "deepseek_v3"}, {"qwen2", "qwen2"}, {"gpt-4o", "o200k"}, {"llama-bpe", "llama3"}, {"llama3", "llama3"},
-    {"llama-v3", "llama3"}, {"olmo", "gpt_neox"}, {"default", "default"},
+    {"deepseek-v3", "deepseek_v3"}, {"qwen2", "qwen2"}, {"gpt-4o", "o200k"}, {"llama-bpe", "llama3"},
+    {"llama3", "llama3"}, {"llama-v3", "llama3"}, {"olmo", "gpt_neox"}, {"default", "default"},
 };
 /* pre-tokenizers whose tokenizer.json carries an NFC normalizer */
 static const char *const NFC_PRE[] = {"qwen2", "mpt", "gpt_neox"};
