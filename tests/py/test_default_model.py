@@ -7,18 +7,34 @@
     a story;
   - moe's greedy continuation from BOS equals the one PyTorch computed at export time
     (models/stories-moe/greedy.json, written by tools/distill/train.py, independent of moe);
-  - its tokenizer.json (written from tok512.bin) encodes exactly as the teacher's tok512.bin.
+  - its tokenizer.json (written from tok512.bin) encodes exactly as the teacher's tok512.bin;
+  - its per-token perplexity on the first 20 held-out teacher stories (seeds 1000001-1000020,
+    regenerated here by the engine running the teacher, as tools/distill/gen_data.py does),
+    computed by the engine (`moe logits`, as tools/distill/perplexity.py does), stays at the
+    value measured when the model was made, above the teacher's (a student of its teacher's own
+    samples). Issue 20's goal, within 10 % of the teacher, is not met yet: 1.76 x here.
 """
 
 import json
+import math
 import os
 import subprocess
+import sys
 import unittest
 
 import moetest
 
+sys.path.insert(0, os.path.join(moetest.TOOLS, "distill"))
+import gen_data  # noqa: E402
+import perplexity  # noqa: E402
+
 SRC = os.path.join(moetest.ROOT, "models", "stories-moe")
 TEACHER = os.path.join(moetest.SHARED, "models", "stories260K")
+
+# the held-out seeds of models/README.md (1000001-1000200), first 20 of them; the perplexity
+# the engine measured on them when the model was made (python3 tools/distill/perplexity.py)
+HELDOUT_SEEDS = range(1000001, 1000021)
+HELDOUT_PPL = 7.0454
 
 
 class DefaultModelTest(unittest.TestCase):
@@ -82,6 +98,22 @@ class DefaultModelTest(unittest.TestCase):
             a = moetest.moe("tokenize", "-m", self.model, text).stdout.split()
             b = moetest.moe("tokenize", "-m", teacher, text).stdout.split()
             self.assertEqual(a, b, repr(text))
+
+    def test_heldout_perplexity(self):
+        teacher = moetest.convert(TEACHER, os.path.join(self.dir, "stories260K.moe"))
+        out = os.path.join(self.dir, "heldout.f32")
+        nll = {self.model: 0.0, teacher: 0.0}
+        n = 0
+        for seed in HELDOUT_SEEDS:
+            ids = gen_data.one(moetest.BIN, teacher, seed, 256)["ids"]
+            for m in nll:
+                a, b = perplexity.story_nll(moetest.BIN, m, ids, out)
+                nll[m] += a
+            n += b
+        student, teach = math.exp(nll[self.model] / n), math.exp(nll[teacher] / n)
+        print("\nheld-out perplexity on %d tokens: student %.4f, teacher %.4f" % (n, student, teach))
+        self.assertAlmostEqual(student, HELDOUT_PPL, delta=0.01 * HELDOUT_PPL)
+        self.assertGreater(student, teach)
 
 
 if __name__ == "__main__":

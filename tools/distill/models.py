@@ -250,46 +250,51 @@ def ffn_activations(teacher, l, h):
     return F.silu(h @ teacher.w1[l].T) * (h @ teacher.w3[l].T)
 
 
-def expert_neurons(order, width, n_experts):
-    """Split the teacher's FFN neurons (order: most important first) into n_experts lists of
-    `width` neurons: a core of the most important ones that every expert holds (top-k weights
-    sum to 1, so the core adds exactly what it added in the teacher), and the rest dealt out so
-    that each expert also holds its own slice of the less important tail."""
-    hidden = len(order)
-    if width >= hidden:
-        return [list(order)] * n_experts
-    own = -(-(hidden - width) // (n_experts - 1))        # ceil: the tail is covered at least once
-    core = width - own
-    tail = order[core:]
-    return [list(order[:core]) + [tail[(e * own + j) % len(tail)] for j in range(own)]
-            for e in range(n_experts)]
+def kmeans_directions(h, k, seed, iters=25):
+    """k unit vectors clustering the directions of the rows of h (spherical k-means, seeded)."""
+    hn = h / h.norm(dim=1, keepdim=True)
+    cen = hn[torch.randperm(hn.shape[0], generator=torch.Generator().manual_seed(seed))[:k]].clone()
+    for _ in range(iters):
+        assign = (hn @ cen.T).argmax(1)
+        for e in range(k):
+            members = hn[assign == e]
+            if len(members):
+                cen[e] = members.mean(0) / members.mean(0).norm()
+    return cen
 
 
 @torch.no_grad()
-def upcycle_from_teacher(student, teacher, calib, seed=0):
-    """Initialise the student from the teacher (sparse upcycling): same embedding, norms and
-    attention (llama2.c's adjacent-pair RoPE becomes HF rotate-half by reordering each q/k head's
-    rows, even dimensions first), and every expert a slice of the teacher's FFN neurons
-    (expert_neurons), ranked by mean |activation| x |down column| on the calibration tokens
-    calib [B, T]. When an expert is narrower than the teacher's FFN, its down projection is
-    refitted by least squares so that the expert alone reproduces the whole FFN's output on
-    calib: the top-k weights sum to 1, so the mixture then approximates the FFN too. The router
-    starts near uniform (small seeded random weights), so training decides which expert gets
-    which token. With expert width = the teacher's FFN width the student computes exactly the
-    teacher's function."""
+def upcycle_from_teacher(student, teacher, calib, router_scale=10.0, seed=0):
+    """Initialise the student from the teacher: same embedding, norms and attention
+    (llama2.c's adjacent-pair RoPE becomes HF rotate-half by reordering each q/k head's rows,
+    even dimensions first), and experts cut from the teacher's FFN by clustering its inputs
+    (as MoEfication does):
+      - the router's rows are router_scale x the unit centroids of a spherical k-means of the
+        teacher's FFN inputs on calib [B, T] tokens, so each expert owns a region of input space;
+      - expert e keeps the `width` FFN neurons that matter most on the tokens routed to it (mean
+        |activation| x |down column|) and its down projection is refitted by least squares so
+        that the expert alone reproduces the whole FFN on those tokens; the top-k weights sum
+        to 1, so the mixture reproduces it too.
+    With expert width = the teacher's FFN width the student computes exactly the teacher's
+    function (every expert is the whole FFN)."""
     c = student.c
     D, L, H, KV = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["num_key_value_heads"]
     if (D, L, H, KV) != (teacher.dim, teacher.L, teacher.H, teacher.KV) or c["vocab_size"] != teacher.vocab:
         raise ValueError("upcycling needs the teacher's shape: dim %d, %d layers, %d heads, %d kv heads" % (
             teacher.dim, teacher.L, teacher.H, teacher.KV))
+    if c["intermediate_size"] > teacher.hidden:
+        raise ValueError("upcycling needs experts at most the teacher's FFN width %d" % teacher.hidden)
     hd = D // H
     within = list(range(0, hd, 2)) + list(range(1, hd, 2))
 
     def rope_rows(n_heads):
         return torch.tensor([h * hd + i for h in range(n_heads) for i in within])
-    gen = torch.Generator().manual_seed(seed)
     inputs = []
-    teacher(calib, ffn_inputs=inputs)
+    for i in range(0, calib.shape[0], 8):
+        part = []
+        teacher(calib[i:i + 8], ffn_inputs=part)
+        inputs.append(part)
+    inputs = [torch.cat([part[l] for part in inputs]) for l in range(L)]
     m = student.model
     m.embed_tokens.weight.copy_(teacher.emb)
     m.norm.weight.copy_(teacher.rms_final)
@@ -302,22 +307,23 @@ def upcycle_from_teacher(student, teacher, calib, seed=0):
         at.v_proj.weight.copy_(teacher.wv[l])
         at.o_proj.weight.copy_(teacher.wo[l])
         moe = layer.block_sparse_moe
-        moe.gate.weight.copy_(torch.randn(moe.gate.weight.shape, generator=gen) * 0.02)
-        act = ffn_activations(teacher, l, inputs[l])                  # [N, hidden]
+        h = inputs[l]
+        act = ffn_activations(teacher, l, h)                           # [N, hidden]
         target = act @ teacher.w2[l].T                                 # [N, dim]
-        importance = act.abs().mean(0) * teacher.w2[l].norm(dim=0)
-        order = importance.argsort(descending=True).tolist()
+        moe.gate.weight.copy_(kmeans_directions(h, moe.E, seed + l) * router_scale)
+        chosen = moe.gate(h).topk(moe.k, dim=-1).indices
         width = moe.experts[0].w1.weight.shape[0]
-        if width > teacher.hidden:
-            raise ValueError("upcycling needs experts at most the teacher's FFN width %d" % teacher.hidden)
-        for ex, idx in zip(moe.experts, expert_neurons(order, width, moe.E)):
-            idx = torch.tensor(idx)
+        for e, ex in enumerate(moe.experts):
+            mine = (chosen == e).any(1)
+            a_e = act[mine] if mine.sum() >= width else act            # an expert nobody picks: fit all
+            t_e = target[mine] if mine.sum() >= width else target
+            idx = (a_e.abs().mean(0) * teacher.w2[l].norm(dim=0)).argsort(descending=True)[:width]
             ex.w1.weight.copy_(teacher.w1[l][idx])
             ex.w3.weight.copy_(teacher.w3[l][idx])
             if width == teacher.hidden:
                 ex.w2.weight.copy_(teacher.w2[l][:, idx])
             else:
-                ex.w2.weight.copy_(torch.linalg.lstsq(act[:, idx].double(), target.double()).solution.T.float())
+                ex.w2.weight.copy_(torch.linalg.lstsq(a_e[:, idx].double(), t_e.double()).solution.T.float())
 
 
 def local_distill(moe, teacher, l, h, steps, batch, lr, lb_weight, seed, report=None):

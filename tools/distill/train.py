@@ -14,7 +14,9 @@ into windows of --seq tokens, as llama2.c trained the teacher. Loss per window:
   + lb_weight * Switch-style load-balancing loss (E * sum_e f_e P_e, averaged over layers).
 AdamW, linear warm-up then cosine decay to 0.1 x lr over --steps, fixed seeds, 2 threads.
 --init teacher upcycles the teacher into the student (models.upcycle_from_teacher: same
-attention and embedding, experts cut from its FFN); --init random starts from scratch.
+attention and embedding, router from a clustering of the teacher's FFN inputs, experts cut from
+its FFN); --init random starts from scratch. --local-steps first fits each MoE block to its
+teacher FFN (models.local_distill), cheap per step but slow to converge on a loaded machine.
 
 Sessions: the machine is shared and a session lasts at most about an hour, so training runs
 in sessions. --minutes bounds one session: when it is used up (or on SIGTERM/SIGINT) the
@@ -205,8 +207,9 @@ def main(argv):
                     help="end this session after N steps in all (checkpoint, no export): for testing --resume")
     ap.add_argument("--init", choices=["teacher", "random"], default="teacher",
                     help="teacher: upcycle the teacher's weights into the student (needs its shape)")
-    ap.add_argument("--calib-windows", type=int, default=16, help="training windows that rank and refit the experts")
-    ap.add_argument("--local-steps", type=int, default=500,
+    ap.add_argument("--calib-windows", type=int, default=96,
+                    help="training windows whose teacher FFN inputs cluster the router and refit the experts")
+    ap.add_argument("--local-steps", type=int, default=0,
                     help="before end-to-end distillation, fit each MoE block to the teacher's FFN for N steps")
     ap.add_argument("--local-batch", type=int, default=4096, help="tokens per local step")
     ap.add_argument("--local-lr", type=float, default=3e-3)
@@ -293,8 +296,10 @@ def main(argv):
     else:
         if a.init == "teacher":
             calib = data[torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(a.seed))
-                         [:a.calib_windows]]
+                         [:a.calib_windows], :-1]
+            t_init = time.time()
             upcycle_from_teacher(student, teacher, calib, seed=a.seed)
+            print("upcycled the teacher in %.0f s" % (time.time() - t_init), flush=True)
         log = open(log_path, "w", newline="")
         w = csv.writer(log)
         w.writerow(["step", "seconds", "lr", "kd", "ce", "lb", "heldout_kl", "heldout_student_ppl"])
@@ -304,6 +309,8 @@ def main(argv):
               flush=True)
         if a.state:
             os.makedirs(a.state, exist_ok=True)
+    if ckpt_path and not a.resume:
+        save_checkpoint(ckpt_path, student, opt, 0, 0.0, a, data_fp, 0)
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append("signal"))
