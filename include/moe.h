@@ -68,6 +68,10 @@ typedef struct moe_model_info {
     int n_window_layers;       /* layers attending within a sliding window of `window` positions; */
     int window;                /* their cache is a fixed ring (docs/FORMAT.md attn.window) */
     uint64_t kv_ring_bytes;    /* bytes of those rings (f32), whatever the context */
+    int n_ssm_layers;          /* Gated DeltaNet (linear attention) layers: no KV cache */
+    uint64_t state_bytes;      /* their recurrent state per sequence (conv + delta-rule state, f32) */
+    const char *skipped;       /* general.skipped: what the converter left out (vision tower, MTP), */
+    int skipped_len;           /* not NUL-terminated; NULL, 0: nothing */
     uint64_t file_bytes;
 } moe_model_info;
 
@@ -147,8 +151,8 @@ int moe_layer_is_moe(const moe_model *m, int layer);
  * (moe quantize --calib): n rows of cols floats, valid only during the call;
  * expert: the routed expert whose down projection reads them, else -1. */
 typedef enum {
-    MOE_INPUT_ATTN = 0,     /* attention's normed input: q, k, v (MLA: q or q_a, kv_a) */
-    MOE_INPUT_ATTN_OUT = 1, /* the heads' output: o */
+    MOE_INPUT_ATTN = 0,     /* attention's normed input: q, k, v (MLA: q or q_a, kv_a; DeltaNet: qkv, z, b, a) */
+    MOE_INPUT_ATTN_OUT = 1, /* the heads' output: o (DeltaNet: the gated-normed output, for out_proj) */
     MOE_INPUT_FFN = 2,      /* the FFN's normed input: gate and up of every expert */
     MOE_INPUT_FFN_DOWN = 3, /* silu(gate x) * up x of one expert (or the dense / shared FFN): its down */
     MOE_INPUT_KINDS = 4

@@ -112,6 +112,19 @@ static void add_bias(float *x, const float *b, int n, int width) {
     for (int t = 0; t < n; t++) axpy(x + (size_t)t * width, 1.0f, b, width);
 }
 
+/* attn.out_gate (Qwen3-Next, Qwen3.5): q_proj gave per head [query | gate],
+ * (n, n_heads, 2*head_dim). Split it: the queries packed to (n, n_heads*head_dim)
+ * in place, the gates to gate. In token and head order every destination lies
+ * at or before its source, so the in-place move never overwrites unread rows. */
+static void split_query_gate(float *q, float *gate, int n, int nh, int hd) {
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nh; h++) {
+            const float *src = q + ((size_t)t * nh + h) * 2 * hd;
+            memcpy(gate + ((size_t)t * nh + h) * hd, src + hd, sizeof(float) * (size_t)hd);
+            memmove(q + ((size_t)t * nh + h) * hd, src, sizeof(float) * (size_t)hd);
+        }
+}
+
 /* Cache tokens t0 .. t0+m-1 of the batch (q, k, v in c->q, c->k, c->v, at
  * positions pos0 + t), then softmax(q k^T * scale) v for each of them,
  * causally, per (token, kv head): query heads g*group .. g*group+group-1
@@ -166,6 +179,7 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
     mm_job qkv[3] = {{c->q, &L->q, &ax, NULL, n, NULL, NULL}, {c->k, &L->k, &ax, NULL, n, NULL, NULL},
                      {c->v, &L->v, &ax, NULL, n, NULL, NULL}};
     matmul_jobs(qkv, 3); /* one parallel region for the three */
+    if (cfg->out_gate) split_query_gate(c->q, c->gate, n, nh, hd);
     add_bias(c->q, L->q_bias, n, qw);
     add_bias(c->k, L->k_bias, n, kvw);
     add_bias(c->v, L->v_bias, n, kvw);
@@ -197,6 +211,8 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
     for (int t0 = 0; t0 < n; t0 += chunk)
         attend_chunk(c, layer, t0, n - t0 < chunk ? n - t0 : chunk, pos0);
 
+    if (cfg->out_gate) /* HF: attn_output * sigmoid(gate), before o_proj */
+        for (size_t i = 0; i < (size_t)n * qw; i++) c->att[i] *= sigmoidf(c->gate[i]);
     act_rows aa;
     act_init(&aa, c->att, n, qw, c->act_scratch);
     observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->att, n, qw);

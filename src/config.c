@@ -19,7 +19,8 @@ typedef enum { K_INT, K_FLOAT, K_ENUM, K_TEXT, K_INTS } key_kind;
 
 static const char *const ARCHS[] = {"llama", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe",
                                     "olmoe", "deepseek_v2", "deepseek_v3", "granitemoe", "glm4_moe",
-                                    "gpt_oss", NULL};
+                                    "gpt_oss", "qwen3_5_moe",
+                                    "qwen3_next", NULL};
 static const char *const ATTN_TYPES[] = {"gqa", "mla", NULL};
 static const char *const QK_NORMS[] = {"none", "head", "full", NULL};
 static const char *const ROPE_LAYOUTS[] = {"half", "pair", NULL};
@@ -44,6 +45,7 @@ static const key_spec KEYS[] = {
     {"general.arch", K_ENUM, REQ, AT(arch), 0, ARCHS},
     {"general.name", K_TEXT, OPT, AT(name), 0, NULL},
     {"general.source", K_TEXT, OPT, NOT_BOUND, 0, NULL},
+    {"general.skipped", K_TEXT, OPT, NOT_BOUND, 0, NULL},
 
     {"model.vocab_size", K_INT, REQ, AT(vocab_size), 0, NULL},
     {"model.dim", K_INT, REQ, AT(dim), 0, NULL},
@@ -69,6 +71,7 @@ static const key_spec KEYS[] = {
     {"attn.window_layers", K_INTS, OPT, NOT_BOUND, 0, NULL},
     {"attn.o_bias", K_INT, OPT, AT(o_bias), 0, NULL},
     {"attn.sinks", K_INT, OPT, AT(sinks), 0, NULL},
+    {"attn.out_gate", K_INT, OPT, AT(out_gate), 0, NULL},
 
     {"rope.theta", K_FLOAT, REQ, AT(rope_theta), 0, NULL},
     {"rope.dim", K_INT, OPT, AT(rope_dim), -1, NULL},
@@ -107,6 +110,13 @@ static const key_spec KEYS[] = {
     {"mla.nope_dim", K_INT, OPT, AT(nope_dim), 0, NULL},
     {"mla.rope_dim", K_INT, OPT, AT(mla_rope_dim), 0, NULL},
     {"mla.v_dim", K_INT, OPT, AT(v_dim), 0, NULL},
+
+    {"ssm.layers", K_INTS, OPT, NOT_BOUND, 0, NULL},
+    {"ssm.conv_kernel", K_INT, OPT, AT(ssm_conv_kernel), 0, NULL},
+    {"ssm.n_k_heads", K_INT, OPT, AT(ssm_n_k_heads), 0, NULL},
+    {"ssm.n_v_heads", K_INT, OPT, AT(ssm_n_v_heads), 0, NULL},
+    {"ssm.k_dim", K_INT, OPT, AT(ssm_k_dim), 0, NULL},
+    {"ssm.v_dim", K_INT, OPT, AT(ssm_v_dim), 0, NULL},
 
     /* tok.* values are read by tokenizer.c; here only their presence and type */
     {"tok.model", K_TEXT, OPT, NOT_BOUND, 0, NULL},
@@ -205,6 +215,37 @@ static int window_layers(moe_config *c, const moe_file *f, moe_err *err) {
     return 0;
 }
 
+/* The Gated DeltaNet keys: ssm.layers names the linear-attention layers;
+ * when it is absent every layer is attention and no ssm.* key may be set. */
+static int validate_ssm(moe_config *c, const moe_file *f, moe_err *err) {
+    c->ssm_layer = calloc((size_t)c->n_layers, 1);
+    if (!c->ssm_layer) return moe_fail(err, "out of memory");
+    const moe_kv *layers = moef_kv(f, "ssm.layers");
+    if (!layers) {
+        if (c->ssm_conv_kernel || c->ssm_n_k_heads || c->ssm_n_v_heads || c->ssm_k_dim || c->ssm_v_dim)
+            return moe_fail(err, "ssm.* dimensions given without ssm.layers");
+        return 0;
+    }
+    if ((int)layers->len != c->n_layers)
+        return moe_fail(err, "ssm.layers has %u entries, expected model.n_layers %d", layers->len, c->n_layers);
+    for (int l = 0; l < c->n_layers; l++) {
+        int64_t v = moef_kv_int_at(layers, (uint32_t)l);
+        if (v != 0 && v != 1) return moe_fail(err, "ssm.layers[%d] = %lld, expected 0 or 1", l, (long long)v);
+        c->ssm_layer[l] = (unsigned char)v;
+        c->n_ssm_layers += (int)v;
+    }
+    if (!c->n_ssm_layers) return 0;
+    if (c->ssm_conv_kernel < 1 || c->ssm_conv_kernel > 64)
+        return moe_fail(err, "ssm.conv_kernel %d out of range 1..64", c->ssm_conv_kernel);
+    if (c->ssm_n_k_heads < 1 || c->ssm_n_k_heads > 4096 || c->ssm_n_v_heads < 1 || c->ssm_n_v_heads > 4096 ||
+        c->ssm_n_v_heads % c->ssm_n_k_heads)
+        return moe_fail(err, "ssm.n_v_heads %d must be a multiple of ssm.n_k_heads %d (both in 1..4096)",
+                        c->ssm_n_v_heads, c->ssm_n_k_heads);
+    if (c->ssm_k_dim < 1 || c->ssm_k_dim > 4096 || c->ssm_v_dim < 1 || c->ssm_v_dim > 4096)
+        return moe_fail(err, "ssm.k_dim %d and ssm.v_dim %d must be in 1..4096", c->ssm_k_dim, c->ssm_v_dim);
+    return 0;
+}
+
 /* Checks that make later arithmetic safe and the model well-defined. */
 static int validate(moe_config *c, const moe_file *f, moe_err *err) {
 #define CHECK(cond, ...) \
@@ -232,6 +273,8 @@ static int validate(moe_config *c, const moe_file *f, moe_err *err) {
     CHECK(c->sinks == 0 || (c->sinks == 1 && c->attn_type == ATTN_GQA), "attn.sinks must be 0 or 1 (gqa only)");
     CHECK(c->rope_yarn_truncate == 0 || c->rope_yarn_truncate == 1, "rope.yarn_truncate must be 0 or 1");
     if (window_layers(c, f, err)) return -1;
+    CHECK(c->out_gate == 0 || c->out_gate == 1, "attn.out_gate must be 0 or 1");
+    CHECK(!c->out_gate || c->attn_type == ATTN_GQA, "attn.out_gate applies to gqa attention only");
 
     if (c->rope_dim < 0) c->rope_dim = c->attn_type == ATTN_MLA ? c->mla_rope_dim : c->head_dim;
     if (c->rope_orig_ctx < 0) c->rope_orig_ctx = c->max_ctx;
@@ -296,7 +339,7 @@ static int validate(moe_config *c, const moe_file *f, moe_err *err) {
         if (r->groups_active < 0) r->groups_active = 1;
     }
     CHECK(!any_dense || c->ff_dim > 0, "model.ff_dim must be positive: the model has dense FFN layers");
-    return 0;
+    return validate_ssm(c, f, err);
 #undef CHECK
 }
 
@@ -332,4 +375,6 @@ void config_free(moe_config *c) {
     free(c->window_layer);
     c->moe_layer = NULL;
     c->window_layer = NULL;
+    free(c->ssm_layer);
+    c->ssm_layer = NULL;
 }

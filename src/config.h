@@ -51,6 +51,7 @@ typedef struct {
     unsigned char *window_layer; /* [n_layers] 1 = the layer attends within window; allocated */
     int o_bias;             /* attn_o_bias exists */
     int sinks;              /* attn_sinks: one learned logit per head joins the softmax */
+    int out_gate;           /* attn.out_gate: q rows doubled per head, sigmoid gate on the output */
 
     /* rope.* */
     float rope_theta;
@@ -76,11 +77,29 @@ typedef struct {
 
     /* mla.* */
     int q_lora, kv_lora, nope_dim, mla_rope_dim, v_dim;
+
+    /* ssm.*: Gated DeltaNet (linear attention) layers, deltanet.c */
+    unsigned char *ssm_layer; /* [n_layers] 1 = Gated DeltaNet mixer, 0 = attention; allocated */
+    int n_ssm_layers;
+    int ssm_conv_kernel;    /* causal depthwise conv width K (linear_conv_kernel_dim) */
+    int ssm_n_k_heads, ssm_n_v_heads; /* linear_num_key_heads, linear_num_value_heads */
+    int ssm_k_dim, ssm_v_dim; /* per head: linear_key_head_dim, linear_value_head_dim */
 } moe_config;
 
 /* Read and validate every metadata key; unknown keys are errors. */
 int config_load(moe_config *c, const moe_file *f, moe_err *err);
 void config_free(moe_config *c);
+
+/* Gated DeltaNet widths: q and k (n_k_heads*k_dim each), v (n_v_heads*v_dim),
+ * and the conv channels q|k|v. */
+static inline int ssm_key_width(const moe_config *c) { return c->ssm_n_k_heads * c->ssm_k_dim; }
+static inline int ssm_value_width(const moe_config *c) { return c->ssm_n_v_heads * c->ssm_v_dim; }
+static inline int ssm_channels(const moe_config *c) { return 2 * ssm_key_width(c) + ssm_value_width(c); }
+/* Floats of one layer's recurrent state: conv state (K-1, channels) + S (n_v, k_dim, v_dim). */
+static inline size_t ssm_state_floats(const moe_config *c) {
+    return (size_t)(c->ssm_conv_kernel - 1) * (size_t)ssm_channels(c) +
+           (size_t)c->ssm_n_v_heads * (size_t)c->ssm_k_dim * (size_t)c->ssm_v_dim;
+}
 
 /* Width of one head's value vector and of the attention output. */
 static inline int config_v_head_dim(const moe_config *c) { return c->attn_type == ATTN_MLA ? c->v_dim : c->head_dim; }
@@ -89,6 +108,7 @@ static inline int config_v_head_dim(const moe_config *c) { return c->attn_type =
  * layer with a sliding window (attention.c writes at most window tokens
  * before they attend, so 2*window - 1 slots never overwrite a live key). */
 static inline int config_cache_slots(const moe_config *c, int n_ctx, int layer) {
+    if (c->ssm_layer && c->ssm_layer[layer]) return 0; /* Gated DeltaNet: no KV cache */
     if (c->attn_type != ATTN_GQA || !c->window_layer[layer]) return n_ctx;
     long long ring = 2 * (long long)c->window - 1;
     return ring < n_ctx ? (int)ring : n_ctx;

@@ -59,7 +59,7 @@ static void layout(moe_ctx *c, arena *a) {
     c->x = take(a, B * dim, sizeof(float));
     c->xn = take(a, B * dim, sizeof(float));
     c->branch = take(a, B * dim, sizeof(float));
-    c->q = take(a, B * qw, sizeof(float));
+    c->q = take(a, B * qw * (cfg->out_gate ? 2 : 1), sizeof(float)); /* out_gate: query and gate rows */
     c->k = take(a, B * (kw ? kw : 1), sizeof(float));
     c->v = take(a, B * vw, sizeof(float));
     c->att = take(a, B * nh * (size_t)config_v_head_dim(cfg), sizeof(float));
@@ -68,6 +68,17 @@ static void layout(moe_ctx *c, arena *a) {
     c->att_scores = take(a, T * (size_t)group * (size_t)c->n_ctx, sizeof(float));
     c->att_part = take(a, T * (size_t)group * (size_t)cfg->head_dim, sizeof(float));
     c->mla_tmp = mla ? take(a, T * (lat + (size_t)cfg->kv_lora), sizeof(float)) : NULL;
+    c->gate = cfg->out_gate ? take(a, B * qw, sizeof(float)) : NULL;
+    if (cfg->n_ssm_layers) {
+        size_t ch = (size_t)ssm_channels(cfg), sv = (size_t)ssm_value_width(cfg), nv = (size_t)cfg->ssm_n_v_heads;
+        c->ssm_x = take(a, B * ch, sizeof(float));
+        c->ssm_qkv = take(a, B * ch, sizeof(float));
+        c->ssm_z = take(a, B * sv, sizeof(float));
+        c->ssm_b = take(a, B * nv, sizeof(float));
+        c->ssm_a = take(a, B * nv, sizeof(float));
+        c->ssm_o = take(a, B * sv, sizeof(float));
+        c->ssm_tmp = take(a, T * 2 * (size_t)cfg->ssm_v_dim, sizeof(float));
+    }
     if (E) {
         c->router_logits = take(a, B * E, sizeof(float));
         c->sel_ids = take(a, B * k, sizeof(int));
@@ -82,7 +93,8 @@ static void layout(moe_ctx *c, arena *a) {
         c->ffn_gate_logit = take(a, B, sizeof(float));
     }
     c->seq_idx = take(a, B, sizeof(int));
-    size_t widest = dim > qw ? dim : qw; /* block inputs: x, attention output, MLA q-LoRA */
+    size_t widest = dim > qw ? dim : qw; /* block inputs: x, attention output, MLA q-LoRA, DeltaNet output */
+    if ((size_t)ssm_value_width(cfg) > widest) widest = (size_t)ssm_value_width(cfg);
     if ((size_t)cfg->q_lora > widest) widest = (size_t)cfg->q_lora;
     if (nh * (size_t)config_v_head_dim(cfg) > widest) widest = nh * (size_t)config_v_head_dim(cfg);
     c->act_scratch = take(a, act_scratch_bytes((int)B, (int)widest), 1);
@@ -176,6 +188,16 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     c->ffn_chunk = chunk < 1 ? 1 : chunk > (size_t)c->n_batch ? c->n_batch : (int)chunk;
 
     /* KV cache: GQA keeps K and V (transposed) per kv head; MLA keeps [latent | rope key] */
+    /* Gated DeltaNet layers have no KV cache (config_cache_slots) but a recurrent state */
+    c->state_bytes = sizeof(float) * ssm_state_floats(cfg) * (size_t)cfg->n_ssm_layers;
+    if (cfg->n_ssm_layers) {
+        c->ssm_state = calloc(1, c->state_bytes);
+        if (!c->ssm_state) {
+            moe_fail(err, "out of memory: Gated DeltaNet state of %zu MB", c->state_bytes >> 20);
+            moe_ctx_free(c);
+            return NULL;
+        }
+    }
     size_t esize = p->kv_f16 ? sizeof(uint16_t) : sizeof(float);
     c->kv_f16 = p->kv_f16 != 0;
     size_t cache_floats = kv_layout(c);
@@ -210,17 +232,22 @@ void moe_ctx_free(moe_ctx *c) {
     free(c->v_cache);
     free(c->layer_off);
     free(c->layer_slots);
+    free(c->ssm_state);
     free(c->arena);
     free(c->expert_off);
     rope_table_free(&c->rope);
     free(c);
 }
 
-void moe_ctx_reset(moe_ctx *c) { c->pos = 0; }
+void moe_ctx_reset(moe_ctx *c) {
+    c->pos = 0;
+    /* the KV cache is overwritten before it is read; the recurrent state is read first */
+    if (c->ssm_state) memset(c->ssm_state, 0, c->state_bytes);
+}
 int moe_ctx_pos(const moe_ctx *c) { return c->pos; }
 int moe_ctx_n_ctx(const moe_ctx *c) { return c->n_ctx; }
 size_t moe_ctx_bytes(const moe_ctx *c) {
-    return c->cache_bytes + c->arena_bytes + 2 * sizeof(float) * (size_t)c->rope.n_pos * (size_t)(c->rope.dim / 2);
+    return c->cache_bytes + c->state_bytes + c->arena_bytes + 2 * sizeof(float) * (size_t)c->rope.n_pos * (size_t)(c->rope.dim / 2);
 }
 const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
 
@@ -291,7 +318,10 @@ static void forward_batch(moe_ctx *c, const int32_t *tokens, int n, float *logit
     for (int l = 0; l < cfg->n_layers; l++) {
         const layer_weights *L = &m->layers[l];
         norm_rows(c->xn, c->x, L->attn_norm, n, dim, cfg->norm_eps); /* input_layernorm */
-        attention_forward(c, l, c->xn, n, c->pos, c->branch);
+        if (cfg->ssm_layer[l]) /* HF linear_attn: Gated DeltaNet */
+            deltanet_forward(c, l, c->xn, n, c->branch);
+        else
+            attention_forward(c, l, c->xn, n, c->pos, c->branch);
         add_rows(c->x, cfg->residual_scale, c->branch, n, dim);
         norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps); /* post_attention_layernorm */
         ffn_forward(c, l, c->xn, n, c->pos, tokens, c->branch);

@@ -32,6 +32,13 @@ struct moe_ctx {
     int kv_f16;
     size_t *layer_off;          /* (n_layers) first value of each layer in k_cache (and v_cache) */
     int *layer_slots;           /* (n_layers) positions each layer's cache holds */
+
+    /* Gated DeltaNet recurrent state of this sequence, one block of
+     * ssm_state_floats(cfg) per linear-attention layer, in layer order: the
+     * conv state (K-1, channels), the last K-1 pre-conv inputs, oldest first,
+     * then S (n_v_heads, k_dim, v_dim). Zero at position 0 (moe_ctx_reset). */
+    float *ssm_state;
+    size_t state_bytes;
     rope_table rope;
 
     /* scratch (n_batch rows unless noted) */
@@ -43,6 +50,13 @@ struct moe_ctx {
     float *att_scores;          /* (n_threads, GQA group, n_ctx) */
     float *att_part;            /* (n_threads, GQA group, head_dim) a ring's second stretch of values */
     float *mla_tmp;             /* MLA: (n_threads, 2*kv_lora + rope) absorbed query + latent sum */
+    float *gate;                /* attn.out_gate: (B, n_heads*head_dim) output gate logits */
+    float *ssm_x;               /* (B, channels) q|k|v before the conv */
+    float *ssm_qkv;             /* (B, channels) after conv + SiLU; q, k then L2-normalised */
+    float *ssm_z;               /* (B, value_width) output gate */
+    float *ssm_b, *ssm_a;       /* (B, n_v_heads) beta and alpha logits, then beta and decay */
+    float *ssm_o;               /* (B, value_width) per value head output, then gated-normed */
+    float *ssm_tmp;             /* (n_threads, 2*v_dim) S^T k and delta of one head */
     float *router_logits;       /* (B, E) */
     int *sel_ids;               /* (B, k) */
     float *sel_w;               /* (B, k) */
@@ -77,5 +91,7 @@ static inline void observe_input(moe_ctx *c, int layer, moe_input_kind kind, int
 /* The layer pieces, called by moe_eval for a batch of n tokens at pos0.. */
 void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out);
 void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const int32_t *tokens, float *out);
+/* Gated DeltaNet mixer (deltanet.c): the layer's recurrent state advances by n tokens. */
+void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out);
 
 #endif /* MOE_FORWARD_H */

@@ -47,6 +47,15 @@ static int bind_f32(binder *b, const float **out, const char *name, int rows, in
 
 /* A 1-D F32 vector of n elements. */
 static int bind_vec(binder *b, const float **out, const char *name, int n) { return bind_f32(b, out, name, 0, n); }
+/* A 2-D F32 table [rows, cols] read by plain loops (conv taps). */
+static int bind_f32_2d(binder *b, const float **out, const char *name, int rows, int cols) {
+    uint64_t dims[2] = {(uint64_t)rows, (uint64_t)cols};
+    moe_tensor *t = find_checked(b, name, 2, dims);
+    if (!t) return -1;
+    if (t->dtype != DT_F32) return moe_fail(b->err, "tensor %s: dtype %s, expected F32", name, dtype_name(t->dtype));
+    *out = t->data;
+    return 0;
+}
 
 /* A matrix [rows, cols] (n_mats == 0) or a stack [n_mats, rows, cols] of a
  * weight dtype: F32/F16/BF16 or a block-quantized type. */
@@ -95,7 +104,7 @@ static int bind_attention(binder *b, const moe_config *c, layer_weights *L, int 
             return moe_fail(b->err, "tensors blk.%d.attn_k_b/attn_v_b must stay F32/F16/BF16", l);
         return 0;
     }
-    if (bind_mat(b, &L->q, LNAME(nm, l, "attn_q"), 0, nh * hd, d) ||
+    if (bind_mat(b, &L->q, LNAME(nm, l, "attn_q"), 0, (c->out_gate ? 2 : 1) * nh * hd, d) ||
         bind_mat(b, &L->k, LNAME(nm, l, "attn_k"), 0, nkv * hd, d) ||
         bind_mat(b, &L->v, LNAME(nm, l, "attn_v"), 0, nkv * hd, d) ||
         bind_mat(b, &L->o, LNAME(nm, l, "attn_o"), 0, d, nh * hd))
@@ -114,6 +123,20 @@ static int bind_attention(binder *b, const moe_config *c, layer_weights *L, int 
             return -1;
     }
     return 0;
+}
+
+/* Gated DeltaNet (HF Qwen3NextGatedDeltaNet / Qwen3_5MoeGatedDeltaNet) */
+static int bind_deltanet(binder *b, const moe_config *c, layer_weights *L, int l) {
+    char nm[96];
+    int d = c->dim, nv = c->ssm_n_v_heads, vw = ssm_value_width(c), ch = ssm_channels(c);
+    return bind_mat(b, &L->ssm_qkv, LNAME(nm, l, "ssm_qkv"), 0, ch, d) ||
+           bind_mat(b, &L->ssm_z, LNAME(nm, l, "ssm_z"), 0, vw, d) ||
+           bind_mat(b, &L->ssm_beta, LNAME(nm, l, "ssm_beta"), 0, nv, d) ||
+           bind_mat(b, &L->ssm_alpha, LNAME(nm, l, "ssm_alpha"), 0, nv, d) ||
+           bind_f32_2d(b, &L->ssm_conv, LNAME(nm, l, "ssm_conv"), ch, c->ssm_conv_kernel) ||
+           bind_vec(b, &L->ssm_a, LNAME(nm, l, "ssm_a"), nv) || bind_vec(b, &L->ssm_dt, LNAME(nm, l, "ssm_dt"), nv) ||
+           bind_vec(b, &L->ssm_norm, LNAME(nm, l, "ssm_norm"), c->ssm_v_dim) ||
+           bind_mat(b, &L->ssm_out, LNAME(nm, l, "ssm_out"), 0, d, vw);
 }
 
 static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
@@ -163,8 +186,8 @@ static int bind_weights(moe_model *m, moe_err *err) {
     for (int l = 0; l < c->n_layers; l++) {
         layer_weights *L = &m->layers[l];
         if (bind_vec(&b, &L->attn_norm, LNAME(nm, l, "attn_norm"), c->dim) ||
-            bind_vec(&b, &L->ffn_norm, LNAME(nm, l, "ffn_norm"), c->dim) || bind_attention(&b, c, L, l) ||
-            bind_ffn(&b, c, L, l))
+            bind_vec(&b, &L->ffn_norm, LNAME(nm, l, "ffn_norm"), c->dim) ||
+            (c->ssm_layer[l] ? bind_deltanet(&b, c, L, l) : bind_attention(&b, c, L, l)) || bind_ffn(&b, c, L, l))
             return -1;
     }
     return 0;
@@ -303,12 +326,20 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
                                                   : 2u * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim;
     /* a sliding-window layer keeps a ring of fixed size (config_cache_slots), not a row per position */
     for (int l = 0; l < c->n_layers; l++) {
+        if (c->ssm_layer[l]) continue; /* Gated DeltaNet: a recurrent state instead (state_bytes) */
         int ring = c->attn_type == ATTN_GQA && c->window_layer[l];
         info->n_window_layers += ring;
         if (ring) info->kv_ring_bytes += per_layer * (uint64_t)config_cache_slots(c, INT32_MAX, l) * sizeof(float);
         else info->kv_bytes_per_token += per_layer * sizeof(float);
     }
     info->window = info->n_window_layers ? c->window : 0;
+    info->n_ssm_layers = c->n_ssm_layers;
+    info->state_bytes = (uint64_t)ssm_state_floats(c) * (uint64_t)c->n_ssm_layers * sizeof(float);
+    const moe_kv *skipped = moef_kv(&m->file, "general.skipped");
+    if (skipped && skipped->type == KV_STR) {
+        info->skipped = skipped->str;
+        info->skipped_len = (int)skipped->len;
+    }
 }
 
 /* One GGUF metadata value, shortened: long strings and arrays show their head. */

@@ -33,7 +33,8 @@ typedef struct {
     const float *attn_norm;          /* (dim) input_layernorm */
     const float *ffn_norm;           /* (dim) post_attention_layernorm */
     /* GQA attention */
-    wmat q, k, v;                    /* (n_heads*head_dim | n_kv*head_dim, dim) */
+    wmat q, k, v;                    /* (n_heads*head_dim | n_kv*head_dim, dim); with attn.out_gate q is
+                                        (n_heads*2*head_dim, dim): per head head_dim query rows, then head_dim gate rows */
     wmat o;                          /* (dim, n_heads*v_head_dim) */
     const float *q_bias, *k_bias, *v_bias;
     const float *q_norm, *k_norm;    /* (head_dim) or (n_heads*head_dim), (n_kv*head_dim) */
@@ -46,6 +47,15 @@ typedef struct {
     const float *kv_a_norm;          /* (kv_lora) */
     wmat k_b;                        /* n_heads x (kv_lora, nope): key half of kv_b, transposed */
     wmat v_b;                        /* n_heads x (v_dim, kv_lora) */
+    /* Gated DeltaNet mixer (cfg.ssm_layer[l]), instead of attention */
+    wmat ssm_qkv;                    /* (2*key_width + value_width, dim) rows: all q heads | all k heads | all v heads */
+    wmat ssm_z;                      /* (value_width, dim) output gate */
+    wmat ssm_beta, ssm_alpha;        /* (n_v_heads, dim) b and a projections */
+    const float *ssm_conv;           /* (channels, conv_kernel) depthwise conv taps, last tap = current token */
+    const float *ssm_a;              /* (n_v_heads) -exp(A_log) */
+    const float *ssm_dt;             /* (n_v_heads) dt_bias */
+    const float *ssm_norm;           /* (v_dim) gated RMSNorm weight */
+    wmat ssm_out;                    /* (dim, value_width) out_proj */
     /* FFN: dense ... */
     int is_moe;
     wmat ffn_gate, ffn_up;           /* (ff, dim) */

@@ -14,7 +14,10 @@ SRC is one of
 
 Python standard library only. Weights are copied as stored (bf16/f16/f32), tensor by tensor,
 straight from the safetensors files into the output: no per-element arithmetic except
-widening 1-D tensors (norms, biases) to f32, which the format requires, and `--dtype f32`.
+widening 1-D tensors (norms, biases) to f32, which the format requires, and `--dtype f32`;
+for Qwen3-Next / Qwen3.5 also storing zero-centred norm weights as 1 + w and A_log as -exp(A_log)
+(small vectors, computed in float64; docs/FORMAT.md "ssm.*"). Rows may be reordered (Qwen3-Next's
+fused DeltaNet projections).
 Everything that is not understood is refused with one line and exit status 1: an unknown
 architecture, an unknown routing or RoPE option, a missing, extra or mis-shaped tensor.
 """
@@ -277,6 +280,23 @@ class Plan:
         pieces = [(t, (h * head_rows + nope) * kv_lora * esz, v_dim * kv_lora * esz) for h in range(n_heads)]
         self._emit("blk.%d.attn_v_b" % layer, dtype, [n_heads, v_dim, kv_lora], pieces)
 
+    def rows(self, name, hf, full, ranges):
+        """Rows of a 2-D [R, C] tensor, as (first, count) ranges in output order (a row permutation)."""
+        t = self.get(hf, full)
+        rowb = t.nbytes // full[0]
+        self._emit(name, self._dtype([t]), [sum(n for _, n in ranges), full[1]],
+                   [(t, r * rowb, n * rowb) for r, n in ranges])
+
+    def f32_map(self, name, hf, shape, out_shape, fn):
+        """A small tensor widened to F32 with fn applied to each value in float64 (norm offsets, -exp(A_log))."""
+        t = self.get(hf, shape)
+
+        def source():
+            raw = to_f32(t.dtype, t.read())
+            vals = struct.unpack("<%df" % (len(raw) // 4), raw)
+            yield struct.pack("<%df" % len(vals), *(fn(v) for v in vals))
+        self.out.append((name, moefile.F32, list(out_shape), source))
+
     def leftovers(self, ignore=lambda n: False):
         extra = sorted(n for n in self.hf if n not in self.used and not ignore(n))
         if extra:
@@ -295,7 +315,9 @@ ARCHS = {
     # GLM-4.7-Flash: modeling_glm4_moe_lite.py is DeepSeek-V3's MLA attention with GLM-4.5's router
     # (= DeepSeek-V3's noaux_tc router), so it converts as deepseek_v3
     "Glm4MoeLiteForCausalLM": "deepseek_v3",
+    "Qwen3_5MoeForConditionalGeneration": "qwen3_5_moe", "Qwen3NextForCausalLM": "qwen3_next",
 }
+HYBRID = ("qwen3_5_moe", "qwen3_next")  # Gated DeltaNet + gated attention (qwen3_next_kv)
 
 
 class Config:
@@ -475,6 +497,8 @@ def family_kv(cfg, arch):
         glm4_moe_kv(cfg, kv)
     if arch == "gpt_oss":
         gpt_oss_kv(cfg, kv)
+    if arch in HYBRID:
+        qwen3_next_kv(cfg, arch, kv)
     if kv["moe.n_experts"]:
         if not 0 < kv["moe.n_active"] <= kv["moe.n_experts"]:
             cfg.refuse("num_experts_per_tok", "must be between 1 and the number of experts")
@@ -515,6 +539,64 @@ def gpt_oss_kv(cfg, kv):
         kv["attn.window"] = cfg.int("sliding_window")
         kv["attn.window_layers"] = [int(t == "sliding_attention") for t in types]
     kv["model.ff_dim"] = 0
+
+
+def qwen3_next_kv(cfg, arch, kv):
+    """Qwen3-Next / Qwen3.5-MoE (modeling_qwen3_next.py, modular_qwen3_5_moe.py): per layer a Gated DeltaNet
+    or a gated attention (q_proj doubled, sigmoid output gate, per-head QK-norm, partial RoPE); MoE with a
+    sigmoid-gated shared expert. Every RMSNorm but the DeltaNet's gated one is zero-centred, x·(1 + w):
+    the converter stores 1 + w (plan_hybrid), so the engine's RMSNorm is the plain one."""
+    L, HD = kv["model.n_layers"], kv["model.head_dim"]
+    types = cfg.get("layer_types", [])
+    if not types:  # Qwen3NextConfig's default: every interval-th layer is full attention
+        n = cfg.int("full_attention_interval", 4)
+        if n < 1:
+            cfg.refuse("full_attention_interval", "must be at least 1")
+        types = ["full_attention" if (i + 1) % n == 0 else "linear_attention" for i in range(L)]
+    if not isinstance(types, list) or len(types) != L or not set(types) <= {"linear_attention", "full_attention"}:
+        cfg.refuse("layer_types", "expected num_hidden_layers entries of linear_attention / full_attention")
+    kv["ssm.layers"] = [int(t == "linear_attention") for t in types]
+    kv.update({"ssm.conv_kernel": cfg.int("linear_conv_kernel_dim"), "ssm.n_k_heads": cfg.int("linear_num_key_heads"),
+               "ssm.n_v_heads": cfg.int("linear_num_value_heads"), "ssm.k_dim": cfg.int("linear_key_head_dim"),
+               "ssm.v_dim": cfg.int("linear_value_head_dim")})
+    if not 1 <= kv["ssm.conv_kernel"] <= 64:
+        cfg.refuse("linear_conv_kernel_dim", "must be in 1..64")
+    if kv["ssm.n_k_heads"] < 1 or kv["ssm.n_v_heads"] % kv["ssm.n_k_heads"]:
+        cfg.refuse("linear_num_value_heads", "must be a multiple of linear_num_key_heads")
+    if cfg.d.get("mamba_ssm_dtype", "float32") != "float32":
+        cfg.refuse("mamba_ssm_dtype", "the recurrent state is kept in float32")
+    if not cfg.flag("attn_output_gate", True):
+        cfg.refuse("attn_output_gate", "Qwen3-Next attention always has its output gate here")
+    kv["attn.out_gate"] = 1
+    kv["attn.qk_norm"] = "head"
+    # RoPE: Qwen3.5 nests it in rope_parameters (with multimodal sections that reduce to plain RoPE for
+    # text: all three position rows are equal); Qwen3-Next has rope_theta and partial_rotary_factor on top
+    rp = cfg.d.get("rope_parameters")
+    if rp is not None:
+        if not isinstance(rp, dict):
+            cfg.refuse("rope_parameters", "not an object")
+        sub = Config(rp, cfg.path + " rope_parameters")
+        if rp.get("rope_type", "default") != "default":
+            cfg.refuse("rope_parameters", "only the default RoPE is implemented for this family")
+        unknown = set(rp) - {"rope_type", "rope_theta", "partial_rotary_factor", "mrope_section", "mrope_interleaved"}
+        if unknown:
+            cfg.refuse("rope_parameters", "unknown field %s" % sorted(unknown)[0])
+        kv["rope.theta"] = sub.float("rope_theta")
+        prf = sub.float("partial_rotary_factor", cfg.float("partial_rotary_factor", 1.0))
+    else:
+        prf = cfg.float("partial_rotary_factor", 1.0)
+    rot = int(HD * prf)
+    if not 0 < rot <= HD or rot % 2:
+        cfg.refuse("partial_rotary_factor", "head_dim x factor must be an even number of dims")
+    kv["rope.dim"] = rot
+    kv["moe.n_experts"] = cfg.int("num_experts", 0)
+    if kv["moe.n_experts"]:
+        kv.update({"moe.n_active": cfg.int("num_experts_per_tok"), "moe.ff_dim": cfg.int("moe_intermediate_size"),
+                   # Qwen3.5-MoE always renormalises (its config has no norm_topk_prob)
+                   "moe.norm_topk": 1 if arch == "qwen3_5_moe" else int(cfg.flag("norm_topk_prob", True)),
+                   "moe.layers": qwen_moe_layers(cfg, L),
+                   "moe.shared_ff": cfg.int("shared_expert_intermediate_size", 0)})
+        kv["moe.shared_gate"] = int(kv["moe.shared_ff"] > 0)
 
 
 def deepseek_kv(cfg, arch, kv, mscale2):
@@ -646,6 +728,8 @@ def glm4_moe_kv(cfg, kv):
 
 def plan_hf(cfg, kv, plan):
     arch = kv["general.arch"]
+    if arch in HYBRID:
+        return plan_hybrid(kv, plan, "model.language_model." if arch == "qwen3_5_moe" else "model.")
     D, L, V = kv["model.dim"], kv["model.n_layers"], kv["model.vocab_size"]
     H, KV, HD = kv["model.n_heads"], kv["model.n_kv_heads"], kv["model.head_dim"]
     plan.copy("tok_embd", "model.embed_tokens.weight", [V, D])
@@ -685,6 +769,91 @@ def plan_hf(cfg, kv, plan):
             plan.copy(b + "ffn_gate", p + "mlp.gate_proj.weight", [F, D])
             plan.copy(b + "ffn_up", p + "mlp.up_proj.weight", [F, D])
             plan.copy(b + "ffn_down", p + "mlp.down_proj.weight", [D, F])
+
+
+def plan_hybrid(kv, plan, pre):
+    """Qwen3.5-MoE (tensors under model.language_model.) and Qwen3-Next (under model.)."""
+    D, L, V = kv["model.dim"], kv["model.n_layers"], kv["model.vocab_size"]
+    H, KV, HD = kv["model.n_heads"], kv["model.n_kv_heads"], kv["model.head_dim"]
+    one = lambda v: 1.0 + v  # noqa: E731  zero-centred RMSNorm weight, stored as used
+    plan.copy("tok_embd", pre + "embed_tokens.weight", [V, D])
+    plan.f32_map("output_norm", pre + "norm.weight", [D], [D], one)
+    if not kv["model.tied_embd"]:
+        plan.copy("output", "lm_head.weight", [V, D])
+    elif plan.has("lm_head.weight"):
+        plan.used.add("lm_head.weight")
+    for i in range(L):
+        p, b = pre + "layers.%d." % i, "blk.%d." % i
+        plan.f32_map(b + "attn_norm", p + "input_layernorm.weight", [D], [D], one)
+        plan.f32_map(b + "ffn_norm", p + "post_attention_layernorm.weight", [D], [D], one)
+        if kv["ssm.layers"][i]:
+            plan_deltanet(kv, plan, p + "linear_attn.", b)
+        else:
+            a = p + "self_attn."
+            plan.copy(b + "attn_q", a + "q_proj.weight", [2 * H * HD, D])  # per head: query rows, gate rows
+            plan.copy(b + "attn_k", a + "k_proj.weight", [KV * HD, D])
+            plan.copy(b + "attn_v", a + "v_proj.weight", [KV * HD, D])
+            plan.f32_map(b + "attn_q_norm", a + "q_norm.weight", [HD], [HD], one)
+            plan.f32_map(b + "attn_k_norm", a + "k_norm.weight", [HD], [HD], one)
+            plan.copy(b + "attn_o", a + "o_proj.weight", [D, H * HD])
+        if kv.get("moe.layers", [0] * L)[i]:
+            plan_hybrid_moe(kv, plan, p + "mlp.", b)
+        else:
+            F = kv["model.ff_dim"]
+            plan.copy(b + "ffn_gate", p + "mlp.gate_proj.weight", [F, D])
+            plan.copy(b + "ffn_up", p + "mlp.up_proj.weight", [F, D])
+            plan.copy(b + "ffn_down", p + "mlp.down_proj.weight", [D, F])
+
+
+def plan_deltanet(kv, plan, a, b):
+    """Gated DeltaNet projections in the engine's layout: ssm_qkv rows = all q heads | all k heads | all
+    v heads (the conv's channel order), ssm_z, ssm_beta, ssm_alpha per value head. Qwen3.5 stores them
+    so; Qwen3-Next fuses in_proj_qkvz and in_proj_ba grouped per key head (fix_query_key_value_ordering:
+    for key head j, q_j, k_j, then v and z of its n_v/n_k value heads; b then a), so rows are permuted."""
+    D = kv["model.dim"]
+    nk, nv, dk, dv, K = (kv["ssm.n_k_heads"], kv["ssm.n_v_heads"], kv["ssm.k_dim"], kv["ssm.v_dim"],
+                         kv["ssm.conv_kernel"])
+    kw, vw, r = nk * dk, nv * dv, nv // nk
+    ch = 2 * kw + vw
+    if plan.has(a + "in_proj_qkvz.weight"):
+        g = 2 * dk + 2 * r * dv  # rows per key head
+        qkvz, ba = a + "in_proj_qkvz.weight", a + "in_proj_ba.weight"
+        plan.rows(b + "ssm_qkv", qkvz, [2 * kw + 2 * vw, D], [(j * g, dk) for j in range(nk)] +
+                  [(j * g + dk, dk) for j in range(nk)] + [(j * g + 2 * dk, r * dv) for j in range(nk)])
+        plan.rows(b + "ssm_z", qkvz, [2 * kw + 2 * vw, D], [(j * g + 2 * dk + r * dv, r * dv) for j in range(nk)])
+        plan.rows(b + "ssm_beta", ba, [2 * nv, D], [(j * 2 * r, r) for j in range(nk)])
+        plan.rows(b + "ssm_alpha", ba, [2 * nv, D], [(j * 2 * r + r, r) for j in range(nk)])
+    else:
+        plan.copy(b + "ssm_qkv", a + "in_proj_qkv.weight", [ch, D])
+        plan.copy(b + "ssm_z", a + "in_proj_z.weight", [vw, D])
+        plan.copy(b + "ssm_beta", a + "in_proj_b.weight", [nv, D])
+        plan.copy(b + "ssm_alpha", a + "in_proj_a.weight", [nv, D])
+    plan.f32_map(b + "ssm_conv", a + "conv1d.weight", [ch, 1, K], [ch, K], float)
+    plan.f32_map(b + "ssm_a", a + "A_log", [nv], [nv], lambda v: -math.exp(v))  # HF: g = -exp(A_log)·softplus(..)
+    plan.copy(b + "ssm_dt", a + "dt_bias", [nv])
+    plan.copy(b + "ssm_norm", a + "norm.weight", [dv])  # the gated RMSNorm: weight used as is (not 1 + w)
+    plan.copy(b + "ssm_out", a + "out_proj.weight", [D, vw])
+
+
+def plan_hybrid_moe(kv, plan, m, b):
+    """Router, experts (fused gate_up_proj [E, 2F, D] + down_proj [E, D, F] as Qwen3.5 stores them, or one
+    tensor per expert as Qwen3-Next does), the shared expert and its sigmoid gate."""
+    D, E, F, S = kv["model.dim"], kv["moe.n_experts"], kv["moe.ff_dim"], kv.get("moe.shared_ff", 0)
+    plan.copy(b + "ffn_router", m + "gate.weight", [E, D])
+    if plan.has(m + "experts.gate_up_proj"):
+        plan.slice_rows(b + "ffn_gate_exps", m + "experts.gate_up_proj", [E, 2 * F, D], 0, F)
+        plan.slice_rows(b + "ffn_up_exps", m + "experts.gate_up_proj", [E, 2 * F, D], F, 2 * F)
+        plan.copy(b + "ffn_down_exps", m + "experts.down_proj", [E, D, F])
+    else:
+        ex = m + "experts.%d."
+        plan.stack(b + "ffn_gate_exps", [ex % e + "gate_proj.weight" for e in range(E)], [F, D])
+        plan.stack(b + "ffn_up_exps", [ex % e + "up_proj.weight" for e in range(E)], [F, D])
+        plan.stack(b + "ffn_down_exps", [ex % e + "down_proj.weight" for e in range(E)], [D, F])
+    if S:
+        plan.copy(b + "ffn_gate_shexp", m + "shared_expert.gate_proj.weight", [S, D])
+        plan.copy(b + "ffn_up_shexp", m + "shared_expert.up_proj.weight", [S, D])
+        plan.copy(b + "ffn_down_shexp", m + "shared_expert.down_proj.weight", [D, S])
+        plan.copy(b + "ffn_shexp_gate", m + "shared_expert_gate.weight", [1, D])
 
 
 def plan_mla(kv, plan, i, p, b):
@@ -830,13 +999,31 @@ def convert_hf(src, widen, tokenizer_required):
     if not isinstance(archs, list) or len(archs) != 1 or archs[0] not in ARCHS:
         raise ConvertError("%s: architecture %s is not supported (moe knows %s)" % (
             cfg_path, json.dumps(archs), ", ".join(sorted(ARCHS))))
-    kv = family_kv(cfg, ARCHS[archs[0]])
+    arch = ARCHS[archs[0]]
+    if arch == "qwen3_5_moe":  # a vision-language wrapper: the decoder's config is text_config
+        tc = cfg.d.get("text_config")
+        if not isinstance(tc, dict):
+            raise ConvertError("%s: text_config is missing" % cfg_path)
+        d = dict(tc)
+        if "tie_word_embeddings" not in d and "tie_word_embeddings" in cfg.d:
+            d["tie_word_embeddings"] = cfg.d["tie_word_embeddings"]
+        cfg = Config(d, cfg_path + " text_config")
+    kv = family_kv(cfg, arch)
     kv["general.name"] = os.path.basename(os.path.abspath(src))
     kv["general.source"] = "%s (%s)" % (os.path.basename(os.path.abspath(src)), archs[0])
     plan = Plan(load_weights(src), widen)
     plan_hf(cfg, kv, plan)
     L = kv["model.n_layers"]
     n_mtp = cfg.int("num_nextn_predict_layers", 0)
+    # not run for text: Qwen3.5's vision tower (general.skipped says so), and the MTP draft layer(s) of
+    # Qwen3-Next / Qwen3.5, mtp.* (HF ignores them; counted in model.n_mtp_layers below)
+    skip_prefixes = ("model.visual.", "mtp.") if arch in HYBRID else ()
+    n_visual = sum(1 for n in plan.hf if n.startswith("model.visual.") and n not in plan.used)
+    if arch in HYBRID and n_visual:
+        kv["general.skipped"] = "vision tower (model.visual.*, %d tensors)" % n_visual
+
+    def skipped_part(name):
+        return any(name.startswith(sp) for sp in skip_prefixes)
 
     def ignorable(name):
         if name.endswith("rotary_emb.inv_freq"):
@@ -844,10 +1031,11 @@ def convert_hf(src, widen, tokenizer_required):
         parts = name.split(".")  # DeepSeek-V3's multi-token-prediction layers follow the last layer
         return n_mtp > 0 and len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit() and \
             L <= int(parts[2]) < L + n_mtp
-    plan.leftovers(ignorable)
+    plan.leftovers(lambda n: skipped_part(n) or ignorable(n))
     # DeepSeek-V3's and GLM's multi-token-prediction layers (a draft head for speculative decoding)
     # are never run by HF's forward pass either; the file says how many were left out
     mtp = {int(n.split(".")[2]) for n in plan.hf if ignorable(n) and not n.endswith("rotary_emb.inv_freq")}
+    mtp |= {n.split(".")[2] for n in plan.hf if n.startswith("mtp.layers.") and arch in HYBRID}
     if mtp:
         kv["model.n_mtp_layers"] = len(mtp)
     tok = None

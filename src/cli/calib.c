@@ -122,7 +122,11 @@ static int input_kind(const char *s, int len, int *per_expert) {
              {"ffn_gate_exps", MOE_INPUT_FFN, 0},     {"ffn_up_exps", MOE_INPUT_FFN, 0},
              {"ffn_gate_shexp", MOE_INPUT_FFN, 0},    {"ffn_up_shexp", MOE_INPUT_FFN, 0},
              {"ffn_down", MOE_INPUT_FFN_DOWN, 0},     {"ffn_down_shexp", MOE_INPUT_FFN_DOWN, 0},
-             {"ffn_down_exps", MOE_INPUT_FFN_DOWN, 1}};
+             {"ffn_down_exps", MOE_INPUT_FFN_DOWN, 1},
+             /* Gated DeltaNet layers report their mixer's input and output as attention's */
+             {"ssm_qkv", MOE_INPUT_ATTN, 0},          {"ssm_z", MOE_INPUT_ATTN, 0},
+             {"ssm_beta", MOE_INPUT_ATTN, 0},         {"ssm_alpha", MOE_INPUT_ATTN, 0},
+             {"ssm_out", MOE_INPUT_ATTN_OUT, 0}};
     for (size_t i = 0; i < sizeof K / sizeof *K; i++)
         if ((int)strlen(K[i].name) == len && !memcmp(s, K[i].name, (size_t)len)) {
             *per_expert = K[i].per_expert;

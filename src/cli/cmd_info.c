@@ -60,7 +60,11 @@ int cmd_info(int argc, char **argv) {
                i.file_bytes);
     } else {
         printf("architecture      %s%s%s\n", i.arch, *i.name ? "  " : "", i.name);
-        printf("layers            %d (%d MoE)\n", i.n_layers, i.n_moe_layers);
+        if (i.n_ssm_layers)
+            printf("layers            %d (%d MoE; %d Gated DeltaNet, %d attention)\n", i.n_layers, i.n_moe_layers,
+                   i.n_ssm_layers, i.n_layers - i.n_ssm_layers);
+        else
+            printf("layers            %d (%d MoE)\n", i.n_layers, i.n_moe_layers);
         if (i.n_mtp_layers)
             printf("mtp layers        %d multi-token-prediction layer%s of the checkpoint skipped (not converted, "
                    "not run)\n", i.n_mtp_layers, i.n_mtp_layers == 1 ? "" : "s");
@@ -79,6 +83,10 @@ int cmd_info(int argc, char **argv) {
         if (i.n_window_layers)
             printf("sliding window    %d positions on %d layers: their KV cache is a ring of %" PRIu64
                    " bytes in all (f32), not per position\n", i.window, i.n_window_layers, i.kv_ring_bytes);
+        if (i.n_ssm_layers)
+            printf("recurrent state   %" PRIu64 " bytes per sequence (f32, %d Gated DeltaNet layers)\n", i.state_bytes,
+                   i.n_ssm_layers);
+        if (i.skipped) printf("not run           %.*s\n", i.skipped_len, i.skipped);
         printf("file              %" PRIu64 " bytes\n", i.file_bytes);
     }
     if (m->file.gguf && m->file.gguf->n_tensors) gguf_type_table(m->file.gguf);

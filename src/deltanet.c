@@ -1,0 +1,158 @@
+/* deltanet.c - the Gated DeltaNet mixer of Qwen3-Next and Qwen3.5 (HF
+ * Qwen3NextGatedDeltaNet / Qwen3_5MoeGatedDeltaNet), a linear-attention layer
+ * that replaces self-attention in 3 of every 4 layers.
+ *
+ * For a batch of n tokens of one sequence:
+ *   1. projections: q|k|v (channels = 2*n_k*dk + n_v*dv), z (n_v*dv), b and a (n_v);
+ *   2. causal depthwise conv1d of width K over the q|k|v channels, then SiLU;
+ *      the last K-1 pre-conv inputs carry over to the next batch (conv state);
+ *   3. q, k L2-normalised per key head, q scaled by 1/sqrt(dk);
+ *      beta = sigmoid(b), decay = exp(g), g = -exp(A_log) * softplus(a + dt_bias);
+ *   4. per value head h (reading key head h / (n_v/n_k)), token by token, the
+ *      delta rule on its state S (dk, dv):
+ *          S *= decay;  delta = beta * (v - S^T k);  S += k delta^T;  o = S^T q
+ *      (HF's recurrent form, exact: the chunked form HF uses for prefill is the
+ *      same function, reordered);
+ *   5. o = RMSNorm(o) * w * silu(z) per value head (Qwen3NextRMSNormGated), then out_proj.
+ * Heads are independent, so step 4 runs the heads in parallel, each through
+ * all n tokens in order. The state lives in the context (forward.h). */
+#include <math.h>
+#include <string.h>
+
+#include "forward.h"
+#include "kernels.h"
+#include "ops.h"
+#include "threads.h"
+
+/* This layer's conv state (K-1, channels) and delta-rule state (n_v, dk, dv):
+ * the blocks are in layer order, one per Gated DeltaNet layer. */
+static float *conv_state(moe_ctx *c, int layer) {
+    const moe_config *cfg = &c->model->cfg;
+    size_t slot = 0;
+    for (int l = 0; l < layer; l++) slot += cfg->ssm_layer[l];
+    return c->ssm_state + slot * ssm_state_floats(cfg);
+}
+static float *delta_state(moe_ctx *c, int layer) {
+    const moe_config *cfg = &c->model->cfg;
+    return conv_state(c, layer) + (size_t)(cfg->ssm_conv_kernel - 1) * (size_t)ssm_channels(cfg);
+}
+
+/* torch.nn.functional.softplus (beta 1, threshold 20: linear above it) */
+static float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+/* Step 2: out[t][ch] = silu(sum_j w[ch][j] * in[t - (K-1) + j][ch]), where
+ * positions before the batch come from the conv state; then the state keeps
+ * the last K-1 inputs of (state, batch). Channels are independent. */
+static void conv_silu(const float *w, int K, float *state, const float *in, float *out, int n, int ch) {
+#pragma omp parallel for schedule(static) if ((size_t)n * (size_t)ch >= (1u << 14) && threads_max() > 1)
+    for (int i = 0; i < ch; i++) {
+        float win[64]; /* the last K inputs of this channel, oldest first (K <= 64: config.c) */
+        const float *wi = w + (size_t)i * K;
+        for (int j = 0; j < K - 1; j++) win[j] = state[(size_t)j * ch + i];
+        for (int t = 0; t < n; t++) {
+            win[K - 1] = in[(size_t)t * ch + i];
+            float s = 0.0f;
+            for (int j = 0; j < K; j++) s += wi[j] * win[j];
+            out[(size_t)t * ch + i] = s / (1.0f + expf(-s)); /* SiLU */
+            for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+        }
+        for (int j = 0; j < K - 1; j++) state[(size_t)j * ch + i] = win[j];
+    }
+}
+
+/* x / sqrt(sum(x^2) + 1e-6) * scale   (HF l2norm, eps 1e-6) */
+static void l2norm_scaled(float *x, int n, float scale) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = scale / sqrtf(ss + 1e-6f);
+    for (int i = 0; i < n; i++) x[i] *= r;
+}
+
+/* Step 4 for one value head over n tokens: S (dk, dv) row-major, q/k/v rows
+ * stride apart; o gets dv values per token, o_stride apart. kv and delta:
+ * dv floats of scratch each. */
+static void delta_rule_head(float *S, int dk, int dv, int n, const float *q, const float *k, const float *v,
+                            size_t stride, const float *beta, const float *decay, size_t gate_stride, float *o,
+                            size_t o_stride, float *kv, float *delta) {
+    for (int t = 0; t < n; t++) {
+        const float *qt = q + (size_t)t * stride, *kt = k + (size_t)t * stride, *vt = v + (size_t)t * stride;
+        float d = decay[(size_t)t * gate_stride], b = beta[(size_t)t * gate_stride];
+        /* S *= decay, and kv = S^T k in the same pass over S */
+        memset(kv, 0, sizeof(float) * (size_t)dv);
+        for (int i = 0; i < dk; i++) {
+            float *row = S + (size_t)i * dv;
+            for (int j = 0; j < dv; j++) row[j] *= d;
+            axpy(kv, kt[i], row, dv);
+        }
+        for (int j = 0; j < dv; j++) delta[j] = b * (vt[j] - kv[j]);
+        /* S += k delta^T, and o = S^T q in the same pass */
+        float *ot = o + (size_t)t * o_stride;
+        memset(ot, 0, sizeof(float) * (size_t)dv);
+        for (int i = 0; i < dk; i++) {
+            float *row = S + (size_t)i * dv;
+            axpy(row, kt[i], delta, dv);
+            axpy(ot, qt[i], row, dv);
+        }
+    }
+}
+
+void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out) {
+    const moe_config *cfg = &c->model->cfg;
+    const layer_weights *L = &c->model->layers[layer];
+    int nk = cfg->ssm_n_k_heads, nv = cfg->ssm_n_v_heads, dk = cfg->ssm_k_dim, dv = cfg->ssm_v_dim;
+    int kw = ssm_key_width(cfg), vw = ssm_value_width(cfg), ch = ssm_channels(cfg);
+    observe_input(c, layer, MOE_INPUT_ATTN, -1, xn, n, cfg->dim);
+
+    /* 1. HF in_proj_qkv, in_proj_z, in_proj_b, in_proj_a; x quantized once for all four */
+    act_rows ax;
+    act_init(&ax, xn, n, cfg->dim, c->act_scratch);
+    mm_job in[4] = {{c->ssm_x, &L->ssm_qkv, &ax, NULL, n, NULL, NULL}, {c->ssm_z, &L->ssm_z, &ax, NULL, n, NULL, NULL},
+                    {c->ssm_b, &L->ssm_beta, &ax, NULL, n, NULL, NULL},
+                    {c->ssm_a, &L->ssm_alpha, &ax, NULL, n, NULL, NULL}};
+    matmul_jobs(in, 4);
+
+    /* 2. causal conv1d + SiLU over q|k|v */
+    conv_silu(L->ssm_conv, cfg->ssm_conv_kernel, conv_state(c, layer), c->ssm_x, c->ssm_qkv, n, ch);
+
+    /* 3. L2-normalised q and k per key head (q also times dk^-1/2); beta and decay per value head */
+    float qscale = 1.0f / sqrtf((float)dk);
+    for (int t = 0; t < n; t++) {
+        float *row = c->ssm_qkv + (size_t)t * ch;
+        for (int h = 0; h < nk; h++) {
+            l2norm_scaled(row + (size_t)h * dk, dk, qscale);
+            l2norm_scaled(row + kw + (size_t)h * dk, dk, 1.0f);
+        }
+        float *b = c->ssm_b + (size_t)t * nv, *a = c->ssm_a + (size_t)t * nv;
+        for (int h = 0; h < nv; h++) {
+            b[h] = sigmoidf(b[h]);
+            a[h] = expf(L->ssm_a[h] * softplus(a[h] + L->ssm_dt[h])); /* exp(g), ssm_a = -exp(A_log) */
+        }
+    }
+
+    /* 4. the delta rule, value heads in parallel; value head h reads key head h / (nv/nk) */
+    float *S0 = delta_state(c, layer);
+    int per_k = nv / nk;
+#pragma omp parallel for schedule(dynamic, 1) if (threads_max() > 1)
+    for (int h = 0; h < nv; h++) {
+        const float *base = c->ssm_qkv;
+        int kh = h / per_k;
+        float *tmp = c->ssm_tmp + (size_t)thread_id() * 2 * dv;
+        delta_rule_head(S0 + (size_t)h * dk * dv, dk, dv, n, base + (size_t)kh * dk, base + kw + (size_t)kh * dk,
+                        base + 2 * (size_t)kw + (size_t)h * dv, (size_t)ch, c->ssm_b + h, c->ssm_a + h, (size_t)nv,
+                        c->ssm_o + (size_t)h * dv, (size_t)vw, tmp, tmp + dv);
+    }
+
+    /* 5. gated RMSNorm per value head: RMSNorm(o) * w * silu(z), w used as stored */
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nv; h++) {
+            float *o = c->ssm_o + (size_t)t * vw + (size_t)h * dv;
+            const float *z = c->ssm_z + (size_t)t * vw + (size_t)h * dv;
+            rmsnorm(o, o, L->ssm_norm, dv, cfg->norm_eps);
+            for (int j = 0; j < dv; j++) o[j] *= z[j] / (1.0f + expf(-z[j]));
+        }
+
+    act_rows ao;
+    act_init(&ao, c->ssm_o, n, vw, c->act_scratch);
+    observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->ssm_o, n, vw);
+    matmul(out, &L->ssm_out, &ao); /* HF out_proj */
+}

@@ -1,0 +1,88 @@
+"""Hybrid models (Gated DeltaNet + gated attention + MoE: Qwen3.5-MoE, Qwen3-Next), beyond the golden
+logits (test_golden.py):
+
+  - the recurrent state carries the sequence: one batch, batches of 5 and token-by-token decode
+    (-b 1: every token through the single-step path) give the same logits;
+  - moe_ctx_reset clears it: `moe perplexity` (one context, reset between chunks) scores exactly what
+    fresh contexts score chunk by chunk;
+  - routing traces cover the MoE layer of every block (DeltaNet and attention layers alike);
+  - `moe info` states the recurrent state per sequence and what the converter did not keep.
+"""
+
+import math
+import os
+import re
+import unittest
+
+import moetest
+
+TEXT = ("In the beginning God created the heaven and the earth.\n"
+        "And the earth was without form, and void; and darkness was upon the face of the deep.\n")
+
+
+def log_softmax(row):
+    m = max(row)
+    lz = m + math.log(sum(math.exp(x - m) for x in row))
+    return [x - lz for x in row]
+
+
+class HybridTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        moetest.require_bin()
+        cls.dir = moetest.workdir("hybrid")
+        cls.src = os.path.join(moetest.SHARED, "golden", "qwen3_5_moe")
+        cls.model = moetest.convert(cls.src, os.path.join(cls.dir, "qwen3_5_moe.moe"))
+        cls.g = moetest.golden("qwen3_5_moe")
+        cls.text = os.path.join(cls.dir, "text.txt")
+        with open(cls.text, "w") as f:
+            f.write(TEXT * 3)
+
+    def test_batches_and_single_steps_equal_one_batch(self):
+        toks = self.g["tokens"]
+        one = moetest.logits(self.model, toks)
+        for b in ("5", "1"):
+            other = moetest.logits(self.model, toks, "-b", b)
+            mx, _ = moetest.max_rms(one, other)
+            self.assertLess(mx, 1e-5, "batch %s vs one batch" % b)
+
+    def test_reset_clears_the_recurrent_state(self):
+        ids = [int(x) for x in moetest.moe("tokenize", "-m", self.model, "--no-special", "-f", self.text).stdout.split()]
+        ctx, chunks = 16, 3
+        self.assertGreaterEqual(len(ids), ctx * chunks)
+        nll = []
+        for c in range(chunks):
+            chunk = ids[c * ctx:(c + 1) * ctx]  # Qwen adds no BOS: chunks are scored as they are
+            rows = moetest.logits(self.model, chunk)
+            for j in range(ctx // 2, ctx - 1):
+                nll.append(-log_softmax(rows[j])[chunk[j + 1]])
+        out = moetest.moe("perplexity", "-m", self.model, "-f", self.text, "-c", str(ctx), "--chunks",
+                          str(chunks)).stdout
+        m = re.search(r"mean NLL = ([0-9.]+) \+/- ([0-9.]+) over (\d+) positions", out)
+        self.assertIsNotNone(m, out)
+        self.assertEqual(int(m.group(3)), len(nll))
+        self.assertAlmostEqual(float(m.group(1)), sum(nll) / len(nll), places=5)
+
+    def test_trace_covers_every_moe_layer(self):
+        toks = self.g["tokens"][:7]
+        out = os.path.join(self.dir, "trace.csv")
+        moetest.moe("logits", "-m", self.model, "--tokens", ",".join(map(str, toks)), "-o",
+                    os.path.join(self.dir, "l.f32"), "--trace-routing", out)
+        with open(out) as f:
+            rows = f.read().splitlines()[1:]
+        self.assertEqual(len(rows), len(toks) * 4 * 2)  # 4 layers (3 DeltaNet, 1 attention), all MoE, k = 2
+        layers = sorted({int(r.split(",")[3]) for r in rows})
+        self.assertEqual(layers, [0, 1, 2, 3])
+
+    def test_info_states_the_recurrent_state_and_skipped_parts(self):
+        out = moetest.moe("info", "-m", self.model).stdout
+        # per DeltaNet layer: conv state (K-1) x (2*2*32 + 4*32) + S 4 x 32 x 32, f32; 3 such layers
+        per_layer = (4 - 1) * (2 * 2 * 32 + 4 * 32) + 4 * 32 * 32
+        self.assertIn("recurrent state   %d bytes per sequence" % (3 * per_layer * 4), out)
+        self.assertIn("3 Gated DeltaNet, 1 attention", out)
+        self.assertIn("KV cache %d bytes per position" % (2 * 2 * 64 * 4), out)  # the one attention layer
+        self.assertRegex(out, r"not run +vision tower \(model\.visual\.\*, \d+ tensors\)")
+
+
+if __name__ == "__main__":
+    unittest.main()
