@@ -8,7 +8,8 @@ family, for tests. Standard library only.
         --vocab 1024 --shrink 4 -o /tmp/q3
 
 Families: llama, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3,
-granitemoe, glm4_moe (GLM-4.5/4.6), glm4_moe_lite (GLM-4.7-Flash: DeepSeek-V3's layout and config
+granitemoe, qwen3_next (Gated DeltaNet + gated attention hybrid, fused in_proj_qkvz/in_proj_ba,
+per-expert tensors, as Qwen3-Next-80B-A3B publishes them), glm4_moe (GLM-4.5/4.6), glm4_moe_lite (GLM-4.7-Flash: DeepSeek-V3's layout and config
 keys under Glm4MoeLiteForCausalLM, without scoring_func). With num_nextn_predict_layers > 0 (DeepSeek-V3,
 GLM) the checkpoint also holds the multi-token-prediction layers after the last decoder layer, as
 published (a decoder layer + enorm, hnorm, eh_proj, embed_tokens, shared_head), which HF never runs.
@@ -29,6 +30,7 @@ and size tests, not meant for reference comparisons.
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -42,6 +44,7 @@ ARCH_CLASS = {
     "olmoe": "OlmoeForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM",
     "granitemoe": "GraniteMoeForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
     "glm4_moe_lite": "Glm4MoeLiteForCausalLM", "gpt_oss": "GptOssForCausalLM",
+    "qwen3_next": "Qwen3NextForCausalLM",
 }
 FAMILY_OF = {v: k for k, v in ARCH_CLASS.items()}
 MLA = ("deepseek_v2", "deepseek_v3", "glm4_moe_lite")
@@ -105,6 +108,13 @@ DEFAULTS = {
     "granitemoe": dict(intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, embedding_multiplier=12.0,
                        residual_multiplier=0.22, attention_multiplier=0.0625, logits_scaling=6.0,
                        tie_word_embeddings=True, rms_norm_eps=1e-6),
+    # 4 layers: 3 Gated DeltaNet + 1 gated attention (full_attention_interval 4, layer_types derived by HF)
+    "qwen3_next": dict(num_hidden_layers=4, intermediate_size=128, moe_intermediate_size=32,
+                       shared_expert_intermediate_size=48, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
+                       decoder_sparse_step=1, mlp_only_layers=[], head_dim=32, partial_rotary_factor=0.25,
+                       rope_theta=1e6, rope_scaling=None, attention_bias=False, full_attention_interval=4,
+                       linear_conv_kernel_dim=4, linear_key_head_dim=16, linear_value_head_dim=16,
+                       linear_num_key_heads=2, linear_num_value_heads=4, rms_norm_eps=1e-6),
 }
 
 STD = {"granitemoe": 0.15}
@@ -168,8 +178,50 @@ def adjust(cfg, family, layers=None, experts=None, vocab=None, shrink=None):
     return cfg
 
 
+def hybrid_layer_types(cfg):
+    """Qwen3NextConfig's layer_types, or its default from full_attention_interval."""
+    n = cfg.get("full_attention_interval") or 4
+    return cfg.get("layer_types") or ["full_attention" if (i + 1) % n == 0 else "linear_attention"
+                                      for i in range(cfg["num_hidden_layers"])]
+
+
+def hybrid_specs(cfg, family):
+    """Qwen3-Next: zero-centred norms (stored ~0, used as 1 + w), Gated DeltaNet with fused projections
+    grouped per key head, gated attention with a doubled q_proj, MoE with a gated shared expert."""
+    D, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    H, KV, HD = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    nk, nv = cfg["linear_num_key_heads"], cfg["linear_num_value_heads"]
+    dk, dv, K = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"], cfg["linear_conv_kernel_dim"]
+    ch = 2 * nk * dk + nv * dv
+    out = [("model.embed_tokens.weight", [V, D], "embed")]
+    types = hybrid_layer_types(cfg)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        out.append((p + "input_layernorm.weight", [D], "norm0"))
+        if types[i] == "linear_attention":
+            a = p + "linear_attn."
+            out += [(a + "in_proj_qkvz.weight", [2 * nk * dk + 2 * nv * dv, D], "linear"),
+                    (a + "in_proj_ba.weight", [2 * nv, D], "gate_logit"),
+                    (a + "conv1d.weight", [ch, 1, K], "conv"), (a + "dt_bias", [nv], "dt"),
+                    (a + "A_log", [nv], "a_log"), (a + "norm.weight", [dv], "norm"),
+                    (a + "out_proj.weight", [D, nv * dv], "linear")]
+        else:
+            a = p + "self_attn."
+            out += [(a + "q_proj.weight", [2 * H * HD, D], "linear"), (a + "k_proj.weight", [KV * HD, D], "linear"),
+                    (a + "v_proj.weight", [KV * HD, D], "linear"), (a + "o_proj.weight", [D, H * HD], "linear"),
+                    (a + "q_norm.weight", [HD], "norm0"), (a + "k_norm.weight", [HD], "norm0")]
+        out.append((p + "post_attention_layernorm.weight", [D], "norm0"))
+        out += ffn_specs(cfg, family, i, D)
+    out.append(("model.norm.weight", [D], "norm0"))
+    if not cfg.get("tie_word_embeddings", False):
+        out.append(("lm_head.weight", [V, D], "linear"))
+    return out
+
+
 def tensor_specs(cfg, family):
     """[(HF name, shape, kind)] of the checkpoint; kind picks the initialisation."""
+    if family == "qwen3_next":
+        return hybrid_specs(cfg, family)
     D, L, V = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
     out = [("model.embed_tokens.weight", [V, D], "embed")]
     for i in range(L):
@@ -231,7 +283,7 @@ def layer_specs(cfg, family, i):
 def is_moe_layer(cfg, family, i):
     if family in ("mixtral", "granitemoe", "olmoe", "gpt_oss"):
         return True
-    if family in ("qwen2_moe", "qwen3_moe"):
+    if family in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         return (i not in (cfg.get("mlp_only_layers") or []) and cfg.get("num_experts", 0) > 0
                 and (i + 1) % (cfg.get("decoder_sparse_step") or 1) == 0)
     if family in GROUPED and i >= cfg["num_hidden_layers"]:
@@ -285,7 +337,7 @@ def ffn_specs(cfg, family, i, D):
         out.append((m + "gate.e_score_correction_bias", [E], "ebias"))
     for e in range(E):
         out += mlp(m + "experts.%d." % e, F, D)
-    if family == "qwen2_moe":
+    if family in ("qwen2_moe", "qwen3_next"):
         S = cfg.get("shared_expert_intermediate_size") or 0
         out += mlp(m + "shared_expert.", S, D)  # HF builds it even when S is 0 (a [0, D] weight)
         out.append((m + "shared_expert_gate.weight", [1, D], "linear"))
@@ -313,6 +365,16 @@ def values(name, shape, kind, seed, std):
     n = count(shape)
     if kind == "norm":
         return [1.0 + rng.gauss(0, 0.05) for _ in range(n)]
+    if kind == "norm0":  # zero-centred RMSNorm weight (used as 1 + w)
+        return [rng.gauss(0, 0.05) for _ in range(n)]
+    if kind == "conv":  # Gated DeltaNet conv taps: large enough that a wrong tap order shows
+        return [rng.gauss(0, 0.5) for _ in range(n)]
+    if kind == "dt":  # dt_bias: HF initialises ones
+        return [1.0 + rng.gauss(0, 0.3) for _ in range(n)]
+    if kind == "a_log":  # A_log = log(A), A in (0.5, 8): decays between ~0.9 and ~0.001 per token
+        return [math.log(rng.uniform(0.5, 8.0)) for _ in range(n)]
+    if kind == "gate_logit":  # beta / alpha logits of order 1
+        return [rng.gauss(0, 1.0 / shape[-1] ** 0.5) for _ in range(n)]
     if kind == "bias":
         return [rng.gauss(0, 0.05) for _ in range(n)]
     if kind == "ebias":
@@ -368,7 +430,7 @@ def tensor_bytes(name, shape, kind, dtype, seed, std, fast=BIG):
         if kind == "mxfp4_blocks":
             return rng.randbytes(count(shape))
         return bytes(rng.randint(119, 122) for _ in range(count(shape)))
-    if kind in ("norm", "bias", "ebias") or count(shape) <= fast or kind.startswith("router"):
+    if kind in ("norm", "norm0", "bias", "ebias", "conv", "dt", "a_log") or count(shape) <= fast or kind.startswith("router"):
         return encode(values(name, shape, kind, seed, std), dtype)
     return fast_bytes(name, count(shape), dtype, seed)
 

@@ -1,7 +1,7 @@
 """hf_reference - an independent float64 forward pass, in pure Python, written from the
 semantics of the Hugging Face modeling code (modeling_llama/qwen2/qwen3/mixtral/qwen2_moe/
-qwen3_moe/olmoe/granitemoe/glm4_moe/glm4_moe_lite/gpt_oss.py, integrations/mxfp4.py and DeepSeek's
-modeling_deepseek.py), not
+qwen3_moe/olmoe/granitemoe/glm4_moe/glm4_moe_lite/gpt_oss.py, integrations/mxfp4.py, DeepSeek's
+modeling_deepseek.py, and modeling_qwen3_next.py / modeling_qwen3_5_moe.py for the hybrids), not
 from the C engine.
 
     logits = forward(hf_dir, [tokens])     # list of rows, one per position, float64
@@ -511,14 +511,18 @@ ARCHS = {
     "Glm4MoeForCausalLM": "glm4_moe", "GptOssForCausalLM": "gpt_oss",
     # Glm4MoeLiteForCausalLM: DeepseekV3Attention + Glm4MoeTopkRouter (= DeepseekV3TopkRouter)
     "Glm4MoeLiteForCausalLM": "deepseek_v3",
+    "Qwen3NextForCausalLM": "qwen3_next", "Qwen3_5MoeForConditionalGeneration": "qwen3_5_moe",
 }
 
 
-def forward(path, tokens, ckpt=None):
-    """Logits [len(tokens)][vocab] of the HF checkpoint at `path` for one causal sequence."""
+def forward(path, tokens, ckpt=None, chunk=64):
+    """Logits [len(tokens)][vocab] of the HF checkpoint at `path` for one causal sequence.
+    chunk: the hybrids' Gated DeltaNet chunk size (HF's prefill; 0 = the recurrent form)."""
     m = ckpt or Checkpoint(path)
     cfg = m.cfg
     arch = ARCHS[cfg["architectures"][0]]
+    if arch in ("qwen3_next", "qwen3_5_moe"):
+        return hybrid_forward(m, arch, tokens, chunk)
     eps = cfg.get("rms_norm_eps", 1e-6)
     emb = m.get("model.embed_tokens.weight")
     xs = [list(emb[t]) for t in tokens]
@@ -549,3 +553,245 @@ def forward(path, tokens, ckpt=None):
             logits = [v / cfg["logits_scaling"] for v in logits]
         out.append(logits)
     return out
+
+
+# ---------------------------------------------------------------- Qwen3-Next / Qwen3.5-MoE (hybrid)
+
+
+def zc_rms_norm(x, w, eps):
+    """Qwen3NextRMSNorm: zero-centred weight, x / sqrt(mean(x^2) + eps) * (1 + w)."""
+    r = 1.0 / math.sqrt(sum(v * v for v in x) / len(x) + eps)
+    return [v * r * (1.0 + g) for v, g in zip(x, w)]
+
+
+def softplus(v):
+    """F.softplus (beta 1, threshold 20)."""
+    return v if v > 20 else math.log1p(math.exp(v))
+
+
+def l2norm(x):
+    """FLA's l2norm: x / sqrt(sum(x^2) + 1e-6)."""
+    r = 1.0 / math.sqrt(sum(v * v for v in x) + 1e-6)
+    return [v * r for v in x]
+
+
+def matvec_t(S, q):
+    """S^T q for S [dk][dv]."""
+    out = [0.0] * len(S[0])
+    for i, row in enumerate(S):
+        qi = q[i]
+        for j in range(len(out)):
+            out[j] += qi * row[j]
+    return out
+
+
+def delta_rule_recurrent(q, k, v, g, beta):
+    """torch_recurrent_gated_delta_rule for one head; q (scaled), k, v per token. Returns (out, S)."""
+    dk, dv = len(k[0]), len(v[0])
+    S = [[0.0] * dv for _ in range(dk)]
+    out = []
+    for t in range(len(q)):
+        d = math.exp(g[t])
+        S = [[x * d for x in row] for row in S]
+        kv = matvec_t(S, k[t])
+        delta = [(v[t][j] - kv[j]) * beta[t] for j in range(dv)]
+        S = [[S[i][j] + k[t][i] * delta[j] for j in range(dv)] for i in range(dk)]
+        out.append(matvec_t(S, q[t]))
+    return out, S
+
+
+def delta_rule_chunked(q, k, v, g, beta, C):
+    """torch_chunk_gated_delta_rule for one head (HF's prefill form: per chunk of C tokens the WY/UT
+    transform by forward substitution, then one state update per chunk). Returns (out, S)."""
+    T, dk, dv = len(q), len(k[0]), len(v[0])
+    pad = (C - T % C) % C
+    q = q + [[0.0] * dk] * pad
+    k = k + [[0.0] * dk] * pad
+    v = v + [[0.0] * dv] * pad
+    g = list(g) + [0.0] * pad
+    beta = list(beta) + [0.0] * pad
+    S = [[0.0] * dv for _ in range(dk)]
+    out = []
+    dot = lambda a, b: sum(map(mul, a, b))  # noqa: E731
+    for c0 in range(0, T + pad, C):
+        qc, kc, vc = q[c0:c0 + C], k[c0:c0 + C], v[c0:c0 + C]
+        gc, acc = [], 0.0
+        for x in g[c0:c0 + C]:
+            acc += x
+            gc.append(acc)
+        bc = beta[c0:c0 + C]
+        kb = [[x * bc[i] for x in kc[i]] for i in range(C)]
+        vb = [[x * bc[i] for x in vc[i]] for i in range(C)]
+        decay = [[math.exp(gc[i] - gc[j]) if j <= i else 0.0 for j in range(C)] for i in range(C)]
+        A = [[-dot(kb[i], kc[j]) * decay[i][j] if j < i else 0.0 for j in range(C)] for i in range(C)]
+        for i in range(1, C):
+            row = A[i][:i]
+            for j in range(i):
+                A[i][j] = row[j] + sum(row[m] * A[m][j] for m in range(i))
+        for i in range(C):
+            A[i][i] += 1.0
+        value = [[sum(A[i][m] * vb[m][j] for m in range(C)) for j in range(dv)] for i in range(C)]
+        kcum = [[sum(A[i][m] * kb[m][j] * math.exp(gc[m]) for m in range(C)) for j in range(dk)] for i in range(C)]
+        vprime = [matvec_t(S, kcum[i]) for i in range(C)]  # k_cumdecay @ S
+        vnew = [[value[i][j] - vprime[i][j] for j in range(dv)] for i in range(C)]
+        for i in range(C):
+            inter = matvec_t(S, [x * math.exp(gc[i]) for x in qc[i]])
+            intra = [0.0] * dv
+            for j in range(i + 1):
+                a = dot(qc[i], kc[j]) * decay[i][j]
+                for d in range(dv):
+                    intra[d] += a * vnew[j][d]
+            out.append([x + y for x, y in zip(inter, intra)])
+        last = gc[-1]
+        S = [[S[a][b] * math.exp(last) + sum(kc[i][a] * math.exp(last - gc[i]) * vnew[i][b] for i in range(C))
+              for b in range(dv)] for a in range(dk)]
+    return out[:T], S
+
+
+def gated_deltanet(m, cfg, p, xs, chunk):
+    """Qwen3NextGatedDeltaNet / Qwen3_5MoeGatedDeltaNet forward over a whole sequence (no cache)."""
+    nk, nv = cfg["linear_num_key_heads"], cfg["linear_num_value_heads"]
+    dk, dv, K = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"], cfg["linear_conv_kernel_dim"]
+    eps, r = cfg.get("rms_norm_eps", 1e-6), nv // nk
+    rows = []  # per token: (mixed_qkv, z, b, a); mixed_qkv = all q | all k | all v
+    for x in xs:
+        if m.has(p + "in_proj_qkvz.weight"):  # Qwen3-Next: fix_query_key_value_ordering
+            qkvz, ba = linear(m.get(p + "in_proj_qkvz.weight"), x), linear(m.get(p + "in_proj_ba.weight"), x)
+            w = 2 * dk + 2 * r * dv
+            q, k, v, z, b, a = [], [], [], [], [], []
+            for j in range(nk):
+                grp = qkvz[j * w:(j + 1) * w]
+                q += grp[:dk]
+                k += grp[dk:2 * dk]
+                v += grp[2 * dk:2 * dk + r * dv]
+                z += grp[2 * dk + r * dv:]
+                b += ba[j * 2 * r:j * 2 * r + r]
+                a += ba[j * 2 * r + r:(j + 1) * 2 * r]
+            mixed = q + k + v
+        else:  # Qwen3.5: split projections
+            mixed = linear(m.get(p + "in_proj_qkv.weight"), x)
+            z, b, a = (linear(m.get(p + n), x) for n in ("in_proj_z.weight", "in_proj_b.weight", "in_proj_a.weight"))
+        rows.append((mixed, z, b, a))
+    # causal depthwise conv1d (padding K-1, first seq_len outputs) + SiLU
+    cw = m.get(p + "conv1d.weight")  # [C][1][K]
+    T, ch = len(xs), len(rows[0][0])
+    conv = []
+    for t in range(T):
+        o = []
+        for c in range(ch):
+            acc = 0.0
+            for j in range(K):
+                s = t - (K - 1) + j
+                if s >= 0:
+                    acc += cw[c][0][j] * rows[s][0][c]
+            o.append(silu(acc))
+        conv.append(o)
+    kd = nk * dk
+    A_log, dt = m.get(p + "A_log"), m.get(p + "dt_bias")
+    heads = []
+    for h in range(nv):
+        kh = h // r  # repeat_interleave
+        qs = [[x * dk ** -0.5 for x in l2norm(conv[t][kh * dk:(kh + 1) * dk])] for t in range(T)]
+        ks = [l2norm(conv[t][kd + kh * dk:kd + (kh + 1) * dk]) for t in range(T)]
+        vs = [conv[t][2 * kd + h * dv:2 * kd + (h + 1) * dv] for t in range(T)]
+        g = [-math.exp(A_log[h]) * softplus(rows[t][3][h] + dt[h]) for t in range(T)]
+        beta = [sigmoid(rows[t][2][h]) for t in range(T)]
+        o, _ = delta_rule_chunked(qs, ks, vs, g, beta, chunk) if chunk else delta_rule_recurrent(qs, ks, vs, g, beta)
+        heads.append(o)
+    nw, ow = m.get(p + "norm.weight"), m.get(p + "out_proj.weight")
+    out = []
+    for t in range(T):
+        y = []
+        for h in range(nv):  # Qwen3NextRMSNormGated: weight as is, times silu(z)
+            o = rms_norm(heads[h][t], nw, eps)
+            y += [a * silu(zz) for a, zz in zip(o, rows[t][1][h * dv:(h + 1) * dv])]
+        out.append(linear(ow, y))
+    return out
+
+
+def hybrid_rope(cfg, HD):
+    """inv_freq over the rotary part (head_dim x partial_rotary_factor), rope_theta from rope_parameters
+    (Qwen3.5) or the top level (Qwen3-Next)."""
+    rp = cfg.get("rope_parameters") or {}
+    theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    prf = rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+    rot = int(HD * prf)
+    return [theta ** (-2.0 * i / rot) for i in range(rot // 2)], rot
+
+
+def gated_attention(m, cfg, p, xs):
+    """Qwen3NextAttention: q_proj doubled (per head query | gate), zero-centred q/k norms, partial RoPE,
+    GQA, output * sigmoid(gate), o_proj."""
+    H, KV, HD = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    inv, rot = hybrid_rope(cfg, HD)
+    Q, K, V, G = [], [], [], []
+    for pos, x in enumerate(xs):
+        qg = linear(m.get(p + "q_proj.weight"), x)
+        k, v = linear(m.get(p + "k_proj.weight"), x), linear(m.get(p + "v_proj.weight"), x)
+        qh = [zc_rms_norm(qg[2 * h * HD:(2 * h + 1) * HD], m.get(p + "q_norm.weight"), eps) for h in range(H)]
+        G.append(sum((qg[(2 * h + 1) * HD:(2 * h + 2) * HD] for h in range(H)), []))
+        kh = [zc_rms_norm(k[h * HD:(h + 1) * HD], m.get(p + "k_norm.weight"), eps) for h in range(KV)]
+        Q.append([rotate_half_rope(t[:rot], pos, inv, 1.0) + t[rot:] for t in qh])
+        K.append([rotate_half_rope(t[:rot], pos, inv, 1.0) + t[rot:] for t in kh])
+        V.append([v[h * HD:(h + 1) * HD] for h in range(KV)])
+    heads = [attend([t[h] for t in Q], [t[h // (H // KV)] for t in K], [t[h // (H // KV)] for t in V],
+                    HD ** -0.5, 0) for h in range(H)]
+    o_w = m.get(p + "o_proj.weight")
+    out = []
+    for t in range(len(xs)):
+        att = sum((heads[h][t] for h in range(H)), [])
+        out.append(linear(o_w, [a * sigmoid(gg) for a, gg in zip(att, G[t])]))
+    return out
+
+
+def hybrid_moe(m, cfg, arch, p, x):
+    """Qwen3NextSparseMoeBlock: softmax top-k (renormalised: always for Qwen3.5, norm_topk_prob for
+    Qwen3-Next), experts per-expert or fused gate_up_proj, shared expert * sigmoid(shared_expert_gate)."""
+    norm = True if arch == "qwen3_5_moe" else cfg.get("norm_topk_prob", True)
+    idx, w = route_softmax_topk(linear(m.get(p + "gate.weight"), x), cfg["num_experts_per_tok"], norm)
+    F = cfg["moe_intermediate_size"]
+    out = [0.0] * len(x)
+    for e, we in zip(idx, w):
+        if m.has(p + "experts.gate_up_proj"):
+            gu = m.get(p + "experts.gate_up_proj")[e]
+            y = swiglu_mlp(x, gu[:F], gu[F:], m.get(p + "experts.down_proj")[e])
+        else:
+            q = p + "experts.%d." % e
+            y = swiglu_mlp(x, m.get(q + "gate_proj.weight"), m.get(q + "up_proj.weight"), m.get(q + "down_proj.weight"))
+        out = [a + we * b for a, b in zip(out, y)]
+    s = p + "shared_expert."
+    y = swiglu_mlp(x, m.get(s + "gate_proj.weight"), m.get(s + "up_proj.weight"), m.get(s + "down_proj.weight"))
+    gsh = sigmoid(linear(m.get(p + "shared_expert_gate.weight"), x)[0])
+    return [a + gsh * b for a, b in zip(out, y)]
+
+
+def hybrid_forward(m, arch, tokens, chunk):
+    cfg = m.cfg["text_config"] if arch == "qwen3_5_moe" else m.cfg
+    pre = "model.language_model." if arch == "qwen3_5_moe" else "model."
+    L, eps = cfg["num_hidden_layers"], cfg.get("rms_norm_eps", 1e-6)
+    types = cfg.get("layer_types") or [
+        "full_attention" if (i + 1) % cfg.get("full_attention_interval", 4) == 0 else "linear_attention"
+        for i in range(L)]
+    emb = m.get(pre + "embed_tokens.weight")
+    xs = [list(emb[t]) for t in tokens]
+    for i in range(L):
+        p = pre + "layers.%d." % i
+        hs = [zc_rms_norm(x, m.get(p + "input_layernorm.weight"), eps) for x in xs]
+        if types[i] == "linear_attention":
+            mix = gated_deltanet(m, cfg, p + "linear_attn.", hs, chunk)
+        else:
+            mix = gated_attention(m, cfg, p + "self_attn.", hs)
+        xs = [[a + b for a, b in zip(x, y)] for x, y in zip(xs, mix)]
+        hs = [zc_rms_norm(x, m.get(p + "post_attention_layernorm.weight"), eps) for x in xs]
+        moe = (cfg.get("num_experts", 0) > 0 and i not in cfg.get("mlp_only_layers", [])
+               and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0)
+        if moe:
+            ff = [hybrid_moe(m, cfg, arch, p + "mlp.", h) for h in hs]
+        else:
+            ff = [swiglu_mlp(h, m.get(p + "mlp.gate_proj.weight"), m.get(p + "mlp.up_proj.weight"),
+                             m.get(p + "mlp.down_proj.weight")) for h in hs]
+        xs = [[a + b for a, b in zip(x, y)] for x, y in zip(xs, ff)]
+    tied = cfg.get("tie_word_embeddings", m.cfg.get("tie_word_embeddings", False))
+    head = emb if tied else m.get("lm_head.weight")
+    return [linear(head, zc_rms_norm(x, m.get(pre + "norm.weight"), eps)) for x in xs]
