@@ -42,6 +42,13 @@ SHAPES = {
         arch="glm4_moe", dim=4096, n_layers=46, n_heads=96, n_kv=8, head_dim=128, vocab=151552, ff=10944,
         experts=128, k=8, moe_ff=1408, max_ctx=131072, theta=1e6, eps=1e-5, norm_topk=1, moe_scale=1.0,
         first_dense=1, shared_ff=1408, rope_dim=64, qkv_bias=1, sigmoid=1),
+    # hybrid: every 4th layer gated attention (q_proj doubled, partial RoPE 64 of 256), the rest Gated
+    # DeltaNet (16 q/k heads, 32 value heads of 128, conv 4); 256 experts top-8 + a gated shared expert
+    "qwen3.5-35b-a3b": dict(
+        arch="qwen3_5_moe", dim=2048, n_layers=40, n_heads=16, n_kv=2, head_dim=256, vocab=248320, ff=0,
+        experts=256, k=8, moe_ff=512, max_ctx=262144, theta=1e7, eps=1e-6, qk_norm="head", norm_topk=1,
+        shared_ff=512, shared_gate=1, out_gate=1, rope_dim=64, ssm=dict(interval=4, conv=4, nk=16, nv=32, dk=128,
+                                                                         dv=128)),
 }
 
 DTYPES = {"bf16": moefile.BF16, "f16": moefile.F16, "f32": moefile.F32, "q8_0": moefile.Q8_0,
@@ -142,8 +149,18 @@ def build(shape, args):
     for key in ("embd_scale", "residual_scale", "logit_scale"):
         if key in s:
             kv("model." + key, float(s[key]))
-    mla = s.get("mla")
+    mla, ssm = s.get("mla"), s.get("ssm")
     rope_dim = mla["rope"] if mla else s.get("rope_dim", s["head_dim"])
+    is_ssm = [bool(ssm) and (l + 1) % ssm["interval"] != 0 for l in range(L)]
+    if ssm:
+        kv("ssm.layers", [int(x) for x in is_ssm])
+        kv("ssm.conv_kernel", ssm["conv"])
+        kv("ssm.n_k_heads", ssm["nk"])
+        kv("ssm.n_v_heads", ssm["nv"])
+        kv("ssm.k_dim", ssm["dk"])
+        kv("ssm.v_dim", ssm["dv"])
+    if s.get("out_gate"):
+        kv("attn.out_gate", 1)
     if mla:
         kv("attn.type", "mla")
         y = s["yarn"]
@@ -181,6 +198,8 @@ def build(shape, args):
         kv("moe.group_score", "top2sum")
     if s.get("shared_ff"):
         kv("moe.shared_ff", s["shared_ff"])
+    if s.get("shared_gate"):
+        kv("moe.shared_gate", 1)
     kv("tok.model", "bpe")
     kv("tok.pre", "gpt2")
     kv("tok.bos", -1)
@@ -203,7 +222,18 @@ def build(shape, args):
         p = "blk.%d." % l
         ones(p + "attn_norm", d)
         ones(p + "ffn_norm", d)
-        if mla:
+        if is_ssm[l]:
+            ch, vw, nv = 2 * ssm["nk"] * ssm["dk"] + ssm["nv"] * ssm["dv"], ssm["nv"] * ssm["dv"], ssm["nv"]
+            mat(p + "ssm_qkv", wt, [ch, d])
+            mat(p + "ssm_z", wt, [vw, d])
+            mat(p + "ssm_beta", keep, [nv, d])
+            mat(p + "ssm_alpha", keep, [nv, d])
+            w.add_tensor(p + "ssm_conv", moefile.F32, [ch, ssm["conv"]], f32_bytes([0.25] * (ch * ssm["conv"])))
+            w.add_tensor(p + "ssm_a", moefile.F32, [nv], f32_bytes([-1.0] * nv))
+            ones(p + "ssm_dt", nv)
+            ones(p + "ssm_norm", ssm["dv"])
+            mat(p + "ssm_out", wt, [d, vw])
+        elif mla:
             qk = mla["nope"] + mla["rope"]
             mat(p + "attn_q", wt, [nh * qk, d])
             mat(p + "attn_kv_a", wt, [mla["kv_lora"] + mla["rope"], d])
@@ -212,7 +242,7 @@ def build(shape, args):
             mat(p + "attn_v_b", keep, [nh, mla["v"], mla["kv_lora"]])
             mat(p + "attn_o", wt, [d, nh * mla["v"]])
         else:
-            mat(p + "attn_q", wt, [nh * hd, d])
+            mat(p + "attn_q", wt, [(2 if s.get("out_gate") else 1) * nh * hd, d])
             mat(p + "attn_k", wt, [nkv * hd, d])
             mat(p + "attn_v", wt, [nkv * hd, d])
             mat(p + "attn_o", wt, [d, nh * hd])
@@ -245,6 +275,8 @@ def build(shape, args):
             mat(p + "ffn_gate_shexp", wt, [S, d])
             mat(p + "ffn_up_shexp", wt, [S, d])
             mat(p + "ffn_down_shexp", st, [d, S])
+        if s.get("shared_gate"):
+            mat(p + "ffn_shexp_gate", keep, [1, d])
     texts = [bytes([i]) for i in range(256)]
     offs = [0]
     for t in texts:

@@ -68,6 +68,34 @@ class MakeModelTest(unittest.TestCase):
         finally:
             os.remove(out)
 
+    def test_qwen3_5_35b_a3b_shape(self):
+        """Qwen3.5-35B-A3B's shape (narrowed) writes a hybrid the engine loads: DeltaNet layers with their
+        ssm_* tensors and recurrent state, a gated-attention layer with its doubled q, finite logits."""
+        sys.path.insert(0, os.path.join(moetest.ROOT, "tools"))
+        import argparse
+        import make_model
+
+        s = dict(make_model.SHAPES["qwen3.5-35b-a3b"])
+        s.update(dim=256, vocab=1024, experts=16, moe_ff=128, shared_ff=128, head_dim=64, rope_dim=16,
+                 ssm=dict(s["ssm"], nk=2, nv=4, dk=32, dv=32))
+        make_model.SHAPES["q35-narrow"] = s
+        out = os.path.join(self.dir, "q35-narrow.moe")
+        try:
+            make_model.build("q35-narrow", argparse.Namespace(layers=4, type="q8_0")).write(out, progress=False)
+        finally:
+            del make_model.SHAPES["q35-narrow"]
+        try:
+            info = moetest.moe("info", "-m", out, "--dump").stdout
+            per_layer = 3 * (2 * 2 * 32 + 4 * 32) + 4 * 32 * 32  # conv state + delta-rule state, floats
+            for needle in ("3 Gated DeltaNet, 1 attention", "recurrent state   %d bytes" % (3 * 4 * per_layer),
+                           "blk.0.ssm_qkv", "blk.2.ssm_out", "blk.3.attn_q ", "blk.3.ffn_shexp_gate"):
+                self.assertIn(needle, info)
+            self.assertRegex(info, r"blk\.3\.attn_q +Q8_0 +\[2048, 256\]")  # 16 heads x (64 query + 64 gate)
+            for row in moetest.logits(out, [1, 2, 3]):
+                self.assertTrue(all(math.isfinite(v) for v in row))
+        finally:
+            os.remove(out)
+
     def test_random_bytes(self):
         """The chunks add up to the size asked, every block keeps its fixed scale (the template is
         read from whole-block offsets, wrapping around), and two tensors do not share data."""
