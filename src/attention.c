@@ -50,8 +50,8 @@ static void kv_put(const moe_ctx *c, void *dst, const float *src, int n, size_t 
 static void key_dots(const kernel_set *ks, int f16, const float *q, size_t q_stride, int g, const void *kc,
                      size_t stride, int dim, int s0, int n, float *scores, size_t ld) {
     size_t es = f16 ? sizeof(uint16_t) : sizeof(float);
-    ks->tile[f16 ? DT_F16 : DT_F32](dim, (const char *)kc + (size_t)s0 * stride * es, stride * es, n, q,
-                                    q_stride * sizeof(float), NULL, g, scores, ld);
+    kernel_tile(ks, f16 ? DT_F16 : DT_F32, dim, (const char *)kc + (size_t)s0 * stride * es, stride * es, n, q,
+                q_stride * sizeof(float), NULL, g, scores, ld);
 }
 
 /* softmax(scale * scores) over n keys for each of g rows; with sinks, head
@@ -146,7 +146,7 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m, int pos0) {
     int group = nh / nkv;
     size_t es = kv_esize(c), ld = (size_t)c->n_ctx;
     const kernel_set *ks = kernels_get();
-    tile_fn tile = ks->tile[c->kv_f16 ? DT_F16 : DT_F32];
+    moe_dtype cache_type = c->kv_f16 ? DT_F16 : DT_F32;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int tg = t0 * nkv; tg < (t0 + m) * nkv; tg++) {
         int t = tg / nkv, g = tg % nkv, p = pos0 + t, s0, n0, n1;
@@ -158,10 +158,11 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m, int pos0) {
         key_dots(ks, c->kv_f16, c->q + h0, (size_t)hd, group, kg, (size_t)kvw, hd, s0, n0, scores, ld);
         if (n1) key_dots(ks, c->kv_f16, c->q + h0, (size_t)hd, group, kg, (size_t)kvw, hd, 0, n1, scores + n0, ld);
         normalize_scores(scores, ld, group, n0 + n1, cfg->attn_scale, L->sinks ? L->sinks + g * group : NULL);
-        tile(n0, vt + (size_t)s0 * es, (size_t)slots * es, hd, scores, ld * sizeof(float), NULL, group, c->att + h0,
-             (size_t)hd);
+        kernel_tile(ks, cache_type, n0, vt + (size_t)s0 * es, (size_t)slots * es, hd, scores, ld * sizeof(float), NULL,
+                    group, c->att + h0, (size_t)hd);
         if (n1) {
-            tile(n1, vt, (size_t)slots * es, hd, scores + n0, ld * sizeof(float), NULL, group, part, (size_t)hd);
+            kernel_tile(ks, cache_type, n1, vt, (size_t)slots * es, hd, scores + n0, ld * sizeof(float), NULL, group, part,
+                        (size_t)hd);
             axpy(c->att + h0, 1.0f, part, group * hd);
         }
     }

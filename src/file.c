@@ -21,46 +21,6 @@
 #define MAX_STR (16u << 20)
 #define MAX_INTS 1048576
 
-/* ------------------------------------------------------------ dtype traits */
-
-typedef struct {
-    const char *name;
-    int block;        /* elements per block */
-    int block_bytes;  /* bytes per block */
-} dtype_traits;
-
-static const dtype_traits *traits(moe_dtype t) {
-    static const dtype_traits F32 = {"F32", 1, 4}, F16 = {"F16", 1, 2}, BF16 = {"BF16", 1, 2},
-                              I32 = {"I32", 1, 4}, U8 = {"U8", 1, 1}, Q8_0 = {"Q8_0", 32, 34},
-                              Q4_0 = {"Q4_0", 32, 18}, Q4_K = {"Q4_K", 256, 144},
-                              Q8_0_R16 = {"Q8_0_R16", 32, 34}, Q4_0_R16 = {"Q4_0_R16", 32, 18};
-    switch (t) {
-    case DT_F32: return &F32;
-    case DT_F16: return &F16;
-    case DT_BF16: return &BF16;
-    case DT_I32: return &I32;
-    case DT_U8: return &U8;
-    case DT_Q8_0: return &Q8_0;
-    case DT_Q4_0: return &Q4_0;
-    case DT_Q4_K: return &Q4_K;
-    case DT_Q8_0_R16: return &Q8_0_R16;
-    case DT_Q4_0_R16: return &Q4_0_R16;
-    }
-    return NULL;
-}
-
-int dtype_known(int t) { return traits((moe_dtype)t) != NULL; }
-const char *dtype_name(moe_dtype t) { return traits(t) ? traits(t)->name : "?"; }
-int dtype_block(moe_dtype t) { return traits(t)->block; }
-int dtype_block_bytes(moe_dtype t) { return traits(t)->block_bytes; }
-int dtype_row_group(moe_dtype t) { return t == DT_Q8_0_R16 || t == DT_Q4_0_R16 ? 16 : 1; }
-moe_dtype dtype_plain(moe_dtype t) { return t == DT_Q8_0_R16 ? DT_Q8_0 : t == DT_Q4_0_R16 ? DT_Q4_0 : t; }
-int dtype_is_float(moe_dtype t) { return t == DT_F32 || t == DT_F16 || t == DT_BF16; }
-int dtype_is_quant(moe_dtype t) { return t >= DT_Q8_0; }
-size_t dtype_row_bytes(moe_dtype t, uint64_t n) {
-    return (size_t)(n / (uint64_t)traits(t)->block) * (size_t)traits(t)->block_bytes;
-}
-
 void shape_str(const uint64_t *dims, int n, char *out, size_t cap) {
     size_t k = 0;
     k += (size_t)snprintf(out + k, cap - k, "[");
@@ -200,7 +160,8 @@ static int parse_tensor(cursor *c, moe_tensor *t, int idx) {
     c->pos += (uint64_t)nlen;
     int dtype = c->buf[c->pos++];
     int nd = c->buf[c->pos++];
-    if (!dtype_known(dtype)) return moe_fail(c->err, "tensor %.*s: unknown dtype %d", nlen, t->name, dtype);
+    const dtype_traits *dt = dtype_info(dtype);
+    if (!dt) return moe_fail(c->err, "tensor %.*s: unknown dtype %d", nlen, t->name, dtype);
     if (nd < 1 || nd > MOEF_MAX_DIMS)
         return moe_fail(c->err, "tensor %.*s: %d dimensions, expected 1..%d", nlen, t->name, nd, MOEF_MAX_DIMS);
     t->dtype = (moe_dtype)dtype;
@@ -216,18 +177,18 @@ static int parse_tensor(cursor *c, moe_tensor *t, int idx) {
     }
     uint64_t offset = rd_u64(c->buf + c->pos), nbytes = rd_u64(c->buf + c->pos + 8);
     c->pos += 16;
-    uint64_t last = t->dims[nd - 1], block = (uint64_t)dtype_block(t->dtype);
+    uint64_t last = t->dims[nd - 1], block = (uint64_t)dt->block;
     if (last % block)
         return moe_fail(c->err, "tensor %.*s: last dimension %llu is not a multiple of the %s block size %llu", nlen,
-                        t->name, (unsigned long long)last, dtype_name(t->dtype), (unsigned long long)block);
-    uint64_t unit = (uint64_t)dtype_row_group(t->dtype);
+                        t->name, (unsigned long long)last, dt->name, (unsigned long long)block);
+    uint64_t unit = (uint64_t)dt->row_group;
     if ((n_elem / last) % unit)
         return moe_fail(c->err, "tensor %.*s: %llu rows, %s needs a multiple of %llu", nlen, t->name,
-                        (unsigned long long)(n_elem / last), dtype_name(t->dtype), (unsigned long long)unit);
-    uint64_t expect = n_elem / block * (uint64_t)dtype_block_bytes(t->dtype);
+                        (unsigned long long)(n_elem / last), dt->name, (unsigned long long)unit);
+    uint64_t expect = n_elem / block * (uint64_t)dt->block_bytes;
     if (nbytes != expect)
         return moe_fail(c->err, "tensor %.*s: size %llu bytes, expected %llu for %s of %llu elements", nlen, t->name,
-                        (unsigned long long)nbytes, (unsigned long long)expect, dtype_name(t->dtype),
+                        (unsigned long long)nbytes, (unsigned long long)expect, dt->name,
                         (unsigned long long)n_elem);
     t->nbytes = nbytes;
     t->data = (const void *)(uintptr_t)offset; /* relative for now; resolved after the directory */

@@ -8,24 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtype.h"
 #include "gguf.h"
 #include "moe.h"
 
 #define MOEF_VERSION 1
 #define MOEF_MAX_DIMS 4
-
-typedef enum {
-    DT_F32 = 0,
-    DT_F16 = 1,
-    DT_BF16 = 2,
-    DT_I32 = 3,
-    DT_U8 = 4,
-    DT_Q8_0 = 16,
-    DT_Q4_0 = 17,
-    DT_Q4_K = 18,
-    DT_Q8_0_R16 = 19, /* Q8_0 with 16 rows interleaved (quant.h) */
-    DT_Q4_0_R16 = 20, /* Q4_0 with 16 rows interleaved */
-} moe_dtype;
 
 typedef enum { KV_INT = 0, KV_FLOAT = 1, KV_STR = 2, KV_INTS = 3 } kv_type;
 
@@ -73,18 +61,6 @@ typedef struct {
     void **owned;
     int n_owned, owned_cap;
 } moe_file;
-
-/* dtype traits */
-const char *dtype_name(moe_dtype t);
-int dtype_known(int t);
-int dtype_is_float(moe_dtype t);     /* F32, F16, BF16 */
-int dtype_is_quant(moe_dtype t);     /* block-quantized */
-int dtype_block(moe_dtype t);        /* elements per block */
-int dtype_block_bytes(moe_dtype t);  /* bytes per block */
-int dtype_row_group(moe_dtype t);    /* rows stored together (interleaved): a tensor's rows are a multiple */
-moe_dtype dtype_plain(moe_dtype t);  /* an interleaved type's plain twin (same bytes per block); else t */
-/* bytes of a row of n elements (n must be a multiple of the block) */
-size_t dtype_row_bytes(moe_dtype t, uint64_t n);
 
 /* Parse a buffer that stays alive as long as the moe_file (not copied): a
  * .moe file, or a GGUF file (recognised by its magic) translated into the

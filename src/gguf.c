@@ -58,10 +58,10 @@ int ggml_type_block_bytes(int t) { return ggml_traits_of(t)->block_bytes; }
 
 int ggml_type_to_dtype(int t) {
     const ggml_traits *g = ggml_traits_of(t);
-    if (!g || g->dtype < 0 || !dtype_known(g->dtype)) return -1;
-    moe_dtype d = (moe_dtype)g->dtype;
+    const dtype_traits *d = g && g->dtype >= 0 ? dtype_info(g->dtype) : NULL;
+    if (!d) return -1;
     /* the engine reads ggml's bytes as they are: the block shapes must agree */
-    if (dtype_block(d) != g->block || dtype_block_bytes(d) != g->block_bytes || dtype_row_group(d) != 1) return -1;
+    if (d->block != g->block || d->block_bytes != g->block_bytes || d->row_group != 1) return -1;
     return g->dtype;
 }
 

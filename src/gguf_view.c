@@ -187,7 +187,7 @@ moe_tensor *view_tensor(gguf_view *v, const char *name, moe_dtype dtype, int n_d
         t->dims[d] = dims[d];
         n *= dims[d];
     }
-    t->nbytes = n / (uint64_t)dtype_block(dtype) * (uint64_t)dtype_block_bytes(dtype);
+    t->nbytes = n / (uint64_t)dtype_info(dtype)->block * (uint64_t)dtype_info(dtype)->block_bytes;
     t->data = data;
     return t;
 }
@@ -336,8 +336,8 @@ static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s) {
             moe_dtype d = DT_F32;
             if (tensor_dtype(v, t, &d)) return -1;
             /* the absorbed per-head products run on float rows (attention.c) */
-            const void *data = dtype_is_float(d) ? t->data : tensor_f32(v, t);
-            if (!data || !view_tensor(v, names[i], dtype_is_float(d) ? d : DT_F32, 3, dims[i], data)) return -1;
+            const void *data = dtype_info(d)->is_float ? t->data : tensor_f32(v, t);
+            if (!data || !view_tensor(v, names[i], dtype_info(d)->is_float ? d : DT_F32, 3, dims[i], data)) return -1;
         }
         return 0;
     }

@@ -123,7 +123,7 @@ static void put_codes(moe_dtype t, const int *q, uint8_t *blk) {
  * column by column, spreading each error over the block's later columns;
  * the scaled errors go to e[] for the columns after the block. */
 static void round_block(moe_dtype t, float *w, int c0, int n, const float *U, uint8_t *blk, float *e) {
-    quantize_row(t, w + c0, blk, dtype_block(t));
+    quantize_row(t, w + c0, blk, dtype_info(t)->block);
     grid g = block_grid(t, blk);
     int q[QK_K];
     for (int i = 0; i < g.values; i++) {
@@ -137,8 +137,8 @@ static void round_block(moe_dtype t, float *w, int c0, int n, const float *U, ui
 }
 
 void gptq_rows(moe_dtype t, float *x, int nrows, int n, const float *U, void *y) {
-    int bv = dtype_block(t); /* values per block */
-    size_t bb = (size_t)dtype_block_bytes(t), rb = (size_t)(n / bv) * bb;
+    int bv = dtype_info(t)->block; /* values per block */
+    size_t bb = (size_t)dtype_info(t)->block_bytes, rb = (size_t)(n / bv) * bb;
     for (int c0 = 0; c0 < n; c0 += bv)
         for (int r = 0; r < nrows; r++) {
             float *w = x + (size_t)r * n, e[QK_K];

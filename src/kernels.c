@@ -14,13 +14,9 @@
 #include "threads.h"
 #include "util.h"
 
-/* ------------------------------------------------------------ scalar dots */
+/* ------------------------------------------------------------ scalar set */
 
-static float dot_f32_ref(const float *a, const float *b, int n) {
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
+static float dot_f32(const float *a, const float *b, int n) { return dot_f32_ref(a, b, n); }
 
 static void axpy_f32_ref(float *y, float s, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += s * x[i];
@@ -30,49 +26,14 @@ static void axpy_f16_ref(float *y, float s, const uint16_t *x, int n) {
     for (int i = 0; i < n; i++) y[i] += s * f16_to_f32(x[i]);
 }
 
-static float dot_f16_ref(const uint16_t *w, const float *x, int n) {
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += f16_to_f32(w[i]) * x[i];
-    return s;
+void tile_ref(moe_dtype t, int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+              const int *idx, int nt, float *y, size_t ldy) {
+    for (int r = 0; r < nr; r++)
+        for (int k = 0; k < nt; k++) {
+            const void *ak = (const char *)a + (size_t)(idx ? idx[k] : k) * a_stride;
+            y[(size_t)k * ldy + r] = dot_row_at(t, w, w_stride, (size_t)r, ak, n);
+        }
 }
-
-static float dot_bf16_ref(const uint16_t *w, const float *x, int n) {
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) s += bf16_to_f32(w[i]) * x[i];
-    return s;
-}
-
-#define ROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
-
-/* One scalar tile per weight dtype: loop rows, loop tokens, one dot each. */
-#define SCALAR_TILE(name, dot_expr)                                                                       \
-    static void name(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,      \
-                     const int *idx, int nt, float *y, size_t ldy) {                                     \
-        for (int r = 0; r < nr; r++) {                                                                    \
-            const void *wr = (const char *)w + (size_t)r * w_stride;                                      \
-            for (int t = 0; t < nt; t++) y[(size_t)t * ldy + r] = dot_expr;                              \
-        }                                                                                                 \
-    }
-
-SCALAR_TILE(tile_f32_ref, dot_f32_ref(wr, (const float *)ROW(t), n))
-SCALAR_TILE(tile_f16_ref, dot_f16_ref(wr, (const float *)ROW(t), n))
-SCALAR_TILE(tile_bf16_ref, dot_bf16_ref(wr, (const float *)ROW(t), n))
-SCALAR_TILE(tile_q8_0_ref, dot_q8_0_q8a_ref(wr, ROW(t), n))
-SCALAR_TILE(tile_q4_0_ref, dot_q4_0_q8a_ref(wr, ROW(t), n))
-SCALAR_TILE(tile_q4_K_ref, dot_q4_K_q8_K_ref(wr, ROW(t), n))
-
-/* Q8_0_R16 / Q4_0_R16: w is a group of 16 rows (the matmul's row blocks
- * start at multiples of 16), row r is lane r % 16 of group r / 16. */
-#define R16_TILE(name, dt)                                                                                \
-    static void name(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,      \
-                     const int *idx, int nt, float *y, size_t ldy) {                                     \
-        for (int r = 0; r < nr; r++) {                                                                    \
-            const void *g = (const char *)w + (size_t)(r - r % R16) * w_stride;                           \
-            for (int t = 0; t < nt; t++) y[(size_t)t * ldy + r] = dot_r16_q8a_ref(dt, g, r % R16, ROW(t), n); \
-        }                                                                                                 \
-    }
-R16_TILE(tile_q8_0_r16_ref, DT_Q8_0_R16)
-R16_TILE(tile_q4_0_r16_ref, DT_Q4_0_R16)
 
 /* Sixteen independent sums, so the loop is bound by loads, not by one
  * chain of adds (the compiler vectorizes it). */
@@ -85,11 +46,8 @@ static uint64_t read_sum_ref(const uint64_t *p, size_t n) {
 }
 
 static const kernel_set SCALAR = {
-    .name = "scalar",
-    .tile = {[DT_F32] = tile_f32_ref, [DT_F16] = tile_f16_ref, [DT_BF16] = tile_bf16_ref,
-             [DT_Q8_0] = tile_q8_0_ref, [DT_Q4_0] = tile_q4_0_ref, [DT_Q4_K] = tile_q4_K_ref,
-             [DT_Q8_0_R16] = tile_q8_0_r16_ref, [DT_Q4_0_R16] = tile_q4_0_r16_ref},
-    .dot_f32 = dot_f32_ref,
+    .name = "scalar", /* no tiles: every type runs tile_ref */
+    .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32_ref,
     .axpy_f16 = axpy_f16_ref,
     .quantize_q8a = quantize_row_q8a,
@@ -190,42 +148,41 @@ const char *moe_kernel_name(void) { return kernels_get()->name; }
 
 /* ------------------------------------------------------------ activations */
 
+/* Bytes of one quantized copy of the rows, or 0 when cols is no multiple
+ * of the type's block (no weight of that width pairs with it). */
+static size_t act_copy_bytes(act_type at, int n, int cols) {
+    if (cols % act_info(at)->block) return 0;
+    return ((size_t)n * act_row_bytes(at, cols) + 63) & ~(size_t)63;
+}
+
 size_t act_scratch_bytes(int n, int cols) {
-    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8A, cols), qk = cols % QK_K ? 0 : act_row_bytes(ACT_Q8_K, cols);
-    return (size_t)n * (q0 + qk) + 128;
+    size_t total = 128;
+    for (int at = ACT_F32 + 1; at < ACT_COUNT; at++) total += act_copy_bytes((act_type)at, n, cols);
+    return total;
 }
 
 void act_init(act_rows *a, const float *x, int n, int cols, void *scratch) {
-    size_t q0 = cols % QK8_0 ? 0 : act_row_bytes(ACT_Q8A, cols);
-    a->x = x;
-    a->n = n;
-    a->cols = cols;
-    a->q8_0 = scratch;
-    a->q8_k = (char *)scratch + (((size_t)n * q0 + 63) & ~(size_t)63);
-    a->have_q8_0 = a->have_q8_k = 0;
+    *a = (act_rows){.x = x, .n = n, .cols = cols};
+    size_t off = 0;
+    for (int at = ACT_F32 + 1; at < ACT_COUNT && scratch; at++) {
+        a->q[at] = (char *)scratch + off;
+        off += act_copy_bytes((act_type)at, n, cols);
+    }
 }
 
 const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride) {
-    act_type at = dtype_act(wtype);
-    *stride = act_row_bytes(at, a->cols);
-    if (at == ACT_Q8A) {
-        void (*quantize)(const float *, void *, int) = ks->quantize_q8a ? ks->quantize_q8a : quantize_row_q8a;
-        if (!a->have_q8_0)
+    act_type at = dtype_info(wtype)->act;
+    size_t rb = act_row_bytes(at, a->cols);
+    *stride = rb;
+    if (at == ACT_F32) return a->x;
+    if (!a->have[at]) {
+        quantize_fn quantize = at == ACT_Q8A && ks->quantize_q8a ? ks->quantize_q8a : act_info(at)->quantize;
+        char *q = a->q[at];
 #pragma omp parallel for schedule(static) if (a->n >= 64 && threads_max() > 1)
-            for (int t = 0; t < a->n; t++)
-                quantize(a->x + (size_t)t * a->cols, (char *)a->q8_0 + (size_t)t * *stride, a->cols);
-        a->have_q8_0 = 1;
-        return a->q8_0;
+        for (int t = 0; t < a->n; t++) quantize(a->x + (size_t)t * a->cols, q + (size_t)t * rb, a->cols);
+        a->have[at] = 1;
     }
-    if (at == ACT_Q8_K) {
-        if (!a->have_q8_k)
-#pragma omp parallel for schedule(static) if (a->n >= 64 && threads_max() > 1)
-            for (int t = 0; t < a->n; t++)
-                quantize_row_q8_K(a->x + (size_t)t * a->cols, (char *)a->q8_k + (size_t)t * *stride, a->cols);
-        a->have_q8_k = 1;
-        return a->q8_k;
-    }
-    return a->x;
+    return a->q[at];
 }
 
 /* ------------------------------------------------------------ matmul */
@@ -235,8 +192,8 @@ _Static_assert(ROW_BLOCK % R16 == 0, "a work item must not split an interleaved 
 
 static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void *act, size_t stride, const int *idx,
                       int m, int r0, int r1) {
-    tile_fn f = ks->tile[w->dtype] ? ks->tile[w->dtype] : SCALAR.tile[w->dtype]; /* a set may lack a type */
-    f(w->cols, wmat_row(w, r0), w->row_bytes, r1 - r0, act, stride, idx, m, y + r0, (size_t)w->rows);
+    kernel_tile(ks, w->dtype, w->cols, wmat_row(w, r0), w->row_bytes, r1 - r0, act, stride, idx, m, y + r0,
+                (size_t)w->rows);
 }
 
 void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m) {

@@ -20,14 +20,12 @@
 #include "model.h"
 #include "quant.h"
 
-#define DT_TABLE 32 /* dtype ids are below this */
-
 typedef void (*tile_fn)(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                         const int *idx, int nt, float *y, size_t ldy);
 
 typedef struct {
     const char *name;
-    tile_fn tile[DT_TABLE];                      /* by weight dtype */
+    tile_fn tile[DT_COUNT];                      /* by weight dtype; NULL: tile_ref runs */
     float (*dot_f32)(const float *a, const float *b, int n);
     void (*axpy_f32)(float *y, float s, const float *x, int n);
     void (*axpy_f16)(float *y, float s, const uint16_t *x, int n); /* f16 KV cache */
@@ -36,6 +34,18 @@ typedef struct {
                                                             widest loads: moe bench's read-bandwidth probe */
 } kernel_set;
 
+/* The reference tile of any weight type in the table (dtype.h): one
+ * reference dot per (row, token). Every set's tiles are tested against it. */
+void tile_ref(moe_dtype t, int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+              const int *idx, int nt, float *y, size_t ldy);
+/* Set ks's tile for weight type t, or tile_ref where the set has none. */
+static inline void kernel_tile(const kernel_set *ks, moe_dtype t, int n, const void *w, size_t w_stride, int nr,
+                               const void *a, size_t a_stride, const int *idx, int nt, float *y, size_t ldy) {
+    if (ks->tile[t]) ks->tile[t](n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+    else tile_ref(t, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+
+/* The reference set: no tiles (tile_ref runs), plain loops for the rest. */
 const kernel_set *kernels_scalar(void);
 /* Every set this binary has and this CPU can run, best last; returns the count. */
 int kernels_available(const kernel_set **out, int cap);
@@ -45,15 +55,17 @@ const kernel_set *kernels_get(void);
 /* ------------------------------------------------------------ activations */
 
 /* n float rows of cols values (row t at x + t*cols) plus lazily filled
- * quantized copies in caller-provided scratch. */
+ * quantized copies, one per activation type (dtype.h), in caller-provided
+ * scratch. */
 typedef struct {
-    const float *x;
+    const float *x;             /* (n, cols) */
     int n, cols;
-    void *q8_0, *q8_k;          /* scratch: n * act_row_bytes(...) each */
-    int have_q8_0, have_q8_k;
+    void *q[ACT_COUNT];         /* (n, act_row_bytes(type, cols)) in the scratch; q[ACT_F32] unused */
+    int have[ACT_COUNT];        /* q[type] holds the rows */
 } act_rows;
 
-/* Bytes of scratch act_rows needs for n rows of cols. */
+/* Bytes of scratch act_rows needs for n rows of cols (scratch may be NULL
+ * when only float weights will read the rows). */
 size_t act_scratch_bytes(int n, int cols);
 void act_init(act_rows *a, const float *x, int n, int cols, void *scratch);
 /* Quantize for this weight dtype if not done yet (with the set's quantizer);

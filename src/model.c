@@ -67,7 +67,8 @@ static int bind_mat(binder *b, wmat *out, const char *name, int n_mats, int rows
     dims[nd++] = (uint64_t)cols;
     moe_tensor *t = find_checked(b, name, nd, dims);
     if (!t) return -1;
-    if (!dtype_is_float(t->dtype) && !dtype_is_quant(t->dtype))
+    const dtype_traits *dt = dtype_info(t->dtype);
+    if (!dt->is_float && !dt->is_quant)
         return moe_fail(b->err, "tensor %s: dtype %s is not a weight type", name, dtype_name(t->dtype));
     out->data = t->data;
     out->dtype = t->dtype;
@@ -100,7 +101,7 @@ static int bind_attention(binder *b, const moe_config *c, layer_weights *L, int 
             bind_mat(b, &L->o, LNAME(nm, l, "attn_o"), 0, d, nh * c->v_dim))
             return -1;
         /* the per-head absorbed products run inside the attention's threads on float rows */
-        if (!dtype_is_float(L->k_b.dtype) || !dtype_is_float(L->v_b.dtype))
+        if (!dtype_info(L->k_b.dtype)->is_float || !dtype_info(L->v_b.dtype)->is_float)
             return moe_fail(b->err, "tensors blk.%d.attn_k_b/attn_v_b must stay F32/F16/BF16", l);
         return 0;
     }
@@ -153,7 +154,7 @@ static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
         bind_mat(b, &L->up_exps, LNAME(nm, l, "ffn_up_exps"), E, F, d) ||
         bind_mat(b, &L->down_exps, LNAME(nm, l, "ffn_down_exps"), E, d, F))
         return -1;
-    if (!dtype_is_float(L->router.dtype))
+    if (!dtype_info(L->router.dtype)->is_float)
         return moe_fail(b->err, "tensor blk.%d.ffn_router: dtype %s; routers stay in F32/F16/BF16 so quantization "
                         "cannot flip a routing decision", l, dtype_name(L->router.dtype));
     if (c->route.use_bias && bind_vec(b, &L->router_bias, LNAME(nm, l, "ffn_router_bias"), E)) return -1;
@@ -290,7 +291,7 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
 
     /* Every weight tensor is counted once; routed experts count k/E of
      * themselves as active. Decoding reads one embedding row, not the table. */
-    uint64_t n = 0, n_act = 0, bytes = 0, act_bytes = 0, by_type[32] = {0};
+    uint64_t n = 0, n_act = 0, bytes = 0, act_bytes = 0, by_type[DT_COUNT] = {0};
     for (int i = 0; i < m->file.n_tensors; i++) {
         const moe_tensor *t = &m->file.tensors[i];
         if (t->name_len > 4 && memcmp(t->name, "tok.", 4) == 0) continue;
@@ -298,10 +299,10 @@ void moe_model_get_info(const moe_model *m, moe_model_info *info) {
         for (int d = 0; d < t->n_dims; d++) e *= t->dims[d];
         n += e;
         bytes += t->nbytes;
-        if (t->n_dims > 1 && t->dtype < 32) by_type[t->dtype] += t->nbytes;
+        if (t->n_dims > 1) by_type[t->dtype] += t->nbytes;
     }
     int top = 0;
-    for (int d = 1; d < 32; d++)
+    for (int d = 1; d < DT_COUNT; d++)
         if (by_type[d] > by_type[top]) top = d;
     info->weight_type = dtype_name((moe_dtype)top);
     n_act = n;

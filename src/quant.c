@@ -8,26 +8,46 @@
 
 #include "util.h"
 
-act_type dtype_act(moe_dtype t) {
-    switch (t) {
-    case DT_Q8_0:
-    case DT_Q4_0:
-    case DT_Q8_0_R16:
-    case DT_Q4_0_R16: return ACT_Q8A;
-    case DT_Q4_K: return ACT_Q8_K;
-    default: return ACT_F32;
-    }
-}
-
-size_t act_row_bytes(act_type a, int n) {
-    switch (a) {
-    case ACT_Q8A: return (size_t)(n / QK8_0) * sizeof(block_q8a);
-    case ACT_Q8_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
-    default: return (size_t)n * sizeof(float);
-    }
-}
-
 static int nearest_int(float x) { return (int)lrintf(x); }
+
+/* ------------------------------------------------------------ float types */
+
+void quantize_row_f32(const float *x, void *y, int n) { memcpy(y, x, sizeof(float) * (size_t)n); }
+void quantize_row_f16(const float *x, void *y, int n) {
+    for (int i = 0; i < n; i++) ((uint16_t *)y)[i] = f32_to_f16(x[i]);
+}
+void quantize_row_bf16(const float *x, void *y, int n) {
+    for (int i = 0; i < n; i++) ((uint16_t *)y)[i] = f32_to_bf16(x[i]);
+}
+
+void dequantize_row_f32(const void *x, float *y, int n) { memcpy(y, x, sizeof(float) * (size_t)n); }
+void dequantize_row_f16(const void *x, float *y, int n) {
+    for (int i = 0; i < n; i++) y[i] = f16_to_f32(((const uint16_t *)x)[i]);
+}
+void dequantize_row_bf16(const void *x, float *y, int n) {
+    for (int i = 0; i < n; i++) y[i] = bf16_to_f32(((const uint16_t *)x)[i]);
+}
+
+float dot_f32_ref(const void *w, const void *x, int n) {
+    const float *a = w, *b = x;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+float dot_f16_ref(const void *w, const void *x, int n) {
+    const uint16_t *a = w;
+    const float *b = x;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += f16_to_f32(a[i]) * b[i];
+    return s;
+}
+float dot_bf16_ref(const void *w, const void *x, int n) {
+    const uint16_t *a = w;
+    const float *b = x;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += bf16_to_f32(a[i]) * b[i];
+    return s;
+}
 
 /* ------------------------------------------------------------ Q8_0 */
 
@@ -228,68 +248,52 @@ void quantize_row_q8_K(const float *x, void *vy, int n) {
 
 /* ------------------------------------------------------------ dequantize */
 
-void dequantize_row(moe_dtype t, const void *vx, float *y, int n) {
-    switch (t) {
-    case DT_F32: memcpy(y, vx, sizeof(float) * (size_t)n); break;
-    case DT_F16:
-        for (int i = 0; i < n; i++) y[i] = f16_to_f32(((const uint16_t *)vx)[i]);
-        break;
-    case DT_BF16:
-        for (int i = 0; i < n; i++) y[i] = bf16_to_f32(((const uint16_t *)vx)[i]);
-        break;
-    case DT_Q8_0: {
-        const block_q8_0 *x = vx;
-        for (int b = 0; b < n / QK8_0; b++)
-            for (int i = 0; i < QK8_0; i++) y[b * QK8_0 + i] = f16_to_f32(x[b].d) * x[b].qs[i];
-        break;
-    }
-    case DT_Q4_0: {
-        const block_q4_0 *x = vx;
-        for (int b = 0; b < n / QK4_0; b++) {
-            float d = f16_to_f32(x[b].d);
-            for (int j = 0; j < 16; j++) {
-                y[b * 32 + j] = d * ((x[b].qs[j] & 0xF) - 8);
-                y[b * 32 + j + 16] = d * ((x[b].qs[j] >> 4) - 8);
-            }
+void dequantize_row_q8_0(const void *vx, float *y, int n) {
+    const block_q8_0 *x = vx;
+    for (int b = 0; b < n / QK8_0; b++)
+        for (int i = 0; i < QK8_0; i++) y[b * QK8_0 + i] = f16_to_f32(x[b].d) * x[b].qs[i];
+}
+
+void dequantize_row_q4_0(const void *vx, float *y, int n) {
+    const block_q4_0 *x = vx;
+    for (int b = 0; b < n / QK4_0; b++) {
+        float d = f16_to_f32(x[b].d);
+        for (int j = 0; j < 16; j++) {
+            y[b * 32 + j] = d * ((x[b].qs[j] & 0xF) - 8);
+            y[b * 32 + j + 16] = d * ((x[b].qs[j] >> 4) - 8);
         }
-        break;
-    }
-    case DT_Q4_K: {
-        const block_q4_K *x = vx;
-        for (int b = 0; b < n / QK_K; b++) {
-            float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
-            for (int c = 0; c < 4; c++) {
-                uint8_t s1, m1, s2, m2;
-                q4_K_scale_min(2 * c, x[b].scales, &s1, &m1);
-                q4_K_scale_min(2 * c + 1, x[b].scales, &s2, &m2);
-                const uint8_t *q = x[b].qs + 32 * c;
-                float *o = y + b * QK_K + 64 * c;
-                for (int l = 0; l < 32; l++) {
-                    o[l] = d * s1 * (q[l] & 0xF) - dmin * m1;
-                    o[l + 32] = d * s2 * (q[l] >> 4) - dmin * m2;
-                }
-            }
-        }
-        break;
-    }
-    default: memset(y, 0, sizeof(float) * (size_t)n); break;
     }
 }
 
-void quantize_row(moe_dtype t, const float *x, void *y, int n) {
-    switch (t) {
-    case DT_F32: memcpy(y, x, sizeof(float) * (size_t)n); break;
-    case DT_F16:
-        for (int i = 0; i < n; i++) ((uint16_t *)y)[i] = f32_to_f16(x[i]);
-        break;
-    case DT_BF16:
-        for (int i = 0; i < n; i++) ((uint16_t *)y)[i] = f32_to_bf16(x[i]);
-        break;
-    case DT_Q8_0: quantize_row_q8_0(x, y, n); break;
-    case DT_Q4_0: quantize_row_q4_0(x, y, n); break;
-    case DT_Q4_K: quantize_row_q4_K(x, y, n); break;
-    default: break;
+void dequantize_row_q4_K(const void *vx, float *y, int n) {
+    const block_q4_K *x = vx;
+    for (int b = 0; b < n / QK_K; b++) {
+        float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
+        for (int c = 0; c < 4; c++) {
+            uint8_t s1, m1, s2, m2;
+            q4_K_scale_min(2 * c, x[b].scales, &s1, &m1);
+            q4_K_scale_min(2 * c + 1, x[b].scales, &s2, &m2);
+            const uint8_t *q = x[b].qs + 32 * c;
+            float *o = y + b * QK_K + 64 * c;
+            for (int l = 0; l < 32; l++) {
+                o[l] = d * s1 * (q[l] & 0xF) - dmin * m1;
+                o[l + 32] = d * s2 * (q[l] >> 4) - dmin * m2;
+            }
+        }
     }
+}
+
+/* ------------------------------------------------------------ by type */
+
+void dequantize_row(moe_dtype t, const void *x, float *y, int n) {
+    const dtype_traits *d = dtype_info(t);
+    if (d && d->dequantize) d->dequantize(x, y, n);
+    else memset(y, 0, sizeof(float) * (size_t)n);
+}
+
+void quantize_row(moe_dtype t, const float *x, void *y, int n) {
+    const dtype_traits *d = dtype_info(t);
+    if (d && d->quantize) d->quantize(x, y, n);
 }
 
 /* ------------------------------------------------------------ interleaved rows */
@@ -297,28 +301,28 @@ void quantize_row(moe_dtype t, const float *x, void *y, int n) {
 /* An interleaved type's plain twin; a group's block column is 16 of the
  * twin's blocks, scales first. (Spelled as one of the two so the compiler
  * sees blk below only ever holds a Q8_0 or Q4_0 block.) */
-static moe_dtype r16_base(moe_dtype t) { return dtype_plain(t) == DT_Q8_0 ? DT_Q8_0 : DT_Q4_0; }
+static moe_dtype r16_base(moe_dtype t) { return dtype_info(t)->plain == DT_Q8_0 ? DT_Q8_0 : DT_Q4_0; }
 
 /* Move row r's block (f16 d, then qs) into / out of block column g. */
 static void r16_put(moe_dtype base, uint8_t *g, int r, const uint8_t *blk) {
-    int qsb = dtype_block_bytes(base) - 2;
+    int qsb = dtype_info(base)->block_bytes - 2;
     memcpy(g + 2 * r, blk, 2);
     for (int k = 0; k < qsb / 4; k++) memcpy(g + 2 * R16 + 64 * k + 4 * r, blk + 2 + 4 * k, 4);
 }
 static void r16_get(moe_dtype base, const uint8_t *g, int r, uint8_t *blk) {
-    int qsb = dtype_block_bytes(base) - 2;
+    int qsb = dtype_info(base)->block_bytes - 2;
     memcpy(blk, g + 2 * r, 2);
     for (int k = 0; k < qsb / 4; k++) memcpy(blk + 2 + 4 * k, g + 2 * R16 + 64 * k + 4 * r, 4);
 }
 
 void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n) {
-    if (dtype_row_group(t) == 1) {
+    if (dtype_info(t)->row_group == 1) {
         size_t rb = dtype_row_bytes(t, (uint64_t)n);
         for (int r = 0; r < nrows; r++) quantize_row(t, x + (size_t)r * n, (char *)y + (size_t)r * rb, n);
         return;
     }
     moe_dtype base = r16_base(t); /* each row quantized as its twin, block by block, then placed */
-    size_t col = (size_t)R16 * (size_t)dtype_block_bytes(base);
+    size_t col = (size_t)R16 * (size_t)dtype_info(base)->block_bytes;
     uint8_t *g = y, blk[64];
     for (int r0 = 0; r0 < nrows; r0 += R16, g += (size_t)(n / 32) * col)
         for (int r = 0; r < R16; r++)
@@ -330,19 +334,19 @@ void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n) {
 
 void pack_rows_r16(moe_dtype t, const void *plain, void *y, int n) {
     moe_dtype base = r16_base(t);
-    size_t bb = (size_t)dtype_block_bytes(base), col = R16 * bb, rb = (size_t)(n / 32) * bb;
+    size_t bb = (size_t)dtype_info(base)->block_bytes, col = R16 * bb, rb = (size_t)(n / 32) * bb;
     for (int r = 0; r < R16; r++)
         for (int b = 0; b < n / 32; b++)
             r16_put(base, (uint8_t *)y + (size_t)b * col, r, (const uint8_t *)plain + (size_t)r * rb + (size_t)b * bb);
 }
 
 void dequantize_row_at(moe_dtype t, const void *base_ptr, size_t row_bytes, size_t r, float *y, int n) {
-    if (dtype_row_group(t) == 1) {
+    if (dtype_info(t)->row_group == 1) {
         dequantize_row(t, (const char *)base_ptr + r * row_bytes, y, n);
         return;
     }
     moe_dtype base = r16_base(t);
-    size_t col = (size_t)R16 * (size_t)dtype_block_bytes(base);
+    size_t col = (size_t)R16 * (size_t)dtype_info(base)->block_bytes;
     const uint8_t *g = (const uint8_t *)base_ptr + (r - r % R16) * row_bytes;
     uint8_t blk[64];
     for (int b = 0; b < n / 32; b++) {
@@ -351,15 +355,17 @@ void dequantize_row_at(moe_dtype t, const void *base_ptr, size_t row_bytes, size
     }
 }
 
-float dot_r16_q8a_ref(moe_dtype t, const void *group, int r, const void *vx, int n) {
-    moe_dtype base = r16_base(t);
-    size_t col = (size_t)R16 * (size_t)dtype_block_bytes(base);
-    const block_q8a *x = vx;
+float dot_row_at(moe_dtype t, const void *base_ptr, size_t row_bytes, size_t r, const void *x, int n) {
+    if (dtype_info(t)->row_group == 1) return dtype_info(t)->dot((const char *)base_ptr + r * row_bytes, x, n);
+    moe_dtype base = r16_base(t); /* the twin's dot on each of the row's blocks, summed as the twin's own loop does */
+    dot_fn dot = dtype_info(base)->dot;
+    size_t col = (size_t)R16 * (size_t)dtype_info(base)->block_bytes, xb = act_row_bytes(dtype_info(base)->act, 32);
+    const uint8_t *g = (const uint8_t *)base_ptr + (r - r % R16) * row_bytes;
     uint8_t blk[64];
     float sum = 0;
     for (int b = 0; b < n / 32; b++) {
-        r16_get(base, (const uint8_t *)group + (size_t)b * col, r, blk);
-        sum += base == DT_Q8_0 ? dot_q8_0_q8a_ref(blk, &x[b], 32) : dot_q4_0_q8a_ref(blk, &x[b], 32);
+        r16_get(base, g + (size_t)b * col, (int)(r % R16), blk);
+        sum += dot(blk, (const char *)x + (size_t)b * xb, 32);
     }
     return sum;
 }

@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "file.h"
+#include "dtype.h"
 
 #define QK8_0 32
 #define QK4_0 32
@@ -87,37 +87,49 @@ _Static_assert(sizeof(block_q4_0x16) == R16 * sizeof(block_q4_0), "Q4_0_R16: the
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K must match ggml");
 _Static_assert(sizeof(block_q8a) == 40, "block_q8a: scale, sum and 32 values");
 
-/* Activation types a weight type pairs with. */
-typedef enum { ACT_F32 = 0, ACT_Q8A = 1, ACT_Q8_K = 2 } act_type;
-
-act_type dtype_act(moe_dtype t);
-size_t act_row_bytes(act_type a, int n);
-
-/* Reference (scalar) quantizers and dequantizers; n is a multiple of the block. */
+/* Reference (scalar) quantizers, dequantizers and dot products, one per
+ * type (dtype.c names them in its table); n is a multiple of the block. */
+void quantize_row_f32(const float *x, void *y, int n);
+void quantize_row_f16(const float *x, void *y, int n);
+void quantize_row_bf16(const float *x, void *y, int n);
 void quantize_row_q8_0(const float *x, void *y, int n);
 void quantize_row_q4_0(const float *x, void *y, int n);
 void quantize_row_q4_K(const float *x, void *y, int n);
-void quantize_row_q8_K(const float *x, void *y, int n);
-void quantize_row_q8a(const float *x, void *y, int n);
+void quantize_row_q8_K(const float *x, void *y, int n); /* activations */
+void quantize_row_q8a(const float *x, void *y, int n);  /* activations */
+
+void dequantize_row_f32(const void *x, float *y, int n);
+void dequantize_row_f16(const void *x, float *y, int n);
+void dequantize_row_bf16(const void *x, float *y, int n);
+void dequantize_row_q8_0(const void *x, float *y, int n);
+void dequantize_row_q4_0(const void *x, float *y, int n);
+void dequantize_row_q4_K(const void *x, float *y, int n);
+
+/* A weight row with an activation row of the type it pairs with. */
+float dot_f32_ref(const void *w, const void *x, int n);
+float dot_f16_ref(const void *w, const void *x, int n);
+float dot_bf16_ref(const void *w, const void *x, int n);
+float dot_q8_0_q8a_ref(const void *w, const void *x, int n);
+float dot_q4_0_q8a_ref(const void *w, const void *x, int n);
+float dot_q4_K_q8_K_ref(const void *w, const void *x, int n);
+
+/* By type, through the table (any weight type but the interleaved ones;
+ * dequantize_row writes zeros for a type it cannot read). */
 void dequantize_row(moe_dtype t, const void *x, float *y, int n);
-/* Quantize one row of n floats to a weight dtype (any float or quant type
- * but the interleaved ones). */
 void quantize_row(moe_dtype t, const float *x, void *y, int n);
-/* nrows rows of n (any dtype; nrows a multiple of dtype_row_group(t)). */
+
+/* Whole rows, interleaved types included (their groups hold the twin's
+ * blocks, each row's taken out or put in block by block). */
+/* nrows rows of n (any dtype; nrows a multiple of its row_group). */
 void quantize_rows(moe_dtype t, const float *x, void *y, int nrows, int n);
 /* 16 plain rows of n values (Q8_0 or Q4_0, as t's twin) laid out as one
  * group of t (Q8_0_R16 / Q4_0_R16). */
 void pack_rows_r16(moe_dtype t, const void *plain, void *y, int n);
 /* Row r of a matrix of rows of row_bytes at base, as floats (any dtype). */
 void dequantize_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r, float *y, int n);
-
-/* Reference dot products of a weight row with a prepared activation row. */
-float dot_q8_0_q8a_ref(const void *w, const void *x, int n);
-float dot_q4_0_q8a_ref(const void *w, const void *x, int n);
-float dot_q4_K_q8_K_ref(const void *w, const void *x, int n);
-/* Row r (< 16) of a Q8_0_R16 or Q4_0_R16 group of 16 rows: the base type's
- * reference on the row's blocks taken back out of the group. */
-float dot_r16_q8a_ref(moe_dtype t, const void *group, int r, const void *x, int n);
+/* Row r of that matrix . activation row x (the reference every tile is
+ * tested against). */
+float dot_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r, const void *x, int n);
 
 /* 6-bit scale and min of sub-block j of a Q4_K block (ggml get_scale_min_k4). */
 static inline void q4_K_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {

@@ -91,7 +91,7 @@ int writer_add_tensor(moe_writer *w, const char *name, moe_dtype dt, int n_dims,
     e->n_dims = n_dims;
     uint64_t n = 1;
     for (int i = 0; i < n_dims; i++) n *= e->dims[i] = dims[i];
-    e->nbytes = n / (uint64_t)dtype_block(dt) * (uint64_t)dtype_block_bytes(dt);
+    e->nbytes = n / (uint64_t)dtype_info(dt)->block * (uint64_t)dtype_info(dt)->block_bytes;
     uint64_t prev_end = w->n_t ? w->t[w->n_t - 1].offset + w->t[w->n_t - 1].nbytes : 0;
     e->offset = (prev_end + ALIGN - 1) / ALIGN * ALIGN;
     w->n_t++;

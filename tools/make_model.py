@@ -53,7 +53,7 @@ SHAPES = {
 
 DTYPES = {"bf16": moefile.BF16, "f16": moefile.F16, "f32": moefile.F32, "q8_0": moefile.Q8_0,
           "q4_0": moefile.Q4_0, "q4_k": moefile.Q4_K, "q8_0_r16": moefile.Q8_0_R16, "q4_0_r16": moefile.Q4_0_R16}
-R16_PLAIN = {moefile.Q8_0_R16: moefile.Q8_0, moefile.Q4_0_R16: moefile.Q4_0}  # 16 rows interleaved -> plain
+R16_PLAIN = {i: t.plain for i, t in moefile.DTYPES.items() if t.row_group == 16}  # 16 rows interleaved -> plain
 
 CHUNK = 8 << 20
 

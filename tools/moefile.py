@@ -23,15 +23,34 @@ VERSION = 1
 ALIGN = 64
 HEADER_BYTES = 40
 
+# The data types (docs/FORMAT.md), as src/dtype.h and src/dtype.c: an id, then one row of the
+# table. Adding a type here is those two lines.
 F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
 Q8_0, Q4_0, Q4_K, Q8_0_R16, Q4_0_R16 = 16, 17, 18, 19, 20
 
-DTYPE_NAMES = {F32: "F32", F16: "F16", BF16: "BF16", I32: "I32", U8: "U8", Q8_0: "Q8_0", Q4_0: "Q4_0", Q4_K: "Q4_K",
-               Q8_0_R16: "Q8_0_R16", Q4_0_R16: "Q4_0_R16"}
-# (elements per block, bytes per block)
-DTYPE_BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), I32: (1, 4), U8: (1, 1), Q8_0: (32, 34), Q4_0: (32, 18),
-               Q4_K: (256, 144), Q8_0_R16: (32, 34),
-               Q4_0_R16: (32, 18)}
+
+class DType:
+    def __init__(self, name, block, block_bytes, row_group=1, plain=None):
+        self.name = name
+        self.block, self.block_bytes = block, block_bytes  # elements and bytes per block
+        self.row_group = row_group                         # rows stored together (interleaved _R16)
+        self.plain = plain                                 # an interleaved type's plain twin, else None
+
+
+DTYPES = {
+    F32: DType("F32", 1, 4),
+    F16: DType("F16", 1, 2),
+    BF16: DType("BF16", 1, 2),
+    I32: DType("I32", 1, 4),
+    U8: DType("U8", 1, 1),
+    Q8_0: DType("Q8_0", 32, 34),
+    Q4_0: DType("Q4_0", 32, 18),
+    Q4_K: DType("Q4_K", 256, 144),
+    Q8_0_R16: DType("Q8_0_R16", 32, 34, row_group=16, plain=Q8_0),
+    Q4_0_R16: DType("Q4_0_R16", 32, 18, row_group=16, plain=Q4_0),
+}
+DTYPE_NAMES = {i: t.name for i, t in DTYPES.items()}
+DTYPE_BLOCK = {i: (t.block, t.block_bytes) for i, t in DTYPES.items()}  # (elements per block, bytes per block)
 
 KV_INT, KV_FLOAT, KV_STR, KV_INTS = 0, 1, 2, 3
 

@@ -83,7 +83,7 @@ int cmd_dequant(int argc, char **argv) {
         if (moef_parse(&f, buf, size, &err)) die(1, CMD, "%s: %s", model, err.msg);
         const moe_tensor *t = moef_tensor(&f, name);
         if (!t) die(1, CMD, "%s: no tensor %s", model, name);
-        if (!dtype_is_float(t->dtype) && !dtype_is_quant(t->dtype))
+        if (!dtype_info(t->dtype)->is_float && !dtype_info(t->dtype)->is_quant)
             die(1, CMD, "%s: dtype %s is not a float or quantized type", name, dtype_name(t->dtype));
         uint64_t n = t->dims[t->n_dims - 1], rows = 1;
         for (int i = 0; i < t->n_dims - 1; i++) rows *= t->dims[i];

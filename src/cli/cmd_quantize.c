@@ -21,7 +21,6 @@
  * calibration does not cover rounds to nearest. */
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "calib.h"
 #include "cli.h"
@@ -49,15 +48,14 @@ static void help(void) {
            "  -q, --quiet        no progress line\n");
 }
 
+/* A type moe quantize can write: any in the table with a row quantizer, or
+ * interleaved (its twin's). */
 static int parse_type(const char *s, moe_dtype *out) {
-    static const struct { const char *name; moe_dtype t; } T[] = {
-        {"q8_0", DT_Q8_0}, {"q8_0_r16", DT_Q8_0_R16}, {"q4_0", DT_Q4_0}, {"q4_0_r16", DT_Q4_0_R16}, {"q4_k", DT_Q4_K}, {"f16", DT_F16}, {"bf16", DT_BF16}, {"f32", DT_F32}};
-    for (size_t i = 0; i < sizeof T / sizeof *T; i++)
-        if (!strcasecmp(s, T[i].name)) {
-            *out = T[i].t;
-            return 0;
-        }
-    return -1;
+    int t = dtype_from_name(s);
+    const dtype_traits *d = dtype_info(t);
+    if (!d || !(d->quantize || d->row_group > 1)) return -1;
+    *out = (moe_dtype)t;
+    return 0;
 }
 
 static int ends_with(const moe_tensor *t, const char *suffix) {
@@ -68,16 +66,18 @@ static int ends_with(const moe_tensor *t, const char *suffix) {
 /* The rules of the header comment. */
 static moe_dtype target_type(const moe_tensor *t, moe_dtype want, int embd_set, moe_dtype embd, moe_dtype output) {
     if (t->name_len > 4 && !memcmp(t->name, "tok.", 4)) return t->dtype;
-    if (t->n_dims == 1 || (!dtype_is_float(t->dtype) && !dtype_is_quant(t->dtype))) return t->dtype;
+    const dtype_traits *have = dtype_info(t->dtype);
+    if (t->n_dims == 1 || (!have->is_float && !have->is_quant)) return t->dtype;
     if (ends_with(t, "ffn_router") || ends_with(t, "ffn_shexp_gate") || ends_with(t, "_bias")) return t->dtype;
     if (ends_with(t, "attn_k_b") || ends_with(t, "attn_v_b")) return t->dtype;
     if (t->name_len == 8 && !memcmp(t->name, "tok_embd", 8)) want = embd_set ? embd : t->dtype;
     if (t->name_len == 6 && !memcmp(t->name, "output", 6)) want = output;
     uint64_t cols = t->dims[t->n_dims - 1], rows = 1;
     for (int d = 0; d < t->n_dims - 1; d++) rows *= t->dims[d];
-    if (dtype_row_group(want) > 1 && (rows % (uint64_t)dtype_row_group(want) || ends_with(t, "tok_embd")))
-        want = dtype_plain(want); /* interleaving needs whole row groups; a lookup table gains nothing */
-    if (cols % (uint64_t)dtype_block(want) == 0) return want;
+    int group = dtype_info(want)->row_group;
+    if (group > 1 && (rows % (uint64_t)group || ends_with(t, "tok_embd")))
+        want = dtype_info(want)->plain; /* interleaving needs whole row groups; a lookup table gains nothing */
+    if (cols % (uint64_t)dtype_info(want)->block == 0) return want;
     if (want == DT_Q4_K && cols % QK4_0 == 0) return DT_Q4_0; /* rows not a multiple of 256 */
     return t->dtype;
 }
@@ -158,12 +158,12 @@ int cmd_quantize(int argc, char **argv) {
         int cols = (int)t->dims[t->n_dims - 1];
         uint64_t rows = t->nbytes / dtype_row_bytes(t->dtype, (uint64_t)cols);
         size_t in_rb = dtype_row_bytes(t->dtype, (uint64_t)cols), out_rb = dtype_row_bytes(types[i], (uint64_t)cols);
-        moe_dtype plain = dtype_plain(types[i]);
+        moe_dtype plain = dtype_info(types[i])->plain;
         uint64_t per_expert = t->n_dims == 3 ? t->dims[1] : rows; /* rows of one expert's matrix */
         int gptq = cal && (plain == DT_Q8_0 || plain == DT_Q4_0 || plain == DT_Q4_K) &&
                    (t->n_dims < 3 || per_expert % 16 == 0);
         /* rows quantized together: an _r16 group; GPTQ's tiles of one expert share each block column of U */
-        uint64_t unit = gptq ? 16 : (uint64_t)dtype_row_group(types[i]);
+        uint64_t unit = gptq ? 16 : (uint64_t)dtype_info(types[i])->row_group;
         uint64_t per_chunk = ((8u << 20) / out_rb / unit + 1) * unit; /* ~8 MB of output per step */
         if (per_chunk * out_rb > chunk_cap) {
             chunk_cap = per_chunk * out_rb;

@@ -85,7 +85,7 @@ static void test_identity(moe_dtype t) {
     CHECK(gptq_factor(h, n, 0.01f, u) == 0, "identity");
     float *w = malloc(sizeof(float) * (size_t)rows * n), *x = malloc(sizeof(float) * (size_t)rows * n);
     for (int i = 0; i < rows * n; i++) w[i] = x[i] = frand() * (i % 7 == 0 ? 3.0f : 0.5f);
-    size_t rb = dtype_row_bytes(t, (uint64_t)n), bb = (size_t)dtype_block_bytes(t);
+    size_t rb = dtype_row_bytes(t, (uint64_t)n), bb = (size_t)dtype_info(t)->block_bytes;
     uint8_t *g = malloc(rb * rows), *p = malloc(rb * rows);
     gptq_rows(t, x, rows, n, u, g);
     quantize_rows(t, w, p, rows, n);

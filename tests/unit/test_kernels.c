@@ -5,7 +5,9 @@
  *      weight dtype, on odd sizes, row counts and token counts (gathered
  *      rows included), with a per-type error budget;
  *   3. quantization error budgets per type, the all-zero block, and exact
- *      half-precision conversions. */
+ *      half-precision conversions;
+ * and before all, that every row of the dtype table is complete. Types
+ * come from the table, so a new row is checked without editing this file. */
 #include "kernels.h"
 #include "quant.h"
 #include "test_util.h"
@@ -22,8 +24,43 @@ static float grand(void) { /* roughly normal */
     return (frand() + frand() + frand() + frand()) * 0.8660254f;
 }
 
-static const moe_dtype TYPES[] = {DT_F32, DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_K, DT_Q8_0_R16, DT_Q4_0_R16};
-#define N_TYPES 8
+/* Every weight type of the table (dtype.c), so a new row is tested here
+ * without a line of this file changing. */
+static moe_dtype TYPES[DT_COUNT];
+static int N_TYPES;
+static void list_weight_types(void) {
+    for (int t = 0; t < DT_COUNT; t++)
+        if (dtype_info(t) && (dtype_info(t)->is_float || dtype_info(t)->is_quant)) TYPES[N_TYPES++] = (moe_dtype)t;
+}
+
+/* 0. the table itself: every row complete and consistent */
+static void test_dtype_table(void) {
+    int rows = 0;
+    for (int t = 0; t < DT_COUNT; t++) {
+        const dtype_traits *d = dtype_info(t);
+        if (!d) continue;
+        rows++;
+        const char *n = d->name;
+        CHECK(dtype_from_name(n) == t, "%s: dtype_from_name finds it", n);
+        CHECK(d->block >= 1 && d->block_bytes >= 1 && d->row_group >= 1, "%s: block sizes", n);
+        CHECK(!(d->is_float && d->is_quant), "%s: float or quantized, not both", n);
+        const dtype_traits *p = dtype_info(d->plain);
+        CHECK(p && p->block == d->block && p->block_bytes == d->block_bytes && p->act == d->act,
+              "%s: its plain twin stores the same blocks", n);
+        if (!d->is_float && !d->is_quant) continue;
+        if (d->row_group > 1) {
+            CHECK((int)d->plain != t && p->row_group == 1 && p->dot, "%s: interleaved, with a plain twin that has functions", n);
+            CHECK(!d->dequantize && !d->quantize && !d->dot, "%s: interleaved types use the twin's functions", n);
+        } else {
+            CHECK((int)d->plain == t && d->dequantize && d->dot, "%s: a weight type dequantizes and has a dot", n);
+        }
+        CHECK(d->block % act_info(d->act)->block == 0 || d->act == ACT_F32, "%s: whole activation blocks", n);
+    }
+    CHECK(dtype_info(-1) == NULL && dtype_info(DT_COUNT) == NULL && dtype_info(5) == NULL, "unknown ids have no row");
+    CHECK(dtype_from_name("q4_k") == DT_Q4_K && dtype_from_name("Q4_K_") == -1 && dtype_from_name("") == -1,
+          "names are matched whole, case-insensitively");
+    CHECK(rows >= 10 && N_TYPES >= 8, "the table has %d rows, %d weight types", rows, N_TYPES);
+}
 
 /* A random matrix stored in dtype, plus the exact floats it holds. */
 typedef struct {
@@ -58,7 +95,7 @@ static void free_mat(test_mat *m) {
 
 /* Activation rows exactly as the kernels see them (after act quantization). */
 static void exact_act(moe_dtype wt, const float *x, float *out, int n, int cols) {
-    act_type at = dtype_act(wt);
+    act_type at = dtype_info(wt)->act;
     size_t rb = act_row_bytes(at, cols);
     void *q = malloc(rb);
     for (int t = 0; t < n; t++) {
@@ -84,11 +121,11 @@ static void test_scalar_vs_f64(void) {
     static const int cols_f[] = {1, 3, 31, 33, 257, 1000}, cols_q[] = {32, 96, 256, 768};
     for (int ti = 0; ti < N_TYPES; ti++) {
         moe_dtype dt = TYPES[ti];
-        int is_k = dt == DT_Q4_K, is_q = dtype_is_quant(dt);
+        int is_q = dtype_info(dt)->is_quant;
         for (int ci = 0; ci < (is_q ? 4 : 6); ci++) {
             int cols = is_q ? cols_q[ci] : cols_f[ci];
-            if (is_k && cols % QK_K) continue;
-            int rows = dtype_row_group(dt) > 1 ? 16 : 7, n = 3;
+            if (cols % dtype_info(dt)->block) continue;
+            int rows = dtype_info(dt)->row_group > 1 ? 16 : 7, n = 3;
             test_mat m = make_mat(dt, rows, cols);
             float *x = malloc(sizeof(float) * n * cols), *xe = malloc(sizeof(float) * n * cols);
             for (int i = 0; i < n * cols; i++) x[i] = grand();
@@ -139,14 +176,14 @@ static void test_sets_vs_scalar(void) {
                 printf("  %s: no %s kernel (scalar fallback)\n", sets[s]->name, dtype_name(dt));
                 continue;
             }
-            int is_q = dtype_is_quant(dt);
+            int is_q = dtype_info(dt)->is_quant;
             int nc = is_q ? (int)(sizeof cols_q / sizeof *cols_q) : (int)(sizeof cols_f / sizeof *cols_f);
             for (int ci = 0; ci < nc; ci++) {
                 int cols = is_q ? cols_q[ci] : cols_f[ci];
-                if (dt == DT_Q4_K && cols % QK_K) continue;
+                if (cols % dtype_info(dt)->block) continue;
                 for (int ri = 0; ri < (int)(sizeof rows_l / sizeof *rows_l); ri++) {
                     int rows = rows_l[ri], n = toks_l[ri];
-                    if (rows % dtype_row_group(dt)) continue;
+                    if (rows % dtype_info(dt)->row_group) continue;
                     test_mat m = make_mat(dt, rows, cols);
                     float *x = malloc(sizeof(float) * n * cols);
                     for (int i = 0; i < n * cols; i++) x[i] = grand();
@@ -252,13 +289,14 @@ static void test_quant_error(void) {
     }
     /* all-zero input: zero output, no NaN */
     memset(x, 0, sizeof(float) * n);
-    moe_dtype qt[3] = {DT_Q8_0, DT_Q4_0, DT_Q4_K};
-    for (int i = 0; i < 3; i++) {
-        quantize_row(qt[i], x, q, QK_K);
-        dequantize_row(qt[i], q, y, QK_K);
+    for (int i = 0; i < N_TYPES; i++) {
+        const dtype_traits *d = dtype_info(TYPES[i]);
+        if (!d->is_quant || !d->quantize || QK_K % d->block) continue;
+        d->quantize(x, q, QK_K);
+        d->dequantize(q, y, QK_K);
         int ok = 1;
         for (int j = 0; j < QK_K; j++) ok &= y[j] == 0.0f;
-        CHECK(ok, "%s: zeros must stay zeros", dtype_name(qt[i]));
+        CHECK(ok, "%s: zeros must stay zeros", d->name);
     }
     free(x);
     free(y);
@@ -290,7 +328,7 @@ static void test_r16_layout(void) {
     for (int i = 0; i < ROWS * COLS; i++) x[i] = grand();
     for (int p = 0; p < 2; p++) {
         moe_dtype rt = pairs[p][0], bt = pairs[p][1];
-        size_t rb = dtype_row_bytes(bt, COLS), bb = (size_t)dtype_block_bytes(bt);
+        size_t rb = dtype_row_bytes(bt, COLS), bb = (size_t)dtype_info(bt)->block_bytes;
         uint8_t *g = malloc(rb * ROWS), plain[NB * 34];
         quantize_rows(rt, x, g, ROWS, COLS);
         for (int r = 0; r < ROWS; r++) {
@@ -310,6 +348,8 @@ static void test_r16_layout(void) {
 }
 
 int main(void) {
+    list_weight_types();
+    test_dtype_table();
     test_quantize_q8a();
     test_read_sum();
     test_half_conversions();

@@ -1,0 +1,57 @@
+/* dtype.c - the table of data types (dtype.h says what adding one takes).
+ * One row per type; the functions are quant.c's reference ones. */
+#include "dtype.h"
+
+#include <ctype.h>
+
+#include "quant.h"
+
+static const dtype_traits DTYPES[DT_COUNT] = {
+    [DT_F32] = {.name = "F32", .block = 1, .block_bytes = 4, .row_group = 1, .plain = DT_F32, .is_float = 1,
+                .act = ACT_F32, .dequantize = dequantize_row_f32, .quantize = quantize_row_f32, .dot = dot_f32_ref},
+    [DT_F16] = {.name = "F16", .block = 1, .block_bytes = 2, .row_group = 1, .plain = DT_F16, .is_float = 1,
+                .act = ACT_F32, .dequantize = dequantize_row_f16, .quantize = quantize_row_f16, .dot = dot_f16_ref},
+    [DT_BF16] = {.name = "BF16", .block = 1, .block_bytes = 2, .row_group = 1, .plain = DT_BF16, .is_float = 1,
+                 .act = ACT_F32, .dequantize = dequantize_row_bf16, .quantize = quantize_row_bf16,
+                 .dot = dot_bf16_ref},
+    /* integers and bytes: tokenizer tables, never weights */
+    [DT_I32] = {.name = "I32", .block = 1, .block_bytes = 4, .row_group = 1, .plain = DT_I32},
+    [DT_U8] = {.name = "U8", .block = 1, .block_bytes = 1, .row_group = 1, .plain = DT_U8},
+    [DT_Q8_0] = {.name = "Q8_0", .block = QK8_0, .block_bytes = sizeof(block_q8_0), .row_group = 1, .plain = DT_Q8_0,
+                 .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q8_0, .quantize = quantize_row_q8_0,
+                 .dot = dot_q8_0_q8a_ref},
+    [DT_Q4_0] = {.name = "Q4_0", .block = QK4_0, .block_bytes = sizeof(block_q4_0), .row_group = 1, .plain = DT_Q4_0,
+                 .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q4_0, .quantize = quantize_row_q4_0,
+                 .dot = dot_q4_0_q8a_ref},
+    [DT_Q4_K] = {.name = "Q4_K", .block = QK_K, .block_bytes = sizeof(block_q4_K), .row_group = 1, .plain = DT_Q4_K,
+                 .is_quant = 1, .act = ACT_Q8_K, .dequantize = dequantize_row_q4_K, .quantize = quantize_row_q4_K,
+                 .dot = dot_q4_K_q8_K_ref},
+    /* interleaved: quant.c's *_rows / *_at functions move their blocks to and from the twin's */
+    [DT_Q8_0_R16] = {.name = "Q8_0_R16", .block = QK8_0, .block_bytes = sizeof(block_q8_0), .row_group = R16,
+                     .plain = DT_Q8_0, .is_quant = 1, .act = ACT_Q8A},
+    [DT_Q4_0_R16] = {.name = "Q4_0_R16", .block = QK4_0, .block_bytes = sizeof(block_q4_0), .row_group = R16,
+                     .plain = DT_Q4_0, .is_quant = 1, .act = ACT_Q8A},
+};
+
+const dtype_traits *dtype_info(int t) {
+    return t >= 0 && t < DT_COUNT && DTYPES[t].name ? &DTYPES[t] : NULL;
+}
+
+static const act_traits ACTS[ACT_COUNT] = {
+    [ACT_F32] = {.name = "F32", .block = 1, .block_bytes = sizeof(float)},
+    [ACT_Q8A] = {.name = "Q8A", .block = 32, .block_bytes = sizeof(block_q8a), .quantize = quantize_row_q8a},
+    [ACT_Q8_K] = {.name = "Q8_K", .block = QK_K, .block_bytes = sizeof(block_q8_K), .quantize = quantize_row_q8_K},
+};
+
+const act_traits *act_info(act_type a) { return &ACTS[a]; }
+
+int dtype_from_name(const char *s) {
+    for (int t = 0; t < DT_COUNT; t++) {
+        const char *n = DTYPES[t].name;
+        if (!n) continue;
+        size_t i = 0;
+        while (n[i] && s[i] && toupper((unsigned char)s[i]) == n[i]) i++;
+        if (!n[i] && !s[i]) return t;
+    }
+    return -1;
+}
