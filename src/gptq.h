@@ -9,7 +9,7 @@
 #ifndef MOE_GPTQ_H
 #define MOE_GPTQ_H
 
-#include "model.h"
+#include "dtype.h"
 
 /* U, the upper-triangular Cholesky factor of (H + damp * mean(diag H) * I)^-1
  * (U^T U = that inverse), n x n row-major, from H (n x n, symmetric).

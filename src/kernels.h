@@ -8,7 +8,7 @@
  *
  * where W's rows are w + r*w_stride (storage dtype) and a_t is activation
  * row (idx ? idx[t] : t) at a + that * a_stride, in the type the weight dtype
- * pairs with (quant.h: float, Q8_0 or Q8_K), so an expert reads its gathered
+ * pairs with (dtype.h: float, Q8A or Q8_K), so an expert reads its gathered
  * tokens in place, without copies.
  *
  * Activations are prepared once per matmul input: an act_rows remembers
@@ -17,8 +17,8 @@
 #ifndef MOE_KERNELS_H
 #define MOE_KERNELS_H
 
-#include "model.h"
 #include "quant.h"
+#include "wmat.h"
 
 typedef void (*tile_fn)(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                         const int *idx, int nt, float *y, size_t ldy);

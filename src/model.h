@@ -10,24 +10,7 @@
 #include "file.h"
 #include "moe.h"
 #include "tokenizer.h"
-
-/* A weight matrix view, row-major [rows, cols] in the mapping. Stacked
- * tensors ([n_mats, rows, cols]: experts, MLA heads) are n_mats such
- * matrices back to back; wmat_at() selects one. */
-typedef struct {
-    const void *data;
-    moe_dtype dtype;
-    int rows, cols;       /* of one matrix */
-    int n_mats;           /* 1 for a plain matrix */
-    size_t row_bytes;     /* bytes of one row (dtype blocks) */
-} wmat;
-
-static inline wmat wmat_at(wmat m, int i) {
-    m.data = (const char *)m.data + (size_t)i * (size_t)m.rows * m.row_bytes;
-    m.n_mats = 1;
-    return m;
-}
-static inline const void *wmat_row(const wmat *m, int r) { return (const char *)m->data + (size_t)r * m->row_bytes; }
+#include "wmat.h"
 
 typedef struct {
     const float *attn_norm;          /* (dim) input_layernorm */

@@ -68,7 +68,7 @@ static void test_factor(int n) {
     free(x), free(h), free(u);
 }
 
-static int block_values(moe_dtype t) { return t == DT_Q4_K ? QK_K : 32; }
+static int block_values(moe_dtype t) { return dtype_info(t)->block; }
 
 static double block_err(moe_dtype t, const float *w, const void *blk) {
     float v[QK_K];
