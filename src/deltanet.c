@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "forward.h"
-#include "kernels.h"
+#include "matmul.h"
 #include "ops.h"
 #include "threads.h"
 

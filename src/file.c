@@ -316,10 +316,10 @@ int moef_open(moe_file *f, const char *path, moe_err *err) {
      * large folios, e.g. ext4 or xfs on 6.x; elsewhere a no-op, and its
      * failure costs nothing). Decode reads every weight once per token, and
      * with 4 KB pages the TLB misses and the prefetchers' stops at each page
-     * edge cost an Intel Xeon VM 11 points of its read bandwidth (Qwen3
-     * 4-layer Q4_0: 83 -> 94 %). Pages already cached keep their size: the
-     * writers (writer.c, tools/moefile.py) write in 2 MB pieces so that a
-     * file just written is cached in 2 MB folios too. */
+     * edge cost it a tenth of the read bandwidth (docs/BENCHMARKS.md).
+     * Pages already cached keep their size: the writers (writer.c,
+     * tools/moefile.py) write in 2 MB pieces so that a file just written is
+     * cached in 2 MB folios too. */
     madvise(map, size, MADV_HUGEPAGE);
 #endif
     if (moef_parse(f, map, size, err) != 0) {

@@ -13,7 +13,7 @@
 #include <sys/mman.h>
 #endif
 
-#include "kernels.h"
+#include "matmul.h"
 #include "ops.h"
 #include "threads.h"
 #include "util.h"

@@ -216,12 +216,8 @@ INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
 
 /* Decode (one token): rows one after another, so each thread reads its
  * weights as one linear stream, with a software prefetch DECODE_AHEAD bytes
- * ahead in it. Before, eight rows were in flight (eight interleaved
- * streams) with a prefetch of the next eight rows. In a kernel benchmark
- * from memory (two threads, old and new alternating in one process, median
- * of 60 rounds each) the old read at 72-87 % of read_sum's rate on the same
- * bytes, this at 84-100 %; one row at a time without the prefetch was no
- * better than the old.
+ * ahead in it: from memory that reads closer to read_sum's rate than rows
+ * interleaved or no prefetch did (docs/BENCHMARKS.md, 2026-12-02).
  *
  * The token's side of each step of four blocks (its values, laid out as the
  * weights will be, and the weights' offset share) is prepared once per tile
@@ -339,9 +335,7 @@ static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 
 /* A tile's rows for one token: the token prepared once, then row by row,
  * two steps (two accumulators) at a time, prefetching DECODE_AHEAD bytes on
  * in the stream (kernels_simd.h; rows are contiguous, so this runs on into
- * the next rows; on an AMD EPYC VM 24 to 64 KB measured alike, 4-8 KB
- * worse, T0 as good as NTA; on an Intel Xeon VM, L2 (T1, T2) far better
- * than T0). */
+ * the next rows). */
 
 #define DECODE_TILE(NAME, BLOCK, STEP, PREPARE, STEPFN, TAIL)                                                 \
     static void NAME(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {          \

@@ -7,6 +7,7 @@
 #define MOE_KERNELS_SIMD_H
 
 #include "kernels.h"
+#include "quant.h"
 #include "util.h"
 
 /* Activation row t of a tile: row idx[t] (gathered tokens) or t. */
@@ -15,13 +16,10 @@
 /* The bytes [p, p + n) into L2 (prefetcht2), one prefetch per 64-byte
  * line. The decode kernels read the rows of a tile one after another (one
  * linear stream per thread) and prefetch DECODE_AHEAD bytes on in it, which
- * runs on into the next rows (kernels_avx512.c has the measurements); they
- * lay out the token's side of each step on the stack, for rows of up to
- * DECODE_MAX_BLOCKS blocks. Into L2, not L1 (prefetcht0): on an Intel Xeon
- * (AVX-512, AMX) VM, 2 threads, the L1 prefetches capped Qwen3 4-layer
- * decode at 76 % (Q8_0) and 72 % (Q4_0) of the probe, these reach 90 % and
- * 83 % (medians of 3 alternating runs; AVX2 set 81 -> 87 %, 84 -> 94 %);
- * in a kernel benchmark, T1 and T2 at 8-64 KB ahead measured alike. */
+ * runs on into the next rows; they lay out the token's side of each step on
+ * the stack, for rows of up to DECODE_MAX_BLOCKS blocks. Into L2, not L1
+ * (prefetcht0), because L1 prefetches hold the line-fill buffers the demand
+ * loads need (the measurements: docs/BENCHMARKS.md, 2026-12-02). */
 static inline void prefetch_span(const char *p, int n) {
 #if defined(__x86_64__) || defined(_M_X64)
     for (int o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 1);
@@ -41,8 +39,7 @@ static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((cons
  * tokens in groups of TOK, each weight row read once per group. ROWFN is
  * called with a constant token count so an inlined row keeps its
  * accumulators in registers. One token (decode: routers, a tied float
- * output matrix) prefetches DECODE_AHEAD bytes on, as the int8 decode does
- * (granite Q8_0 decode, whose output matrix is BF16: 43.9 -> 47.0 t/s). */
+ * output matrix) prefetches DECODE_AHEAD bytes on, as the int8 decode does. */
 #define FLOAT_TILE(NAME, ROWFN)                                                                              \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
                      const int *idx, int nt, float *y, size_t ldy) {                                         \

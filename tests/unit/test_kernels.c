@@ -8,7 +8,7 @@
  *      half-precision conversions;
  * and before all, that every row of the dtype table is complete. Types
  * come from the table, so a new row is checked without editing this file. */
-#include "kernels.h"
+#include "matmul.h"
 #include "quant.h"
 #include "test_util.h"
 #include "util.h"

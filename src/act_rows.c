@@ -1,0 +1,43 @@
+/* act_rows.c - a matmul input's rows, quantized at most once per activation
+ * type however many weight matrices read them (act_rows.h). */
+#include "act_rows.h"
+
+#include "quant.h"
+#include "threads.h"
+
+/* Bytes of one quantized copy of the rows, or 0 when cols is no multiple
+ * of the type's block (no weight of that width pairs with it). */
+static size_t act_copy_bytes(act_type at, int n, int cols) {
+    if (cols % act_info(at)->block) return 0;
+    return ((size_t)n * act_row_bytes(at, cols) + 63) & ~(size_t)63;
+}
+
+size_t act_scratch_bytes(int n, int cols) {
+    size_t total = 128;
+    for (int at = ACT_F32 + 1; at < ACT_COUNT; at++) total += act_copy_bytes((act_type)at, n, cols);
+    return total;
+}
+
+void act_init(act_rows *a, const float *x, int n, int cols, void *scratch) {
+    *a = (act_rows){.x = x, .n = n, .cols = cols};
+    size_t off = 0;
+    for (int at = ACT_F32 + 1; at < ACT_COUNT && scratch; at++) {
+        a->q[at] = (char *)scratch + off;
+        off += act_copy_bytes((act_type)at, n, cols);
+    }
+}
+
+const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride) {
+    act_type at = dtype_info(wtype)->act;
+    size_t rb = act_row_bytes(at, a->cols);
+    *stride = rb;
+    if (at == ACT_F32) return a->x;
+    if (!a->have[at]) {
+        quantize_fn quantize = at == ACT_Q8A && ks->quantize_q8a ? ks->quantize_q8a : act_info(at)->quantize;
+        char *q = a->q[at];
+#pragma omp parallel for schedule(static) if (a->n >= 64 && threads_max() > 1)
+        for (int t = 0; t < a->n; t++) quantize(a->x + (size_t)t * a->cols, q + (size_t)t * rb, a->cols);
+        a->have[at] = 1;
+    }
+    return a->q[at];
+}
