@@ -30,9 +30,18 @@ typedef enum {
     DT_Q4_K = 18,
     DT_Q8_0_R16 = 19, /* Q8_0 with 16 rows interleaved (quant.h) */
     DT_Q4_0_R16 = 20, /* Q4_0 with 16 rows interleaved */
-    /* reserved for ggml's block types: Q4_1 = 21, Q5_0 = 22, Q5_1 = 23,
-     * Q2_K = 24, Q3_K = 25, Q5_K = 26, Q6_K = 27, IQ4_NL = 28, IQ4_XS = 29,
-     * MXFP4 = 30 */
+    /* ggml's other block types, as llama.cpp stores them (quant_legacy.h,
+     * quant_k.h, quant_mxfp4.h) */
+    DT_Q4_1 = 21,
+    DT_Q5_0 = 22,
+    DT_Q5_1 = 23,
+    DT_Q2_K = 24,
+    DT_Q3_K = 25,
+    DT_Q5_K = 26,
+    DT_Q6_K = 27,
+    DT_IQ4_NL = 28,
+    DT_IQ4_XS = 29,
+    DT_MXFP4 = 30,
 } moe_dtype;
 
 #define DT_COUNT 32 /* every id is below this: tables indexed by dtype have DT_COUNT rows */

@@ -605,6 +605,7 @@ static const kernel_set AVX2 = {
     .name = "avx2",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
+             [DT_IQ4_XS] = avx2_tile_iq4_xs, [DT_MXFP4] = avx2_tile_mxfp4,
              [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,

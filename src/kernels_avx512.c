@@ -22,7 +22,6 @@
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-
 /* ------------------------------------------------------------ float weights */
 
 static inline __m512 load16_f32(const void *p) { return _mm512_loadu_ps(p); }
@@ -608,6 +607,7 @@ static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const
 R16_TILE(tile_q8_0_r16, 0)
 R16_TILE(tile_q4_0_r16, 1)
 
+
 /* ------------------------------------------------------------ f32 helpers */
 
 static float dot_f32(const float *a, const float *b, int n) {
@@ -684,6 +684,7 @@ static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
+             [DT_IQ4_XS] = avx2_tile_iq4_xs, [DT_MXFP4] = avx2_tile_mxfp4,
              [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,

@@ -27,6 +27,7 @@ HEADER_BYTES = 40
 # table. Adding a type here is those two lines.
 F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
 Q8_0, Q4_0, Q4_K, Q8_0_R16, Q4_0_R16 = 16, 17, 18, 19, 20
+Q4_1, Q5_0, Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4 = 21, 22, 24, 25, 28, 29, 30  # 23, 26, 27: Q5_1, Q5_K, Q6_K, not yet (dtype.c)
 
 
 class DType:
@@ -48,6 +49,13 @@ DTYPES = {
     Q4_K: DType("Q4_K", 256, 144),
     Q8_0_R16: DType("Q8_0_R16", 32, 34, row_group=16, plain=Q8_0),
     Q4_0_R16: DType("Q4_0_R16", 32, 18, row_group=16, plain=Q4_0),
+    Q4_1: DType("Q4_1", 32, 20),
+    Q5_0: DType("Q5_0", 32, 22),
+    Q2_K: DType("Q2_K", 256, 84),
+    Q3_K: DType("Q3_K", 256, 110),
+    IQ4_NL: DType("IQ4_NL", 32, 18),
+    IQ4_XS: DType("IQ4_XS", 256, 136),
+    MXFP4: DType("MXFP4", 32, 17),
 }
 DTYPE_NAMES = {i: t.name for i, t in DTYPES.items()}
 DTYPE_BLOCK = {i: (t.block, t.block_bytes) for i, t in DTYPES.items()}  # (elements per block, bytes per block)

@@ -163,7 +163,7 @@ static void test_sets_vs_scalar(void) {
     for (int s = 0; s < n_sets; s++) printf(" %s", sets[s]->name);
     printf(" (dispatch picks %s)\n", kernels_get()->name);
     static const int cols_f[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257, 1024, 4099};
-    static const int cols_q[] = {32, 64, 96, 160, 256, 512, 768, 2816, 4096};
+    static const int cols_q[] = {32, 64, 96, 160, 256, 512, 768, 2816, 4096, 8192};
     /* (rows, tokens) pairs; one token on 8k rows takes the decode paths,
      * 16 or more tokens on 4k rows the token-lane prefill path, 2 or 3
      * tokens on 4 or more rows the float tiles' short token groups */
