@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh TARGET [SECONDS]
 #   TARGET: fuzz_gguf (seeded with tests/fuzz/make_gguf_seed.py), fuzz_model (seeded
 #   with the tiny model of tests/unit/tiny_model.h), fuzz_tokenizer (see
-#   run_fuzz.sh for its inputs)
+#   run_fuzz.sh for its inputs), fuzz_json, fuzz_jinja (seeded with the shared chat templates)
 # Needs clang with libFuzzer (Debian: clang, libclang-rt-dev).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,5 +25,7 @@ case "$target" in
       clang -I"$root/include" -I"$root/src" -I"$root/tests/unit" "$root/tests/fuzz/seed_tiny_model.c" -o "$out/seed"
       "$out/seed" "$corpus/tiny.moe"
     fi ;;
+  fuzz_jinja)
+    [ -d "$root/../shared/chat-templates" ] && seeds+=("$root/../shared/chat-templates") ;;
 esac
 "$out/$target" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 "$corpus" "${seeds[@]}"
