@@ -218,6 +218,37 @@ void moe_sampler_free(moe_sampler *s);
  * history: the ids seen so far (for the repetition penalty), may be NULL. */
 int32_t moe_sample(moe_sampler *s, const float *logits, const int32_t *history, int n_history);
 
+/* ---------------------------------------------------------------- chat */
+
+/* The model's chat template (tok.chat_template: the Jinja text of
+ * tokenizer_config.json, or of a GGUF's tokenizer.chat_template), not
+ * NUL-terminated; NULL (len 0) when the file has none. */
+const char *moe_chat_template(const moe_model *m, size_t *len);
+
+typedef struct moe_chat_opts {
+    const char *template_text; /* NULL: the model's own template */
+    size_t template_len;
+    int year, month, day;      /* the date strftime_now sees; year 0 = today (local time) */
+    int hour, minute, second;
+} moe_chat_opts;
+
+/* Render an OpenAI-style chat request (JSON text: "messages" with role,
+ * content, reasoning_content, tool_calls; optional "tools", "documents",
+ * "add_generation_prompt" (default true), "chat_template_kwargs", and
+ * "bos_token" / "eos_token" overriding the model's) with the template, as
+ * Hugging Face's apply_chat_template(tokenize=False) does. m may be NULL when
+ * opts gives the template. Returns the prompt (malloc'ed, NUL-terminated,
+ * *len bytes), or NULL with err set: the template's own message when it
+ * raised (then *raised = 1), else one line naming the problem. */
+char *moe_chat_render(const moe_model *m, const char *request_json, size_t request_len, const moe_chat_opts *opts,
+                      size_t *len, int *raised, moe_err *err);
+
+/* Token ids that end an assistant turn: the tokenizer's EOS ids (EOS and
+ * generation_config's eos_token_id) and its control tokens that close a turn
+ * (<|im_end|>, <|end_of_text|>, <|eot_id|>, <|return|>, ...). Writes at most
+ * cap ids; returns how many there are. */
+int moe_chat_end_tokens(const moe_model *m, int32_t *out, int cap);
+
 /* ---------------------------------------------------------------- misc */
 
 const char *moe_version(void);

@@ -75,5 +75,6 @@ int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_route(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 
 #endif /* MOE_CLI_H */
