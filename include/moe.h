@@ -100,6 +100,10 @@ void moe_ctx_free(moe_ctx *c);
 
 /* Forget the sequence (position back to 0). */
 void moe_ctx_reset(moe_ctx *c);
+/* Keep only positions 0..pos-1 of the cache (pos <= moe_ctx_pos): the next
+ * moe_eval continues at pos, as if the later tokens had never been fed.
+ * A chat turn keeps the prefix its prompt shares with the cache this way. */
+int moe_ctx_truncate(moe_ctx *c, int pos, moe_err *err);
 /* Number of positions already in the KV cache. */
 int moe_ctx_pos(const moe_ctx *c);
 int moe_ctx_n_ctx(const moe_ctx *c);

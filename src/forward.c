@@ -244,6 +244,28 @@ void moe_ctx_reset(moe_ctx *c) {
     /* the KV cache is overwritten before it is read; the recurrent state is read first */
     if (c->ssm_state) memset(c->ssm_state, 0, c->state_bytes);
 }
+/* A full cache holds one row per position and nothing else depends on the
+ * positions after pos, so forgetting them is moving the position back. A
+ * sliding-window ring of S slots keeps position q in slot q % S: the keys the
+ * next token at pos attends to (from pos - W + 1) survive unless a position
+ * up to the old end overwrote them (q + S < old end). A recurrent state
+ * (Gated DeltaNet) cannot go back at all. */
+int moe_ctx_truncate(moe_ctx *c, int pos, moe_err *err) {
+    if (pos < 0 || pos > c->pos)
+        return moe_fail(err, "truncate to position %d: the cache holds positions 0..%d", pos, c->pos);
+    if (pos == c->pos) return 0;
+    if (c->ssm_state) return moe_fail(err, "truncate to position %d: a recurrent state cannot go back", pos);
+    const moe_config *cfg = &c->model->cfg;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        int slots = c->layer_slots[l];
+        if (slots >= c->n_ctx) continue;
+        int first = pos - cfg->window + 1 > 0 ? pos - cfg->window + 1 : 0;
+        if ((int64_t)first + slots < c->pos)
+            return moe_fail(err, "truncate to position %d: layer %d's sliding-window ring no longer holds it", pos, l);
+    }
+    c->pos = pos;
+    return 0;
+}
 int moe_ctx_pos(const moe_ctx *c) { return c->pos; }
 int moe_ctx_n_ctx(const moe_ctx *c) { return c->n_ctx; }
 size_t moe_ctx_bytes(const moe_ctx *c) {

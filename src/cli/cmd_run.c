@@ -3,8 +3,41 @@
 #include <string.h>
 
 #include "cli.h"
+#include "json.h"
 
 static const char *CMD = "run";
+
+/* --chat: the prompt as one user turn (after an optional system message),
+ * rendered with the chat template; returns the prompt text (malloc'ed). */
+static char *chat_prompt(const moe_model *m, const char *system, const char *user, size_t user_len,
+                         const char *tmpl_path, size_t *len) {
+    json_value *req = json_new(JSON_OBJECT), *msgs = json_new(JSON_ARRAY);
+    const char *roles[2] = {"system", "user"};
+    const char *texts[2] = {system, user};
+    size_t lens[2] = {system ? strlen(system) : 0, user_len};
+    for (int i = 0; i < 2 && msgs; i++) {
+        if (!texts[i]) continue;
+        json_value *o = json_new(JSON_OBJECT);
+        if (!o || json_object_set(o, "role", 4, json_new_string(roles[i], strlen(roles[i]))) ||
+            json_object_set(o, "content", 7, json_new_string(texts[i], lens[i])) || json_array_push(msgs, o))
+            die(1, CMD, "out of memory");
+    }
+    strbuf body = {0};
+    if (!req || !msgs || json_object_set(req, "messages", 8, msgs) || json_write(&body, req, NULL))
+        die(1, CMD, "out of memory");
+    json_free(req);
+    moe_chat_opts o = {0};
+    size_t tlen = 0;
+    char *tsrc = tmpl_path ? read_file_or_die(CMD, tmpl_path, &tlen) : NULL;
+    o.template_text = tsrc, o.template_len = tlen;
+    moe_err err = {{0}};
+    int raised;
+    char *prompt = moe_chat_render(m, body.p, body.n, &o, len, &raised, &err);
+    if (!prompt) die(1, CMD, "%s", err.msg);
+    sb_free(&body);
+    free(tsrc);
+    return prompt;
+}
 
 static void help(void) {
     printf("usage: moe run [-m MODEL] [-p PROMPT | -f FILE] [flags]\n\n"
@@ -26,14 +59,19 @@ static void help(void) {
            "      --repeat-last-n N   how many recent tokens the penalty sees (default 64)\n"
            "  -s, --seed S            random seed (default 42)\n"
            "      --no-special        treat special-token text in the prompt as plain text\n"
-           "      --no-bos            do not prepend BOS\n");
+           "      --no-bos            do not prepend BOS\n"
+           "      --chat              the prompt is one user message, rendered with the model's chat\n"
+           "                          template; prints only the reply, which ends at an end-of-turn token\n"
+           "      --system TEXT       with --chat: a system message first\n"
+           "      --template FILE     with --chat: this Jinja template instead of the model's\n");
     route_opts_help();
 }
 
 int cmd_run(int argc, char **argv) {
     args a = {CMD, argc, 0, argv};
     const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *flag;
-    int n_predict = 256, no_special = 0, no_bos = 0;
+    int n_predict = 256, no_special = 0, no_bos = 0, chat = 0;
+    const char *system = NULL, *tmpl = NULL;
     moe_ctx_params cp = moe_ctx_default_params();
     moe_sampler_params sp = moe_sampler_default_params();
     route_opts ro = {0, NULL, NULL, 0};
@@ -56,6 +94,9 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(flag, "-s") || !strcmp(flag, "--seed")) sp.seed = args_u64(&a, flag);
         else if (!strcmp(flag, "--no-special")) no_special = 1;
         else if (!strcmp(flag, "--no-bos")) no_bos = 1;
+        else if (!strcmp(flag, "--chat")) chat = 1;
+        else if (!strcmp(flag, "--system")) system = args_value(&a, flag);
+        else if (!strcmp(flag, "--template")) tmpl = args_value(&a, flag);
         else if (route_flag(&a, flag, &ro)) continue;
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe run -h)", flag);
     }
@@ -63,8 +104,21 @@ int cmd_run(int argc, char **argv) {
     size_t plen = prompt ? strlen(prompt) : 0;
     char *ptext = prompt_file ? read_file_or_die(CMD, prompt_file, &plen) : NULL;
     const char *text = ptext ? ptext : prompt ? prompt : "";
+    if ((system || tmpl) && !chat) die(EXIT_USAGE, CMD, "--system and --template go with --chat");
 
     moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    char *rendered = NULL;
+    int32_t *end_ids = NULL;
+    int n_end = 0;
+    if (chat) { /* tokenized as HF does after rendering: special tokens as text, no BOS added */
+        rendered = chat_prompt(m, system, text, plen, tmpl, &plen);
+        text = rendered;
+        no_bos = 1;
+        n_end = moe_chat_end_tokens(m, NULL, 0);
+        end_ids = malloc(sizeof *end_ids * (size_t)(n_end + 1));
+        if (!end_ids) die(1, CMD, "out of memory");
+        moe_chat_end_tokens(m, end_ids, n_end);
+    }
     moe_model_info info;
     moe_model_get_info(m, &info);
     moe_err err = {{0}};
@@ -91,7 +145,7 @@ int cmd_run(int argc, char **argv) {
     memcpy(hist, prompt_ids, sizeof *hist * (size_t)n_prompt);
     int n_hist = n_prompt;
 
-    fwrite(text, 1, plen, stdout); /* echo the prompt as given */
+    if (!chat) fwrite(text, 1, plen, stdout); /* echo the prompt as given */
     fflush(stdout);
     double t0 = now_seconds();
     if (moe_eval(ctx, prompt_ids, n_prompt, NULL, &err)) die(1, CMD, "%s", err.msg);
@@ -106,6 +160,9 @@ int cmd_run(int argc, char **argv) {
     for (; n_gen < max_new; n_gen++) {
         int32_t next = moe_sample(smp, moe_ctx_logits(ctx), hist, n_hist);
         if (moe_token_is_eos(m, next)) break;
+        int end = 0;
+        for (int e = 0; e < n_end; e++) end |= end_ids[e] == next;
+        if (end) break;
         hist[n_hist++] = next;
         size_t k = moe_detok_push(&dt, next, piece, sizeof piece);
         fwrite(piece, 1, k, stdout);
@@ -125,6 +182,8 @@ int cmd_run(int argc, char **argv) {
             moe_ctx_bytes(ctx) / 1e6, moe_ctx_n_ctx(ctx));
 
     free(hist);
+    free(rendered);
+    free(end_ids);
     free(prompt_ids);
     free(ptext);
     moe_sampler_free(smp);

@@ -16,8 +16,8 @@ static void help(void) {
            "\"bos_token\": ..., \"eos_token\": ...} (all but messages optional; the model's own\n"
            "BOS / EOS text is the default). If the template raises, its message is printed on\n"
            "one line and the exit code is 1.\n\n"
-           "  -m, --model FILE     use the template stored in this .moe file\n"
-           "      --template FILE  use this Jinja template instead\n"
+           "  -m, --model FILE     use the template stored in this .moe file (and its BOS / EOS)\n"
+           "      --template FILE  use this Jinja template instead (with -m: the model's BOS / EOS)\n"
            "      --date DATE      the date strftime_now sees, YYYY-MM-DD[THH:MM:SS] (default: now)\n");
 }
 
@@ -52,11 +52,10 @@ int cmd_template(int argc, char **argv) {
         else request = flag;
     }
     if (!request) die(EXIT_USAGE, CMD, "no request: give REQUEST.json (see moe template -h)");
-    if (model && tmpl) die(EXIT_USAGE, CMD, "give -m MODEL or --template FILE, not both");
     size_t req_len, tmpl_len = 0;
     char *req = read_file_or_die(CMD, request, &req_len);
     char *tsrc = tmpl ? read_file_or_die(CMD, tmpl, &tmpl_len) : NULL;
-    moe_model *m = tmpl ? NULL : open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    moe_model *m = tmpl && !model ? NULL : open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
     o.template_text = tsrc;
     o.template_len = tmpl_len;
     moe_err err = {{0}};

@@ -14,6 +14,7 @@ static const command COMMANDS[] = {
     {"logits", cmd_logits, "evaluate token ids, write float32 logits [n, vocab]"},
     {"perplexity", cmd_perplexity, "perplexity of a text (+/- stderr); KL divergence against a saved run"},
     {"route", cmd_route, "routing statistics and SVG plots for a text"},
+    {"chat", cmd_chat, "a conversation with the model's chat template (reuses the KV cache across turns)"},
     {"template", cmd_template, "render a chat request with the model's chat template (prints the prompt)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "architecture, sizes and parameters of a model file"},

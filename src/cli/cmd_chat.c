@@ -1,0 +1,352 @@
+/* cmd_chat.c - `moe chat`: a conversation in the terminal with the model's own
+ * chat template. Each turn renders the whole conversation, keeps the part of
+ * the KV cache its tokens share with what is cached, and evaluates only the
+ * rest, so a turn pays for its new tokens only. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "json.h"
+
+static const char *CMD = "chat";
+
+/* Set by SIGINT; the only state a signal handler may touch. */
+static volatile sig_atomic_t g_interrupted = 0;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+
+static void help(void) {
+    printf("usage: moe chat [-m MODEL] [--template FILE.jinja] [--system TEXT] [--no-think] [flags]\n\n"
+           "A conversation with the model, rendered with its own chat template. Each turn\n"
+           "evaluates only the tokens that are new since the last one (the KV cache keeps the\n"
+           "prompt's common prefix) and says how many on stderr. Commands: /reset, /system TEXT,\n"
+           "/save FILE, /load FILE (the messages as JSON), /exit. Ctrl-D exits, Ctrl-C stops a\n"
+           "reply. Without a terminal, each line of stdin is one message and each reply one\n"
+           "line of stdout.\n\n"
+           "  -m, --model FILE        .moe model file\n"
+           "      --template FILE     use this Jinja chat template instead of the model's\n"
+           "      --system TEXT       system prompt\n"
+           "      --no-think          enable_thinking=false for thinking models\n"
+           "  -n, --n-predict N       most tokens per reply (default 1024)\n"
+           "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
+           "  -t, --threads N         threads\n"
+           "      --kv f32|f16        KV cache type\n"
+           "      --temp T, --top-k K, --top-p P, --min-p P, --repeat-penalty R, -s SEED: sampling\n"
+           "      --date YYYY-MM-DD   the date the template sees (default: today)\n");
+}
+
+typedef struct {
+    moe_model *m;
+    moe_ctx *ctx;
+    moe_sampler *smp;
+    moe_chat_opts copts;
+    json_value *messages;   /* the conversation: [{"role", "content"}, ...] */
+    int no_think, n_predict, tty;
+    int32_t *cache;         /* (n_cache) the token ids in the KV cache, in order */
+    int n_cache, cap_cache;
+    int32_t *end_ids;       /* (n_end) ids that end a reply */
+    int n_end;
+} chat;
+
+static json_value *message(const char *role, const char *content, size_t n) {
+    json_value *o = json_new(JSON_OBJECT);
+    if (!o || json_object_set(o, "role", 4, json_new_string(role, strlen(role))) ||
+        json_object_set(o, "content", 7, json_new_string(content, n)))
+        die(1, CMD, "out of memory");
+    return o;
+}
+
+static void set_system(chat *c, const char *text) {
+    json_value *msgs = c->messages;
+    if (msgs->len && !strcmp(json_get(msgs->items[0], "role")->str, "system")) {
+        json_free(msgs->items[0]);
+        msgs->items[0] = message("system", text, strlen(text));
+        return;
+    }
+    if (json_array_push(msgs, message("system", text, strlen(text)))) die(1, CMD, "out of memory");
+    for (size_t i = msgs->len - 1; i > 0; i--) { /* to the front */
+        json_value *t = msgs->items[i];
+        msgs->items[i] = msgs->items[i - 1];
+        msgs->items[i - 1] = t;
+    }
+}
+
+/* Render the conversation and tokenize it as HF does (special tokens as text, no BOS added). */
+static int32_t *render_prompt(chat *c, int *n) {
+    json_value *req = json_new(JSON_OBJECT);
+    if (!req || json_object_set(req, "add_generation_prompt", 21, json_new_bool(1))) die(1, CMD, "out of memory");
+    if (c->no_think) {
+        json_value *kw = json_new(JSON_OBJECT);
+        if (!kw || json_object_set(kw, "enable_thinking", 15, json_new_bool(0)) ||
+            json_object_set(req, "chat_template_kwargs", 20, kw))
+            die(1, CMD, "out of memory");
+    }
+    strbuf body = {0};
+    /* messages is shared, not copied: write it under the request by hand */
+    sb_puts(&body, "{\"messages\": ");
+    json_write(&body, c->messages, NULL);
+    strbuf rest = {0};
+    json_write(&rest, req, NULL);
+    json_free(req);
+    sb_puts(&body, ", ");
+    sb_put(&body, rest.p + 1, rest.n - 1);
+    sb_free(&rest);
+    if (body.failed) die(1, CMD, "out of memory");
+    moe_err err = {{0}};
+    size_t len;
+    int raised;
+    char *prompt = moe_chat_render(c->m, body.p, body.n, &c->copts, &len, &raised, &err);
+    sb_free(&body);
+    if (!prompt) {
+        fprintf(stderr, "moe chat: %s\n", err.msg);
+        return NULL;
+    }
+    int32_t *ids = tokenize_or_die(CMD, c->m, prompt, len, MOE_TOK_SPECIAL, n);
+    free(prompt);
+    return ids;
+}
+
+static void cache_push(chat *c, int32_t id) {
+    if (c->n_cache == c->cap_cache) {
+        c->cap_cache = c->cap_cache ? 2 * c->cap_cache : 1024;
+        c->cache = realloc(c->cache, sizeof *c->cache * (size_t)c->cap_cache);
+        if (!c->cache) die(1, CMD, "out of memory");
+    }
+    c->cache[c->n_cache++] = id;
+}
+
+static int is_end(const chat *c, int32_t id) {
+    for (int i = 0; i < c->n_end; i++)
+        if (c->end_ids[i] == id) return 1;
+    return 0;
+}
+
+/* One turn: the user's text in, the reply streamed to stdout and kept in the history. */
+static void turn(chat *c, const char *text) {
+    if (json_array_push(c->messages, message("user", text, strlen(text)))) die(1, CMD, "out of memory");
+    int n;
+    int32_t *ids = render_prompt(c, &n);
+    if (!ids) { /* the template refused: forget the message */
+        json_free(c->messages->items[--c->messages->len]);
+        return;
+    }
+    if (n == 0 || n >= moe_ctx_n_ctx(c->ctx)) {
+        fprintf(stderr, "moe chat: the conversation is %d tokens; the context holds %d (/reset, or raise -c)\n", n,
+                moe_ctx_n_ctx(c->ctx));
+        json_free(c->messages->items[--c->messages->len]);
+        free(ids);
+        return;
+    }
+    /* keep the cached prefix this prompt shares; at least one token is evaluated for its logits */
+    int keep = 0;
+    while (keep < c->n_cache && keep < n && c->cache[keep] == ids[keep]) keep++;
+    if (keep == n) keep--;
+    moe_err err = {{0}};
+    if (moe_ctx_truncate(c->ctx, keep, &err)) die(1, CMD, "%s", err.msg);
+    c->n_cache = keep;
+    double t0 = now_seconds();
+    if (moe_eval(c->ctx, ids + keep, n - keep, NULL, &err)) die(1, CMD, "%s", err.msg);
+    for (int i = keep; i < n; i++) cache_push(c, ids[i]);
+    double t_prompt = now_seconds() - t0;
+
+    strbuf reply = {0};
+    moe_detok dt;
+    moe_detok_init(&dt, c->m);
+    dt.prev = ids[n - 1];
+    char piece[1024];
+    int n_gen = 0, full = 0;
+    g_interrupted = 0;
+    double t1 = now_seconds();
+    while (n_gen < c->n_predict && !g_interrupted) {
+        int32_t next = moe_sample(c->smp, moe_ctx_logits(c->ctx), c->cache, c->n_cache);
+        if (is_end(c, next)) break;
+        size_t k = moe_detok_push(&dt, next, piece, sizeof piece);
+        fwrite(piece, 1, k, stdout);
+        fflush(stdout);
+        sb_put(&reply, piece, k);
+        n_gen++;
+        if (moe_ctx_pos(c->ctx) >= moe_ctx_n_ctx(c->ctx)) {
+            full = 1;
+            break;
+        }
+        if (moe_eval(c->ctx, &next, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
+        cache_push(c, next);
+    }
+    size_t k = moe_detok_flush(&dt, piece, sizeof piece);
+    fwrite(piece, 1, k, stdout);
+    sb_put(&reply, piece, k);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (reply.failed) die(1, CMD, "out of memory");
+    if (json_array_push(c->messages, message("assistant", reply.p ? reply.p : "", reply.n))) die(1, CMD, "out of memory");
+    sb_free(&reply);
+    double t_gen = now_seconds() - t1;
+    fprintf(stderr, "[prompt %d tokens: %d evaluated in %.2f s, %d reused from the cache; %d generated, %.1f tok/s%s]\n",
+            n, n - keep, t_prompt, keep, n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9),
+            g_interrupted ? "; stopped" : full ? "; the context is full: /reset to go on" : "");
+    free(ids);
+}
+
+static void save(chat *c, const char *path) {
+    strbuf b = {0};
+    json_write_opts o = {.indent = " "};
+    json_write(&b, c->messages, &o);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b.p, 1, b.n, f) != b.n || fclose(f)) fprintf(stderr, "moe chat: cannot write %s\n", path);
+    else fprintf(stderr, "[saved %zu messages to %s]\n", c->messages->len, path);
+    sb_free(&b);
+}
+
+static void load(chat *c, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "moe chat: cannot open %s: %s\n", path, strerror(errno));
+        return;
+    }
+    strbuf b = {0};
+    char buf[65536];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) sb_put(&b, buf, got);
+    fclose(f);
+    moe_err err = {{0}};
+    json_value *v = b.failed ? NULL : json_parse(b.p ? b.p : "", b.n, &err);
+    sb_free(&b);
+    int ok = v && v->type == JSON_ARRAY;
+    for (size_t i = 0; ok && i < v->len; i++) {
+        json_value *role = json_get(v->items[i], "role");
+        ok = role && role->type == JSON_STRING;
+    }
+    if (!ok) {
+        fprintf(stderr, "moe chat: %s: %s\n", path, v ? "expected a JSON array of messages with a role" : err.msg);
+        json_free(v);
+        return;
+    }
+    json_free(c->messages);
+    c->messages = v;
+    fprintf(stderr, "[loaded %zu messages]\n", v->len);
+}
+
+/* A line of input without its newline; NULL at end of input. Ctrl-C while
+ * reading gives an empty line. */
+static char *read_line(strbuf *b, int tty) {
+    b->n = 0;
+    if (tty) {
+        fputs("> ", stdout);
+        fflush(stdout);
+    }
+    for (;;) {
+        int ch = getchar();
+        if (ch == EOF) {
+            if (ferror(stdin) && errno == EINTR && g_interrupted) {
+                clearerr(stdin);
+                g_interrupted = 0;
+                fputc('\n', stdout);
+                b->n = 0;
+                sb_putc(b, 0);
+                return b->p;
+            }
+            if (b->n == 0) return NULL;
+            break;
+        }
+        if (ch == '\n') break;
+        sb_putc(b, (char)ch);
+    }
+    sb_putc(b, 0);
+    return b->failed ? NULL : b->p;
+}
+
+int cmd_chat(int argc, char **argv) {
+    args a = {CMD, argc, 0, argv};
+    const char *model = NULL, *tmpl = NULL, *system = NULL, *date = NULL, *flag;
+    chat c = {.n_predict = 1024};
+    moe_ctx_params cp = moe_ctx_default_params();
+    moe_sampler_params sp = moe_sampler_default_params();
+    while (args_next(&a, &flag)) {
+        if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
+        else if (!strcmp(flag, "-m") || !strcmp(flag, "--model")) model = args_value(&a, flag);
+        else if (!strcmp(flag, "--template")) tmpl = args_value(&a, flag);
+        else if (!strcmp(flag, "--system")) system = args_value(&a, flag);
+        else if (!strcmp(flag, "--no-think")) c.no_think = 1;
+        else if (!strcmp(flag, "--date")) date = args_value(&a, flag);
+        else if (!strcmp(flag, "-n") || !strcmp(flag, "--n-predict")) c.n_predict = args_int(&a, flag, 1, 1 << 30);
+        else if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx-size")) cp.n_ctx = args_int(&a, flag, 1, 1 << 24);
+        else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
+        else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
+        else if (!strcmp(flag, "--temp")) sp.temperature = args_float(&a, flag, 0, 100);
+        else if (!strcmp(flag, "--top-k")) sp.top_k = args_int(&a, flag, 0, 1 << 30);
+        else if (!strcmp(flag, "--top-p")) sp.top_p = args_float(&a, flag, 1e-6, 1);
+        else if (!strcmp(flag, "--min-p")) sp.min_p = args_float(&a, flag, 0, 1);
+        else if (!strcmp(flag, "--repeat-penalty")) sp.repeat_penalty = args_float(&a, flag, 1e-3, 100);
+        else if (!strcmp(flag, "-s") || !strcmp(flag, "--seed")) sp.seed = args_u64(&a, flag);
+        else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe chat -h)", flag);
+    }
+    if (date && sscanf(date, "%4d-%2d-%2d", &c.copts.year, &c.copts.month, &c.copts.day) != 3)
+        die(EXIT_USAGE, CMD, "--date \"%s\": expected YYYY-MM-DD", date);
+    size_t tlen = 0;
+    char *tsrc = tmpl ? read_file_or_die(CMD, tmpl, &tlen) : NULL;
+    c.copts.template_text = tsrc;
+    c.copts.template_len = tlen;
+    c.m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    if (!tsrc && !moe_chat_template(c.m, NULL))
+        die(1, CMD, "the model has no chat template (give one with --template FILE.jinja)");
+    moe_model_info info;
+    moe_model_get_info(c.m, &info);
+    moe_err err = {{0}};
+    c.ctx = moe_ctx_new(c.m, &cp, &err);
+    if (!c.ctx) die(1, CMD, "%s", err.msg);
+    c.smp = moe_sampler_new(&sp, info.vocab_size, &err);
+    if (!c.smp) die(EXIT_USAGE, CMD, "%s", err.msg);
+    c.n_end = moe_chat_end_tokens(c.m, NULL, 0);
+    c.end_ids = malloc(sizeof *c.end_ids * (size_t)(c.n_end + 1));
+    c.messages = json_new(JSON_ARRAY);
+    if (!c.end_ids || !c.messages) die(1, CMD, "out of memory");
+    moe_chat_end_tokens(c.m, c.end_ids, c.n_end);
+    if (system) set_system(&c, system);
+    c.tty = isatty(STDIN_FILENO);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint; /* no SA_RESTART: Ctrl-C interrupts a read */
+    sigaction(SIGINT, &sa, NULL);
+
+    strbuf line = {0};
+    char *text;
+    while ((text = read_line(&line, c.tty)) != NULL) {
+        if (!strcmp(text, "/exit") || !strcmp(text, "/quit")) break;
+        if (!strcmp(text, "/reset")) {
+            json_value *sys = c.messages->len && !strcmp(json_get(c.messages->items[0], "role")->str, "system")
+                                  ? c.messages->items[0] : NULL;
+            if (sys) c.messages->items[0] = NULL;
+            json_free(c.messages);
+            c.messages = json_new(JSON_ARRAY);
+            if (!c.messages || (sys && json_array_push(c.messages, sys))) die(1, CMD, "out of memory");
+            moe_ctx_reset(c.ctx);
+            c.n_cache = 0;
+            fprintf(stderr, "[conversation reset]\n");
+        } else if (!strncmp(text, "/system ", 8)) {
+            set_system(&c, text + 8);
+            fprintf(stderr, "[system prompt set]\n");
+        } else if (!strncmp(text, "/save ", 6)) {
+            save(&c, text + 6);
+        } else if (!strncmp(text, "/load ", 6)) {
+            load(&c, text + 6);
+        } else if (text[0] == '/' && text[1] != '/') {
+            fprintf(stderr, "commands: /reset, /system TEXT, /save FILE, /load FILE, /exit (// starts a message with /)\n");
+        } else if (text[0]) {
+            turn(&c, text[0] == '/' ? text + 1 : text);
+        }
+    }
+    sb_free(&line);
+    json_free(c.messages);
+    free(c.cache);
+    free(c.end_ids);
+    free(tsrc);
+    moe_sampler_free(c.smp);
+    moe_ctx_free(c.ctx);
+    moe_model_free(c.m);
+    return 0;
+}

@@ -1,0 +1,130 @@
+"""moe chat through a real pseudo-terminal over three turns on the default model (converted at build
+time), and moe run --chat. Checks that every turn's prompt is the full rendering of the conversation
+(moe template), that turns 2 and 3 evaluate only the tokens after what the cache already holds, and
+that each reply is exactly what a from-scratch greedy evaluation of that full prompt produces."""
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+import unittest
+
+import moetest
+from moetest import moe, workdir
+
+MODEL = os.path.join(os.path.dirname(moetest.BIN), "models", "default.moe")
+# ChatML with the BOS text first: the stories model has no template of its own
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+STATS = re.compile(r"\[prompt (\d+) tokens: (\d+) evaluated in [0-9.]+ s, (\d+) reused from the cache; (\d+) generated")
+N_PREDICT = "12"
+
+
+def read_until(fd, pattern, timeout=300):
+    buf = b""
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 1)
+        if not r:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+        if re.search(pattern, buf):
+            return buf
+    raise AssertionError("timed out waiting for %r; got %r" % (pattern, buf[-500:]))
+
+
+@unittest.skipUnless(os.path.exists(MODEL), "the default model is not built")
+class Chat(unittest.TestCase):
+    def setUp(self):
+        self.work = workdir("chat")
+        self.tmpl = os.path.join(self.work, "chatml.jinja")
+        with open(self.tmpl, "w") as f:
+            f.write(TEMPLATE)
+
+    def from_scratch(self, messages):
+        """The full prompt of a conversation, its token ids, and the greedy reply to it."""
+        req = os.path.join(self.work, "req.json")
+        with open(req, "w", encoding="utf-8") as f:
+            json.dump({"messages": messages}, f, ensure_ascii=False)
+        prompt = moe("template", "-m", MODEL, "--template", self.tmpl, req).stdout
+        path = os.path.join(self.work, "prompt.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(prompt)
+        ids = moe("tokenize", "-m", MODEL, "-f", path).stdout.split()
+        out = moe("run", "-m", MODEL, "-f", path, "--no-bos", "--temp", "0", "-n", N_PREDICT, "-t", "1").stdout
+        self.assertTrue(out.startswith(prompt))
+        return prompt, ids, out[len(prompt):-1]
+
+    def test_three_turns_in_a_terminal(self):
+        saved = os.path.join(self.work, "conv.json")
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(moetest.BIN, [moetest.BIN, "chat", "-m", MODEL, "--template", self.tmpl, "--temp", "0",
+                                   "-n", N_PREDICT, "-t", "1", "--system", "Tell a story."])
+        stats = []
+        try:
+            read_until(fd, rb"> ")
+            for text in ("Once upon a time", "The dog ran", "Then what?"):
+                os.write(fd, text.encode() + b"\n")
+                out = read_until(fd, rb"generated[^\]]*\]\r?\n> ")
+                m = STATS.search(out.decode("utf-8", "replace"))
+                self.assertIsNotNone(m, out)
+                stats.append(tuple(int(x) for x in m.groups()))
+            os.write(fd, ("/save %s\n" % saved).encode())
+            read_until(fd, rb"saved 7 messages[^\n]*\n> ")
+            os.write(fd, b"\x04")  # Ctrl-D ends the session
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.WEXITSTATUS(status), 0)
+        finally:
+            os.close(fd)
+        with open(saved, encoding="utf-8") as f:
+            conv = json.load(f)
+        self.assertEqual([m["role"] for m in conv], ["system", "user", "assistant"] * 1 + ["user", "assistant"] * 2)
+        prev_ids = None
+        for turn, (n, evaluated, reused, generated) in enumerate(stats):
+            upto = 2 + 2 * turn  # system + the user message of this turn
+            prompt, ids, reply = self.from_scratch(conv[:upto])
+            self.assertEqual(n, len(ids), "turn %d: the prompt is the full rendering" % (turn + 1))
+            self.assertEqual(evaluated + reused, n)
+            if turn == 0:
+                self.assertEqual(reused, 0)
+            else:  # only the new tokens: at least the previous prompt stays cached
+                common = 0
+                while common < min(len(ids), len(prev_ids)) and ids[common] == prev_ids[common]:
+                    common += 1
+                self.assertGreater(common, 0)
+                self.assertGreaterEqual(reused, common, "turn %d" % (turn + 1))
+            self.assertEqual(conv[upto]["content"], reply, "turn %d: the reply of a from-scratch evaluation" % (turn + 1))
+            prev_ids = ids
+
+    def test_without_a_terminal(self):
+        q = subprocess.run([moetest.BIN, "chat", "-m", MODEL, "--template", self.tmpl, "--temp", "0", "-n", "5",
+                            "-t", "1"], input=b"Hello\n/reset\nHello\n", stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=600)
+        self.assertEqual(q.returncode, 0, q.stderr)
+        lines = q.stdout.decode().split("\n")
+        self.assertEqual(len(lines), 3)  # two replies, one line each
+        self.assertEqual(lines[0], lines[1])  # after /reset the same message gets the same reply
+        self.assertIn("conversation reset", q.stderr.decode())
+
+    def test_run_chat(self):
+        _, _, reply = self.from_scratch([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}])
+        out = moe("run", "-m", MODEL, "--chat", "--system", "S", "-p", "Hi", "--template", self.tmpl, "--temp", "0",
+                  "-n", N_PREDICT, "-t", "1").stdout
+        self.assertEqual(out, reply + "\n")
+        p = moe("chat", "-m", MODEL, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--template", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
