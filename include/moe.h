@@ -102,7 +102,9 @@ void moe_ctx_free(moe_ctx *c);
 void moe_ctx_reset(moe_ctx *c);
 /* Keep only positions 0..pos-1 of the cache (pos <= moe_ctx_pos): the next
  * moe_eval continues at pos, as if the later tokens had never been fed.
- * A chat turn keeps the prefix its prompt shares with the cache this way. */
+ * A chat turn keeps the prefix its prompt shares with the cache this way.
+ * Fails (cache unchanged) when a sliding-window layer's ring has already
+ * overwritten what position pos would attend to; then reset and re-evaluate. */
 int moe_ctx_truncate(moe_ctx *c, int pos, moe_err *err);
 /* Number of positions already in the KV cache. */
 int moe_ctx_pos(const moe_ctx *c);

@@ -147,7 +147,10 @@ static void turn(chat *c, const char *text) {
     while (keep < c->n_cache && keep < n && c->cache[keep] == ids[keep]) keep++;
     if (keep == n) keep--;
     moe_err err = {{0}};
-    if (moe_ctx_truncate(c->ctx, keep, &err)) die(1, CMD, "%s", err.msg);
+    if (moe_ctx_truncate(c->ctx, keep, &err)) { /* a sliding-window ring moved on: start over */
+        moe_ctx_reset(c->ctx);
+        keep = 0;
+    }
     c->n_cache = keep;
     double t0 = now_seconds();
     if (moe_eval(c->ctx, ids + keep, n - keep, NULL, &err)) die(1, CMD, "%s", err.msg);
