@@ -220,6 +220,14 @@ static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void 
     }
 }
 
+/* The 8-lane int32 sum of v. */
+static inline int hsum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_hadd_epi32(s, s);
+    s = _mm_hadd_epi32(s, s);
+    return _mm_cvtsi128_si32(s);
+}
+
 /* Q4_K x Q8_K: nibbles are unsigned (0..15), so maddubs takes them as they
  * are; each sub-block's int16 pair sums are scaled by its 6-bit scale in the
  * madd; the mins meet the activation block sums. */
@@ -254,10 +262,7 @@ void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a
                 for (int t = 0; t < m; t++) {
                     int summ = 0;
                     for (int j = 0; j < 8; j++) summ += mn[j] * (x[t][b].bsums[2 * j] + x[t][b].bsums[2 * j + 1]);
-                    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sumi[t]), _mm256_extracti128_si256(sumi[t], 1));
-                    s4 = _mm_hadd_epi32(s4, s4);
-                    s4 = _mm_hadd_epi32(s4, s4);
-                    sum[t] += x[t][b].d * (d * (float)_mm_cvtsi128_si32(s4) - dmin * (float)summ);
+                    sum[t] += x[t][b].d * (d * (float)hsum8_epi32(sumi[t]) - dmin * (float)summ);
                 }
             }
             for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
@@ -269,14 +274,6 @@ void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a
  * exact int32 sums per token (codes as unsigned or sign-tricked bytes,
  * maddubs into int16 pairs, madd by the integer sub-block scales), then one
  * float multiply by the two super-block scales. */
-
-/* The 8-lane int32 sum of v. */
-static inline int hsum8_epi32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_hadd_epi32(s, s);
-    s = _mm_hadd_epi32(s, s);
-    return _mm_cvtsi128_si32(s);
-}
 
 /* Q5_K x Q8_K: Q4_K's nibbles plus the 5th bit of sub-block j (qh bit j of
  * each byte, moved to bit 4): codes 0..31, still unsigned for maddubs. */

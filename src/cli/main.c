@@ -20,7 +20,7 @@ static const command COMMANDS[] = {
     {"info", cmd_info, "architecture, sizes and parameters of a model file"},
     {"bench", cmd_bench, "prefill and decode tokens/s, achieved vs measured bandwidth"},
     {"dequant", cmd_dequant, "write one tensor's values as float32 (GGUF or .moe)"},
-    {"quantize", cmd_quantize, "requantize weights to Q8_0, Q4_0 or Q4_K (ggml blocks)"},
+    {"quantize", cmd_quantize, "requantize weights to a ggml block type (q8_0, q4_0, q4_k, ...)"},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
 
