@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """convert.py - turn a published checkpoint into one flat .moe file (docs/FORMAT.md).
 
-    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16 [--calib TEXT]]
+    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--experts keep|bf16] [--type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16 [--calib TEXT]]
                              [--quiet]
 
 SRC is one of
@@ -193,8 +193,9 @@ class Plan:
     """The output tensors, each with its expected shape and how to produce its bytes.
     Every HF tensor that is taken is remembered, so leftovers can be refused."""
 
-    def __init__(self, tensors, widen):
+    def __init__(self, tensors, widen, experts_bf16=False):
         self.hf, self.widen = tensors, widen
+        self.experts_bf16 = experts_bf16  # gpt-oss: MXFP4 experts dequantized to BF16 (--experts bf16)
         self.used = set()
         self.out = []  # (name, dtype, shape, source)
 
@@ -952,10 +953,52 @@ def mxfp4_rows_bf16(blocks, scales, E, R, C, rows):
     return source
 
 
+# nibble selectors for the repack: low nibble, high nibble, each in the low or the high half of a byte
+_LO, _HI = bytes(b & 15 for b in range(256)), bytes(b >> 4 for b in range(256))
+_LO_UP, _HI_UP = bytes((b & 15) << 4 for b in range(256)), bytes(b & 0xF0 for b in range(256))
+
+
+def _or_bytes(a, b):
+    return (int.from_bytes(a, "little") | int.from_bytes(b, "little")).to_bytes(len(a), "little")
+
+
+def mxfp4_to_ggml(qs, sc):
+    """HF MXFP4 (16 code bytes per 32 values, element 2k in byte k's low nibble and 2k + 1 in its
+    high nibble; scales apart) -> ggml block_mxfp4 (17 bytes: the E8M0 byte unchanged, then element
+    j in byte j's low nibble and j + 16 in its high nibble). Only nibbles move: exact. Byte k of
+    ggml's block pairs element k (HF byte k/2) with element k + 16 (HF byte 8 + k/2)."""
+    n = len(sc)
+    if len(qs) != 16 * n:
+        raise ConvertError("MXFP4: %d code bytes for %d scales" % (len(qs), n))
+    if n and max(sc) > 252:
+        top = max(sc)
+        raise ConvertError("MXFP4 scale byte %d: %s" % (top, "NaN" if top == 255 else "values beyond float's range"))
+    lo, hi, lo_up, hi_up = (qs.translate(t) for t in (_LO, _HI, _LO_UP, _HI_UP))
+    out = bytearray(17 * n)
+    out[0::17] = sc
+    for k in range(8):  # element 2k (and 2k + 16), then 2k + 1 (and 2k + 17)
+        out[1 + 2 * k::17] = _or_bytes(lo[k::16], lo_up[8 + k::16])
+        out[2 + 2 * k::17] = _or_bytes(hi[k::16], hi_up[8 + k::16])
+    return bytes(out)
+
+
+def mxfp4_rows_ggml(blocks, scales, E, R, C, rows):
+    """block_mxfp4 bytes of rows `rows` (indices into R) of every expert, as mxfp4_rows_bf16."""
+    nb = C // 32
+    rb = 17 * nb  # bytes of one output row
+
+    def source():
+        for e in range(E):
+            expert = mxfp4_to_ggml(blocks.read(e * R * nb * 16, R * nb * 16), scales.read(e * R * nb, R * nb))
+            yield b"".join(expert[r * rb:(r + 1) * rb] for r in rows)
+    return source
+
+
 def plan_gpt_oss_moe(plan, E, F, D, m, b):
     """Router (weight + logit bias), and the experts: gate_up_proj's rows interleave gate (even)
-    and up (odd), as does gate_up_proj_bias; both are split here. MXFP4 is dequantized to BF16
-    (exactly); biases widen to F32."""
+    and up (odd), as does gate_up_proj_bias; both are split here. The experts stay MXFP4 (repacked
+    into ggml's block order, exactly the published values; --experts bf16 dequantizes them to BF16
+    instead, also exactly); biases widen to F32."""
     if D % 32 or F % 32:
         raise ConvertError("gpt-oss: hidden_size %d and intermediate_size %d must be multiples of 32 (MXFP4)" % (D, F))
     plan.copy(b + "ffn_router", m + "router.weight", [E, D])
@@ -968,7 +1011,11 @@ def plan_gpt_oss_moe(plan, E, F, D, m, b):
     for t in (gu_b, gu_s, dn_b, dn_s):
         if t.dtype != moefile.U8:
             raise ConvertError("%s: dtype must be U8 (MXFP4)" % t.name)
+
     def experts(name, blocks, scales, R, C, rows):
+        if not plan.experts_bf16:
+            plan.out.append((name, moefile.MXFP4, [E, len(rows), C], mxfp4_rows_ggml(blocks, scales, E, R, C, rows)))
+            return
         source = mxfp4_rows_bf16(blocks, scales, E, R, C, rows)
         if plan.widen:  # --dtype f32
             plan.out.append((name, moefile.F32, [E, len(rows), C], lambda: (bf16_to_f32(c) for c in source())))
@@ -990,7 +1037,7 @@ def plan_gpt_oss_moe(plan, E, F, D, m, b):
     plan.out.append((b + "ffn_down_exps_bias", moefile.F32, [E, D], lambda: [to_f32(dn_bias.dtype, dn_bias.read())]))
 
 
-def convert_hf(src, widen, tokenizer_required):
+def convert_hf(src, widen, tokenizer_required, experts_bf16=False):
     cfg_path = os.path.join(src, "config.json")
     cfg = Config(read_json(cfg_path), cfg_path)
     if not isinstance(cfg.d, dict):
@@ -1011,7 +1058,7 @@ def convert_hf(src, widen, tokenizer_required):
     kv = family_kv(cfg, arch)
     kv["general.name"] = os.path.basename(os.path.abspath(src))
     kv["general.source"] = "%s (%s)" % (os.path.basename(os.path.abspath(src)), archs[0])
-    plan = Plan(load_weights(src), widen)
+    plan = Plan(load_weights(src), widen, experts_bf16)
     plan_hf(cfg, kv, plan)
     L = kv["model.n_layers"]
     n_mtp = cfg.int("num_nextn_predict_layers", 0)
@@ -1198,7 +1245,7 @@ def convert(args):
     progress = not args.quiet
     if os.path.isdir(src):
         if os.path.exists(os.path.join(src, "config.json")):
-            kv, tensors, tok = convert_hf(src, widen, not args.no_tokenizer)
+            kv, tensors, tok = convert_hf(src, widen, not args.no_tokenizer, args.experts == "bf16")
         else:
             found = find_llama2c(src)
             if found:
@@ -1237,6 +1284,8 @@ def main(argv):
     ap.add_argument("src", help="HF model folder, llama2.c folder, or a tokenizer (folder, tokenizer.json, .gguf, .bin)")
     ap.add_argument("-o", "--out", required=True, help="output .moe file")
     ap.add_argument("--dtype", choices=("keep", "f32"), default="keep", help="keep weights as stored (default) or widen to f32")
+    ap.add_argument("--experts", choices=("keep", "bf16"), default="keep",
+                    help="gpt-oss: keep the MXFP4 experts as published (default) or dequantize them to BF16 (exact)")
     ap.add_argument("--type", choices=("q8_0", "q4_0", "q4_k", "q8_0_r16", "q4_0_r16"), help="quantize the result with `moe quantize`")
     ap.add_argument("--moe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "moe"),
                     help="the moe binary used by --type (default: build/moe)")

@@ -8,6 +8,8 @@
  *   - the token embedding stays as it is unless --embd says otherwise;
  *   - the output matrix gets Q8_0 under 4-bit types (--output overrides);
  *   - MLA's absorbed per-head matrices (attn_k_b, attn_v_b) stay float;
+ *   - MXFP4 matrices (gpt-oss's experts, published in it) stay as they are:
+ *     requantizing would only add a second rounding to the published values;
  *   - q8_0_r16 / q4_0_r16 (16 rows interleaved, for the SIMD kernels)
  *     apply to matrices of whole 16-row groups; the token embedding and
  *     other matrices get plain Q8_0 / Q4_0, the output matrix under
@@ -35,7 +37,8 @@ static const char *CMD = "quantize";
 static void help(void) {
     printf("usage: moe quantize IN.moe OUT.moe --type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16 [flags]\n\n"
            "Writes OUT with the weight matrices in TYPE (ggml-compatible blocks). Routers,\n"
-           "norms and (by default) the token embedding keep their precision.\n\n"
+           "norms, MXFP4 matrices (gpt-oss's experts) and (by default) the token embedding\n"
+           "keep their precision.\n\n"
            "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32); q8_0_r16, q4_0_r16: the\n"
            "                     same values with 16 rows interleaved, for faster kernels\n"
            "      --embd T       type of the token embedding (default: keep)\n"
@@ -70,6 +73,7 @@ static moe_dtype target_type(const moe_tensor *t, moe_dtype want, int embd_set, 
     if (t->n_dims == 1 || (!have->is_float && !have->is_quant)) return t->dtype;
     if (ends_with(t, "ffn_router") || ends_with(t, "ffn_shexp_gate") || ends_with(t, "_bias")) return t->dtype;
     if (ends_with(t, "attn_k_b") || ends_with(t, "attn_v_b")) return t->dtype;
+    if (t->dtype == DT_MXFP4) return t->dtype;
     if (t->name_len == 8 && !memcmp(t->name, "tok_embd", 8)) want = embd_set ? embd : t->dtype;
     if (t->name_len == 6 && !memcmp(t->name, "output", 6)) want = output;
     uint64_t cols = t->dims[t->n_dims - 1], rows = 1;

@@ -300,6 +300,31 @@ class Equivalences(unittest.TestCase):
             for name in ("blk.0.attn_q", "blk.0.ffn_gate_exps", "blk.0.ffn_down_exps"):
                 self.assertNotEqual(files[0].read_tensor(name), files[1].read_tensor(name), "%s %s" % (qtype, name))
 
+    def test_gpt_oss_mxfp4_kept_exactly(self):
+        """gpt-oss's experts stay MXFP4, repacked into ggml's block_mxfp4; decoded here from that layout
+        (element j low nibble / j + 16 high nibble of byte j after the E8M0 byte, E2M1 times
+        2^(e - 127)) they equal, value for value, the --experts bf16 conversion (which decodes HF's
+        layout through a bf16 table). The repack moves nibbles only, so any slip shows up."""
+        src = os.path.join(moetest.SHARED, "golden", "gpt_oss")
+        d = moetest.workdir("convert")
+        native = moetest.moefile.MoeFile(moetest.convert(src, os.path.join(d, "gpt_oss_mxfp4.moe")))
+        bf16 = moetest.moefile.MoeFile(moetest.convert(src, os.path.join(d, "gpt_oss_bf16.moe"), "--experts", "bf16"))
+        e2m1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+        for name in ("blk.0.ffn_gate_exps", "blk.1.ffn_up_exps", "blk.3.ffn_down_exps"):
+            self.assertEqual(native.tensors[name][0], moetest.moefile.MXFP4, name)
+            self.assertEqual(bf16.tensors[name][0], moetest.moefile.BF16, name)
+            self.assertEqual(native.tensors[name][1], bf16.tensors[name][1], name)
+            raw = native.read_tensor(name)
+            got = []
+            for o in range(0, len(raw), 17):
+                scale = 2.0 ** (raw[o] - 127)
+                qs = raw[o + 1:o + 17]
+                got += [e2m1[q & 15] * scale for q in qs] + [e2m1[q >> 4] * scale for q in qs]
+            b = bf16.read_tensor(name)
+            want = [struct.unpack("<f", b"\0\0" + b[i:i + 2])[0] for i in range(0, len(b), 2)]
+            self.assertEqual(len(got), len(want), name)
+            self.assertTrue(got == want, "%s: %d values differ" % (name, sum(x != y for x, y in zip(got, want))))
+
     def test_tokenizer_only(self):
         out = os.path.join(moetest.workdir("convert"), "tok_only.moe")
         code, err = run_convert(TOKENIZER, out)

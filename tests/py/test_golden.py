@@ -146,15 +146,19 @@ class GoldenTest(unittest.TestCase):
         for bad, at_least in ((full, 1.0), (trunc, MAX_TOL)):
             self.assertGreater(compare_case("gpt_oss", bad)["max"], at_least, bad)
 
-    def test_gpt_oss_quantize_keeps_biases(self):
-        """moe quantize leaves gpt-oss's 2-D expert biases in F32 (the binder requires it) and the
-        result runs."""
+    def test_gpt_oss_quantize_keeps_biases_and_mxfp4(self):
+        """moe quantize leaves gpt-oss's 2-D expert biases in F32 (the binder requires it) and its
+        MXFP4 experts byte for byte as published, quantizes the attention, and the result runs."""
         work = moetest.workdir("golden")
         q = os.path.join(work, "gpt_oss-q8_0.moe")
         moetest.moe("quantize", self.models["gpt_oss"], q, "--type", "q8_0", "--quiet")
         f = moetest.moefile.MoeFile(q)
         self.assertEqual(f.tensors["blk.0.ffn_gate_exps_bias"][0], moetest.moefile.F32)
-        self.assertEqual(f.tensors["blk.0.ffn_gate_exps"][0], moetest.moefile.Q8_0)
+        src = moetest.moefile.MoeFile(self.models["gpt_oss"])
+        for name in ("blk.0.ffn_gate_exps", "blk.3.ffn_down_exps"):
+            self.assertEqual(f.tensors[name][0], moetest.moefile.MXFP4, name)
+            self.assertEqual(f.read_tensor(name), src.read_tensor(name), name)
+        self.assertEqual(f.tensors["blk.0.attn_q"][0], moetest.moefile.Q8_0)
         self.assertEqual(len(moetest.logits(q, moetest.golden("gpt_oss")["tokens"])), 24)
 
     def test_comparison_detects_a_routing_mistake(self):
