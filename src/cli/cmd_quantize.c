@@ -45,7 +45,7 @@ static void help(void) {
            "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
            "                     (q8_0_r16 for q4_0_r16), else T)\n"
            "      --calib TEXT   round Q8_0/Q4_0/Q4_K matrices by GPTQ, against the inputs they see\n"
-           "                     when IN runs on this text (slower; see README)\n"
+           "                     when IN runs on this text (slower; docs/QUANTIZATION.md)\n"
            "      --calib-tokens N  tokens of TEXT to use (default 4096)\n"
            "  -t, --threads N    threads (default: all cores)\n"
            "  -q, --quiet        no progress line\n");
