@@ -14,6 +14,17 @@
  * Errors: every call that can fail takes a moe_err* (may be NULL) and fills it
  * with one line naming the problem; it returns NULL or a negative number. The
  * library never exits, asserts on file content, or prints.
+ *
+ * Threads: a moe_model is read-only once opened, so any number of threads may
+ * use one model at the same time (moe_tokenize, moe_token_bytes, moe_ctx_new,
+ * moe_model_get_info, ...) as long as none frees it meanwhile. A moe_ctx, a
+ * moe_sampler and a moe_detok are one sequence's state: each may be used by
+ * one thread at a time; different ones may run concurrently (two contexts of
+ * one model evaluating on two threads is tested under ThreadSanitizer). The
+ * kernel set is chosen once per process, race-free, on first use.
+ * moe_eval spreads its work over the context's n_threads with OpenMP
+ * num_threads clauses: it never changes the caller's OpenMP settings
+ * (omp_set_num_threads and the like are the program's own).
  */
 #ifndef MOE_H
 #define MOE_H
@@ -88,13 +99,16 @@ typedef struct moe_ctx moe_ctx;
 typedef struct moe_ctx_params {
     int n_ctx;        /* context length (KV cache positions); 0 = model.max_ctx capped at 4096 */
     int n_batch;      /* largest number of tokens evaluated at once; 0 = 512 */
-    int n_threads;    /* 0 = all cores (OpenMP builds); ignored without OpenMP */
+    int n_threads;    /* 0 = all cores (OpenMP builds), at most 1024; ignored without OpenMP */
     int n_active;     /* experts per token, k; 0 = the model's (moe.n_active). A routing
                          experiment: the trained k reproduces the model exactly */
     int kv_f16;       /* 1: keep the KV cache in f16 (half the memory; llama.cpp's default) */
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);
+/* Sizes the KV cache, scratch and RoPE tables first (overflow-checked) and
+ * refuses, with err set and nothing allocated, a context that would need more
+ * memory than the machine has. */
 moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err);
 void moe_ctx_free(moe_ctx *c);
 

@@ -4,17 +4,27 @@
 
 #include "quant.h"
 #include "threads.h"
+#include "util.h"
 
-/* Bytes of one quantized copy of the rows, or 0 when cols is no multiple
- * of the type's block (no weight of that width pairs with it). */
+#define QUANTIZE_PAR_MIN_ROWS 64 /* rows below which quantizing them stays on one thread */
+
+/* Bytes of one quantized copy of the rows, 64-byte aligned, or 0 when cols
+ * is no multiple of the type's block (no weight of that width pairs with
+ * it); SIZE_MAX when the size does not fit. */
 static size_t act_copy_bytes(act_type at, int n, int cols) {
+    uint64_t bytes;
     if (cols % act_info(at)->block) return 0;
-    return ((size_t)n * act_row_bytes(at, cols) + 63) & ~(size_t)63;
+    if (!mul_u64((uint64_t)n, act_row_bytes(at, cols), &bytes) || bytes > SIZE_MAX - 64) return SIZE_MAX;
+    return ((size_t)bytes + 63) & ~(size_t)63;
 }
 
 size_t act_scratch_bytes(int n, int cols) {
     size_t total = 128;
-    for (int at = ACT_F32 + 1; at < ACT_COUNT; at++) total += act_copy_bytes((act_type)at, n, cols);
+    for (int at = ACT_F32 + 1; at < ACT_COUNT; at++) {
+        size_t b = act_copy_bytes((act_type)at, n, cols);
+        if (b > SIZE_MAX - total) return SIZE_MAX;
+        total += b;
+    }
     return total;
 }
 
@@ -27,7 +37,7 @@ void act_init(act_rows *a, const float *x, int n, int cols, void *scratch) {
     }
 }
 
-const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride) {
+const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride, int n_threads) {
     act_type at = dtype_info(wtype)->act;
     size_t rb = act_row_bytes(at, a->cols);
     *stride = rb;
@@ -35,7 +45,7 @@ const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size
     if (!a->have[at]) {
         quantize_fn quantize = at == ACT_Q8A && ks->quantize_q8a ? ks->quantize_q8a : act_info(at)->quantize;
         char *q = a->q[at];
-#pragma omp parallel for schedule(static) if (a->n >= 64 && threads_max() > 1)
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (a->n >= QUANTIZE_PAR_MIN_ROWS && n_threads > 1)
         for (int t = 0; t < a->n; t++) quantize(a->x + (size_t)t * a->cols, q + (size_t)t * rb, a->cols);
         a->have[at] = 1;
     }

@@ -20,11 +20,11 @@ typedef struct {
 } act_rows;
 
 /* Bytes of scratch act_rows needs for n rows of cols (scratch may be NULL
- * when only float weights will read the rows). */
+ * when only float weights will read the rows); SIZE_MAX if that overflows. */
 size_t act_scratch_bytes(int n, int cols);
 void act_init(act_rows *a, const float *x, int n, int cols, void *scratch);
-/* Quantize for this weight dtype if not done yet (with the set's quantizer);
- * returns the rows' base and stride. */
-const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride);
+/* Quantize for this weight dtype if not done yet (with the set's quantizer,
+ * on up to n_threads threads); returns the rows' base and stride. */
+const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size_t *stride, int n_threads);
 
 #endif /* MOE_ACT_ROWS_H */

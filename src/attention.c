@@ -147,7 +147,7 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m, int pos0) {
     size_t es = kv_esize(c), ld = (size_t)c->n_ctx;
     const kernel_set *ks = kernels_get();
     moe_dtype cache_type = c->kv_f16 ? DT_F16 : DT_F32;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
     for (int tg = t0 * nkv; tg < (t0 + m) * nkv; tg++) {
         int t = tg / nkv, g = tg % nkv, p = pos0 + t, s0, n0, n1;
         float *scores = c->att_scores + (size_t)thread_id() * (size_t)group * ld;
@@ -177,15 +177,16 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
     /* q/k/v = x W^T (+ b)    HF q_proj, k_proj, v_proj; x quantized once for all three */
     act_rows ax;
     act_init(&ax, xn, n, cfg->dim, c->act_scratch);
-    mm_job qkv[3] = {{c->q, &L->q, &ax, NULL, n, NULL, NULL}, {c->k, &L->k, &ax, NULL, n, NULL, NULL},
-                     {c->v, &L->v, &ax, NULL, n, NULL, NULL}};
-    matmul_jobs(qkv, 3); /* one parallel region for the three */
+    mm_job qkv[3] = {{.y = c->q, .w = &L->q, .a = &ax, .m = n},
+                     {.y = c->k, .w = &L->k, .a = &ax, .m = n},
+                     {.y = c->v, .w = &L->v, .a = &ax, .m = n}};
+    matmul_jobs(qkv, 3, c->n_threads); /* one parallel region for the three */
     if (cfg->out_gate) split_query_gate(c->q, c->gate, n, nh, hd);
     add_bias(c->q, L->q_bias, n, qw);
     add_bias(c->k, L->k_bias, n, kvw);
     add_bias(c->v, L->v_bias, n, kvw);
 
-#pragma omp parallel for schedule(static) if (n >= 16 && threads_max() > 1) /* tokens are independent */
+#pragma omp parallel for schedule(static) num_threads(c->n_threads) if (n >= PAR_MIN_ROWS && c->n_threads > 1) /* tokens are independent */
     for (int t = 0; t < n; t++) {
         float *q = c->q + (size_t)t * qw, *k = c->k + (size_t)t * kvw, *v = c->v + (size_t)t * kvw;
         if (cfg->qk_norm == QK_NORM_FULL) { /* OLMoE: RMSNorm over the whole projection */
@@ -217,7 +218,7 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
     act_rows aa;
     act_init(&aa, c->att, n, qw, c->act_scratch);
     observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->att, n, qw);
-    matmul(out, &L->o, &aa); /* HF o_proj */
+    matmul(out, &L->o, &aa, c->n_threads); /* HF o_proj */
     add_bias(out, L->o_bias, n, cfg->dim);
 }
 
@@ -237,10 +238,10 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe], into
      * c->v as (n, kv_lora + rope) scratch; with it, in one parallel region,
      * q_a x (into c->k as (n, q_lora) scratch) or q_proj x */
-    mm_job in[2] = {{c->v, &L->kv_a, &ax, NULL, n, NULL, NULL},
-                    cfg->q_lora > 0 ? (mm_job){c->k, &L->q_a, &ax, NULL, n, NULL, NULL}
-                                    : (mm_job){c->q, &L->q, &ax, NULL, n, NULL, NULL}};
-    matmul_jobs(in, 2);
+    mm_job in[2] = {{.y = c->v, .w = &L->kv_a, .a = &ax, .m = n},
+                    cfg->q_lora > 0 ? (mm_job){.y = c->k, .w = &L->q_a, .a = &ax, .m = n}
+                                    : (mm_job){.y = c->q, .w = &L->q, .a = &ax, .m = n}};
+    matmul_jobs(in, 2, c->n_threads);
     if (cfg->q_lora > 0) {
         for (int t = 0; t < n; t++) {
             float *r = c->k + (size_t)t * cfg->q_lora;
@@ -248,7 +249,7 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         }
         act_rows aq;
         act_init(&aq, c->k, n, cfg->q_lora, c->act_scratch);
-        matmul(c->q, &L->q_b, &aq);
+        matmul(c->q, &L->q_b, &aq, c->n_threads);
     }
     const void *cache = kv_at(c, c->k_cache, layer, 0);
     for (int t = 0; t < n; t++) {
@@ -265,7 +266,7 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
      * product with a cached [latent | k_pe] equals HF's q . k; the softmax-
      * weighted sum of latents; then v_b[h] expands it to the head's value */
     const kernel_set *ks = kernels_get();
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
     for (int th = 0; th < n * nh; th++) {
         int t = th / nh, h = th % nh, p = pos0 + t;
         const float *qh = c->q + (size_t)t * qw + h * qk;
@@ -284,7 +285,7 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     act_rows aa;
     act_init(&aa, c->att, n, nh * vd, c->act_scratch);
     observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->att, n, nh * vd);
-    matmul(out, &L->o, &aa);
+    matmul(out, &L->o, &aa, c->n_threads);
 }
 
 void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {

@@ -24,6 +24,8 @@
 #include "ops.h"
 #include "threads.h"
 
+#define CONV_PAR_MIN (1u << 14) /* conv values below which the channels stay on one thread */
+
 /* This layer's conv state (K-1, channels) and delta-rule state (n_v, dk, dv):
  * the blocks are in layer order, one per Gated DeltaNet layer. */
 static float *conv_state(moe_ctx *c, int layer) {
@@ -43,8 +45,8 @@ static float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 /* Step 2: out[t][ch] = silu(sum_j w[ch][j] * in[t - (K-1) + j][ch]), where
  * positions before the batch come from the conv state; then the state keeps
  * the last K-1 inputs of (state, batch). Channels are independent. */
-static void conv_silu(const float *w, int K, float *state, const float *in, float *out, int n, int ch) {
-#pragma omp parallel for schedule(static) if ((size_t)n * (size_t)ch >= (1u << 14) && threads_max() > 1)
+static void conv_silu(const float *w, int K, float *state, const float *in, float *out, int n, int ch, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)n * (size_t)ch >= CONV_PAR_MIN && nt > 1)
     for (int i = 0; i < ch; i++) {
         float win[64]; /* the last K inputs of this channel, oldest first (K <= 64: config.c) */
         const float *wi = w + (size_t)i * K;
@@ -107,13 +109,14 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     /* 1. HF in_proj_qkv, in_proj_z, in_proj_b, in_proj_a; x quantized once for all four */
     act_rows ax;
     act_init(&ax, xn, n, cfg->dim, c->act_scratch);
-    mm_job in[4] = {{c->ssm_x, &L->ssm_qkv, &ax, NULL, n, NULL, NULL}, {c->ssm_z, &L->ssm_z, &ax, NULL, n, NULL, NULL},
-                    {c->ssm_b, &L->ssm_beta, &ax, NULL, n, NULL, NULL},
-                    {c->ssm_a, &L->ssm_alpha, &ax, NULL, n, NULL, NULL}};
-    matmul_jobs(in, 4);
+    mm_job in[4] = {{.y = c->ssm_x, .w = &L->ssm_qkv, .a = &ax, .m = n},
+                    {.y = c->ssm_z, .w = &L->ssm_z, .a = &ax, .m = n},
+                    {.y = c->ssm_b, .w = &L->ssm_beta, .a = &ax, .m = n},
+                    {.y = c->ssm_a, .w = &L->ssm_alpha, .a = &ax, .m = n}};
+    matmul_jobs(in, 4, c->n_threads);
 
     /* 2. causal conv1d + SiLU over q|k|v */
-    conv_silu(L->ssm_conv, cfg->ssm_conv_kernel, conv_state(c, layer), c->ssm_x, c->ssm_qkv, n, ch);
+    conv_silu(L->ssm_conv, cfg->ssm_conv_kernel, conv_state(c, layer), c->ssm_x, c->ssm_qkv, n, ch, c->n_threads);
 
     /* 3. L2-normalised q and k per key head (q also times dk^-1/2); beta and decay per value head */
     float qscale = 1.0f / sqrtf((float)dk);
@@ -133,7 +136,7 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     /* 4. the delta rule, value heads in parallel; value head h reads key head h / (nv/nk) */
     float *S0 = delta_state(c, layer);
     int per_k = nv / nk;
-#pragma omp parallel for schedule(dynamic, 1) if (threads_max() > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads) if (c->n_threads > 1)
     for (int h = 0; h < nv; h++) {
         const float *base = c->ssm_qkv;
         int kh = h / per_k;
@@ -155,5 +158,5 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     act_rows ao;
     act_init(&ao, c->ssm_o, n, vw, c->act_scratch);
     observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->ssm_o, n, vw);
-    matmul(out, &L->ssm_out, &ao); /* HF out_proj */
+    matmul(out, &L->ssm_out, &ao, c->n_threads); /* HF out_proj */
 }

@@ -25,6 +25,8 @@
 #include "router.h"
 #include "threads.h"
 
+#define SCATTER_PAR_MIN (1u << 16) /* result values below which adding them into the output stays on one thread */
+
 /* One SwiGLU run: an expert, the shared expert or a dense MLP over some
  * token rows of the block input; its result row r is added, times
  * weight[r] (NULL: 1), into out row rows[r]. */
@@ -52,7 +54,7 @@ static int group_cap(const ffn_piece *p) { return p->oai ? MM_MAX_JOBS / 2 : MM_
 /* The clamped activation of the group's stacked hidden rows, each with its piece's biases. */
 static void glu_oai_rows(moe_ctx *c, const ffn_group *g, int rows, int ff) {
     const moe_config *cfg = &c->model->cfg;
-#pragma omp parallel for schedule(static) if (rows >= 16 && threads_max() > 1)
+#pragma omp parallel for schedule(static) num_threads(c->n_threads) if (rows >= PAR_MIN_ROWS && c->n_threads > 1)
     for (int r = 0; r < rows; r++) {
         int i = 0, o = 0;
         while (r >= o + g->p[i].n) o += g->p[i++].n;
@@ -71,25 +73,26 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
         const ffn_piece *p = &g->p[i];
         float *h1 = c->ffn_h1 + (size_t)off * ff, *h2 = c->ffn_h2 + (size_t)off * ff;
         if (p->oai) { /* apart: the activation needs both projections biased first */
-            job[nj++] = (mm_job){h1, &p->gate, ax, p->rows, p->n, NULL, NULL};
-            job[nj++] = (mm_job){h2, &p->up, ax, p->rows, p->n, NULL, NULL};
+            job[nj++] = (mm_job){.y = h1, .w = &p->gate, .a = ax, .idx = p->rows, .m = p->n};
+            job[nj++] = (mm_job){.y = h2, .w = &p->up, .a = ax, .idx = p->rows, .m = p->n};
         } else {
-            job[nj++] = (mm_job){h1, &p->gate, ax, p->rows, p->n, &p->up, h2};
+            job[nj++] = (mm_job){.y = h1, .w = &p->gate, .a = ax, .idx = p->rows, .m = p->n, .up = &p->up, .y_up = h2};
         }
     }
-    matmul_jobs(job, nj);
+    matmul_jobs(job, nj, c->n_threads);
     if (g->p[0].oai) glu_oai_rows(c, g, off, ff);
     act_rows ah; /* the stacked hidden rows, quantized once for all downs */
     act_init(&ah, c->ffn_h1, off, ff, c->act_hidden);
     off = 0;
     for (int i = 0; i < g->n; off += g->p[i].n, i++) {
         observe_input(c, g->layer, MOE_INPUT_FFN_DOWN, g->p[i].expert, c->ffn_h1 + (size_t)off * ff, g->p[i].n, ff);
-        job[i] = (mm_job){c->ffn_y + (size_t)off * dim, &g->p[i].down, &ah, c->seq_idx + off, g->p[i].n, NULL, NULL};
+        job[i] = (mm_job){.y = c->ffn_y + (size_t)off * dim, .w = &g->p[i].down, .a = &ah, .idx = c->seq_idx + off,
+                          .m = g->p[i].n};
     }
-    matmul_jobs(job, g->n);
+    matmul_jobs(job, g->n, c->n_threads);
     /* rows of different pieces add into the same token: each thread takes
      * a slice of the columns of every row, so no two write the same value */
-#pragma omp parallel if ((size_t)off * (size_t)dim >= (1u << 16) && threads_max() > 1)
+#pragma omp parallel num_threads(c->n_threads) if ((size_t)off * (size_t)dim >= SCATTER_PAR_MIN && c->n_threads > 1)
     {
         int d0 = (int)((int64_t)dim * thread_id() / threads_in_team());
         int d1 = (int)((int64_t)dim * (thread_id() + 1) / threads_in_team());
@@ -129,17 +132,36 @@ static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
     const route_config *rc = &c->route; /* the model's, with the context's k */
     int E = rc->n_experts, k = rc->k;
     const unsigned char *off = c->expert_off ? c->expert_off + (size_t)layer * E : NULL;
-    matmul(c->router_logits, &L->router, ax); /* HF mlp.gate(x) */
+    matmul(c->router_logits, &L->router, ax, c->n_threads); /* HF mlp.gate(x) */
     if (L->router_logit_bias) /* gpt-oss: the router is a Linear with bias */
         for (int t = 0; t < n; t++) axpy(c->router_logits + (size_t)t * E, 1.0f, L->router_logit_bias, E);
     for (int t = 0; t < n; t++) {
-        route_io io = {c->router_logits + (size_t)t * E, L->router_bias, off, c->route_scores, c->route_choice,
-                       rc->n_groups > 1 ? c->route_groups : NULL, c->sel_ids + (size_t)t * k, c->sel_w + (size_t)t * k};
+        route_io io = {.logits = c->router_logits + (size_t)t * E,
+                       .bias = L->router_bias,
+                       .off = off,
+                       .scores = c->route_scores,
+                       .choice = c->route_choice,
+                       .group_kept = rc->n_groups > 1 ? c->route_groups : NULL,
+                       .ids = c->sel_ids + (size_t)t * k,
+                       .weights = c->sel_w + (size_t)t * k,
+                       .mask = c->route_mask,
+                       .group_scores = c->route_group_scores};
         route(rc, &io);
         if (c->on_route) {
             float shared = cfg->shared_ff <= 0 ? 0.0f : cfg->shared_gate ? sigmoidf(c->ffn_gate_logit[t]) : 1.0f;
-            route_event ev = {pos0 + t, layer, tokens ? tokens[t] : -1, k, E, rc->n_groups, io.ids, io.weights,
-                              io.logits, io.scores, io.choice, io.group_kept, shared};
+            route_event ev = {.pos = pos0 + t,
+                              .layer = layer,
+                              .token = tokens ? tokens[t] : -1,
+                              .k = k,
+                              .n_experts = E,
+                              .n_groups = rc->n_groups,
+                              .ids = io.ids,
+                              .weights = io.weights,
+                              .logits = io.logits,
+                              .scores = io.scores,
+                              .choice = io.choice,
+                              .group_kept = io.group_kept,
+                              .shared_weight = shared};
             c->on_route(c->on_route_user, &ev);
         }
     }
@@ -151,7 +173,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
     const layer_weights *L = &c->model->layers[layer];
     int E = c->route.n_experts, k = c->route.k;
     if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
-        matmul(c->ffn_gate_logit, &L->shexp_gate, ax);
+        matmul(c->ffn_gate_logit, &L->shexp_gate, ax, c->n_threads);
     route_batch(c, layer, ax, n, pos0, tokens);
 
     /* group (token, slot) pairs by expert: a counting sort keeps token order */

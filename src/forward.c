@@ -7,8 +7,10 @@
  * batches of up to n_batch; the KV cache makes later batches see earlier ones. */
 #include "forward.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -21,6 +23,7 @@
 #define DEFAULT_CTX 4096
 #define DEFAULT_BATCH 512
 #define FFN_SCRATCH_BYTES (16u << 20) /* bounds the gathered-rows buffers of the FFN */
+#define MAX_THREADS 1024               /* n_threads at most: per-thread scratch is sized by it */
 
 moe_ctx_params moe_ctx_default_params(void) {
     moe_ctx_params p = {.n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_active = 0, .kv_f16 = 0};
@@ -30,31 +33,41 @@ moe_ctx_params moe_ctx_default_params(void) {
 /* ------------------------------------------------------------ arena */
 
 typedef struct {
-    size_t offset;
-    char *base; /* NULL while measuring */
+    uint64_t offset;
+    char *base;   /* NULL while measuring */
+    int overflow; /* set when a size did not fit: the context is refused */
 } arena;
 
-/* Reserve count elements of size bytes, 64-byte aligned; returns NULL while measuring. */
-static void *take(arena *a, size_t count, size_t size) {
-    size_t at = (a->offset + 63) & ~(size_t)63;
-    a->offset = at + count * size;
+/* Reserve count elements of size bytes, 64-byte aligned; returns NULL while
+ * measuring. Every count is a product of a few configuration values the
+ * loader bounds (dims <= 2^24, heads <= 4096) and of n_ctx, n_batch and
+ * n_threads (ints, threads <= MAX_THREADS), so it fits in 64 bits; what can
+ * overflow, the bytes and their sum, is checked. */
+static void *take(arena *a, uint64_t count, size_t size) {
+    uint64_t at = (a->offset + 63) & ~(uint64_t)63, bytes;
+    if (a->offset > UINT64_MAX - 63 || !mul_u64(count, size, &bytes) || !add_u64(at, bytes, &a->offset) ||
+        a->offset > SIZE_MAX - 128) {
+        a->overflow = 1;
+        a->offset = 0;
+        return NULL;
+    }
     return a->base ? a->base + at : NULL;
 }
 
 /* Lay out every scratch buffer; called twice, first to measure. */
 static void layout(moe_ctx *c, arena *a) {
     const moe_config *cfg = &c->model->cfg;
-    size_t B = (size_t)c->n_batch, T = (size_t)c->n_threads, dim = (size_t)cfg->dim;
+    uint64_t B = (uint64_t)c->n_batch, T = (uint64_t)c->n_threads, dim = (uint64_t)cfg->dim;
     int mla = cfg->attn_type == ATTN_MLA;
-    size_t nh = (size_t)cfg->n_heads, kvw = (size_t)cfg->n_kv_heads * cfg->head_dim;
-    size_t lat = (size_t)cfg->kv_lora + cfg->mla_rope_dim;
-    size_t qw = nh * cfg->head_dim;
-    size_t kw = mla ? (size_t)cfg->q_lora : kvw, vw = mla ? lat : kvw;
-    size_t E = (size_t)c->route.n_experts, k = (size_t)c->route.k, G = (size_t)c->route.n_groups;
-    size_t ff = (size_t)cfg->ff_dim;
-    if ((size_t)cfg->moe_ff_dim > ff) ff = (size_t)cfg->moe_ff_dim;
-    if ((size_t)cfg->shared_ff > ff) ff = (size_t)cfg->shared_ff;
-    size_t C = (size_t)c->ffn_chunk;
+    uint64_t nh = (uint64_t)cfg->n_heads, kvw = (uint64_t)cfg->n_kv_heads * cfg->head_dim;
+    uint64_t lat = (uint64_t)cfg->kv_lora + cfg->mla_rope_dim;
+    uint64_t qw = nh * cfg->head_dim;
+    uint64_t kw = mla ? (uint64_t)cfg->q_lora : kvw, vw = mla ? lat : kvw;
+    uint64_t E = (uint64_t)c->route.n_experts, k = (uint64_t)c->route.k, G = (uint64_t)c->route.n_groups;
+    uint64_t ff = (uint64_t)cfg->ff_dim;
+    if ((uint64_t)cfg->moe_ff_dim > ff) ff = (uint64_t)cfg->moe_ff_dim;
+    if ((uint64_t)cfg->shared_ff > ff) ff = (uint64_t)cfg->shared_ff;
+    uint64_t C = (uint64_t)c->ffn_chunk;
 
     c->x = take(a, B * dim, sizeof(float));
     c->xn = take(a, B * dim, sizeof(float));
@@ -62,22 +75,22 @@ static void layout(moe_ctx *c, arena *a) {
     c->q = take(a, B * qw * (cfg->out_gate ? 2 : 1), sizeof(float)); /* out_gate: query and gate rows */
     c->k = take(a, B * (kw ? kw : 1), sizeof(float));
     c->v = take(a, B * vw, sizeof(float));
-    c->att = take(a, B * nh * (size_t)config_v_head_dim(cfg), sizeof(float));
+    c->att = take(a, B * nh * (uint64_t)config_v_head_dim(cfg), sizeof(float));
     /* one row of scores per query head of a GQA group (MLA: one) */
     int group = cfg->attn_type == ATTN_MLA ? 1 : cfg->n_heads / cfg->n_kv_heads;
-    c->att_scores = take(a, T * (size_t)group * (size_t)c->n_ctx, sizeof(float));
-    c->att_part = take(a, T * (size_t)group * (size_t)cfg->head_dim, sizeof(float));
-    c->mla_tmp = mla ? take(a, T * (lat + (size_t)cfg->kv_lora), sizeof(float)) : NULL;
+    c->att_scores = take(a, T * (uint64_t)group * (uint64_t)c->n_ctx, sizeof(float));
+    c->att_part = take(a, T * (uint64_t)group * (uint64_t)cfg->head_dim, sizeof(float));
+    c->mla_tmp = mla ? take(a, T * (lat + (uint64_t)cfg->kv_lora), sizeof(float)) : NULL;
     c->gate = cfg->out_gate ? take(a, B * qw, sizeof(float)) : NULL;
     if (cfg->n_ssm_layers) {
-        size_t ch = (size_t)ssm_channels(cfg), sv = (size_t)ssm_value_width(cfg), nv = (size_t)cfg->ssm_n_v_heads;
+        uint64_t ch = (uint64_t)ssm_channels(cfg), sv = (uint64_t)ssm_value_width(cfg), nv = (uint64_t)cfg->ssm_n_v_heads;
         c->ssm_x = take(a, B * ch, sizeof(float));
         c->ssm_qkv = take(a, B * ch, sizeof(float));
         c->ssm_z = take(a, B * sv, sizeof(float));
         c->ssm_b = take(a, B * nv, sizeof(float));
         c->ssm_a = take(a, B * nv, sizeof(float));
         c->ssm_o = take(a, B * sv, sizeof(float));
-        c->ssm_tmp = take(a, T * 2 * (size_t)cfg->ssm_v_dim, sizeof(float));
+        c->ssm_tmp = take(a, T * 2 * (uint64_t)cfg->ssm_v_dim, sizeof(float));
     }
     if (E) {
         c->router_logits = take(a, B * E, sizeof(float));
@@ -86,6 +99,8 @@ static void layout(moe_ctx *c, arena *a) {
         c->route_scores = take(a, E, sizeof(float));
         c->route_choice = take(a, E, sizeof(float));
         c->route_groups = take(a, G, 1);
+        c->route_mask = take(a, E + G, 1);
+        c->route_group_scores = take(a, G, sizeof(float));
         c->exp_count = take(a, E + 1, sizeof(int));
         c->exp_start = take(a, E + 1, sizeof(int));
         c->exp_rows = take(a, B * k, sizeof(int));
@@ -93,16 +108,16 @@ static void layout(moe_ctx *c, arena *a) {
         c->ffn_gate_logit = take(a, B, sizeof(float));
     }
     c->seq_idx = take(a, B, sizeof(int));
-    size_t widest = dim > qw ? dim : qw; /* block inputs: x, attention output, MLA q-LoRA, DeltaNet output */
-    if ((size_t)ssm_value_width(cfg) > widest) widest = (size_t)ssm_value_width(cfg);
-    if ((size_t)cfg->q_lora > widest) widest = (size_t)cfg->q_lora;
-    if (nh * (size_t)config_v_head_dim(cfg) > widest) widest = nh * (size_t)config_v_head_dim(cfg);
+    uint64_t widest = dim > qw ? dim : qw; /* block inputs: x, attention output, MLA q-LoRA, DeltaNet output */
+    if ((uint64_t)ssm_value_width(cfg) > widest) widest = (uint64_t)ssm_value_width(cfg);
+    if ((uint64_t)cfg->q_lora > widest) widest = (uint64_t)cfg->q_lora;
+    if (nh * (uint64_t)config_v_head_dim(cfg) > widest) widest = nh * (uint64_t)config_v_head_dim(cfg);
     c->act_scratch = take(a, act_scratch_bytes((int)B, (int)widest), 1);
     c->act_hidden = take(a, act_scratch_bytes((int)C, (int)ff), 1);
     c->ffn_h1 = take(a, C * ff, sizeof(float));
     c->ffn_h2 = take(a, C * ff, sizeof(float));
     c->ffn_y = take(a, C * dim, sizeof(float));
-    c->logits = take(a, (size_t)cfg->vocab_size, sizeof(float));
+    c->logits = take(a, (uint64_t)cfg->vocab_size, sizeof(float));
 }
 
 /* ------------------------------------------------------------ context */
@@ -124,25 +139,36 @@ static void *kv_alloc(size_t bytes) {
     return malloc(bytes);
 }
 
-/* Each layer's offset and slots; returns the values per cache (K or V). */
-static size_t kv_layout(moe_ctx *c) {
+/* Bytes of memory this machine has (0: unknown, no cap). */
+static uint64_t physical_memory(void) {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) return (uint64_t)pages * (uint64_t)page;
+#endif
+    return 0;
+}
+
+/* Each layer's offset and slots (a sliding-window ring has fewer than n_ctx,
+ * a Gated DeltaNet layer none); *values = the values per cache (K or V).
+ * Returns -1 when out of memory, 1 when the size overflows, else 0. */
+static int kv_layout(moe_ctx *c, uint64_t *values) {
     const moe_config *cfg = &c->model->cfg;
-    size_t width = cfg->attn_type == ATTN_MLA ? (size_t)(cfg->kv_lora + cfg->mla_rope_dim)
-                                              : (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
+    /* GQA keeps K and V (transposed) per kv head; MLA keeps [latent | rope key] */
+    uint64_t width = cfg->attn_type == ATTN_MLA ? (uint64_t)cfg->kv_lora + (uint64_t)cfg->mla_rope_dim
+                                                : (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim;
     c->layer_off = malloc(sizeof(size_t) * (size_t)cfg->n_layers);
     c->layer_slots = malloc(sizeof(int) * (size_t)cfg->n_layers);
-    if (!c->layer_off || !c->layer_slots) {
-        free(c->layer_off); /* moe_ctx_new reports it */
-        c->layer_off = NULL;
-        return 0;
-    }
-    size_t total = 0;
+    if (!c->layer_off || !c->layer_slots) return -1;
+    uint64_t total = 0, layer;
     for (int l = 0; l < cfg->n_layers; l++) {
-        c->layer_off[l] = total;
+        c->layer_off[l] = (size_t)total;
         c->layer_slots[l] = config_cache_slots(cfg, c->n_ctx, l);
-        total += (size_t)c->layer_slots[l] * width;
+        if (!mul_u64((uint64_t)c->layer_slots[l], width, &layer) || !add_u64(total, layer, &total) ||
+            total > SIZE_MAX / sizeof(float))
+            return 1;
     }
-    return total;
+    *values = total;
+    return 0;
 }
 
 moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) {
@@ -168,6 +194,10 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
         moe_fail(err, "context %d exceeds the model's maximum of %d positions", p->n_ctx, cfg->max_ctx);
         return NULL;
     }
+    if (p->n_threads > MAX_THREADS) {
+        moe_fail(err, "threads %d: at most %d", p->n_threads, MAX_THREADS);
+        return NULL;
+    }
     moe_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         moe_fail(err, "out of memory");
@@ -180,6 +210,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     c->n_batch = p->n_batch ? p->n_batch : DEFAULT_BATCH;
     if (c->n_batch > c->n_ctx) c->n_batch = c->n_ctx;
     c->n_threads = p->n_threads ? p->n_threads : cores_available();
+    if (c->n_threads > MAX_THREADS) c->n_threads = MAX_THREADS;
 
     int ff = cfg->ff_dim > cfg->moe_ff_dim ? cfg->ff_dim : cfg->moe_ff_dim;
     if (cfg->shared_ff > ff) ff = cfg->shared_ff;
@@ -187,9 +218,40 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     size_t chunk = FFN_SCRATCH_BYTES / per_row;
     c->ffn_chunk = chunk < 1 ? 1 : chunk > (size_t)c->n_batch ? c->n_batch : (int)chunk;
 
-    /* KV cache: GQA keeps K and V (transposed) per kv head; MLA keeps [latent | rope key] */
-    /* Gated DeltaNet layers have no KV cache (config_cache_slots) but a recurrent state */
-    c->state_bytes = sizeof(float) * ssm_state_floats(cfg) * (size_t)cfg->n_ssm_layers;
+    /* Every size first, checked, then the memory: a context too large for
+     * this machine (or for size_t) is refused before anything big is allocated.
+     * Gated DeltaNet layers have no KV cache (config_cache_slots) but a recurrent state. */
+    uint64_t esize = p->kv_f16 ? sizeof(uint16_t) : sizeof(float), cache_values = 0, one_cache = 0, caches = 0;
+    uint64_t state = 0, rope = 0, total = 0, phys = physical_memory();
+    int n_caches = cfg->attn_type == ATTN_MLA ? 1 : 2, kv = kv_layout(c, &cache_values);
+    arena a = {0};
+    layout(c, &a);
+    if (kv < 0) {
+        moe_fail(err, "out of memory");
+        moe_ctx_free(c);
+        return NULL;
+    }
+    if (kv || a.overflow || !mul_u64(cache_values, esize, &one_cache) || !mul_u64(one_cache, n_caches, &caches) ||
+        !mul_u64(ssm_state_floats(cfg), (uint64_t)cfg->n_ssm_layers * sizeof(float), &state) ||
+        !mul_u64((uint64_t)c->n_ctx * (uint64_t)(cfg->rope_dim / 2), 2 * sizeof(float), &rope) ||
+        !add_u64(caches, state, &total) || !add_u64(total, a.offset, &total) || !add_u64(total, rope, &total) ||
+        total > SIZE_MAX / 2) {
+        moe_fail(err, "context of %d positions: its KV cache and scratch sizes overflow", c->n_ctx);
+        moe_ctx_free(c);
+        return NULL;
+    }
+    if (phys && total > phys) {
+        char recurrent[64] = "";
+        if (state) snprintf(recurrent, sizeof recurrent, " + recurrent state %llu", (unsigned long long)(state >> 20));
+        moe_fail(err, "context of %d positions needs %llu MB (KV cache %llu%s + scratch %llu + RoPE tables %llu MB), "
+                      "more than this machine's %llu MB of memory",
+                 c->n_ctx, (unsigned long long)(total >> 20), (unsigned long long)(caches >> 20), recurrent,
+                 (unsigned long long)(a.offset >> 20), (unsigned long long)(rope >> 20),
+                 (unsigned long long)(phys >> 20));
+        moe_ctx_free(c);
+        return NULL;
+    }
+    c->state_bytes = (size_t)state;
     if (cfg->n_ssm_layers) {
         c->ssm_state = calloc(1, c->state_bytes);
         if (!c->ssm_state) {
@@ -198,18 +260,13 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
             return NULL;
         }
     }
-    size_t esize = p->kv_f16 ? sizeof(uint16_t) : sizeof(float);
     c->kv_f16 = p->kv_f16 != 0;
-    size_t cache_floats = kv_layout(c);
-    c->k_cache = kv_alloc(esize * cache_floats);
-    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : kv_alloc(esize * cache_floats);
-    c->cache_bytes = esize * cache_floats * (cfg->attn_type == ATTN_MLA ? 1 : 2);
-
-    arena a = {0, NULL};
-    layout(c, &a);
-    c->arena_bytes = a.offset;
-    c->arena = calloc(1, a.offset + 64);
-    if (!c->layer_off || !c->k_cache || (cfg->attn_type != ATTN_MLA && !c->v_cache) || !c->arena) {
+    c->k_cache = kv_alloc((size_t)one_cache);
+    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : kv_alloc((size_t)one_cache);
+    c->cache_bytes = (size_t)caches;
+    c->arena_bytes = (size_t)a.offset;
+    c->arena = calloc(1, (size_t)a.offset + 64);
+    if (!c->k_cache || (cfg->attn_type != ATTN_MLA && !c->v_cache) || !c->arena) {
         moe_fail(err, "out of memory: KV cache %zu MB + scratch %zu MB for a context of %d", c->cache_bytes >> 20,
                  c->arena_bytes >> 20, c->n_ctx);
         moe_ctx_free(c);
@@ -312,14 +369,14 @@ int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err) {
 
 /* ------------------------------------------------------------ forward */
 
-/* rows are independent: a prompt batch spreads them over the threads */
-static void norm_rows(float *out, const float *x, const float *w, int n, int dim, float eps) {
-#pragma omp parallel for schedule(static) if (n >= 16 && threads_max() > 1)
+/* rows are independent: a prompt batch spreads them over nt threads */
+static void norm_rows(float *out, const float *x, const float *w, int n, int dim, float eps, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (n >= PAR_MIN_ROWS && nt > 1)
     for (int t = 0; t < n; t++) rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, w, dim, eps);
 }
 
-static void add_rows(float *x, float s, const float *y, int n, int dim) {
-#pragma omp parallel for schedule(static) if (n >= 16 && threads_max() > 1)
+static void add_rows(float *x, float s, const float *y, int n, int dim, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (n >= PAR_MIN_ROWS && nt > 1)
     for (int t = 0; t < n; t++) axpy(x + (size_t)t * dim, s, y + (size_t)t * dim, dim);
 }
 
@@ -339,31 +396,31 @@ static void forward_batch(moe_ctx *c, const int32_t *tokens, int n, float *logit
 
     for (int l = 0; l < cfg->n_layers; l++) {
         const layer_weights *L = &m->layers[l];
-        norm_rows(c->xn, c->x, L->attn_norm, n, dim, cfg->norm_eps); /* input_layernorm */
+        norm_rows(c->xn, c->x, L->attn_norm, n, dim, cfg->norm_eps, c->n_threads); /* input_layernorm */
         if (cfg->ssm_layer[l]) /* HF linear_attn: Gated DeltaNet */
             deltanet_forward(c, l, c->xn, n, c->branch);
         else
             attention_forward(c, l, c->xn, n, c->pos, c->branch);
-        add_rows(c->x, cfg->residual_scale, c->branch, n, dim);
-        norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps); /* post_attention_layernorm */
+        add_rows(c->x, cfg->residual_scale, c->branch, n, dim, c->n_threads);
+        norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps, c->n_threads); /* post_attention_layernorm */
         ffn_forward(c, l, c->xn, n, c->pos, tokens, c->branch);
-        add_rows(c->x, cfg->residual_scale, c->branch, n, dim);
+        add_rows(c->x, cfg->residual_scale, c->branch, n, dim, c->n_threads);
     }
     c->pos += n;
 
     /* final norm and lm_head: every row when asked, else only the last */
     act_rows ah;
     if (logits) {
-        norm_rows(c->xn, c->x, m->output_norm, n, dim, cfg->norm_eps);
+        norm_rows(c->xn, c->x, m->output_norm, n, dim, cfg->norm_eps, c->n_threads);
         act_init(&ah, c->xn, n, dim, c->act_scratch);
-        matmul(logits, &m->output, &ah);
+        matmul(logits, &m->output, &ah, c->n_threads);
         scale_rows(logits, cfg->logit_scale, (size_t)n * V);
         memcpy(c->logits, logits + (size_t)(n - 1) * V, sizeof(float) * (size_t)V);
     } else {
         float *last = c->xn + (size_t)(n - 1) * dim;
         rmsnorm(last, c->x + (size_t)(n - 1) * dim, m->output_norm, dim, cfg->norm_eps);
         act_init(&ah, last, 1, dim, c->act_scratch);
-        matmul(c->logits, &m->output, &ah);
+        matmul(c->logits, &m->output, &ah, c->n_threads);
         scale_rows(c->logits, cfg->logit_scale, (size_t)V);
     }
 }
@@ -378,7 +435,6 @@ int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *e
         if (tokens[i] < 0 || tokens[i] >= cfg->vocab_size)
             return moe_fail(err, "token id %d at index %d is outside the vocabulary (0..%d)", tokens[i], i,
                             cfg->vocab_size - 1);
-    threads_set(c->n_threads);
     for (int b = 0; b < n; b += c->n_batch) {
         int nb = n - b < c->n_batch ? n - b : c->n_batch;
         forward_batch(c, tokens + b, nb, logits ? logits + (size_t)b * cfg->vocab_size : NULL);

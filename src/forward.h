@@ -62,6 +62,8 @@ struct moe_ctx {
     float *sel_w;               /* (B, k) */
     float *route_scores, *route_choice; /* (E) */
     unsigned char *route_groups;        /* (n_groups) */
+    unsigned char *route_mask;          /* (E + n_groups) route()'s scratch */
+    float *route_group_scores;          /* (n_groups) route()'s scratch */
     int *exp_count, *exp_start; /* (E+1) */
     int *exp_rows;              /* (B*k) token*k+slot, grouped by expert */
     float *ffn_h1, *ffn_h2;     /* (chunk, max ff) stacked hidden rows of an FFN group */

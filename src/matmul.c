@@ -9,6 +9,8 @@
 #include "threads.h"
 
 #define ROW_BLOCK 16 /* rows per work item: small enough to balance 2..64 threads; whole Q8_0_R16 groups */
+#define DECODE_MAX_TOKENS 8 /* a list whose jobs have at most this many tokens each is bound by memory */
+#define PAR_MIN_COST 8      /* total cost (item_cost units) below which a list runs on one thread */
 _Static_assert(ROW_BLOCK % R16 == 0, "a work item must not split an interleaved row group");
 
 static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void *act, size_t stride, const int *idx,
@@ -19,7 +21,7 @@ static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void 
 
 void matmul_serial(const kernel_set *ks, float *y, const wmat *w, act_rows *a, const int *idx, int m) {
     size_t stride;
-    const void *act = act_prepare(ks, a, w->dtype, &stride);
+    const void *act = act_prepare(ks, a, w->dtype, &stride, 1);
     run_tiles(ks, y, w, act, stride, idx, m, 0, w->rows);
 }
 
@@ -73,8 +75,8 @@ static int take_range(_Atomic uint64_t *r, int front, int *a, int *b) {
     return 1;
 }
 
-/* Up to MM_MAX_JOBS jobs in one parallel region. */
-static void run_jobs(const mm_job *jobs, int n) {
+/* Up to MM_MAX_JOBS jobs in one parallel region of up to nt threads. */
+static void run_jobs(const mm_job *jobs, int n, int nt) {
     stretch_word stretch[MM_MAX_THREADS];
     const kernel_set *ks = kernels_get();
     const void *act[MM_MAX_JOBS];
@@ -82,7 +84,7 @@ static void run_jobs(const mm_job *jobs, int n) {
     int blocks[MM_MAX_JOBS], first[MM_MAX_JOBS + 1] = {0}; /* job i's blocks are items first[i].. */
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
-        act[i] = act_prepare(ks, jobs[i].a, jobs[i].w->dtype, &stride[i]);
+        act[i] = act_prepare(ks, jobs[i].a, jobs[i].w->dtype, &stride[i], nt);
         blocks[i] = jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0;
         first[i + 1] = first[i] + blocks[i];
         total += blocks[i] * item_cost(&jobs[i]);
@@ -94,15 +96,15 @@ static void run_jobs(const mm_job *jobs, int n) {
      * by arithmetic: threads take row blocks as they come, which balances
      * what a cost estimate cannot. */
     int many = 0;
-    for (int i = 0; i < n; i++) many |= jobs[i].m > 8;
-    if (many && threads_max() > 1 && total > item_cost(&jobs[0])) {
+    for (int i = 0; i < n; i++) many |= jobs[i].m > DECODE_MAX_TOKENS;
+    if (many && nt > 1 && total > item_cost(&jobs[0])) {
         /* an item is up to 4 row blocks of one job, so a tile call's set-up
          * (the token-lane kernels interleave their tokens once per call) is
          * spread over 64 rows, while each thread still gets 8 items or more */
-        int run = first[n] / (8 * threads_max()), items[MM_MAX_JOBS + 1] = {0};
+        int run = first[n] / (8 * nt), items[MM_MAX_JOBS + 1] = {0};
         run = run < 1 ? 1 : run > 4 ? 4 : run;
         for (int i = 0; i < n; i++) items[i + 1] = items[i] + (blocks[i] + run - 1) / run;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int it = 0; it < items[n]; it++) {
             int i = 0;
             while (items[i + 1] <= it) i++;
@@ -111,7 +113,7 @@ static void run_jobs(const mm_job *jobs, int n) {
         }
         return;
     }
-#pragma omp parallel if (total > 8 && threads_max() > 1)
+#pragma omp parallel num_threads(nt) if (total > PAR_MIN_COST && nt > 1)
     {
         int team = threads_in_team(), me = thread_id();
         if (team > MM_MAX_THREADS) team = MM_MAX_THREADS; /* the rest stay idle */
@@ -146,13 +148,13 @@ static void run_jobs(const mm_job *jobs, int n) {
     }
 }
 
-void matmul_jobs(const mm_job *jobs, int n) {
-    for (int i = 0; i < n; i += MM_MAX_JOBS) run_jobs(jobs + i, n - i < MM_MAX_JOBS ? n - i : MM_MAX_JOBS);
+void matmul_jobs(const mm_job *jobs, int n, int n_threads) {
+    for (int i = 0; i < n; i += MM_MAX_JOBS) run_jobs(jobs + i, n - i < MM_MAX_JOBS ? n - i : MM_MAX_JOBS, n_threads);
 }
 
-void matmul(float *y, const wmat *w, act_rows *a) {
-    mm_job one = {y, w, a, NULL, a->n, NULL, NULL};
-    matmul_jobs(&one, 1);
+void matmul(float *y, const wmat *w, act_rows *a, int n_threads) {
+    mm_job one = {.y = y, .w = w, .a = a, .m = a->n};
+    matmul_jobs(&one, 1, n_threads);
 }
 
 void wmat_row_to_f32(const wmat *w, int r, float *out) {

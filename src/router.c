@@ -37,7 +37,7 @@ static float group_value(const float *c, int size, group_score how) {
 
 void route(const route_config *rc, route_io *io) {
     int E = rc->n_experts, k = rc->k;
-    unsigned char avail[E > rc->n_groups ? E : rc->n_groups];
+    unsigned char *avail = io->mask; /* (E), or (G) while groups are chosen */
 
     /* 1. scores from logits */
     for (int e = 0; e < E; e++) io->scores[e] = rc->score == SCORE_SIGMOID ? sigmoidf(io->logits[e]) : io->logits[e];
@@ -53,10 +53,10 @@ void route(const route_config *rc, route_io *io) {
     /* 3. group limit: keep the best groups, zero the rest (0, not -inf, as HF does) */
     if (rc->n_groups > 1) {
         int G = rc->n_groups, size = E / G;
-        float gval[G];
+        float *gval = io->group_scores;
         for (int g = 0; g < G; g++) gval[g] = group_value(io->choice + g * size, size, rc->group_score);
         memset(avail, 1, (size_t)G);
-        unsigned char kept[G];
+        unsigned char *kept = io->mask + E;
         memset(kept, 0, (size_t)G);
         for (int i = 0; i < rc->groups_active; i++) {
             int g = argmax_avail(gval, avail, G);

@@ -1,5 +1,6 @@
 /* router.h - expert selection for one token, for every supported family,
- * driven only by route_config (config.h). Pure: no state, no allocation. */
+ * driven only by route_config (config.h). Pure: no state, no allocation,
+ * no stack sized by the file (the caller lends the scratch). */
 #ifndef MOE_ROUTER_H
 #define MOE_ROUTER_H
 
@@ -16,6 +17,9 @@ typedef struct {
     unsigned char *group_kept; /* (n_groups) 1 = group kept; may be NULL */
     int *ids;                  /* (k) chosen experts, best first */
     float *weights;            /* (k) their weights */
+    /* scratch */
+    unsigned char *mask;       /* (n_experts + n_groups) */
+    float *group_scores;       /* (n_groups) */
 } route_io;
 
 void route(const route_config *rc, route_io *io);

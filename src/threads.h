@@ -18,4 +18,8 @@ static inline int cores_available(void) { return 1; }
 static inline void threads_set(int n) { (void)n; }
 #endif
 
+/* Row loops (norms, residual adds, per-token attention work) run on one
+ * thread below this many rows: decode's one row is not worth waking a team. */
+#define PAR_MIN_ROWS 16
+
 #endif /* MOE_THREADS_H */

@@ -14,12 +14,13 @@ set(MOE_TEST_ENV
     "MOE_WORK=${CMAKE_CURRENT_BINARY_DIR}/testwork"
     "PYTHONDONTWRITEBYTECODE=1")
 
+find_package(Threads REQUIRED) # test_threads runs contexts on two threads
 file(GLOB MOE_C_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/test_*.c)
 foreach(src ${MOE_C_TESTS})
   get_filename_component(name ${src} NAME_WE)
   add_executable(${name} ${src})
   target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit)
-  target_link_libraries(${name} PRIVATE moelib)
+  target_link_libraries(${name} PRIVATE moelib Threads::Threads)
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 600)
 endforeach()

@@ -131,8 +131,10 @@ int cmd_quantize(int argc, char **argv) {
 
     moe_writer *w = writer_new();
     if (!w) die(1, CMD, "out of memory");
-    for (int i = 0; i < f.n_kv; i++) writer_add_kv(w, &f.kv[i]);
+    for (int i = 0; i < f.n_kv; i++)
+        if (writer_add_kv(w, &f.kv[i])) die(1, CMD, "out of memory");
     moe_dtype *types = malloc(sizeof *types * (size_t)f.n_tensors);
+    if (!types) die(1, CMD, "out of memory");
     uint64_t in_bytes = 0, out_bytes = 0;
     for (int i = 0; i < f.n_tensors; i++) {
         const moe_tensor *t = &f.tensors[i];

@@ -11,12 +11,16 @@ typedef struct {
     float scores[MAXE], choice[MAXE], weights[16];
     int ids[16];
     unsigned char groups[64];
+    unsigned char mask[MAXE + 64];
+    float group_scores[64];
 } result;
 
 static void run_off(const route_config *rc, const float *logits, const float *bias, const unsigned char *off,
                     result *r) {
     memset(r, 0, sizeof *r);
-    route_io io = {logits, bias, off, r->scores, r->choice, r->groups, r->ids, r->weights};
+    route_io io = {.logits = logits, .bias = bias, .off = off, .scores = r->scores, .choice = r->choice,
+                   .group_kept = r->groups, .ids = r->ids, .weights = r->weights, .mask = r->mask,
+                   .group_scores = r->group_scores};
     route(rc, &io);
 }
 
