@@ -39,14 +39,20 @@ static const arch_spec ARCH_SPECS[] = {
     {"olmoe", "olmoe", "olmoe", "half", "full", 0, 0, 0},
     {"granitemoe", "granitemoe", "granitemoe", "pair", "none", 1, 0, 1},
     {"deepseek2", "deepseek_v2", "deepseek_v2", "pair", "none", 0, 1, 0},
+    /* gpt-oss: llama.cpp's softmax over the top-k logits is softmax then renormalise */
+    {"gpt-oss", "gpt_oss", "gpt_oss", "half", "none", 1, 0, 0},
 };
+
+/* gpt-oss's sinks, window, biases and activation (gpt_oss_keys, TN_GPT_OSS) */
+static int is_gpt_oss(const arch_spec *a) { return !strcmp(a->gguf, "gpt-oss"); }
 #define N_ARCH_SPECS ((int)(sizeof ARCH_SPECS / sizeof ARCH_SPECS[0]))
 
 /* {arch}.* keys that change nothing the engine computes */
 static const char *const IGNORED_ARCH_KEYS[] = {"rope.scaling.finetuned", "tensor_data_layout", NULL};
 
 /* GGUF tensor name (after "blk.N." for layer tensors) -> the view's name. */
-typedef enum { TN_PLAIN = 0, TN_KV_B, TN_K_B, TN_V_B, TN_SHEXP_GATE } tn_kind;
+/* TN_GPT_OSS: a plain tensor only gpt-oss has (refused under other architectures) */
+typedef enum { TN_PLAIN = 0, TN_KV_B, TN_K_B, TN_V_B, TN_SHEXP_GATE, TN_GPT_OSS } tn_kind;
 typedef struct {
     const char *gguf, *moe;
     tn_kind kind;
@@ -89,6 +95,15 @@ static const tensor_name LAYER_NAMES[] = {
     {"ffn_up_shexp.weight", "ffn_up_shexp", TN_PLAIN},
     {"ffn_down_shexp.weight", "ffn_down_shexp", TN_PLAIN},
     {"ffn_gate_inp_shexp.weight", "ffn_shexp_gate", TN_SHEXP_GATE},
+    /* gpt-oss (llama.cpp's LLM_ARCH_OPENAI_MOE names): the norm before the FFN is
+     * post_attention_norm; experts, router and output projection have biases */
+    {"post_attention_norm.weight", "ffn_norm", TN_GPT_OSS},
+    {"attn_sinks.weight", "attn_sinks", TN_GPT_OSS},
+    {"attn_output.bias", "attn_o_bias", TN_GPT_OSS},
+    {"ffn_gate_inp.bias", "ffn_router_logit_bias", TN_GPT_OSS},
+    {"ffn_gate_exps.bias", "ffn_gate_exps_bias", TN_GPT_OSS},
+    {"ffn_up_exps.bias", "ffn_up_exps_bias", TN_GPT_OSS},
+    {"ffn_down_exps.bias", "ffn_down_exps_bias", TN_GPT_OSS},
 };
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -362,8 +377,21 @@ static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s) {
     return view_tensor(v, kn, DT_F32, 3, kdims, k) && view_tensor(v, vn, DT_F32, 3, vdims, vv) ? 0 : -1;
 }
 
+/* A bias or sink vector that the engine binds as F32: in place when the file
+ * has F32, else widened once into owned memory (a converter may write them in
+ * the output type). */
+static int add_f32_tensor(gguf_view *v, const char *name, const gguf_tensor *t) {
+    moe_dtype d = DT_F32;
+    if (tensor_dtype(v, t, &d)) return -1;
+    if (d == DT_F32) return add_gguf_tensor(v, name, t);
+    const float *data = tensor_f32(v, t);
+    uint64_t dims[GGUF_MAX_DIMS];
+    for (int i = 0; i < t->n_dims; i++) dims[i] = t->ne[t->n_dims - 1 - i];
+    return data && view_tensor(v, name, DT_F32, t->n_dims, dims, data) ? 0 : -1;
+}
+
 /* Every GGUF tensor by the name table; MLA's kv_b/k_b/v_b by add_mla_kv_b. */
-static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla) {
+static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla, int gpt_oss) {
     const gguf_file *g = v->g;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor *t = &g->tensors[i];
@@ -389,6 +417,9 @@ static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla
                                 "is not supported");
             return moe_fail(v->err, "GGUF tensor %s is not understood by moe (refused rather than guessed)", name);
         }
+        if (map->kind == TN_GPT_OSS && !gpt_oss)
+            return moe_fail(v->err, "GGUF tensor %s is not understood by moe for this architecture (refused rather than "
+                            "guessed)", name);
         if (map->kind == TN_KV_B || map->kind == TN_K_B || map->kind == TN_V_B) {
             if (!mla) return moe_fail(v->err, "GGUF tensor %s belongs to MLA attention, not this architecture", name);
             continue; /* add_mla_kv_b, per layer */
@@ -405,7 +436,8 @@ static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla
             if (!view_tensor(v, out, d, 2, dims, t->data)) return -1;
             continue;
         }
-        if (add_gguf_tensor(v, out, t)) return -1;
+        if (map->kind == TN_GPT_OSS && strcmp(map->moe, "ffn_norm") ? add_f32_tensor(v, out, t) : add_gguf_tensor(v, out, t))
+            return -1;
     }
     if (mla)
         for (int l = 0; l < n_layers; l++)
@@ -525,6 +557,29 @@ static int moe_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int
            view_int(v, "moe.shared_gate", find_layer_tensor(g, first, "ffn_gate_inp_shexp.weight") != NULL);
 }
 
+/* gpt-oss as llama.cpp's graph runs it (LLM_ARCH_OPENAI_MOE): a sink logit
+ * per head, attention.sliding_window on the even layers (its SWA pattern 2,
+ * as the published layer_types), o/router/expert biases, and the clamped
+ * SwiGLU whose limit 7 and alpha 1.702 are constants of llama.cpp's graph
+ * (the file carries neither). YaRN bounds stay fractional: every published
+ * gpt-oss config says rope_scaling.truncate false, which GGUF does not carry
+ * (ggml's YaRN floors/ceils them; on the golden case that moves the logits by
+ * 0.0039, over the bound the HF-exact reference is held to). */
+static int gpt_oss_keys(gguf_view *v, keys *k, int n_layers) {
+    int window;
+    if (get_int(k, "attention.sliding_window", -1, &window)) return -1;
+    if (window < 1) return moe_fail(v->err, "GGUF metadata %s.attention.sliding_window must be positive", k->arch);
+    int64_t *sliding = calloc((size_t)n_layers, sizeof *sliding);
+    if (!sliding) return moe_fail(v->err, "out of memory");
+    for (int l = 0; l < n_layers; l++) sliding[l] = l % 2 == 0;
+    int rc = view_ints(v, "attn.window_layers", sliding, (uint32_t)n_layers);
+    free(sliding);
+    return rc || view_int(v, "attn.window", window) || view_int(v, "attn.sinks", 1) || view_int(v, "attn.o_bias", 1) ||
+           view_int(v, "rope.yarn_truncate", 0) || view_int(v, "moe.router_bias", 1) ||
+           view_int(v, "moe.expert_bias", 1) || view_str(v, "moe.act", "swiglu_oai", 10) ||
+           view_float(v, "moe.act_limit", 7.0) || view_float(v, "moe.act_alpha", 1.702);
+}
+
 static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
     const gguf_file *g = v->g;
     keys k = {v, gguf_arch};
@@ -599,7 +654,8 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
         view_float(v, "attn.scale", attn_scale) || view_int(v, "attn.qkv_bias", qkv_bias) ||
         view_str(v, "attn.qk_norm", a->qk_norm, strlen(a->qk_norm)) || (clamp > 0 && view_float(v, "attn.clip_qkv", clamp)))
         return -1;
-    return add_tensors(v, L, dim, a->mla ? &mla : NULL);
+    if (is_gpt_oss(a) && gpt_oss_keys(v, &k, L)) return -1;
+    return add_tensors(v, L, dim, a->mla ? &mla : NULL, is_gpt_oss(a));
 }
 
 /* Every {arch}.* key must have been read or be known to change nothing. */
@@ -639,7 +695,7 @@ static int translate(gguf_view *v) {
     for (int i = 0; i < N_ARCH_SPECS && !a; i++)
         if (strlen(ARCH_SPECS[i].gguf) == n && !memcmp(ARCH_SPECS[i].gguf, s, n)) a = &ARCH_SPECS[i];
     if (!a) return moe_fail(v->err, "GGUF architecture \"%s\" is not supported (moe reads llama, qwen2, qwen3, qwen2moe, "
-                            "qwen3moe, olmoe, granitemoe, deepseek2)", arch);
+                            "qwen3moe, olmoe, granitemoe, deepseek2, gpt-oss)", arch);
     return model_keys(v, a, arch) || check_unread(v, arch) ? -1 : 0;
 }
 

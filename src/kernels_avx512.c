@@ -7,14 +7,16 @@
  * reads the rows one after another (DECODE_TILE), 16 or more make the
  * tokens the lanes (TOKENS16), the rest use 4x4 register tiles (INT8_RXT);
  * the _r16 types have rows as lanes.
- * Q4_K uses the AVX2 tile (kernels_avx2.c), where madd folds each
- * sub-block's scale in for free. Results must match the scalar set
+ * MXFP4 looks its levels up with a float permute (tile_mxfp4). Q4_K uses
+ * the AVX2 tile (kernels_avx2.c), where madd folds each sub-block's scale
+ * in for free. Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #include <string.h>
 
 #include "kernels.h"
+#include "quant_mxfp4.h"
 #include "util.h"
 
 #define TOK 4
@@ -608,6 +610,60 @@ R16_TILE(tile_q8_0_r16, 0)
 R16_TILE(tile_q4_0_r16, 1)
 
 
+/* ------------------------------------------------------------ MXFP4 x float */
+
+/* MXFP4 (quant_mxfp4.h) against float activations, nothing rounded before
+ * the FMAs (quant_mxfp4.h says why). Per block, the 16 levels of the table
+ * are scaled by the block's power-of-two half scale (exact floats), and
+ * one permute per 16 weights looks them up by nibble: the zero-extended
+ * code bytes index it directly (permutexvar reads the low 4 bits), shifted
+ * right by 4 for the high nibbles (elements 16..31). Tokens go MX_TOK at a
+ * time, so a decoded block is reused by up to MX_TOK activation rows. */
+#define MX_TOK 8
+
+static inline __attribute__((always_inline)) void row_mxfp4(int T, int nb, const block_mxfp4 *wb, __m512 lut,
+                                                              const float *const *x, float *o) {
+    __m512 acc[MX_TOK];
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wb[b].qs));
+        __m512 lv = _mm512_mul_ps(lut, _mm512_set1_ps(mxfp4_half_scale(wb[b].e)));
+        __m512 w0 = _mm512_permutexvar_ps(q, lv), w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), lv);
+        for (int t = 0; t < T; t++) {
+            acc[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[t] + 32 * b), acc[t]);
+            acc[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[t] + 32 * b + 16), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) o[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                       int nt, float *y, size_t ldy) {
+    int nb = n / QK_MXFP4;
+    const __m512 lut = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)kvalues_mxfp4)));
+    for (int t0 = 0; t0 < nt; t0 += MX_TOK) {
+        int m = nt - t0 < MX_TOK ? nt - t0 : MX_TOK;
+        const float *x[MX_TOK];
+        for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_mxfp4 *wb = (const block_mxfp4 *)((const char *)w + (size_t)r * w_stride);
+            if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
+            float o[MX_TOK] = {0}; /* (gcc cannot see that the switch fills o[0..m)) */
+            switch (m) { /* a constant token count keeps the accumulators in registers */
+            case 8: row_mxfp4(8, nb, wb, lut, x, o); break;
+            case 7: row_mxfp4(7, nb, wb, lut, x, o); break;
+            case 6: row_mxfp4(6, nb, wb, lut, x, o); break;
+            case 5: row_mxfp4(5, nb, wb, lut, x, o); break;
+            case 4: row_mxfp4(4, nb, wb, lut, x, o); break;
+            case 3: row_mxfp4(3, nb, wb, lut, x, o); break;
+            case 2: row_mxfp4(2, nb, wb, lut, x, o); break;
+            default: row_mxfp4(1, nb, wb, lut, x, o); break;
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
+        }
+    }
+}
+
 /* ------------------------------------------------------------ f32 helpers */
 
 static float dot_f32(const float *a, const float *b, int n) {
@@ -684,7 +740,7 @@ static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
-             [DT_IQ4_XS] = avx2_tile_iq4_xs, [DT_MXFP4] = avx2_tile_mxfp4,
+             [DT_IQ4_XS] = avx2_tile_iq4_xs, [DT_MXFP4] = tile_mxfp4,
              [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,

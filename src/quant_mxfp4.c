@@ -3,19 +3,8 @@
 #include "quant_mxfp4.h"
 
 #include <math.h>
-#include <string.h>
 
 const int8_t kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
-float mxfp4_half_scale(uint8_t e) {
-    /* 2^(e - 128) as float bits: a normal exponent field e - 1 for e >= 2;
-     * e = 1 is 2^-127 and e = 0 is 2^-128, subnormals with mantissa bit
-     * 22 or 21 set */
-    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 void dequantize_row_mxfp4(const void *vx, float *y, int n) {
     const block_mxfp4 *x = vx;

@@ -18,6 +18,7 @@
 #define MOE_QUANT_MXFP4_H
 
 #include <stdint.h>
+#include <string.h>
 
 #define QK_MXFP4 32
 
@@ -32,8 +33,16 @@ _Static_assert(sizeof(block_mxfp4) == 17, "block_mxfp4 must match ggml");
 extern const int8_t kvalues_mxfp4[16];
 
 /* 2^(e - 128): half the E8M0 scale (ggml GGML_E8M0_TO_FP32_HALF), exact for
- * every e (e = 0 and 1 are float subnormals). */
-float mxfp4_half_scale(uint8_t e);
+ * every e (e = 0 and 1 are float subnormals). Inline: the SIMD tiles call it
+ * once per block. */
+static inline float mxfp4_half_scale(uint8_t e) {
+    /* as float bits: a normal exponent field e - 1 for e >= 2; e = 1 is
+     * 2^-127 and e = 0 is 2^-128, subnormals with mantissa bit 22 or 21 set */
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 void dequantize_row_mxfp4(const void *x, float *y, int n);
 /* Reference dot of an MXFP4 row with a float row. */

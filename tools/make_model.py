@@ -49,10 +49,18 @@ SHAPES = {
         experts=256, k=8, moe_ff=512, max_ctx=262144, theta=1e7, eps=1e-6, qk_norm="head", norm_topk=1,
         shared_ff=512, shared_gate=1, out_gate=1, rope_dim=64, ssm=dict(interval=4, conv=4, nk=16, nv=32, dk=128,
                                                                          dv=128)),
+    # openai/gpt-oss-20b: sinks, q/k/v/o biases, sliding window 128 on the even layers, YaRN (factor 32),
+    # router with bias, 32 experts top-4 with biases and clamped SwiGLU; experts published in MXFP4
+    "gpt-oss-20b": dict(
+        arch="gpt_oss", dim=2880, n_layers=24, n_heads=64, n_kv=8, head_dim=64, vocab=201088, ff=0,
+        experts=32, k=4, moe_ff=2880, max_ctx=131072, theta=150000.0, eps=1e-5, norm_topk=1, gpt_oss=1,
+        window=128, experts_type="mxfp4",
+        yarn=dict(factor=32.0, orig=4096, beta_fast=32.0, beta_slow=1.0, attn_factor=1.3465735902799727)),
 }
 
 DTYPES = {"bf16": moefile.BF16, "f16": moefile.F16, "f32": moefile.F32, "q8_0": moefile.Q8_0,
-          "q4_0": moefile.Q4_0, "q4_k": moefile.Q4_K, "q8_0_r16": moefile.Q8_0_R16, "q4_0_r16": moefile.Q4_0_R16}
+          "q4_0": moefile.Q4_0, "q4_k": moefile.Q4_K, "q8_0_r16": moefile.Q8_0_R16, "q4_0_r16": moefile.Q4_0_R16,
+          "mxfp4": moefile.MXFP4}
 R16_PLAIN = {i: t.plain for i, t in moefile.DTYPES.items() if t.row_group == 16}  # 16 rows interleaved -> plain
 
 CHUNK = 8 << 20
@@ -86,6 +94,8 @@ def _template(dtype, n, bb):
         for i in range(16):
             buf[2 * i::bb] = _SCALE_F16[:1] * (n // bb)
             buf[2 * i + 1::bb] = _SCALE_F16[1:] * (n // bb)
+    elif dtype == moefile.MXFP4:  # E8M0 exponents 118..121: |w| up to 6 * 2^-6
+        buf[0::bb] = bytes(buf[0::bb]).translate(_translate_table([118, 119, 120, 121]))
     elif dtype == moefile.Q4_K:
         for off in (0, 2):  # d and dmin
             buf[off::bb] = _SCALE_F16[:1] * (n // bb)
@@ -127,6 +137,8 @@ def build(shape, args):
     if args.layers:
         s["n_layers"] = args.layers
     wt = DTYPES[args.type]
+    # the routed experts: --experts, else the shape's published type (gpt-oss: MXFP4), else --type
+    xt = DTYPES[args.experts or s.get("experts_type", args.type)]
     keep = moefile.BF16  # routers, embeddings and MLA absorbed matrices stay in higher precision
     out_t = {moefile.Q4_0: moefile.Q8_0, moefile.Q4_K: moefile.Q8_0, moefile.Q4_0_R16: moefile.Q8_0_R16}.get(wt, wt)
     L, d, E = s["n_layers"], s["dim"], s["experts"]
@@ -183,6 +195,25 @@ def build(shape, args):
             kv("attn.qk_norm", s["qk_norm"])
         if s.get("qkv_bias"):
             kv("attn.qkv_bias", 1)
+    if s.get("gpt_oss"):
+        y = s["yarn"]
+        kv("rope.scaling", "yarn")
+        kv("rope.factor", y["factor"])
+        kv("rope.orig_ctx", y["orig"])
+        kv("rope.beta_fast", y["beta_fast"])
+        kv("rope.beta_slow", y["beta_slow"])
+        kv("rope.yarn_truncate", 0)
+        kv("rope.attn_factor", y["attn_factor"])
+        kv("attn.qkv_bias", 1)
+        kv("attn.o_bias", 1)
+        kv("attn.sinks", 1)
+        kv("attn.window", s["window"])
+        kv("attn.window_layers", [int(l % 2 == 0) for l in range(L)])
+        kv("moe.router_bias", 1)
+        kv("moe.expert_bias", 1)
+        kv("moe.act", "swiglu_oai")
+        kv("moe.act_limit", 7.0)
+        kv("moe.act_alpha", 1.702)
     kv("rope.theta", s["theta"])
     kv("rope.dim", rope_dim)
     kv("moe.n_experts", E)
@@ -246,7 +277,7 @@ def build(shape, args):
             mat(p + "attn_k", wt, [nkv * hd, d])
             mat(p + "attn_v", wt, [nkv * hd, d])
             mat(p + "attn_o", wt, [d, nh * hd])
-            if s.get("qkv_bias"):
+            if s.get("qkv_bias") or s.get("gpt_oss"):
                 ones(p + "attn_q_bias", nh * hd, 0.0)
                 ones(p + "attn_k_bias", nkv * hd, 0.0)
                 ones(p + "attn_v_bias", nkv * hd, 0.0)
@@ -256,19 +287,27 @@ def build(shape, args):
             elif s.get("qk_norm") == "full":
                 ones(p + "attn_q_norm", nh * hd)
                 ones(p + "attn_k_norm", nkv * hd)
+            if s.get("gpt_oss"):
+                ones(p + "attn_o_bias", d, 0.0)
+                ones(p + "attn_sinks", nh, 0.0)
         if l < first_dense:
             mat(p + "ffn_gate", wt, [s["ff"], d])
             mat(p + "ffn_up", wt, [s["ff"], d])
             mat(p + "ffn_down", wt, [d, s["ff"]])
             continue
         F = s["moe_ff"]
-        ft = wt if F % moefile.DTYPE_BLOCK[wt][0] == 0 else moefile.Q4_0 if wt == moefile.Q4_K else wt
+        ft = xt if F % moefile.DTYPE_BLOCK[xt][0] == 0 else moefile.Q4_0 if xt == moefile.Q4_K else xt
         mat(p + "ffn_router", keep, [E, d])
         if s.get("sigmoid"):
             ones(p + "ffn_router_bias", E, 0.0)
-        mat(p + "ffn_gate_exps", wt, [E, F, d])
-        mat(p + "ffn_up_exps", wt, [E, F, d])
+        mat(p + "ffn_gate_exps", xt, [E, F, d])
+        mat(p + "ffn_up_exps", xt, [E, F, d])
         mat(p + "ffn_down_exps", ft, [E, d, F])
+        if s.get("gpt_oss"):
+            ones(p + "ffn_router_logit_bias", E, 0.0)
+            w.add_tensor(p + "ffn_gate_exps_bias", moefile.F32, [E, F], f32_bytes([0.0] * (E * F)))
+            w.add_tensor(p + "ffn_up_exps_bias", moefile.F32, [E, F], f32_bytes([0.0] * (E * F)))
+            w.add_tensor(p + "ffn_down_exps_bias", moefile.F32, [E, d], f32_bytes([0.0] * (E * d)))
         if s.get("shared_ff"):
             S = s["shared_ff"]
             st = wt if S % moefile.DTYPE_BLOCK[wt][0] == 0 else moefile.Q4_0 if wt == moefile.Q4_K else wt
@@ -292,6 +331,8 @@ def main():
     ap.add_argument("--shape", required=True, choices=sorted(SHAPES))
     ap.add_argument("--layers", type=int, default=0, help="use this many layers instead of the published count")
     ap.add_argument("--type", default="q8_0", choices=sorted(DTYPES))
+    ap.add_argument("--experts", choices=sorted(DTYPES),
+                    help="type of the routed experts (default: the published one, MXFP4 for gpt-oss; else --type)")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()

@@ -6,7 +6,11 @@ the golden logits. Its Mixtral output equals the tensors of ../shared/gguf/mixtr
 llama.cpp's own converter), which checks this writer itself.
 
 DeepSeek's MLA is written in three forms to cover the readers: V2 with only the fused
-attn_kv_b (older converters), V3 with only llama.cpp's 3-D attn_k_b/attn_v_b."""
+attn_kv_b (older converters), V3 with only llama.cpp's 3-D attn_k_b/attn_v_b.
+
+gpt-oss is written as llama.cpp's GptOssModel writes it: arch "gpt-oss", the experts kept in
+MXFP4 (ggml type 39, HF's nibbles repacked, scales unchanged), gate/up split from HF's
+interleaved rows, biases, sinks, post_attention_norm, attention.sliding_window, the YaRN keys."""
 
 import json
 import os
@@ -23,7 +27,8 @@ import convert  # noqa: E402
 
 ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
         "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-        "olmoe": "olmoe"}
+        "olmoe": "olmoe", "gpt_oss": "gpt-oss"}
+GGML_MXFP4 = 39
 
 
 class Writer:
@@ -40,6 +45,9 @@ class Writer:
 
     def add(self, name, shape, data):
         self.g.tensors.append(ggufio.Tensor(name, list(reversed(shape)), 0, data))
+
+    def add_typed(self, name, shape, gtype, data):
+        self.g.tensors.append(ggufio.Tensor(name, list(reversed(shape)), gtype, data))
 
     def copy(self, gname, hname):
         self.add(gname, *self.f32(hname))
@@ -89,7 +97,7 @@ def write(src, out):
     pair = mt in ("mixtral", "granitemoe", "llama")  # llama.cpp permutes Q/K of the Llama-derived models
     if not ds:
         w.key("rope.dimension_count", U32, HD)
-    if mt in ("qwen3_moe", "qwen3"):
+    if mt in ("qwen3_moe", "qwen3", "gpt_oss"):
         w.key("attention.key_length", U32, HD)
         w.key("attention.value_length", U32, HD)
     E = c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0
@@ -100,6 +108,8 @@ def write(src, out):
         w.key("attention.clamp_kqv", F32, c["clip_qkv"])
     if mt in ("qwen2_moe", "qwen3_moe") or ds:
         w.key("expert_feed_forward_length", U32, c["moe_intermediate_size"])
+    if mt == "gpt_oss":
+        gpt_oss_keys(w, c)
     if mt == "qwen2_moe":
         w.key("expert_shared_feed_forward_length", U32, c["shared_expert_intermediate_size"])
     if mt == "granitemoe":
@@ -137,6 +147,9 @@ def write(src, out):
     for i in range(L):
         p, b = "model.layers.%d." % i, "blk.%d." % i
         w.copy(b + "attn_norm.weight", p + "input_layernorm.weight")
+        if mt == "gpt_oss":
+            gpt_oss_layer(w, p, b, E)
+            continue
         w.copy(b + "ffn_norm.weight", p + "post_attention_layernorm.weight")
         a = p + "self_attn."
         if ds:
@@ -215,9 +228,66 @@ def write(src, out):
     return g.write(out)
 
 
-def add_tokenizer(g, src):
-    """tokenizer.ggml.* from tokenizer.json: byte-level BPE (the golden checkpoints' kind)."""
-    tj = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+def gpt_oss_keys(w, c):
+    """GptOssModel.set_gguf_parameters: the base keys plus sliding_window and
+    expert_feed_forward_length; the rope_scaling dict gives the YaRN keys (truncate is not written)."""
+    w.key("expert_feed_forward_length", U32, c["intermediate_size"])
+    w.key("attention.sliding_window", U32, c["sliding_window"])
+    rs = c["rope_scaling"]
+    w.key("rope.scaling.type", STRING, b"yarn")
+    w.key("rope.scaling.factor", F32, rs["factor"])
+    w.key("rope.scaling.original_context_length", U32, rs["original_max_position_embeddings"])
+    w.key("rope.scaling.yarn_beta_fast", F32, rs["beta_fast"])
+    w.key("rope.scaling.yarn_beta_slow", F32, rs["beta_slow"])
+
+
+def hf_mxfp4_to_ggml(blocks, scales):
+    """One block at a time, as GptOssModel.transform_nibble_layout leaves it: HF's byte k holds
+    element 2k (low nibble) and 2k + 1 (high); ggml's block is the scale byte, then byte j holding
+    element j (low) and j + 16 (high)."""
+    out = bytearray()
+    for g, e in enumerate(scales):
+        blk = blocks[16 * g:16 * g + 16]
+        codes = []
+        for byte in blk:
+            codes += [byte & 15, byte >> 4]
+        out.append(e)
+        out += bytes(codes[j] | codes[j + 16] << 4 for j in range(16))
+    return bytes(out)
+
+
+def gpt_oss_layer(w, p, b, E):
+    """One layer (attn_norm already written) in llama.cpp's gpt-oss names."""
+    a, m = p + "self_attn.", p + "mlp."
+    w.copy(b + "post_attention_norm.weight", p + "post_attention_layernorm.weight")
+    for x in "qkv":
+        w.copy(b + "attn_%s.weight" % x, a + x + "_proj.weight")
+        w.copy(b + "attn_%s.bias" % x, a + x + "_proj.bias")
+    w.copy(b + "attn_output.weight", a + "o_proj.weight")
+    w.copy(b + "attn_output.bias", a + "o_proj.bias")
+    w.copy(b + "attn_sinks.weight", a + "sinks")
+    w.copy(b + "ffn_gate_inp.weight", m + "router.weight")
+    w.copy(b + "ffn_gate_inp.bias", m + "router.bias")
+    x = m + "experts."
+    for proj, names in (("gate_up_proj", ("ffn_gate_exps", "ffn_up_exps")), ("down_proj", ("ffn_down_exps",))):
+        blk, sc = w.w[x + proj + "_blocks"], w.w[x + proj + "_scales"]
+        _, R, nb, _ = blk.shape
+        bd, sd = blk.read(), sc.read()
+        rows = [hf_mxfp4_to_ggml(bd[r * nb * 16:(r + 1) * nb * 16], sd[r * nb:(r + 1) * nb]) for r in range(E * R)]
+        shape, bias = w.f32(x + proj + "_bias")
+        for k, name in enumerate(names):  # gate_up: gate rows even, up rows odd
+            step = len(names)
+            pick = [rows[e * R + r] for e in range(E) for r in range(k, R, step)]
+            w.add_typed(b + name + ".weight", [E, R // step, nb * 32], GGML_MXFP4, b"".join(pick))
+            vals = [bias[i * 4:i * 4 + 4] for i in range(E * R)]
+            w.add(b + name + ".bias", [E, R // step], b"".join(vals[e * R + r] for e in range(E) for r in range(k, R, step)))
+
+
+def add_tokenizer(g, src, pre=b"gpt-2"):
+    """tokenizer.ggml.* from tokenizer.json: byte-level BPE (the golden checkpoints' kind), with the
+    pre-tokenizer name llama.cpp's converter picks (gpt-4o for gpt-oss's o200k_harmony)."""
+    with open(os.path.join(src, "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
     vocab = tj["model"]["vocab"]
     n = max(list(vocab.values()) + [a["id"] for a in tj.get("added_tokens", [])]) + 1
     toks, types = [b"[PAD%d]" % i for i in range(n)], [5] * n
@@ -227,7 +297,7 @@ def add_tokenizer(g, src):
         toks[a["id"]], types[a["id"]] = a["content"].encode(), 3 if a.get("special") else 4
     merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"].get("merges", [])]
     g.set("tokenizer.ggml.model", STRING, b"gpt2")
-    g.set("tokenizer.ggml.pre", STRING, b"gpt-2")
+    g.set("tokenizer.ggml.pre", STRING, pre)
     g.set("tokenizer.ggml.tokens", ARRAY, (STRING, toks))
     g.set("tokenizer.ggml.token_type", ARRAY, (ggufio.I32, types))
     g.set("tokenizer.ggml.merges", ARRAY, (STRING, [m.encode() for m in merges]))

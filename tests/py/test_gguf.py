@@ -180,7 +180,7 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
     writes them (tests/py/hf_gguf.py; its Mixtral equals the shared llama.cpp file tensor for
     tensor) give the golden logits within test_golden's tolerances."""
 
-    FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "granitemoe", "deepseek_v2", "deepseek_v3")
+    FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "granitemoe", "deepseek_v2", "deepseek_v3", "gpt_oss")
 
     def test_writer_matches_llama_cpp(self):
         import hf_gguf
@@ -335,6 +335,42 @@ class GGUFTokenizerTest(unittest.TestCase):
                 compared += 1
         self.assertGreaterEqual(compared, 10)
 
+    def test_gpt_oss_o200k_and_harmony(self):
+        """gpt-oss's tokenizer as llama.cpp writes it (tokenizer.ggml.pre "gpt-4o", the published
+        o200k_harmony vocabulary, BOS/EOS ids, the harmony template as tokenizer.chat_template):
+        the 46 published cases give HF's ids, and the template renders the shared harmony cases."""
+        import hf_gguf
+        from test_chat_templates import DATE, TEMPLATES, request_for, write_request
+        helper = tokenizer_helper()
+        if not helper:
+            self.skipTest("test_tokenizer is not built")
+        src = os.path.join(moetest.SHARED, "tokenizer-cases-hf", "gpt_oss")
+        with open(os.path.join(src, "tokenizer.json"), encoding="utf-8") as f:
+            ids = {a["content"]: a["id"] for a in json.load(f)["added_tokens"]}
+        with open(os.path.join(TEMPLATES, "gpt-oss.jinja"), "rb") as f:
+            template = f.read()
+        g = ggufio.GGUF()
+        g.set("general.architecture", ggufio.STRING, b"gpt-oss")
+        hf_gguf.add_tokenizer(g, src, pre=b"gpt-4o")
+        g.set("tokenizer.ggml.bos_token_id", ggufio.U32, ids["<|startoftext|>"])
+        g.set("tokenizer.ggml.eos_token_id", ggufio.U32, ids["<|return|>"])
+        g.set("tokenizer.chat_template", ggufio.STRING, template)
+        path = g.write(os.path.join(moetest.workdir("gguf_tok"), "gpt_oss_vocab.gguf"))
+        self.assertIn('tok.pre                  "o200k"', moetest.moe("info", "-m", path, "--dump").stdout)
+        texts = read_cases(os.path.join(src, "cases.inp"))
+        with open(os.path.join(src, "cases.out")) as f:
+            want = f.read().split("\n")[:len(texts)]
+        self.assertEqual(len(texts), 46)
+        got = self.encode(helper, path, texts)
+        self.assertEqual([" ".join(x.split()) for x in got], [" ".join(x.split()) for x in want])
+        with open(os.path.join(TEMPLATES, "cases.json"), encoding="utf-8") as f:
+            cases = [c for c in json.load(f)["cases"] if c["template"] == "gpt-oss.jinja" and "error" not in c]
+        self.assertGreater(len(cases), 0)
+        for c in cases:
+            req = write_request(os.path.join(moetest.workdir("gguf_tok"), "req.json"), request_for(c))
+            out = moetest.moe("template", "-m", path, req, "--date", DATE).stdout
+            self.assertEqual(out, c["expected"], "conversation %d" % c["conversation"])
+
     def test_model_file_tokenizer(self):
         """A model file's tokenizer: its ids, BOS, and the chat template kept as tok.chat_template."""
         src = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")
@@ -482,6 +518,26 @@ class GGUFBadInputTest(unittest.TestCase):
         g = self.variant()
         g.set("llama.expert_count", ggufio.STRING, b"8")
         self.refuse(g.to_bytes(), "llama.expert_count", "expected an integer")
+
+    def test_gpt_oss_keys_and_tensors(self):
+        """gpt-oss's own tensors are refused under another architecture; a gpt-oss file needs its
+        sliding window and is refused with one line on a key it does not know. Its experts are
+        read in place as MXFP4."""
+        g = self.variant()
+        sink = ggufio.Tensor("blk.0.attn_sinks.weight", [8], ggufio.GGML_ID["F32"], b"\0" * 32)
+        g.tensors.append(sink)
+        self.refuse(g.to_bytes(), "blk.0.attn_sinks.weight is not understood by moe for this architecture")
+        import hf_gguf
+        path = hf_gguf.write(os.path.join(moetest.SHARED, "golden", "gpt_oss"), os.path.join(self.dir, "gpt_oss.gguf"))
+        info = moetest.moe("info", "-m", path).stdout
+        self.assertIn("MXFP4       12 tensors", info)
+        self.assertIn("sliding window    8 positions on 2 layers", info)
+        g = ggufio.GGUF.read(path)
+        g.drop("gpt-oss.attention.sliding_window")
+        self.refuse(g.to_bytes(), "gpt-oss.attention.sliding_window is required")
+        g = ggufio.GGUF.read(path)
+        g.set("gpt-oss.expert_weights_scale_foo", ggufio.F32, 1.0)
+        self.refuse(g.to_bytes(), "gpt-oss.expert_weights_scale_foo is not understood")
 
     def test_unknown_or_missing_tensors(self):
         g = self.variant()
