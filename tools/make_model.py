@@ -138,7 +138,7 @@ def build(shape, args):
         s["n_layers"] = args.layers
     wt = DTYPES[args.type]
     # the routed experts: --experts, else the shape's published type (gpt-oss: MXFP4), else --type
-    xt = DTYPES[args.experts or s.get("experts_type", args.type)]
+    xt = DTYPES[getattr(args, "experts", None) or s.get("experts_type", args.type)]
     keep = moefile.BF16  # routers, embeddings and MLA absorbed matrices stay in higher precision
     out_t = {moefile.Q4_0: moefile.Q8_0, moefile.Q4_K: moefile.Q8_0, moefile.Q4_0_R16: moefile.Q8_0_R16}.get(wt, wt)
     L, d, E = s["n_layers"], s["dim"], s["experts"]

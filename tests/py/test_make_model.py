@@ -96,6 +96,35 @@ class MakeModelTest(unittest.TestCase):
         finally:
             os.remove(out)
 
+    def test_gpt_oss_20b_shape(self):
+        """gpt-oss-20b's shape (narrowed) writes a model the engine loads: MXFP4 experts (valid E8M0
+        exponents), sinks, biases, the window on the even layers, YaRN; --experts changes the
+        experts' type only; finite logits."""
+        sys.path.insert(0, os.path.join(moetest.ROOT, "tools"))
+        import argparse
+        import make_model
+
+        s = dict(make_model.SHAPES["gpt-oss-20b"])
+        s.update(dim=256, vocab=1024, experts=8, moe_ff=256, n_heads=8, n_kv=2)
+        make_model.SHAPES["goss-narrow"] = s
+        out = os.path.join(self.dir, "goss-narrow.moe")
+        try:
+            for experts, want in ((None, "MXFP4"), ("q8_0", "Q8_0")):
+                args = argparse.Namespace(layers=2, type="q8_0", experts=experts)
+                make_model.build("goss-narrow", args).write(out, progress=False)
+                dump = moetest.moe("info", "-m", out, "--dump").stdout
+                for needle in ('general.arch             "gpt_oss"', "attn.window_layers       [1,0]", "blk.1.attn_sinks",
+                               "blk.0.ffn_down_exps_bias", 'moe.act                  "swiglu_oai"', "rope.yarn_truncate       0"):
+                    self.assertIn(needle, dump)
+                self.assertRegex(dump, r"blk\.0\.ffn_gate_exps +%s +\[8, 256, 256\]" % want)
+                self.assertRegex(dump, r"blk\.0\.attn_q +Q8_0")
+                for row in moetest.logits(out, [1, 2, 3]):
+                    self.assertTrue(all(math.isfinite(v) for v in row))
+        finally:
+            del make_model.SHAPES["goss-narrow"]
+            if os.path.exists(out):
+                os.remove(out)
+
     def test_random_bytes(self):
         """The chunks add up to the size asked, every block keeps its fixed scale (the template is
         read from whole-block offsets, wrapping around), and two tensors do not share data."""
