@@ -301,6 +301,30 @@ def add_tokenizer(g, src, pre=b"gpt-2"):
     g.set("tokenizer.ggml.tokens", ARRAY, (STRING, toks))
     g.set("tokenizer.ggml.token_type", ARRAY, (ggufio.I32, types))
     g.set("tokenizer.ggml.merges", ARRAY, (STRING, [m.encode() for m in merges]))
+    add_special(g, src, {t.decode(): i for i, t in enumerate(toks)})
+
+
+def add_special(g, src, ids):
+    """From tokenizer_config.json, as llama.cpp's SpecialVocab: the BOS / EOS ids and the chat
+    template (a string, or the named-list form's "default" as tokenizer.chat_template and the
+    others as tokenizer.chat_template.NAME)."""
+    path = os.path.join(src, "tokenizer_config.json")
+    if not os.path.exists(path):
+        return
+    tc = json.load(open(path, encoding="utf-8"))
+    for kind in ("bos", "eos"):
+        tok = tc.get(kind + "_token")
+        if isinstance(tok, dict):  # the AddedToken form
+            tok = tok.get("content")
+        if tok in ids:
+            g.set("tokenizer.ggml.%s_token_id" % kind, U32, ids[tok])
+    tmpl = tc.get("chat_template")
+    if isinstance(tmpl, str):
+        g.set("tokenizer.chat_template", STRING, tmpl.encode())
+    elif isinstance(tmpl, list):
+        for t in tmpl:
+            key = "tokenizer.chat_template" + ("" if t["name"] == "default" else "." + t["name"])
+            g.set(key, STRING, t["template"].encode())
 
 
 if __name__ == "__main__":

@@ -89,6 +89,44 @@ class ModelTemplate(unittest.TestCase):
                 p = moe("template", "-m", tok, req, "--date", DATE)
                 self.assertEqual(p.stdout, c["expected"], "%s #%d" % (model, c["conversation"]))
 
+    def test_gguf_template_matches(self):
+        """A GGUF file's tokenizer.chat_template (written as llama.cpp's converter writes it, from
+        tokenizer_config.json) is the template moe template -m uses, with the file's BOS / EOS text."""
+        import ggufio
+        import hf_gguf
+        doc = json.load(open(os.path.join(TEMPLATES, "cases.json"), encoding="utf-8"))
+        work = workdir("chat_templates")
+        for model, tmpl in (("qwen3_moe", "qwen3.jinja"), ("deepseek_v3", "deepseek-v3.jinja")):
+            src = os.path.join(SHARED, "golden", model)
+            hf = os.path.join(work, model + "_hf")  # the golden checkpoint with the template added
+            os.makedirs(hf, exist_ok=True)
+            for name in ("config.json", "model.safetensors", "tokenizer.json"):
+                if not os.path.exists(os.path.join(hf, name)):
+                    os.symlink(os.path.join(src, name), os.path.join(hf, name))
+            tc = json.load(open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8"))
+            with open(os.path.join(TEMPLATES, tmpl), encoding="utf-8") as f:
+                tc["chat_template"] = f.read()
+            with open(os.path.join(hf, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump(tc, f, ensure_ascii=False)
+            path = hf_gguf.write(hf, os.path.join(work, model + ".gguf"))
+            stored = ggufio.GGUF.read(path).get("tokenizer.chat_template")
+            self.assertEqual(stored.decode("utf-8"), tc["chat_template"])
+            checked = 0
+            for c in doc["cases"]:
+                if c["template"] != tmpl or "error" in c:
+                    continue
+                req = write_request(os.path.join(work, "req_g.json"), request_for(c))  # BOS / EOS from the file
+                p = moe("template", "-m", path, req, "--date", DATE)
+                self.assertEqual(p.stdout, c["expected"], "%s #%d" % (model, c["conversation"]))
+                checked += 1
+            self.assertGreaterEqual(checked, 6, model)
+            # the same file without the key has no template
+            g = ggufio.GGUF.read(path)
+            g.drop("tokenizer.chat_template")
+            p = moe("template", "-m", g.write(os.path.join(work, model + "-none.gguf")), req, check=False)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("no chat template", p.stderr)
+
     def test_no_template(self):
         tok = os.path.join(workdir("chat_templates"), "no_template.moe")
         rewrite(self.tokenizer("qwen3"), tok, drop_kv=("tok.chat_template",))
