@@ -152,6 +152,7 @@ static void turn(chat *c, const char *text) {
         keep = 0;
     }
     c->n_cache = keep;
+    g_interrupted = 0; /* a Ctrl-C from here on stops this reply, even during the prompt */
     double t0 = now_seconds();
     if (moe_eval(c->ctx, ids + keep, n - keep, NULL, &err)) die(1, CMD, "%s", err.msg);
     for (int i = keep; i < n; i++) cache_push(c, ids[i]);
@@ -163,7 +164,6 @@ static void turn(chat *c, const char *text) {
     dt.prev = ids[n - 1];
     char piece[1024];
     int n_gen = 0, full = 0;
-    g_interrupted = 0;
     double t1 = now_seconds();
     while (n_gen < c->n_predict && !g_interrupted) {
         int32_t next = moe_sample(c->smp, moe_ctx_logits(c->ctx), c->cache, c->n_cache);
@@ -183,6 +183,7 @@ static void turn(chat *c, const char *text) {
     size_t k = moe_detok_flush(&dt, piece, sizeof piece);
     fwrite(piece, 1, k, stdout);
     sb_put(&reply, piece, k);
+    if (g_interrupted) clearerr(stdout); /* Ctrl-C may have interrupted a write to the terminal */
     fputc('\n', stdout);
     fflush(stdout);
     if (reply.failed) die(1, CMD, "out of memory");

@@ -42,6 +42,25 @@ def read_until(fd, pattern, timeout=300):
     raise AssertionError("timed out waiting for %r; got %r" % (pattern, buf[-500:]))
 
 
+def wait_blocked_in_write(pid, timeout=60):
+    """Until the process sleeps in a write to the terminal (Linux: /proc/PID/wchan names the kernel
+    function it waits in). Where the kernel does not say, a generous pause instead."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with open("/proc/%d/wchan" % pid) as f:
+                wchan = f.read()
+        except OSError:
+            wchan = ""
+        if "write" in wchan:
+            return
+        if wchan in ("", "0"):  # not told: the prompt of this test takes milliseconds
+            time.sleep(3)
+            return
+        time.sleep(0.01)
+    raise AssertionError("moe never blocked writing its reply")
+
+
 @unittest.skipUnless(os.path.exists(MODEL), "the default model is not built")
 class Chat(unittest.TestCase):
     def setUp(self):
@@ -50,7 +69,7 @@ class Chat(unittest.TestCase):
         with open(self.tmpl, "w") as f:
             f.write(TEMPLATE)
 
-    def from_scratch(self, messages):
+    def from_scratch(self, messages, n_predict=N_PREDICT):
         """The full prompt of a conversation, its token ids, and the greedy reply to it."""
         req = os.path.join(self.work, "req.json")
         with open(req, "w", encoding="utf-8") as f:
@@ -60,7 +79,7 @@ class Chat(unittest.TestCase):
         with open(path, "w", encoding="utf-8") as f:
             f.write(prompt)
         ids = moe("tokenize", "-m", MODEL, "-f", path).stdout.split()
-        out = moe("run", "-m", MODEL, "-f", path, "--no-bos", "--temp", "0", "-n", N_PREDICT, "-t", "1").stdout
+        out = moe("run", "-m", MODEL, "-f", path, "--no-bos", "--temp", "0", "-n", n_predict, "-t", "1").stdout
         self.assertTrue(out.startswith(prompt))
         return prompt, ids, out[len(prompt):-1]
 
@@ -105,6 +124,48 @@ class Chat(unittest.TestCase):
                 self.assertGreaterEqual(reused, common, "turn %d" % (turn + 1))
             self.assertEqual(conv[upto]["content"], reply, "turn %d: the reply of a from-scratch evaluation" % (turn + 1))
             prev_ids = ids
+
+    def test_ctrl_c_stops_a_reply(self):
+        """Ctrl-C typed in the terminal (the pty's line discipline sends SIGINT) stops the reply; the
+        session goes on and the next turn is exactly a from-scratch greedy reply to the conversation,
+        the stopped reply included. The terminal's output is held with Ctrl-S (XOFF) so the reply
+        is certainly still running when Ctrl-C arrives: moe blocks writing its first piece."""
+        saved = os.path.join(self.work, "conv_c.json")
+        long_reply = "400"  # the stories model does not end a reply to this prompt within 400 tokens
+        prompt, _, reply = self.from_scratch([{"role": "user", "content": "Once upon a time"}], long_reply)
+        self.assertGreater(len(reply), 100)
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(moetest.BIN, [moetest.BIN, "chat", "-m", MODEL, "--template", self.tmpl, "--temp", "0",
+                                   "-n", long_reply, "-t", "1"])
+        try:
+            read_until(fd, rb"> ")
+            os.write(fd, b"Once upon a time\n")
+            read_until(fd, rb"Once upon a time\r?\n")  # the echo: the line is in
+            os.write(fd, b"\x13")  # Ctrl-S: the terminal stops taking output
+            wait_blocked_in_write(pid)
+            os.write(fd, b"\x03")  # Ctrl-C: SIGINT to moe (and the output flows again)
+            out = read_until(fd, rb"generated[^\]]*\]\r?\n> ").decode("utf-8", "replace")
+            m = STATS.search(out)
+            self.assertIsNotNone(m, out)
+            self.assertIn("; stopped]", out)
+            self.assertLess(int(m.group(4)), 400)
+            os.write(fd, b"The dog ran\n")
+            out = read_until(fd, rb"generated[^\]]*\]\r?\n> ").decode("utf-8", "replace")
+            self.assertNotIn("stopped", out)
+            os.write(fd, ("/save %s\n" % saved).encode())
+            read_until(fd, rb"saved 4 messages[^\n]*\n> ")
+            os.write(fd, b"\x04")
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.WEXITSTATUS(status), 0)
+        finally:
+            os.close(fd)
+        with open(saved, encoding="utf-8") as f:
+            conv = json.load(f)
+        self.assertTrue(reply.startswith(conv[1]["content"]), "the stopped reply is a prefix of the full one")
+        self.assertLess(len(conv[1]["content"]), len(reply))
+        _, _, second = self.from_scratch(conv[:3], long_reply)
+        self.assertEqual(conv[3]["content"], second)
 
     def test_without_a_terminal(self):
         q = subprocess.run([moetest.BIN, "chat", "-m", MODEL, "--template", self.tmpl, "--temp", "0", "-n", "5",
