@@ -21,7 +21,8 @@ static void on_sigint(int sig) {
 }
 
 static void help(void) {
-    printf("usage: moe chat [-m MODEL] [--template FILE.jinja] [--system TEXT] [--no-think] [flags]\n\n"
+    printf("usage: moe chat [-m MODEL] [--template FILE.jinja] [--system TEXT] [--no-think] [--context-shift]\n"
+           "                [flags]\n\n"
            "A conversation with the model, rendered with its own chat template. Each turn\n"
            "evaluates only the tokens that are new since the last one (the KV cache keeps the\n"
            "prompt's common prefix) and says how many on stderr. Commands: /reset, /system TEXT,\n"
@@ -32,6 +33,8 @@ static void help(void) {
            "      --template FILE     use this Jinja chat template instead of the model's\n"
            "      --system TEXT       system prompt\n"
            "      --no-think          enable_thinking=false for thinking models\n"
+           "      --context-shift     when the conversation outgrows the context, drop its oldest turns\n"
+           "                          (never the system prompt) and go on, instead of stopping\n"
            "  -n, --n-predict N       most tokens per reply (default 1024)\n"
            "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
            "  -t, --threads N         threads\n"
@@ -47,6 +50,7 @@ typedef struct {
     moe_chat_opts copts;
     json_value *messages;   /* the conversation: [{"role", "content"}, ...] */
     int no_think, n_predict, tty;
+    int context_shift;      /* drop the oldest turns when the context fills, instead of stopping */
     int32_t *cache;         /* (n_cache) the token ids in the KV cache, in order */
     int n_cache, cap_cache;
     int32_t *end_ids;       /* (n_end) ids that end a reply */
@@ -126,23 +130,46 @@ static int is_end(const chat *c, int32_t id) {
     return 0;
 }
 
-/* One turn: the user's text in, the reply streamed to stdout and kept in the history. */
-static void turn(chat *c, const char *text) {
-    if (json_array_push(c->messages, message("user", text, strlen(text)))) die(1, CMD, "out of memory");
-    int n;
-    int32_t *ids = render_prompt(c, &n);
-    if (!ids) { /* the template refused: forget the message */
-        json_free(c->messages->items[--c->messages->len]);
-        return;
-    }
-    if (n == 0 || n >= moe_ctx_n_ctx(c->ctx)) {
-        fprintf(stderr, "moe chat: the conversation is %d tokens; the context holds %d (/reset, or raise -c)\n", n,
-                moe_ctx_n_ctx(c->ctx));
-        json_free(c->messages->items[--c->messages->len]);
+static int is_role(const json_value *msg, const char *role) {
+    const json_value *r = json_get(msg, "role");
+    return r && r->type == JSON_STRING && !strcmp(r->str, role);
+}
+
+/* Drop the oldest turn after the system prompt: its user message and what follows it up to the
+ * next user message. Returns how many messages went; 0 when the current turn is the oldest. */
+static int drop_oldest_turn(chat *c) {
+    json_value *msgs = c->messages;
+    size_t first = msgs->len && is_role(msgs->items[0], "system") ? 1 : 0, end = first + 1;
+    while (end < msgs->len && !is_role(msgs->items[end], "user")) end++;
+    if (end >= msgs->len) return 0;
+    for (size_t i = first; i < end; i++) json_free(msgs->items[i]);
+    memmove(msgs->items + first, msgs->items + end, sizeof *msgs->items * (msgs->len - end));
+    msgs->len -= end - first;
+    return (int)(end - first);
+}
+
+/* --context-shift: drop the oldest turns until the rendered conversation, `extra` tokens of the
+ * reply so far and `room` more fit the context. Returns the new rendering (*n tokens), or NULL
+ * when there was nothing to drop or the template refused; says on stderr what it dropped. */
+static int32_t *shift_context(chat *c, int extra, int room, int *n) {
+    int32_t *ids = NULL;
+    int turns = 0, msgs = 0, k;
+    while ((k = drop_oldest_turn(c)) > 0) {
+        turns++;
+        msgs += k;
         free(ids);
-        return;
+        if (!(ids = render_prompt(c, n))) return NULL;
+        if (*n + extra + room <= moe_ctx_n_ctx(c->ctx)) break;
     }
-    /* keep the cached prefix this prompt shares; at least one token is evaluated for its logits */
+    if (turns)
+        fprintf(stderr, "%s[context shift: dropped the oldest %d turn%s (%d messages); the prompt is now %d tokens]\n",
+                extra ? "\n" : "", turns, turns == 1 ? "" : "s", msgs, *n);
+    return ids;
+}
+
+/* Make the KV cache hold ids[0..n): keep the prefix it already shares with them and evaluate the
+ * rest (at least one token, for its logits). Returns how many were kept. */
+static int sync_cache(chat *c, const int32_t *ids, int n) {
     int keep = 0;
     while (keep < c->n_cache && keep < n && c->cache[keep] == ids[keep]) keep++;
     if (keep == n) keep--;
@@ -152,10 +179,62 @@ static void turn(chat *c, const char *text) {
         keep = 0;
     }
     c->n_cache = keep;
-    g_interrupted = 0; /* a Ctrl-C from here on stops this reply, even during the prompt */
-    double t0 = now_seconds();
     if (moe_eval(c->ctx, ids + keep, n - keep, NULL, &err)) die(1, CMD, "%s", err.msg);
     for (int i = keep; i < n; i++) cache_push(c, ids[i]);
+    return keep;
+}
+
+/* The context filled during a reply whose prompt was the first n_prompt cached tokens and whose
+ * last sampled token `next` is not evaluated yet: with --context-shift, re-render the conversation
+ * without its oldest turns, put the reply so far after it and evaluate what changed. Returns the
+ * new prompt length, or -1 when the reply cannot go on. */
+static int shift_mid_reply(chat *c, int n_prompt, int32_t next, int room) {
+    if (!c->context_shift) return -1;
+    int n_sofar = c->n_cache - n_prompt + 1, n;
+    int32_t *ids = shift_context(c, n_sofar, room, &n);
+    if (!ids || n + n_sofar >= moe_ctx_n_ctx(c->ctx)) {
+        free(ids);
+        return -1;
+    }
+    int32_t *seq = realloc(ids, sizeof *seq * (size_t)(n + n_sofar));
+    if (!seq) die(1, CMD, "out of memory");
+    memcpy(seq + n, c->cache + n_prompt, sizeof *seq * (size_t)(n_sofar - 1));
+    seq[n + n_sofar - 1] = next;
+    sync_cache(c, seq, n + n_sofar);
+    free(seq);
+    return n;
+}
+
+/* One turn: the user's text in, the reply streamed to stdout and kept in the history. */
+static void turn(chat *c, const char *text) {
+    if (json_array_push(c->messages, message("user", text, strlen(text)))) die(1, CMD, "out of memory");
+    int n, n_ctx = moe_ctx_n_ctx(c->ctx);
+    /* the reply's room: what it may need, up to half the context */
+    int room = c->n_predict < n_ctx / 2 ? c->n_predict : n_ctx / 2;
+    int32_t *ids = render_prompt(c, &n);
+    if (ids && c->context_shift && n + room > n_ctx) {
+        int n2;
+        int32_t *shifted = shift_context(c, 0, room, &n2);
+        if (shifted) {
+            free(ids);
+            ids = shifted;
+            n = n2;
+        }
+    }
+    if (!ids) { /* the template refused: forget the message */
+        json_free(c->messages->items[--c->messages->len]);
+        return;
+    }
+    if (n == 0 || n >= n_ctx) {
+        fprintf(stderr, "moe chat: the conversation is %d tokens; the context holds %d (/reset, raise -c, or "
+                "--context-shift)\n", n, n_ctx);
+        json_free(c->messages->items[--c->messages->len]);
+        free(ids);
+        return;
+    }
+    g_interrupted = 0; /* a Ctrl-C from here on stops this reply, even during the prompt */
+    double t0 = now_seconds();
+    int keep = sync_cache(c, ids, n), n_first = n;
     double t_prompt = now_seconds() - t0;
 
     strbuf reply = {0};
@@ -164,6 +243,7 @@ static void turn(chat *c, const char *text) {
     dt.prev = ids[n - 1];
     char piece[1024];
     int n_gen = 0, full = 0;
+    moe_err err = {{0}};
     double t1 = now_seconds();
     while (n_gen < c->n_predict && !g_interrupted) {
         int32_t next = moe_sample(c->smp, moe_ctx_logits(c->ctx), c->cache, c->n_cache);
@@ -173,9 +253,15 @@ static void turn(chat *c, const char *text) {
         fflush(stdout);
         sb_put(&reply, piece, k);
         n_gen++;
-        if (moe_ctx_pos(c->ctx) >= moe_ctx_n_ctx(c->ctx)) {
-            full = 1;
-            break;
+        if (moe_ctx_pos(c->ctx) >= n_ctx) {
+            int left = c->n_predict - n_gen;
+            int n2 = shift_mid_reply(c, n, next, left < room ? left : room);
+            if (n2 < 0) {
+                full = 1;
+                break;
+            }
+            n = n2;
+            continue;
         }
         if (moe_eval(c->ctx, &next, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
         cache_push(c, next);
@@ -191,8 +277,11 @@ static void turn(chat *c, const char *text) {
     sb_free(&reply);
     double t_gen = now_seconds() - t1;
     fprintf(stderr, "[prompt %d tokens: %d evaluated in %.2f s, %d reused from the cache; %d generated, %.1f tok/s%s]\n",
-            n, n - keep, t_prompt, keep, n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9),
-            g_interrupted ? "; stopped" : full ? "; the context is full: /reset to go on" : "");
+            n_first, n_first - keep, t_prompt, keep, n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9),
+            g_interrupted ? "; stopped"
+            : !full ? ""
+            : c->context_shift ? "; the context is full (the reply alone fills it)"
+                               : "; the context is full: /reset, raise -c, or --context-shift");
     free(ids);
 }
 
@@ -276,6 +365,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(flag, "--template")) tmpl = args_value(&a, flag);
         else if (!strcmp(flag, "--system")) system = args_value(&a, flag);
         else if (!strcmp(flag, "--no-think")) c.no_think = 1;
+        else if (!strcmp(flag, "--context-shift")) c.context_shift = 1;
         else if (!strcmp(flag, "--date")) date = args_value(&a, flag);
         else if (!strcmp(flag, "-n") || !strcmp(flag, "--n-predict")) c.n_predict = args_int(&a, flag, 1, 1 << 30);
         else if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx-size")) cp.n_ctx = args_int(&a, flag, 1, 1 << 24);

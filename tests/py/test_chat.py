@@ -177,6 +177,80 @@ class Chat(unittest.TestCase):
         self.assertEqual(lines[0], lines[1])  # after /reset the same message gets the same reply
         self.assertIn("conversation reset", q.stderr.decode())
 
+    def chat_pipe(self, lines, *flags):
+        q = subprocess.run([moetest.BIN, "chat", "-m", MODEL, "--template", self.tmpl, "--temp", "0", "-t", "1"]
+                           + list(flags), input="".join(l + "\n" for l in lines).encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=600)
+        self.assertEqual(q.returncode, 0, q.stderr)
+        return q.stdout.decode(), q.stderr.decode()
+
+    def test_context_shift_between_turns(self):
+        """--context-shift: when a turn's prompt and its -n tokens would outgrow -c, the oldest turns
+        go (the system prompt stays) and the prompt is re-rendered. Replayed here: after each shift
+        the conversation is the previous one without its oldest turns, and every reply is exactly
+        the from-scratch greedy reply to the conversation the model saw (-n 12 always fits after the
+        shift, so no reply is cut)."""
+        saved = os.path.join(self.work, "conv_s.json")
+        texts = ["Once upon a time", "The dog ran", "Then what?", "The cat sat", "And then?", "The end"]
+        out, err = self.chat_pipe(texts + ["/save " + saved], "-n", N_PREDICT, "-c", "200", "--context-shift",
+                                  "--system", "Tell a story.")
+        replies = out.split("\n")[:-1]
+        self.assertEqual(len(replies), len(texts))
+        conv = [{"role": "system", "content": "Tell a story."}]
+        events = re.findall(r"\[context shift: dropped the oldest (\d+) turns? \((\d+) messages\); the prompt is now "
+                            r"(\d+) tokens\]|" + STATS.pattern, err)
+        shifts = 0
+        for text, reply in zip(texts, replies):
+            conv.append({"role": "user", "content": text})
+            e = events.pop(0)
+            if e[0]:  # a shift before this turn: the oldest turns after the system prompt are gone
+                self.assertEqual(int(e[1]), 2 * int(e[0]))
+                del conv[1:1 + int(e[1])]
+                shifts += 1
+                e = events.pop(0)
+            prompt, ids, greedy = self.from_scratch(conv)
+            self.assertEqual(int(e[3]), len(ids))
+            self.assertLessEqual(len(ids) + int(N_PREDICT), 200, "the reply has its room")
+            self.assertEqual(reply, greedy)
+            conv.append({"role": "assistant", "content": reply})
+        self.assertGreaterEqual(shifts, 2, err)
+        self.assertEqual(events, [])
+        with open(saved, encoding="utf-8") as f:
+            self.assertEqual(json.load(f), conv)
+        # without --context-shift the same conversation stops with one clear line instead
+        out, err = self.chat_pipe(texts, "-n", N_PREDICT, "-c", "200", "--system", "Tell a story.")
+        self.assertNotIn("context shift", err)
+        self.assertIn("the context holds 200", err)
+        self.assertIn("--context-shift", err)
+
+    def test_context_shift_mid_reply(self):
+        """A reply that fills the context: with --context-shift the oldest turn goes and the reply
+        goes on after the re-rendered conversation, past the point where the context was full."""
+        loaded = os.path.join(self.work, "conv_l.json")
+        saved = os.path.join(self.work, "conv_m.json")
+        old = [{"role": "system", "content": "Tell a story."}, {"role": "user", "content": "Hi"},
+               {"role": "assistant", "content": "Hello."}]
+        with open(loaded, "w") as f:
+            json.dump(old, f)
+        _, ids, _ = self.from_scratch(old + [{"role": "user", "content": "Once upon a time"}])
+        # the prompt leaves the reply its room (half the context), so no shift before the reply
+        self.assertLessEqual(len(ids), 150)
+        n_full = 300 - len(ids)  # the tokens that fit before the context is full
+        out, err = self.chat_pipe(["/load " + loaded, "Once upon a time", "/save " + saved], "-n", "200", "-c", "300",
+                                  "--context-shift")
+        self.assertRegex(err, r"\n\[context shift: dropped the oldest 1 turn \(2 messages\)")
+        m = STATS.search(err)
+        self.assertEqual(int(m.group(1)), len(ids))
+        self.assertGreater(int(m.group(4)), n_full, "the reply went on after the shift")
+        self.assertNotIn("context is full", err)
+        with open(saved, encoding="utf-8") as f:
+            conv = json.load(f)
+        self.assertEqual([x["content"] for x in conv[:2]], ["Tell a story.", "Once upon a time"])
+        self.assertEqual(conv[2]["content"], out[:-1])
+        _, _, before = self.from_scratch(old + [{"role": "user", "content": "Once upon a time"}], str(n_full))
+        self.assertTrue(out.startswith(before), "until the shift the reply is the greedy one")
+        self.assertGreater(len(out), len(before) + 1)
+
     def test_run_chat(self):
         _, _, reply = self.from_scratch([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}])
         out = moe("run", "-m", MODEL, "--chat", "--system", "S", "-p", "Hi", "--template", self.tmpl, "--temp", "0",
