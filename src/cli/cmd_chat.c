@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "json.h"
+#include "think.h"
 
 static const char *CMD = "chat";
 
@@ -21,8 +22,8 @@ static void on_sigint(int sig) {
 }
 
 static void help(void) {
-    printf("usage: moe chat [-m MODEL] [--template FILE.jinja] [--system TEXT] [--no-think] [--context-shift]\n"
-           "                [flags]\n\n"
+    printf("usage: moe chat [-m MODEL] [--template FILE.jinja] [--system TEXT] [--no-think] [--hide-think]\n"
+           "                [--context-shift] [flags]\n\n"
            "A conversation with the model, rendered with its own chat template. Each turn\n"
            "evaluates only the tokens that are new since the last one (the KV cache keeps the\n"
            "prompt's common prefix) and says how many on stderr. Commands: /reset, /system TEXT,\n"
@@ -33,6 +34,9 @@ static void help(void) {
            "      --template FILE     use this Jinja chat template instead of the model's\n"
            "      --system TEXT       system prompt\n"
            "      --no-think          enable_thinking=false for thinking models\n"
+           "      --hide-think        do not show the reasoning (<think> ... </think>); a terminal shows\n"
+           "                          it dimmed. It stays in the conversation; the template decides\n"
+           "                          whether later turns see it\n"
            "      --context-shift     when the conversation outgrows the context, drop its oldest turns\n"
            "                          (never the system prompt) and go on, instead of stopping\n"
            "  -n, --n-predict N       most tokens per reply (default 1024)\n"
@@ -51,6 +55,7 @@ typedef struct {
     json_value *messages;   /* the conversation: [{"role", "content"}, ...] */
     int no_think, n_predict, tty;
     int context_shift;      /* drop the oldest turns when the context fills, instead of stopping */
+    int hide_think, dim;    /* reasoning (<think> ... </think>): hidden, or dimmed on a terminal */
     int32_t *cache;         /* (n_cache) the token ids in the KV cache, in order */
     int n_cache, cap_cache;
     int32_t *end_ids;       /* (n_end) ids that end a reply */
@@ -80,8 +85,9 @@ static void set_system(chat *c, const char *text) {
     }
 }
 
-/* Render the conversation and tokenize it as HF does (special tokens as text, no BOS added). */
-static int32_t *render_prompt(chat *c, int *n) {
+/* Render the conversation and tokenize it as HF does (special tokens as text, no BOS added);
+ * with ts, start a reply's reasoning split where the prompt leaves off. */
+static int32_t *render_prompt(chat *c, int *n, think_split *ts) {
     json_value *req = json_new(JSON_OBJECT);
     if (!req || json_object_set(req, "add_generation_prompt", 21, json_new_bool(1))) die(1, CMD, "out of memory");
     if (c->no_think) {
@@ -111,6 +117,7 @@ static int32_t *render_prompt(chat *c, int *n) {
         return NULL;
     }
     int32_t *ids = tokenize_or_die(CMD, c->m, prompt, len, MOE_TOK_SPECIAL, n);
+    if (ts) think_split_init(ts, prompt, len);
     free(prompt);
     return ids;
 }
@@ -158,7 +165,7 @@ static int32_t *shift_context(chat *c, int extra, int room, int *n) {
         turns++;
         msgs += k;
         free(ids);
-        if (!(ids = render_prompt(c, n))) return NULL;
+        if (!(ids = render_prompt(c, n, NULL))) return NULL;
         if (*n + extra + room <= moe_ctx_n_ctx(c->ctx)) break;
     }
     if (turns)
@@ -205,13 +212,23 @@ static int shift_mid_reply(chat *c, int n_prompt, int32_t next, int room) {
     return n;
 }
 
+/* Print a span of the reply: reasoning dimmed (SGR 2) on a terminal, or not at all with --hide-think. */
+static void show(void *user, const char *text, size_t n, int reasoning) {
+    const chat *c = user;
+    if (reasoning && c->hide_think) return;
+    if (reasoning && c->dim) fputs("\033[2m", stdout);
+    fwrite(text, 1, n, stdout);
+    if (reasoning && c->dim) fputs("\033[0m", stdout);
+}
+
 /* One turn: the user's text in, the reply streamed to stdout and kept in the history. */
 static void turn(chat *c, const char *text) {
     if (json_array_push(c->messages, message("user", text, strlen(text)))) die(1, CMD, "out of memory");
     int n, n_ctx = moe_ctx_n_ctx(c->ctx);
     /* the reply's room: what it may need, up to half the context */
     int room = c->n_predict < n_ctx / 2 ? c->n_predict : n_ctx / 2;
-    int32_t *ids = render_prompt(c, &n);
+    think_split ts;
+    int32_t *ids = render_prompt(c, &n, &ts);
     if (ids && c->context_shift && n + room > n_ctx) {
         int n2;
         int32_t *shifted = shift_context(c, 0, room, &n2);
@@ -249,7 +266,7 @@ static void turn(chat *c, const char *text) {
         int32_t next = moe_sample(c->smp, moe_ctx_logits(c->ctx), c->cache, c->n_cache);
         if (is_end(c, next)) break;
         size_t k = moe_detok_push(&dt, next, piece, sizeof piece);
-        fwrite(piece, 1, k, stdout);
+        think_split_push(&ts, piece, k, show, c);
         fflush(stdout);
         sb_put(&reply, piece, k);
         n_gen++;
@@ -267,7 +284,8 @@ static void turn(chat *c, const char *text) {
         cache_push(c, next);
     }
     size_t k = moe_detok_flush(&dt, piece, sizeof piece);
-    fwrite(piece, 1, k, stdout);
+    think_split_push(&ts, piece, k, show, c);
+    think_split_flush(&ts, show, c);
     sb_put(&reply, piece, k);
     if (g_interrupted) clearerr(stdout); /* Ctrl-C may have interrupted a write to the terminal */
     fputc('\n', stdout);
@@ -366,6 +384,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(flag, "--system")) system = args_value(&a, flag);
         else if (!strcmp(flag, "--no-think")) c.no_think = 1;
         else if (!strcmp(flag, "--context-shift")) c.context_shift = 1;
+        else if (!strcmp(flag, "--hide-think")) c.hide_think = 1;
         else if (!strcmp(flag, "--date")) date = args_value(&a, flag);
         else if (!strcmp(flag, "-n") || !strcmp(flag, "--n-predict")) c.n_predict = args_int(&a, flag, 1, 1 << 30);
         else if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx-size")) cp.n_ctx = args_int(&a, flag, 1, 1 << 24);
@@ -402,6 +421,7 @@ int cmd_chat(int argc, char **argv) {
     moe_chat_end_tokens(c.m, c.end_ids, c.n_end);
     if (system) set_system(&c, system);
     c.tty = isatty(STDIN_FILENO);
+    c.dim = isatty(STDOUT_FILENO);
 
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint; /* no SA_RESTART: Ctrl-C interrupts a read */

@@ -42,23 +42,30 @@ def read_until(fd, pattern, timeout=300):
     raise AssertionError("timed out waiting for %r; got %r" % (pattern, buf[-500:]))
 
 
-def wait_blocked_in_write(pid, timeout=60):
-    """Until the process sleeps in a write to the terminal (Linux: /proc/PID/wchan names the kernel
-    function it waits in). Where the kernel does not say, a generous pause instead."""
+def waiting_in(pid):
+    """The system call a sleeping process waits in (Linux: the first field of /proc/PID/syscall),
+    None while it runs, "" where the kernel does not say."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] != "S":
+                return None
+        with open("/proc/%d/syscall" % pid) as f:
+            return f.read().split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def wait_until(pid, pred, timeout=60):
     end = time.time() + timeout
     while time.time() < end:
-        try:
-            with open("/proc/%d/wchan" % pid) as f:
-                wchan = f.read()
-        except OSError:
-            wchan = ""
-        if "write" in wchan:
-            return
-        if wchan in ("", "0"):  # not told: the prompt of this test takes milliseconds
+        call = waiting_in(pid)
+        if call == "":  # not told: the prompts of these tests take milliseconds
             time.sleep(3)
-            return
+            return ""
+        if call is not None and pred(call):
+            return call
         time.sleep(0.01)
-    raise AssertionError("moe never blocked writing its reply")
+    raise AssertionError("moe never reached the expected wait")
 
 
 @unittest.skipUnless(os.path.exists(MODEL), "the default model is not built")
@@ -69,12 +76,12 @@ class Chat(unittest.TestCase):
         with open(self.tmpl, "w") as f:
             f.write(TEMPLATE)
 
-    def from_scratch(self, messages, n_predict=N_PREDICT):
+    def from_scratch(self, messages, n_predict=N_PREDICT, tmpl=None):
         """The full prompt of a conversation, its token ids, and the greedy reply to it."""
         req = os.path.join(self.work, "req.json")
         with open(req, "w", encoding="utf-8") as f:
             json.dump({"messages": messages}, f, ensure_ascii=False)
-        prompt = moe("template", "-m", MODEL, "--template", self.tmpl, req).stdout
+        prompt = moe("template", "-m", MODEL, "--template", tmpl or self.tmpl, req).stdout
         path = os.path.join(self.work, "prompt.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.write(prompt)
@@ -140,10 +147,10 @@ class Chat(unittest.TestCase):
                                    "-n", long_reply, "-t", "1"])
         try:
             read_until(fd, rb"> ")
-            os.write(fd, b"Once upon a time\n")
-            read_until(fd, rb"Once upon a time\r?\n")  # the echo: the line is in
+            reading = wait_until(pid, lambda call: True)  # the system call moe waits for input in
             os.write(fd, b"\x13")  # Ctrl-S: the terminal stops taking output
-            wait_blocked_in_write(pid)
+            os.write(fd, b"Once upon a time\n")
+            wait_until(pid, lambda call: call != reading)  # now it waits to write its first piece
             os.write(fd, b"\x03")  # Ctrl-C: SIGINT to moe (and the output flows again)
             out = read_until(fd, rb"generated[^\]]*\]\r?\n> ").decode("utf-8", "replace")
             m = STATS.search(out)
@@ -166,6 +173,56 @@ class Chat(unittest.TestCase):
         self.assertLess(len(conv[1]["content"]), len(reply))
         _, _, second = self.from_scratch(conv[:3], long_reply)
         self.assertEqual(conv[3]["content"], second)
+
+    def converse_in_pty(self, tmpl, *flags):
+        """One turn through a pseudo-terminal; (what the terminal showed of the reply, the saved reply)."""
+        saved = os.path.join(self.work, "conv_t.json")
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(moetest.BIN, [moetest.BIN, "chat", "-m", MODEL, "--template", tmpl, "--temp", "0",
+                                   "-n", N_PREDICT, "-t", "1"] + list(flags))
+        try:
+            read_until(fd, rb"> ")
+            os.write(fd, b"Once upon a time\n")
+            out = read_until(fd, rb"generated[^\]]*\]\r?\n> ")
+            os.write(fd, ("/save %s\n" % saved).encode())
+            read_until(fd, rb"saved 2 messages[^\n]*\n> ")
+            os.write(fd, b"\x04")
+            os.waitpid(pid, 0)
+        finally:
+            os.close(fd)
+        shown = out.split(b"Once upon a time\r\n", 1)[1].split(b"[prompt", 1)[0]
+        with open(saved, encoding="utf-8") as f:
+            return shown.decode("utf-8").replace("\r\n", "\n"), json.load(f)[1]["content"]
+
+    def test_reasoning_dimmed_or_hidden(self):
+        """A generation prompt that opens <think> (as DeepSeek-R1's does) makes the whole reply
+        reasoning: a terminal shows it dimmed (SGR 2 ... SGR 0), --hide-think shows none of it,
+        a pipe gets it plain; the conversation keeps it in every case. (Where a reply closes its
+        reasoning, cut at every place, is tests/unit/test_think.c.)"""
+        think = os.path.join(self.work, "think.jinja")
+        with open(think, "w") as f:
+            f.write(TEMPLATE + "<think>\n")
+        _, _, reply = self.from_scratch([{"role": "user", "content": "Once upon a time"}], tmpl=think)
+        self.assertTrue(reply.strip())
+        shown, kept = self.converse_in_pty(think)
+        self.assertEqual(kept, reply)
+        self.assertTrue(shown.startswith("\x1b[2m"), repr(shown))
+        self.assertEqual(re.sub("\x1b\\[[02]m", "", shown), reply + "\n")
+        shown, kept = self.converse_in_pty(think, "--hide-think")
+        self.assertEqual(kept, reply)
+        self.assertEqual(shown, "\n")
+        # no reasoning: nothing dimmed
+        shown, kept = self.converse_in_pty(self.tmpl)
+        self.assertNotIn("\x1b", shown)
+        self.assertEqual(shown, kept + "\n")
+        out, _ = self.chat_pipe(["Once upon a time"], "-n", N_PREDICT)
+        self.assertEqual(out, kept + "\n")
+        # a pipe is not a terminal: the reasoning comes plain
+        q = subprocess.run([moetest.BIN, "chat", "-m", MODEL, "--template", think, "--temp", "0", "-n", N_PREDICT,
+                            "-t", "1"], input=b"Once upon a time\n", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=600)
+        self.assertEqual(q.stdout.decode(), reply + "\n")
 
     def test_without_a_terminal(self):
         q = subprocess.run([moetest.BIN, "chat", "-m", MODEL, "--template", self.tmpl, "--temp", "0", "-n", "5",
