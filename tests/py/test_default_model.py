@@ -12,7 +12,7 @@
     regenerated here by the engine running the teacher, as tools/distill/gen_data.py does),
     computed by the engine (`moe logits`, as tools/distill/perplexity.py does), stays at the
     value measured when the model was made, above the teacher's (a student of its teacher's own
-    samples). Issue 20's goal, within 10 % of the teacher, is not met yet: 1.76 x here.
+    samples) and within 10 % of it (issue 20; on all 200 held-out stories: models/README.md).
 """
 
 import json
@@ -34,7 +34,7 @@ TEACHER = os.path.join(moetest.SHARED, "models", "stories260K")
 # the held-out seeds of models/README.md (1000001-1000200), first 20 of them; the perplexity
 # the engine measured on them when the model was made (python3 tools/distill/perplexity.py)
 HELDOUT_SEEDS = range(1000001, 1000021)
-HELDOUT_PPL = 7.0454
+HELDOUT_PPL = 4.2301
 
 
 class DefaultModelTest(unittest.TestCase):
@@ -114,6 +114,7 @@ class DefaultModelTest(unittest.TestCase):
         print("\nheld-out perplexity on %d tokens: student %.4f, teacher %.4f" % (n, student, teach))
         self.assertAlmostEqual(student, HELDOUT_PPL, delta=0.01 * HELDOUT_PPL)
         self.assertGreater(student, teach)
+        self.assertLess(student, 1.10 * teach)
 
 
 if __name__ == "__main__":

@@ -32,16 +32,17 @@ def main(argv):
     a = ap.parse_args(argv)
     with open(a.csv) as f:
         rows = list(csv.DictReader(f))
+    ev = [(int(r["step"]), float(r["heldout_kl"])) for r in rows if r["heldout_kl"]]
+    rows = [r for r in rows if r["kd"]]  # (a step-0 row holds only the evaluation of the start)
     steps = [int(r["step"]) for r in rows]
     kd = [float(r["kd"]) for r in rows]
     ce = [float(r["ce"]) for r in rows]
-    ev = [(int(r["step"]), float(r["heldout_kl"])) for r in rows if r["heldout_kl"]]
     series = [("KD loss KL(teacher||student)", "#c8d4ee", list(zip(steps, kd)), 1.0),
               ("KD loss, 25-step mean", "#1f4e9c", list(zip(steps, moving(kd, 25))), 2.0),
               ("CE of sampled token, 25-step mean", "#d1731b", list(zip(steps, moving(ce, 25))), 2.0),
               ("held-out KL", "#2a9d4b", ev, 2.5)]
     ymax = math.ceil(max(max(kd[5:] or kd), max(ce[5:] or ce)))
-    xmax = max(steps)
+    xmax = max(steps + [s for s, _ in ev])
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
 
     def X(s):
