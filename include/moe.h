@@ -8,6 +8,7 @@
  *                      large allocation; nothing is allocated per token)
  *   moe_tokenize()     text -> token ids
  *   moe_eval()         feed token ids, get logits
+ *   moe_eval_batch()   the same for several sequences of one context in one pass
  *   moe_sampler_*()    logits -> next token id
  *   moe_detok_*()      token ids -> text, streamed (partial UTF-8 held back)
  *
@@ -103,6 +104,7 @@ typedef struct moe_ctx_params {
     int n_active;     /* experts per token, k; 0 = the model's (moe.n_active). A routing
                          experiment: the trained k reproduces the model exactly */
     int kv_f16;       /* 1: keep the KV cache in f16 (half the memory; llama.cpp's default) */
+    int n_seq;        /* sequences the context holds, each with its own cache; 0 = 1 (moe_eval_batch) */
 } moe_ctx_params;
 
 moe_ctx_params moe_ctx_default_params(void);
@@ -111,6 +113,9 @@ moe_ctx_params moe_ctx_default_params(void);
  * memory than the machine has. */
 moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err);
 void moe_ctx_free(moe_ctx *c);
+
+/* The calls below without a sequence number act on sequence 0, the only
+ * one of a context made with n_seq = 1 (moe_eval_batch: the others). */
 
 /* Forget the sequence (position back to 0). */
 void moe_ctx_reset(moe_ctx *c);
@@ -135,6 +140,68 @@ size_t moe_ctx_bytes(const moe_ctx *c);
 int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *err);
 const float *moe_ctx_logits(const moe_ctx *c);
 
+/* ---------------------------------------------------------------- several sequences */
+
+/*
+ * A context made with n_seq > 1 holds that many independent sequences
+ * (numbered 0..n_seq-1), each with its own KV cache, position and recurrent
+ * state, sharing the weights and the scratch. moe_eval_batch appends tokens
+ * to several of them in one pass through the model: every matrix product
+ * (projections, router, shared experts, lm head) covers all their tokens at
+ * once, attention reads each sequence's own cache, and the experts run over
+ * all tokens grouped by expert, so an expert several sequences chose is read
+ * once per pass. Each sequence's logits are those it gets evaluated alone
+ * (up to float rounding: see README, Batched decoding).
+ *
+ * A server's decode step, one token per active sequence:
+ *
+ *     moe_ctx_params p = moe_ctx_default_params();
+ *     p.n_seq = 4;
+ *     moe_ctx *c = moe_ctx_new(model, &p, &err);
+ *     ...
+ *     moe_batch_item it[4];
+ *     int n = 0;
+ *     for (int s = 0; s < 4; s++)
+ *         if (active[s]) it[n++] = (moe_batch_item){.seq = s, .tokens = &next[s], .n = 1};
+ *     if (moe_eval_batch(c, it, n, &err)) ...;
+ *     for (int i = 0; i < n; i++)
+ *         next[it[i].seq] = moe_sample(sampler[it[i].seq], moe_seq_logits(c, it[i].seq), ...);
+ *
+ * A new request's prompt can join the same call as an item of many tokens
+ * (then the pass has more rows; passes hold n_batch rows, longer work is cut
+ * into several). A finished sequence frees its slot with moe_seq_reset, or
+ * keeps a shared prompt prefix with moe_seq_truncate.
+ */
+typedef struct moe_batch_item {
+    int seq;               /* 0..n_seq-1, at most once per call */
+    const int32_t *tokens; /* appended at the sequence's position */
+    int n;                 /* >= 1 */
+    float *logits;         /* NULL, or n * vocab_size floats: row i = logits after token i */
+} moe_batch_item;
+
+/* Evaluate the items in one pass (several when they hold more than n_batch
+ * tokens). Whatever logits asks for, each sequence's last row is kept and
+ * returned by moe_seq_logits. Returns 0, or -1 with err set, having evaluated
+ * nothing (bad sequence, one named twice, context full, bad token id). */
+int moe_eval_batch(moe_ctx *c, const moe_batch_item *items, int n_items, moe_err *err);
+int moe_ctx_n_seq(const moe_ctx *c);
+/* The logits after sequence seq's last evaluated token (vocab_size floats). */
+const float *moe_seq_logits(const moe_ctx *c, int seq);
+int moe_seq_pos(const moe_ctx *c, int seq);
+/* moe_ctx_reset and moe_ctx_truncate for one sequence; the others are untouched. */
+void moe_seq_reset(moe_ctx *c, int seq);
+int moe_seq_truncate(moe_ctx *c, int seq, int pos, moe_err *err);
+
+/* Work counters since moe_ctx_new (benchmarks, tests). */
+typedef struct moe_ctx_stats {
+    uint64_t passes;       /* passes through the model (at most n_batch token rows each) */
+    uint64_t rows;         /* token rows evaluated */
+    uint64_t expert_reads; /* routed experts' weights streamed: one per (pass, MoE layer, expert chosen),
+                              more when an expert's rows exceed the FFN's row group (ffn.c) */
+    uint64_t expert_rows;  /* (token, expert) rows those reads computed: rows * k per MoE layer */
+} moe_ctx_stats;
+void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *s);
+
 /* ---------------------------------------------------------------- routing */
 
 /* What the router decided for one token at one MoE layer (docs/ROUTING.md).
@@ -151,11 +218,13 @@ typedef struct moe_route_event {
     const unsigned char *group_kept; /* (n_groups) 1 = group kept; NULL without groups */
     float shared_weight;          /* multiplier of the always-on shared expert(s): 0 = none,
                                      1, or Qwen2-MoE's sigmoid gate */
+    int seq;                      /* the sequence (moe_eval_batch); 0 for moe_eval */
 } moe_route_event;
 typedef void (*moe_route_hook)(void *user, const moe_route_event *ev);
 
 /* Call hook after every routing decision (NULL: off, the default, costs nothing).
- * Within one moe_eval batch events arrive layer by layer, tokens in order. */
+ * Within one moe_eval batch events arrive layer by layer, tokens in order
+ * (moe_eval_batch: the items' tokens in the items' order). */
 void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user);
 
 /* Take expert `expert` of layer `layer` out of selection: it is never chosen

@@ -1,5 +1,7 @@
-/* attention.c - causal self-attention over the KV cache, for a batch of n
- * tokens at positions pos0 .. pos0+n-1.
+/* attention.c - causal self-attention over the KV cache, for the n rows of
+ * a pass: runs of tokens of one or more sequences (forward.h), each row at
+ * its position, attending to its own sequence's cache. The projections
+ * cover all rows at once.
  *
  *   gqa  grouped-query attention (Llama, Mixtral, Qwen, OLMoE, Granite,
  *        gpt-oss): q/k/v projections (+ biases), QK-norm (per head, or over
@@ -125,31 +127,34 @@ static void split_query_gate(float *q, float *gate, int n, int nh, int hd) {
         }
 }
 
-/* Cache tokens t0 .. t0+m-1 of the batch (q, k, v in c->q, c->k, c->v, at
- * positions pos0 + t), then softmax(q k^T * scale) v for each of them,
+/* Cache rows t0 .. t0+m-1 of the pass (q, k, v in c->q, c->k, c->v) in
+ * their sequences' caches, at their positions, then softmax(q k^T * scale) v
+ * for each of them,
  * causally, per (token, kv head): query heads g*group .. g*group+group-1
  * read kv head g (HF repeat_kv). V is cached transposed (a row per value
  * dimension, one value per slot), so the weighted sum of values is one
  * more tile: V^T rows as weights, the group's score rows as tokens; a key
  * span that wraps around a ring is two tiles. */
-static void attend_chunk(moe_ctx *c, int layer, int t0, int m, int pos0) {
+static void attend_chunk(moe_ctx *c, int layer, int t0, int m) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim;
     int qw = nh * hd, kvw = nkv * hd, slots = c->layer_slots[layer];
     for (int t = t0; t < t0 + m; t++) {
-        int slot = (pos0 + t) % slots;
-        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)slot * kvw), c->k + (size_t)t * kvw, kvw, 1);
-        kv_put(c, kv_at(c, c->v_cache, layer, (size_t)slot), c->v + (size_t)t * kvw, kvw, (size_t)slots);
+        const seq_state *s = &c->seqs[c->row_seq[t]];
+        int slot = c->row_pos[t] % slots;
+        kv_put(c, kv_at(c, s->k_cache, layer, (size_t)slot * kvw), c->k + (size_t)t * kvw, kvw, 1);
+        kv_put(c, kv_at(c, s->v_cache, layer, (size_t)slot), c->v + (size_t)t * kvw, kvw, (size_t)slots);
     }
-    const void *kc = kv_at(c, c->k_cache, layer, 0), *vc = kv_at(c, c->v_cache, layer, 0);
     int group = nh / nkv;
     size_t es = kv_esize(c), ld = (size_t)c->n_ctx;
     const kernel_set *ks = kernels_get();
     moe_dtype cache_type = c->kv_f16 ? DT_F16 : DT_F32;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
     for (int tg = t0 * nkv; tg < (t0 + m) * nkv; tg++) {
-        int t = tg / nkv, g = tg % nkv, p = pos0 + t, s0, n0, n1;
+        int t = tg / nkv, g = tg % nkv, p = c->row_pos[t], s0, n0, n1;
+        const seq_state *s = &c->seqs[c->row_seq[t]];
+        const void *kc = kv_at(c, s->k_cache, layer, 0), *vc = kv_at(c, s->v_cache, layer, 0);
         float *scores = c->att_scores + (size_t)thread_id() * (size_t)group * ld;
         float *part = c->att_part + (size_t)thread_id() * (size_t)group * hd;
         size_t h0 = (size_t)t * qw + (size_t)g * group * hd;
@@ -168,7 +173,20 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m, int pos0) {
     }
 }
 
-static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
+/* Consecutive rows that attend together: all of them, except that a ring
+ * (sliding-window layer) takes at most limit = slots - window + 1 new
+ * tokens of one sequence before they attend, so none overwrites a key a
+ * row of the chunk still needs. A sequence's rows are one run (forward.h). */
+static int chunk_end(const moe_ctx *c, int t0, int n, int limit) {
+    int t1 = t0, run_rows = 0;
+    while (t1 < n && !(run_rows == limit && c->row_seq[t1] == c->row_seq[t1 - 1])) {
+        run_rows = t1 > t0 && c->row_seq[t1] != c->row_seq[t1 - 1] ? 1 : run_rows + 1;
+        t1++;
+    }
+    return t1;
+}
+
+static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, float *out) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim;
@@ -201,17 +219,17 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
             clamp_abs(k, kvw, cfg->clip_qkv);
             clamp_abs(v, kvw, cfg->clip_qkv);
         }
-        int p = pos0 + t;
+        int p = c->row_pos[t];
         for (int h = 0; h < nh; h++) rope_apply(&c->rope, q + h * hd, p);
         for (int h = 0; h < nkv; h++) rope_apply(&c->rope, k + h * hd, p);
     }
 
-    /* A ring (sliding-window layer) takes at most window new tokens before
-     * they attend, so none overwrites a key a token of the chunk still needs. */
     int slots = c->layer_slots[layer];
-    int chunk = slots < c->n_ctx ? slots - cfg->window + 1 : n;
-    for (int t0 = 0; t0 < n; t0 += chunk)
-        attend_chunk(c, layer, t0, n - t0 < chunk ? n - t0 : chunk, pos0);
+    int limit = slots < c->n_ctx ? slots - cfg->window + 1 : n;
+    for (int t0 = 0, t1; t0 < n; t0 = t1) {
+        t1 = chunk_end(c, t0, n, limit);
+        attend_chunk(c, layer, t0, t1 - t0);
+    }
 
     if (cfg->out_gate) /* HF: attn_output * sigmoid(gate), before o_proj */
         for (size_t i = 0; i < (size_t)n * qw; i++) c->att[i] *= sigmoidf(c->gate[i]);
@@ -226,7 +244,7 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, int pos
  * eps of 1e-6, not config.rms_norm_eps (modeling_deepseek.py). */
 #define MLA_NORM_EPS 1e-6f
 
-static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
+static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, float *out) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     int nh = cfg->n_heads, nope = cfg->nope_dim, rd = cfg->mla_rope_dim, lora = cfg->kv_lora, vd = cfg->v_dim;
@@ -251,14 +269,14 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
         act_init(&aq, c->k, n, cfg->q_lora, c->act_scratch);
         matmul(c->q, &L->q_b, &aq, c->n_threads);
     }
-    const void *cache = kv_at(c, c->k_cache, layer, 0);
     for (int t = 0; t < n; t++) {
-        int p = pos0 + t;
+        int p = c->row_pos[t];
+        void *cache = c->seqs[c->row_seq[t]].k_cache;
         float *ckv = c->v + (size_t)t * cw, *slot = c->mla_tmp; /* built in f32, then stored */
         rmsnorm(slot, ckv, L->kv_a_norm, lora, MLA_NORM_EPS); /* kv_a_layernorm(c_kv) */
         memcpy(slot + lora, ckv + lora, sizeof(float) * (size_t)rd);
         rope_apply(&c->rope, slot + lora, p);
-        kv_put(c, kv_at(c, c->k_cache, layer, (size_t)p * cw), slot, cw, 1);
+        kv_put(c, kv_at(c, cache, layer, (size_t)p * cw), slot, cw, 1);
         for (int h = 0; h < nh; h++) rope_apply(&c->rope, c->q + (size_t)t * qw + h * qk + nope, p);
     }
 
@@ -268,7 +286,8 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     const kernel_set *ks = kernels_get();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
     for (int th = 0; th < n * nh; th++) {
-        int t = th / nh, h = th % nh, p = pos0 + t;
+        int t = th / nh, h = th % nh, p = c->row_pos[t];
+        const void *cache = kv_at(c, c->seqs[c->row_seq[t]].k_cache, layer, 0);
         const float *qh = c->q + (size_t)t * qw + h * qk;
         float *scores = c->att_scores + (size_t)thread_id() * c->n_ctx;
         float *mq = c->mla_tmp + (size_t)thread_id() * (cw + lora), *lat = mq + cw;
@@ -288,10 +307,10 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, int pos
     matmul(out, &L->o, &aa, c->n_threads);
 }
 
-void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out) {
+void attention_forward(moe_ctx *c, int layer, const float *xn, int n, float *out) {
     observe_input(c, layer, MOE_INPUT_ATTN, -1, xn, n, c->model->cfg.dim);
     if (c->model->cfg.attn_type == ATTN_MLA)
-        attention_mla(c, layer, xn, n, pos0, out);
+        attention_mla(c, layer, xn, n, out);
     else
-        attention_gqa(c, layer, xn, n, pos0, out);
+        attention_gqa(c, layer, xn, n, out);
 }

@@ -2,10 +2,10 @@
  * Qwen3NextGatedDeltaNet / Qwen3_5MoeGatedDeltaNet), a linear-attention layer
  * that replaces self-attention in 3 of every 4 layers.
  *
- * For a batch of n tokens of one sequence:
+ * For the n rows of a pass (runs of tokens, each of one sequence: forward.h):
  *   1. projections: q|k|v (channels = 2*n_k*dk + n_v*dv), z (n_v*dv), b and a (n_v);
  *   2. causal depthwise conv1d of width K over the q|k|v channels, then SiLU;
- *      the last K-1 pre-conv inputs carry over to the next batch (conv state);
+ *      the last K-1 pre-conv inputs carry over to the next pass (conv state);
  *   3. q, k L2-normalised per key head, q scaled by 1/sqrt(dk);
  *      beta = sigmoid(b), decay = exp(g), g = -exp(A_log) * softplus(a + dt_bias);
  *   4. per value head h (reading key head h / (n_v/n_k)), token by token, the
@@ -14,8 +14,10 @@
  *      (HF's recurrent form, exact: the chunked form HF uses for prefill is the
  *      same function, reordered);
  *   5. o = RMSNorm(o) * w * silu(z) per value head (Qwen3NextRMSNormGated), then out_proj.
- * Heads are independent, so step 4 runs the heads in parallel, each through
- * all n tokens in order. The state lives in the context (forward.h). */
+ * Steps 2 and 4 run each sequence's tokens through its own state; heads and
+ * sequences are independent, so step 4 runs every (sequence, head) pair in
+ * parallel, each through its tokens in order. The states live in the
+ * context (forward.h); the projections (1, 5) cover all rows at once. */
 #include <math.h>
 #include <string.h>
 
@@ -26,17 +28,18 @@
 
 #define CONV_PAR_MIN (1u << 14) /* conv values below which the channels stay on one thread */
 
-/* This layer's conv state (K-1, channels) and delta-rule state (n_v, dk, dv):
- * the blocks are in layer order, one per Gated DeltaNet layer. */
-static float *conv_state(moe_ctx *c, int layer) {
+/* This layer's conv state (K-1, channels) and delta-rule state (n_v, dk, dv)
+ * in sequence seq's state: the blocks are in layer order, one per Gated
+ * DeltaNet layer. */
+static float *conv_state(moe_ctx *c, int seq, int layer) {
     const moe_config *cfg = &c->model->cfg;
     size_t slot = 0;
     for (int l = 0; l < layer; l++) slot += cfg->ssm_layer[l];
-    return c->ssm_state + slot * ssm_state_floats(cfg);
+    return c->seqs[seq].ssm_state + slot * ssm_state_floats(cfg);
 }
-static float *delta_state(moe_ctx *c, int layer) {
+static float *delta_state(moe_ctx *c, int seq, int layer) {
     const moe_config *cfg = &c->model->cfg;
-    return conv_state(c, layer) + (size_t)(cfg->ssm_conv_kernel - 1) * (size_t)ssm_channels(cfg);
+    return conv_state(c, seq, layer) + (size_t)(cfg->ssm_conv_kernel - 1) * (size_t)ssm_channels(cfg);
 }
 
 /* torch.nn.functional.softplus (beta 1, threshold 20: linear above it) */
@@ -115,8 +118,13 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
                     {.y = c->ssm_a, .w = &L->ssm_alpha, .a = &ax, .m = n}};
     matmul_jobs(in, 4, c->n_threads);
 
-    /* 2. causal conv1d + SiLU over q|k|v */
-    conv_silu(L->ssm_conv, cfg->ssm_conv_kernel, conv_state(c, layer), c->ssm_x, c->ssm_qkv, n, ch, c->n_threads);
+    /* 2. causal conv1d + SiLU over q|k|v, each run after its sequence's last inputs */
+    for (int i = 0; i < c->n_runs; i++) {
+        const seq_run *r = &c->runs[i];
+        size_t at = (size_t)r->row0 * ch;
+        conv_silu(L->ssm_conv, cfg->ssm_conv_kernel, conv_state(c, r->seq, layer), c->ssm_x + at, c->ssm_qkv + at,
+                  r->n, ch, c->n_threads);
+    }
 
     /* 3. L2-normalised q and k per key head (q also times dk^-1/2); beta and decay per value head */
     float qscale = 1.0f / sqrtf((float)dk);
@@ -133,17 +141,19 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
         }
     }
 
-    /* 4. the delta rule, value heads in parallel; value head h reads key head h / (nv/nk) */
-    float *S0 = delta_state(c, layer);
+    /* 4. the delta rule, (run, value head) pairs in parallel; value head h reads key head h / (nv/nk) */
     int per_k = nv / nk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads) if (c->n_threads > 1)
-    for (int h = 0; h < nv; h++) {
-        const float *base = c->ssm_qkv;
-        int kh = h / per_k;
+    for (int rh = 0; rh < c->n_runs * nv; rh++) {
+        const seq_run *r = &c->runs[rh / nv];
+        int h = rh % nv, kh = h / per_k;
+        const float *base = c->ssm_qkv + (size_t)r->row0 * ch;
+        const float *b = c->ssm_b + (size_t)r->row0 * nv, *a = c->ssm_a + (size_t)r->row0 * nv;
+        float *S = delta_state(c, r->seq, layer) + (size_t)h * dk * dv;
         float *tmp = c->ssm_tmp + (size_t)thread_id() * 2 * dv;
-        delta_rule_head(S0 + (size_t)h * dk * dv, dk, dv, n, base + (size_t)kh * dk, base + kw + (size_t)kh * dk,
-                        base + 2 * (size_t)kw + (size_t)h * dv, (size_t)ch, c->ssm_b + h, c->ssm_a + h, (size_t)nv,
-                        c->ssm_o + (size_t)h * dv, (size_t)vw, tmp, tmp + dv);
+        delta_rule_head(S, dk, dv, r->n, base + (size_t)kh * dk, base + kw + (size_t)kh * dk,
+                        base + 2 * (size_t)kw + (size_t)h * dv, (size_t)ch, b + h, a + h, (size_t)nv,
+                        c->ssm_o + (size_t)r->row0 * vw + (size_t)h * dv, (size_t)vw, tmp, tmp + dv);
     }
 
     /* 5. gated RMSNorm per value head: RMSNorm(o) * w * silu(z), w used as stored */

@@ -1,10 +1,10 @@
 /* ffn.c - the feed-forward block of a layer: a dense SwiGLU MLP, or a
  * mixture of experts.
  *
- * MoE for a batch of n tokens:
+ * MoE for the n rows of a pass (the tokens of every sequence in it):
  *   1. router logits for every token (one matmul), then route() per token;
  *   2. the (token, slot) pairs are grouped by expert, so each chosen expert's
- *      weights are read once per batch, not once per token;
+ *      weights are read once per pass, not once per token or per sequence;
  *   3. each expert runs SwiGLU on its tokens' rows, read in place through an
  *      index list from the batch input (quantized once for all experts);
  *      the experts (and shared experts) queue up as pieces of a group, and a
@@ -71,6 +71,10 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
     mm_job job[MM_MAX_JOBS] = {{0}};
     for (int i = 0; i < g->n; off += g->p[i].n, i++) {
         const ffn_piece *p = &g->p[i];
+        if (p->expert >= 0) { /* the work counters (moe_ctx_stats) */
+            c->stats.expert_reads++;
+            c->stats.expert_rows += (uint64_t)p->n;
+        }
         float *h1 = c->ffn_h1 + (size_t)off * ff, *h2 = c->ffn_h2 + (size_t)off * ff;
         if (p->oai) { /* apart: the activation needs both projections biased first */
             job[nj++] = (mm_job){.y = h1, .w = &p->gate, .a = ax, .idx = p->rows, .m = p->n};
@@ -125,8 +129,8 @@ static void group_add(moe_ctx *c, ffn_group *g, ffn_piece piece, act_rows *ax, f
     }
 }
 
-/* Route every token; fills sel_ids/sel_w (n, k) and reports to the hook. */
-static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens) {
+/* Route every row; fills sel_ids/sel_w (n, k) and reports to the hook. */
+static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     const route_config *rc = &c->route; /* the model's, with the context's k */
@@ -149,9 +153,9 @@ static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
         route(rc, &io);
         if (c->on_route) {
             float shared = cfg->shared_ff <= 0 ? 0.0f : cfg->shared_gate ? sigmoidf(c->ffn_gate_logit[t]) : 1.0f;
-            route_event ev = {.pos = pos0 + t,
+            route_event ev = {.pos = c->row_pos[t],
                               .layer = layer,
-                              .token = tokens ? tokens[t] : -1,
+                              .token = c->row_tok[t],
                               .k = k,
                               .n_experts = E,
                               .n_groups = rc->n_groups,
@@ -161,20 +165,20 @@ static void route_batch(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
                               .scores = io.scores,
                               .choice = io.choice,
                               .group_kept = io.group_kept,
-                              .shared_weight = shared};
+                              .shared_weight = shared,
+                              .seq = c->row_seq[t]};
             c->on_route(c->on_route_user, &ev);
         }
     }
 }
 
-static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, const int32_t *tokens, float *out,
-                        ffn_group *g) {
+static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, float *out, ffn_group *g) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     int E = c->route.n_experts, k = c->route.k;
     if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
         matmul(c->ffn_gate_logit, &L->shexp_gate, ax, c->n_threads);
-    route_batch(c, layer, ax, n, pos0, tokens);
+    route_batch(c, layer, ax, n);
 
     /* group (token, slot) pairs by expert: a counting sort keeps token order */
     memset(c->exp_count, 0, sizeof(int) * (size_t)(E + 1));
@@ -211,7 +215,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, int pos0, co
     }
 }
 
-void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const int32_t *tokens, float *out) {
+void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, float *out) {
     const layer_weights *L = &c->model->layers[layer];
     act_rows ax; /* the block input, quantized at most once per type for every matmul below */
     act_init(&ax, xn, n, c->model->cfg.dim, c->act_scratch);
@@ -219,7 +223,7 @@ void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const 
     ffn_group g = {.n = 0, .layer = layer};
     memset(out, 0, sizeof(float) * (size_t)n * c->model->cfg.dim);
     if (L->is_moe)
-        moe_forward(c, layer, &ax, n, pos0, tokens, out, &g);
+        moe_forward(c, layer, &ax, n, out, &g);
     else /* HF MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) */
         group_add(c, &g, (ffn_piece){.gate = L->ffn_gate, .up = L->ffn_up, .down = L->ffn_down, .rows = c->seq_idx,
                                       .n = n, .expert = -1}, &ax, out);

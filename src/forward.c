@@ -1,10 +1,11 @@
-/* forward.c - one sequence's context and the transformer forward pass.
+/* forward.c - a context (its sequences' states) and the transformer forward pass.
  *
  * Per layer (HF DecoderLayer):
  *   x = x + s * attention(RMSNorm(x))      s = residual_scale (Granite), else 1
  *   x = x + s * ffn(RMSNorm(x))            ffn: dense SwiGLU or mixture of experts
  * then logits = output(RMSNorm(x)) * logit_scale. Tokens go through in
- * batches of up to n_batch; the KV cache makes later batches see earlier ones. */
+ * passes of up to n_batch rows, from one or several sequences (forward.h);
+ * the KV cache makes later passes see earlier ones. */
 #include "forward.h"
 
 #include <stdio.h>
@@ -24,9 +25,10 @@
 #define DEFAULT_BATCH 512
 #define FFN_SCRATCH_BYTES (16u << 20) /* bounds the gathered-rows buffers of the FFN */
 #define MAX_THREADS 1024               /* n_threads at most: per-thread scratch is sized by it */
+#define MAX_SEQ 4096                   /* sequences per context: a bound that keeps sizes small */
 
 moe_ctx_params moe_ctx_default_params(void) {
-    moe_ctx_params p = {.n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_active = 0, .kv_f16 = 0};
+    moe_ctx_params p = {.n_ctx = 0, .n_batch = 0, .n_threads = 0, .n_active = 0, .kv_f16 = 0, .n_seq = 0};
     return p;
 }
 
@@ -108,6 +110,11 @@ static void layout(moe_ctx *c, arena *a) {
         c->ffn_gate_logit = take(a, B, sizeof(float));
     }
     c->seq_idx = take(a, B, sizeof(int));
+    c->row_seq = take(a, B, sizeof(int));
+    c->row_pos = take(a, B, sizeof(int));
+    c->row_tok = take(a, B, sizeof(int32_t));
+    c->runs = take(a, (size_t)c->n_seq, sizeof(seq_run));
+    c->logit_rows = take(a, (size_t)c->n_seq, sizeof(int));
     uint64_t widest = dim > qw ? dim : qw; /* block inputs: x, attention output, MLA q-LoRA, DeltaNet output */
     if ((uint64_t)ssm_value_width(cfg) > widest) widest = (uint64_t)ssm_value_width(cfg);
     if ((uint64_t)cfg->q_lora > widest) widest = (uint64_t)cfg->q_lora;
@@ -117,7 +124,11 @@ static void layout(moe_ctx *c, arena *a) {
     c->ffn_h1 = take(a, C * ff, sizeof(float));
     c->ffn_h2 = take(a, C * ff, sizeof(float));
     c->ffn_y = take(a, C * dim, sizeof(float));
-    c->logits = take(a, (uint64_t)cfg->vocab_size, sizeof(float));
+    c->logits_rows = take(a, (uint64_t)c->n_seq * (uint64_t)cfg->vocab_size, sizeof(float));
+    for (int s = 0; s < c->n_seq; s++) {
+        float *l = take(a, (uint64_t)cfg->vocab_size, sizeof(float));
+        if (a->base) c->seqs[s].logits = l;
+    }
 }
 
 /* ------------------------------------------------------------ context */
@@ -179,7 +190,7 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     }
     moe_ctx_params dp = moe_ctx_default_params();
     if (!p) p = &dp;
-    if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0 || p->n_active < 0) {
+    if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0 || p->n_active < 0 || p->n_seq < 0) {
         moe_fail(err, "context parameters must not be negative");
         return NULL;
     }
@@ -198,12 +209,23 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
         moe_fail(err, "threads %d: at most %d", p->n_threads, MAX_THREADS);
         return NULL;
     }
+    if (p->n_seq > MAX_SEQ) {
+        moe_fail(err, "%d sequences: at most %d in one context", p->n_seq, MAX_SEQ);
+        return NULL;
+    }
     moe_ctx *c = calloc(1, sizeof *c);
     if (!c) {
         moe_fail(err, "out of memory");
         return NULL;
     }
     c->model = m;
+    c->n_seq = p->n_seq ? p->n_seq : 1;
+    c->seqs = calloc((size_t)c->n_seq, sizeof *c->seqs);
+    if (!c->seqs) {
+        moe_fail(err, "out of memory");
+        free(c);
+        return NULL;
+    }
     c->route = *r;
     if (p->n_active) c->route.k = p->n_active;
     c->n_ctx = p->n_ctx ? p->n_ctx : (cfg->max_ctx < DEFAULT_CTX ? cfg->max_ctx : DEFAULT_CTX);
@@ -220,9 +242,10 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
 
     /* Every size first, checked, then the memory: a context too large for
      * this machine (or for size_t) is refused before anything big is allocated.
-     * Gated DeltaNet layers have no KV cache (config_cache_slots) but a recurrent state. */
+     * Each of the n_seq sequences has a KV cache and, with Gated DeltaNet
+     * layers (no KV cache: config_cache_slots), a recurrent state. */
     uint64_t esize = p->kv_f16 ? sizeof(uint16_t) : sizeof(float), cache_values = 0, one_cache = 0, caches = 0;
-    uint64_t state = 0, rope = 0, total = 0, phys = physical_memory();
+    uint64_t state = 0, rope = 0, per_seq = 0, total = 0, phys = physical_memory();
     int n_caches = cfg->attn_type == ATTN_MLA ? 1 : 2, kv = kv_layout(c, &cache_values);
     arena a = {0};
     layout(c, &a);
@@ -234,41 +257,41 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
     if (kv || a.overflow || !mul_u64(cache_values, esize, &one_cache) || !mul_u64(one_cache, n_caches, &caches) ||
         !mul_u64(ssm_state_floats(cfg), (uint64_t)cfg->n_ssm_layers * sizeof(float), &state) ||
         !mul_u64((uint64_t)c->n_ctx * (uint64_t)(cfg->rope_dim / 2), 2 * sizeof(float), &rope) ||
-        !add_u64(caches, state, &total) || !add_u64(total, a.offset, &total) || !add_u64(total, rope, &total) ||
-        total > SIZE_MAX / 2) {
+        !add_u64(caches, state, &per_seq) || !mul_u64(per_seq, (uint64_t)c->n_seq, &total) ||
+        !add_u64(total, a.offset, &total) || !add_u64(total, rope, &total) || total > SIZE_MAX / 2) {
         moe_fail(err, "context of %d positions: its KV cache and scratch sizes overflow", c->n_ctx);
         moe_ctx_free(c);
         return NULL;
     }
     if (phys && total > phys) {
-        char recurrent[64] = "";
+        char recurrent[64] = "", seqs[48] = "";
         if (state) snprintf(recurrent, sizeof recurrent, " + recurrent state %llu", (unsigned long long)(state >> 20));
-        moe_fail(err, "context of %d positions needs %llu MB (KV cache %llu%s + scratch %llu + RoPE tables %llu MB), "
-                      "more than this machine's %llu MB of memory",
-                 c->n_ctx, (unsigned long long)(total >> 20), (unsigned long long)(caches >> 20), recurrent,
+        if (c->n_seq > 1) snprintf(seqs, sizeof seqs, " x %d sequences", c->n_seq);
+        moe_fail(err, "context of %d positions%s needs %llu MB (KV cache %llu%s%s + scratch %llu + RoPE tables %llu "
+                      "MB), more than this machine's %llu MB of memory",
+                 c->n_ctx, seqs, (unsigned long long)(total >> 20), (unsigned long long)(caches >> 20), recurrent,
+                 c->n_seq > 1 ? " per sequence" : "",
                  (unsigned long long)(a.offset >> 20), (unsigned long long)(rope >> 20),
                  (unsigned long long)(phys >> 20));
         moe_ctx_free(c);
         return NULL;
     }
     c->state_bytes = (size_t)state;
-    if (cfg->n_ssm_layers) {
-        c->ssm_state = calloc(1, c->state_bytes);
-        if (!c->ssm_state) {
-            moe_fail(err, "out of memory: Gated DeltaNet state of %zu MB", c->state_bytes >> 20);
-            moe_ctx_free(c);
-            return NULL;
-        }
-    }
-    c->kv_f16 = p->kv_f16 != 0;
-    c->k_cache = kv_alloc((size_t)one_cache);
-    c->v_cache = cfg->attn_type == ATTN_MLA ? NULL : kv_alloc((size_t)one_cache);
     c->cache_bytes = (size_t)caches;
+    c->kv_f16 = p->kv_f16 != 0;
+    int ok = 1, mla = cfg->attn_type == ATTN_MLA;
+    for (int s = 0; s < c->n_seq; s++) {
+        seq_state *q = &c->seqs[s];
+        q->k_cache = kv_alloc((size_t)one_cache);
+        q->v_cache = mla ? NULL : kv_alloc((size_t)one_cache);
+        q->ssm_state = cfg->n_ssm_layers ? calloc(1, c->state_bytes) : NULL;
+        ok = ok && q->k_cache && (mla || q->v_cache) && (!cfg->n_ssm_layers || q->ssm_state);
+    }
     c->arena_bytes = (size_t)a.offset;
     c->arena = calloc(1, (size_t)a.offset + 64);
-    if (!c->k_cache || (cfg->attn_type != ATTN_MLA && !c->v_cache) || !c->arena) {
-        moe_fail(err, "out of memory: KV cache %zu MB + scratch %zu MB for a context of %d", c->cache_bytes >> 20,
-                 c->arena_bytes >> 20, c->n_ctx);
+    if (!ok || !c->arena) {
+        moe_fail(err, "out of memory: %d x (KV cache %zu MB + state %zu MB) + scratch %zu MB for a context of %d",
+                 c->n_seq, c->cache_bytes >> 20, c->state_bytes >> 20, c->arena_bytes >> 20, c->n_ctx);
         moe_ctx_free(c);
         return NULL;
     }
@@ -285,50 +308,67 @@ moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) 
 
 void moe_ctx_free(moe_ctx *c) {
     if (!c) return;
-    free(c->k_cache);
-    free(c->v_cache);
+    for (int s = 0; s < c->n_seq; s++) {
+        free(c->seqs[s].k_cache);
+        free(c->seqs[s].v_cache);
+        free(c->seqs[s].ssm_state);
+    }
+    free(c->seqs);
     free(c->layer_off);
     free(c->layer_slots);
-    free(c->ssm_state);
     free(c->arena);
     free(c->expert_off);
     rope_table_free(&c->rope);
     free(c);
 }
 
-void moe_ctx_reset(moe_ctx *c) {
-    c->pos = 0;
+void moe_seq_reset(moe_ctx *c, int seq) {
+    if (seq < 0 || seq >= c->n_seq) return;
+    seq_state *s = &c->seqs[seq];
+    s->pos = 0;
     /* the KV cache is overwritten before it is read; the recurrent state is read first */
-    if (c->ssm_state) memset(c->ssm_state, 0, c->state_bytes);
+    if (s->ssm_state) memset(s->ssm_state, 0, c->state_bytes);
 }
+void moe_ctx_reset(moe_ctx *c) { moe_seq_reset(c, 0); }
 /* A full cache holds one row per position and nothing else depends on the
  * positions after pos, so forgetting them is moving the position back. A
  * sliding-window ring of S slots keeps position q in slot q % S: the keys the
  * next token at pos attends to (from pos - W + 1) survive unless a position
  * up to the old end overwrote them (q + S < old end). A recurrent state
  * (Gated DeltaNet) cannot go back at all. */
-int moe_ctx_truncate(moe_ctx *c, int pos, moe_err *err) {
-    if (pos < 0 || pos > c->pos)
-        return moe_fail(err, "truncate to position %d: the cache holds positions 0..%d", pos, c->pos);
-    if (pos == c->pos) return 0;
-    if (c->ssm_state) return moe_fail(err, "truncate to position %d: a recurrent state cannot go back", pos);
+int moe_seq_truncate(moe_ctx *c, int seq, int pos, moe_err *err) {
+    if (seq < 0 || seq >= c->n_seq)
+        return moe_fail(err, "truncate sequence %d: the context holds sequences 0..%d", seq, c->n_seq - 1);
+    seq_state *s = &c->seqs[seq];
+    if (pos < 0 || pos > s->pos)
+        return moe_fail(err, "truncate to position %d: the cache holds positions 0..%d", pos, s->pos);
+    if (pos == s->pos) return 0;
+    if (s->ssm_state) return moe_fail(err, "truncate to position %d: a recurrent state cannot go back", pos);
     const moe_config *cfg = &c->model->cfg;
     for (int l = 0; l < cfg->n_layers; l++) {
         int slots = c->layer_slots[l];
         if (slots >= c->n_ctx) continue;
         int first = pos - cfg->window + 1 > 0 ? pos - cfg->window + 1 : 0;
-        if ((int64_t)first + slots < c->pos)
+        if ((int64_t)first + slots < s->pos)
             return moe_fail(err, "truncate to position %d: layer %d's sliding-window ring no longer holds it", pos, l);
     }
-    c->pos = pos;
+    s->pos = pos;
     return 0;
 }
-int moe_ctx_pos(const moe_ctx *c) { return c->pos; }
+int moe_ctx_truncate(moe_ctx *c, int pos, moe_err *err) { return moe_seq_truncate(c, 0, pos, err); }
+int moe_seq_pos(const moe_ctx *c, int seq) { return seq >= 0 && seq < c->n_seq ? c->seqs[seq].pos : -1; }
+int moe_ctx_pos(const moe_ctx *c) { return c->seqs[0].pos; }
 int moe_ctx_n_ctx(const moe_ctx *c) { return c->n_ctx; }
+int moe_ctx_n_seq(const moe_ctx *c) { return c->n_seq; }
 size_t moe_ctx_bytes(const moe_ctx *c) {
-    return c->cache_bytes + c->state_bytes + c->arena_bytes + 2 * sizeof(float) * (size_t)c->rope.n_pos * (size_t)(c->rope.dim / 2);
+    return (c->cache_bytes + c->state_bytes) * (size_t)c->n_seq + c->arena_bytes +
+           2 * sizeof(float) * (size_t)c->rope.n_pos * (size_t)(c->rope.dim / 2);
 }
-const float *moe_ctx_logits(const moe_ctx *c) { return c->logits; }
+const float *moe_seq_logits(const moe_ctx *c, int seq) {
+    return seq >= 0 && seq < c->n_seq ? c->seqs[seq].logits : NULL;
+}
+const float *moe_ctx_logits(const moe_ctx *c) { return c->seqs[0].logits; }
+void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *s) { *s = c->stats; }
 
 void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user) {
     c->on_route = hook;
@@ -385,13 +425,48 @@ static void scale_rows(float *x, float s, size_t count) {
         for (size_t i = 0; i < count; i++) x[i] *= s;
 }
 
-/* n tokens at position c->pos; logits: NULL or n rows of vocab. */
-static void forward_batch(moe_ctx *c, const int32_t *tokens, int n, float *logits) {
+/* final norm and lm_head (HF norm, lm_head): every row of a run that asks
+ * for them, into its buffer; the last row of every other run gathered into
+ * one product, so a decode step reads the output matrix once. Each run's
+ * last row is kept as its sequence's logits. */
+static void output_logits(moe_ctx *c) {
     const moe_model *m = c->model;
     const moe_config *cfg = &m->cfg;
-    int dim = cfg->dim, V = cfg->vocab_size;
+    int dim = cfg->dim, V = cfg->vocab_size, gathered = 0;
+    act_rows ah;
+    for (int i = 0; i < c->n_runs; i++) { /* first: their rows of xn are still free to use */
+        const seq_run *r = &c->runs[i];
+        if (!r->logits) continue;
+        float *xn = c->xn + (size_t)r->row0 * dim;
+        norm_rows(xn, c->x + (size_t)r->row0 * dim, m->output_norm, r->n, dim, cfg->norm_eps, c->n_threads);
+        act_init(&ah, xn, r->n, dim, c->act_scratch);
+        matmul(r->logits, &m->output, &ah, c->n_threads);
+        scale_rows(r->logits, cfg->logit_scale, (size_t)r->n * V);
+        memcpy(c->seqs[r->seq].logits, r->logits + (size_t)(r->n - 1) * V, sizeof(float) * (size_t)V);
+    }
+    for (int i = 0; i < c->n_runs; i++) {
+        const seq_run *r = &c->runs[i];
+        if (r->logits) continue;
+        /* row gathered <= r->row0 + r->n - 1: rows move down only, each read before it is overwritten */
+        rmsnorm(c->xn + (size_t)gathered * dim, c->x + (size_t)(r->row0 + r->n - 1) * dim, m->output_norm, dim,
+                cfg->norm_eps);
+        c->logit_rows[gathered++] = i;
+    }
+    if (!gathered) return;
+    act_init(&ah, c->xn, gathered, dim, c->act_scratch);
+    matmul(c->logits_rows, &m->output, &ah, c->n_threads);
+    scale_rows(c->logits_rows, cfg->logit_scale, (size_t)gathered * V);
+    for (int j = 0; j < gathered; j++)
+        memcpy(c->seqs[c->runs[c->logit_rows[j]].seq].logits, c->logits_rows + (size_t)j * V, sizeof(float) * (size_t)V);
+}
 
-    for (int t = 0; t < n; t++) wmat_row_to_f32(&m->tok_embd, tokens[t], c->x + (size_t)t * dim); /* embed_tokens */
+/* One pass over the n rows of c->runs (row tokens, positions, sequences in c->row_*). */
+static void forward_pass(moe_ctx *c, int n) {
+    const moe_model *m = c->model;
+    const moe_config *cfg = &m->cfg;
+    int dim = cfg->dim;
+
+    for (int t = 0; t < n; t++) wmat_row_to_f32(&m->tok_embd, c->row_tok[t], c->x + (size_t)t * dim); /* embed_tokens */
     scale_rows(c->x, cfg->embd_scale, (size_t)n * dim);
 
     for (int l = 0; l < cfg->n_layers; l++) {
@@ -400,46 +475,75 @@ static void forward_batch(moe_ctx *c, const int32_t *tokens, int n, float *logit
         if (cfg->ssm_layer[l]) /* HF linear_attn: Gated DeltaNet */
             deltanet_forward(c, l, c->xn, n, c->branch);
         else
-            attention_forward(c, l, c->xn, n, c->pos, c->branch);
+            attention_forward(c, l, c->xn, n, c->branch);
         add_rows(c->x, cfg->residual_scale, c->branch, n, dim, c->n_threads);
         norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps, c->n_threads); /* post_attention_layernorm */
-        ffn_forward(c, l, c->xn, n, c->pos, tokens, c->branch);
+        ffn_forward(c, l, c->xn, n, c->branch);
         add_rows(c->x, cfg->residual_scale, c->branch, n, dim, c->n_threads);
     }
-    c->pos += n;
+    for (int i = 0; i < c->n_runs; i++) c->seqs[c->runs[i].seq].pos += c->runs[i].n;
+    output_logits(c);
+    c->stats.passes++;
+    c->stats.rows += (uint64_t)n;
+}
 
-    /* final norm and lm_head: every row when asked, else only the last */
-    act_rows ah;
-    if (logits) {
-        norm_rows(c->xn, c->x, m->output_norm, n, dim, cfg->norm_eps, c->n_threads);
-        act_init(&ah, c->xn, n, dim, c->act_scratch);
-        matmul(logits, &m->output, &ah, c->n_threads);
-        scale_rows(logits, cfg->logit_scale, (size_t)n * V);
-        memcpy(c->logits, logits + (size_t)(n - 1) * V, sizeof(float) * (size_t)V);
-    } else {
-        float *last = c->xn + (size_t)(n - 1) * dim;
-        rmsnorm(last, c->x + (size_t)(n - 1) * dim, m->output_norm, dim, cfg->norm_eps);
-        act_init(&ah, last, 1, dim, c->act_scratch);
-        matmul(c->logits, &m->output, &ah, c->n_threads);
-        scale_rows(c->logits, cfg->logit_scale, (size_t)V);
+/* Every item checked before anything runs, so a refused call changes nothing. */
+static int check_items(const moe_ctx *c, const moe_batch_item *items, int n_items, moe_err *err) {
+    const moe_config *cfg = &c->model->cfg;
+    if (n_items <= 0 || !items) return moe_fail(err, "no tokens to evaluate");
+    for (int i = 0; i < n_items; i++) {
+        const moe_batch_item *it = &items[i];
+        if (it->seq < 0 || it->seq >= c->n_seq)
+            return moe_fail(err, "sequence %d: the context holds sequences 0..%d", it->seq, c->n_seq - 1);
+        for (int j = 0; j < i; j++)
+            if (items[j].seq == it->seq)
+                return moe_fail(err, "sequence %d appears twice in one batch (items %d and %d)", it->seq, j, i);
+        char who[32] = "";
+        if (c->n_seq > 1) snprintf(who, sizeof who, "sequence %d: ", it->seq);
+        if (it->n <= 0 || !it->tokens) return moe_fail(err, "%sno tokens to evaluate", who);
+        int pos = c->seqs[it->seq].pos;
+        if (it->n > c->n_ctx - pos)
+            return moe_fail(err, "%scontext full: %d positions used + %d new tokens exceed the context of %d", who,
+                            pos, it->n, c->n_ctx);
+        for (int t = 0; t < it->n; t++)
+            if (it->tokens[t] < 0 || it->tokens[t] >= cfg->vocab_size)
+                return moe_fail(err, "%stoken id %d at index %d is outside the vocabulary (0..%d)", who,
+                                it->tokens[t], t, cfg->vocab_size - 1);
     }
+    return 0;
+}
+
+/* The items' tokens go through in passes of up to n_batch rows, in item
+ * order; an item longer than what is left of a pass continues in the next. */
+int moe_eval_batch(moe_ctx *c, const moe_batch_item *items, int n_items, moe_err *err) {
+    if (check_items(c, items, n_items, err)) return -1;
+    int V = c->model->cfg.vocab_size, item = 0, done = 0; /* tokens of items[item] already evaluated */
+    while (item < n_items) {
+        int rows = 0;
+        c->n_runs = 0;
+        while (item < n_items && rows < c->n_batch) {
+            const moe_batch_item *it = &items[item];
+            int take = it->n - done < c->n_batch - rows ? it->n - done : c->n_batch - rows;
+            seq_run *r = &c->runs[c->n_runs++];
+            *r = (seq_run){.seq = it->seq, .row0 = rows, .n = take, .pos0 = c->seqs[it->seq].pos,
+                           .logits = it->logits ? it->logits + (size_t)done * V : NULL};
+            for (int j = 0; j < take; j++) {
+                c->row_seq[rows + j] = it->seq;
+                c->row_pos[rows + j] = r->pos0 + j;
+                c->row_tok[rows + j] = it->tokens[done + j];
+            }
+            rows += take;
+            done += take;
+            if (done == it->n) item++, done = 0;
+        }
+        forward_pass(c, rows);
+    }
+    return 0;
 }
 
 int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *err) {
-    const moe_config *cfg = &c->model->cfg;
-    if (n <= 0) return moe_fail(err, "no tokens to evaluate");
-    if (n > c->n_ctx - c->pos)
-        return moe_fail(err, "context full: %d positions used + %d new tokens exceed the context of %d", c->pos, n,
-                        c->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= cfg->vocab_size)
-            return moe_fail(err, "token id %d at index %d is outside the vocabulary (0..%d)", tokens[i], i,
-                            cfg->vocab_size - 1);
-    for (int b = 0; b < n; b += c->n_batch) {
-        int nb = n - b < c->n_batch ? n - b : c->n_batch;
-        forward_batch(c, tokens + b, nb, logits ? logits + (size_t)b * cfg->vocab_size : NULL);
-    }
-    return 0;
+    moe_batch_item one = {.seq = 0, .tokens = tokens, .n = n, .logits = logits};
+    return moe_eval_batch(c, &one, 1, err);
 }
 
 const char *moe_version(void) { return "0.1.0"; }

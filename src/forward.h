@@ -1,8 +1,12 @@
-/* forward.h - one sequence's state (struct moe_ctx) and the forward pass.
+/* forward.h - a context (struct moe_ctx): its sequences' states, the
+ * scratch of the forward pass, and the pass's pieces.
  *
- * All memory is allocated once in moe_ctx_new: the KV cache (sized from
- * n_ctx), the RoPE table and one scratch arena sized for n_batch tokens.
- * Nothing is allocated while evaluating tokens. */
+ * All memory is allocated once in moe_ctx_new: one KV cache (sized from
+ * n_ctx) and recurrent state per sequence, the RoPE table and one scratch
+ * arena sized for n_batch token rows. Nothing is allocated while evaluating
+ * tokens. A pass evaluates n_batch rows at most: runs of consecutive tokens,
+ * each run from one sequence (moe_eval_batch); every matrix product covers
+ * all the rows, attention and the recurrent mixer each run's own state. */
 #ifndef MOE_FORWARD_H
 #define MOE_FORWARD_H
 
@@ -14,31 +18,51 @@
 typedef moe_route_event route_event;
 typedef moe_route_hook route_hook;
 
+/* One sequence: what it remembers and where it is. */
+typedef struct {
+    int pos;                    /* positions already in the cache */
+    void *k_cache, *v_cache;    /* KV cache (layout: struct moe_ctx), f32 or f16 */
+    float *ssm_state;           /* Gated DeltaNet state (layout: struct moe_ctx), or NULL */
+    float *logits;              /* (vocab) after its last evaluated token */
+} seq_state;
+
+/* Rows row0 .. row0+n-1 of a pass: tokens of sequence seq at positions pos0 .. */
+typedef struct {
+    int seq, row0, n, pos0;
+    float *logits;              /* NULL, or (n, vocab): the caller's rows for every token */
+} seq_run;
+
 struct moe_ctx {
     const moe_model *model;
     int n_ctx, n_batch, n_threads;
-    int pos;                    /* positions already in the cache */
+    int n_seq;                  /* sequences (moe_ctx_params.n_seq) */
+    seq_state *seqs;            /* (n_seq); moe_eval and friends use seqs[0] */
     int ffn_chunk;              /* rows per FFN group (ffn.c) */
     route_config route;         /* the model's routing, k possibly overridden (n_active) */
     unsigned char *expert_off;  /* (n_layers, E) 1 = disabled expert, or NULL: none */
 
-    /* KV cache, per layer: GQA K as (slots, n_kv*head_dim) and V transposed,
+    /* KV cache of each sequence, per layer: GQA K as (slots, n_kv*head_dim) and V transposed,
      * (n_kv*head_dim, slots), so the weighted sum of values is a tile
      * (attention.c); MLA (slots, kv_lora + rope_dim) latent + rope key, no V.
      * Position p lives in slot p % slots: slots = n_ctx, or for a layer
      * with a sliding window a ring of 2*window - 1 (the window, plus room
      * to write window new tokens before they attend). */
-    void *k_cache, *v_cache;    /* f32, or f16 with kv_f16 */
-    int kv_f16;
+    int kv_f16;                 /* the caches hold f16, else f32 */
     size_t *layer_off;          /* (n_layers) first value of each layer in k_cache (and v_cache) */
     int *layer_slots;           /* (n_layers) positions each layer's cache holds */
 
-    /* Gated DeltaNet recurrent state of this sequence, one block of
+    /* Gated DeltaNet recurrent state of each sequence, one block of
      * ssm_state_floats(cfg) per linear-attention layer, in layer order: the
      * conv state (K-1, channels), the last K-1 pre-conv inputs, oldest first,
-     * then S (n_v_heads, k_dim, v_dim). Zero at position 0 (moe_ctx_reset). */
-    float *ssm_state;
-    size_t state_bytes;
+     * then S (n_v_heads, k_dim, v_dim). Zero at position 0 (moe_seq_reset). */
+    size_t state_bytes;         /* per sequence */
+    size_t cache_bytes;         /* per sequence */
+
+    /* the pass being evaluated */
+    seq_run *runs;              /* (n_seq) */
+    int n_runs;
+    int *row_seq, *row_pos;     /* (B) each row's sequence and position */
+    int32_t *row_tok;           /* (B) each row's token */
     rope_table rope;
 
     /* scratch (n_batch rows unless noted) */
@@ -73,10 +97,12 @@ struct moe_ctx {
     int *seq_idx;               /* (B) 0, 1, 2, ...: the identity row list */
     void *act_scratch;          /* quantized copies of a block input, (B, widest input) */
     void *act_hidden;           /* quantized copies of FFN hidden rows, (chunk, max ff) */
-    float *logits;              /* (vocab) of the last evaluated token */
+    float *logits_rows;         /* (n_seq, vocab) the last rows of a pass's runs */
+    int *logit_rows;            /* (n_seq) which rows those are */
 
     void *arena;
-    size_t arena_bytes, cache_bytes;
+    size_t arena_bytes;
+    moe_ctx_stats stats;        /* work counters (moe_ctx_get_stats) */
 
     route_hook on_route;        /* optional, see route_event */
     void *on_route_user;
@@ -90,10 +116,10 @@ static inline void observe_input(moe_ctx *c, int layer, moe_input_kind kind, int
     if (c->on_input) c->on_input(c->on_input_user, layer, kind, expert, x, n, cols);
 }
 
-/* The layer pieces, called by moe_eval for a batch of n tokens at pos0.. */
-void attention_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, float *out);
-void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, int pos0, const int32_t *tokens, float *out);
-/* Gated DeltaNet mixer (deltanet.c): the layer's recurrent state advances by n tokens. */
+/* The layer pieces, called for the n rows of the pass (c->runs, c->row_*). */
+void attention_forward(moe_ctx *c, int layer, const float *xn, int n, float *out);
+void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, float *out);
+/* Gated DeltaNet mixer (deltanet.c): each run's recurrent state advances by its tokens. */
 void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out);
 
 #endif /* MOE_FORWARD_H */

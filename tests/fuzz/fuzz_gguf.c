@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     moe_model *m = model_open_buffer(copy, size, &err);
     if (m) {
-        moe_ctx_params p = {8, 4, 1, 0};
+        moe_ctx_params p = {8, 4, 1, 0, 0, 0};
         moe_ctx *c = moe_ctx_new(m, &p, &err);
         if (c) {
             int32_t t[2] = {0, 1};

@@ -32,7 +32,7 @@ static double H(const double *p, int n) {
 static void feed(route_stats *s, int layer, int pos, int tok, const float *scores, int a, int b) {
     int ids[2] = {a, b};
     float w[2] = {0.5f, 0.5f};
-    moe_route_event ev = {pos, layer, tok, 2, 4, 1, ids, w, scores, scores, scores, NULL, 0.0f};
+    moe_route_event ev = {pos, layer, tok, 2, 4, 1, ids, w, scores, scores, scores, NULL, 0.0f, 0};
     CHECK(route_stats_add(s, &ev) == 0, "add");
 }
 
@@ -86,7 +86,7 @@ static void test_sigmoid_normalised(void) {
     float sc[2] = {0.9f, 0.3f};
     int ids[1] = {0};
     float w[1] = {1};
-    moe_route_event ev = {0, 0, 5, 1, 2, 1, ids, w, sc, sc, sc, NULL, 1.0f};
+    moe_route_event ev = {0, 0, 5, 1, 2, 1, ids, w, sc, sc, sc, NULL, 1.0f, 0};
     route_stats_add(&s, &ev);
     route_stats_finish(&s, &err);
     double p[2] = {.75, .25};
