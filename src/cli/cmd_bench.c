@@ -2,7 +2,9 @@
  *
  *   pp N   one moe_eval of N prompt tokens from an empty context (at depth d:
  *          after d tokens already in the cache)
- *   tg N   N single-token moe_evals, each feeding one token
+ *   tg N   N single-token moe_evals, each feeding one token; with --parallel P,
+ *          N steps of P sequences of one context, one token each per
+ *          moe_eval_batch (a server's decode loop): P*N tokens
  * Each test runs once to warm up, then r times; we report mean +- sd of
  * tokens/s. Tokenization and sampling are excluded (ids are fixed pseudo-
  * random values). Achieved bandwidth = bytes read per decoded token (active
@@ -20,7 +22,7 @@
 static const char *CMD = "bench";
 
 static void help(void) {
-    printf("usage: moe bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--depth 0,512,...] [--json]\n"
+    printf("usage: moe bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--depth 0,512,...] [--parallel P] [--json]\n"
            "       moe bench --bandwidth [-t N]\n\n"
            "Measures prefill (ppN) and decode (tgN) tokens/s as mean +- sd over r runs after\n"
            "a warm-up, the bytes read per decoded token, the bandwidth that achieves, and the\n"
@@ -34,6 +36,9 @@ static void help(void) {
            "  -t, --threads N      threads (default: all cores)\n"
            "      --kv f32|f16     KV cache type (default f32)\n"
            "  -d, --depth LIST     context depths to test at, e.g. 0,512,2048 (default 0)\n"
+           "      --parallel P     decode P sequences together, one token each per step (as moe serve\n"
+           "                       does); tgN reports all P*N tokens/s and how many experts a step\n"
+           "                       read (GB/s and %% of bandwidth: one sequence only, 0 here)\n"
            "      --json           one JSON object on stdout instead of the table\n"
            "      --bandwidth      only measure the machine's read bandwidth\n");
 }
@@ -126,15 +131,35 @@ static double run_pp(moe_ctx *ctx, int depth, int n, int vocab, int32_t *ids, ui
     return n / (now_seconds() - t0);
 }
 
-static double run_tg(moe_ctx *ctx, int depth, int n, int vocab, int32_t *ids, uint64_t *seed) {
+#define MAX_PARALLEL 64
+
+/* n decode steps of the context's first par sequences, each at depth;
+ * *reads: routed-expert reads per step (all layers). */
+static double run_tg(moe_ctx *ctx, int par, int depth, int n, int vocab, int32_t *ids, uint64_t *seed,
+                     double *reads) {
     moe_err err = {{0}};
-    fill(ctx, depth, vocab, ids, seed);
+    moe_batch_item items[MAX_PARALLEL];
+    int32_t next[MAX_PARALLEL];
+    for (int s = 0; s < par; s++) {
+        moe_seq_reset(ctx, s);
+        for (int i = 0; i < depth; i++) ids[(size_t)s * depth + i] = (int32_t)next_id(seed, vocab);
+        items[s] = (moe_batch_item){.seq = s, .tokens = ids + (size_t)s * depth, .n = depth};
+    }
+    if (depth && moe_eval_batch(ctx, items, par, &err)) die(1, CMD, "%s", err.msg);
+    moe_ctx_stats s0, s1;
+    moe_ctx_get_stats(ctx, &s0);
     double t0 = now_seconds();
     for (int i = 0; i < n; i++) {
-        int32_t id = (int32_t)next_id(seed, vocab);
-        if (moe_eval(ctx, &id, 1, NULL, &err)) die(1, CMD, "%s", err.msg);
+        for (int s = 0; s < par; s++) {
+            next[s] = (int32_t)next_id(seed, vocab);
+            items[s] = (moe_batch_item){.seq = s, .tokens = &next[s], .n = 1};
+        }
+        if (moe_eval_batch(ctx, items, par, &err)) die(1, CMD, "%s", err.msg);
     }
-    return n / (now_seconds() - t0);
+    double t = now_seconds() - t0;
+    moe_ctx_get_stats(ctx, &s1);
+    *reads = (double)(s1.expert_reads - s0.expert_reads) / n;
+    return (double)n * par / t;
 }
 
 static int parse_depths(const char *s, int *out, int cap) {
@@ -149,7 +174,7 @@ static int parse_depths(const char *s, int *out, int cap) {
 int cmd_bench(int argc, char **argv) {
     args a = {CMD, argc, 0, argv};
     const char *model = NULL, *flag;
-    int n_prompt = 512, n_gen = 128, reps = 5, json = 0, bw_only = 0, depths[16] = {0}, n_depths = 1;
+    int n_prompt = 512, n_gen = 128, reps = 5, json = 0, bw_only = 0, depths[16] = {0}, n_depths = 1, par = 1;
     moe_ctx_params cp = moe_ctx_default_params();
     while (args_next(&a, &flag)) {
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
@@ -161,6 +186,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
         else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
         else if (!strcmp(flag, "-d") || !strcmp(flag, "--depth")) n_depths = parse_depths(args_value(&a, flag), depths, 16);
+        else if (!strcmp(flag, "--parallel")) par = args_int(&a, flag, 1, MAX_PARALLEL);
         else if (!strcmp(flag, "--json")) json = 1;
         else if (!strcmp(flag, "--bandwidth")) bw_only = 1;
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe bench -h)", flag);
@@ -185,13 +211,14 @@ int cmd_bench(int argc, char **argv) {
     if (need > info.max_ctx) die(EXIT_USAGE, CMD, "depth + tokens = %ld exceeds the model's context of %d", need, info.max_ctx);
     cp.n_ctx = (int)need;
     cp.n_threads = threads;
+    cp.n_seq = par;
     moe_err err = {{0}};
     /* weights resident before timing, as in a warmed-up server (llama-bench maps with MAP_POPULATE):
      * otherwise the first touch of each rarely chosen expert is a page fault inside the measurement */
     double mapped = (double)moe_model_prefault(m), huge_pct = 100.0 * (double)moe_model_huge_bytes(m) / mapped;
     moe_ctx *ctx = moe_ctx_new(m, &cp, &err);
     if (!ctx) die(1, CMD, "%s", err.msg);
-    int32_t *ids = malloc(sizeof *ids * (size_t)(need + 1));
+    int32_t *ids = malloc(sizeof *ids * (size_t)(need + 1) * (size_t)par);
     double *v = malloc(sizeof(double) * (size_t)reps), *rbw = malloc(sizeof(double) * (size_t)reps),
            *pct = malloc(sizeof(double) * (size_t)reps);
     if (!ids || !v || !rbw || !pct) die(1, CMD, "out of memory");
@@ -203,6 +230,7 @@ int cmd_bench(int argc, char **argv) {
         int depth;
         stat pp, tg;
         double bytes, gbps, bw, pct;
+        double experts_per_step; /* routed experts read per MoE layer and step (--parallel) */
     } result;
     result res[16];
     for (int di = 0; di < n_depths; di++) {
@@ -217,11 +245,13 @@ int cmd_bench(int argc, char **argv) {
         /* bytes per decoded token: active weights + the KV cache read at the mean position */
         R->bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (R->depth + n_gen / 2.0);
         if (n_gen > 0) {
-            run_tg(ctx, R->depth, n_gen, info.vocab_size, ids, &seed);
+            double reads;
+            run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads);
+            R->experts_per_step = info.n_moe_layers ? reads / info.n_moe_layers : 0;
             /* each run against the better of the probes just before and just after it */
             double before = bw_best(&probe, 3);
             for (int r = 0; r < reps; r++) {
-                v[r] = run_tg(ctx, R->depth, n_gen, info.vocab_size, ids, &seed);
+                v[r] = run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads);
                 double after = bw_best(&probe, 3);
                 rbw[r] = before > after ? before : after;
                 pct[r] = 100.0 * R->bytes * v[r] / 1e9 / rbw[r];
@@ -231,6 +261,7 @@ int cmd_bench(int argc, char **argv) {
             R->gbps = R->bytes * R->tg.mean / 1e9;
             R->bw = median(rbw, reps);
             R->pct = median(pct, reps);
+            if (par > 1) R->gbps = R->pct = 0; /* bytes per token assume one sequence: sequences share experts */
         }
     }
 
@@ -240,10 +271,11 @@ int cmd_bench(int argc, char **argv) {
                "\"size_bytes\": %llu, \"params\": %llu, \"active_params\": %llu, "
                "\"pp\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, \"tg\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, "
                "\"active_bytes_per_token\": %.0f, \"gbps\": %.3f, \"bandwidth_gbps\": %.3f, \"roofline_pct\": %.2f, "
-               "\"weights_huge_pct\": %.1f, \"depths\": [",
+               "\"weights_huge_pct\": %.1f, \"parallel\": %d, \"experts_per_layer_step\": %.3f, \"depths\": [",
                name, info.arch, info.weight_type, threads, moe_kernel_name(), (unsigned long long)info.weight_bytes,
                (unsigned long long)info.n_params, (unsigned long long)info.n_params_active, R->pp.n, R->pp.mean, R->pp.sd,
-               R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps, n_gen > 0 ? R->bw : bw, R->pct, huge_pct);
+               R->tg.n, R->tg.mean, R->tg.sd, R->bytes, R->gbps, n_gen > 0 ? R->bw : bw, R->pct, huge_pct, par,
+               R->experts_per_step);
         for (int di = 0; di < n_depths; di++) {
             R = &res[di];
             printf("%s{\"depth\": %d, \"pp\": {\"n\": %d, \"mean\": %.3f, \"sd\": %.3f}, \"tg\": {\"n\": %d, "
@@ -258,7 +290,12 @@ int cmd_bench(int argc, char **argv) {
                name, info.arch, info.weight_type, info.weight_bytes / 1e9, info.active_bytes / 1e9, threads,
                moe_kernel_name());
         printf("weights mapped in 2 MB pages: %.0f %% (4 KB pages read slower; see README, Memory)\n", huge_pct);
-        printf("machine read bandwidth: %.2f GB/s at the start; each decode run is compared with probes beside it\n\n", bw);
+        printf("machine read bandwidth: %.2f GB/s at the start; each decode run is compared with probes beside it\n", bw);
+        if (par > 1 && n_gen > 0)
+            printf("%d sequences decode together: tg is all their tokens/s; a step read %.2f routed experts per MoE "
+                   "layer for %d choices (k = %d each)\n", par, res[0].experts_per_step, par * info.n_active,
+                   info.n_active);
+        printf("\n");
         printf("| test            |              t/s | GB/s read | probe GB/s | %% of bandwidth |\n");
         printf("|-----------------|------------------|-----------|------------|----------------|\n");
         for (int di = 0; di < n_depths; di++) {
