@@ -1,7 +1,7 @@
 """Several sequences stepped together (moe_eval_batch, through `moe logits` with several --tokens)
 give the logits each gets alone, on the default model and on the golden families with special
 paths: gpt-oss (sliding-window ring caches), qwen3_5_moe (Gated DeltaNet recurrent state),
-deepseek_v3 and deepseek_v2 (MLA latent cache), converted as test_golden.py does.
+deepseek_v3 (MLA latent cache), converted as test_golden.py does.
 
 Three sequences of different lengths (the longest wraps gpt-oss's 15-slot rings) are prefilled in
 one call, in passes of 5 rows (-b 5: a pass holds the end of one sequence's prompt and the start
@@ -24,7 +24,7 @@ import moetest
 
 TOL = 1e-3
 G = 8  # decode steps
-CASES = ("gpt_oss", "qwen3_5_moe", "deepseek_v3", "deepseek_v2")
+CASES = ("gpt_oss", "qwen3_5_moe", "deepseek_v3")
 
 
 def run(model, seqs, kernels, ctx, *extra):
@@ -117,9 +117,6 @@ class BatchTest(unittest.TestCase):
 
     def test_deepseek_v3_mla(self):
         self.check("deepseek_v3")
-
-    def test_deepseek_v2_mla(self):
-        self.check("deepseek_v2")
 
     def test_comparison_can_fail(self):
         """Negative control: another prompt's rows are far outside TOL (the comparison can fail)."""
