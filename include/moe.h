@@ -151,7 +151,7 @@ const float *moe_ctx_logits(const moe_ctx *c);
  * once, attention reads each sequence's own cache, and the experts run over
  * all tokens grouped by expert, so an expert several sequences chose is read
  * once per pass. Each sequence's logits are those it gets evaluated alone
- * (up to float rounding: see README, Batched decoding).
+ * (up to float rounding: see README, Several sequences at once).
  *
  * A server's decode step, one token per active sequence:
  *
