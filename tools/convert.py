@@ -1224,19 +1224,24 @@ def write(path, kv, tensors, tok, progress):
     return w.write(path, progress=progress)
 
 
-def quantize(path, qtype, moe_bin, threads, calib=None):
-    tmp = path + ".f.moe"
-    os.replace(path, tmp)
-    cmd = [moe_bin, "quantize", tmp, path, "--type", qtype] + (["-t", str(threads)] if threads else [])
+def unquantized_path(out):
+    """Where --type keeps the plain conversion while `moe quantize` reads it."""
+    return out + ".unquantized.moe"
+
+
+def quantize(plain, out, qtype, moe_bin, threads, calib=None):
+    """moe quantize plain -> out (which moe writes as out.part and renames, so out is whole or
+    absent). The plain conversion is removed on success and kept, named, on failure: never at out."""
+    cmd = [moe_bin, "quantize", plain, out, "--type", qtype] + (["-t", str(threads)] if threads else [])
     cmd += ["--calib", calib] if calib else []
     try:
         p = subprocess.run(cmd)
     except OSError as e:
-        os.replace(tmp, path)  # leave the unquantized conversion where it was asked for
-        raise ConvertError("cannot run %s: %s (build moe first, or pass --moe)" % (moe_bin, e.strerror))
-    os.remove(tmp)
+        raise ConvertError("cannot run %s: %s (build moe first, or pass --moe); the unquantized conversion is in %s"
+                           % (moe_bin, e.strerror, plain))
     if p.returncode != 0:
-        raise ConvertError("moe quantize failed (exit %d)" % p.returncode)
+        raise ConvertError("moe quantize failed (exit %d); the unquantized conversion is in %s" % (p.returncode, plain))
+    os.remove(plain)
 
 
 def convert(args):
@@ -1244,8 +1249,11 @@ def convert(args):
     widen = args.dtype == "f32"
     progress = not args.quiet
     if os.path.isdir(src):
+        weights = sorted(n for n in os.listdir(src) if n.endswith(".safetensors"))
         if os.path.exists(os.path.join(src, "config.json")):
             kv, tensors, tok = convert_hf(src, widen, not args.no_tokenizer, args.experts == "bf16")
+        elif weights:  # weights without their config cannot be bound: never fall back to the tokenizer alone
+            raise ConvertError("%s: %s but no config.json (a Hugging Face model needs its config)" % (src, weights[0]))
         else:
             found = find_llama2c(src)
             if found:
@@ -1267,11 +1275,12 @@ def convert(args):
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise ConvertError("%s: the output folder does not exist" % out_dir)
-    size = write(args.out, kv, tensors, tok, progress)
+    if args.type and not kv:
+        raise ConvertError("--type needs a model, not a tokenizer")
+    plain = unquantized_path(args.out) if args.type else args.out
+    size = write(plain, kv, tensors, tok, progress)
     if args.type:
-        if not kv:
-            raise ConvertError("--type needs a model, not a tokenizer")
-        quantize(args.out, args.type, args.moe, args.threads, args.calib)
+        quantize(plain, args.out, args.type, args.moe, args.threads, args.calib)
         size = os.path.getsize(args.out)
     if not args.quiet:
         what = "%s, %d layers" % (kv["general.arch"], kv["model.n_layers"]) if kv else "tokenizer only"

@@ -138,7 +138,8 @@ int cmd_run(int argc, char **argv) {
     if (n_prompt >= n_ctx)
         die(EXIT_USAGE, CMD, "the prompt is %d tokens; the context holds %d (raise -c, up to the model's %d)", n_prompt,
             n_ctx, info.max_ctx);
-    int max_new = n_predict < 0 || n_predict > n_ctx - n_prompt ? n_ctx - n_prompt : n_predict;
+    int ctx_bound = n_predict < 0 || n_predict > n_ctx - n_prompt; /* the context ends generation first */
+    int max_new = ctx_bound ? n_ctx - n_prompt : n_predict;
 
     int32_t *hist = malloc(sizeof *hist * (size_t)(n_prompt + max_new + 1));
     if (!hist) die(1, CMD, "out of memory");
@@ -174,6 +175,10 @@ int cmd_run(int argc, char **argv) {
     size_t k = moe_detok_flush(&dt, piece, sizeof piece);
     fwrite(piece, 1, k, stdout);
     printf("\n");
+    /* the context, not -n or an end token, stopped generation: say so */
+    if (ctx_bound && n_gen == max_new)
+        fprintf(stderr, "\ncontext full: stopped after %d tokens at the context's %d positions (raise -c, up to the "
+                        "model's %d)\n", n_gen, n_ctx, info.max_ctx);
     double t_decode = now_seconds() - t1;
     fprintf(stderr, "\nprefill: %d tokens in %.3f s (%.1f tok/s)   decode: %d tokens in %.3f s (%.1f tok/s)\n",
             n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen, t_decode,

@@ -115,6 +115,14 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("context holds 8", p.stderr)
 
+    def test_context_end_is_said(self):
+        """Generation the context cuts short says so on stderr; one that -n ends does not."""
+        p = moetest.moe("run", "-m", self.model, "-c", "16", "-n", "-1", "--temp", "0", "-p", "Once upon a time")
+        self.assertIn("context full: stopped after", p.stderr)
+        self.assertIn("context's 16 positions", p.stderr)
+        p = moetest.moe("run", "-m", self.model, "-c", "16", "-n", "2", "--temp", "0", "-p", "Once upon a time")
+        self.assertNotIn("context full", p.stderr)
+
     def test_run_greedy_is_deterministic_and_reports_speed(self):
         a = moetest.moe("run", "-m", self.model, "-p", "Once upon a time", "-n", "12", "--temp", "0")
         b = moetest.moe("run", "-m", self.model, "-p", "Once upon a time", "-n", "12", "--temp", "0", "-t", "1")

@@ -242,6 +242,28 @@ class Refusals(unittest.TestCase):
         self.assertIn("no tokenizer", p.stderr)
         self.assertEqual(len(p.stderr.strip().splitlines()), 1)
 
+    def test_weights_without_config(self):
+        """model.safetensors and tokenizer.json but no config.json: refused, not a tokenizer-only file."""
+        d = self.damaged("no_config")
+        os.remove(os.path.join(d, "config.json"))
+        if os.path.exists(self.out):
+            os.remove(self.out)
+        self.refused(d, "config.json", "model.safetensors")
+        self.assertFalse(os.path.exists(self.out))
+
+    def test_failed_quantize_leaves_nothing_at_out(self):
+        """--type with a moe that fails or cannot run: exit 1, one line naming where the unquantized
+        conversion is, and nothing (not even the unquantized model) at OUT."""
+        side = self.out + ".unquantized.moe"
+        for moe_bin in ("/bin/false", os.path.join(moetest.WORK, "convert", "no-such-moe")):
+            for f in (self.out, side):
+                if os.path.exists(f):
+                    os.remove(f)
+            line = self.refused(self.good, "unquantized conversion", side, extra=("--type", "q8_0", "--moe", moe_bin))
+            self.assertFalse(os.path.exists(self.out), line)
+            self.assertEqual(moetest.moefile.MoeFile(side).kv["general.arch"], "qwen3_moe")
+            os.remove(side)
+
     def test_no_such_source(self):
         self.refused(os.path.join(moetest.WORK, "convert", "nowhere"), "no such file")
 
