@@ -340,6 +340,8 @@ class Config:
             raise ConvertError("%s: %s = %r is not an integer" % (self.path, key, v))
         if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ConvertError("%s: %s = %r is not a number" % (self.path, key, v))
+        if kind is float and not math.isfinite(v):  # Python's json reads NaN and Infinity
+            raise ConvertError("%s: %s = %r is not a finite number" % (self.path, key, v))
         if kind is bool and not isinstance(v, bool):
             raise ConvertError("%s: %s = %r is not true/false" % (self.path, key, v))
         return float(v) if kind is float else v

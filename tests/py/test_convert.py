@@ -107,6 +107,13 @@ class Refusals(unittest.TestCase):
         edit_config(d, rope_scaling={"rope_type": "longrope", "factor": 2.0})
         self.refused(d, "rope_scaling", "longrope")
 
+    def test_non_finite_numbers(self):
+        """rope_theta: NaN (Python's json reads it) is refused at conversion, naming the key."""
+        d = self.damaged("nan")
+        for v in (float("nan"), float("inf")):
+            edit_config(d, rope_theta=v)
+            self.refused(d, "rope_theta", "finite")
+
     def test_unknown_rope_scaling_field(self):
         d = self.damaged("rope_field")
         edit_config(d, rope_scaling={"rope_type": "linear", "factor": 2.0, "warp": 3})
