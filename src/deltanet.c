@@ -8,7 +8,8 @@
  *      the last K-1 pre-conv inputs carry over to the next pass (conv state);
  *   3. q, k L2-normalised per key head, q scaled by 1/sqrt(dk);
  *      beta = sigmoid(b), decay = exp(g), g = -exp(A_log) * softplus(a + dt_bias);
- *   4. per value head h (reading key head h / (n_v/n_k)), token by token, the
+ *   4. per value head h (reading key head h / (n_v/n_k), or h % n_k when the
+ *      value heads are stored tiled, ssm.v_tiled), token by token, the
  *      delta rule on its state S (dk, dv):
  *          S *= decay;  delta = beta * (v - S^T k);  S += k delta^T;  o = S^T q
  *      (HF's recurrent form, exact: the chunked form HF uses for prefill is the
@@ -141,12 +142,13 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
         }
     }
 
-    /* 4. the delta rule, (run, value head) pairs in parallel; value head h reads key head h / (nv/nk) */
+    /* 4. the delta rule, (run, value head) pairs in parallel; value head h reads key head h / (nv/nk)
+     * (HF's grouped order), or h % nk when every per-value-head tensor is stored tiled (ssm.v_tiled) */
     int per_k = nv / nk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads) if (c->n_threads > 1)
     for (int rh = 0; rh < c->n_runs * nv; rh++) {
         const seq_run *r = &c->runs[rh / nv];
-        int h = rh % nv, kh = h / per_k;
+        int h = rh % nv, kh = cfg->ssm_v_tiled ? h % nk : h / per_k;
         const float *base = c->ssm_qkv + (size_t)r->row0 * ch;
         const float *b = c->ssm_b + (size_t)r->row0 * nv, *a = c->ssm_a + (size_t)r->row0 * nv;
         float *S = delta_state(c, r->seq, layer) + (size_t)h * dk * dv;

@@ -24,23 +24,29 @@ typedef struct {
      * granite: rope.layout pair reproduces HF without copying the weights)
      * or the model rotates pairs itself (DeepSeek); "half": NEOX style */
     const char *rope_layout;
-    const char *qk_norm;      /* none, head, full */
+    const char *qk_norm;      /* none, head, full; "tensor": head when attn_q_norm is present (GLM's use_qk_norm) */
     int norm_topk;            /* llama.cpp's graph renormalises the top-k weights (unless expert_weights_norm) */
     int mla;                  /* DeepSeek's multi-head latent attention */
     int granite;              /* embedding/residual/attention/logit scales */
+    /* Gated DeltaNet + gated attention (hybrid_keys): 1 value heads in HF's
+     * grouped order, 2 tiled (the converter reorders Qwen3.5's, ssm.v_tiled) */
+    int hybrid;
 } arch_spec;
 
 static const arch_spec ARCH_SPECS[] = {
-    {"llama", "llama", "mixtral", "pair", "none", 1, 0, 0},
-    {"qwen2", "qwen2", NULL, "half", "none", 0, 0, 0},
-    {"qwen3", "qwen3", NULL, "half", "head", 0, 0, 0},
-    {"qwen2moe", "qwen2_moe", "qwen2_moe", "half", "none", 0, 0, 0},
-    {"qwen3moe", "qwen3_moe", "qwen3_moe", "half", "head", 1, 0, 0},
-    {"olmoe", "olmoe", "olmoe", "half", "full", 0, 0, 0},
-    {"granitemoe", "granitemoe", "granitemoe", "pair", "none", 1, 0, 1},
-    {"deepseek2", "deepseek_v2", "deepseek_v2", "pair", "none", 0, 1, 0},
+    {"llama", "llama", "mixtral", "pair", "none", 1, 0, 0, 0},
+    {"qwen2", "qwen2", NULL, "half", "none", 0, 0, 0, 0},
+    {"qwen3", "qwen3", NULL, "half", "head", 0, 0, 0, 0},
+    {"qwen2moe", "qwen2_moe", "qwen2_moe", "half", "none", 0, 0, 0, 0},
+    {"qwen3moe", "qwen3_moe", "qwen3_moe", "half", "head", 1, 0, 0, 0},
+    {"olmoe", "olmoe", "olmoe", "half", "full", 0, 0, 0, 0},
+    {"granitemoe", "granitemoe", "granitemoe", "pair", "none", 1, 0, 1, 0},
+    {"deepseek2", "deepseek_v2", "deepseek_v2", "pair", "none", 0, 1, 0, 0},
+    {"glm4moe", "glm4_moe", "glm4_moe", "half", "tensor", 0, 0, 0, 0},
+    {"qwen3next", "qwen3_next", "qwen3_next", "half", "head", 1, 0, 0, 1},
+    {"qwen35moe", "qwen3_5_moe", "qwen3_5_moe", "half", "head", 1, 0, 0, 2},
     /* gpt-oss: llama.cpp's softmax over the top-k logits is softmax then renormalise */
-    {"gpt-oss", "gpt_oss", "gpt_oss", "half", "none", 1, 0, 0},
+    {"gpt-oss", "gpt_oss", "gpt_oss", "half", "none", 1, 0, 0, 0},
 };
 
 /* gpt-oss's sinks, window, biases and activation (gpt_oss_keys, TN_GPT_OSS) */
@@ -51,8 +57,11 @@ static int is_gpt_oss(const arch_spec *a) { return !strcmp(a->gguf, "gpt-oss"); 
 static const char *const IGNORED_ARCH_KEYS[] = {"rope.scaling.finetuned", "tensor_data_layout", NULL};
 
 /* GGUF tensor name (after "blk.N." for layer tensors) -> the view's name. */
-/* TN_GPT_OSS: a plain tensor only gpt-oss has (refused under other architectures) */
-typedef enum { TN_PLAIN = 0, TN_KV_B, TN_K_B, TN_V_B, TN_SHEXP_GATE, TN_GPT_OSS } tn_kind;
+/* TN_GPT_OSS: a plain tensor only gpt-oss has (refused under other architectures);
+ * TN_SSM*: Gated DeltaNet tensors (hybrid architectures only); TN_SSM_F32
+ * are read by plain loops as F32 (dequantized once if stored otherwise);
+ * TN_SSM_BA is Qwen3-Next's fused b|a projection, split by split_ssm_ba. */
+typedef enum { TN_PLAIN = 0, TN_KV_B, TN_K_B, TN_V_B, TN_SHEXP_GATE, TN_GPT_OSS, TN_SSM, TN_SSM_F32, TN_SSM_BA } tn_kind;
 typedef struct {
     const char *gguf, *moe;
     tn_kind kind;
@@ -95,15 +104,27 @@ static const tensor_name LAYER_NAMES[] = {
     {"ffn_up_shexp.weight", "ffn_up_shexp", TN_PLAIN},
     {"ffn_down_shexp.weight", "ffn_down_shexp", TN_PLAIN},
     {"ffn_gate_inp_shexp.weight", "ffn_shexp_gate", TN_SHEXP_GATE},
-    /* gpt-oss (llama.cpp's LLM_ARCH_OPENAI_MOE names): the norm before the FFN is
-     * post_attention_norm; experts, router and output projection have biases */
-    {"post_attention_norm.weight", "ffn_norm", TN_GPT_OSS},
+    /* gpt-oss, GLM-4.5, Qwen3-Next, Qwen3.5: the norm before the FFN (post_attention_layernorm) */
+    {"post_attention_norm.weight", "ffn_norm", TN_PLAIN},
+    /* gpt-oss (llama.cpp's LLM_ARCH_OPENAI_MOE names): experts, router and output projection have biases */
     {"attn_sinks.weight", "attn_sinks", TN_GPT_OSS},
     {"attn_output.bias", "attn_o_bias", TN_GPT_OSS},
     {"ffn_gate_inp.bias", "ffn_router_logit_bias", TN_GPT_OSS},
     {"ffn_gate_exps.bias", "ffn_gate_exps_bias", TN_GPT_OSS},
     {"ffn_up_exps.bias", "ffn_up_exps_bias", TN_GPT_OSS},
     {"ffn_down_exps.bias", "ffn_down_exps_bias", TN_GPT_OSS},
+    /* Gated DeltaNet (qwen3next, qwen35moe): the converter writes q|k|v rows
+     * all q heads, all k heads, all v heads, as the engine reads them */
+    {"attn_qkv.weight", "ssm_qkv", TN_SSM},
+    {"attn_gate.weight", "ssm_z", TN_SSM},
+    {"ssm_beta.weight", "ssm_beta", TN_SSM},
+    {"ssm_alpha.weight", "ssm_alpha", TN_SSM},
+    {"ssm_ba.weight", NULL, TN_SSM_BA},
+    {"ssm_conv1d.weight", "ssm_conv", TN_SSM_F32},
+    {"ssm_a", "ssm_a", TN_SSM_F32},
+    {"ssm_dt.bias", "ssm_dt", TN_SSM_F32},
+    {"ssm_norm.weight", "ssm_norm", TN_SSM_F32},
+    {"ssm_out.weight", "ssm_out", TN_SSM},
 };
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -377,6 +398,36 @@ static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s) {
     return view_tensor(v, kn, DT_F32, 3, kdims, k) && view_tensor(v, vn, DT_F32, 3, vdims, vv) ? 0 : -1;
 }
 
+typedef struct {
+    int n_k, n_v; /* Gated DeltaNet key and value heads (0: not a hybrid architecture) */
+} ssm_shape;
+
+/* Qwen3-Next's in_proj_ba as llama.cpp keeps it, [2*n_v, dim] rows grouped
+ * per key head (its n_v/n_k b rows, then its n_v/n_k a rows), into the
+ * engine's ssm_beta and ssm_alpha [n_v, dim]: whole rows copied (any type;
+ * the tensor is small) into owned memory. */
+static int split_ssm_ba(gguf_view *v, int layer, const gguf_tensor *t, const ssm_shape *s) {
+    moe_dtype d = DT_F32;
+    if (tensor_dtype(v, t, &d)) return -1;
+    int r = s->n_v / s->n_k;
+    if (t->n_dims != 2 || t->ne[1] != 2 * (uint64_t)s->n_v)
+        return moe_fail(v->err, "GGUF tensor blk.%d.ssm_ba.weight: expected %d rows", layer, 2 * s->n_v);
+    size_t row = dtype_row_bytes(d, t->ne[0]);
+    char *beta = moef_alloc(v->f, row * (size_t)s->n_v), *alpha = beta ? moef_alloc(v->f, row * (size_t)s->n_v) : NULL;
+    if (!alpha) return moe_fail(v->err, "out of memory");
+    for (int j = 0; j < s->n_k; j++)
+        for (int i = 0; i < r; i++) {
+            const char *src = (const char *)t->data + (size_t)(j * 2 * r + i) * row;
+            memcpy(beta + (size_t)(j * r + i) * row, src, row);
+            memcpy(alpha + (size_t)(j * r + i) * row, src + (size_t)r * row, row);
+        }
+    char bn[64], an[64];
+    snprintf(bn, sizeof bn, "blk.%d.ssm_beta", layer);
+    snprintf(an, sizeof an, "blk.%d.ssm_alpha", layer);
+    uint64_t dims[2] = {(uint64_t)s->n_v, t->ne[0]};
+    return view_tensor(v, bn, d, 2, dims, beta) && view_tensor(v, an, d, 2, dims, alpha) ? 0 : -1;
+}
+
 /* A bias or sink vector that the engine binds as F32: in place when the file
  * has F32, else widened once into owned memory (a converter may write them in
  * the output type). */
@@ -390,8 +441,11 @@ static int add_f32_tensor(gguf_view *v, const char *name, const gguf_tensor *t) 
     return data && view_tensor(v, name, DT_F32, t->n_dims, dims, data) ? 0 : -1;
 }
 
-/* Every GGUF tensor by the name table; MLA's kv_b/k_b/v_b by add_mla_kv_b. */
-static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla, int gpt_oss) {
+/* Every GGUF tensor by the name table; MLA's kv_b/k_b/v_b by add_mla_kv_b.
+ * Blocks n_layers..n_blocks-1 are the multi-token-prediction layers
+ * (nextn_predict_layers), which are never run: their tensors are skipped. */
+static int add_tensors(gguf_view *v, int n_layers, int n_blocks, int dim, const mla_shape *mla, int gpt_oss,
+                       const ssm_shape *ssm) {
     const gguf_file *g = v->g;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor *t = &g->tensors[i];
@@ -405,6 +459,7 @@ static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla
         if (!map && !strncmp(name, "blk.", 4)) {
             char *end;
             long l = strtol(name + 4, &end, 10);
+            if (end != name + 4 && *end == '.' && l >= n_layers && l < n_blocks) continue; /* MTP */
             if (end != name + 4 && *end == '.' && l >= 0 && l < n_layers) {
                 layer = (int)l;
                 for (int j = 0; j < N_OF(LAYER_NAMES) && !map; j++)
@@ -424,6 +479,12 @@ static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla
             if (!mla) return moe_fail(v->err, "GGUF tensor %s belongs to MLA attention, not this architecture", name);
             continue; /* add_mla_kv_b, per layer */
         }
+        if ((map->kind == TN_SSM || map->kind == TN_SSM_F32 || map->kind == TN_SSM_BA) && !ssm->n_k)
+            return moe_fail(v->err, "GGUF tensor %s belongs to a Gated DeltaNet layer, not this architecture", name);
+        if (map->kind == TN_SSM_BA) {
+            if (split_ssm_ba(v, layer, t, ssm)) return -1;
+            continue;
+        }
         if (layer >= 0) snprintf(out, sizeof out, "blk.%d.%s", layer, map->moe);
         else snprintf(out, sizeof out, "%s", map->moe);
         if (map->kind == TN_SHEXP_GATE) {
@@ -436,7 +497,7 @@ static int add_tensors(gguf_view *v, int n_layers, int dim, const mla_shape *mla
             if (!view_tensor(v, out, d, 2, dims, t->data)) return -1;
             continue;
         }
-        if (map->kind == TN_GPT_OSS && strcmp(map->moe, "ffn_norm") ? add_f32_tensor(v, out, t) : add_gguf_tensor(v, out, t))
+        if (map->kind == TN_GPT_OSS || map->kind == TN_SSM_F32 ? add_f32_tensor(v, out, t) : add_gguf_tensor(v, out, t))
             return -1;
     }
     if (mla)
@@ -580,18 +641,63 @@ static int gpt_oss_keys(gguf_view *v, keys *k, int n_layers) {
            view_float(v, "moe.act_limit", 7.0) || view_float(v, "moe.act_alpha", 1.702);
 }
 
+/* Qwen3-Next / Qwen3.5 (llama.cpp's Qwen3NextModel): the Gated DeltaNet
+ * shapes from the ssm.* keys (state_size = key head dim, group_count = key
+ * heads, time_step_rank = value heads, inner_size = value heads x value head
+ * dim), every full_attention_interval-th layer gated attention (as
+ * llama.cpp's loader decides), the others Gated DeltaNet. Qwen3.5's
+ * multimodal RoPE sections change nothing for text (the three position rows
+ * are equal), but they must cover the rotated dims. */
+static int hybrid_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int rope_dim, ssm_shape *out) {
+    int conv, dk, nk, nv, inner, interval;
+    if (get_int(k, "ssm.conv_kernel", -1, &conv) || get_int(k, "ssm.state_size", -1, &dk) ||
+        get_int(k, "ssm.group_count", -1, &nk) || get_int(k, "ssm.time_step_rank", -1, &nv) ||
+        get_int(k, "ssm.inner_size", -1, &inner) || get_int(k, "full_attention_interval", 4, &interval))
+        return -1;
+    if (nk < 1 || nv < nk || nv % nk || inner % nv || interval < 1)
+        return moe_fail(v->err, "GGUF metadata %s.ssm.*: %d value heads must be a multiple of %d key heads, inner_size "
+                        "%d of the value heads, full_attention_interval %d >= 1", k->arch, nv, nk, inner, interval);
+    const gguf_kv *sec = arch_key(k, "rope.dimension_sections");
+    if (sec) {
+        int64_t sum = 0;
+        if (sec->type != GGUF_ARRAY || sec->elem_type == GGUF_STRING || sec->elem_type == GGUF_ARRAY ||
+            sec->elem_type == GGUF_F32 || sec->elem_type == GGUF_F64 || sec->n > 8)
+            return moe_fail(v->err, "GGUF metadata %s.rope.dimension_sections: expected up to 8 integers", k->arch);
+        for (uint64_t i = 0; i < sec->n; i++) {
+            int64_t x = gguf_arr_int(sec, i);
+            if (x < 0 || x > (1 << 20)) return moe_fail(v->err, "GGUF metadata %s.rope.dimension_sections: bad entry", k->arch);
+            sum += x;
+        }
+        if (2 * sum != rope_dim)
+            return moe_fail(v->err, "GGUF metadata %s.rope.dimension_sections cover %lld dims, rope.dimension_count is %d",
+                            k->arch, (long long)(2 * sum), rope_dim);
+    }
+    int64_t *layers = calloc((size_t)n_layers, sizeof *layers);
+    if (!layers) return moe_fail(v->err, "out of memory");
+    for (int l = 0; l < n_layers; l++) layers[l] = (l + 1) % interval != 0;
+    int rc = view_ints(v, "ssm.layers", layers, (uint32_t)n_layers);
+    free(layers);
+    *out = (ssm_shape){nk, nv};
+    return rc || view_int(v, "ssm.conv_kernel", conv) || view_int(v, "ssm.n_k_heads", nk) ||
+           view_int(v, "ssm.n_v_heads", nv) || view_int(v, "ssm.k_dim", dk) || view_int(v, "ssm.v_dim", inner / nv) ||
+           (a->hybrid == 2 && view_int(v, "ssm.v_tiled", 1)) || view_int(v, "attn.out_gate", 1);
+}
+
 static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
     const gguf_file *g = v->g;
     keys k = {v, gguf_arch};
-    int L, dim, n_heads, n_kv, head_dim, v_len, ctx, ff, vocab, E, rope_dim, sigmoid = 0;
+    int L, n_blocks, n_mtp, dim, n_heads, n_kv, head_dim, v_len, ctx, ff, vocab, E, rope_dim, sigmoid = 0;
     double eps;
-    if (get_int(&k, "block_count", -1, &L) || get_int(&k, "embedding_length", -1, &dim) ||
+    if (get_int(&k, "block_count", -1, &n_blocks) || get_int(&k, "nextn_predict_layers", 0, &n_mtp) || get_int(&k, "embedding_length", -1, &dim) ||
         get_int(&k, "attention.head_count", -1, &n_heads) || get_int(&k, "attention.head_count_kv", n_heads, &n_kv) ||
         get_int(&k, "context_length", -1, &ctx) || get_int(&k, "feed_forward_length", 0, &ff) ||
         get_float(&k, "attention.layer_norm_rms_epsilon", 0, 1, &eps))
         return -1;
-    if (n_heads == 0 || L == 0 || dim == 0)
-        return moe_fail(v->err, "GGUF metadata %s: block_count, embedding_length and head_count must be positive", gguf_arch);
+    /* block_count includes the multi-token-prediction layers (GLM, DeepSeek-V3, Qwen3.5): never run */
+    L = n_blocks - n_mtp;
+    if (n_heads == 0 || L <= 0 || dim == 0)
+        return moe_fail(v->err, "GGUF metadata %s: block_count (less nextn_predict_layers), embedding_length and "
+                        "head_count must be positive", gguf_arch);
     if (get_int(&k, "attention.key_length", dim / n_heads, &head_dim) ||
         get_int(&k, "attention.value_length", head_dim, &v_len))
         return -1;
@@ -623,6 +729,8 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
                             gguf_arch, v_len, head_dim);
         if (rope_keys(v, &k, a, head_dim, ctx, &rope_dim, &kq_mscale)) return -1;
     }
+    ssm_shape ssm = {0, 0};
+    if (a->hybrid && hybrid_keys(v, &k, a, L, rope_dim, &ssm)) return -1;
     if (moe_keys(v, &k, a, L, ff, &E, &sigmoid)) return -1;
     int any_dense = 0;
     for (int l = 0; l < L; l++) any_dense |= !find_layer_tensor(g, l, "ffn_gate_inp.weight");
@@ -645,6 +753,8 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
     const gguf_kv *name = view_key(v, "general.name");
     if (name && name->type == GGUF_STRING && view_str(v, "general.name", (const char *)name->data, name->n)) return -1;
     int qkv_bias = find_layer_tensor(g, 0, "attn_q.bias") != NULL;
+    const char *qk_norm = a->qk_norm;
+    if (!strcmp(qk_norm, "tensor")) qk_norm = find_layer_tensor(g, 0, "attn_q_norm.weight") ? "head" : "none";
     if (view_str(v, "general.arch", arch, strlen(arch)) || view_int(v, "model.vocab_size", vocab) ||
         view_int(v, "model.dim", dim) || view_int(v, "model.n_layers", L) || view_int(v, "model.n_heads", n_heads) ||
         view_int(v, "model.n_kv_heads", n_kv) || view_int(v, "model.head_dim", head_dim) ||
@@ -652,10 +762,11 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
         view_float(v, "model.norm_eps", eps) ||
         view_int(v, "model.tied_embd", gguf_find_tensor(g, "output.weight") == NULL) ||
         view_float(v, "attn.scale", attn_scale) || view_int(v, "attn.qkv_bias", qkv_bias) ||
-        view_str(v, "attn.qk_norm", a->qk_norm, strlen(a->qk_norm)) || (clamp > 0 && view_float(v, "attn.clip_qkv", clamp)))
+        view_str(v, "attn.qk_norm", qk_norm, strlen(qk_norm)) || (clamp > 0 && view_float(v, "attn.clip_qkv", clamp)) ||
+        (n_mtp > 0 && view_int(v, "model.n_mtp_layers", n_mtp)))
         return -1;
     if (is_gpt_oss(a) && gpt_oss_keys(v, &k, L)) return -1;
-    return add_tensors(v, L, dim, a->mla ? &mla : NULL, is_gpt_oss(a));
+    return add_tensors(v, L, n_blocks, dim, a->mla ? &mla : NULL, is_gpt_oss(a), &ssm);
 }
 
 /* Every {arch}.* key must have been read or be known to change nothing. */
@@ -695,7 +806,7 @@ static int translate(gguf_view *v) {
     for (int i = 0; i < N_ARCH_SPECS && !a; i++)
         if (strlen(ARCH_SPECS[i].gguf) == n && !memcmp(ARCH_SPECS[i].gguf, s, n)) a = &ARCH_SPECS[i];
     if (!a) return moe_fail(v->err, "GGUF architecture \"%s\" is not supported (moe reads llama, qwen2, qwen3, qwen2moe, "
-                            "qwen3moe, olmoe, granitemoe, deepseek2, gpt-oss)", arch);
+                            "qwen3moe, olmoe, granitemoe, deepseek2, gpt-oss, glm4moe, qwen3next, qwen35moe)", arch);
     return model_keys(v, a, arch) || check_unread(v, arch) ? -1 : 0;
 }
 

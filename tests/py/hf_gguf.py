@@ -10,9 +10,19 @@ attn_kv_b (older converters), V3 with only llama.cpp's 3-D attn_k_b/attn_v_b.
 
 gpt-oss is written as llama.cpp's GptOssModel writes it: arch "gpt-oss", the experts kept in
 MXFP4 (ggml type 39, HF's nibbles repacked, scales unchanged), gate/up split from HF's
-interleaved rows, biases, sinks, post_attention_norm, attention.sliding_window, the YaRN keys."""
+interleaved rows, biases, sinks, post_attention_norm, attention.sliding_window, the YaRN keys.
+
+GLM-4.5 (Glm4MoeModel, arch glm4moe), GLM-4.7-Flash (Glm4MoeLiteModel: deepseek2) and the hybrids
+Qwen3-Next (Qwen3NextModel, qwen3next) and Qwen3.5-MoE (Qwen3_5MoeTextModel, qwen35moe) follow
+llama.cpp's conversion/glm.py and conversion/qwen.py: block_count counts the MTP layers, whose
+tensors are written (blk.L.*, blk.L.nextn.*); post_attention_layernorm is post_attention_norm;
+the hybrids' zero-centred norms get + 1 and A_log becomes -exp(A_log), both computed in float32
+(in f16 for an f16 weight: the converter widens every other dtype first); Qwen3-Next's in_proj_qkvz is
+split into attn_qkv (all q | all k | all v) and attn_gate, in_proj_ba kept as ssm_ba; Qwen3.5's
+value heads are reordered from grouped to tiled (_LinearAttentionVReorderBase)."""
 
 import json
+import math
 import os
 import struct
 import sys
@@ -27,7 +37,8 @@ import convert  # noqa: E402
 
 ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
         "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-        "olmoe": "olmoe", "gpt_oss": "gpt-oss"}
+        "olmoe": "olmoe", "gpt_oss": "gpt-oss", "glm4_moe": "glm4moe", "glm4_moe_lite": "deepseek2",
+        "qwen3_next": "qwen3next", "qwen3_5_moe": "qwen35moe"}
 GGML_MXFP4 = 39
 
 
@@ -35,13 +46,26 @@ class Writer:
     def __init__(self, src):
         with open(os.path.join(src, "config.json")) as f:
             self.cfg = json.load(f)
+        mt = self.cfg["model_type"]
+        if "text_config" in self.cfg:  # TextModel: the decoder's config moved to the top level
+            self.cfg = dict(self.cfg, **self.cfg["text_config"])
         self.w = convert.load_weights(src)
         self.g = ggufio.GGUF()
-        self.arch = ARCH[self.cfg["model_type"]]
+        self.arch = ARCH[mt]
 
     def f32(self, name):
         t = self.w[name]
         return list(t.shape), convert.to_f32(t.dtype, t.read())
+
+    def mapped(self, name, fn):
+        """fn of every value as llama.cpp's converter computes it: its prepare_tensors widens
+        everything but F16 to float32 before modify_tensors, so a bf16 or f32 weight is mapped in
+        float32 and an f16 one in f16 (rounded to f16); stored as F32."""
+        t = self.w[name]
+        shape, data = self.f32(name)
+        vals = [fn(x) for x in struct.unpack("<%df" % (len(data) // 4), data)]
+        fmt = "<%de" if t.dtype == convert.moefile.F16 else "<%df"
+        return shape, struct.pack("<%df" % len(vals), *struct.unpack(fmt % len(vals), struct.pack(fmt % len(vals), *vals)))
 
     def add(self, name, shape, data):
         self.g.tensors.append(ggufio.Tensor(name, list(reversed(shape)), 0, data))
@@ -75,8 +99,11 @@ class Writer:
         self.g.set("%s.%s" % (self.arch, suffix), vtype, value)
 
 
-def write(src, out):
+def write(src, out, tile=True):
+    """tile=False (a negative control) leaves Qwen3.5's value heads in HF's grouped order."""
     w = Writer(src)
+    if w.arch in ("qwen3next", "qwen35moe"):
+        return write_hybrid(w, src, out, tile)
     c, arch, g = w.cfg, w.arch, w.g
     mt = c["model_type"]
     L, D, H = c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"]
@@ -84,7 +111,11 @@ def write(src, out):
     HD = c.get("head_dim", D // H)
     g.set("general.architecture", STRING, arch.encode())
     g.set("general.name", STRING, os.path.basename(os.path.abspath(src)).encode())
-    w.key("block_count", U32, L)
+    n_mtp = c.get("num_nextn_predict_layers") or 0
+    glm = mt == "glm4_moe"
+    lite = mt == "glm4_moe_lite"  # Glm4MoeLiteModel keeps its MTP layers; DeepseekV2Model drops them
+    n_blocks = L + n_mtp if glm or lite else L
+    w.key("block_count", U32, n_blocks)
     w.key("context_length", U32, c["max_position_embeddings"])
     w.key("embedding_length", U32, D)
     w.key("feed_forward_length", U32, c["intermediate_size"])
@@ -95,9 +126,11 @@ def write(src, out):
     w.key("vocab_size", U32, c["vocab_size"])
     ds = arch == "deepseek2"
     pair = mt in ("mixtral", "granitemoe", "llama")  # llama.cpp permutes Q/K of the Llama-derived models
-    if not ds:
+    if glm:
+        w.key("rope.dimension_count", U32, int(HD * c.get("partial_rotary_factor", 0.5)))
+    elif not ds:
         w.key("rope.dimension_count", U32, HD)
-    if mt in ("qwen3_moe", "qwen3", "gpt_oss"):
+    if mt in ("qwen3_moe", "qwen3", "gpt_oss") or glm:
         w.key("attention.key_length", U32, HD)
         w.key("attention.value_length", U32, HD)
     E = c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0
@@ -106,10 +139,22 @@ def write(src, out):
         w.key("expert_used_count", U32, c["num_experts_per_tok"])
     if c.get("clip_qkv"):
         w.key("attention.clamp_kqv", F32, c["clip_qkv"])
-    if mt in ("qwen2_moe", "qwen3_moe") or ds:
+    if mt in ("qwen2_moe", "qwen3_moe") or ds or glm:
         w.key("expert_feed_forward_length", U32, c["moe_intermediate_size"])
     if mt == "gpt_oss":
         gpt_oss_keys(w, c)
+    if glm:  # TextModel's generic keys, then Glm4MoeModel's
+        if c.get("n_group") is not None:
+            w.key("expert_group_count", U32, c["n_group"])
+            w.key("expert_group_used_count", U32, c["topk_group"])
+        w.key("expert_shared_count", U32, c["n_shared_experts"])
+        w.key("leading_dense_block_count", U32, c["first_k_dense_replace"])
+        w.key("expert_gating_func", U32, 2)
+        w.key("expert_weights_scale", F32, c["routed_scaling_factor"])
+        w.key("expert_weights_norm", BOOL, bool(c["norm_topk_prob"]))
+        w.key("nextn_predict_layers", U32, n_mtp)
+    if lite and n_mtp:
+        w.key("nextn_predict_layers", U32, n_mtp)
     if mt == "qwen2_moe":
         w.key("expert_shared_feed_forward_length", U32, c["shared_expert_intermediate_size"])
     if mt == "granitemoe":
@@ -129,7 +174,8 @@ def write(src, out):
         w.key("expert_shared_count", U32, c["n_shared_experts"])
         w.key("expert_weights_scale", F32, c["routed_scaling_factor"])
         w.key("expert_weights_norm", BOOL, bool(c.get("norm_topk_prob")))
-        w.key("expert_gating_func", U32, 2 if c.get("scoring_func") == "sigmoid" else 1)
+        # GLM-4.7-Flash's router is always sigmoid (Glm4MoeLiteTopkRouter), its config names no scoring_func
+        w.key("expert_gating_func", U32, 2 if c.get("scoring_func", "sigmoid" if lite else None) == "sigmoid" else 1)
         if c.get("n_group"):
             w.key("expert_group_count", U32, c["n_group"])
             w.key("expert_group_used_count", U32, c["topk_group"])
@@ -144,13 +190,18 @@ def write(src, out):
     w.copy("output_norm.weight", "model.norm.weight")
     if not c.get("tie_word_embeddings") and "lm_head.weight" in w.w:
         w.copy("output.weight", "lm_head.weight")
-    for i in range(L):
+    for i in range(n_blocks):
         p, b = "model.layers.%d." % i, "blk.%d." % i
         w.copy(b + "attn_norm.weight", p + "input_layernorm.weight")
         if mt == "gpt_oss":
             gpt_oss_layer(w, p, b, E)
             continue
-        w.copy(b + "ffn_norm.weight", p + "post_attention_layernorm.weight")
+        w.copy(b + ("post_attention_norm.weight" if glm else "ffn_norm.weight"), p + "post_attention_layernorm.weight")
+        if i >= L:  # the MTP layer's own tensors (gguf-py's NEXTN_*)
+            for h, x in (("eh_proj", "eh_proj"), ("embed_tokens", "embed_tokens"), ("enorm", "enorm"),
+                         ("hnorm", "hnorm"), ("shared_head.head", "shared_head_head"),
+                         ("shared_head.norm", "shared_head_norm")):
+                w.copy(b + "nextn.%s.weight" % x, p + h + ".weight")
         a = p + "self_attn."
         if ds:
             if c.get("q_lora_rank"):
@@ -191,7 +242,7 @@ def write(src, out):
             if a + "q_norm.weight" in w.w:
                 w.copy(b + "attn_q_norm.weight", a + "q_norm.weight")
                 w.copy(b + "attn_k_norm.weight", a + "k_norm.weight")
-        dense = (ds and i < c["first_k_dense_replace"]) or not E
+        dense = ((ds or glm) and i < c["first_k_dense_replace"]) or not E
         m = p + "mlp."
         if dense:
             for x in ("gate", "up", "down"):
@@ -281,6 +332,141 @@ def gpt_oss_layer(w, p, b, E):
             w.add_typed(b + name + ".weight", [E, R // step, nb * 32], GGML_MXFP4, b"".join(pick))
             vals = [bias[i * 4:i * 4 + 4] for i in range(E * R)]
             w.add(b + name + ".bias", [E, R // step], b"".join(vals[e * R + r] for e in range(E) for r in range(k, R, step)))
+
+
+def tiled(n_k, r, width):
+    """Qwen3.5's value-head reorder (_LinearAttentionVReorderBase._reorder_v_heads): the block of
+    `width` rows (or values) of value head j*r + i (grouped by key head j) moves to i*n_k + j."""
+    order = [0] * (n_k * r)
+    for j in range(n_k):
+        for i in range(r):
+            order[i * n_k + j] = j * r + i
+    return [h * width + x for h in order for x in range(width)]
+
+
+def pick_rows(data, ncols, rows):
+    rb = ncols * 4
+    return b"".join(data[r * rb:(r + 1) * rb] for r in rows)
+
+
+def write_hybrid(w, src, out, tile_v=True):
+    """Qwen3-Next / Qwen3.5-MoE as Qwen3NextModel / Qwen3_5MoeTextModel write them."""
+    c, g = w.cfg, w.g
+    qwen35 = w.arch == "qwen35moe"
+    pre = "model.language_model." if qwen35 else "model."
+    L, D, H = c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"]
+    KV, HD = c["num_key_value_heads"], c["head_dim"]
+    nk, nv = c["linear_num_key_heads"], c["linear_num_value_heads"]
+    dk, dv, K = c["linear_key_head_dim"], c["linear_value_head_dim"], c["linear_conv_kernel_dim"]
+    r, kw, vw = nv // nk, nk * dk, nv * dv
+    # Qwen3-Next's converter drops mtp.*; Qwen3.5's keeps them (this writer has none to write)
+    n_mtp = c.get("mtp_num_hidden_layers", 0) if qwen35 and any(n.startswith("mtp.") for n in w.w) else 0
+    if n_mtp:
+        raise NotImplementedError("Qwen3.5 MTP layers")
+    rp = c.get("rope_parameters") or {}
+    g.set("general.architecture", STRING, w.arch.encode())
+    g.set("general.name", STRING, os.path.basename(os.path.abspath(src)).encode())
+    w.key("block_count", U32, L + n_mtp)
+    w.key("context_length", U32, c["max_position_embeddings"])
+    w.key("embedding_length", U32, D)
+    if "intermediate_size" in c:
+        w.key("feed_forward_length", U32, c["intermediate_size"])
+    w.key("attention.head_count", U32, H)
+    w.key("attention.head_count_kv", U32, KV)
+    if "mrope_section" in rp:
+        w.key("rope.dimension_sections", ARRAY, (ggufio.I32, (list(rp["mrope_section"]) + [0, 0, 0, 0])[:4]))
+    elif qwen35:
+        w.key("rope.dimension_sections", ARRAY, (ggufio.I32, [11, 11, 10, 0]))
+    w.key("rope.freq_base", F32, float(rp.get("rope_theta", c.get("rope_theta", 10000))))
+    w.key("attention.layer_norm_rms_epsilon", F32, c["rms_norm_eps"])
+    w.key("expert_count", U32, c["num_experts"])
+    w.key("expert_used_count", U32, c["num_experts_per_tok"])
+    w.key("attention.key_length", U32, HD)
+    w.key("attention.value_length", U32, HD)
+    w.key("expert_feed_forward_length", U32, c["moe_intermediate_size"])
+    w.key("expert_shared_feed_forward_length", U32, c["shared_expert_intermediate_size"])
+    w.key("ssm.conv_kernel", U32, K)
+    w.key("ssm.state_size", U32, dk)
+    w.key("ssm.group_count", U32, nk)
+    w.key("ssm.time_step_rank", U32, nv)
+    w.key("ssm.inner_size", U32, vw)
+    w.key("full_attention_interval", U32, c.get("full_attention_interval", 4))
+    w.key("rope.dimension_count", U32, int(HD * c.get("partial_rotary_factor", 0.25)))
+    if n_mtp:
+        w.key("nextn_predict_layers", U32, n_mtp)
+    w.key("vocab_size", U32, c["vocab_size"])
+
+    one = lambda x: x + 1.0  # noqa: E731  the zero-centred norms, + 1 in the checkpoint's dtype
+    tile = qwen35 and nk != nv and tile_v
+    vrows = tiled(nk, r, dv) if tile else list(range(vw))
+    hrows = tiled(nk, r, 1) if tile else list(range(nv))
+
+    def add_rows(gname, shape, data, rows):
+        w.add(gname, [len(rows)] + shape[1:], pick_rows(data, shape[-1] if len(shape) > 1 else 1, rows))
+
+    w.copy("token_embd.weight", pre + "embed_tokens.weight")
+    w.add("output_norm.weight", *w.mapped(pre + "norm.weight", one))
+    if not c.get("tie_word_embeddings"):
+        w.copy("output.weight", "lm_head.weight")
+    for i in range(L):
+        p, b = pre + "layers.%d." % i, "blk.%d." % i
+        w.add(b + "attn_norm.weight", *w.mapped(p + "input_layernorm.weight", one))
+        w.add(b + "post_attention_norm.weight", *w.mapped(p + "post_attention_layernorm.weight", one))
+        a = p + "linear_attn."
+        if a + "A_log" in w.w:
+            if qwen35:
+                shape, qkv = w.f32(a + "in_proj_qkv.weight")
+                add_rows(b + "attn_qkv.weight", shape, qkv, list(range(2 * kw)) + [2 * kw + x for x in vrows])
+                shape, z = w.f32(a + "in_proj_z.weight")
+                add_rows(b + "attn_gate.weight", shape, z, vrows)
+                for x, y in (("b", "beta"), ("a", "alpha")):
+                    shape, t = w.f32(a + "in_proj_%s.weight" % x)
+                    add_rows(b + "ssm_%s.weight" % y, shape, t, hrows)
+            else:  # [q_j, k_j, v_j, z_j] per key head j -> q | k | v rows and z rows
+                shape, qkvz = w.f32(a + "in_proj_qkvz.weight")
+                gsz = 2 * dk + 2 * r * dv
+                heads = range(nk)
+                rows = ([j * gsz + x for j in heads for x in range(dk)] + [j * gsz + dk + x for j in heads for x in range(dk)]
+                        + [j * gsz + 2 * dk + x for j in heads for x in range(r * dv)])
+                add_rows(b + "attn_qkv.weight", shape, qkvz, rows)
+                add_rows(b + "attn_gate.weight", shape, qkvz, [j * gsz + 2 * dk + r * dv + x for j in heads for x in range(r * dv)])
+                w.copy(b + "ssm_ba.weight", a + "in_proj_ba.weight")
+            shape, conv = w.f32(a + "conv1d.weight")  # [ch, 1, K], squeezed
+            add_rows(b + "ssm_conv1d.weight", [shape[0], K], conv, list(range(2 * kw)) + [2 * kw + x for x in vrows])
+            shape, alog = w.mapped(a + "A_log", lambda x: -math.exp(x))
+            add_rows(b + "ssm_a", shape, alog, hrows)
+            shape, dt = w.f32(a + "dt_bias")
+            add_rows(b + "ssm_dt.bias", shape, dt, hrows)
+            w.copy(b + "ssm_norm.weight", a + "norm.weight")
+            shape, o = w.f32(a + "out_proj.weight")  # columns in the tiled order
+            cols = vrows
+            w.add(b + "ssm_out.weight", shape, b"".join(
+                struct.pack("<%df" % vw, *[struct.unpack_from("<f", o, (row * vw + col) * 4)[0] for col in cols])
+                for row in range(shape[0])))
+        else:
+            s = p + "self_attn."
+            for x, y in (("q", "q"), ("k", "k"), ("v", "v"), ("o", "output")):
+                w.copy(b + "attn_%s.weight" % y, s + x + "_proj.weight")
+            w.add(b + "attn_q_norm.weight", *w.mapped(s + "q_norm.weight", one))
+            w.add(b + "attn_k_norm.weight", *w.mapped(s + "k_norm.weight", one))
+        m = p + "mlp."
+        w.copy(b + "ffn_gate_inp.weight", m + "gate.weight")
+        E, F = c["num_experts"], c["moe_intermediate_size"]
+        if m + "experts.gate_up_proj" in w.w:  # Qwen2MoeModel: gate = first F rows of each expert, up = the rest
+            shape, gu = w.f32(m + "experts.gate_up_proj")
+            per = 2 * F * D * 4
+            w.add(b + "ffn_gate_exps.weight", [E, F, D], b"".join(gu[e * per:e * per + F * D * 4] for e in range(E)))
+            w.add(b + "ffn_up_exps.weight", [E, F, D], b"".join(gu[e * per + F * D * 4:(e + 1) * per] for e in range(E)))
+            w.copy(b + "ffn_down_exps.weight", m + "experts.down_proj")
+        else:
+            for x in ("gate", "up", "down"):
+                w.stack(b + "ffn_%s_exps.weight" % x, [m + "experts.%d.%s_proj.weight" % (e, x) for e in range(E)])
+        for x in ("gate", "up", "down"):
+            w.copy(b + "ffn_%s_shexp.weight" % x, m + "shared_expert.%s_proj.weight" % x)
+        w.copy(b + "ffn_gate_inp_shexp.weight", m + "shared_expert_gate.weight")
+    if os.path.exists(os.path.join(src, "tokenizer.json")):
+        add_tokenizer(g, src)
+    return g.write(out)
 
 
 def add_tokenizer(g, src, pre=b"gpt-2"):

@@ -180,7 +180,8 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
     writes them (tests/py/hf_gguf.py; its Mixtral equals the shared llama.cpp file tensor for
     tensor) give the golden logits within test_golden's tolerances."""
 
-    FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "granitemoe", "deepseek_v2", "deepseek_v3", "gpt_oss")
+    FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "granitemoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "glm4_moe",
+                "qwen3_5_moe")
 
     def test_writer_matches_llama_cpp(self):
         import hf_gguf
@@ -213,6 +214,65 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
                 ran += 1
         self.assertGreaterEqual(ran, 1, "no golden family found")
 
+    def golden_file(self, fam, **kw):
+        import hf_gguf
+        src = os.path.join(moetest.SHARED, "golden", fam)
+        if not os.path.exists(os.path.join(src, "golden.json")):
+            self.skipTest("no golden %s" % fam)
+        return hf_gguf.write(src, os.path.join(moetest.workdir("gguf_golden"), "%s%s.gguf" % (fam, "_".join(kw))),
+                             **kw)
+
+    def test_glm_mtp_layer_is_skipped(self):
+        """glm4moe's block_count counts the MTP layer (blk.4, with its nextn.* tensors): the reader
+        runs 4 layers and says so; without nextn_predict_layers the file is refused, not guessed."""
+        path = self.golden_file("glm4_moe")
+        p = moetest.moe("info", "-m", path)
+        self.assertIn("layers            4 (3 MoE)", p.stdout)
+        self.assertIn("1 multi-token-prediction layer", p.stdout)
+        g = ggufio.GGUF.read(path)
+        self.assertIn("blk.4.nextn.eh_proj.weight", [t.name for t in g.tensors])
+        g.drop("glm4moe.nextn_predict_layers")
+        bad = g.write(os.path.join(moetest.workdir("gguf_golden"), "glm_no_nextn.gguf"))
+        p = moetest.moe("info", "-m", bad, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("blk.4.nextn.eh_proj.weight is not understood", p.stderr)
+
+    def test_qwen35_value_head_order_matters(self):
+        """Negative control: Qwen3.5's value heads left in HF's grouped order (not the converter's
+        tiled order) in a qwen35moe file move the logits far beyond the tolerance, so the golden
+        comparison above does check the reader's tiled reading."""
+        g = moetest.golden("qwen3_5_moe") if os.path.exists(
+            os.path.join(moetest.SHARED, "golden", "qwen3_5_moe", "golden.json")) else None
+        if g is None:
+            self.skipTest("no golden qwen3_5_moe")
+        path = self.golden_file("qwen3_5_moe", tile=False)
+        m, _ = moetest.max_rms(moetest.logits(path, g["tokens"], "-t", "2"), g["rows"])
+        self.assertGreater(m, 0.05)
+
+
+    def test_hybrid_refusals(self):
+        """Missing or inconsistent Gated DeltaNet keys, and a DeltaNet tensor in an architecture
+        without such layers, are refused with one line."""
+        path = self.golden_file("qwen3_5_moe")
+        d = moetest.workdir("gguf_golden")
+        cases = [(lambda g: g.drop("qwen35moe.ssm.group_count"), "qwen35moe.ssm.group_count is required"),
+                 (lambda g: g.set("qwen35moe.ssm.time_step_rank", ggufio.U32, 3), "multiple of 2 key heads"),
+                 (lambda g: g.set("qwen35moe.rope.dimension_sections", ggufio.ARRAY, (ggufio.I32, [3, 3, 3, 0])),
+                  "dimension_sections cover 18 dims"),
+                 (lambda g: g.set("qwen35moe.ssm.dt_rank_extra", ggufio.U32, 1), "ssm.dt_rank_extra is not understood")]
+        for i, (damage, needle) in enumerate(cases):
+            g = ggufio.GGUF.read(path)
+            damage(g)
+            p = moetest.moe("info", "-m", g.write(os.path.join(d, "hyb%d.gguf" % i)), check=False)
+            self.assertEqual(p.returncode, 1, needle)
+            self.assertIn(needle, p.stderr)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        g = ggufio.GGUF.read(self.golden_file("glm4_moe"))
+        g.tensor("blk.1.attn_v.weight").name = "blk.1.ssm_out.weight"
+        p = moetest.moe("info", "-m", g.write(os.path.join(d, "glm_ssm.gguf")), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("blk.1.ssm_out.weight belongs to a Gated DeltaNet layer", p.stderr)
+
 
 class GGUFSyntheticFamiliesTest(unittest.TestCase):
     """The families without a golden checkpoint (dense llama, qwen2, qwen3; olmoe): a random
@@ -224,11 +284,15 @@ class GGUFSyntheticFamiliesTest(unittest.TestCase):
         import hf_gguf
         d = moetest.workdir("gguf_synth")
         tokens = [1, 5, 9, 2, 7, 3, 11, 4, 8, 6, 10, 12]
-        for fam, extra in (("llama", []), ("qwen2", []), ("qwen3", []), ("olmoe", ["--set", "clip_qkv=8.0"])):
+        # qwen3_next: 3 Gated DeltaNet layers (fused in_proj_qkvz split by the converter, in_proj_ba kept
+        # fused) + 1 gated attention; glm4_moe_lite (GLM-4.7-Flash): deepseek2 with its MTP layer kept
+        for fam, extra in (("llama", []), ("qwen2", []), ("qwen3", []), ("olmoe", ["--set", "clip_qkv=8.0"]),
+                           ("qwen3_next", ["--layers", "4"]), ("glm4_moe_lite", ["--layers", "3"])):
             with self.subTest(family=fam):
                 src = os.path.join(d, fam)
+                layers = [] if "--layers" in extra else ["--layers", "2"]
                 moetest.run([sys.executable, os.path.join(moetest.TOOLS, "make_synthetic.py"), "--family", fam,
-                             "--layers", "2", "--vocab", "64", "--dtype", "f32", "--seed", "3", "-o", src] + extra)
+                             "--vocab", "64", "--dtype", "f32", "--seed", "3", "-o", src] + layers + extra)
                 moe_path = moetest.convert(src, os.path.join(d, fam + ".moe"), "--no-tokenizer")
                 gguf_path = hf_gguf.write(src, os.path.join(d, fam + ".gguf"))
                 a = moetest.logits(moe_path, tokens, "-t", "2")
