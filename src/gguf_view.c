@@ -644,11 +644,13 @@ static int gpt_oss_keys(gguf_view *v, keys *k, int n_layers) {
 /* Qwen3-Next / Qwen3.5 (llama.cpp's Qwen3NextModel): the Gated DeltaNet
  * shapes from the ssm.* keys (state_size = key head dim, group_count = key
  * heads, time_step_rank = value heads, inner_size = value heads x value head
- * dim), every full_attention_interval-th layer gated attention (as
- * llama.cpp's loader decides), the others Gated DeltaNet. Qwen3.5's
+ * dim); which layers are Gated DeltaNet as llama.cpp's loader decides:
+ * attention.recurrent_layers (one flag per block, or one for all) when
+ * present, else all but every full_attention_interval-th. Qwen3.5's
  * multimodal RoPE sections change nothing for text (the three position rows
  * are equal), but they must cover the rotated dims. */
-static int hybrid_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int rope_dim, ssm_shape *out) {
+static int hybrid_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int n_blocks, int rope_dim,
+                       ssm_shape *out) {
     int conv, dk, nk, nv, inner, interval;
     if (get_int(k, "ssm.conv_kernel", -1, &conv) || get_int(k, "ssm.state_size", -1, &dk) ||
         get_int(k, "ssm.group_count", -1, &nk) || get_int(k, "ssm.time_step_rank", -1, &nv) ||
@@ -672,9 +674,17 @@ static int hybrid_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, 
             return moe_fail(v->err, "GGUF metadata %s.rope.dimension_sections cover %lld dims, rope.dimension_count is %d",
                             k->arch, (long long)(2 * sum), rope_dim);
     }
+    const gguf_kv *rec = arch_key(k, "attention.recurrent_layers");
+    int rec_all = -1; /* a scalar flag for every layer */
+    if (rec && rec->type != GGUF_ARRAY && gguf_kv_bool(rec, &rec_all, v->err)) return -1;
+    if (rec && rec->type == GGUF_ARRAY &&
+        (rec->n != (uint64_t)n_blocks || rec->elem_type == GGUF_STRING || rec->elem_type == GGUF_ARRAY ||
+         rec->elem_type == GGUF_F32 || rec->elem_type == GGUF_F64))
+        return moe_fail(v->err, "GGUF metadata %s.attention.recurrent_layers: expected %d flags", k->arch, n_blocks);
     int64_t *layers = calloc((size_t)n_layers, sizeof *layers);
     if (!layers) return moe_fail(v->err, "out of memory");
-    for (int l = 0; l < n_layers; l++) layers[l] = (l + 1) % interval != 0;
+    for (int l = 0; l < n_layers; l++)
+        layers[l] = !rec ? (l + 1) % interval != 0 : rec_all >= 0 ? rec_all != 0 : gguf_arr_int(rec, (uint64_t)l) != 0;
     int rc = view_ints(v, "ssm.layers", layers, (uint32_t)n_layers);
     free(layers);
     *out = (ssm_shape){nk, nv};
@@ -730,7 +740,7 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
         if (rope_keys(v, &k, a, head_dim, ctx, &rope_dim, &kq_mscale)) return -1;
     }
     ssm_shape ssm = {0, 0};
-    if (a->hybrid && hybrid_keys(v, &k, a, L, rope_dim, &ssm)) return -1;
+    if (a->hybrid && hybrid_keys(v, &k, a, L, n_blocks, rope_dim, &ssm)) return -1;
     if (moe_keys(v, &k, a, L, ff, &E, &sigmoid)) return -1;
     int any_dense = 0;
     for (int l = 0; l < L; l++) any_dense |= !find_layer_tensor(g, l, "ffn_gate_inp.weight");

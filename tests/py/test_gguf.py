@@ -259,7 +259,12 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
                  (lambda g: g.set("qwen35moe.ssm.time_step_rank", ggufio.U32, 3), "multiple of 2 key heads"),
                  (lambda g: g.set("qwen35moe.rope.dimension_sections", ggufio.ARRAY, (ggufio.I32, [3, 3, 3, 0])),
                   "dimension_sections cover 18 dims"),
-                 (lambda g: g.set("qwen35moe.ssm.dt_rank_extra", ggufio.U32, 1), "ssm.dt_rank_extra is not understood")]
+                 (lambda g: g.set("qwen35moe.ssm.dt_rank_extra", ggufio.U32, 1), "ssm.dt_rank_extra is not understood"),
+                 (lambda g: g.set("qwen35moe.attention.recurrent_layers", ggufio.ARRAY, (ggufio.BOOL, [True] * 3)),
+                  "recurrent_layers: expected 4 flags"),
+                 # the layer pattern from the explicit flags: layer 0 as attention has no attn_q
+                 (lambda g: g.set("qwen35moe.attention.recurrent_layers", ggufio.ARRAY,
+                                  (ggufio.BOOL, [False, True, True, False])), "blk.0.attn_q")]
         for i, (damage, needle) in enumerate(cases):
             g = ggufio.GGUF.read(path)
             damage(g)
@@ -267,6 +272,14 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
             self.assertEqual(p.returncode, 1, needle)
             self.assertIn(needle, p.stderr)
             self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        # the flags as llama.cpp's loader prefers them, agreeing with the interval: the same logits
+        g = ggufio.GGUF.read(path)
+        g.set("qwen35moe.attention.recurrent_layers", ggufio.ARRAY, (ggufio.BOOL, [True, True, True, False]))
+        g.drop("qwen35moe.full_attention_interval")
+        gold = moetest.golden("qwen3_5_moe")
+        flags = g.write(os.path.join(d, "hyb_flags.gguf"))
+        m, _ = moetest.max_rms(moetest.logits(flags, gold["tokens"], "-t", "2"), gold["rows"])
+        self.assertLessEqual(m, 2.5e-3)
         g = ggufio.GGUF.read(self.golden_file("glm4_moe"))
         g.tensor("blk.1.attn_v.weight").name = "blk.1.ssm_out.weight"
         p = moetest.moe("info", "-m", g.write(os.path.join(d, "glm_ssm.gguf")), check=False)
