@@ -708,6 +708,11 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
     if (n_heads == 0 || L <= 0 || dim == 0)
         return moe_fail(v->err, "GGUF metadata %s: block_count (less nextn_predict_layers), embedding_length and "
                         "head_count must be positive", gguf_arch);
+    /* a block counted as MTP must be one (its nextn.eh_proj), or a real layer would be dropped silently */
+    for (int l = L; l < n_blocks; l++)
+        if (!find_layer_tensor(g, l, "nextn.eh_proj.weight"))
+            return moe_fail(v->err, "GGUF: block %d is counted in %s.nextn_predict_layers but has no "
+                            "blk.%d.nextn.eh_proj.weight", l, gguf_arch, l);
     if (get_int(&k, "attention.key_length", dim / n_heads, &head_dim) ||
         get_int(&k, "attention.value_length", head_dim, &v_len))
         return -1;

@@ -236,6 +236,14 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
         p = moetest.moe("info", "-m", bad, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("blk.4.nextn.eh_proj.weight is not understood", p.stderr)
+        # a block counted as MTP without its nextn tensors is refused rather than dropped
+        g = ggufio.GGUF.read(path)
+        g.tensor("blk.4.nextn.eh_proj.weight").name = "blk.4.nextn.eh_projection.weight"
+        bad = g.write(os.path.join(moetest.workdir("gguf_golden"), "glm_no_eh.gguf"))
+        p = moetest.moe("info", "-m", bad, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("block 4 is counted in glm4moe.nextn_predict_layers but has no blk.4.nextn.eh_proj.weight",
+                      p.stderr)
 
     def test_qwen35_value_head_order_matters(self):
         """Negative control: Qwen3.5's value heads left in HF's grouped order (not the converter's
