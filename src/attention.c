@@ -20,6 +20,7 @@
 #include "forward.h"
 #include "matmul.h"
 #include "ops.h"
+#include "quant.h"
 #include "threads.h"
 #include "util.h"
 
@@ -274,6 +275,7 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, float *
         void *cache = c->seqs[c->row_seq[t]].k_cache;
         float *ckv = c->v + (size_t)t * cw, *slot = c->mla_tmp; /* built in f32, then stored */
         rmsnorm(slot, ckv, L->kv_a_norm, lora, MLA_NORM_EPS); /* kv_a_layernorm(c_kv) */
+        act_round_row((act_type)cfg->mla_latent_act, slot, lora); /* as a quantized kv_b's matmul sees it */
         memcpy(slot + lora, ckv + lora, sizeof(float) * (size_t)rd);
         rope_apply(&c->rope, slot + lora, p);
         kv_put(c, kv_at(c, cache, layer, (size_t)p * cw), slot, cw, 1);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "dtype.h"
 #include "util.h"
 
 typedef enum { K_INT, K_FLOAT, K_ENUM, K_TEXT, K_INTS } key_kind;
@@ -110,6 +111,7 @@ static const key_spec KEYS[] = {
     {"mla.nope_dim", K_INT, OPT, AT(nope_dim), 0, NULL},
     {"mla.rope_dim", K_INT, OPT, AT(mla_rope_dim), 0, NULL},
     {"mla.v_dim", K_INT, OPT, AT(v_dim), 0, NULL},
+    {"mla.latent_act", K_INT, OPT, AT(mla_latent_act), 0, NULL},
 
     {"ssm.layers", K_INTS, OPT, NOT_BOUND, 0, NULL},
     {"ssm.conv_kernel", K_INT, OPT, AT(ssm_conv_kernel), 0, NULL},
@@ -294,6 +296,8 @@ static int validate(moe_config *c, const moe_file *f, moe_err *err) {
         CHECK(c->kv_lora > 0 && c->kv_lora <= BIG, "mla.kv_lora %d out of range", c->kv_lora);
         CHECK(c->q_lora >= 0 && c->q_lora <= BIG, "mla.q_lora %d out of range", c->q_lora);
         CHECK(c->nope_dim > 0 && c->v_dim > 0 && c->v_dim <= 4096, "mla.nope_dim and mla.v_dim must be positive");
+        CHECK(c->mla_latent_act >= 0 && c->mla_latent_act < ACT_COUNT, "mla.latent_act %d is no activation type",
+              c->mla_latent_act);
         CHECK(c->mla_rope_dim == c->rope_dim, "mla.rope_dim %d differs from rope.dim %d", c->mla_rope_dim, c->rope_dim);
         CHECK(c->head_dim == c->nope_dim + c->mla_rope_dim, "model.head_dim %d != mla.nope_dim %d + mla.rope_dim %d",
               c->head_dim, c->nope_dim, c->mla_rope_dim);

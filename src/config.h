@@ -77,6 +77,8 @@ typedef struct {
 
     /* mla.* */
     int q_lora, kv_lora, nope_dim, mla_rope_dim, v_dim;
+    int mla_latent_act;     /* the latent is rounded to this activation type (dtype.h act_type) before use, as
+                               the matmul with a quantized kv_b rounds it (GGUF files, gguf_view.c); 0: float */
 
     /* ssm.*: Gated DeltaNet (linear attention) layers, deltanet.c */
     unsigned char *ssm_layer; /* [n_layers] 1 = Gated DeltaNet mixer, 0 = attention; allocated */

@@ -27,26 +27,33 @@ static const dtype_traits DTYPES[DT_COUNT] = {
                  .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q4_0, .quantize = quantize_row_q4_0,
                  .dot = dot_q4_0_q8a_ref},
     [DT_Q4_K] = {.name = "Q4_K", .block = QK_K, .block_bytes = sizeof(block_q4_K), .row_group = 1, .plain = DT_Q4_K,
-                 .is_quant = 1, .act = ACT_Q8_K, .dequantize = dequantize_row_q4_K, .quantize = quantize_row_q4_K,
-                 .dot = dot_q4_K_q8_K_ref},
-    /* ggml's other block types: the 32-blocks pair with Q8A (its sum carries Q4_1's offset term), the
-     * K-quants and IQ4_XS with Q8_K as in ggml's CPU backend, MXFP4 with floats (quant_mxfp4.h says why).
-     * Q5_1, Q5_K and Q6_K have their functions (quant_legacy.c, quant_k.c, exact against gguf-py) but no
-     * row yet: with them, the shared GGUF files qwen3moe Q5_1 / Q6_K and deepseek3 Q4_K_M / Q5_K_M / Q6_K
-     * load and land 2-3x (deepseek3: 4-6x) further from the reference logits than the bound of
-     * tests/py/test_gguf.py allows, although every tensor dequantizes exactly; to be found first. */
+                 .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q4_K, .quantize = quantize_row_q4_K,
+                 .dot = dot_q4_K_q8a_ref},
+    /* ggml's other block types. Activation pairing as the reference engine's CPU backend (ik_llama.cpp)
+     * rounds them, measured against the alternatives in docs/QUANTIZATION.md: Q8A (32 values, bf16 scale)
+     * for the 32-blocks and Q4_K/Q5_K/Q6_K, Q8_K (256 values) for Q2_K, Q3_K and IQ4_XS; MXFP4 with
+     * floats (quant_mxfp4.h says why). */
     [DT_Q4_1] = {.name = "Q4_1", .block = QK4_1, .block_bytes = sizeof(block_q4_1), .row_group = 1, .plain = DT_Q4_1,
                  .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q4_1, .quantize = quantize_row_q4_1,
                  .dot = dot_q4_1_q8a_ref},
     [DT_Q5_0] = {.name = "Q5_0", .block = QK5_0, .block_bytes = sizeof(block_q5_0), .row_group = 1, .plain = DT_Q5_0,
                  .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q5_0, .quantize = quantize_row_q5_0,
                  .dot = dot_q5_0_q8a_ref},
+    [DT_Q5_1] = {.name = "Q5_1", .block = QK5_1, .block_bytes = sizeof(block_q5_1), .row_group = 1, .plain = DT_Q5_1,
+                 .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q5_1, .quantize = quantize_row_q5_1,
+                 .dot = dot_q5_1_q8a_ref},
     [DT_Q2_K] = {.name = "Q2_K", .block = QK_K, .block_bytes = sizeof(block_q2_K), .row_group = 1, .plain = DT_Q2_K,
                  .is_quant = 1, .act = ACT_Q8_K, .dequantize = dequantize_row_q2_K, .quantize = quantize_row_q2_K,
                  .dot = dot_q2_K_q8_K_ref},
     [DT_Q3_K] = {.name = "Q3_K", .block = QK_K, .block_bytes = sizeof(block_q3_K), .row_group = 1, .plain = DT_Q3_K,
                  .is_quant = 1, .act = ACT_Q8_K, .dequantize = dequantize_row_q3_K, .quantize = quantize_row_q3_K,
                  .dot = dot_q3_K_q8_K_ref},
+    [DT_Q5_K] = {.name = "Q5_K", .block = QK_K, .block_bytes = sizeof(block_q5_K), .row_group = 1, .plain = DT_Q5_K,
+                 .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q5_K, .quantize = quantize_row_q5_K,
+                 .dot = dot_q5_K_q8a_ref},
+    [DT_Q6_K] = {.name = "Q6_K", .block = QK_K, .block_bytes = sizeof(block_q6_K), .row_group = 1, .plain = DT_Q6_K,
+                 .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_q6_K, .quantize = quantize_row_q6_K,
+                 .dot = dot_q6_K_q8a_ref},
     [DT_IQ4_NL] = {.name = "IQ4_NL", .block = QK4_NL, .block_bytes = sizeof(block_iq4_nl), .row_group = 1,
                    .plain = DT_IQ4_NL, .is_quant = 1, .act = ACT_Q8A, .dequantize = dequantize_row_iq4_nl,
                    .quantize = quantize_row_iq4_nl, .dot = dot_iq4_nl_q8a_ref},

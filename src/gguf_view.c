@@ -338,14 +338,18 @@ typedef struct {
 } mla_shape;
 
 /* MLA's per-head k_b [kv_lora, nope] (key rows of kv_b, transposed) and
- * v_b [v_dim, kv_lora]. From the split attn_k_b/attn_v_b when the file has
- * them (newer converters; used in place when float, else dequantized once
- * into owned F32, since the absorbed products run on float rows): their
- * quantized values are what llama.cpp computes with, and they differ from
- * the fused tensor's, which is quantized along the other axis. Else from the
- * fused attn_kv_b [n_heads*(nope+v), kv_lora] (older files), computed once
- * into owned F32 (kv_lora x (nope+v) floats per head). */
-static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s) {
+ * v_b [v_dim, kv_lora]. From a quantized fused attn_kv_b
+ * [n_heads*(nope+v), kv_lora] when the file has one, dequantized once into
+ * owned F32 (the absorbed products run on float rows): it is what the
+ * reference engine computes a prompt with (ik_llama.cpp without MLA, and its
+ * MLA-3 prompt path), and llama-quantize keeps it at Q8_0 where the split
+ * pair gets the mix's type (Q4_K in Q4_K_M); *latent_act is then the
+ * activation type it pairs with, to which attention.c rounds the latent
+ * (kv_b's input) before use. Else from the split attn_k_b/attn_v_b (newer
+ * mainline files have only these; quantized along the other axis, so their
+ * values differ), used in place when float, else dequantized once; float
+ * fused and split tensors hold the same values. *latent_act = ACT_F32. */
+static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s, act_type *latent_act) {
     const gguf_file *g = v->g;
     const gguf_tensor *kvb = find_layer_tensor(g, layer, "attn_kv_b.weight");
     const gguf_tensor *kb = find_layer_tensor(g, layer, "attn_k_b.weight");
@@ -355,7 +359,10 @@ static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s) {
     snprintf(vn, sizeof vn, "blk.%d.attn_v_b", layer);
     uint64_t kdims[3] = {(uint64_t)s->n_heads, (uint64_t)s->kv_lora, (uint64_t)s->nope};
     uint64_t vdims[3] = {(uint64_t)s->n_heads, (uint64_t)s->v_dim, (uint64_t)s->kv_lora};
-    if (kb || vb || !kvb) {
+    *latent_act = ACT_F32;
+    moe_dtype kd = DT_F32;
+    if (kvb && tensor_dtype(v, kvb, &kd)) return -1;
+    if (!kvb || (kb && vb && dtype_info(kd)->is_float)) { /* float: the same values, and the split pair maps in place */
         if (!kb || !vb) return moe_fail(v->err, "GGUF tensor blk.%d.attn_kv_b.weight (or attn_k_b + attn_v_b) is missing", layer);
         /* llama.cpp writes them 3-D [n_heads, kv_lora, nope] / [n_heads, v, kv_lora],
          * ik_llama.cpp 2-D with the heads folded into the rows: same bytes */
@@ -382,6 +389,7 @@ static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s) {
         return moe_fail(v->err, "GGUF tensor blk.%d.attn_kv_b.weight: ne [%llu, %llu], expected [%d, %d]", layer,
                         (unsigned long long)kvb->ne[0], (unsigned long long)kvb->ne[1], s->kv_lora,
                         s->n_heads * head_rows);
+    *latent_act = dtype_info(kd)->act;
     float *w = tensor_f32(v, kvb);
     size_t per_head = (size_t)s->kv_lora * (size_t)head_rows;
     float *k = w ? moef_alloc(v->f, (size_t)s->n_heads * (size_t)s->kv_lora * (size_t)s->nope * sizeof(float)) : NULL;
@@ -500,10 +508,14 @@ static int add_tensors(gguf_view *v, int n_layers, int n_blocks, int dim, const 
         if (map->kind == TN_GPT_OSS || map->kind == TN_SSM_F32 ? add_f32_tensor(v, out, t) : add_gguf_tensor(v, out, t))
             return -1;
     }
-    if (mla)
-        for (int l = 0; l < n_layers; l++)
-            if (add_mla_kv_b(v, l, mla)) return -1;
-    return 0;
+    if (!mla) return 0;
+    act_type latent = ACT_F32;
+    for (int l = 0; l < n_layers; l++) {
+        act_type a;
+        if (add_mla_kv_b(v, l, mla, &a)) return -1;
+        latent = l == 0 || a == latent ? a : ACT_F32; /* layers that disagree keep float latents */
+    }
+    return latent == ACT_F32 ? 0 : view_int(v, "mla.latent_act", latent);
 }
 
 /* ------------------------------------------------------------ hyperparameters */

@@ -228,144 +228,142 @@ static inline int hsum8_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* Q4_K x Q8_K: nibbles are unsigned (0..15), so maddubs takes them as they
- * are; each sub-block's int16 pair sums are scaled by its 6-bit scale in the
- * madd; the mins meet the activation block sums. */
-void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                      int nt, float *y, size_t ldy) {
-    int nb = n / QK_K;
+/* Q4_K, Q5_K and Q6_K x Q8A (32-value activation blocks, quant.h). A
+ * super-block is unpacked once into 8 sub-blocks of 32 unsigned codes and
+ * their float scales, then used for every token of the pass: per sub-block
+ * one exact int32 dot (maddubs, madd) and one multiply-add by the weight
+ * scale times the activation block's scale; the mins meet the activation
+ * block sums. */
+typedef struct {
+    __m256i q[8];   /* sub-block j's codes, unsigned bytes */
+    float ds[8];    /* d * sc_j */
+    float dm[8];    /* dmin * m_j (Q4_K, Q5_K) */
+} kq_super;
+
+/* Q4_K: sub-block 2c in the low nibbles of bytes 32c.., 2c+1 in the high ones. */
+static inline void unpack_q4_K(const block_q4_K *w, kq_super *u) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8_K *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q4_K *wb = (const block_q4_K *)((const char *)w + (size_t)r * w_stride);
-            float sum[TOK] = {0};
-            for (int b = 0; b < nb; b++) {
-                uint8_t sc[8], mn[8];
-                for (int j = 0; j < 8; j++) q4_K_scale_min(j, wb[b].scales, &sc[j], &mn[j]);
-                float d = h2f(wb[b].d), dmin = h2f(wb[b].dmin);
-                __m256i sumi[TOK];
-                for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
-                for (int c = 0; c < 4; c++) {
-                    __m256i q = _mm256_loadu_si256((const __m256i *)(wb[b].qs + 32 * c));
-                    __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                    __m256i s1 = _mm256_set1_epi16(sc[2 * c]), s2 = _mm256_set1_epi16(sc[2 * c + 1]);
-                    for (int t = 0; t < m; t++) {
-                        const int8_t *xq = x[t][b].qs + 64 * c;
-                        __m256i p1 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
-                        __m256i p2 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p1, s1), _mm256_madd_epi16(p2, s2)));
-                    }
-                }
-                for (int t = 0; t < m; t++) {
-                    int summ = 0;
-                    for (int j = 0; j < 8; j++) summ += mn[j] * (x[t][b].bsums[2 * j] + x[t][b].bsums[2 * j + 1]);
-                    sum[t] += x[t][b].d * (d * (float)hsum8_epi32(sumi[t]) - dmin * (float)summ);
-                }
-            }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
-        }
+    float d = h2f(w->d), dmin = h2f(w->dmin);
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * c));
+        u->q[2 * c] = _mm256_and_si256(q, m4);
+        u->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        q4_K_scale_min(j, w->scales, &sc, &m);
+        u->ds[j] = d * (float)sc;
+        u->dm[j] = dmin * (float)m;
     }
 }
 
-/* The K-quant tiles below share avx2_tile_q4_K's shape: per super-block,
- * exact int32 sums per token (codes as unsigned or sign-tricked bytes,
- * maddubs into int16 pairs, madd by the integer sub-block scales), then one
- * float multiply by the two super-block scales. */
-
-/* Q5_K x Q8_K: Q4_K's nibbles plus the 5th bit of sub-block j (qh bit j of
- * each byte, moved to bit 4): codes 0..31, still unsigned for maddubs. */
-void avx2_tile_q5_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                    int nt, float *y, size_t ldy) {
-    int nb = n / QK_K;
+/* Q5_K: Q4_K's nibbles plus the 5th bit of sub-block j (qh bit j of each
+ * byte, moved to bit 4): codes 0..31. */
+static inline void unpack_q5_K(const block_q5_K *w, kq_super *u) {
     const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8_K *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q5_K *wb = (const block_q5_K *)((const char *)w + (size_t)r * w_stride);
-            if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
-            float sum[TOK] = {0};
-            for (int b = 0; b < nb; b++) {
-                uint8_t sc[8], mn[8];
-                for (int j = 0; j < 8; j++) q4_K_scale_min(j, wb[b].scales, &sc[j], &mn[j]);
-                float d = h2f(wb[b].d), dmin = h2f(wb[b].dmin);
-                __m256i qh = _mm256_loadu_si256((const __m256i *)wb[b].qh);
-                __m256i sumi[TOK];
-                for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
-                for (int c = 0; c < 4; c++) {
-                    __m256i q = _mm256_loadu_si256((const __m256i *)(wb[b].qs + 32 * c));
-                    __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
-                    __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
-                    __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), h1);
-                    __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h2);
-                    __m256i s1 = _mm256_set1_epi16(sc[2 * c]), s2 = _mm256_set1_epi16(sc[2 * c + 1]);
-                    for (int t = 0; t < m; t++) {
-                        const int8_t *xq = x[t][b].qs + 64 * c;
-                        __m256i p1 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
-                        __m256i p2 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p1, s1), _mm256_madd_epi16(p2, s2)));
-                    }
-                }
-                for (int t = 0; t < m; t++) {
-                    int summ = 0;
-                    for (int j = 0; j < 8; j++) summ += mn[j] * (x[t][b].bsums[2 * j] + x[t][b].bsums[2 * j + 1]);
-                    sum[t] += x[t][b].d * (d * (float)hsum8_epi32(sumi[t]) - dmin * (float)summ);
-                }
-            }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
+    __m256i qh = _mm256_loadu_si256((const __m256i *)w->qh);
+    float d = h2f(w->d), dmin = h2f(w->dmin);
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * c));
+        __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
+        __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
+        u->q[2 * c] = _mm256_or_si256(_mm256_and_si256(q, m4), h1);
+        u->q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h2);
+    }
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        q4_K_scale_min(j, w->scales, &sc, &m);
+        u->ds[j] = d * (float)sc;
+        u->dm[j] = dmin * (float)m;
+    }
+}
+
+/* One super-block (unpacked) against token row x's 8 activation blocks. */
+static inline __m256 kq_block(const kq_super *u, const block_q8a *x, __m256 acc, float *corr) {
+    for (int j = 0; j < 8; j++) {
+        __m256i p = dot32_u8i8(u->q[j], _mm256_loadu_si256((const __m256i *)x[j].qs));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(u->ds[j] * x[j].d), acc);
+        *corr += u->dm[j] * (x[j].d * (float)x[j].sum);
+    }
+    return acc;
+}
+
+#define KQ_TILE(NAME, BLOCK, UNPACK)                                                                          \
+    void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,  \
+              int nt, float *y, size_t ldy) {                                                                 \
+        int nb = n / QK_K;                                                                                    \
+        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                                \
+            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                            \
+            const block_q8a *x[TOK];                                                                          \
+            for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                               \
+            for (int r = 0; r < nr; r++) {                                                                    \
+                const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
+                if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);                  \
+                __m256 acc[TOK];                                                                              \
+                float corr[TOK] = {0};                                                                        \
+                for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();                                   \
+                for (int b = 0; b < nb; b++) {                                                                \
+                    kq_super u;                                                                               \
+                    UNPACK(&wb[b], &u);                                                                       \
+                    for (int t = 0; t < m; t++) acc[t] = kq_block(&u, x[t] + 8 * b, acc[t], &corr[t]);       \
+                }                                                                                             \
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]) - corr[t];         \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+KQ_TILE(avx2_tile_q4_K, block_q4_K, unpack_q4_K)
+KQ_TILE(avx2_tile_q5_K, block_q5_K, unpack_q5_K)
+
+/* Q6_K x Q8A: the 6-bit codes q = w + 32 (0..63) are unsigned, so maddubs
+ * takes them as they are, and the - 32 is a second maddubs of 32 with the
+ * same activation bytes, subtracted in int16 (|each pair| <= 2 * 63 * 127).
+ * A 32-value sub-block has two int8 scales, one per 16 values: the two
+ * 128-bit halves of the madd. */
+static inline void unpack_q6_K(const block_q6_K *w, __m256i q[8], __m256i s[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
+        __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h));
+        __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32));
+        for (int k = 0; k < 4; k++) { /* values 128 h + 32 k .. + 32: sub-block 4 h + k, scales 8 h + 2 k, + 1 */
+            __m256i ql = k & 1 ? ql1 : ql0;
+            __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+            __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
+            int g = 8 * h + 2 * k;
+            q[4 * h + k] = _mm256_or_si256(lo, hi);
+            s[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(w->scales[g + 1]), _mm_set1_epi16(w->scales[g]));
         }
     }
 }
 
-/* Q6_K x Q8_K: the 6-bit codes q = w + 32 (0..63) are unsigned, so maddubs
- * takes them as they are and the - 32 becomes - 32 * sc * (the activation's
- * sum of 16, bsums) per scale group. Scales are signed bytes, 16 values
- * each: a 32-value step's int16 pairs take two of them in madd. */
 void avx2_tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                     int nt, float *y, size_t ldy) {
     int nb = n / QK_K;
-    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+    const __m256i c32 = _mm256_set1_epi8(32);
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8_K *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
+        const block_q8a *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
         for (int r = 0; r < nr; r++) {
             const block_q6_K *wb = (const block_q6_K *)((const char *)w + (size_t)r * w_stride);
             if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
-            float sum[TOK] = {0};
+            __m256 acc[TOK];
+            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
             for (int b = 0; b < nb; b++) {
-                const int8_t *sc = wb[b].scales;
-                __m256i sumi[TOK];
-                for (int t = 0; t < TOK; t++) sumi[t] = _mm256_setzero_si256();
-                for (int h = 0; h < 2; h++) {
-                    __m256i qh = _mm256_loadu_si256((const __m256i *)(wb[b].qh + 32 * h));
-                    __m256i ql0 = _mm256_loadu_si256((const __m256i *)(wb[b].ql + 64 * h));
-                    __m256i ql1 = _mm256_loadu_si256((const __m256i *)(wb[b].ql + 64 * h + 32));
-                    for (int k = 0; k < 4; k++) { /* values 128 h + 32 k .. + 32: scale groups 8 h + 2 k, + 1 */
-                        __m256i ql = k & 1 ? ql1 : ql0;
-                        __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
-                        __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2), 4);
-                        __m256i q = _mm256_or_si256(lo, hi);
-                        int g = 8 * h + 2 * k;
-                        __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-                        for (int t = 0; t < m; t++) {
-                            __m256i xq = _mm256_loadu_si256((const __m256i *)(x[t][b].qs + 128 * h + 32 * k));
-                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), s));
-                        }
-                    }
-                }
+                __m256i q[8], s[8];
+                unpack_q6_K(&wb[b], q, s);
                 float d = h2f(wb[b].d);
                 for (int t = 0; t < m; t++) {
-                    int corr = 0;
-                    for (int g = 0; g < 16; g++) corr += sc[g] * x[t][b].bsums[g];
-                    sum[t] += d * x[t][b].d * (float)(hsum8_epi32(sumi[t]) - 32 * corr);
+                    const block_q8a *xb = x[t] + 8 * b;
+                    for (int j = 0; j < 8; j++) {
+                        __m256i xq = _mm256_loadu_si256((const __m256i *)xb[j].qs);
+                        __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[j], xq), _mm256_maddubs_epi16(c32, xq));
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, s[j])),
+                                                 _mm256_set1_ps(d * xb[j].d), acc[t]);
+                    }
                 }
             }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
         }
     }
 }
@@ -567,7 +565,7 @@ static void quantize_q8a(const float *x, void *vy, int n) {
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        float amax = _mm_cvtss_f32(h), d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        float amax = _mm_cvtss_f32(h), d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f;
         __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
         for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));
@@ -602,7 +600,7 @@ static const kernel_set AVX2 = {
     .name = "avx2",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
-             [DT_IQ4_XS] = avx2_tile_iq4_xs, [DT_MXFP4] = avx2_tile_mxfp4,
+             [DT_Q5_K] = avx2_tile_q5_K, [DT_Q6_K] = avx2_tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs, [DT_MXFP4] = avx2_tile_mxfp4,
              [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "quant_k.h"
+#include "quant_legacy.h"
 #include "util.h"
 
 #define TOK 4 /* tokens per pass over a weight row */
@@ -176,51 +178,145 @@ INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0)
 INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt)
 INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt)
 
-/* Q4_K x Q8_K, as the AVX2 set does it: per 32-byte chunk c of nibbles, the
- * low nibbles are sub-block 2c and the high ones sub-block 2c+1 (unsigned
- * 0..15, so they are valid signed bytes for sdot as they are). Each
- * sub-block's int32 dot is scaled by its 6-bit scale with one multiply-add
- * (exact: at most 8 * 63 * 32 * 15 * 127 per block); the mins meet the
- * activation's 16-value sums, paired to sub-blocks. */
-static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                      int nt, float *y, size_t ldy) {
+/* Q4_K, Q5_K and Q6_K x Q8A (32-value activation blocks, quant.h), as the
+ * AVX2 set does it: a super-block is unpacked once into 8 sub-blocks of 32
+ * signed codes (two vectors each) and used for every token of the pass.
+ * Q4_K/Q5_K codes are 0..15 / 0..31 (valid signed bytes for sdot) with one
+ * float scale d * sc and min dmin * m per sub-block; Q6_K's are q - 32 with
+ * one int8 scale per 16 values, applied in int32 (exact). */
+typedef struct {
+    int8x16_t q[16];   /* sub-block j: q[2j] values 0..15, q[2j+1] 16..31 */
+    int32_t isc[16];   /* Q6_K: the int8 scale of each 16 values */
+    float ds[8];       /* Q4_K/Q5_K: d * sc_j; Q6_K: d */
+    float dm[8];       /* Q4_K/Q5_K: dmin * m_j; Q6_K: 0 */
+} kq_super;
+
+static inline void kq_scales(const uint8_t *scales, float d, float dmin, kq_super *u) {
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        q4_K_scale_min(j, scales, &sc, &m);
+        u->ds[j] = d * (float)sc;
+        u->dm[j] = dmin * (float)m;
+    }
+}
+
+static inline void unpack_q4_K(const block_q4_K *w, kq_super *u) {
+    const uint8x16_t m4 = vdupq_n_u8(0xF);
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; i < 2; i++) {
+            uint8x16_t q = vld1q_u8(w->qs + 32 * c + 16 * i);
+            u->q[4 * c + i] = vreinterpretq_s8_u8(vandq_u8(q, m4));
+            u->q[4 * c + 2 + i] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+        }
+    kq_scales(w->scales, h2f(w->d), h2f(w->dmin), u);
+}
+
+static inline void unpack_q5_K(const block_q5_K *w, kq_super *u) {
+    const uint8x16_t m4 = vdupq_n_u8(0xF), one = vdupq_n_u8(1);
+    for (int i = 0; i < 2; i++) {
+        uint8x16_t qh = vld1q_u8(w->qh + 16 * i);
+        for (int c = 0; c < 4; c++) {
+            uint8x16_t q = vld1q_u8(w->qs + 32 * c + 16 * i);
+            uint8x16_t h1 = vshlq_n_u8(vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(-2 * c))), one), 4);
+            uint8x16_t h2 = vshlq_n_u8(vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(-2 * c - 1))), one), 4);
+            u->q[4 * c + i] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, m4), h1));
+            u->q[4 * c + 2 + i] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), h2));
+        }
+    }
+    kq_scales(w->scales, h2f(w->d), h2f(w->dmin), u);
+}
+
+/* Q6_K (quant_k.h): value 128 h + 32 k + l has low bits in ql[64 h + 32 (k & 1) + l]
+ * (nibble k / 2) and high bits at qh[32 h + l] bit 2k; sub-block 4 h + k. */
+static inline void unpack_q6_K(const block_q6_K *w, kq_super *u) {
+    const uint8x16_t m4 = vdupq_n_u8(0xF), m2 = vdupq_n_u8(3);
+    const int8x16_t c32 = vdupq_n_s8(32);
+    for (int h = 0; h < 2; h++)
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < 2; i++) {
+                uint8x16_t ql = vld1q_u8(w->ql + 64 * h + 32 * (k & 1) + 16 * i);
+                uint8x16_t qh = vld1q_u8(w->qh + 32 * h + 16 * i);
+                uint8x16_t lo = k < 2 ? vandq_u8(ql, m4) : vshrq_n_u8(ql, 4);
+                uint8x16_t hi = vshlq_n_u8(vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(-2 * k))), m2), 4);
+                u->q[2 * (4 * h + k) + i] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), c32);
+            }
+    for (int g = 0; g < 16; g++) u->isc[g] = w->scales[g];
+    float d = h2f(w->d);
+    for (int j = 0; j < 8; j++) u->ds[j] = d, u->dm[j] = 0;
+}
+
+/* One unpacked super-block against token row x's 8 activation blocks. */
+static inline float32x4_t kq_block(int q6, const kq_super *u, const block_q8a *x, float32x4_t acc, float *corr) {
+    for (int j = 0; j < 8; j++) {
+        int8x16_t x0 = vld1q_s8(x[j].qs), x1 = vld1q_s8(x[j].qs + 16);
+        int32x4_t v;
+        if (q6)
+            v = vmlaq_n_s32(vmulq_n_s32(vdotq_s32(vdupq_n_s32(0), u->q[2 * j], x0), u->isc[2 * j]),
+                            vdotq_s32(vdupq_n_s32(0), u->q[2 * j + 1], x1), u->isc[2 * j + 1]);
+        else
+            v = vdotq_s32(vdotq_s32(vdupq_n_s32(0), u->q[2 * j], x0), u->q[2 * j + 1], x1);
+        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(v), u->ds[j] * x[j].d);
+        *corr += u->dm[j] * (x[j].d * (float)x[j].sum);
+    }
+    return acc;
+}
+
+#define KQ_TILE(NAME, BLOCK, UNPACK, Q6)                                                                      \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
+                     const int *idx, int nt, float *y, size_t ldy) {                                          \
+        int nb = n / QK_K;                                                                                    \
+        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                                \
+            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                            \
+            const block_q8a *x[TOK];                                                                          \
+            for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                               \
+            for (int r = 0; r < nr; r++) {                                                                    \
+                const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
+                float32x4_t acc[TOK];                                                                         \
+                float corr[TOK] = {0};                                                                        \
+                for (int t = 0; t < TOK; t++) acc[t] = vdupq_n_f32(0.0f);                                     \
+                for (int b = 0; b < nb; b++) {                                                                \
+                    kq_super u;                                                                               \
+                    UNPACK(&wb[b], &u);                                                                       \
+                    for (int t = 0; t < m; t++) acc[t] = kq_block(Q6, &u, x[t] + 8 * b, acc[t], &corr[t]);   \
+                }                                                                                             \
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = vaddvq_f32(acc[t]) - corr[t];    \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+KQ_TILE(tile_q4_K, block_q4_K, unpack_q4_K, 0)
+KQ_TILE(tile_q5_K, block_q5_K, unpack_q5_K, 0)
+KQ_TILE(tile_q6_K, block_q6_K, unpack_q6_K, 1)
+
+/* IQ4_XS x Q8_K: each nibble looks its signed level up in kvalues_iq4nl
+ * (one table lookup), sdot with the activation bytes, times the sub-block's
+ * 6-bit scale - 32 in int32 (exact), one float multiply per super-block. */
+static void tile_iq4_xs(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                        int nt, float *y, size_t ldy) {
     int nb = n / QK_K;
     const uint8x16_t m4 = vdupq_n_u8(0xF);
+    const int8x16_t lut = vld1q_s8(kvalues_iq4nl);
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
         const block_q8_K *x[TOK];
         for (int t = 0; t < m; t++) x[t] = (const block_q8_K *)AROW(t0 + t);
         for (int r = 0; r < nr; r++) {
-            const block_q4_K *wb = (const block_q4_K *)((const char *)w + (size_t)r * w_stride);
+            const block_iq4_xs *wb = (const block_iq4_xs *)((const char *)w + (size_t)r * w_stride);
             float sum[TOK] = {0};
             for (int b = 0; b < nb; b++) {
-                uint8_t sc[8], mn[8];
-                for (int j = 0; j < 8; j++) q4_K_scale_min(j, wb[b].scales, &sc[j], &mn[j]);
-                float d = h2f(wb[b].d), dmin = h2f(wb[b].dmin);
                 int32x4_t sumi[TOK];
                 for (int t = 0; t < TOK; t++) sumi[t] = vdupq_n_s32(0);
-                for (int c = 0; c < 4; c++) {
-                    uint8x16_t q0 = vld1q_u8(wb[b].qs + 32 * c), q1 = vld1q_u8(wb[b].qs + 32 * c + 16);
-                    int8x16_t lo0 = vreinterpretq_s8_u8(vandq_u8(q0, m4)), lo1 = vreinterpretq_s8_u8(vandq_u8(q1, m4));
-                    int8x16_t hi0 = vreinterpretq_s8_u8(vshrq_n_u8(q0, 4)), hi1 = vreinterpretq_s8_u8(vshrq_n_u8(q1, 4));
-                    int32_t s1 = sc[2 * c], s2 = sc[2 * c + 1];
+                for (int j = 0; j < 8; j++) { /* sub-block j: bytes 16 j.., values i (low) and i + 16 (high) */
+                    uint8x16_t q = vld1q_u8(wb[b].qs + 16 * j);
+                    int8x16_t lo = vqtbl1q_s8(lut, vandq_u8(q, m4)), hi = vqtbl1q_s8(lut, vshrq_n_u8(q, 4));
+                    int32_t ls = iq4_xs_scale(&wb[b], j) - 32;
                     for (int t = 0; t < m; t++) {
-                        const int8_t *xq = x[t][b].qs + 64 * c;
-                        int32x4_t p1 = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo0, vld1q_s8(xq)), lo1, vld1q_s8(xq + 16));
-                        int32x4_t p2 =
-                            vdotq_s32(vdotq_s32(vdupq_n_s32(0), hi0, vld1q_s8(xq + 32)), hi1, vld1q_s8(xq + 48));
-                        sumi[t] = vmlaq_n_s32(vmlaq_n_s32(sumi[t], p1, s1), p2, s2);
+                        const int8_t *xq = x[t][b].qs + 32 * j;
+                        int32x4_t p = vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo, vld1q_s8(xq)), hi, vld1q_s8(xq + 16));
+                        sumi[t] = vmlaq_n_s32(sumi[t], p, ls);
                     }
                 }
-                int16x8_t mins = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
-                for (int t = 0; t < m; t++) {
-                    /* bsums pairs -> 8 sub-block sums (|sum| <= 32 * 128, fits int16) */
-                    int16x8_t bs = vpaddq_s16(vld1q_s16(x[t][b].bsums), vld1q_s16(x[t][b].bsums + 8));
-                    int32x4_t mm = vmull_s16(vget_low_s16(bs), vget_low_s16(mins));
-                    mm = vmlal_high_s16(mm, bs, mins);
-                    int summ = vaddvq_s32(mm);
-                    sum[t] += x[t][b].d * (d * (float)vaddvq_s32(sumi[t]) - dmin * (float)summ);
-                }
+                float d = h2f(wb[b].d);
+                for (int t = 0; t < m; t++) sum[t] += d * x[t][b].d * (float)vaddvq_s32(sumi[t]);
             }
             for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = sum[t];
         }
@@ -340,7 +436,7 @@ static void quantize_q8a(const float *x, void *vy, int n) {
             v[k] = vld1q_f32(x + 4 * k);
             m = vmaxq_f32(m, vabsq_f32(v[k]));
         }
-        float amax = vmaxvq_f32(m), d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        float amax = vmaxvq_f32(m), d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f;
         int32x4_t sum = vdupq_n_s32(0);
         for (int k = 0; k < 8; k += 2) {
             int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[k], id)), q1 = vcvtnq_s32_f32(vmulq_n_f32(v[k + 1], id));
@@ -367,6 +463,7 @@ static const kernel_set NEON = {
     .name = "neon",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K,
+             [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = tile_iq4_xs,
              [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,

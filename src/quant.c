@@ -67,7 +67,7 @@ void quantize_row_q8a(const float *x, void *vy, int n) {
     for (int b = 0; b < n / 32; b++, x += 32) {
         float amax = 0.0f;
         for (int i = 0; i < 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax; /* not fmaxf: a libm call */
-        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        float d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f; /* quant.h: bf16 scale */
         int sum = 0;
         for (int i = 0; i < 32; i++) sum += y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
         y[b].d = d;
@@ -246,6 +246,24 @@ void quantize_row_q8_K(const float *x, void *vy, int n) {
     }
 }
 
+/* x (n values, a multiple of the type's block) replaced by what its
+ * activation rows of type at stand for: the values a matmul with a weight
+ * pairing with at computes with. */
+void act_round_row(act_type at, float *x, int n) {
+    if (at == ACT_Q8A)
+        for (int b = 0; b < n / 32; b++) {
+            block_q8a q;
+            quantize_row_q8a(x + 32 * b, &q, 32);
+            for (int i = 0; i < 32; i++) x[32 * b + i] = q.d * (float)q.qs[i];
+        }
+    else if (at == ACT_Q8_K)
+        for (int b = 0; b < n / QK_K; b++) {
+            block_q8_K q;
+            quantize_row_q8_K(x + QK_K * b, &q, QK_K);
+            for (int i = 0; i < QK_K; i++) x[QK_K * b + i] = q.d * (float)q.qs[i];
+        }
+}
+
 /* ------------------------------------------------------------ dequantize */
 
 void dequantize_row_q8_0(const void *vx, float *y, int n) {
@@ -397,27 +415,21 @@ float dot_q4_0_q8a_ref(const void *vw, const void *vx, int n) {
     return sum;
 }
 
-float dot_q4_K_q8_K_ref(const void *vw, const void *vx, int n) {
+float dot_q4_K_q8a_ref(const void *vw, const void *vx, int n) {
     const block_q4_K *w = vw;
-    const block_q8_K *x = vx;
+    const block_q8a *x = vx;
     float sum = 0;
     for (int b = 0; b < n / QK_K; b++) {
-        int sumi = 0, summ = 0;
-        for (int c = 0; c < 4; c++) {
-            uint8_t s1, m1, s2, m2;
-            q4_K_scale_min(2 * c, w[b].scales, &s1, &m1);
-            q4_K_scale_min(2 * c + 1, w[b].scales, &s2, &m2);
-            const uint8_t *q = w[b].qs + 32 * c;
-            const int8_t *a = x[b].qs + 64 * c;
-            int d1 = 0, d2 = 0;
-            for (int l = 0; l < 32; l++) {
-                d1 += (q[l] & 0xF) * a[l];
-                d2 += (q[l] >> 4) * a[l + 32];
-            }
-            sumi += s1 * d1 + s2 * d2;
-            summ += m1 * (x[b].bsums[4 * c] + x[b].bsums[4 * c + 1]) + m2 * (x[b].bsums[4 * c + 2] + x[b].bsums[4 * c + 3]);
+        float d = f16_to_f32(w[b].d), dmin = f16_to_f32(w[b].dmin);
+        for (int j = 0; j < 8; j++) { /* sub-block j: nibble j % 2 of bytes 32 (j / 2) .. + 32 */
+            uint8_t sc, m;
+            q4_K_scale_min(j, w[b].scales, &sc, &m);
+            const uint8_t *q = w[b].qs + 32 * (j / 2);
+            const block_q8a *a = &x[8 * b + j];
+            int s = 0;
+            for (int l = 0; l < 32; l++) s += (q[l] >> (4 * (j % 2)) & 0xF) * a->qs[l];
+            sum += a->d * (d * (float)(sc * s) - dmin * (float)(m * a->sum));
         }
-        sum += x[b].d * (f16_to_f32(w[b].d) * (float)sumi - f16_to_f32(w[b].dmin) * (float)summ);
     }
     return sum;
 }

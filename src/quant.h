@@ -18,7 +18,7 @@
  *         rows and block, no horizontal sums. Same bytes per weight.
  *
  * Activations are quantized once per matmul input to the type the weight
- * type pairs with (Q8A for Q8_0/Q4_0, Q8_K for Q4_K); float weights use
+ * type pairs with (Q8A for Q8_0/Q4_0/Q4_K); float weights use
  * float activations. Activation blocks never reach a file, so Q8A is laid
  * out for the kernels: a float scale and the block sum precomputed (Q4_0's
  * "- 8" becomes one correction per block). */
@@ -62,17 +62,22 @@ typedef struct {
     uint8_t qs[QK_K / 2];
 } block_q4_K;
 
-/* The activation partner of Q8_0 and Q4_0 (and their _R16 forms): 32 int8
- * values, their float scale d, and their exact sum (what a weight offset,
- * Q4_0's "- 8" or an unsigned trick's "+ 128", multiplies). */
+/* The activation partner of every 32-block type, Q4_K, Q5_K and Q6_K (and
+ * the _R16 forms): 32 int8 values, their scale d, and their exact sum (what
+ * a weight offset, Q4_0's "- 8" or an unsigned trick's "+ 128", multiplies).
+ * d is amax / 127 rounded to bf16 and the values are rounded with that d,
+ * as llama.cpp's CPU backend (ik_llama.cpp's Q8_2) rounds these activations:
+ * the same 8-bit values as the engine people compare us with, which on
+ * MoE routing near-ties decides which experts run (docs/QUANTIZATION.md). */
 typedef struct {
-    float d;
+    float d;             /* a bf16 value, kept as float for the kernels */
     int32_t sum;
     int8_t qs[32];
 } block_q8a;
 
-/* The activation partner of Q4_K: 256 int8 values, one float scale, and
- * the sums of each 16 values (they multiply the mins). */
+/* The activation partner of Q2_K, Q3_K and IQ4_XS (ggml's Q8_K): 256 int8
+ * values, one float scale, and the sums of each 16 values (they multiply
+ * the mins). */
 typedef struct {
     float d;
     int8_t qs[QK_K];
@@ -97,6 +102,8 @@ void quantize_row_q4_0(const float *x, void *y, int n);
 void quantize_row_q4_K(const float *x, void *y, int n);
 void quantize_row_q8_K(const float *x, void *y, int n); /* activations */
 void quantize_row_q8a(const float *x, void *y, int n);  /* activations */
+/* x rounded in place to the values its activation row of type at holds (ACT_F32: unchanged). */
+void act_round_row(act_type at, float *x, int n);
 
 void dequantize_row_f32(const void *x, float *y, int n);
 void dequantize_row_f16(const void *x, float *y, int n);
@@ -111,7 +118,7 @@ float dot_f16_ref(const void *w, const void *x, int n);
 float dot_bf16_ref(const void *w, const void *x, int n);
 float dot_q8_0_q8a_ref(const void *w, const void *x, int n);
 float dot_q4_0_q8a_ref(const void *w, const void *x, int n);
-float dot_q4_K_q8_K_ref(const void *w, const void *x, int n);
+float dot_q4_K_q8a_ref(const void *w, const void *x, int n);
 
 /* By type, through the table (any weight type but the interleaved ones;
  * dequantize_row writes zeros for a type it cannot read). */

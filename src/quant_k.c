@@ -147,41 +147,42 @@ float dot_q3_K_q8_K_ref(const void *vw, const void *va, int n) {
     return sum;
 }
 
-float dot_q5_K_q8_K_ref(const void *vw, const void *va, int n) {
+float dot_q5_K_q8a_ref(const void *vw, const void *va, int n) {
     const block_q5_K *w = vw;
-    const block_q8_K *a = va;
+    const block_q8a *a = va;
     float sum = 0;
     for (int b = 0; b < n / QK_K; b++) {
-        int sumi = 0, summ = 0;
+        float d = f16_to_f32(w[b].d), dmin = f16_to_f32(w[b].dmin);
         for (int j = 0; j < 8; j++) {
             uint8_t sc, m;
             q4_K_scale_min(j, w[b].scales, &sc, &m);
             const uint8_t *qs = w[b].qs + 32 * (j / 2);
+            const block_q8a *x = &a[8 * b + j];
             int s = 0;
-            for (int l = 0; l < 32; l++)
-                s += ((qs[l] >> (4 * (j % 2)) & 0xF) | (w[b].qh[l] >> j & 1) << 4) * a[b].qs[32 * j + l];
-            sumi += sc * s;
-            summ += m * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+            for (int l = 0; l < 32; l++) s += ((qs[l] >> (4 * (j % 2)) & 0xF) | (w[b].qh[l] >> j & 1) << 4) * x->qs[l];
+            sum += x->d * (d * (float)(sc * s) - dmin * (float)(m * x->sum));
         }
-        sum += a[b].d * (f16_to_f32(w[b].d) * (float)sumi - f16_to_f32(w[b].dmin) * (float)summ);
     }
     return sum;
 }
 
-float dot_q6_K_q8_K_ref(const void *vw, const void *va, int n) {
+float dot_q6_K_q8a_ref(const void *vw, const void *va, int n) {
     const block_q6_K *w = vw;
-    const block_q8_K *a = va;
+    const block_q8a *a = va;
     float sum = 0;
     for (int b = 0; b < n / QK_K; b++) {
         int8_t q[QK_K];
         q6_K_values(&w[b], q);
-        int sumi = 0;
-        for (int g = 0; g < 16; g++) {
-            int s = 0;
-            for (int i = 0; i < 16; i++) s += q[16 * g + i] * a[b].qs[16 * g + i];
-            sumi += w[b].scales[g] * s;
+        float d = f16_to_f32(w[b].d);
+        for (int j = 0; j < 8; j++) { /* 32 values: scales 2j and 2j + 1 */
+            const block_q8a *x = &a[8 * b + j];
+            int s0 = 0, s1 = 0;
+            for (int i = 0; i < 16; i++) {
+                s0 += q[32 * j + i] * x->qs[i];
+                s1 += q[32 * j + 16 + i] * x->qs[16 + i];
+            }
+            sum += d * x->d * (float)(w[b].scales[2 * j] * s0 + w[b].scales[2 * j + 1] * s1);
         }
-        sum += f16_to_f32(w[b].d) * a[b].d * (float)sumi;
     }
     return sum;
 }

@@ -23,7 +23,8 @@
  *          scales_l[j / 2] | (scales_h >> 2 j & 3) << 4; its 16 bytes hold
  *          values i and i + 16 as in IQ4_NL     w = d * (ls - 32) * kvalues_iq4nl[q]
  *
- * All pair with Q8_K activations (quant.h), as in ggml's CPU backend. */
+ * Q2_K, Q3_K and IQ4_XS pair with Q8_K activations, Q5_K and Q6_K with Q8A
+ * (32-value blocks), as in the reference engine's CPU backend (quant.h). */
 #ifndef MOE_QUANT_K_H
 #define MOE_QUANT_K_H
 
@@ -72,7 +73,7 @@ _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K must match ggml");
 _Static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs must match ggml");
 
 /* Reference dequantizers (exact, ggml's order of float operations) and dot
- * products with a Q8_K row; n a multiple of 256. */
+ * products with an activation row; n a multiple of 256. */
 void dequantize_row_q2_K(const void *x, float *y, int n);
 void dequantize_row_q3_K(const void *x, float *y, int n);
 void dequantize_row_q5_K(const void *x, float *y, int n);
@@ -80,9 +81,10 @@ void dequantize_row_q6_K(const void *x, float *y, int n);
 void dequantize_row_iq4_xs(const void *x, float *y, int n);
 float dot_q2_K_q8_K_ref(const void *w, const void *a, int n);
 float dot_q3_K_q8_K_ref(const void *w, const void *a, int n);
-float dot_q5_K_q8_K_ref(const void *w, const void *a, int n);
-float dot_q6_K_q8_K_ref(const void *w, const void *a, int n);
 float dot_iq4_xs_q8_K_ref(const void *w, const void *a, int n);
+/* Q5_K and Q6_K with a Q8A row (32-value blocks, quant.h), as Q4_K. */
+float dot_q5_K_q8a_ref(const void *w, const void *a, int n);
+float dot_q6_K_q8a_ref(const void *w, const void *a, int n);
 
 /* ggml's reference quantizers (quantize_row_q5_K_ref, quantize_row_q6_K_ref,
  * quantize_row_q4_K_ref, quantize_row_q2_K_ref, quantize_row_q3_K_ref), which llama-quantize runs without an importance

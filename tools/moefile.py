@@ -27,7 +27,7 @@ HEADER_BYTES = 40
 # table. Adding a type here is those two lines.
 F32, F16, BF16, I32, U8 = 0, 1, 2, 3, 4
 Q8_0, Q4_0, Q4_K, Q8_0_R16, Q4_0_R16 = 16, 17, 18, 19, 20
-Q4_1, Q5_0, Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4 = 21, 22, 24, 25, 28, 29, 30  # 23, 26, 27: Q5_1, Q5_K, Q6_K, not yet (dtype.c)
+Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4 = 21, 22, 23, 24, 25, 26, 27, 28, 29, 30
 
 
 class DType:
@@ -51,8 +51,11 @@ DTYPES = {
     Q4_0_R16: DType("Q4_0_R16", 32, 18, row_group=16, plain=Q4_0),
     Q4_1: DType("Q4_1", 32, 20),
     Q5_0: DType("Q5_0", 32, 22),
+    Q5_1: DType("Q5_1", 32, 24),
     Q2_K: DType("Q2_K", 256, 84),
     Q3_K: DType("Q3_K", 256, 110),
+    Q5_K: DType("Q5_K", 256, 176),
+    Q6_K: DType("Q6_K", 256, 210),
     IQ4_NL: DType("IQ4_NL", 32, 18),
     IQ4_XS: DType("IQ4_XS", 256, 136),
     MXFP4: DType("MXFP4", 32, 17),

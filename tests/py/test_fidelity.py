@@ -101,7 +101,10 @@ class FidelityTest(unittest.TestCase):
         return kl
 
     def test_q8_0(self):
-        self.check(self.stories, "q8_0", 0.99, 0.001, 0.005)
+        # activations with a bf16 block scale, as llama.cpp's CPU backend rounds them
+        # (docs/QUANTIZATION.md): 98.93 % top-1, KL 0.00031 here; with a float scale 99.32 %,
+        # KL 0.00030 (4 positions of 1024)
+        self.check(self.stories, "q8_0", 0.985, 0.001, 0.005)
 
     def test_q4_0(self):
         # issue 5 asks for 90 %; this 260K-parameter model (64-wide rows: two blocks a row)

@@ -53,18 +53,18 @@ typedef struct {
 static const qtype TYPES[] = {
     {16, "Q8_0", 32, 34, ACT_Q8A, deq_q8_0, dot_q8_0_q8a_ref, quantize_row_q8_0, 1, 2, 32, 0.008f},
     {17, "Q4_0", 32, 18, ACT_Q8A, deq_q4_0, dot_q4_0_q8a_ref, quantize_row_q4_0, 1, 2, 16, 0.1f},
-    {18, "Q4_K", 256, 144, ACT_Q8_K, deq_q4_K, dot_q4_K_q8_K_ref, quantize_row_q4_K, 4, 16, 128, 0.09f},
+    {18, "Q4_K", 256, 144, ACT_Q8A, deq_q4_K, dot_q4_K_q8a_ref, quantize_row_q4_K, 4, 16, 128, 0.09f},
     {21, "Q4_1", 32, 20, ACT_Q8A, dequantize_row_q4_1, dot_q4_1_q8a_ref, quantize_row_q4_1, 1, 4, 16, 0.1f},
     {22, "Q5_0", 32, 22, ACT_Q8A, dequantize_row_q5_0, dot_q5_0_q8a_ref, quantize_row_q5_0, 1, 6, 16, 0.055f},
     {23, "Q5_1", 32, 24, ACT_Q8A, dequantize_row_q5_1, dot_q5_1_q8a_ref, quantize_row_q5_1, 1, 8, 16, 0.05f},
     {24, "Q2_K", 256, 84, ACT_Q8_K, dequantize_row_q2_K, dot_q2_K_q8_K_ref, quantize_row_q2_K, 0, 16, 64, 0.33f},
     {25, "Q3_K", 256, 110, ACT_Q8_K, dequantize_row_q3_K, dot_q3_K_q8_K_ref, quantize_row_q3_K, 96, 32, 64, 0.16f},
-    {26, "Q5_K", 256, 176, ACT_Q8_K, dequantize_row_q5_K, dot_q5_K_q8_K_ref, quantize_row_q5_K, 4, 48, 128, 0.045f},
-    {27, "Q6_K", 256, 210, ACT_Q8_K, dequantize_row_q6_K, dot_q6_K_q8_K_ref, quantize_row_q6_K, 192, 0, 128, 0.022f},
+    {26, "Q5_K", 256, 176, ACT_Q8A, dequantize_row_q5_K, dot_q5_K_q8a_ref, quantize_row_q5_K, 4, 48, 128, 0.045f},
+    {27, "Q6_K", 256, 210, ACT_Q8A, dequantize_row_q6_K, dot_q6_K_q8a_ref, quantize_row_q6_K, 192, 0, 128, 0.022f},
     {28, "IQ4_NL", 32, 18, ACT_Q8A, dequantize_row_iq4_nl, dot_iq4_nl_q8a_ref, quantize_row_iq4_nl, 1, 2, 16, 0.1f},
     {29, "IQ4_XS", 256, 136, ACT_Q8_K, dequantize_row_iq4_xs, dot_iq4_xs_q8_K_ref, quantize_row_iq4_xs, 4, 8, 128, 0.1f},
     /* not a dtype: Q4_K with ggml's reference quantizer (the helper's "quantize 118") */
-    {118, "Q4_K(ggml)", 256, 144, ACT_Q8_K, deq_q4_K, dot_q4_K_q8_K_ref, quantize_row_q4_K_ggml, 4, 16, 128, 0.09f},
+    {118, "Q4_K(ggml)", 256, 144, ACT_Q8A, deq_q4_K, dot_q4_K_q8a_ref, quantize_row_q4_K_ggml, 4, 16, 128, 0.09f},
     {30, "MXFP4", 32, 17, ACT_F32, dequantize_row_mxfp4, dot_mxfp4_f32_ref, quantize_row_mxfp4, 0, 1, 16, 0.14f},
 };
 #define N_TYPES ((int)(sizeof TYPES / sizeof TYPES[0]))
