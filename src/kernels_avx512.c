@@ -618,23 +618,40 @@ R16_TILE(tile_q4_0_r16, 1)
  * one permute per 16 weights looks them up by nibble: the zero-extended
  * code bytes index it directly (permutexvar reads the low 4 bits), shifted
  * right by 4 for the high nibbles (elements 16..31). Tokens go MX_TOK at a
- * time, so a decoded block is reused by up to MX_TOK activation rows. */
-#define MX_TOK 8
+ * time, so a decoded block is reused by up to MX_TOK activation rows; two
+ * blocks per step into four accumulators per token, so one token (decode)
+ * is not held to one FMA latency per 16 weights. */
+#define MX_TOK 4
+
+static inline __attribute__((always_inline)) void mx_levels(const block_mxfp4 *blk, __m512 lut, __m512 *lo,
+                                                              __m512 *hi) {
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)blk->qs));
+    __m512 lv = _mm512_mul_ps(lut, _mm512_set1_ps(mxfp4_half_scale(blk->e)));
+    *lo = _mm512_permutexvar_ps(q, lv);
+    *hi = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), lv);
+}
 
 static inline __attribute__((always_inline)) void row_mxfp4(int T, int nb, const block_mxfp4 *wb, __m512 lut,
                                                               const float *const *x, float *o) {
-    __m512 acc[MX_TOK];
-    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)wb[b].qs));
-        __m512 lv = _mm512_mul_ps(lut, _mm512_set1_ps(mxfp4_half_scale(wb[b].e)));
-        __m512 w0 = _mm512_permutexvar_ps(q, lv), w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), lv);
-        for (int t = 0; t < T; t++) {
-            acc[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x[t] + 32 * b), acc[t]);
-            acc[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x[t] + 32 * b + 16), acc[t]);
-        }
+    __m512 acc[4][MX_TOK]; /* [chain][token]: elements 0-15 / 16-31 of even blocks, then of odd ones */
+    for (int c = 0; c < 4; c++)
+        for (int t = 0; t < T; t++) acc[c][t] = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        __m512 w[4];
+        mx_levels(wb + b, lut, &w[0], &w[1]);
+        mx_levels(wb + b + 1, lut, &w[2], &w[3]);
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < 4; c++) acc[c][t] = _mm512_fmadd_ps(w[c], _mm512_loadu_ps(x[t] + 32 * b + 16 * c), acc[c][t]);
     }
-    for (int t = 0; t < T; t++) o[t] = _mm512_reduce_add_ps(acc[t]);
+    if (b < nb) {
+        __m512 w[2];
+        mx_levels(wb + b, lut, &w[0], &w[1]);
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < 2; c++) acc[c][t] = _mm512_fmadd_ps(w[c], _mm512_loadu_ps(x[t] + 32 * b + 16 * c), acc[c][t]);
+    }
+    for (int t = 0; t < T; t++)
+        o[t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]), _mm512_add_ps(acc[2][t], acc[3][t])));
 }
 
 static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
@@ -650,10 +667,6 @@ static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void
             if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
             float o[MX_TOK] = {0}; /* (gcc cannot see that the switch fills o[0..m)) */
             switch (m) { /* a constant token count keeps the accumulators in registers */
-            case 8: row_mxfp4(8, nb, wb, lut, x, o); break;
-            case 7: row_mxfp4(7, nb, wb, lut, x, o); break;
-            case 6: row_mxfp4(6, nb, wb, lut, x, o); break;
-            case 5: row_mxfp4(5, nb, wb, lut, x, o); break;
             case 4: row_mxfp4(4, nb, wb, lut, x, o); break;
             case 3: row_mxfp4(3, nb, wb, lut, x, o); break;
             case 2: row_mxfp4(2, nb, wb, lut, x, o); break;
