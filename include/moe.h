@@ -294,8 +294,10 @@ typedef struct moe_sampler_params {
     float top_p;           /* 1 = off */
     float min_p;           /* 0 = off */
     float repeat_penalty;  /* 1 = off */
-    int repeat_last_n;     /* how many previous tokens the penalty looks at */
+    int repeat_last_n;     /* how many previous tokens the penalties look at */
     uint64_t seed;
+    float presence_penalty;  /* OpenAI's: subtracted once from the logit of every id seen; 0 = off */
+    float frequency_penalty; /* OpenAI's: subtracted per occurrence; 0 = off */
 } moe_sampler_params;
 
 typedef struct moe_sampler moe_sampler;

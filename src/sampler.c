@@ -1,6 +1,7 @@
 /* sampler.c - logits -> next token.
  *
- * The order is llama.cpp's default chain: repetition penalty, top-k, top-p,
+ * The order is llama.cpp's default chain: penalties (repetition, then
+ * OpenAI's presence and frequency), top-k, top-p,
  * min-p, temperature, then a draw from the remaining distribution. A
  * temperature of 0 is greedy argmax (ties -> lower id). The RNG is a seeded
  * xorshift64*, so a seed always gives the same text. */
@@ -25,7 +26,8 @@ struct moe_sampler {
 };
 
 moe_sampler_params moe_sampler_default_params(void) {
-    moe_sampler_params p = {0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 42};
+    moe_sampler_params p = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.0f,
+                           .repeat_last_n = 64, .seed = 42};
     return p;
 }
 
@@ -35,8 +37,10 @@ moe_sampler *moe_sampler_new(const moe_sampler_params *p, int vocab_size, moe_er
         return NULL;
     }
     if (!(p->temperature >= 0) || p->top_k < 0 || !(p->top_p > 0 && p->top_p <= 1) || !(p->min_p >= 0 && p->min_p <= 1) ||
-        !(p->repeat_penalty > 0) || p->repeat_last_n < 0) {
-        moe_fail(err, "sampler: temperature >= 0, top-k >= 0, 0 < top-p <= 1, 0 <= min-p <= 1, repeat-penalty > 0");
+        !(p->repeat_penalty > 0) || p->repeat_last_n < 0 || !(fabsf(p->presence_penalty) <= 100) ||
+        !(fabsf(p->frequency_penalty) <= 100)) {
+        moe_fail(err, "sampler: temperature >= 0, top-k >= 0, 0 < top-p <= 1, 0 <= min-p <= 1, repeat-penalty > 0, "
+                      "|presence|, |frequency penalty| <= 100");
         return NULL;
     }
     moe_sampler *s = calloc(1, sizeof *s);
@@ -104,17 +108,23 @@ static int keep_top_k(candidate *c, int n, int k) {
     return k;
 }
 
-/* HF/llama.cpp repetition penalty: positive logits shrink, negative grow. */
-static void apply_penalty(candidate *c, int n, const int32_t *hist, int n_hist, float penalty, int last_n) {
-    if (penalty == 1.0f || !hist) return;
-    int from = n_hist > last_n ? n_hist - last_n : 0;
+/* HF/llama.cpp repetition penalty (positive logits shrink, negative grow),
+ * then OpenAI's: logit -= presence + count * frequency, for each id among the
+ * last last_n of the history (count = its occurrences there). */
+static void apply_penalties(candidate *c, int n, const int32_t *hist, int n_hist, const moe_sampler_params *p) {
+    if (!hist || (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f)) return;
+    int from = n_hist > p->repeat_last_n ? n_hist - p->repeat_last_n : 0;
     for (int i = from; i < n_hist; i++) {
         int32_t id = hist[i];
         if (id < 0 || id >= n) continue;
         int seen = 0; /* penalise each id once however often it appeared */
         for (int j = from; j < i && !seen; j++) seen = hist[j] == id;
         if (seen) continue;
-        c[id].logit = c[id].logit > 0 ? c[id].logit / penalty : c[id].logit * penalty;
+        int count = 1;
+        for (int j = i + 1; j < n_hist; j++) count += hist[j] == id;
+        if (p->repeat_penalty != 1.0f)
+            c[id].logit = c[id].logit > 0 ? c[id].logit / p->repeat_penalty : c[id].logit * p->repeat_penalty;
+        c[id].logit -= p->presence_penalty + (float)count * p->frequency_penalty;
     }
 }
 
@@ -122,7 +132,7 @@ int32_t moe_sample(moe_sampler *s, const float *logits, const int32_t *history, 
     int n = s->vocab;
     candidate *c = s->cand;
     for (int i = 0; i < n; i++) c[i] = (candidate){i, logits[i]};
-    apply_penalty(c, n, history, n_history, s->p.repeat_penalty, s->p.repeat_last_n);
+    apply_penalties(c, n, history, n_history, &s->p);
 
     if (s->p.temperature == 0.0f) { /* greedy */
         int best = 0;

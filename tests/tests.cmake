@@ -37,6 +37,11 @@ foreach(src ${MOE_PY_TESTS})
   set_tests_properties(py_${name} PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 1800)
 endforeach()
 
+# moe serve through the official openai npm package (tests/node; .ci/run installs it with npm).
+# Exit code 77 = skipped (node or the package missing), reported as such, never as a pass.
+add_test(NAME node_openai COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/node/run_openai_test.py)
+set_tests_properties(node_openai PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 600 SKIP_RETURN_CODE 77)
+
 # The GGUF fuzz target for a bounded time (a MOE_FUZZ build only), seeded with
 # a small GGUF model written by tests/fuzz/make_gguf_seed.py (the shared files
 # are megabytes: too slow to mutate); new inputs go to the build folder's corpus.

@@ -77,5 +77,6 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_route(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif /* MOE_CLI_H */

@@ -15,6 +15,7 @@ static const command COMMANDS[] = {
     {"perplexity", cmd_perplexity, "perplexity of a text (+/- stderr); KL divergence against a saved run"},
     {"route", cmd_route, "routing statistics and SVG plots for a text"},
     {"chat", cmd_chat, "a conversation with the model's chat template (reuses the KV cache across turns)"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server (chat, completions, streaming)"},
     {"template", cmd_template, "render a chat request with the model's chat template (prints the prompt)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "architecture, sizes and parameters of a model file"},

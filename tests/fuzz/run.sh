@@ -4,7 +4,8 @@
 #   tests/fuzz/run.sh TARGET [SECONDS]
 #   TARGET: fuzz_gguf (seeded with tests/fuzz/make_gguf_seed.py), fuzz_model (seeded
 #   with the tiny model of tests/unit/tiny_model.h), fuzz_tokenizer (see
-#   run_fuzz.sh for its inputs), fuzz_json, fuzz_jinja (seeded with the shared chat templates)
+#   run_fuzz.sh for its inputs), fuzz_json, fuzz_jinja (seeded with the shared chat templates),
+#   fuzz_http (seeded with a few requests)
 # Needs clang with libFuzzer (Debian: clang, libclang-rt-dev).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,5 +28,11 @@ case "$target" in
     fi ;;
   fuzz_jinja)
     [ -d "$root/../shared/chat-templates" ] && seeds+=("$root/../shared/chat-templates") ;;
+  fuzz_http)
+    mkdir -p "$out/seeds-$target"
+    printf 'GET /health HTTP/1.1\r\nHost: a\r\n\r\n' > "$out/seeds-$target/get"
+    printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}' \
+      > "$out/seeds-$target/post"
+    seeds+=("$out/seeds-$target") ;;
 esac
 "$out/$target" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 "$corpus" "${seeds[@]}"

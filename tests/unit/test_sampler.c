@@ -5,7 +5,7 @@
 #include "test_util.h"
 
 static moe_sampler *make(float temp, int top_k, float top_p, float min_p, float pen, uint64_t seed, int V) {
-    moe_sampler_params p = {temp, top_k, top_p, min_p, pen, 64, seed};
+    moe_sampler_params p = {temp, top_k, top_p, min_p, pen, 64, seed, 0, 0};
     moe_err err = {{0}};
     moe_sampler *s = moe_sampler_new(&p, V, &err);
     if (!s) { fprintf(stderr, "sampler: %s\n", err.msg); exit(1); }
@@ -74,8 +74,29 @@ int main(void) {
     }
     CHECK(c1 + c3 == 4000 && abs(c1 - c3) < 300, "top-k 2: %d / %d", c1, c3);
 
+    /* presence and frequency penalties (greedy): logits {0.5, 2, 1, 2, -1, 0}, history 1, 1, 2.
+     * presence 0.6: id 1 -> 1.4, id 2 -> 0.4, id 3 stays 2.0 and wins */
+    moe_sampler_params pp = {0, 0, 1, 0, 1, 64, 1, 0.6f, 0};
+    moe_sampler *pres = moe_sampler_new(&pp, 6, NULL);
+    int32_t h112[3] = {1, 1, 2};
+    CHECK(pres && moe_sample(pres, logits, h112, 3) == 3, "presence penalty moves the argmax off id 1");
+    /* frequency 0.3 (counts 2, 1): id 1 -> 1.4, id 3 stays 2.0; with id 3 seen three times: 2 - 0.9 = 1.1
+     * and id 1 seen once: 1.7 -> id 1 wins */
+    moe_sampler_params fp = {0, 0, 1, 0, 1, 64, 1, 0, 0.3f};
+    moe_sampler *freq = moe_sampler_new(&fp, 6, NULL);
+    int32_t h3331[4] = {3, 3, 3, 1};
+    CHECK(freq && moe_sample(freq, logits, h112, 3) == 3, "frequency penalty: id 1 twice");
+    CHECK(freq && moe_sample(freq, logits, h3331, 4) == 1, "frequency penalty counts occurrences");
+    /* the window: with repeat_last_n 1 only the last id (1) counts */
+    moe_sampler_params wp = {0, 0, 1, 0, 1, 1, 1, 0, 0.3f};
+    moe_sampler *win = moe_sampler_new(&wp, 6, NULL);
+    CHECK(win && moe_sample(win, logits, h3331, 4) == 3, "penalties see the last repeat_last_n ids only");
+    moe_sampler_free(pres);
+    moe_sampler_free(freq);
+    moe_sampler_free(win);
+
     /* invalid parameters are refused */
-    moe_sampler_params bad = {-1.0f, 0, 1, 0, 1, 64, 0};
+    moe_sampler_params bad = {-1.0f, 0, 1, 0, 1, 64, 0, 0, 0};
     moe_err err = {{0}};
     CHECK(moe_sampler_new(&bad, 6, &err) == NULL && err.msg[0], "negative temperature refused");
 

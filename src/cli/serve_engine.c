@@ -1,0 +1,383 @@
+/* serve_engine.c - the model thread of `moe serve`.
+ *
+ * One thread owns every moe_ctx, so the model is driven from one place and
+ * nothing in the library needs a lock. It keeps n_slots slots, each a context
+ * with the token ids its KV cache holds. A queued job goes to the free slot
+ * whose cache shares the longest prefix with its prompt (a follow-up chat turn
+ * then evaluates only its new tokens), and every running slot advances one
+ * step per round (prefill, then one token each): the round is where a batched
+ * evaluation of all slots' tokens will go once the library has one.
+ *
+ * Text leaves a slot only up to the point no stop string can still begin:
+ * the longest suffix that is a prefix of a stop string is held back, so a
+ * stop string split across tokens is never sent. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "serve.h"
+
+typedef struct {
+    moe_ctx *ctx;
+    int32_t *cache;       /* (n_cache) token ids in the KV cache, in order; room for n_ctx */
+    int n_cache;
+    serve_job *job;       /* running job, NULL: free */
+    int prefilled;        /* 0: the job's prompt is not evaluated yet */
+    moe_sampler *smp;
+    moe_detok dt;
+    strbuf text;          /* the job's generated text so far */
+    size_t sent;          /* bytes of text handed to the job */
+    int n_gen;
+    uint64_t last_used;   /* round counter when it last finished a job (least recently used wins ties) */
+} slot;
+
+struct serve_engine {
+    const moe_model *m;
+    int vocab;
+    slot *slots;          /* (n_slots) */
+    int n_slots;
+    int32_t *end_ids;     /* (n_end) ids that end a chat reply */
+    int n_end;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work;     /* a job was queued, or quit */
+    pthread_cond_t progress; /* some job has new text or is done */
+    serve_job *head, *tail;  /* the queue */
+    int queued, queue_cap;
+    int quit;
+    uint64_t rounds;
+};
+
+void job_release(serve_job *j) {
+    free(j->prompt);
+    j->prompt = NULL;
+    for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
+    j->n_stops = 0;
+    sb_free(&j->out);
+}
+
+static int is_end(const serve_engine *e, const serve_job *j, int32_t id) {
+    if (moe_token_is_eos(e->m, id)) return 1;
+    if (!j->chat) return 0;
+    for (int i = 0; i < e->n_end; i++)
+        if (e->end_ids[i] == id) return 1;
+    return 0;
+}
+
+/* The free slot for a prompt: the longest shared cached prefix, then the least recently used. */
+static slot *pick_slot(serve_engine *e, const serve_job *j) {
+    slot *best = NULL;
+    int best_common = -1;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->job) continue;
+        int c = 0;
+        while (c < s->n_cache && c < j->n_prompt && s->cache[c] == j->prompt[c]) c++;
+        if (c > best_common || (c == best_common && s->last_used < best->last_used)) {
+            best = s;
+            best_common = c;
+        }
+    }
+    return best;
+}
+
+/* Bytes at the end of text that could be the start of a stop string. */
+static size_t stop_holdback(const serve_job *j, const char *text, size_t n, size_t from) {
+    size_t hold = 0;
+    for (int i = 0; i < j->n_stops; i++) {
+        size_t len = strlen(j->stops[i]);
+        for (size_t k = len - 1; k > hold; k--)
+            if (k <= n - from && !memcmp(text + n - k, j->stops[i], k)) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
+}
+
+/* Where the earliest stop string starts at or after from, or (size_t)-1. */
+static size_t find_stop(const serve_job *j, const char *text, size_t n, size_t from) {
+    size_t best = (size_t)-1;
+    for (int i = 0; i < j->n_stops; i++) {
+        size_t len = strlen(j->stops[i]);
+        for (size_t p = from; p + len <= n && p < best; p++)
+            if (!memcmp(text + p, j->stops[i], len)) {
+                best = p;
+                break;
+            }
+    }
+    return best;
+}
+
+/* Hand text[sent..upto) to the job (under the lock). */
+static void publish(serve_engine *e, slot *s, size_t upto) {
+    if (upto > s->sent) sb_put(&s->job->out, s->text.p + s->sent, upto - s->sent);
+    s->sent = upto;
+}
+
+/* The job is over: flush what is left (lock held by the caller) and free the slot. */
+static void finish(serve_engine *e, slot *s, const char *reason, const char *error) {
+    serve_job *j = s->job;
+    if (!error && !j->cancelled) publish(e, s, s->text.n);
+    j->finish = error || j->cancelled ? NULL : reason;
+    if (error) { /* the cache may hold half an evaluation: forget it */
+        snprintf(j->error, sizeof j->error, "%s", error);
+        moe_ctx_reset(s->ctx);
+        s->n_cache = 0;
+    }
+    if (j->out.failed && !j->error[0]) snprintf(j->error, sizeof j->error, "out of memory");
+    j->n_completion = s->n_gen;
+    j->done = 1;
+    s->job = NULL;
+    s->last_used = e->rounds;
+    moe_sampler_free(s->smp);
+    s->smp = NULL;
+    pthread_cond_broadcast(&e->progress);
+}
+
+static void cache_push(slot *s, int32_t id) { s->cache[s->n_cache++] = id; }
+
+/* Evaluate the prompt after the prefix the cache already holds. */
+static const char *prefill(serve_engine *e, slot *s, moe_err *err) {
+    serve_job *j = s->job;
+    int keep = 0;
+    while (keep < s->n_cache && keep < j->n_prompt && s->cache[keep] == j->prompt[keep]) keep++;
+    if (keep == j->n_prompt) keep--; /* at least one token is evaluated, for its logits */
+    if (moe_ctx_truncate(s->ctx, keep, err)) { /* a sliding-window ring moved on: start over */
+        moe_ctx_reset(s->ctx);
+        keep = 0;
+    }
+    s->n_cache = keep;
+    if (moe_eval(s->ctx, j->prompt + keep, j->n_prompt - keep, NULL, err)) {
+        moe_ctx_reset(s->ctx);
+        s->n_cache = 0;
+        return err->msg;
+    }
+    for (int i = keep; i < j->n_prompt; i++) cache_push(s, j->prompt[i]);
+    s->smp = moe_sampler_new(&j->sp, e->vocab, err);
+    if (!s->smp) return err->msg;
+    moe_detok_init(&s->dt, e->m);
+    s->dt.prev = j->prompt[j->n_prompt - 1];
+    s->text.n = 0;
+    s->sent = 0;
+    s->n_gen = 0;
+    s->prefilled = 1;
+    pthread_mutex_lock(&e->mu);
+    j->n_reused = keep;
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* One step of a running slot: the prompt, or one token. */
+static void step(serve_engine *e, slot *s) {
+    serve_job *j = s->job;
+    moe_err err = {{0}};
+    pthread_mutex_lock(&e->mu);
+    int cancelled = j->cancelled;
+    pthread_mutex_unlock(&e->mu);
+    if (cancelled || !s->prefilled) {
+        const char *error = cancelled ? NULL : prefill(e, s, &err);
+        if (cancelled || error) {
+            pthread_mutex_lock(&e->mu);
+            finish(e, s, NULL, error);
+            pthread_mutex_unlock(&e->mu);
+        }
+        return;
+    }
+    int32_t next = moe_sample(s->smp, moe_ctx_logits(s->ctx), s->cache, s->n_cache);
+    const char *reason = NULL, *error = NULL;
+    size_t upto;
+    if (is_end(e, j, next)) {
+        reason = "stop";
+    } else {
+        char piece[1024];
+        size_t k = moe_detok_push(&s->dt, next, piece, sizeof piece);
+        sb_put(&s->text, piece, k);
+        s->n_gen++;
+        if (s->n_gen >= j->max_tokens || s->n_cache >= moe_ctx_n_ctx(s->ctx)) reason = "length";
+        else if (moe_eval(s->ctx, &next, 1, NULL, &err)) error = err.msg;
+        else cache_push(s, next);
+    }
+    if (reason && !error) { /* the end: what the detokenizer still holds belongs to the text */
+        char piece[64];
+        size_t k = moe_detok_flush(&s->dt, piece, sizeof piece);
+        sb_put(&s->text, piece, k);
+    }
+    if (s->text.failed) error = "out of memory";
+    size_t at = find_stop(j, s->text.p, s->text.n, s->sent);
+    if (at != (size_t)-1) {
+        s->text.n = at;
+        reason = "stop";
+    }
+    upto = reason ? s->text.n : s->text.n - stop_holdback(j, s->text.p, s->text.n, s->sent);
+    pthread_mutex_lock(&e->mu);
+    if (error || reason) {
+        finish(e, s, reason, error);
+    } else if (upto > s->sent) {
+        publish(e, s, upto);
+        pthread_cond_broadcast(&e->progress);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void *engine_main(void *arg) {
+    serve_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < e->n_slots; i++) running += e->slots[i].job != NULL;
+        while (!e->quit && !running && !e->head) pthread_cond_wait(&e->work, &e->mu);
+        if (e->quit) break;
+        while (e->head && running < e->n_slots) { /* queued jobs to free slots, oldest first */
+            serve_job *j = e->head;
+            e->head = j->next;
+            if (!e->head) e->tail = NULL;
+            e->queued--;
+            slot *s = pick_slot(e, j);
+            s->job = j;
+            s->prefilled = 0;
+            j->slot = (int)(s - e->slots);
+            running++;
+        }
+        e->rounds++;
+        pthread_mutex_unlock(&e->mu);
+        for (int i = 0; i < e->n_slots; i++)
+            if (e->slots[i].job) step(e, &e->slots[i]);
+        pthread_mutex_lock(&e->mu);
+    }
+    for (int i = 0; i < e->n_slots; i++) /* quitting: release whoever still waits */
+        if (e->slots[i].job) finish(e, &e->slots[i], NULL, "the server is shutting down");
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+serve_engine *engine_new(const moe_model *m, const moe_ctx_params *cp, int n_slots, int queue_cap, moe_err *err) {
+    serve_engine *e = calloc(1, sizeof *e);
+    if (!e || !(e->slots = calloc((size_t)n_slots, sizeof *e->slots))) {
+        free(e);
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return NULL;
+    }
+    moe_model_info info;
+    moe_model_get_info(m, &info);
+    e->m = m;
+    e->vocab = info.vocab_size;
+    e->n_slots = n_slots;
+    e->queue_cap = queue_cap;
+    e->n_end = moe_chat_end_tokens(m, NULL, 0);
+    e->end_ids = malloc(sizeof *e->end_ids * (size_t)(e->n_end + 1));
+    int ok = e->end_ids != NULL;
+    if (ok) moe_chat_end_tokens(m, e->end_ids, e->n_end);
+    for (int i = 0; ok && i < n_slots; i++) {
+        slot *s = &e->slots[i];
+        s->ctx = moe_ctx_new(m, cp, err);
+        ok = s->ctx != NULL;
+        if (ok) ok = (s->cache = malloc(sizeof *s->cache * (size_t)moe_ctx_n_ctx(s->ctx))) != NULL;
+    }
+    if (ok) {
+        pthread_mutex_init(&e->mu, NULL);
+        pthread_cond_init(&e->work, NULL);
+        pthread_cond_init(&e->progress, NULL);
+        ok = pthread_create(&e->thread, NULL, engine_main, e) == 0;
+        if (!ok) {
+            pthread_mutex_destroy(&e->mu);
+            pthread_cond_destroy(&e->work);
+            pthread_cond_destroy(&e->progress);
+        }
+    }
+    if (!ok) {
+        if (!err->msg[0]) snprintf(err->msg, sizeof err->msg, "out of memory");
+        for (int i = 0; i < n_slots; i++) {
+            moe_ctx_free(e->slots[i].ctx);
+            free(e->slots[i].cache);
+        }
+        free(e->slots);
+        free(e->end_ids);
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+int engine_n_ctx(const serve_engine *e) { return moe_ctx_n_ctx(e->slots[0].ctx); }
+
+void engine_free(serve_engine *e) {
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    e->quit = 1;
+    pthread_cond_broadcast(&e->work);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->thread, NULL);
+    for (int i = 0; i < e->n_slots; i++) {
+        moe_ctx_free(e->slots[i].ctx);
+        free(e->slots[i].cache);
+        sb_free(&e->slots[i].text);
+    }
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->progress);
+    free(e->slots);
+    free(e->end_ids);
+    free(e);
+}
+
+int engine_submit(serve_engine *e, serve_job *j) {
+    pthread_mutex_lock(&e->mu);
+    int idle = 0; /* free slots take jobs at once: only the jobs beyond them wait */
+    for (int i = 0; i < e->n_slots; i++) idle += e->slots[i].job == NULL;
+    int full = e->queued >= e->queue_cap + idle || e->quit;
+    if (!full) {
+        j->next = NULL;
+        j->done = j->cancelled = 0;
+        j->slot = -1;
+        if (e->tail) e->tail->next = j;
+        else e->head = j;
+        e->tail = j;
+        e->queued++;
+        pthread_cond_signal(&e->work);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return full ? -1 : 0;
+}
+
+int engine_wait(serve_engine *e, serve_job *j, strbuf *take, int timeout_ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&e->mu);
+    while (!j->done && j->out.n == 0)
+        if (pthread_cond_timedwait(&e->progress, &e->mu, &until)) break;
+    if (j->out.n) {
+        sb_put(take, j->out.p, j->out.n);
+        j->out.n = 0;
+    }
+    int done = j->done;
+    pthread_mutex_unlock(&e->mu);
+    return done;
+}
+
+void engine_cancel(serve_engine *e, serve_job *j) {
+    pthread_mutex_lock(&e->mu);
+    if (!j->done && j->slot < 0) { /* still queued: unlink it */
+        serve_job **p = &e->head, *prev = NULL;
+        while (*p && *p != j) {
+            prev = *p;
+            p = &(*p)->next;
+        }
+        if (*p) {
+            *p = j->next;
+            if (e->tail == j) e->tail = prev;
+            e->queued--;
+            j->done = 1;
+        }
+    }
+    j->cancelled = 1;
+    while (!j->done) pthread_cond_wait(&e->progress, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+}

@@ -1,0 +1,451 @@
+"""moe serve on the default model (converted at build time) with a ChatML template: the endpoints,
+every refusal the server makes (raw sockets for the protocol cases), slow and vanishing clients, and
+greedy output equal to `moe run` on the same prompt, streamed and not. Each test starts its own
+server on a free loopback port and kills it in tearDown; every wait is bounded."""
+
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+import moetest
+from moetest import moe, workdir
+
+MODEL = os.path.join(os.path.dirname(moetest.BIN), "models", "default.moe")
+TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+LOG_LINE = re.compile(r"^127\.0\.0\.1 (\S+) (\S+) (\d+) prompt (\d+) \(cached (\d+)\) completion (\d+) tokens")
+
+
+class Server:
+    """A moe serve process; its stderr is collected by a thread so the pipe never fills."""
+
+    def __init__(self, *extra):
+        self.proc = subprocess.Popen([moetest.BIN, "serve", "-m", MODEL, "--port", "0", "-t", "1"] + list(extra),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.lines = []
+        self.port = None
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if not self.ready.wait(60) or self.port is None:
+            self.stop()
+            raise AssertionError("the server did not start: %s" % "".join(self.lines))
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            m = LISTENING.search(line)
+            if m:
+                self.port = int(m.group(1))
+                self.ready.set()
+        self.ready.set()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self.reader.join(30)
+        self.proc.stderr.close()
+
+    def log(self, path, at_least=0, timeout=30):
+        """The parsed request log lines for a path; waits (bounded) until there are at_least of them,
+        since a line is written just after its response."""
+        end = time.time() + timeout
+        while len(self._log(path)) < at_least and time.time() < end:
+            time.sleep(0.05)
+        return self._log(path)
+
+    def _log(self, path):
+        out = []
+        for line in list(self.lines):
+            m = LOG_LINE.match(line)
+            if m and m.group(2) == path:
+                out.append({"status": int(m.group(3)), "prompt": int(m.group(4)), "cached": int(m.group(5)),
+                            "completion": int(m.group(6))})
+        return out
+
+
+def raw_exchange(port, data, timeout=20):
+    """Send bytes on a fresh connection and read until the server closes it (or timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        got = b""
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            got += chunk
+        return got
+    finally:
+        s.close()
+
+
+def status_of(response):
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", response)
+    if not m:
+        raise AssertionError("not an HTTP response: %r" % response[:200])
+    return int(m.group(1))
+
+
+def json_body(response):
+    head, _, body = response.partition(b"\r\n\r\n")
+    return json.loads(body)
+
+
+@unittest.skipUnless(os.path.exists(MODEL), "the default model is not built")
+class Serve(unittest.TestCase):
+    extra = ()
+
+    def setUp(self):
+        self.work = workdir("serve")
+        self.tmpl = os.path.join(self.work, "chatml.jinja")
+        with open(self.tmpl, "w") as f:
+            f.write(TEMPLATE)
+        self.srv = Server("--template", self.tmpl, *self.extra)
+
+    def tearDown(self):
+        self.srv.stop()
+
+    def call(self, method, path, body=None, headers=None, raw_body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=120)
+        try:
+            data = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
+            c.request(method, path, body=data, headers=headers or {"Content-Type": "application/json"})
+            r = c.getresponse()
+            text = r.read()
+            return r.status, r.getheaders(), text
+        finally:
+            c.close()
+
+    def post(self, path, body, headers=None):
+        status, _, text = self.call("POST", path, body, headers)
+        return status, json.loads(text)
+
+    def stream(self, path, body):
+        """The SSE events of a streamed request (parsed JSON, and the final [DONE])."""
+        c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=120)
+        try:
+            c.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.getheader("Content-Type"), "text/event-stream")
+            text = r.read().decode("utf-8")  # http.client undoes the chunked encoding
+        finally:
+            c.close()
+        events = [e for e in text.split("\n\n") if e]
+        for e in events:
+            self.assertTrue(e.startswith("data: "), e)
+        self.assertEqual(events[-1], "data: [DONE]")
+        return [json.loads(e[6:]) for e in events[:-1]]
+
+    def assert_error(self, status, reply, want_status, param=None, words=None):
+        self.assertEqual(status, want_status, reply)
+        err = reply["error"]
+        self.assertEqual(err["code"], want_status)
+        self.assertTrue(err["message"])
+        if param is not None:
+            self.assertEqual(err["param"], param, err)
+        if words:
+            self.assertIn(words, err["message"])
+
+
+class Endpoints(Serve):
+    def test_health_and_models(self):
+        status, _, text = self.call("GET", "/health")
+        self.assertEqual((status, json.loads(text)), (200, {"status": "ok"}))
+        status, _, text = self.call("GET", "/v1/models")
+        models = json.loads(text)
+        self.assertEqual(status, 200)
+        self.assertEqual(models["object"], "list")
+        self.assertEqual([m["id"] for m in models["data"]], ["default.moe"])
+        log = self.srv.log("/health", 1)
+        self.assertEqual(log[0]["status"], 200)
+
+    def test_tokenize_detokenize_apply_template(self):
+        text = "Once upon a time, <|im_end|> there"
+        status, r = self.post("/tokenize", {"content": text})
+        self.assertEqual(status, 200)
+        path = os.path.join(self.work, "text.txt")
+        with open(path, "w") as f:
+            f.write(text)
+        want = [int(x) for x in moe("tokenize", "-m", MODEL, "-f", path).stdout.split()]
+        self.assertEqual(r["tokens"], want)
+        status, r2 = self.post("/tokenize", {"content": text, "add_special": True})
+        bos = [int(x) for x in moe("tokenize", "-m", MODEL, "-f", path, "--bos").stdout.split()]
+        self.assertEqual(r2["tokens"], bos)
+        status, d = self.post("/detokenize", {"tokens": want})
+        self.assertEqual((status, d["content"]), (200, text))
+        msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
+        req = os.path.join(self.work, "req.json")
+        with open(req, "w") as f:
+            json.dump({"messages": msgs}, f)
+        status, t = self.post("/apply-template", {"messages": msgs})
+        want = moe("template", "-m", MODEL, "--template", self.tmpl, req).stdout
+        self.assertEqual((status, t["prompt"]), (200, want))
+        # content as a list of text parts is the same as the joined string
+        status, t2 = self.post("/apply-template", {"messages": [
+            {"role": "system", "content": [{"type": "text", "text": "S"}]},
+            {"role": "user", "content": [{"type": "text", "text": "H"}, {"type": "text", "text": "i"}]}]})
+        self.assertEqual(t2["prompt"], t["prompt"])
+        self.assert_error(*self.post("/detokenize", {"tokens": [1, 10 ** 9]}), 400, "tokens")
+
+    def test_refusals(self):
+        chat = "/v1/chat/completions"
+        msgs = [{"role": "user", "content": "Hi"}]
+        self.assert_error(*self.post(chat, {"messages": msgs, "n": 2}), 400, "n")
+        self.assert_error(*self.post(chat, {"messages": msgs, "logprobs": True}), 400, "logprobs")
+        self.assert_error(*self.post(chat, {"messages": msgs, "tools": [{"type": "function"}]}), 400, "tools")
+        self.assert_error(*self.post(chat, {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:,"}}]}]}), 400, "messages[0].content[0]")
+        self.assert_error(*self.post(chat, {"messages": msgs, "temperature": "hot"}), 400, "temperature")
+        self.assert_error(*self.post(chat, {"messages": msgs, "max_tokens": 0}), 400, "max_tokens")
+        self.assert_error(*self.post(chat, {"messages": msgs, "top_p": 1.5}), 400, "top_p")
+        self.assert_error(*self.post(chat, {"messages": msgs, "stop": [1]}), 400, "stop")
+        self.assert_error(*self.post(chat, {"messages": msgs, "stream_options": {"include_usage": 1}}), 400,
+                          "stream_options.include_usage")
+        self.assert_error(*self.post(chat, {"messages": [{"role": "robot", "content": "x"}]}), 400, "messages[0].role")
+        self.assert_error(*self.post(chat, {"messages": []}), 400, "messages")
+        self.assert_error(*self.post("/v1/completions", {"prompt": 5}), 400, "prompt")
+        self.assert_error(*self.post("/v1/completions", {"prompt": "x " * 600}), 400, "prompt", "context holds")
+        # bad JSON names the problem and where
+        status, _, text = self.call("POST", chat, raw_body=b'{"messages": [}')
+        self.assert_error(status, json.loads(text), 400, None, "line 1 col 15")
+        status, _, text = self.call("POST", chat, raw_body=b"[1, 2]")
+        self.assert_error(status, json.loads(text), 400, None, "not a JSON object")
+        # 404, 405 (with Allow)
+        status, _, text = self.call("GET", "/v2/nothing")
+        self.assert_error(status, json.loads(text), 404)
+        status, headers, text = self.call("GET", chat)
+        self.assert_error(status, json.loads(text), 405)
+        self.assertIn(("Allow", "POST"), headers)
+
+    def test_protocol_errors(self):
+        port = self.srv.port
+        self.assertEqual(status_of(raw_exchange(port, b"GARBAGE\r\n\r\n")), 400)
+        self.assertEqual(status_of(raw_exchange(port, b"GET /health HTTP/1.1\nHost: x\n\n")), 400)
+        self.assertEqual(status_of(raw_exchange(port, b"GET /health HTTP/1.1\r\n\r\n")), 400)  # no Host
+        self.assertEqual(status_of(raw_exchange(port, b"GET /health HTTP/3.0\r\nHost: x\r\n\r\n")), 505)
+        big = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
+        r = raw_exchange(port, big)
+        self.assertEqual(status_of(r), 413)
+        self.assertEqual(json_body(r)["error"]["code"], 413)
+        chunked = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"5\r\nhello\r\n0\r\n\r\n")
+        self.assertEqual(status_of(raw_exchange(port, chunked)), 411)
+        many = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n"
+        self.assertEqual(status_of(raw_exchange(port, many)), 431)
+        long = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n"
+        self.assertEqual(status_of(raw_exchange(port, long)), 431)
+        # the server is still fine, and keeps a connection alive across requests (pipelined too)
+        two = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        r = raw_exchange(port, two)
+        self.assertEqual(r.count(b"HTTP/1.1 200 OK"), 2, r)
+
+
+class SlowTimeout(Serve):
+    extra = ("--timeout", "2")
+
+    def test_slow_client_times_out_others_served(self):
+        slow = socket.create_connection(("127.0.0.1", self.srv.port), timeout=30)
+        try:
+            slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+            t0 = time.time()
+            for _ in range(3):  # others are served meanwhile
+                status, _, _ = self.call("GET", "/health")
+                self.assertEqual(status, 200)
+            got = b""
+            while True:
+                chunk = slow.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            waited = time.time() - t0
+        finally:
+            slow.close()
+        self.assertEqual(status_of(got), 408)
+        self.assertGreater(waited, 1.0)
+        self.assertLess(waited, 10)
+        # an idle keep-alive connection is closed silently after the timeout
+        idle = socket.create_connection(("127.0.0.1", self.srv.port), timeout=30)
+        try:
+            self.assertEqual(idle.recv(100), b"")
+        finally:
+            idle.close()
+        self.assertEqual(self.call("GET", "/health")[0], 200)
+
+
+class ApiKey(Serve):
+    extra = ("--api-key", "s3cret")
+
+    def test_bearer(self):
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        self.assert_error(*self.post("/v1/chat/completions", body), 401)
+        self.assert_error(*self.post("/v1/chat/completions", body, {"Authorization": "Bearer s3creT"}), 401)
+        self.assert_error(*self.post("/v1/chat/completions", body, {"Authorization": "Bearer s3cret2"}), 401)
+        status, _, _ = self.call("GET", "/v1/models", headers={"Authorization": "Bearer wrong"})
+        self.assertEqual(status, 401)
+        status, r = self.post("/v1/chat/completions", body, {"Authorization": "Bearer s3cret"})
+        self.assertEqual(status, 200, r)
+        self.assertEqual(self.call("GET", "/health")[0], 200)  # open without a key
+
+
+class Greedy(Serve):
+    N = 24
+
+    def moe_run(self, *args):
+        q = moe("run", "-m", MODEL, "--temp", "0", "-n", self.N, "-t", "1", *args)
+        m = re.search(r"decode: (\d+) tokens", q.stderr)
+        return q.stdout[:-1], int(m.group(1))  # run ends the text with a newline
+
+    def test_chat_equals_moe_run(self):
+        text, n = self.moe_run("--chat", "-p", "Tell me a story about a dog.", "--system", "Be brief.",
+                               "--template", self.tmpl)
+        body = {"messages": [{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": "Tell me a story about a dog."}],
+                "temperature": 0, "max_tokens": self.N}
+        status, r = self.post("/v1/chat/completions", body)
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["object"], "chat.completion")
+        msg = r["choices"][0]["message"]
+        self.assertEqual((msg["role"], msg["content"]), ("assistant", text))
+        self.assertEqual(r["usage"]["completion_tokens"], n)
+        self.assertEqual(r["choices"][0]["finish_reason"], "length" if n == self.N else "stop")
+        # streamed: the same text in deltas, then finish_reason, then usage
+        events = self.stream("/v1/chat/completions", dict(body, stream=True, stream_options={"include_usage": True}))
+        self.assertEqual(events[0]["choices"][0]["delta"]["role"], "assistant")
+        deltas = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+        self.assertEqual(deltas, text)
+        self.assertGreater(len(events), 3)
+        self.assertEqual(events[-2]["choices"][0]["finish_reason"], r["choices"][0]["finish_reason"])
+        self.assertEqual(events[-1]["choices"], [])
+        self.assertEqual(events[-1]["usage"]["completion_tokens"], n)
+        self.assertTrue(all(e["object"] == "chat.completion.chunk" for e in events))
+        # the second request found its prompt in the slot's cache (all but the last token)
+        log = self.srv.log("/v1/chat/completions", 2)
+        self.assertEqual(log[1]["cached"], log[1]["prompt"] - 1)
+
+    def test_completion_equals_moe_run(self):
+        prompt = "Once upon a time, there was"
+        out, n = self.moe_run("-p", prompt)
+        self.assertTrue(out.startswith(prompt))
+        text = out[len(prompt):]
+        status, r = self.post("/v1/completions", {"prompt": prompt, "temperature": 0, "max_tokens": self.N})
+        self.assertEqual(status, 200, r)
+        self.assertEqual((r["choices"][0]["text"], r["usage"]["completion_tokens"]), (text, n))
+        events = self.stream("/v1/completions", {"prompt": prompt, "temperature": 0, "max_tokens": self.N,
+                                                 "stream": True})
+        self.assertEqual("".join(e["choices"][0]["text"] for e in events), text)
+
+    def test_stop_strings_across_tokens(self):
+        prompt = "Once upon a time, there was"
+        full = self.post("/v1/completions", {"prompt": prompt, "temperature": 0, "max_tokens": self.N})[1]
+        text = full["choices"][0]["text"]
+        toks = self.post("/tokenize", {"content": text})[1]["tokens"]
+        # a stop string that starts inside one token and ends inside a later one
+        pieces = [self.post("/detokenize", {"tokens": toks[:i]})[1]["content"] for i in range(len(toks) + 1)]
+        cut = next(i for i in range(2, len(pieces) - 2) if len(pieces[i + 1]) - len(pieces[i]) >= 2)
+        start = len(pieces[cut]) - 1  # the last byte of token cut-1
+        stop = text[start:len(pieces[cut + 1]) + 1]  # ... through the first byte after token cut
+        self.assertGreater(len(stop), 2)
+        first = text.find(stop)
+        body = {"prompt": prompt, "temperature": 0, "max_tokens": self.N, "stop": ["never appears", stop]}
+        r = self.post("/v1/completions", body)[1]
+        self.assertEqual((r["choices"][0]["text"], r["choices"][0]["finish_reason"]), (text[:first], "stop"))
+        events = self.stream("/v1/completions", dict(body, stream=True))
+        sent = "".join(e["choices"][0]["text"] for e in events)
+        self.assertEqual(sent, text[:first])
+        self.assertEqual(events[-1]["choices"][0]["finish_reason"], "stop")
+        r = self.post("/v1/completions", dict(body, stop=stop))[1]  # a plain string works the same
+        self.assertEqual(r["choices"][0]["text"], text[:first])
+
+    def test_follow_up_turn_reuses_the_cache(self):
+        turn1 = [{"role": "user", "content": "Once upon a time"}]
+        r1 = self.post("/v1/chat/completions", {"messages": turn1, "temperature": 0, "max_tokens": 8})[1]
+        turn2 = turn1 + [{"role": "assistant", "content": r1["choices"][0]["message"]["content"]},
+                         {"role": "user", "content": "And then?"}]
+        r2 = self.post("/v1/chat/completions", {"messages": turn2, "temperature": 0, "max_tokens": 8})[1]
+        p1 = r1["usage"]["prompt_tokens"]
+        self.assertGreaterEqual(r2["usage"]["prompt_tokens_details"]["cached_tokens"], p1)
+        # and the reply is what a from-scratch greedy run of the whole prompt gives
+        prompt = self.post("/apply-template", {"messages": turn2})[1]["prompt"]
+        path = os.path.join(self.work, "turn2.txt")
+        with open(path, "w") as f:
+            f.write(prompt)
+        out = moe("run", "-m", MODEL, "-f", path, "--no-bos", "--temp", "0", "-n", 8, "-t", "1").stdout
+        self.assertEqual(r2["choices"][0]["message"]["content"], out[len(prompt):-1])
+
+
+class Busy(Serve):
+    extra = ("--parallel", "1", "--queue", "0")
+
+    def test_disconnect_frees_the_slot_and_busy_is_503(self):
+        body = {"prompt": "Once upon a time", "temperature": 0, "max_tokens": 480, "stream": True}
+        data = json.dumps(body).encode()
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=60)
+        try:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+            got = b""
+            while got.count(b"data: ") < 2:  # generation is under way
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, got)
+                got += chunk
+            # the only slot is taken and no request may wait: 503
+            self.assert_error(*self.post("/v1/completions", {"prompt": "x", "max_tokens": 1}), 503)
+        finally:
+            s.close()  # vanish mid-stream
+        # the slot is free again soon: a new request gets through
+        deadline = time.time() + 60
+        while True:
+            status, r = self.post("/v1/completions", {"prompt": "x", "max_tokens": 2, "temperature": 0})
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(status, 200, r)
+        # the streamed request's log line (written once its job is cancelled): fewer tokens than asked
+        self.srv.log("/v1/completions", 3)
+        first = [e for e in self.srv.log("/v1/completions") if e["prompt"] >= 4]
+        self.assertEqual(len(first), 1, self.srv.lines)
+        self.assertEqual(first[0]["status"], 200)
+        self.assertLess(first[0]["completion"], 480, "the vanished client's sequence was cancelled")
+
+
+class Cli(unittest.TestCase):
+    def test_usage(self):
+        self.assertIn("usage: moe serve", moe("serve", "-h").stdout)
+        for args, needle in [(["--definitely-not-a-flag"], "unknown flag"), (["--port", "70000"], "outside"),
+                             (["--api-key", ""], "--api-key"), (["--parallel", "0"], "outside")]:
+            p = moe("serve", "-m", MODEL, *args, check=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+            self.assertIn(needle, p.stderr)
+
+    @unittest.skipUnless(os.path.exists(MODEL), "the default model is not built")
+    def test_port_taken(self):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            p = moe("serve", "-m", MODEL, "--port", s.getsockname()[1], check=False, timeout=60)
+        finally:
+            s.close()
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("cannot listen on 127.0.0.1", p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
