@@ -28,7 +28,9 @@
 #include "cli.h"
 #include "http.h"
 #include "json.h"
+#include "reasoning.h"
 #include "serve.h"
+#include "serve_page.h" /* generated: the chat page as serve_page[], serve_page_len */
 
 static const char *CMD = "serve";
 
@@ -45,6 +47,7 @@ typedef struct {
     char *tmpl;               /* --template text, NULL: the model's own */
     size_t tmpl_len;
     int has_template;
+    int thinking;             /* the template mentions <think>: split replies into reasoning and answer */
     const char *model_id;     /* what /v1/models lists */
     int n_ctx, vocab;
     int timeout_ms;           /* a request must arrive within this; also the keep-alive idle time */
@@ -61,6 +64,7 @@ typedef struct {
     char peer[64];
     strbuf in;                /* bytes received and not yet consumed */
     int keep_alive;           /* of the current request */
+    int head_only;            /* a HEAD request: responses carry no body */
     /* the current request's log line */
     int status, n_prompt, n_completion, n_reused;
 } conn;
@@ -78,6 +82,14 @@ static int api_fail(api_err *ae, const char *param, const char *fmt, ...) {
     va_end(ap);
     snprintf(ae->param, sizeof ae->param, "%s", param ? param : "");
     return -1;
+}
+
+/* 1 if s[0..n) contains the string w. */
+static int find_text(const char *s, size_t n, const char *w) {
+    size_t k = strlen(w);
+    for (size_t i = 0; i + k <= n; i++)
+        if (!memcmp(s + i, w, k)) return 1;
+    return 0;
 }
 
 static double now_ms(void) { return now_seconds() * 1000.0; }
@@ -144,7 +156,7 @@ static int read_request(conn *c, http_request *r) {
 static void reply(conn *c, int status, const char *type, const char *body, size_t n, const char *extra) {
     strbuf b = {0};
     http_response_head(&b, status, type, (long long)n, c->keep_alive, extra);
-    sb_put(&b, body, n);
+    if (!c->head_only) sb_put(&b, body, n);
     c->status = status;
     if (send_buf(c, &b)) c->keep_alive = 0;
     sb_free(&b);
@@ -471,18 +483,29 @@ static json_value *envelope(const server *srv, const char *id, const char *objec
     return o;
 }
 
-/* One choice: chat: {"index", "message"|"delta": {...}, "finish_reason"}; completion: {"index", "text", ...}. */
-static json_value *choice(int chat, int delta, const char *role, const char *text, size_t n, const char *finish) {
+/* A reply's text: the answer, and a thinking model's reasoning (NULL: none). */
+typedef struct {
+    const char *content, *reasoning;
+    size_t content_len, reasoning_len;
+} reply_text;
+
+/* One choice: chat: {"index", "message"|"delta": {"role", "content", "reasoning_content"},
+ * "finish_reason"}; completion: {"index", "text", "logprobs", "finish_reason"}. Empty parts
+ * are left out of a delta. */
+static json_value *choice(int chat, int delta, const char *role, const reply_text *t, const char *finish) {
     json_value *c = json_new(JSON_OBJECT);
     if (!c) return NULL;
     json_object_set(c, "index", 5, json_new_int(0));
     if (chat) {
         json_value *m = json_new(JSON_OBJECT);
         if (m && role) json_object_set(m, "role", 4, json_new_string(role, strlen(role)));
-        if (m && text) json_object_set(m, "content", 7, json_new_string(text, n));
+        if (m && t && t->content && (!delta || t->content_len || role))
+            json_object_set(m, "content", 7, json_new_string(t->content, t->content_len));
+        if (m && t && t->reasoning && t->reasoning_len)
+            json_object_set(m, "reasoning_content", 17, json_new_string(t->reasoning, t->reasoning_len));
         json_object_set(c, delta ? "delta" : "message", delta ? 5 : 7, m ? m : json_new(JSON_NULL));
     } else {
-        json_object_set(c, "text", 4, json_new_string(text ? text : "", text ? n : 0));
+        json_object_set(c, "text", 4, json_new_string(t ? t->content : "", t ? t->content_len : 0));
         json_object_set(c, "logprobs", 8, json_new(JSON_NULL));
     }
     json_object_set(c, "finish_reason", 13, finish ? json_new_string(finish, strlen(finish)) : json_new(JSON_NULL));
@@ -507,9 +530,19 @@ static void sse_json(strbuf *b, json_value *v) {
     json_free(v);
 }
 
+/* The new text of a reply as a stream chunk's parts: split into reasoning and
+ * answer when split is given (a thinking model's chat), else all answer. */
+static void take_parts(reasoning_split *split, const char *s, size_t n, int last, strbuf *rs, strbuf *ct) {
+    rs->n = ct->n = 0;
+    if (split) reasoning_feed(split, s, n, last, rs, ct);
+    else sb_put(ct, s, n);
+}
+
 /* Run a job and send its result (streamed or whole). The job is queued here
- * and released here; the connection's log fields are filled in. */
-static void generate(conn *c, serve_job *j, int chat, int stream, int usage) {
+ * and released by the caller; the connection's log fields are filled in.
+ * think: split the reply into reasoning_content and content; in_reasoning:
+ * the prompt opened the reasoning. */
+static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int think, int in_reasoning) {
     server *srv = c->srv;
     c->n_prompt = j->n_prompt;
     if (j->n_prompt >= srv->n_ctx) {
@@ -529,21 +562,28 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage) {
         reply_error(c, 503, NULL, "the server is busy: all slots and the queue are taken; try again later");
         return;
     }
-    strbuf text = {0}, out = {0};
+    reasoning_split rsplit, *split = NULL;
+    if (think) {
+        reasoning_init(&rsplit, in_reasoning);
+        split = &rsplit;
+    }
+    strbuf text = {0}, out = {0}, rs = {0}, ct = {0};
     int gone = 0, done = 0;
     if (stream) {
         http_response_head(&out, 200, "text/event-stream", -1, c->keep_alive, "Cache-Control: no-cache\r\n");
         c->status = 200;
-        if (chat) sse_json(&out, with_choices(envelope(srv, id, object), choice(1, 1, "assistant", "", 0, NULL)));
+        reply_text empty = {.content = ""};
+        if (chat) sse_json(&out, with_choices(envelope(srv, id, object), choice(1, 1, "assistant", &empty, NULL)));
         gone = send_buf(c, &out) != 0;
     }
     while (!gone && !done) {
         size_t had = text.n;
         done = engine_wait(srv->engine, j, &text, 200);
-        if (stream && text.n > had) {
-            json_value *delta = choice(chat, 1, NULL, text.p + had, text.n - had, NULL);
-            sse_json(&out, with_choices(envelope(srv, id, object), delta));
-            gone = send_buf(c, &out) != 0;
+        if (stream && (text.n > had || (done && split))) {
+            take_parts(split, text.p + had, text.n - had, done, &rs, &ct);
+            reply_text t = {ct.p ? ct.p : "", rs.p, ct.n, rs.n};
+            if (rs.n || ct.n) sse_json(&out, with_choices(envelope(srv, id, object), choice(chat, 1, NULL, &t, NULL)));
+            gone = out.n && send_buf(c, &out) != 0;
         }
         if (!done && !gone) gone = client_gone(c->fd);
     }
@@ -561,7 +601,7 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage) {
             reply_error(c, 500, NULL, j->error);
         }
     } else if (stream) {
-        sse_json(&out, with_choices(envelope(srv, id, object), choice(chat, 1, NULL, NULL, 0, j->finish)));
+        sse_json(&out, with_choices(envelope(srv, id, object), choice(chat, 1, NULL, NULL, j->finish)));
         if (usage) {
             json_value *u = envelope(srv, id, object);
             if (u) {
@@ -574,29 +614,43 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage) {
         http_chunk_end(&out);
         if (send_buf(c, &out)) c->keep_alive = 0;
     } else {
-        json_value *o = with_choices(envelope(srv, id, object),
-                                     choice(chat, 0, "assistant", text.p ? text.p : "", text.n, j->finish));
+        take_parts(split, text.p ? text.p : "", text.n, 1, &rs, &ct);
+        reply_text t = {ct.p ? ct.p : "", rs.p, ct.n, rs.n};
+        json_value *o = with_choices(envelope(srv, id, object), choice(chat, 0, "assistant", &t, j->finish));
         if (o) json_object_set(o, "usage", 5, usage_object(j));
-        if (o && !text.failed) reply_json(c, 200, o);
+        if (o && !text.failed && !rs.failed && !ct.failed) reply_json(c, 200, o);
         else reply_error(c, 500, NULL, "out of memory");
         json_free(o);
     }
     c->n_completion = j->n_completion;
     c->n_reused = j->n_reused;
+    if (split) reasoning_free(split);
     sb_free(&text);
     sb_free(&out);
+    sb_free(&rs);
+    sb_free(&ct);
 }
 
 static void handle_completion(conn *c, json_value *body, int chat) {
     server *srv = c->srv;
     api_err ae = {{0}, {0}};
     serve_job j = {0};
-    int stream = 0, usage = 0;
+    int stream = 0, usage = 0, think = 0, in_reasoning = 0;
     if (refuse_unsupported(body, &ae) || read_options(srv, body, &j, &stream, &usage, &ae)) goto bad;
     if (chat) {
+        /* a template that knows <think> makes a thinking model: its reasoning goes to
+         * reasoning_content unless "reasoning_format": "none" */
+        json_value *rf = json_get(body, "reasoning_format");
+        if (rf && rf->type != JSON_NULL &&
+            (rf->type != JSON_STRING || (strcmp(rf->str, "none") && strcmp(rf->str, "auto") && strcmp(rf->str, "deepseek")))) {
+            api_fail(&ae, "reasoning_format", "\"reasoning_format\" must be \"auto\", \"deepseek\" or \"none\"");
+            goto bad;
+        }
+        think = srv->thinking && !(rf && rf->type == JSON_STRING && !strcmp(rf->str, "none"));
         size_t len;
         char *prompt = render_chat(srv, body, &len, &ae);
         if (!prompt) goto bad;
+        in_reasoning = think && reasoning_prompt_open(prompt, len);
         /* tokenized as HF does after rendering: special tokens as text, no BOS added */
         j.prompt = tokenize(srv, prompt, len, MOE_TOK_SPECIAL, &j.n_prompt, &ae);
         free(prompt);
@@ -631,7 +685,7 @@ static void handle_completion(conn *c, json_value *body, int chat) {
         }
     }
     j.chat = chat;
-    generate(c, &j, chat, stream, usage);
+    generate(c, &j, chat, stream, usage, think, in_reasoning);
     job_release(&j);
     return;
 bad:
@@ -745,9 +799,10 @@ typedef struct {
     int kind;
 } route;
 
-enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_APPLY_TEMPLATE };
+enum { R_PAGE, R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_APPLY_TEMPLATE };
 
 static const route ROUTES[] = {
+    {"/", "GET", R_PAGE},
     {"/health", "GET", R_HEALTH},
     {"/v1/health", "GET", R_HEALTH},
     {"/v1/models", "GET", R_MODELS},
@@ -776,8 +831,7 @@ static void handle(conn *c, const http_request *r) {
     for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {
         if (!http_path_is(r, ROUTES[i].path)) continue;
         path_known = 1;
-        if (http_method_is(r, ROUTES[i].method) || (http_method_is(r, "HEAD") && !strcmp(ROUTES[i].method, "GET")))
-            found = &ROUTES[i];
+        if (http_method_is(r, ROUTES[i].method)) found = &ROUTES[i];
     }
     if (!path_known) {
         reply_error(c, 404, NULL, "no such endpoint");
@@ -793,6 +847,12 @@ static void handle(conn *c, const http_request *r) {
         json_free(o);
         reply(c, 405, "application/json", b.p ? b.p : "", b.failed ? 0 : b.n, allow);
         sb_free(&b);
+        return;
+    }
+    if (found->kind == R_PAGE) { /* open to all: it holds no data; its requests carry the key */
+        reply(c, 200, "text/html; charset=utf-8", (const char *)serve_page, serve_page_len,
+              "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
+              "Content-Security-Policy: default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'\r\n");
         return;
     }
     if (found->kind == R_HEALTH) { /* open to all: load balancers and scripts poll it */
@@ -848,6 +908,7 @@ static void *conn_main(void *arg) {
         c->n_prompt = c->n_completion = c->n_reused = 0;
         if (rc != HTTP_COMPLETE) { /* the stream cannot be trusted after a bad request: answer, close */
             c->keep_alive = 0;
+            c->head_only = 0;
             char msg[96];
             snprintf(msg, sizeof msg, "%s", rc == 408 ? "the request did not arrive in time" : http_reason(rc));
             reply_error(c, rc, NULL, msg);
@@ -855,6 +916,7 @@ static void *conn_main(void *arg) {
             break;
         }
         c->keep_alive = r.keep_alive;
+        c->head_only = http_method_is(&r, "HEAD");
         handle(c, &r);
         log_request(c, &r, t0);
         if (!c->keep_alive) break;
@@ -960,7 +1022,8 @@ static void help(void) {
     printf("usage: moe serve [-m MODEL] [--host 127.0.0.1] [--port 8080] [flags]\n\n"
            "An OpenAI-compatible HTTP server: POST /v1/chat/completions (streamed with\n"
            "\"stream\": true), POST /v1/completions, GET /v1/models, GET /health, POST /tokenize,\n"
-           "POST /detokenize, POST /apply-template. One line per request on stderr.\n\n"
+           "POST /detokenize, POST /apply-template, and a chat page at GET /. One line per\n"
+           "request on stderr.\n\n"
            "  -m, --model FILE        .moe or GGUF model file\n"
            "      --host ADDR         address to listen on (default 127.0.0.1: this machine only)\n"
            "      --port N            port (default 8080; 0 = any free port, printed at start)\n"
@@ -1007,7 +1070,10 @@ int cmd_serve(int argc, char **argv) {
     srv.tmpl = tmpl ? read_file_or_die(CMD, tmpl, &srv.tmpl_len) : NULL;
     moe_model *m = open_model_or_die(CMD, path);
     srv.m = m;
-    srv.has_template = srv.tmpl || moe_chat_template(m, NULL);
+    size_t own_len = 0;
+    const char *own = moe_chat_template(m, &own_len);
+    srv.has_template = srv.tmpl || own;
+    srv.thinking = srv.tmpl ? find_text(srv.tmpl, srv.tmpl_len, "<think>") : own ? find_text(own, own_len, "<think>") : 0;
     const char *base = strrchr(path, '/');
     srv.model_id = base ? base + 1 : path;
     moe_model_info info;

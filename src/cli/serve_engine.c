@@ -29,7 +29,7 @@ typedef struct {
     strbuf text;          /* the job's generated text so far */
     size_t sent;          /* bytes of text handed to the job */
     int n_gen;
-    uint64_t last_used;   /* round counter when it last finished a job (least recently used wins ties) */
+    uint64_t last_used;   /* the round it last finished a job in (0: never used) */
 } slot;
 
 struct serve_engine {
@@ -65,21 +65,25 @@ static int is_end(const serve_engine *e, const serve_job *j, int32_t id) {
     return 0;
 }
 
-/* The free slot for a prompt: the longest shared cached prefix, then the least recently used. */
+/* The free slot for a prompt: the one whose cache it shares the longest prefix
+ * with, as long as that is at least half of what the slot holds (a shared BOS
+ * alone is no reason to evict another conversation); else the least recently
+ * used (never-used slots first). */
 static slot *pick_slot(serve_engine *e, const serve_job *j) {
-    slot *best = NULL;
-    int best_common = -1;
+    slot *best = NULL, *lru = NULL;
+    int best_common = 0;
     for (int i = 0; i < e->n_slots; i++) {
         slot *s = &e->slots[i];
         if (s->job) continue;
+        if (!lru || s->last_used < lru->last_used) lru = s;
         int c = 0;
         while (c < s->n_cache && c < j->n_prompt && s->cache[c] == j->prompt[c]) c++;
-        if (c > best_common || (c == best_common && s->last_used < best->last_used)) {
+        if (c > best_common && 2 * c >= s->n_cache) {
             best = s;
             best_common = c;
         }
     }
-    return best;
+    return best ? best : lru;
 }
 
 /* Bytes at the end of text that could be the start of a stop string. */

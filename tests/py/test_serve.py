@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -421,6 +422,127 @@ class Busy(Serve):
         self.assertEqual(len(first), 1, self.srv.lines)
         self.assertEqual(first[0]["status"], 200)
         self.assertLess(first[0]["completion"], 480, "the vanished client's sequence was cancelled")
+
+
+THINK_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+
+
+class Thinking(unittest.TestCase):
+    """A template that opens <think> in the generation prompt: the reply (never closed by the
+    default model) is all reasoning_content; "reasoning_format": "none" gives it as content."""
+
+    def setUp(self):
+        self.work = workdir("serve")
+        self.tmpl = os.path.join(self.work, "think.jinja")
+        with open(self.tmpl, "w") as f:
+            f.write(THINK_TEMPLATE)
+        self.srv = Server("--template", self.tmpl)
+
+    def tearDown(self):
+        self.srv.stop()
+
+    @unittest.skipUnless(os.path.exists(MODEL), "the default model is not built")
+    def test_reasoning_content(self):
+        q = moe("run", "-m", MODEL, "--chat", "-p", "Once upon a time", "--template", self.tmpl, "--temp", "0",
+                "-n", 12, "-t", "1")
+        text = q.stdout[:-1]
+        self.assertTrue(text.strip())
+        body = {"messages": [{"role": "user", "content": "Once upon a time"}], "temperature": 0, "max_tokens": 12}
+        c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=120)
+        try:
+            c.request("POST", "/v1/chat/completions", body=json.dumps(body))
+            r = json.loads(c.getresponse().read())
+            msg = r["choices"][0]["message"]
+            self.assertEqual((msg["content"], msg["reasoning_content"]), ("", text.lstrip()))
+            c.request("POST", "/v1/chat/completions", body=json.dumps(dict(body, reasoning_format="none")))
+            msg = json.loads(c.getresponse().read())["choices"][0]["message"]
+            self.assertEqual(msg["content"], text)
+            self.assertNotIn("reasoning_content", msg)
+            c.request("POST", "/v1/chat/completions", body=json.dumps(dict(body, stream=True)))
+            events = [json.loads(e[6:]) for e in c.getresponse().read().decode().split("\n\n")
+                      if e.startswith("data: {")]
+            deltas = [e["choices"][0]["delta"] for e in events]
+            self.assertEqual("".join(d.get("reasoning_content", "") for d in deltas), text.lstrip())
+            self.assertEqual("".join(d.get("content", "") for d in deltas), "")
+            c.request("POST", "/v1/chat/completions", body=json.dumps(dict(body, reasoning_format="weird")))
+            r = c.getresponse()
+            self.assertEqual((r.status, json.loads(r.read())["error"]["param"]), (400, "reasoning_format"))
+        finally:
+            c.close()
+
+
+class Parallel(Serve):
+    extra = ("--parallel", "2")
+
+    def test_two_at_once_equal_each_alone(self):
+        """Two slots step in turn; each sequence has its own cache, so concurrent greedy requests
+        give exactly (bit for bit: nothing is shared) the tokens each gives alone."""
+        bodies = [{"prompt": p, "temperature": 0, "max_tokens": 40} for p in ("Once upon a time", "The dog ran")]
+        alone = [self.post("/v1/completions", b)[1]["choices"][0]["text"] for b in bodies]
+        self.assertNotEqual(alone[0], alone[1])
+        got = [None, None]
+
+        def one(i):
+            got[i] = self.post("/v1/completions", dict(bodies[i], prompt=bodies[i]["prompt"]))[1]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual([g["choices"][0]["text"] for g in got], alone)
+
+    def test_head(self):
+        r = raw_exchange(self.srv.port, b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head, _, body = r.partition(b"\r\n\r\n")
+        self.assertEqual(status_of(r), 405)
+        self.assertEqual(body, b"")
+
+
+class Page(Serve):
+    extra = ("--api-key", "k")
+
+    def page(self):
+        status, headers, body = self.call("GET", "/")
+        self.assertEqual(status, 200)
+        self.assertEqual(dict(headers)["Content-Type"], "text/html; charset=utf-8")
+        return body.decode("utf-8")
+
+    def test_page_is_self_contained(self):
+        html = self.page()  # open without the key: the page holds nothing, its requests carry the key
+        with open(os.path.join(moetest.ROOT, "src", "cli", "serve_page.html"), encoding="utf-8") as f:
+            self.assertEqual(html, f.read())
+        self.assertIn("/v1/chat/completions", html)
+        self.assertNotRegex(html, r"(src|href)=|https?://|@import")  # no external assets
+
+    @unittest.skipUnless(shutil.which("node"), "node is not installed")
+    def test_page_reads_the_stream(self):
+        """The page's own SSE reader (readEvents, run in node's fetch) rebuilds the streamed reply
+        exactly as the whole (non-streamed) reply."""
+        html = self.page()
+        script = re.search(r"<script>(.*)</script>", html, re.S).group(1)
+        path = os.path.join(self.work, "page.js")
+        with open(path, "w") as f:
+            f.write(script)
+        self.assertEqual(subprocess.run(["node", "--check", path]).returncode, 0, "the page's script parses")
+        reader = re.search(r"async function readEvents\(.*?\n}\n", script, re.S).group(0)
+        body = {"messages": [{"role": "user", "content": "Once upon a time"}], "temperature": 0, "max_tokens": 16}
+        whole = self.post("/v1/chat/completions", body, {"Authorization": "Bearer k"})[1]
+        prog = reader + """
+const r = await fetch(process.argv[2], {method: "POST", headers: {"Authorization": "Bearer k"},
+                                        body: JSON.stringify(%s)});
+let text = "";
+await readEvents(r, (chunk) => { for (const c of chunk.choices) text += c.delta.content || ""; });
+console.log(JSON.stringify(text));
+""" % json.dumps(dict(body, stream=True))
+        js = os.path.join(self.work, "read_events.mjs")
+        with open(js, "w") as f:
+            f.write(prog)
+        q = subprocess.run(["node", js, "http://127.0.0.1:%d/v1/chat/completions" % self.srv.port],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(q.returncode, 0, q.stderr)
+        self.assertEqual(json.loads(q.stdout), whole["choices"][0]["message"]["content"])
 
 
 class Cli(unittest.TestCase):
