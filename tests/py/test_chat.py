@@ -5,6 +5,7 @@ that each reply is exactly what a from-scratch greedy evaluation of that full pr
 
 import json
 import os
+import platform
 import pty
 import re
 import select
@@ -53,6 +54,10 @@ def waiting_in(pid):
             return f.read().split()[0]
     except (OSError, IndexError):
         return ""
+
+
+# write()'s system call number, as /proc/PID/syscall names it
+WRITE = {"x86_64": "1", "aarch64": "64"}.get(platform.machine())
 
 
 def wait_until(pid, pred, timeout=60):
@@ -150,7 +155,9 @@ class Chat(unittest.TestCase):
             reading = wait_until(pid, lambda call: True)  # the system call moe waits for input in
             os.write(fd, b"\x13")  # Ctrl-S: the terminal stops taking output
             os.write(fd, b"Once upon a time\n")
-            wait_until(pid, lambda call: call != reading)  # now it waits to write its first piece
+            # now it waits to write its first piece: blocked in write() itself, not merely asleep in some
+            # other call on the way (a loaded machine showed that race)
+            wait_until(pid, lambda call: call == WRITE if WRITE else call != reading)
             os.write(fd, b"\x03")  # Ctrl-C: SIGINT to moe (and the output flows again)
             out = read_until(fd, rb"generated[^\]]*\]\r?\n> ").decode("utf-8", "replace")
             m = STATS.search(out)
