@@ -28,7 +28,7 @@ static void help(void) {
            "a warm-up, the bytes read per decoded token, the bandwidth that achieves, and the\n"
            "machine's read bandwidth to compare it with, measured beside every decode run\n"
            "(the share shown is the median of the runs' shares).\n\n"
-           "  -m, --model FILE     .moe model\n"
+           "  -m, --model FILE     model file (.moe or GGUF)\n"
            "  -p, --n-prompt N     prompt tokens for the prefill test, 0 = skip (default 512)\n"
            "  -n, --n-gen N        tokens for the decode test, 0 = skip (default 128)\n"
            "  -r, --repetitions N  measured runs per test (default 5)\n"

@@ -30,7 +30,7 @@ static void help(void) {
            "/save FILE, /load FILE (the messages as JSON), /exit. Ctrl-D exits, Ctrl-C stops a\n"
            "reply. Without a terminal, each line of stdin is one message and each reply one\n"
            "line of stdout.\n\n"
-           "  -m, --model FILE        .moe model file\n"
+           "  -m, --model FILE        model file (.moe or GGUF)\n"
            "      --template FILE     use this Jinja chat template instead of the model's\n"
            "      --system TEXT       system prompt\n"
            "      --no-think          enable_thinking=false for thinking models\n"

@@ -18,7 +18,7 @@ static void help(void) {
            "Given several times, --tokens makes several sequences of one context, evaluated\n"
            "together in one batch (moe_eval_batch), then decoded together with --greedy;\n"
            "the files hold sequence 0's rows, then sequence 1's, ...; stdout one line each.\n\n"
-           "  -m, --model FILE      .moe model file\n"
+           "  -m, --model FILE      model file (.moe or GGUF)\n"
            "      --tokens LIST     comma-separated token ids\n"
            "  -c, --ctx N           context length (default: the longest sequence + N of --greedy)\n"
            "  -o, --output FILE     where to write the logits\n"

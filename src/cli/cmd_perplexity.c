@@ -28,7 +28,7 @@ static void help(void) {
     printf("usage: moe perplexity -m MODEL -f TEXT [-c CTX] [-b BATCH] [flags]\n\n"
            "Perplexity of a text, scored as llama-perplexity does: chunks of CTX tokens, the\n"
            "second half of each chunk scored. Prints PPL +/- its standard error.\n\n"
-           "  -m, --model FILE       .moe model file\n"
+           "  -m, --model FILE       model file (.moe or GGUF)\n"
            "  -f, --file FILE        the text\n"
            "  -c, --ctx-size N       tokens per chunk (default 512, at most the model's context)\n"
            "  -b, --batch-size N     tokens per forward batch (default: CTX)\n"

@@ -22,7 +22,7 @@ static void help(void) {
            "MoE layer: expert load and imbalance, router entropy, top-k weight mass, co-activation,\n"
            "how well one layer's top-1 expert predicts the next layer's, and each expert's most\n"
            "frequent tokens. With -o: DIR/routing.json and SVG plots (docs/ROUTING.md).\n\n"
-           "  -m, --model FILE      .moe model file (a mixture-of-experts model)\n"
+           "  -m, --model FILE      model file, .moe or GGUF (a mixture-of-experts model)\n"
            "  -f, --file FILE       the text\n"
            "  -o, --out DIR         write routing.json, load_heatmap.svg, entropy_hist.svg,\n"
            "                        coact_layerN.svg into DIR (created if needed)\n"

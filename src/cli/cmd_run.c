@@ -43,7 +43,7 @@ static void help(void) {
     printf("usage: moe run [-m MODEL] [-p PROMPT | -f FILE] [flags]\n\n"
            "Generates text after the prompt and streams it to stdout; prefill and decode\n"
            "speed go to stderr. Without -m the default model in models/ is used.\n\n"
-           "  -m, --model FILE        .moe model file\n"
+           "  -m, --model FILE        model file (.moe or GGUF)\n"
            "  -p, --prompt TEXT       prompt text (default: empty, start from BOS)\n"
            "  -f, --file FILE         read the prompt from a file\n"
            "  -n, --n-predict N       tokens to generate (default 256; -1 = until the context is full)\n"

@@ -16,7 +16,7 @@ static void help(void) {
            "\"bos_token\": ..., \"eos_token\": ...} (all but messages optional; the model's own\n"
            "BOS / EOS text is the default). If the template raises, its message is printed on\n"
            "one line and the exit code is 1.\n\n"
-           "  -m, --model FILE     use the template stored in this .moe file (and its BOS / EOS)\n"
+           "  -m, --model FILE     use the template stored in this .moe or GGUF file (and its BOS / EOS)\n"
            "      --template FILE  use this Jinja template instead (with -m: the model's BOS / EOS)\n"
            "      --date DATE      the date strftime_now sees, YYYY-MM-DD[THH:MM:SS] (default: now)\n");
 }

@@ -11,7 +11,7 @@ static void help(void) {
            "Prints the token ids of the text alone (no BOS or EOS), space-separated on one\n"
            "line. -f takes the file's bytes exactly as they are. Special-token text such as\n"
            "<|im_start|> becomes its token, as Hugging Face tokenizers do by default.\n\n"
-           "  -m, --model FILE   .moe model or tokenizer-only file\n"
+           "  -m, --model FILE   model file (.moe or GGUF) or tokenizer-only file\n"
            "  -f, --file FILE    read the text from a file\n"
            "      --no-special   treat special-token text as plain text\n"
            "      --bos          prepend BOS if the model's tokenizer does\n"
