@@ -66,7 +66,7 @@ typedef struct {
     int keep_alive;           /* of the current request */
     int head_only;            /* a HEAD request: responses carry no body */
     /* the current request's log line */
-    int status, n_prompt, n_completion, n_reused;
+    int status, n_prompt, n_completion, n_reused, max_batch;
 } conn;
 
 typedef struct {
@@ -624,6 +624,7 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
     }
     c->n_completion = j->n_completion;
     c->n_reused = j->n_reused;
+    c->max_batch = j->max_batch;
     if (split) reasoning_free(split);
     sb_free(&text);
     sb_free(&out);
@@ -892,8 +893,8 @@ static void handle(conn *c, const http_request *r) {
 
 static void log_request(const conn *c, const http_request *r, double t0) {
     int mn = (int)(r->method_len < 16 ? r->method_len : 16), pn = (int)(r->target_len < 200 ? r->target_len : 200);
-    fprintf(stderr, "%s %.*s %.*s %d prompt %d (cached %d) completion %d tokens %.3f s\n", c->peer, mn, r->method,
-            pn, r->target, c->status, c->n_prompt, c->n_reused, c->n_completion, (now_ms() - t0) / 1000.0);
+    fprintf(stderr, "%s %.*s %.*s %d prompt %d (cached %d) completion %d tokens %.3f s batch %d\n", c->peer, mn, r->method,
+            pn, r->target, c->status, c->n_prompt, c->n_reused, c->n_completion, (now_ms() - t0) / 1000.0, c->max_batch);
 }
 
 static void *conn_main(void *arg) {
@@ -905,7 +906,7 @@ static void *conn_main(void *arg) {
         if (rc == 0) break;
         double t0 = now_ms();
         c->status = 0;
-        c->n_prompt = c->n_completion = c->n_reused = 0;
+        c->n_prompt = c->n_completion = c->n_reused = c->max_batch = 0;
         if (rc != HTTP_COMPLETE) { /* the stream cannot be trusted after a bad request: answer, close */
             c->keep_alive = 0;
             c->head_only = 0;

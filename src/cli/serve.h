@@ -2,6 +2,8 @@
  * contexts ("slots") and runs the generation jobs the connection threads
  * queue (serve_engine.c); cmd_serve.c is the HTTP side.
  *
+ * All running slots advance together: one moe_eval_batch per round.
+ *
  * A job is owned by the connection that made it. It hands the job over with
  * engine_submit and may free it only after engine_wait reported it done (or
  * engine_cancel returned): until then the model thread writes to it. */
@@ -34,17 +36,18 @@ typedef struct serve_job {
     int n_completion;           /* tokens generated */
     int n_reused;               /* prompt tokens kept from the slot's cache (not evaluated) */
     int slot;                   /* which slot ran it, -1 before */
+    int max_batch;              /* most sequences evaluated in one round with it */
     char error[256];            /* non-empty: the job failed (done is set) */
     struct serve_job *next;     /* the queue's link */
 } serve_job;
 
 typedef struct serve_engine serve_engine;
 
-/* Start the model thread with n_slots contexts of parameters cp; at most
+/* Start the model thread with one context of parameters cp holding n_slots sequences; at most
  * queue_cap jobs wait for a slot (beyond those a free slot takes at once).
  * NULL with err set on failure. */
 serve_engine *engine_new(const moe_model *m, const moe_ctx_params *cp, int n_slots, int queue_cap, moe_err *err);
-/* Positions each slot's context holds. */
+/* Positions each slot's sequence holds. */
 int engine_n_ctx(const serve_engine *e);
 /* Stop the model thread (after its current step) and free the slots. */
 void engine_free(serve_engine *e);

@@ -1,12 +1,12 @@
 /* serve_engine.c - the model thread of `moe serve`.
  *
- * One thread owns every moe_ctx, so the model is driven from one place and
- * nothing in the library needs a lock. It keeps n_slots slots, each a context
- * with the token ids its KV cache holds. A queued job goes to the free slot
- * whose cache shares the longest prefix with its prompt (a follow-up chat turn
- * then evaluates only its new tokens), and every running slot advances one
- * step per round (prefill, then one token each): the round is where a batched
- * evaluation of all slots' tokens will go once the library has one.
+ * One thread owns the moe_ctx, so the model is driven from one place and
+ * nothing in the library needs a lock. The context holds n_slots sequences;
+ * slot s is sequence s, with the token ids its KV cache holds. A queued job
+ * goes to the free slot whose cache shares the longest prefix with its prompt
+ * (a follow-up chat turn then evaluates only its new tokens). Each round puts
+ * every running slot's tokens (a prompt, or the one token it just sampled)
+ * into one moe_eval_batch: one pass through the model for all of them.
  *
  * Text leaves a slot only up to the point no stop string can still begin:
  * the longest suffix that is a prefix of a stop string is held back, so a
@@ -19,11 +19,11 @@
 #include "serve.h"
 
 typedef struct {
-    moe_ctx *ctx;
     int32_t *cache;       /* (n_cache) token ids in the KV cache, in order; room for n_ctx */
     int n_cache;
     serve_job *job;       /* running job, NULL: free */
     int prefilled;        /* 0: the job's prompt is not evaluated yet */
+    int32_t next;         /* the token sampled this round, evaluated in the batch */
     moe_sampler *smp;
     moe_detok dt;
     strbuf text;          /* the job's generated text so far */
@@ -35,7 +35,9 @@ typedef struct {
 struct serve_engine {
     const moe_model *m;
     int vocab;
+    moe_ctx *ctx;         /* n_slots sequences */
     slot *slots;          /* (n_slots) */
+    moe_batch_item *items; /* (n_slots) this round's */
     int n_slots;
     int32_t *end_ids;     /* (n_end) ids that end a chat reply */
     int n_end;
@@ -120,14 +122,16 @@ static void publish(serve_engine *e, slot *s, size_t upto) {
     s->sent = upto;
 }
 
+static int seq_of(const serve_engine *e, const slot *s) { return (int)(s - e->slots); }
+
 /* The job is over: flush what is left (lock held by the caller) and free the slot. */
 static void finish(serve_engine *e, slot *s, const char *reason, const char *error) {
     serve_job *j = s->job;
     if (!error && !j->cancelled) publish(e, s, s->text.n);
     j->finish = error || j->cancelled ? NULL : reason;
     if (error) { /* the cache may hold half an evaluation: forget it */
-        snprintf(j->error, sizeof j->error, "%s", error);
-        moe_ctx_reset(s->ctx);
+        snprintf(j->error, sizeof j->error, "%.255s", error);
+        moe_seq_reset(e->ctx, seq_of(e, s));
         s->n_cache = 0;
     }
     if (j->out.failed && !j->error[0]) snprintf(j->error, sizeof j->error, "out of memory");
@@ -142,22 +146,28 @@ static void finish(serve_engine *e, slot *s, const char *reason, const char *err
 
 static void cache_push(slot *s, int32_t id) { s->cache[s->n_cache++] = id; }
 
-/* Evaluate the prompt after the prefix the cache already holds. */
-static const char *prefill(serve_engine *e, slot *s, moe_err *err) {
+/* The batch item that evaluates a new job's prompt after the prefix the
+ * slot's cache already holds (at least its last token, for the logits).
+ * Returns the error, or NULL. */
+static const char *prefill_item(serve_engine *e, slot *s, moe_batch_item *it, moe_err *err) {
     serve_job *j = s->job;
-    int keep = 0;
+    int seq = seq_of(e, s), keep = 0;
     while (keep < s->n_cache && keep < j->n_prompt && s->cache[keep] == j->prompt[keep]) keep++;
-    if (keep == j->n_prompt) keep--; /* at least one token is evaluated, for its logits */
-    if (moe_ctx_truncate(s->ctx, keep, err)) { /* a sliding-window ring moved on: start over */
-        moe_ctx_reset(s->ctx);
+    if (keep == j->n_prompt) keep--;
+    if (keep < moe_seq_pos(e->ctx, seq) && moe_seq_truncate(e->ctx, seq, keep, err)) {
+        moe_seq_reset(e->ctx, seq); /* a recurrent state or a moved-on sliding-window ring: start over */
         keep = 0;
     }
     s->n_cache = keep;
-    if (moe_eval(s->ctx, j->prompt + keep, j->n_prompt - keep, NULL, err)) {
-        moe_ctx_reset(s->ctx);
-        s->n_cache = 0;
-        return err->msg;
-    }
+    if (j->n_prompt > moe_ctx_n_ctx(e->ctx)) return "the prompt does not fit the context";
+    *it = (moe_batch_item){.seq = seq, .tokens = j->prompt + keep, .n = j->n_prompt - keep};
+    return NULL;
+}
+
+/* The prompt is in the cache: get ready to sample. */
+static const char *ready_to_sample(serve_engine *e, slot *s, moe_err *err) {
+    serve_job *j = s->job;
+    int keep = s->n_cache;
     for (int i = keep; i < j->n_prompt; i++) cache_push(s, j->prompt[i]);
     s->smp = moe_sampler_new(&j->sp, e->vocab, err);
     if (!s->smp) return err->msg;
@@ -173,37 +183,23 @@ static const char *prefill(serve_engine *e, slot *s, moe_err *err) {
     return NULL;
 }
 
-/* One step of a running slot: the prompt, or one token. */
-static void step(serve_engine *e, slot *s) {
+/* Sample a running slot's next token and hand on the text it completes.
+ * Returns 1 when the token is to be evaluated (in s->next), 0 when the job
+ * ended. */
+static int sample_next(serve_engine *e, slot *s) {
     serve_job *j = s->job;
-    moe_err err = {{0}};
-    pthread_mutex_lock(&e->mu);
-    int cancelled = j->cancelled;
-    pthread_mutex_unlock(&e->mu);
-    if (cancelled || !s->prefilled) {
-        const char *error = cancelled ? NULL : prefill(e, s, &err);
-        if (cancelled || error) {
-            pthread_mutex_lock(&e->mu);
-            finish(e, s, NULL, error);
-            pthread_mutex_unlock(&e->mu);
-        }
-        return;
-    }
-    int32_t next = moe_sample(s->smp, moe_ctx_logits(s->ctx), s->cache, s->n_cache);
+    s->next = moe_sample(s->smp, moe_seq_logits(e->ctx, seq_of(e, s)), s->cache, s->n_cache);
     const char *reason = NULL, *error = NULL;
-    size_t upto;
-    if (is_end(e, j, next)) {
+    if (is_end(e, j, s->next)) {
         reason = "stop";
     } else {
         char piece[1024];
-        size_t k = moe_detok_push(&s->dt, next, piece, sizeof piece);
+        size_t k = moe_detok_push(&s->dt, s->next, piece, sizeof piece);
         sb_put(&s->text, piece, k);
         s->n_gen++;
-        if (s->n_gen >= j->max_tokens || s->n_cache >= moe_ctx_n_ctx(s->ctx)) reason = "length";
-        else if (moe_eval(s->ctx, &next, 1, NULL, &err)) error = err.msg;
-        else cache_push(s, next);
+        if (s->n_gen >= j->max_tokens || s->n_cache >= moe_ctx_n_ctx(e->ctx)) reason = "length";
     }
-    if (reason && !error) { /* the end: what the detokenizer still holds belongs to the text */
+    if (reason) { /* the end: what the detokenizer still holds belongs to the text */
         char piece[64];
         size_t k = moe_detok_flush(&s->dt, piece, sizeof piece);
         sb_put(&s->text, piece, k);
@@ -214,7 +210,7 @@ static void step(serve_engine *e, slot *s) {
         s->text.n = at;
         reason = "stop";
     }
-    upto = reason ? s->text.n : s->text.n - stop_holdback(j, s->text.p, s->text.n, s->sent);
+    size_t upto = reason ? s->text.n : s->text.n - stop_holdback(j, s->text.p, s->text.n, s->sent);
     pthread_mutex_lock(&e->mu);
     if (error || reason) {
         finish(e, s, reason, error);
@@ -223,6 +219,67 @@ static void step(serve_engine *e, slot *s) {
         pthread_cond_broadcast(&e->progress);
     }
     pthread_mutex_unlock(&e->mu);
+    return !error && !reason;
+}
+
+/* The slot's item was evaluated (error NULL) or refused. */
+static void evaluated(serve_engine *e, slot *s, const char *error, moe_err *err) {
+    if (!error) {
+        if (!s->prefilled) error = ready_to_sample(e, s, err);
+        else cache_push(s, s->next);
+    }
+    if (error) {
+        pthread_mutex_lock(&e->mu);
+        finish(e, s, NULL, error);
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
+/* One round: every running slot's tokens (a new prompt, or the token it just
+ * sampled) go through the model in one moe_eval_batch, so the experts several
+ * sequences chose are read once. */
+static void run_round(serve_engine *e) {
+    int n = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (!s->job) continue;
+        moe_err err = {{0}};
+        pthread_mutex_lock(&e->mu);
+        int cancelled = s->job->cancelled;
+        if (cancelled) finish(e, s, NULL, NULL);
+        pthread_mutex_unlock(&e->mu);
+        if (cancelled) continue;
+        if (s->prefilled) {
+            if (sample_next(e, s)) e->items[n++] = (moe_batch_item){.seq = i, .tokens = &s->next, .n = 1};
+            continue;
+        }
+        const char *error = prefill_item(e, s, &e->items[n], &err);
+        if (!error) {
+            n++;
+            continue;
+        }
+        pthread_mutex_lock(&e->mu);
+        finish(e, s, NULL, error);
+        pthread_mutex_unlock(&e->mu);
+    }
+    if (n == 0) return;
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < n; i++) {
+        serve_job *j = e->slots[e->items[i].seq].job;
+        if (n > j->max_batch) j->max_batch = n;
+    }
+    pthread_mutex_unlock(&e->mu);
+    moe_err err = {{0}};
+    if (moe_eval_batch(e->ctx, e->items, n, &err) == 0) {
+        for (int i = 0; i < n; i++) evaluated(e, &e->slots[e->items[i].seq], NULL, &err);
+        return;
+    }
+    /* one bad item refuses the whole call (nothing evaluated): alone, only it fails */
+    for (int i = 0; i < n; i++) {
+        moe_err one = {{0}};
+        int rc = moe_eval_batch(e->ctx, &e->items[i], 1, &one);
+        evaluated(e, &e->slots[e->items[i].seq], rc ? one.msg : NULL, &one);
+    }
 }
 
 static void *engine_main(void *arg) {
@@ -246,8 +303,7 @@ static void *engine_main(void *arg) {
         }
         e->rounds++;
         pthread_mutex_unlock(&e->mu);
-        for (int i = 0; i < e->n_slots; i++)
-            if (e->slots[i].job) step(e, &e->slots[i]);
+        run_round(e);
         pthread_mutex_lock(&e->mu);
     }
     for (int i = 0; i < e->n_slots; i++) /* quitting: release whoever still waits */
@@ -258,7 +314,9 @@ static void *engine_main(void *arg) {
 
 serve_engine *engine_new(const moe_model *m, const moe_ctx_params *cp, int n_slots, int queue_cap, moe_err *err) {
     serve_engine *e = calloc(1, sizeof *e);
-    if (!e || !(e->slots = calloc((size_t)n_slots, sizeof *e->slots))) {
+    if (!e || !(e->slots = calloc((size_t)n_slots, sizeof *e->slots)) ||
+        !(e->items = calloc((size_t)n_slots, sizeof *e->items))) {
+        if (e) free(e->slots);
         free(e);
         snprintf(err->msg, sizeof err->msg, "out of memory");
         return NULL;
@@ -273,12 +331,11 @@ serve_engine *engine_new(const moe_model *m, const moe_ctx_params *cp, int n_slo
     e->end_ids = malloc(sizeof *e->end_ids * (size_t)(e->n_end + 1));
     int ok = e->end_ids != NULL;
     if (ok) moe_chat_end_tokens(m, e->end_ids, e->n_end);
-    for (int i = 0; ok && i < n_slots; i++) {
-        slot *s = &e->slots[i];
-        s->ctx = moe_ctx_new(m, cp, err);
-        ok = s->ctx != NULL;
-        if (ok) ok = (s->cache = malloc(sizeof *s->cache * (size_t)moe_ctx_n_ctx(s->ctx))) != NULL;
-    }
+    moe_ctx_params p = *cp;
+    p.n_seq = n_slots;
+    if (ok) ok = (e->ctx = moe_ctx_new(m, &p, err)) != NULL;
+    for (int i = 0; ok && i < n_slots; i++)
+        ok = (e->slots[i].cache = malloc(sizeof *e->slots[i].cache * (size_t)moe_ctx_n_ctx(e->ctx))) != NULL;
     if (ok) {
         pthread_mutex_init(&e->mu, NULL);
         pthread_cond_init(&e->work, NULL);
@@ -292,11 +349,10 @@ serve_engine *engine_new(const moe_model *m, const moe_ctx_params *cp, int n_slo
     }
     if (!ok) {
         if (!err->msg[0]) snprintf(err->msg, sizeof err->msg, "out of memory");
-        for (int i = 0; i < n_slots; i++) {
-            moe_ctx_free(e->slots[i].ctx);
-            free(e->slots[i].cache);
-        }
+        moe_ctx_free(e->ctx);
+        for (int i = 0; i < n_slots; i++) free(e->slots[i].cache);
         free(e->slots);
+        free(e->items);
         free(e->end_ids);
         free(e);
         return NULL;
@@ -304,7 +360,7 @@ serve_engine *engine_new(const moe_model *m, const moe_ctx_params *cp, int n_slo
     return e;
 }
 
-int engine_n_ctx(const serve_engine *e) { return moe_ctx_n_ctx(e->slots[0].ctx); }
+int engine_n_ctx(const serve_engine *e) { return moe_ctx_n_ctx(e->ctx); }
 
 void engine_free(serve_engine *e) {
     if (!e) return;
@@ -313,8 +369,8 @@ void engine_free(serve_engine *e) {
     pthread_cond_broadcast(&e->work);
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->thread, NULL);
+    moe_ctx_free(e->ctx);
     for (int i = 0; i < e->n_slots; i++) {
-        moe_ctx_free(e->slots[i].ctx);
         free(e->slots[i].cache);
         sb_free(&e->slots[i].text);
     }
@@ -322,6 +378,7 @@ void engine_free(serve_engine *e) {
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->progress);
     free(e->slots);
+    free(e->items);
     free(e->end_ids);
     free(e);
 }
@@ -335,6 +392,7 @@ int engine_submit(serve_engine *e, serve_job *j) {
         j->next = NULL;
         j->done = j->cancelled = 0;
         j->slot = -1;
+        j->max_batch = 0;
         if (e->tail) e->tail->next = j;
         else e->head = j;
         e->tail = j;
