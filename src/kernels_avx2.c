@@ -416,11 +416,46 @@ void avx2_tile_iq4_xs(int n, const void *w, size_t w_stride, int nr, const void 
 /* MXFP4 x float: each block's 32 levels (a shuffle of the nibbles through
  * kvalues_mxfp4) times its power-of-two half scale are exact floats, used
  * for up to TOK float activation rows with FMA; no activation rounding
- * (quant_mxfp4.h says why). */
+ * (quant_mxfp4.h says why). A block's four FMAs per token go into
+ * 4 / T accumulators per token (four chains for T = 1 or 2, one per token
+ * from 3), so one token (decode) is not held to one FMA latency per
+ * 8 weights, and four tokens still fit the 16 ymm registers. */
+static inline __attribute__((always_inline)) void mx_levels8(const block_mxfp4 *blk, __m128i lut, __m256 wv[4]) {
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    __m128i q = _mm_loadu_si128((const __m128i *)blk->qs);
+    __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
+    __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+    __m256 d = _mm256_set1_ps(mxfp4_half_scale(blk->e));
+    wv[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
+    wv[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
+    wv[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
+    wv[3] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
+}
+
+static inline __attribute__((always_inline)) void row_mxfp4(int T, int nb, const block_mxfp4 *wb, __m128i lut,
+                                                              const float *const *x, float *o) {
+    const int C = T == 1 ? 4 : T == 2 ? 2 : 1; /* chains per token */
+    __m256 acc[4][TOK];                        /* [chain][token]: chain c takes the quarters k with k % C == c */
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < T; t++) acc[c][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256 wv[4];
+        mx_levels8(wb + b, lut, wv);
+        for (int t = 0; t < T; t++)
+            for (int k = 0; k < 4; k++)
+                acc[k % C][t] = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(x[t] + 32 * b + 8 * k), acc[k % C][t]);
+    }
+    for (int t = 0; t < T; t++) {
+        __m256 s = acc[0][t];
+        for (int c = 1; c < C; c++) s = _mm256_add_ps(s, acc[c][t]);
+        o[t] = hsum8(s);
+    }
+}
+
 void avx2_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                      int nt, float *y, size_t ldy) {
     int nb = n / QK_MXFP4;
-    const __m128i m4 = _mm_set1_epi8(0xF), lut = _mm_loadu_si128((const __m128i *)kvalues_mxfp4);
+    const __m128i lut = _mm_loadu_si128((const __m128i *)kvalues_mxfp4);
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
         const float *x[TOK];
@@ -428,21 +463,14 @@ void avx2_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *
         for (int r = 0; r < nr; r++) {
             const block_mxfp4 *wb = (const block_mxfp4 *)((const char *)w + (size_t)r * w_stride);
             if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
-            __m256 acc[TOK];
-            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
-            for (int b = 0; b < nb; b++) {
-                __m128i q = _mm_loadu_si128((const __m128i *)wb[b].qs);
-                __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(q, m4));
-                __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(q, 4), m4));
-                __m256 d = _mm256_set1_ps(mxfp4_half_scale(wb[b].e)), wv[4];
-                wv[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
-                wv[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
-                wv[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
-                wv[3] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
-                for (int t = 0; t < m; t++)
-                    for (int k = 0; k < 4; k++) acc[t] = _mm256_fmadd_ps(wv[k], _mm256_loadu_ps(x[t] + 32 * b + 8 * k), acc[t]);
+            float o[TOK] = {0}; /* (gcc cannot see that the switch fills o[0..m)) */
+            switch (m) {        /* a constant token count keeps the accumulators in registers */
+            case 4: row_mxfp4(4, nb, wb, lut, x, o); break;
+            case 3: row_mxfp4(3, nb, wb, lut, x, o); break;
+            case 2: row_mxfp4(2, nb, wb, lut, x, o); break;
+            default: row_mxfp4(1, nb, wb, lut, x, o); break;
             }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
         }
     }
 }
