@@ -21,6 +21,7 @@
 #include "kernels.h"
 #include "quant_k.h"
 #include "quant_legacy.h"
+#include "quant_mxfp4.h"
 #include "util.h"
 
 #define TOK 4 /* tokens per pass over a weight row */
@@ -323,6 +324,59 @@ static void tile_iq4_xs(int n, const void *w, size_t w_stride, int nr, const voi
     }
 }
 
+/* MXFP4 x float: each block's 32 levels (a table lookup of the nibbles in
+ * kvalues_mxfp4, widened to floats) times its power-of-two half scale are
+ * exact floats, used for up to TOK float activation rows with FMA; no
+ * activation rounding (quant_mxfp4.h says why). A block's eight FMAs per
+ * token go into four accumulators per token, so one token (decode) is not
+ * held to one FMA latency per 4 weights. Inlined with a constant token
+ * count, as FLOAT_ROW, so the accumulators stay in registers. */
+static inline float32x4_t mx_widen(int16x4_t v, float32x4_t d) { return vmulq_f32(d, vcvtq_f32_s32(vmovl_s16(v))); }
+
+static inline __attribute__((always_inline)) void row_mxfp4(int T, int nb, const block_mxfp4 *wb, int8x16_t lut,
+                                                              const float *const *x, float *o) {
+    const uint8x16_t m4 = vdupq_n_u8(0xF);
+    float32x4_t acc[4][TOK]; /* [chain][token]: chain c takes the quarters k with k % 4 == c */
+    UNROLL for (int t = 0; t < T; t++) acc[0][t] = acc[1][t] = acc[2][t] = acc[3][t] = vdupq_n_f32(0.0f);
+    for (int b = 0; b < nb; b++) {
+        uint8x16_t q = vld1q_u8(wb[b].qs);
+        int8x16_t l = vqtbl1q_s8(lut, vandq_u8(q, m4)), h = vqtbl1q_s8(lut, vshrq_n_u8(q, 4));
+        int16x8_t w16[4] = {vmovl_s8(vget_low_s8(l)), vmovl_s8(vget_high_s8(l)), vmovl_s8(vget_low_s8(h)),
+                            vmovl_s8(vget_high_s8(h))}; /* elements 0-7, 8-15, 16-23, 24-31 */
+        float32x4_t d = vdupq_n_f32(mxfp4_half_scale(wb[b].e)), wv[8]; /* wv[k]: elements 4k..4k+3 */
+        for (int k = 0; k < 4; k++) {
+            wv[2 * k] = mx_widen(vget_low_s16(w16[k]), d);
+            wv[2 * k + 1] = mx_widen(vget_high_s16(w16[k]), d);
+        }
+        UNROLL for (int t = 0; t < T; t++) for (int k = 0; k < 8; k++)
+            acc[k % 4][t] = vfmaq_f32(acc[k % 4][t], wv[k], vld1q_f32(x[t] + 32 * b + 4 * k));
+    }
+    UNROLL for (int t = 0; t < T; t++)
+        o[t] = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0][t], acc[1][t]), vaddq_f32(acc[2][t], acc[3][t])));
+}
+
+static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                       int nt, float *y, size_t ldy) {
+    int nb = n / QK_MXFP4;
+    const int8x16_t lut = vld1q_s8(kvalues_mxfp4);
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const float *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_mxfp4 *wb = (const block_mxfp4 *)((const char *)w + (size_t)r * w_stride);
+            float o[TOK] = {0}; /* (gcc cannot see that the switch fills o[0..m)) */
+            switch (m) {        /* a constant token count keeps the accumulators in registers */
+            case 4: row_mxfp4(4, nb, wb, lut, x, o); break;
+            case 3: row_mxfp4(3, nb, wb, lut, x, o); break;
+            case 2: row_mxfp4(2, nb, wb, lut, x, o); break;
+            default: row_mxfp4(1, nb, wb, lut, x, o); break;
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
+        }
+    }
+}
+
 /* ------------------------------------------------------------ f32 helpers */
 
 /* ------------------------------------------------------------ interleaved rows */
@@ -464,7 +518,7 @@ static const kernel_set NEON = {
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
              [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K,
              [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = tile_iq4_xs,
-             [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
+             [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16, [DT_MXFP4] = tile_mxfp4},
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
     .axpy_f16 = axpy_f16,
