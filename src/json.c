@@ -276,6 +276,22 @@ static json_value *read_number(reader *r) {
 
 static json_value *read_value(reader *r);
 
+/* After an array element or object member: 1 after a ',' (another follows),
+ * 0 after the closing bracket, -1 (failed, naming `what`) on anything else. */
+static int next_item(reader *r, char close, const char *what) {
+    skip_ws(r);
+    if (r->i < r->n && r->s[r->i] == ',') {
+        r->i++;
+        return 1;
+    }
+    if (r->i < r->n && r->s[r->i] == close) {
+        r->i++;
+        return 0;
+    }
+    fail(r, what);
+    return -1;
+}
+
 static json_value *read_array(reader *r) {
     json_value *a = json_new(JSON_ARRAY);
     if (!a) return fail(r, "out of memory");
@@ -292,17 +308,9 @@ static json_value *read_array(reader *r) {
             fail(r, "out of memory");
             break;
         }
-        skip_ws(r);
-        if (r->i < r->n && r->s[r->i] == ',') {
-            r->i++;
-            continue;
-        }
-        if (r->i < r->n && r->s[r->i] == ']') {
-            r->i++;
-            return a;
-        }
-        fail(r, "expected ',' or ']' in an array");
-        break;
+        int more = next_item(r, ']', "expected ',' or ']' in an array");
+        if (more == 0) return a;
+        if (more < 0) break;
     }
     json_free(a);
     return NULL;
@@ -349,17 +357,9 @@ static json_value *read_object(reader *r) {
             fail(r, "out of memory");
             break;
         }
-        skip_ws(r);
-        if (r->i < r->n && r->s[r->i] == ',') {
-            r->i++;
-            continue;
-        }
-        if (r->i < r->n && r->s[r->i] == '}') {
-            r->i++;
-            return o;
-        }
-        fail(r, "expected ',' or '}' in an object");
-        break;
+        int more = next_item(r, '}', "expected ',' or '}' in an object");
+        if (more == 0) return o;
+        if (more < 0) break;
     }
     json_free(o);
     return NULL;

@@ -10,10 +10,8 @@ void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
-void softmax_fast(float *x, int n) {
-    float max = x[0];
-    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
-    float sum = 0.0f;
+/* x[i] = exp(x[i] - max) / sum of them all plus `sum` (a sink's share, or 0). */
+static void exp_normalize(float *x, int n, float max, float sum) {
 #pragma omp simd reduction(+ : sum)
     for (int i = 0; i < n; i++) {
         x[i] = exp_fast(x[i] - max);
@@ -21,6 +19,12 @@ void softmax_fast(float *x, int n) {
     }
     float inv = 1.0f / sum;
     for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void softmax_fast(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    exp_normalize(x, n, max, 0.0f);
 }
 
 void softmax(float *x, int n) {
@@ -54,14 +58,7 @@ void swiglu_oai(float *gate, const float *up, const float *bg, const float *bu, 
 void softmax_sink(float *x, int n, float sink) {
     float max = sink;
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-    float sum = exp_fast(sink - max);
-#pragma omp simd reduction(+ : sum)
-    for (int i = 0; i < n; i++) {
-        x[i] = exp_fast(x[i] - max);
-        sum += x[i];
-    }
-    float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) x[i] *= inv;
+    exp_normalize(x, n, max, exp_fast(sink - max));
 }
 
 void axpy(float *y, float a, const float *x, int n) {

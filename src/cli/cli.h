@@ -27,6 +27,9 @@ int args_int(args *a, const char *flag, long lo, long hi);
 int args_kv_type(args *a, const char *flag);   /* --kv f32|f16: 1 for f16 */
 float args_float(args *a, const char *flag, double lo, double hi);
 uint64_t args_u64(args *a, const char *flag);
+/* The sampler's flags (--temp, --top-k, --top-p, --min-p, --repeat-penalty, -s/--seed) into sp;
+ * 0 when flag is none of them. */
+int args_sampler(args *a, const char *flag, moe_sampler_params *sp);
 /* Parse "1,2,3" into a newly allocated array; usage error on junk. */
 int32_t *parse_id_list(const char *cmd, const char *text, int *n);
 

@@ -390,12 +390,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(flag, "-c") || !strcmp(flag, "--ctx-size")) cp.n_ctx = args_int(&a, flag, 1, 1 << 24);
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
         else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
-        else if (!strcmp(flag, "--temp")) sp.temperature = args_float(&a, flag, 0, 100);
-        else if (!strcmp(flag, "--top-k")) sp.top_k = args_int(&a, flag, 0, 1 << 30);
-        else if (!strcmp(flag, "--top-p")) sp.top_p = args_float(&a, flag, 1e-6, 1);
-        else if (!strcmp(flag, "--min-p")) sp.min_p = args_float(&a, flag, 0, 1);
-        else if (!strcmp(flag, "--repeat-penalty")) sp.repeat_penalty = args_float(&a, flag, 1e-3, 100);
-        else if (!strcmp(flag, "-s") || !strcmp(flag, "--seed")) sp.seed = args_u64(&a, flag);
+        else if (args_sampler(&a, flag, &sp)) continue;
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe chat -h)", flag);
     }
     if (date && sscanf(date, "%4d-%2d-%2d", &c.copts.year, &c.copts.month, &c.copts.day) != 3)

@@ -85,13 +85,8 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(flag, "-b") || !strcmp(flag, "--batch-size")) cp.n_batch = args_int(&a, flag, 1, 1 << 16);
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) cp.n_threads = args_int(&a, flag, 1, 1024);
         else if (!strcmp(flag, "--kv")) cp.kv_f16 = args_kv_type(&a, flag);
-        else if (!strcmp(flag, "--temp")) sp.temperature = args_float(&a, flag, 0, 100);
-        else if (!strcmp(flag, "--top-k")) sp.top_k = args_int(&a, flag, 0, 1 << 30);
-        else if (!strcmp(flag, "--top-p")) sp.top_p = args_float(&a, flag, 1e-6, 1);
-        else if (!strcmp(flag, "--min-p")) sp.min_p = args_float(&a, flag, 0, 1);
-        else if (!strcmp(flag, "--repeat-penalty")) sp.repeat_penalty = args_float(&a, flag, 1e-3, 100);
+        else if (args_sampler(&a, flag, &sp)) continue;
         else if (!strcmp(flag, "--repeat-last-n")) sp.repeat_last_n = args_int(&a, flag, 0, 1 << 20);
-        else if (!strcmp(flag, "-s") || !strcmp(flag, "--seed")) sp.seed = args_u64(&a, flag);
         else if (!strcmp(flag, "--no-special")) no_special = 1;
         else if (!strcmp(flag, "--no-bos")) no_bos = 1;
         else if (!strcmp(flag, "--chat")) chat = 1;

@@ -67,6 +67,17 @@ uint64_t args_u64(args *a, const char *flag) {
     return (uint64_t)v;
 }
 
+int args_sampler(args *a, const char *flag, moe_sampler_params *sp) {
+    if (!strcmp(flag, "--temp")) sp->temperature = args_float(a, flag, 0, 100);
+    else if (!strcmp(flag, "--top-k")) sp->top_k = args_int(a, flag, 0, 1 << 30);
+    else if (!strcmp(flag, "--top-p")) sp->top_p = args_float(a, flag, 1e-6, 1);
+    else if (!strcmp(flag, "--min-p")) sp->min_p = args_float(a, flag, 0, 1);
+    else if (!strcmp(flag, "--repeat-penalty")) sp->repeat_penalty = args_float(a, flag, 1e-3, 100);
+    else if (!strcmp(flag, "-s") || !strcmp(flag, "--seed")) sp->seed = args_u64(a, flag);
+    else return 0;
+    return 1;
+}
+
 int32_t *parse_id_list(const char *cmd, const char *text, int *n) {
     size_t cap = 1;
     for (const char *p = text; *p; p++) cap += *p == ',';

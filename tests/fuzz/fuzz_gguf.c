@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gguf.h"
+#include "eval_buffer.h"
 #include "model.h"
 
 /* Read every value the way the translation may: nothing may read outside the buffer. */
@@ -47,17 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         read_all(&g);
         gguf_free(&g);
     }
-    moe_model *m = model_open_buffer(copy, size, &err);
-    if (m) {
-        moe_ctx_params p = {8, 4, 1, 0, 0, 0};
-        moe_ctx *c = moe_ctx_new(m, &p, &err);
-        if (c) {
-            int32_t t[2] = {0, 1};
-            moe_eval(c, t, 2, NULL, &err);
-            moe_ctx_free(c);
-        }
-        moe_model_free(m);
-    }
+    open_and_eval(copy, size);
     free(copy);
     return 0;
 }
