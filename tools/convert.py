@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """convert.py - turn a published checkpoint into one flat .moe file (docs/FORMAT.md).
 
-    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--experts keep|bf16] [--type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16 [--calib TEXT]]
+    python3 tools/convert.py SRC -o OUT [--dtype keep|f32] [--experts keep|bf16] [--type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16|q4_k_m|q5_k_m|q6_k|q3_k_m|q2_k [--calib TEXT]]
                              [--quiet]
 
 SRC is one of
@@ -1297,7 +1297,9 @@ def main(argv):
     ap.add_argument("--dtype", choices=("keep", "f32"), default="keep", help="keep weights as stored (default) or widen to f32")
     ap.add_argument("--experts", choices=("keep", "bf16"), default="keep",
                     help="gpt-oss: keep the MXFP4 experts as published (default) or dequantize them to BF16 (exact)")
-    ap.add_argument("--type", choices=("q8_0", "q4_0", "q4_k", "q8_0_r16", "q4_0_r16"), help="quantize the result with `moe quantize`")
+    ap.add_argument("--type", choices=("q8_0", "q4_0", "q4_k", "q8_0_r16", "q4_0_r16", "q4_k_m", "q5_k_m", "q6_k", "q3_k_m",
+                                       "q2_k"),
+                    help="quantize the result with `moe quantize` (q4_k_m ... q2_k: llama.cpp's mixes)")
     ap.add_argument("--moe", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "moe"),
                     help="the moe binary used by --type (default: build/moe)")
     ap.add_argument("-t", "--threads", type=int, default=0, help="threads for --type")

@@ -16,6 +16,12 @@
  *     q4_0_r16 Q8_0_R16;
  *   - a matrix whose row length does not fit the block falls back to the
  *     next type that fits (Q4_K -> Q4_0 -> Q8_0), else stays as it is.
+ * A llama.cpp mix (--type q4_k_m, q5_k_m, q6_k, q3_k_m, q2_k) gives each
+ * matrix the type llama-quantize would (quant_mix.c: more bits for attn_v,
+ * ffn_down, attn_output, the output matrix, MoE attention at Q8_0, its
+ * fallbacks for rows not a multiple of 256), the token embedding included;
+ * Q4_K there is rounded by ggml's reference algorithm (quantize_row_q4_K_ggml),
+ * so the blocks are llama.cpp's. The keep-rules above still apply.
  * With --calib TEXT, Q8_0, Q4_0 (plain or _r16) and Q4_K matrices are rounded by
  * GPTQ (gptq.h) against what they read when IN runs on that text (calib.c):
  * the attention input, the heads' output, the FFN input, and each expert's
@@ -29,24 +35,30 @@
 #include "file.h"
 #include "gptq.h"
 #include "quant.h"
+#include "quant_k.h"
+#include "quant_mix.h"
 #include "threads.h"
 #include "writer.h"
 
 static const char *CMD = "quantize";
 
 static void help(void) {
-    printf("usage: moe quantize IN.moe OUT.moe --type q8_0|q4_0|q4_k|q8_0_r16|q4_0_r16 [flags]\n\n"
-           "Writes OUT with the weight matrices in TYPE (ggml-compatible blocks). Routers,\n"
-           "norms, MXFP4 matrices (gpt-oss's experts) and (by default) the token embedding\n"
-           "keep their precision.\n\n"
-           "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32); q8_0_r16, q4_0_r16: the\n"
-           "                     same values with 16 rows interleaved, for faster kernels\n"
+    printf("usage: moe quantize IN OUT.moe --type q8_0|q4_0|q4_k|q4_k_m|q5_k_m|q6_k|... [flags]\n\n"
+           "Writes OUT with the weight matrices in TYPE (ggml-compatible blocks); IN is a .moe\n"
+           "or GGUF file. Routers, norms, MXFP4 matrices (gpt-oss's experts) and (by default)\n"
+           "the token embedding keep their precision.\n\n"
+           "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32 and the other GGUF types);\n"
+           "                     q8_0_r16, q4_0_r16: the same values with 16 rows interleaved;\n"
+           "                     q4_k_m, q5_k_m, q6_k, q3_k_m, q2_k: llama.cpp's mixes, each\n"
+           "                     tensor typed by llama-quantize's rules (docs/QUANTIZATION.md)\n"
            "      --embd T       type of the token embedding (default: keep)\n"
            "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
            "                     (q8_0_r16 for q4_0_r16), else T)\n"
            "      --calib TEXT   round Q8_0/Q4_0/Q4_K matrices by GPTQ, against the inputs they see\n"
            "                     when IN runs on this text (slower; docs/QUANTIZATION.md)\n"
            "      --calib-tokens N  tokens of TEXT to use (default 4096)\n"
+           "      --dry-run      print each tensor of IN and the type it gets, write nothing\n"
+           "                     (a GGUF IN: its own names, typed as llama-quantize would)\n"
            "  -t, --threads N    threads (default: all cores)\n"
            "  -q, --quiet        no progress line\n");
 }
@@ -66,16 +78,39 @@ static int ends_with(const moe_tensor *t, const char *suffix) {
     return (size_t)t->name_len >= k && !memcmp(t->name + t->name_len - k, suffix, k);
 }
 
+/* What --type and its companions asked for. */
+typedef struct {
+    moe_dtype want, embd, output; /* embd, output: when set */
+    int embd_set, output_set;
+    int mix;                      /* a quant_mix, or -1: every matrix gets want */
+    mix_model mm;                 /* the model the mix's rules read */
+} quant_opts;
+
+/* The mix's type of a .moe tensor: llama.cpp's rule for its llama.cpp name. */
+static moe_dtype mix_target(const moe_tensor *t, const quant_opts *o) {
+    char name[300];
+    if (quant_mix_gguf_name(t->name, t->name_len, name, sizeof name))
+        snprintf(name, sizeof name, "%.*s.weight", T_NAME(t)); /* no llama.cpp name: the rules by its own */
+    int want = quant_mix_type((quant_mix)o->mix, &o->mm, name, t->n_dims, t->dims[t->n_dims - 1]);
+    if (t->name_len == 8 && !memcmp(t->name, "tok_embd", 8) && o->embd_set) want = o->embd;
+    if (t->name_len == 6 && !memcmp(t->name, "output", 6) && o->output_set) want = o->output;
+    if (want < 0) return t->dtype;
+    want = dtype_info(want)->plain; /* --embd / --output q8_0_r16: rows may not fill 16-row groups */
+    return t->dims[t->n_dims - 1] % (uint64_t)dtype_info(want)->block ? t->dtype : (moe_dtype)want;
+}
+
 /* The rules of the header comment. */
-static moe_dtype target_type(const moe_tensor *t, moe_dtype want, int embd_set, moe_dtype embd, moe_dtype output) {
+static moe_dtype target_type(const moe_tensor *t, const quant_opts *o) {
     if (t->name_len > 4 && !memcmp(t->name, "tok.", 4)) return t->dtype;
     const dtype_traits *have = dtype_info(t->dtype);
     if (t->n_dims == 1 || (!have->is_float && !have->is_quant)) return t->dtype;
     if (ends_with(t, "ffn_router") || ends_with(t, "ffn_shexp_gate") || ends_with(t, "_bias")) return t->dtype;
     if (ends_with(t, "attn_k_b") || ends_with(t, "attn_v_b")) return t->dtype;
     if (t->dtype == DT_MXFP4) return t->dtype;
-    if (t->name_len == 8 && !memcmp(t->name, "tok_embd", 8)) want = embd_set ? embd : t->dtype;
-    if (t->name_len == 6 && !memcmp(t->name, "output", 6)) want = output;
+    if (o->mix >= 0) return mix_target(t, o);
+    moe_dtype want = o->want;
+    if (t->name_len == 8 && !memcmp(t->name, "tok_embd", 8)) want = o->embd_set ? o->embd : t->dtype;
+    if (t->name_len == 6 && !memcmp(t->name, "output", 6)) want = o->output;
     uint64_t cols = t->dims[t->n_dims - 1], rows = 1;
     for (int d = 0; d < t->n_dims - 1; d++) rows *= t->dims[d];
     int group = dtype_info(want)->row_group;
@@ -86,39 +121,66 @@ static moe_dtype target_type(const moe_tensor *t, moe_dtype want, int embd_set, 
     return t->dtype;
 }
 
+static int64_t kv_int(const moe_file *f, const char *key) {
+    const moe_kv *kv = moef_kv(f, key);
+    return kv && kv->type == KV_INT ? kv->i : 0;
+}
+
+/* --dry-run: each tensor and the type it gets. A GGUF input under a mix is
+ * listed by its own tensor names, typed by llama.cpp's rules alone: the file
+ * llama-quantize would write (the .moe keeps MLA's k_b/v_b float besides). */
+static void print_plan(const moe_file *f, const quant_opts *o) {
+    const gguf_file *g = f->gguf;
+    if (g && o->mix >= 0) {
+        for (uint64_t i = 0; i < g->n_tensors; i++) {
+            const gguf_tensor *t = &g->tensors[i];
+            char name[300];
+            snprintf(name, sizeof name, "%.*s", (int)t->name_len, t->name);
+            int q = quant_mix_type((quant_mix)o->mix, &o->mm, name, t->n_dims, t->ne[0]);
+            printf("%s %s\n", name, q >= 0 ? dtype_name(q) : ggml_type_name(t->type));
+        }
+        return;
+    }
+    for (int i = 0; i < f->n_tensors; i++)
+        printf("%.*s %s\n", T_NAME(&f->tensors[i]), dtype_name(target_type(&f->tensors[i], o)));
+}
+
 int cmd_quantize(int argc, char **argv) {
     args a = {CMD, argc, 0, argv};
     const char *in = NULL, *out = NULL, *flag;
-    moe_dtype want = DT_F32, embd = DT_F32, output = DT_F32;
-    int have_type = 0, embd_set = 0, output_set = 0, threads = 0, quiet = 0, calib_tokens = 4096;
+    quant_opts o = {.want = DT_F32, .embd = DT_F32, .output = DT_F32, .mix = -1};
+    int have_type = 0, threads = 0, quiet = 0, dry_run = 0, calib_tokens = 4096;
     const char *calib_path = NULL;
     while (args_next(&a, &flag)) {
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
         else if (!strcmp(flag, "--type")) {
             const char *v = args_value(&a, flag);
-            if (parse_type(v, &want)) die(EXIT_USAGE, CMD, "--type: unknown type \"%s\" (q8_0, q4_0, q4_k, f16, bf16, f32)", v);
+            o.mix = quant_mix_from_name(v);
+            if (o.mix < 0 && parse_type(v, &o.want))
+                die(EXIT_USAGE, CMD, "--type: unknown type \"%s\" (q8_0, q4_0, q4_k, q4_k_m, q5_k_m, q6_k, f16, bf16, f32)", v);
             have_type = 1;
         } else if (!strcmp(flag, "--embd")) {
             const char *v = args_value(&a, flag);
-            if (parse_type(v, &embd)) die(EXIT_USAGE, CMD, "--embd: unknown type \"%s\"", v);
-            embd_set = 1;
+            if (parse_type(v, &o.embd)) die(EXIT_USAGE, CMD, "--embd: unknown type \"%s\"", v);
+            o.embd_set = 1;
         } else if (!strcmp(flag, "--output")) {
             const char *v = args_value(&a, flag);
-            if (parse_type(v, &output)) die(EXIT_USAGE, CMD, "--output: unknown type \"%s\"", v);
-            output_set = 1;
+            if (parse_type(v, &o.output)) die(EXIT_USAGE, CMD, "--output: unknown type \"%s\"", v);
+            o.output_set = 1;
         } else if (!strcmp(flag, "--calib")) calib_path = args_value(&a, flag);
         else if (!strcmp(flag, "--calib-tokens")) calib_tokens = args_int(&a, flag, 2, 1 << 24);
         else if (!strcmp(flag, "-t") || !strcmp(flag, "--threads")) threads = args_int(&a, flag, 1, 1024);
         else if (!strcmp(flag, "-q") || !strcmp(flag, "--quiet")) quiet = 1;
+        else if (!strcmp(flag, "--dry-run")) dry_run = 1;
         else if (flag[0] == '-') die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe quantize -h)", flag);
         else if (!in) in = flag;
         else if (!out) out = flag;
         else die(EXIT_USAGE, CMD, "unexpected argument \"%s\"", flag);
     }
-    if (!in || !out) die(EXIT_USAGE, CMD, "usage: moe quantize IN.moe OUT.moe --type TYPE");
+    if (!in || (!out && !dry_run)) die(EXIT_USAGE, CMD, "usage: moe quantize IN OUT.moe --type TYPE");
     if (!have_type) die(EXIT_USAGE, CMD, "--type is required (q8_0, q4_0, q4_k)");
-    if (!output_set)
-        output = want == DT_Q4_0 || want == DT_Q4_K ? DT_Q8_0 : want == DT_Q4_0_R16 ? DT_Q8_0_R16 : want;
+    if (!o.output_set)
+        o.output = o.want == DT_Q4_0 || o.want == DT_Q4_K ? DT_Q8_0 : o.want == DT_Q4_0_R16 ? DT_Q8_0_R16 : o.want;
     if (threads) threads_set(threads);
 
     /* validate the input as a model first: never quantize a file we could not run */
@@ -128,6 +190,14 @@ int cmd_quantize(int argc, char **argv) {
     moe_file f;
     moe_err err = {{0}};
     if (moef_open(&f, in, &err)) die(1, CMD, "%s", err.msg);
+    o.mm = (mix_model){.n_layers = (int)kv_int(&f, "model.n_layers"), .n_experts = (int)kv_int(&f, "moe.n_experts"),
+                       .n_heads = (int)kv_int(&f, "model.n_heads"), .n_kv_heads = (int)kv_int(&f, "model.n_kv_heads"),
+                       .has_output = moef_tensor(&f, "output") != NULL};
+    if (dry_run) {
+        print_plan(&f, &o);
+        moef_close(&f);
+        return 0;
+    }
 
     moe_writer *w = writer_new();
     if (!w) die(1, CMD, "out of memory");
@@ -140,7 +210,7 @@ int cmd_quantize(int argc, char **argv) {
         const moe_tensor *t = &f.tensors[i];
         char name[256];
         snprintf(name, sizeof name, "%.*s", T_NAME(t));
-        types[i] = target_type(t, want, embd_set, embd, output);
+        types[i] = target_type(t, &o);
         if (writer_add_tensor(w, name, types[i], t->n_dims, t->dims)) die(1, CMD, "out of memory");
         in_bytes += t->nbytes;
         out_bytes += writer_tensor_bytes(w, i);
@@ -194,7 +264,10 @@ int cmd_quantize(int argc, char **argv) {
                 const float *U =
                     gptq ? calib_factor(cal, t->name, t->name_len, (int)((r0 + (uint64_t)r) / per_expert), &un) : NULL;
                 if (un != cols) U = NULL;
-                if (!U) {
+                if (!U && o.mix >= 0 && types[i] == DT_Q4_K) {
+                    for (int u = 0; u < k; u++) /* a mix: ggml's Q4_K rounding, llama.cpp's blocks */
+                        quantize_row_q4_K_ggml(tmp + (size_t)u * cols, dst + (size_t)u * out_rb, cols);
+                } else if (!U) {
                     quantize_rows(types[i], tmp, dst, k, cols);
                 } else if (plain == types[i]) {
                     gptq_rows(plain, tmp, k, cols, U, dst);
