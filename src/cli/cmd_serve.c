@@ -31,6 +31,7 @@
 #include "reasoning.h"
 #include "serve.h"
 #include "serve_page.h" /* generated: the chat page as serve_page[], serve_page_len */
+#include "unicode.h"
 
 static const char *CMD = "serve";
 
@@ -238,10 +239,6 @@ static int refuse_unsupported(const json_value *body, api_err *ae) {
     int64_t n = 1;
     int b = 0;
     if (get_int(body, "n", 1, 1, &n, ae) < 0) return api_fail(ae, "n", "\"n\" must be 1 (one choice per request)");
-    if (get_bool(body, "logprobs", &b, ae) < 0) return -1;
-    if (b) return api_fail(ae, "logprobs", "\"logprobs\" is not supported yet");
-    if (json_get(body, "top_logprobs") && json_get(body, "top_logprobs")->type != JSON_NULL)
-        return api_fail(ae, "top_logprobs", "\"top_logprobs\" is not supported yet");
     if (get_bool(body, "echo", &b, ae) < 0) return -1;
     if (b) return api_fail(ae, "echo", "\"echo\" is not supported");
     int64_t best_of = 1;
@@ -264,6 +261,28 @@ static int refuse_unsupported(const json_value *body, api_err *ae) {
     }
     v = json_get(body, "model");
     if (v && v->type != JSON_NULL && v->type != JSON_STRING) return api_fail(ae, "model", "\"model\" must be a string");
+    return 0;
+}
+
+/* logprobs into the job: chat: "logprobs": true and "top_logprobs": 0..20;
+ * completions (the legacy API): "logprobs": 0..20, the alternatives per token. */
+static int read_logprobs(const json_value *body, int chat, serve_job *j, api_err *ae) {
+    int64_t top = 0;
+    int rc;
+    if (chat) {
+        if (get_bool(body, "logprobs", &j->logprobs, ae) < 0) return -1;
+        if ((rc = get_int(body, "top_logprobs", 0, SERVE_MAX_TOP_LOGPROBS, &top, ae)) < 0) return -1;
+        if (rc && !j->logprobs)
+            return api_fail(ae, "top_logprobs", "\"top_logprobs\" needs \"logprobs\": true");
+    } else {
+        json_value *v = json_get(body, "logprobs");
+        if (v && v->type != JSON_NULL && v->type != JSON_INT)
+            return api_fail(ae, "logprobs", "\"logprobs\" must be an integer: the alternatives per token, 0 to %d",
+                            SERVE_MAX_TOP_LOGPROBS);
+        if ((rc = get_int(body, "logprobs", 0, SERVE_MAX_TOP_LOGPROBS, &top, ae)) < 0) return -1;
+        j->logprobs = rc;
+    }
+    j->top_logprobs = (int)top;
     return 0;
 }
 
@@ -489,12 +508,100 @@ typedef struct {
     size_t content_len, reasoning_len;
 } reply_text;
 
+/* A token's "token" (its bytes as a string, a byte that is not UTF-8 as U+FFFD), "bytes" and "id". */
+static void put_token(json_value *o, const moe_model *m, int32_t id, int with_bytes) {
+    size_t n = 0;
+    const char *raw = moe_token_bytes(m, id, &n);
+    strbuf t = {0};
+    for (size_t i = 0; i < n;) {
+        int k;
+        uint32_t cp = utf8_decode((const uint8_t *)raw + i, n - i, &k);
+        if (cp >= UNI_BAD_BASE) sb_put(&t, "\xef\xbf\xbd", 3);
+        else sb_put(&t, raw + i, (size_t)k);
+        i += (size_t)k;
+    }
+    json_object_set(o, "id", 2, json_new_int(id));
+    json_object_set(o, "token", 5, t.failed ? NULL : json_new_string(t.p ? t.p : "", t.n));
+    sb_free(&t);
+    if (!with_bytes) return;
+    json_value *bytes = json_new(JSON_ARRAY);
+    for (size_t i = 0; bytes && i < n; i++) json_array_push(bytes, json_new_int((unsigned char)raw[i]));
+    json_object_set(o, "bytes", 5, bytes);
+}
+
+/* Chat's logprobs of one token: {"id", "token", "logprob", "bytes", "top_logprobs": [{"id", "token",
+ * "logprob", "bytes"}]}. */
+static json_value *chat_logprob(const moe_model *m, const serve_logprob *e) {
+    json_value *o = json_new(JSON_OBJECT), *tops = json_new(JSON_ARRAY);
+    if (!o || !tops) {
+        json_free(o);
+        json_free(tops);
+        return NULL;
+    }
+    put_token(o, m, e->id, 1);
+    json_object_set(o, "logprob", 7, json_new_float(e->logprob));
+    for (int k = 0; k < e->n_top; k++) {
+        json_value *t = json_new(JSON_OBJECT);
+        if (t) {
+            put_token(t, m, e->top_id[k], 1);
+            json_object_set(t, "logprob", 7, json_new_float(e->top_logprob[k]));
+        }
+        json_array_push(tops, t);
+    }
+    json_object_set(o, "top_logprobs", 12, tops);
+    return o;
+}
+
+/* The "logprobs" of a choice for entries l[from..n): chat: {"content": [...]}; completion (legacy):
+ * {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}, the offsets in
+ * bytes of the completion's text (*end: where the previous token's text ended). */
+static json_value *logprobs_json(const moe_model *m, int chat, const serve_logprobs *l, int from, size_t *end) {
+    json_value *o = json_new(JSON_OBJECT);
+    if (!o) return NULL;
+    if (chat) {
+        json_value *content = json_new(JSON_ARRAY);
+        for (int i = from; content && i < l->n; i++) json_array_push(content, chat_logprob(m, &l->p[i]));
+        json_object_set(o, "content", 7, content);
+        return o;
+    }
+    json_value *tokens = json_new(JSON_ARRAY), *lps = json_new(JSON_ARRAY), *tops = json_new(JSON_ARRAY),
+               *offsets = json_new(JSON_ARRAY);
+    for (int i = from; tokens && lps && tops && offsets && i < l->n; i++) {
+        const serve_logprob *e = &l->p[i];
+        json_value *t = json_new(JSON_OBJECT), *top = json_new(JSON_OBJECT);
+        if (t) put_token(t, m, e->id, 0);
+        json_value *tok = json_get(t, "token");
+        json_array_push(tokens, tok ? json_new_string(tok->str, tok->len) : NULL);
+        json_array_push(lps, json_new_float(e->logprob));
+        for (int k = 0; top && k < e->n_top; k++) {
+            json_value *kt = json_new(JSON_OBJECT);
+            if (kt) put_token(kt, m, e->top_id[k], 0);
+            json_value *ks = json_get(kt, "token");
+            if (ks) json_object_set(top, ks->str, ks->len, json_new_float(e->top_logprob[k]));
+            json_free(kt);
+        }
+        json_array_push(tops, top);
+        json_array_push(offsets, json_new_int((int64_t)*end));
+        *end = e->text_end;
+        json_free(t);
+    }
+    json_object_set(o, "tokens", 6, tokens);
+    json_object_set(o, "token_logprobs", 14, lps);
+    json_object_set(o, "top_logprobs", 12, tops);
+    json_object_set(o, "text_offset", 11, offsets);
+    return o;
+}
+
 /* One choice: chat: {"index", "message"|"delta": {"role", "content", "reasoning_content"},
- * "finish_reason"}; completion: {"index", "text", "logprobs", "finish_reason"}. Empty parts
- * are left out of a delta. */
-static json_value *choice(int chat, int delta, const char *role, const reply_text *t, const char *finish) {
+ * "logprobs", "finish_reason"}; completion: {"index", "text", "logprobs", "finish_reason"}. Empty
+ * parts are left out of a delta; logprobs (taken over) NULL: none (chat leaves the field out). */
+static json_value *choice(int chat, int delta, const char *role, const reply_text *t, json_value *logprobs,
+                          const char *finish) {
     json_value *c = json_new(JSON_OBJECT);
-    if (!c) return NULL;
+    if (!c) {
+        json_free(logprobs);
+        return NULL;
+    }
     json_object_set(c, "index", 5, json_new_int(0));
     if (chat) {
         json_value *m = json_new(JSON_OBJECT);
@@ -504,9 +611,10 @@ static json_value *choice(int chat, int delta, const char *role, const reply_tex
         if (m && t && t->reasoning && t->reasoning_len)
             json_object_set(m, "reasoning_content", 17, json_new_string(t->reasoning, t->reasoning_len));
         json_object_set(c, delta ? "delta" : "message", delta ? 5 : 7, m ? m : json_new(JSON_NULL));
+        if (logprobs) json_object_set(c, "logprobs", 8, logprobs);
     } else {
         json_object_set(c, "text", 4, json_new_string(t ? t->content : "", t ? t->content_len : 0));
-        json_object_set(c, "logprobs", 8, json_new(JSON_NULL));
+        json_object_set(c, "logprobs", 8, logprobs ? logprobs : json_new(JSON_NULL));
     }
     json_object_set(c, "finish_reason", 13, finish ? json_new_string(finish, strlen(finish)) : json_new(JSON_NULL));
     return c;
@@ -568,21 +676,28 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
         split = &rsplit;
     }
     strbuf text = {0}, out = {0}, rs = {0}, ct = {0};
+    serve_logprobs lps = {0}; /* with logprobs: the entries of text; those from lp_sent on are not sent yet */
+    int lp_sent = 0;
+    size_t lp_end = 0;
     int gone = 0, done = 0;
     if (stream) {
         http_response_head(&out, 200, "text/event-stream", -1, c->keep_alive, "Cache-Control: no-cache\r\n");
         c->status = 200;
         reply_text empty = {.content = ""};
-        if (chat) sse_json(&out, with_choices(envelope(srv, id, object), choice(1, 1, "assistant", &empty, NULL)));
+        if (chat) sse_json(&out, with_choices(envelope(srv, id, object), choice(1, 1, "assistant", &empty, NULL, NULL)));
         gone = send_buf(c, &out) != 0;
     }
     while (!gone && !done) {
         size_t had = text.n;
-        done = engine_wait(srv->engine, j, &text, 200);
+        done = engine_wait(srv->engine, j, &text, j->logprobs ? &lps : NULL, 200);
         if (stream && (text.n > had || (done && split))) {
             take_parts(split, text.p + had, text.n - had, done, &rs, &ct);
             reply_text t = {ct.p ? ct.p : "", rs.p, ct.n, rs.n};
-            if (rs.n || ct.n) sse_json(&out, with_choices(envelope(srv, id, object), choice(chat, 1, NULL, &t, NULL)));
+            if (rs.n || ct.n) {
+                json_value *lp = j->logprobs ? logprobs_json(srv->m, chat, &lps, lp_sent, &lp_end) : NULL;
+                lp_sent = lps.n;
+                sse_json(&out, with_choices(envelope(srv, id, object), choice(chat, 1, NULL, &t, lp, NULL)));
+            }
             gone = out.n && send_buf(c, &out) != 0;
         }
         if (!done && !gone) gone = client_gone(c->fd);
@@ -591,7 +706,8 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
         engine_cancel(srv->engine, j);
         c->keep_alive = 0;
         if (!stream) c->status = 499; /* nginx's "client closed request", for the log only */
-    } else if (j->error[0]) {
+    } else if (j->error[0] || lps.failed) {
+        if (!j->error[0]) snprintf(j->error, sizeof j->error, "out of memory");
         if (stream) { /* the head is sent: the error goes in the stream */
             json_value *e = error_object(500, j->error, NULL);
             sse_json(&out, e);
@@ -601,7 +717,8 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
             reply_error(c, 500, NULL, j->error);
         }
     } else if (stream) {
-        sse_json(&out, with_choices(envelope(srv, id, object), choice(chat, 1, NULL, NULL, j->finish)));
+        json_value *lp = j->logprobs && lp_sent < lps.n ? logprobs_json(srv->m, chat, &lps, lp_sent, &lp_end) : NULL;
+        sse_json(&out, with_choices(envelope(srv, id, object), choice(chat, 1, NULL, NULL, lp, j->finish)));
         if (usage) {
             json_value *u = envelope(srv, id, object);
             if (u) {
@@ -616,7 +733,8 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
     } else {
         take_parts(split, text.p ? text.p : "", text.n, 1, &rs, &ct);
         reply_text t = {ct.p ? ct.p : "", rs.p, ct.n, rs.n};
-        json_value *o = with_choices(envelope(srv, id, object), choice(chat, 0, "assistant", &t, j->finish));
+        json_value *lp = j->logprobs ? logprobs_json(srv->m, chat, &lps, 0, &lp_end) : NULL;
+        json_value *o = with_choices(envelope(srv, id, object), choice(chat, 0, "assistant", &t, lp, j->finish));
         if (o) json_object_set(o, "usage", 5, usage_object(j));
         if (o && !text.failed && !rs.failed && !ct.failed) reply_json(c, 200, o);
         else reply_error(c, 500, NULL, "out of memory");
@@ -626,6 +744,7 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
     c->n_reused = j->n_reused;
     c->max_batch = j->max_batch;
     if (split) reasoning_free(split);
+    free(lps.p);
     sb_free(&text);
     sb_free(&out);
     sb_free(&rs);
@@ -637,7 +756,9 @@ static void handle_completion(conn *c, json_value *body, int chat) {
     api_err ae = {{0}, {0}};
     serve_job j = {0};
     int stream = 0, usage = 0, think = 0, in_reasoning = 0;
-    if (refuse_unsupported(body, &ae) || read_options(srv, body, &j, &stream, &usage, &ae)) goto bad;
+    if (refuse_unsupported(body, &ae) || read_options(srv, body, &j, &stream, &usage, &ae) ||
+        read_logprobs(body, chat, &j, &ae))
+        goto bad;
     if (chat) {
         /* a template that knows <think> makes a thinking model: its reasoning goes to
          * reasoning_content unless "reasoning_format": "none" */

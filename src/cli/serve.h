@@ -17,6 +17,27 @@
 #include "strbuf.h"
 
 #define SERVE_MAX_STOPS 16
+#define SERVE_MAX_TOP_LOGPROBS 20
+
+/* One generated token's log-probabilities: the model's log-softmax over its
+ * raw logits (before penalties, temperature and truncation), as OpenAI reports. */
+typedef struct {
+    int32_t id;                 /* the token generated */
+    float logprob;
+    size_t text_end;            /* bytes of the reply's text through this token */
+    int n_top;
+    int32_t top_id[SERVE_MAX_TOP_LOGPROBS]; /* (n_top) the most likely ids, best first */
+    float top_logprob[SERVE_MAX_TOP_LOGPROBS];
+} serve_logprob;
+
+typedef struct {
+    serve_logprob *p;           /* (n) entries, room for cap */
+    int n, cap;
+    int failed;                 /* out of memory: entries were lost */
+} serve_logprobs;
+
+/* Append one entry (sets failed when out of memory). */
+void logprobs_push(serve_logprobs *l, const serve_logprob *e);
 
 typedef struct serve_job {
     /* the request: set before engine_submit, read-only afterwards */
@@ -24,12 +45,15 @@ typedef struct serve_job {
     int n_prompt;
     int max_tokens;             /* most tokens to generate, >= 1 */
     int chat;                   /* 1: stop at the end-of-turn tokens, else at EOS only */
+    int logprobs;               /* 1: report each token's log-probability */
+    int top_logprobs;           /* and this many alternatives (0..SERVE_MAX_TOP_LOGPROBS) */
     moe_sampler_params sp;
     char *stops[SERVE_MAX_STOPS]; /* (n_stops) stop strings, NUL-terminated, owned by the job */
     int n_stops;
 
     /* progress: read and written under the engine's lock */
     strbuf out;                 /* text generated and not yet taken (never past a stop string) */
+    serve_logprobs lp;          /* with logprobs: the entries of the tokens of out */
     int done;                   /* 1: the model thread no longer touches the job */
     int cancelled;              /* set by the connection: stop at the next step */
     const char *finish;         /* when done: "stop" or "length" (NULL: failed or cancelled) */
@@ -55,12 +79,13 @@ void engine_free(serve_engine *e);
 /* Queue a job; -1 when the queue is full (the job stays the caller's). */
 int engine_submit(serve_engine *e, serve_job *j);
 /* Wait up to timeout_ms for new text or the end of the job; appends the new
- * text to take. Returns 1 once the job is done (all its text taken), else 0. */
-int engine_wait(serve_engine *e, serve_job *j, strbuf *take, int timeout_ms);
+ * text to take (and, with logprobs, its tokens' entries to take_lp). Returns
+ * 1 once the job is done (all its text taken), else 0. */
+int engine_wait(serve_engine *e, serve_job *j, strbuf *take, serve_logprobs *take_lp, int timeout_ms);
 /* The client is gone: take the job out of the queue, or have the model
  * thread stop it at its next step, and wait until it is done. */
 void engine_cancel(serve_engine *e, serve_job *j);
-/* Free what the job owns (prompt, stops, out), not the job itself. */
+/* Free what the job owns (prompt, stops, out, lp), not the job itself. */
 void job_release(serve_job *j);
 
 #endif /* MOE_SERVE_H */

@@ -11,6 +11,7 @@
  * Text leaves a slot only up to the point no stop string can still begin:
  * the longest suffix that is a prefix of a stop string is held back, so a
  * stop string split across tokens is never sent. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,9 @@ typedef struct {
     moe_detok dt;
     strbuf text;          /* the job's generated text so far */
     size_t sent;          /* bytes of text handed to the job */
+    serve_logprobs lp;    /* with logprobs: an entry per token of text */
+    int lp_sent;          /* entries handed to the job */
+    int cut;              /* text was cut at a stop string */
     int n_gen;
     uint64_t last_used;   /* the round it last finished a job in (0: never used) */
 } slot;
@@ -57,6 +61,43 @@ void job_release(serve_job *j) {
     for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
     j->n_stops = 0;
     sb_free(&j->out);
+    free(j->lp.p);
+    j->lp = (serve_logprobs){0};
+}
+
+void logprobs_push(serve_logprobs *l, const serve_logprob *e) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        serve_logprob *p = cap > l->cap ? realloc(l->p, sizeof *p * (size_t)cap) : NULL;
+        if (!p) {
+            l->failed = 1;
+            return;
+        }
+        l->p = p;
+        l->cap = cap;
+    }
+    l->p[l->n++] = *e;
+}
+
+/* The entry of token id after logits: log-softmax (in double, over the whole
+ * vocabulary) and the top most likely ids, best first (ties: lower id). */
+static void logprob_of(const float *logits, int vocab, int32_t id, int top, serve_logprob *e) {
+    float max = logits[0];
+    for (int i = 1; i < vocab; i++)
+        if (logits[i] > max) max = logits[i];
+    double sum = 0;
+    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - max);
+    double lse = max + log(sum);
+    *e = (serve_logprob){.id = id, .logprob = (float)(logits[id] - lse)};
+    for (int i = 0; i < vocab; i++) { /* insertion into the short sorted list */
+        int k = e->n_top < top ? e->n_top++ : top;
+        while (k > 0 && logits[i] > logits[e->top_id[k - 1]]) {
+            if (k < top) e->top_id[k] = e->top_id[k - 1];
+            k--;
+        }
+        if (k < top) e->top_id[k] = i;
+    }
+    for (int k = 0; k < e->n_top; k++) e->top_logprob[k] = (float)(logits[e->top_id[k]] - lse);
 }
 
 static int is_end(const serve_engine *e, const serve_job *j, int32_t id) {
@@ -116,10 +157,20 @@ static size_t find_stop(const serve_job *j, const char *text, size_t n, size_t f
     return best;
 }
 
-/* Hand text[sent..upto) to the job (under the lock). */
-static void publish(serve_engine *e, slot *s, size_t upto) {
+/* Hand text[sent..upto) to the job (under the lock), with the logprob
+ * entries of the tokens it completes; at the end (last), also of a token whose
+ * text a stop string cut, but none after the stop string. */
+static void publish(serve_engine *e, slot *s, size_t upto, int last) {
+    (void)e;
     if (upto > s->sent) sb_put(&s->job->out, s->text.p + s->sent, upto - s->sent);
     s->sent = upto;
+    for (; s->lp_sent < s->lp.n; s->lp_sent++) {
+        const serve_logprob *lp = &s->lp.p[s->lp_sent];
+        size_t start = s->lp_sent ? lp[-1].text_end : 0;
+        if (last ? s->cut && start >= upto : lp->text_end > upto) break;
+        logprobs_push(&s->job->lp, lp);
+    }
+    if (s->lp.failed) s->job->lp.failed = 1;
 }
 
 static int seq_of(const serve_engine *e, const slot *s) { return (int)(s - e->slots); }
@@ -127,7 +178,7 @@ static int seq_of(const serve_engine *e, const slot *s) { return (int)(s - e->sl
 /* The job is over: flush what is left (lock held by the caller) and free the slot. */
 static void finish(serve_engine *e, slot *s, const char *reason, const char *error) {
     serve_job *j = s->job;
-    if (!error && !j->cancelled) publish(e, s, s->text.n);
+    if (!error && !j->cancelled) publish(e, s, s->text.n, 1);
     j->finish = error || j->cancelled ? NULL : reason;
     if (error) { /* the cache may hold half an evaluation: forget it */
         snprintf(j->error, sizeof j->error, "%.255s", error);
@@ -175,6 +226,7 @@ static const char *ready_to_sample(serve_engine *e, slot *s, moe_err *err) {
     s->dt.prev = j->prompt[j->n_prompt - 1];
     s->text.n = 0;
     s->sent = 0;
+    s->lp.n = s->lp_sent = s->cut = 0;
     s->n_gen = 0;
     s->prefilled = 1;
     pthread_mutex_lock(&e->mu);
@@ -188,7 +240,8 @@ static const char *ready_to_sample(serve_engine *e, slot *s, moe_err *err) {
  * ended. */
 static int sample_next(serve_engine *e, slot *s) {
     serve_job *j = s->job;
-    s->next = moe_sample(s->smp, moe_seq_logits(e->ctx, seq_of(e, s)), s->cache, s->n_cache);
+    const float *logits = moe_seq_logits(e->ctx, seq_of(e, s));
+    s->next = moe_sample(s->smp, logits, s->cache, s->n_cache);
     const char *reason = NULL, *error = NULL;
     if (is_end(e, j, s->next)) {
         reason = "stop";
@@ -196,6 +249,12 @@ static int sample_next(serve_engine *e, slot *s) {
         char piece[1024];
         size_t k = moe_detok_push(&s->dt, s->next, piece, sizeof piece);
         sb_put(&s->text, piece, k);
+        if (j->logprobs) {
+            serve_logprob lp;
+            logprob_of(logits, e->vocab, s->next, j->top_logprobs, &lp);
+            lp.text_end = s->text.n;
+            logprobs_push(&s->lp, &lp);
+        }
         s->n_gen++;
         if (s->n_gen >= j->max_tokens || s->n_cache >= moe_ctx_n_ctx(e->ctx)) reason = "length";
     }
@@ -203,11 +262,13 @@ static int sample_next(serve_engine *e, slot *s) {
         char piece[64];
         size_t k = moe_detok_flush(&s->dt, piece, sizeof piece);
         sb_put(&s->text, piece, k);
+        if (s->lp.n) s->lp.p[s->lp.n - 1].text_end = s->text.n;
     }
     if (s->text.failed) error = "out of memory";
     size_t at = find_stop(j, s->text.p, s->text.n, s->sent);
     if (at != (size_t)-1) {
         s->text.n = at;
+        s->cut = 1;
         reason = "stop";
     }
     size_t upto = reason ? s->text.n : s->text.n - stop_holdback(j, s->text.p, s->text.n, s->sent);
@@ -215,7 +276,7 @@ static int sample_next(serve_engine *e, slot *s) {
     if (error || reason) {
         finish(e, s, reason, error);
     } else if (upto > s->sent) {
-        publish(e, s, upto);
+        publish(e, s, upto, 0);
         pthread_cond_broadcast(&e->progress);
     }
     pthread_mutex_unlock(&e->mu);
@@ -373,6 +434,7 @@ void engine_free(serve_engine *e) {
     for (int i = 0; i < e->n_slots; i++) {
         free(e->slots[i].cache);
         sb_free(&e->slots[i].text);
+        free(e->slots[i].lp.p);
     }
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work);
@@ -403,7 +465,7 @@ int engine_submit(serve_engine *e, serve_job *j) {
     return full ? -1 : 0;
 }
 
-int engine_wait(serve_engine *e, serve_job *j, strbuf *take, int timeout_ms) {
+int engine_wait(serve_engine *e, serve_job *j, strbuf *take, serve_logprobs *take_lp, int timeout_ms) {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += timeout_ms / 1000;
@@ -419,6 +481,9 @@ int engine_wait(serve_engine *e, serve_job *j, strbuf *take, int timeout_ms) {
         sb_put(take, j->out.p, j->out.n);
         j->out.n = 0;
     }
+    for (int i = 0; take_lp && i < j->lp.n; i++) logprobs_push(take_lp, &j->lp.p[i]);
+    if (take_lp && j->lp.failed) take_lp->failed = 1;
+    j->lp.n = 0;
     int done = j->done;
     pthread_mutex_unlock(&e->mu);
     return done;

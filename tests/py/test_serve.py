@@ -5,10 +5,12 @@ server on a free loopback port and kills it in tearDown; every wait is bounded."
 
 import http.client
 import json
+import math
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -207,7 +209,11 @@ class Endpoints(Serve):
         chat = "/v1/chat/completions"
         msgs = [{"role": "user", "content": "Hi"}]
         self.assert_error(*self.post(chat, {"messages": msgs, "n": 2}), 400, "n")
-        self.assert_error(*self.post(chat, {"messages": msgs, "logprobs": True}), 400, "logprobs")
+        self.assert_error(*self.post(chat, {"messages": msgs, "logprobs": 1}), 400, "logprobs")
+        self.assert_error(*self.post(chat, {"messages": msgs, "top_logprobs": 2}), 400, "top_logprobs")
+        self.assert_error(*self.post(chat, {"messages": msgs, "logprobs": True, "top_logprobs": 21}), 400,
+                          "top_logprobs")
+        self.assert_error(*self.post("/v1/completions", {"prompt": "x", "logprobs": True}), 400, "logprobs")
         self.assert_error(*self.post(chat, {"messages": msgs, "tools": [{"type": "function"}]}), 400, "tools")
         self.assert_error(*self.post(chat, {"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:,"}}]}]}), 400, "messages[0].content[0]")
@@ -387,6 +393,113 @@ class Greedy(Serve):
             f.write(prompt)
         out = moe("run", "-m", MODEL, "-f", path, "--no-bos", "--temp", "0", "-n", 8, "-t", "1").stdout
         self.assertEqual(r2["choices"][0]["message"]["content"], out[len(prompt):-1])
+
+
+def log_softmax_rows(path, rows):
+    """The rows of a `moe logits` file as log-softmax lists (float64, in Python)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    vocab = len(data) // 4 // rows
+    flat = struct.unpack("<%df" % (rows * vocab), data)
+    out = []
+    for r in range(rows):
+        row = flat[r * vocab:(r + 1) * vocab]
+        m = max(row)
+        lse = m + math.log(sum(math.exp(x - m) for x in row))
+        out.append([x - lse for x in row])
+    return out
+
+
+class Logprobs(Serve):
+    """logprobs are the model's log-softmax over its raw logits (OpenAI's meaning), checked against
+    `moe logits` on the same tokens, the log-softmax taken here in Python. The server decodes token
+    by token and `moe logits` evaluates the whole sequence in one pass: the logits differ by float
+    reassociation only (README, Several sequences at once), so 1e-3 bounds the difference."""
+    TOL = 1e-3
+
+    def check_entry(self, lsm, got_lp, got_top):
+        """got_top: [(id or None, logprob)] best first; the ids agree with the reference where its
+        gaps exceed the tolerance, the values everywhere."""
+        ranked = sorted(range(len(lsm)), key=lambda i: (-lsm[i], i))
+        for k, (tid, lp) in enumerate(got_top):
+            self.assertAlmostEqual(lp, lsm[ranked[k]], delta=self.TOL)
+            if tid is not None and abs(lsm[ranked[k]] - lsm[tid]) > self.TOL:
+                self.fail("top_logprobs[%d] is id %d, the reference says %d" % (k, tid, ranked[k]))
+
+    def test_chat_logprobs_equal_log_softmax(self):
+        msgs = [{"role": "user", "content": "Tell me a story about a dog."}]
+        body = {"messages": msgs, "temperature": 0, "max_tokens": 16, "logprobs": True, "top_logprobs": 3}
+        status, r = self.post("/v1/chat/completions", body)
+        self.assertEqual(status, 200, r)
+        content = r["choices"][0]["logprobs"]["content"]
+        self.assertEqual(len(content), r["usage"]["completion_tokens"])
+        self.assertEqual(b"".join(bytes(e["bytes"]) for e in content).decode(),
+                         r["choices"][0]["message"]["content"])
+        prompt = self.post("/apply-template", {"messages": msgs})[1]["prompt"]
+        ids = self.post("/tokenize", {"content": prompt})[1]["tokens"]
+        gen = [e["id"] for e in content]
+        out = os.path.join(self.work, "chat.f32")
+        moe("logits", "-m", MODEL, "-t", "1", "--tokens", ",".join(map(str, ids + gen[:-1])), "-o", out)
+        lsm = log_softmax_rows(out, len(ids) + len(gen) - 1)[len(ids) - 1:]
+        for e, row in zip(content, lsm):
+            self.assertEqual(e["id"], max(range(len(row)), key=lambda i: (row[i], -i)))  # greedy
+            self.assertAlmostEqual(e["logprob"], row[e["id"]], delta=self.TOL)
+            self.assertEqual(len(e["top_logprobs"]), 3)
+            self.assertEqual(e["top_logprobs"][0]["id"], e["id"])
+            self.check_entry(row, e["logprob"], [(t["id"], t["logprob"]) for t in e["top_logprobs"]])
+            self.assertEqual(e["token"], bytes(e["bytes"]).decode("utf-8", "replace"))
+        # streamed: the same entries, spread over the chunks that carry their text
+        events = self.stream("/v1/chat/completions", dict(body, stream=True))
+        streamed = [x for ev in events for x in ((ev["choices"][0].get("logprobs") or {}).get("content") or [])]
+        self.assertEqual([e["id"] for e in streamed], gen)
+        for a, b in zip(streamed, content):
+            self.assertAlmostEqual(a["logprob"], b["logprob"], delta=self.TOL)
+        # logprobs without top_logprobs: no alternatives
+        r = self.post("/v1/chat/completions", dict(body, top_logprobs=None))[1]
+        self.assertEqual([e["top_logprobs"] for e in r["choices"][0]["logprobs"]["content"]], [[]] * len(gen))
+
+    def test_completion_logprobs_legacy_shape(self):
+        prompt = "Once upon a time, there was"
+        n = 12
+        body = {"prompt": prompt, "temperature": 0, "max_tokens": n, "logprobs": 5}
+        status, r = self.post("/v1/completions", body)
+        self.assertEqual(status, 200, r)
+        c = r["choices"][0]
+        lp = c["logprobs"]
+        self.assertEqual(len(lp["tokens"]), r["usage"]["completion_tokens"])
+        self.assertEqual("".join(lp["tokens"]), c["text"])
+        self.assertEqual(lp["text_offset"], [len("".join(lp["tokens"][:i]).encode()) for i in range(len(lp["tokens"]))])
+        # the reference: greedy decoding by `moe logits` (its first step from the prompt's last row)
+        ids = self.post("/tokenize", {"content": prompt, "add_special": True})[1]["tokens"]
+        k = len(lp["tokens"])
+        first, steps = os.path.join(self.work, "p.f32"), os.path.join(self.work, "g.f32")
+        q = moe("logits", "-m", MODEL, "-t", "1", "--tokens", ",".join(map(str, ids)), "-o", first, "--greedy", k,
+                "--greedy-logits", steps)
+        gen = [int(x) for x in q.stdout.replace(",", " ").split()]
+        detok = lambda t: self.post("/detokenize", {"tokens": t})[1]["content"]  # noqa: E731
+        self.assertEqual(detok(ids + gen), detok(ids) + c["text"])
+        rows = log_softmax_rows(first, len(ids))[-1:] + (log_softmax_rows(steps, k - 1) if k > 1 else [])
+        for i, row in enumerate(rows):
+            self.assertAlmostEqual(lp["token_logprobs"][i], row[gen[i]], delta=self.TOL)
+            tops = sorted(lp["top_logprobs"][i].values(), reverse=True)
+            self.assertLessEqual(len(tops), 5)  # two ids with one text would share a key
+            self.check_entry(row, lp["token_logprobs"][i], [(None, v) for v in tops])
+        events = self.stream("/v1/completions", dict(body, stream=True))
+        self.assertEqual([t for e in events if e["choices"][0]["logprobs"] for t in e["choices"][0]["logprobs"]["tokens"]],
+                         lp["tokens"])
+        offsets = [o for e in events if e["choices"][0]["logprobs"] for o in e["choices"][0]["logprobs"]["text_offset"]]
+        self.assertEqual(offsets, lp["text_offset"])
+
+    def test_stop_string_cuts_the_entries(self):
+        prompt = "Once upon a time, there was"
+        body = {"prompt": prompt, "temperature": 0, "max_tokens": 12, "logprobs": 0}
+        whole = self.post("/v1/completions", body)[1]["choices"][0]
+        toks = whole["logprobs"]["tokens"]
+        stop = toks[3] + toks[4]
+        r = self.post("/v1/completions", dict(body, stop=stop))[1]["choices"][0]
+        self.assertEqual(r["text"], "".join(toks[:3]))
+        self.assertEqual(r["logprobs"]["tokens"], toks[:3])
+        self.assertEqual(r["logprobs"]["top_logprobs"], [{}] * 3)
 
 
 class Busy(Serve):
