@@ -54,7 +54,8 @@ typedef struct {
     int timeout_ms;           /* a request must arrive within this; also the keep-alive idle time */
     long created;
     http_limits limits;
-    pthread_mutex_t mu;       /* guards n_conns and next_id */
+    pthread_mutex_t mu;       /* guards loaded, n_conns and next_id */
+    int loaded;               /* 0: the loader thread still fills in the fields above: only 503s */
     int n_conns;
     unsigned long next_id;
 } server;
@@ -947,6 +948,13 @@ static int authorized(const server *srv, const http_request *r) {
     return http_secret_equal(h->value, h->value_len, want, (size_t)n);
 }
 
+static int loaded(server *srv) {
+    pthread_mutex_lock(&srv->mu);
+    int l = srv->loaded;
+    pthread_mutex_unlock(&srv->mu);
+    return l;
+}
+
 static void handle(conn *c, const http_request *r) {
     const route *found = NULL;
     int path_known = 0;
@@ -969,6 +977,10 @@ static void handle(conn *c, const http_request *r) {
         json_free(o);
         reply(c, 405, "application/json", b.p ? b.p : "", b.failed ? 0 : b.n, allow);
         sb_free(&b);
+        return;
+    }
+    if (!loaded(c->srv)) { /* llama-server's answer, which load balancers and clients know */
+        reply_error(c, 503, NULL, "Loading model");
         return;
     }
     if (found->kind == R_PAGE) { /* open to all: it holds no data; its requests carry the key */
@@ -1140,6 +1152,52 @@ static int listen_on(const char *host, int port, int *bound) {
     return fd;
 }
 
+/* What the loader thread needs; the server answers 503 until it is done. */
+typedef struct {
+    server *srv;
+    const char *path, *tmpl_path; /* the model, the --template file (NULL: the model's own) */
+    moe_ctx_params cp;
+    int parallel, queue;
+    const char *host;
+    int port;
+} loader;
+
+/* Load the template and the model and start the model thread while the main
+ * thread already answers (503 "Loading model"): a client or load balancer can
+ * tell a server that is loading from one that is down. Any failure ends the
+ * process with one line, as it would before listening. */
+static void *load_main(void *arg) {
+    loader *ld = arg;
+    server *srv = ld->srv;
+    srv->tmpl = ld->tmpl_path ? read_file_or_die(CMD, ld->tmpl_path, &srv->tmpl_len) : NULL;
+    moe_model *m = open_model_or_die(CMD, ld->path);
+    srv->m = m;
+    size_t own_len = 0;
+    const char *own = moe_chat_template(m, &own_len);
+    srv->has_template = srv->tmpl || own;
+    srv->thinking = srv->tmpl ? find_text(srv->tmpl, srv->tmpl_len, "<think>") : own ? find_text(own, own_len, "<think>") : 0;
+    const char *base = strrchr(ld->path, '/');
+    srv->model_id = base ? base + 1 : ld->path;
+    moe_model_info info;
+    moe_model_get_info(m, &info);
+    if (!info.has_weights) die(1, CMD, "%s holds a tokenizer only", ld->path);
+    srv->vocab = info.vocab_size;
+    moe_err err = {{0}};
+    srv->engine = engine_new(m, &ld->cp, ld->parallel, ld->queue, &err);
+    if (!srv->engine) die(1, CMD, "%s", err.msg);
+    srv->n_ctx = engine_n_ctx(srv->engine);
+    if (!srv->has_template)
+        fprintf(stderr, "moe serve: the model has no chat template: /v1/chat/completions answers 400 "
+                        "(use --template)\n");
+    pthread_mutex_lock(&srv->mu);
+    srv->loaded = 1;
+    pthread_mutex_unlock(&srv->mu);
+    fprintf(stderr, "moe serve: %s, %d slot%s of %d positions, listening on http://%s:%d\n", srv->model_id,
+            ld->parallel, ld->parallel == 1 ? "" : "s", srv->n_ctx, ld->host, ld->port);
+    fflush(stderr);
+    return NULL;
+}
+
 static void help(void) {
     printf("usage: moe serve [-m MODEL] [--host 127.0.0.1] [--port 8080] [flags]\n\n"
            "An OpenAI-compatible HTTP server: POST /v1/chat/completions (streamed with\n"
@@ -1188,33 +1246,16 @@ int cmd_serve(int argc, char **argv) {
 
     server srv = {.api_key = api_key, .timeout_ms = timeout * 1000, .created = (long)time(NULL),
                   .limits = {.max_head = MAX_HEAD, .max_headers = MAX_HEADERS, .max_body = MAX_BODY}};
-    const char *path = model ? model : default_model_path(argv[0]);
-    srv.tmpl = tmpl ? read_file_or_die(CMD, tmpl, &srv.tmpl_len) : NULL;
-    moe_model *m = open_model_or_die(CMD, path);
-    srv.m = m;
-    size_t own_len = 0;
-    const char *own = moe_chat_template(m, &own_len);
-    srv.has_template = srv.tmpl || own;
-    srv.thinking = srv.tmpl ? find_text(srv.tmpl, srv.tmpl_len, "<think>") : own ? find_text(own, own_len, "<think>") : 0;
-    const char *base = strrchr(path, '/');
-    srv.model_id = base ? base + 1 : path;
-    moe_model_info info;
-    moe_model_get_info(m, &info);
-    if (!info.has_weights) die(1, CMD, "%s holds a tokenizer only", path);
-    srv.vocab = info.vocab_size;
-    moe_err err = {{0}};
-    srv.engine = engine_new(m, &cp, parallel, queue, &err);
-    if (!srv.engine) die(1, CMD, "%s", err.msg);
-    srv.n_ctx = engine_n_ctx(srv.engine);
     pthread_mutex_init(&srv.mu, NULL);
     int bound;
     int lfd = listen_on(host, port, &bound);
-    if (!srv.has_template)
-        fprintf(stderr, "moe serve: the model has no chat template: /v1/chat/completions answers 400 "
-                        "(use --template)\n");
-    fprintf(stderr, "moe serve: %s, %d slot%s of %d positions, listening on http://%s:%d\n", srv.model_id, parallel,
-            parallel == 1 ? "" : "s", srv.n_ctx, host, bound);
+    loader ld = {.srv = &srv, .path = model ? model : default_model_path(argv[0]), .tmpl_path = tmpl, .cp = cp,
+                 .parallel = parallel, .queue = queue, .host = host, .port = bound};
+    fprintf(stderr, "moe serve: bound to http://%s:%d, loading %s (503 until ready)\n", host, bound, ld.path);
     fflush(stderr);
+    pthread_t t;
+    if (pthread_create(&t, NULL, load_main, &ld)) die(1, CMD, "cannot start the loader thread");
+    pthread_detach(t);
     accept_loop(&srv, lfd);
     return 0;
 }

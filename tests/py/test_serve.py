@@ -668,6 +668,68 @@ console.log(JSON.stringify(text));
         self.assertEqual(json.loads(q.stdout), whole["choices"][0]["message"]["content"])
 
 
+@unittest.skipUnless(os.path.exists(MODEL), "the default model is not built")
+class Loading(unittest.TestCase):
+    """The server listens before it loads, and answers 503 "Loading model" until it is ready. The
+    load is held open for real, not by a test flag: the --template file is a FIFO, which the loader
+    thread reads until this test writes the template and closes it."""
+
+    def test_503_while_loading(self):
+        work = workdir("serve")
+        fifo = os.path.join(work, "slow.jinja")
+        if os.path.exists(fifo):
+            os.unlink(fifo)
+        os.mkfifo(fifo)
+        proc = subprocess.Popen([moetest.BIN, "serve", "-m", MODEL, "--port", "0", "-t", "1", "--template", fifo],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            line = proc.stderr.readline().decode()
+            m = re.search(r"bound to http://127\.0\.0\.1:(\d+), loading ", line)
+            self.assertTrue(m, line)
+            port = int(m.group(1))
+
+            def call(method, path, body=None):
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                try:
+                    c.request(method, path, body=json.dumps(body) if body is not None else None)
+                    r = c.getresponse()
+                    return r.status, json.loads(r.read())
+                finally:
+                    c.close()
+
+            status, r = call("GET", "/health")
+            self.assertEqual((status, r["error"]["message"], r["error"]["code"]), (503, "Loading model", 503))
+            for method, path, body in [("POST", "/v1/completions", {"prompt": "x"}), ("GET", "/v1/models", None),
+                                       ("POST", "/v1/chat/completions", {"messages": []}), ("GET", "/", None)]:
+                status, r = call(method, path, body)
+                self.assertEqual((status, r["error"]["message"]), (503, "Loading model"), path)
+            self.assertEqual(call("GET", "/nowhere")[0], 404)  # what needs no model is answered
+            # let the load finish: the loader has the FIFO open for reading (else ENXIO: retry, bounded)
+            deadline = time.time() + 30
+            while True:
+                try:
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError:
+                    self.assertLess(time.time(), deadline, "the server never opened the template")
+                    time.sleep(0.05)
+            os.write(fd, TEMPLATE.encode())
+            os.close(fd)
+            lines = []  # the log lines of the 503s, then the ready line (or the end: the server died)
+            while not lines or not (LISTENING.search(lines[-1]) or lines[-1] == ""):
+                lines.append(proc.stderr.readline().decode())
+            self.assertTrue(LISTENING.search(lines[-1]), lines)
+            self.assertEqual(sum(" 503 prompt" in x for x in lines), 5, lines)
+            self.assertEqual(call("GET", "/health"), (200, {"status": "ok"}))
+            status, r = call("POST", "/v1/chat/completions",
+                             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+            self.assertEqual(status, 200, r)
+        finally:
+            proc.kill()
+            proc.wait(30)
+            proc.stderr.close()
+
+
 class Cli(unittest.TestCase):
     def test_usage(self):
         self.assertIn("usage: moe serve", moe("serve", "-h").stdout)
