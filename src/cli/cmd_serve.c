@@ -654,12 +654,6 @@ static void take_parts(reasoning_split *split, const char *s, size_t n, int last
 static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int think, int in_reasoning) {
     server *srv = c->srv;
     c->n_prompt = j->n_prompt;
-    if (j->n_prompt >= srv->n_ctx) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the prompt is %d tokens; the context holds %d", j->n_prompt, srv->n_ctx);
-        reply_error(c, 400, chat ? "messages" : "prompt", msg);
-        return;
-    }
     if (j->max_tokens > srv->n_ctx - j->n_prompt) j->max_tokens = srv->n_ctx - j->n_prompt; /* what fits */
     char id[64];
     pthread_mutex_lock(&srv->mu);
@@ -737,6 +731,7 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
         json_value *lp = j->logprobs ? logprobs_json(srv->m, chat, &lps, 0, &lp_end) : NULL;
         json_value *o = with_choices(envelope(srv, id, object), choice(chat, 0, "assistant", &t, lp, j->finish));
         if (o) json_object_set(o, "usage", 5, usage_object(j));
+        if (o && j->truncated) json_object_set(o, "truncated", 9, json_new_bool(1));
         if (o && !text.failed && !rs.failed && !ct.failed) reply_json(c, 200, o);
         else reply_error(c, 500, NULL, "out of memory");
         json_free(o);
@@ -750,6 +745,34 @@ static void generate(conn *c, serve_job *j, int chat, int stream, int usage, int
     sb_free(&out);
     sb_free(&rs);
     sb_free(&ct);
+}
+
+/* A prompt must leave room for at least one token: 400 naming the problem, or,
+ * with "truncate": true, keep its first "n_keep" tokens and drop the oldest
+ * after them until it leaves room for max_tokens (at most half the context). */
+static int fit_prompt(const server *srv, const json_value *body, int chat, serve_job *j, api_err *ae) {
+    int truncate = 0;
+    int64_t keep = 0;
+    if (get_bool(body, "truncate", &truncate, ae) < 0 || get_int(body, "n_keep", 0, INT32_MAX, &keep, ae) < 0)
+        return -1;
+    int room = j->max_tokens < srv->n_ctx / 2 ? j->max_tokens : srv->n_ctx / 2;
+    if (room < 1) room = 1;
+    int fits = srv->n_ctx - room; /* prompt tokens that leave the room */
+    if (!truncate) {
+        if (j->n_prompt < srv->n_ctx) return 0;
+        return api_fail(ae, chat ? "messages" : "prompt",
+                        "the prompt is %d tokens; the context holds %d (\"truncate\": true drops the oldest)",
+                        j->n_prompt, srv->n_ctx);
+    }
+    if (j->n_prompt <= fits) return 0;
+    if (keep >= fits)
+        return api_fail(ae, "n_keep", "\"n_keep\" (%lld) leaves no room: the prompt may keep %d tokens here",
+                        (long long)keep, fits);
+    int drop = j->n_prompt - fits;
+    memmove(j->prompt + keep, j->prompt + keep + drop, sizeof *j->prompt * (size_t)(j->n_prompt - keep - drop));
+    j->n_prompt = fits;
+    j->truncated = drop;
+    return 0;
 }
 
 static void handle_completion(conn *c, json_value *body, int chat) {
@@ -807,6 +830,7 @@ static void handle_completion(conn *c, json_value *body, int chat) {
             goto bad;
         }
     }
+    if (fit_prompt(srv, body, chat, &j, &ae)) goto bad;
     j.chat = chat;
     generate(c, &j, chat, stream, usage, think, in_reasoning);
     job_release(&j);

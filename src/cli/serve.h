@@ -47,6 +47,7 @@ typedef struct serve_job {
     int chat;                   /* 1: stop at the end-of-turn tokens, else at EOS only */
     int logprobs;               /* 1: report each token's log-probability */
     int top_logprobs;           /* and this many alternatives (0..SERVE_MAX_TOP_LOGPROBS) */
+    int truncated;              /* prompt tokens dropped to fit the context ("truncate": true) */
     moe_sampler_params sp;
     char *stops[SERVE_MAX_STOPS]; /* (n_stops) stop strings, NUL-terminated, owned by the job */
     int n_stops;

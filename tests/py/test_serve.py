@@ -502,6 +502,127 @@ class Logprobs(Serve):
         self.assertEqual(r["logprobs"]["top_logprobs"], [{}] * 3)
 
 
+class SmallContext(Serve):
+    """A 64-position context: a longer prompt is refused by name, or cut with "truncate": true (its
+    first n_keep tokens and its newest, leaving room for max_tokens); max_tokens is clamped to what
+    fits, ending with finish_reason "length"."""
+    extra = ("-c", "64")
+    PROMPT = ("Once upon a time, there was a little girl named Lily. She loved to play in the park with her "
+              "friends. One day, she saw a big red ball under a tree and she ran to get it. She was very happy "
+              "and she played with the ball all day long. ")
+
+    def ids(self):
+        ids = self.post("/tokenize", {"content": self.PROMPT, "add_special": True})[1]["tokens"]
+        self.assertGreater(len(ids), 64)
+        return ids
+
+    def test_too_long_is_400_or_truncated(self):
+        ids = self.ids()
+        body = {"prompt": self.PROMPT, "temperature": 0, "max_tokens": 8}
+        self.assert_error(*self.post("/v1/completions", body), 400, "prompt", "context holds 64")
+        msgs = [{"role": "user", "content": self.PROMPT}]
+        self.assert_error(*self.post("/v1/chat/completions", {"messages": msgs}), 400, "messages", "truncate")
+        status, r = self.post("/v1/completions", dict(body, truncate=True, n_keep=4))
+        self.assertEqual(status, 200, r)
+        self.assertEqual((r["truncated"], r["usage"]["prompt_tokens"]), (True, 64 - 8))
+        # what it generated is what the kept tokens give: the first 4 and the newest 52
+        kept = ids[:4] + ids[len(ids) - 52:]
+        want = self.post("/v1/completions", {"prompt": kept, "temperature": 0, "max_tokens": 8})[1]
+        self.assertNotIn("truncated", want)
+        self.assertEqual(r["choices"][0]["text"], want["choices"][0]["text"])
+        # without max_tokens the reply gets half the context
+        r = self.post("/v1/completions", {"prompt": self.PROMPT, "temperature": 0, "max_tokens": 100,
+                                          "truncate": True})[1]
+        self.assertEqual(r["usage"]["prompt_tokens"], 32)
+        self.assert_error(*self.post("/v1/completions", dict(body, truncate=True, n_keep=56)), 400, "n_keep")
+        self.assert_error(*self.post("/v1/completions", dict(body, truncate="yes")), 400, "truncate")
+        status, r = self.post("/v1/chat/completions", {"messages": msgs, "truncate": True, "max_tokens": 4})
+        self.assertEqual((status, r["usage"]["prompt_tokens"]), (200, 60))
+
+    def test_max_tokens_clamped(self):
+        kept = self.ids()[:50]
+        r = self.post("/v1/completions", {"prompt": kept, "temperature": 0, "max_tokens": 1000})[1]
+        c = r["choices"][0]
+        self.assertEqual((c["finish_reason"], r["usage"]["completion_tokens"]), ("length", 64 - 50))
+        events = self.stream("/v1/completions", {"prompt": kept, "temperature": 0, "max_tokens": 1000,
+                                                 "stream": True})
+        self.assertEqual(events[-1]["choices"][0]["finish_reason"], c["finish_reason"])
+        self.assertEqual("".join(e["choices"][0]["text"] for e in events), c["text"])
+
+
+GGUF_Q8 = os.path.join(moetest.SHARED, "gguf", "qwen3moe", "model-Q8_0.gguf")
+GOLDEN_QWEN3 = os.path.join(moetest.SHARED, "golden", "qwen3_moe")
+QWEN3_TEMPLATE = os.path.join(moetest.SHARED, "chat-templates", "qwen3.jinja")
+
+
+class Gguf(unittest.TestCase):
+    """moe serve on GGUF files: llama.cpp's own Q8_0 qwen3moe file (no chat template: completions
+    only), and the golden qwen3_moe checkpoint written as an F32 GGUF with Qwen3's template in
+    tokenizer.chat_template, which the server renders chats with. Greedy text equals `moe run`."""
+    N = 16
+
+    def serve(self, path):
+        srv = Server("-m", path)
+        self.addCleanup(srv.stop)
+        return srv
+
+    def post(self, srv, path, body):
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+        try:
+            c.request("POST", path, body=json.dumps(body))
+            r = c.getresponse()
+            return r.status, json.loads(r.read())
+        finally:
+            c.close()
+
+    @unittest.skipUnless(os.path.exists(GGUF_Q8), "no shared GGUF files")
+    def test_llama_cpp_q8_0_file(self):
+        srv = self.serve(GGUF_Q8)
+        self.assertTrue(any("no chat template" in x for x in srv.lines), srv.lines)
+        prompt = "Hello world, this is"
+        q = moe("run", "-m", GGUF_Q8, "-p", prompt, "--temp", "0", "-n", self.N, "-t", "1")
+        status, r = self.post(srv, "/v1/completions", {"prompt": prompt, "temperature": 0, "max_tokens": self.N})
+        self.assertEqual(status, 200, r)
+        self.assertEqual(prompt + r["choices"][0]["text"] + "\n", q.stdout)
+        self.assertGreater(r["usage"]["completion_tokens"], 0)
+        status, r = self.post(srv, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]})
+        self.assertEqual((status, r["error"]["code"]), (400, 400))
+        self.assertIn("no chat template", r["error"]["message"])
+
+    @unittest.skipUnless(os.path.exists(os.path.join(GOLDEN_QWEN3, "model.safetensors")) and
+                         os.path.exists(QWEN3_TEMPLATE), "no golden qwen3_moe checkpoint")
+    def test_template_from_the_file(self):
+        import hf_gguf
+        work = workdir("serve_gguf")
+        hf = os.path.join(work, "qwen3_moe_hf")  # the golden checkpoint with Qwen3's template added
+        os.makedirs(hf, exist_ok=True)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            if not os.path.exists(os.path.join(hf, name)):
+                os.symlink(os.path.abspath(os.path.join(GOLDEN_QWEN3, name)), os.path.join(hf, name))
+        with open(os.path.join(GOLDEN_QWEN3, "tokenizer_config.json"), encoding="utf-8") as f:
+            tc = json.load(f)
+        with open(QWEN3_TEMPLATE, encoding="utf-8") as f:
+            tc["chat_template"] = f.read()
+        with open(os.path.join(hf, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(tc, f, ensure_ascii=False)
+        path = hf_gguf.write(hf, os.path.join(work, "qwen3_moe.gguf"))
+        srv = self.serve(path)
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+        req = os.path.join(work, "req.json")
+        with open(req, "w") as f:
+            json.dump({"messages": msgs}, f)
+        status, t = self.post(srv, "/apply-template", {"messages": msgs})
+        self.assertEqual((status, t["prompt"]), (200, moe("template", "-m", path, req).stdout))
+        self.assertIn("<|im_start|>system\nBe brief.<|im_end|>", t["prompt"])
+        q = moe("run", "-m", path, "--chat", "-p", "Hello there", "--system", "Be brief.", "--temp", "0",
+                "-n", self.N, "-t", "1")
+        body = {"messages": msgs, "temperature": 0, "max_tokens": self.N, "reasoning_format": "none"}
+        status, r = self.post(srv, "/v1/chat/completions", body)
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["choices"][0]["message"]["content"] + "\n", q.stdout)
+        self.assertEqual(r["usage"]["prompt_tokens"], len(self.post(srv, "/tokenize", {"content": t["prompt"]})[1]["tokens"]))
+
+
 class Busy(Serve):
     extra = ("--parallel", "1", "--queue", "0")
 
