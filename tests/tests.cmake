@@ -41,6 +41,10 @@ endforeach()
 # Exit code 77 = skipped (node or the package missing), reported as such, never as a pass.
 add_test(NAME node_openai COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/node/run_openai_test.py)
 set_tests_properties(node_openai PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 600 SKIP_RETURN_CODE 77)
+# The built-in chat page in headless Chromium (Debian's, installed by .ci/run) driven by playwright-core
+# (tests/node); skipped (77) without chromium, node or the package. The screenshot: testwork/serve_page.
+add_test(NAME node_page COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/node/run_page_test.py)
+set_tests_properties(node_page PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 600 SKIP_RETURN_CODE 77)
 
 # The GGUF fuzz target for a bounded time (a MOE_FUZZ build only), seeded with
 # a small GGUF model written by tests/fuzz/make_gguf_seed.py (the shared files
