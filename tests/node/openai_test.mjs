@@ -1,5 +1,5 @@
 // openai_test.mjs - moe serve through the official `openai` package: models, chat (whole and
-// streamed, with usage), completions, and the errors the SDK raises for 400 and 401.
+// streamed, with usage; with logprobs), completions, and the errors the SDK raises for 400 and 401.
 // Run by run_openai_test.py, which starts the server and passes MOE_BASE_URL, MOE_API_KEY and
 // MOE_EXPECT (the greedy reply `moe run --chat` gives) in the environment.
 import assert from 'node:assert/strict';
@@ -50,6 +50,19 @@ await check('chat.completions.create stream', async () => {
   assert.equal(text, expect.text);
   assert.equal(finish, expect.n === expect.max_tokens ? 'length' : 'stop');
   assert.equal(usage.completion_tokens, expect.n);
+});
+
+await check('chat.completions.create with logprobs', async () => {
+  const r = await client.chat.completions.create({ ...request, logprobs: true, top_logprobs: 2 });
+  const content = r.choices[0].logprobs.content;
+  assert.equal(content.length, expect.n);
+  assert.equal(content.map((e) => Buffer.from(e.bytes).toString()).join(''), expect.text);
+  for (const e of content) {
+    assert.ok(e.logprob <= 0, `${e.logprob}`);
+    assert.equal(e.top_logprobs.length, 2);
+    assert.equal(e.top_logprobs[0].logprob, e.logprob); // greedy: the chosen token is the likeliest
+    assert.ok(e.top_logprobs[1].logprob <= e.logprob);
+  }
 });
 
 await check('completions.create with stop', async () => {
