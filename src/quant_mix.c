@@ -79,6 +79,7 @@ int quant_mix_type(quant_mix m, const mix_model *mm, const char *name, int n_dim
     int moe4 = mm->n_experts >= 4; /* "n_expert >= 4" (mainline: n_expert == 8) */
     int gqa = mm->n_kv_heads > 0 ? mm->n_heads / mm->n_kv_heads : 1;
     int il = layer_of(name), nl = mm->n_layers;
+    int iv = mm->attn_v_index && il < nl ? mm->attn_v_index[il] : il; /* attn_v's rules count attn_v tensors */
 
     if (!strcmp(name, "output.weight") || (!mm->has_output && !strcmp(name, "token_embd.weight"))) {
         t = ne0 % 256 ? DT_Q8_0 : DT_Q6_K; /* output: "nx % QK_K != 0" -> Q8_0, else Q6_K */
@@ -87,8 +88,8 @@ int quant_mix_type(quant_mix m, const mix_model *mm, const char *name, int n_dim
     } else if (has(name, "attn_v.weight")) {
         if (moe4) t = DT_Q8_0;                                         /* "bumping this to Q8_0" */
         else if (m == MIX_Q2_K) t = gqa >= 4 ? DT_Q4_K : DT_Q3_K;      /* Q2_K */
-        else if (m == MIX_Q3_K_M) t = il < 2 ? DT_Q5_K : DT_Q4_K;      /* Q3_K_M: i_attention_wv < 2 */
-        else if ((m == MIX_Q4_K_M || m == MIX_Q5_K_M) && use_more_bits(il, nl)) t = DT_Q6_K;
+        else if (m == MIX_Q3_K_M) t = iv < 2 ? DT_Q5_K : DT_Q4_K;      /* Q3_K_M: i_attention_wv < 2 */
+        else if ((m == MIX_Q4_K_M || m == MIX_Q5_K_M) && use_more_bits(iv, nl)) t = DT_Q6_K; /* (i_attention_wv, n_attention_wv) */
         else if (gqa >= 4) t = t == DT_Q4_K ? DT_Q5_K : t == DT_Q5_K ? DT_Q6_K : t; /* n_gqa() >= 4: one step up */
         /* not mirrored: MODEL_70B (dense 80-layer llama) Q3_K/Q4_K -> Q5_K */
     } else if (has(name, "attn_k")) {

@@ -21,6 +21,9 @@ typedef struct {
     int n_experts;            /* routed experts; 0 for a dense model (hparams.n_expert) */
     int n_heads, n_kv_heads;  /* n_gqa() = n_heads / n_kv_heads */
     int has_output;           /* an output matrix apart from the token embedding (qs.has_output) */
+    const int *attn_v_index;  /* [n_layers]: attn_v tensors in the layers before each (llama.cpp's
+                               * counter i_attention_wv; hybrid models have fewer than layers);
+                               * NULL: the layer number */
 } mix_model;
 
 /* The mix named s ("q4_k_m", any case), or -1. */

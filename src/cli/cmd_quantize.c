@@ -126,6 +126,20 @@ static int64_t kv_int(const moe_file *f, const char *key) {
     return kv && kv->type == KV_INT ? kv->i : 0;
 }
 
+/* Per layer, the attn_v tensors in the layers before it (llama.cpp counts
+ * them for attn_v's rules; a hybrid model's DeltaNet layers have none). */
+static int *attn_v_counts(const moe_file *f, int n_layers) {
+    int *idx = malloc(sizeof(int) * (size_t)(n_layers > 0 ? n_layers : 1));
+    if (!idx) die(1, CMD, "out of memory");
+    for (int l = 0, seen = 0; l < n_layers; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.attn_v", l);
+        idx[l] = seen;
+        seen += moef_tensor(f, name) != NULL;
+    }
+    return idx;
+}
+
 /* --dry-run: each tensor and the type it gets. A GGUF input under a mix is
  * listed by its own tensor names, typed by llama.cpp's rules alone: the file
  * llama-quantize would write (the .moe keeps MLA's k_b/v_b float besides). */
@@ -193,8 +207,11 @@ int cmd_quantize(int argc, char **argv) {
     o.mm = (mix_model){.n_layers = (int)kv_int(&f, "model.n_layers"), .n_experts = (int)kv_int(&f, "moe.n_experts"),
                        .n_heads = (int)kv_int(&f, "model.n_heads"), .n_kv_heads = (int)kv_int(&f, "model.n_kv_heads"),
                        .has_output = moef_tensor(&f, "output") != NULL};
+    int *attn_v_index = attn_v_counts(&f, o.mm.n_layers);
+    o.mm.attn_v_index = attn_v_index;
     if (dry_run) {
         print_plan(&f, &o);
+        free(attn_v_index);
         moef_close(&f);
         return 0;
     }
@@ -297,6 +314,7 @@ int cmd_quantize(int argc, char **argv) {
     free(plainbuf);
     calib_free(cal);
     free(types);
+    free(attn_v_index);
     writer_free(w);
     moef_close(&f);
     /* prove the result loads */
