@@ -7,15 +7,17 @@
  * reads the rows one after another (DECODE_TILE), 16 or more make the
  * tokens the lanes (TOKENS16), the rest use 4x4 register tiles (INT8_RXT);
  * the _r16 types have rows as lanes.
- * MXFP4 looks its levels up with a float permute (tile_mxfp4). Q4_K uses
- * the AVX2 tile (kernels_avx2.c), where madd folds each sub-block's scale
- * in for free. Results must match the scalar set
+ * MXFP4 looks its levels up with a float permute (tile_mxfp4). Q4_K, Q5_K
+ * and Q6_K take 64 weights per dpbusd and scale 16-value groups with one
+ * permute per pair of sub-blocks (KQ_TILE); IQ4_XS uses the AVX2 tile
+ * (kernels_avx2.c). Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #include <string.h>
 
 #include "kernels.h"
+#include "quant_k.h"
 #include "quant_mxfp4.h"
 #include "util.h"
 
@@ -677,6 +679,204 @@ static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void
     }
 }
 
+/* ------------------------------------------------------------ K-quants */
+
+/* Q4_K, Q5_K and Q6_K x Q8A (32-value activation blocks, quant.h), 64
+ * weights per dpbusd. A super-block's 256 codes are four pairs of 32-value
+ * sub-blocks, each pair one 512-bit register in the order its bytes come
+ * from memory ((0,2), (1,3), (4,6), (5,7) for Q4_K/Q5_K's nibbles, (0,1),
+ * (2,3), ... for Q6_K); a token's activations are laid out once per tile
+ * call in the same order. dpbusd leaves, per lane, a sum of 4 products, so
+ * lane l holds values of 16-value group g(l) = the pair's 32-blocks j, j'
+ * as 2j, 2j+1, 2j', 2j'+1 for lanes 0-3, 4-7, 8-11, 12-15. Per super-block
+ * and token the 16 group scales (weight scale x activation block scale)
+ * are one multiply, spread to the lanes by one permute per pair; the mins
+ * (Q4_K/Q5_K) and Q6_K's -32 offset meet the activation group sums in one
+ * more multiply-add per super-block. Each sub-block's dot stays exact in
+ * int32; only the scaling is float, as in the scalar reference. */
+#define KQ_TOK 4                 /* tokens per pass over a weight row */
+#define KQ_MAX_SUPER 32          /* rows up to 8192 values: the tokens' layout lives on the stack */
+
+typedef struct {
+    int8_t q[256];   /* the 8 activation blocks' values, pairs in the weight's order */
+    float d[16];     /* group g's activation scale (its 32-block's) */
+    float s[16];     /* that scale times the sum of the group's 16 values */
+} kq_x;
+
+typedef struct {
+    __m512i q[4];    /* the super-block's codes (unsigned), pair by pair */
+    __m512 sc;       /* group g's weight scale */
+    __m512 mn;       /* group g's min (Q4_K/Q5_K: dmin * m; Q6_K: 32 * scale) */
+} kq_w;
+
+/* The 12 packed bytes of Q4_K/Q5_K's 6-bit scales and mins as 8 scales
+ * (bytes 0-7) and 8 mins (bytes 8-15): sub-blocks 0-3 in the low 6 bits of
+ * bytes 0-3 (scales) and 4-7 (mins); 4-7 in the nibbles of bytes 8-11 with
+ * their top 2 bits in the top bits of bytes 0-3 / 4-7 (q4_K_scale_min). */
+static inline __m128i q4_K_scales_mins(const uint8_t *s) {
+    uint32_t w0, w1, w2;
+    memcpy(&w0, s, 4);
+    memcpy(&w1, s + 4, 4);
+    memcpy(&w2, s + 8, 4);
+    uint32_t sc_lo = w0 & 0x3f3f3f3f, m_lo = w1 & 0x3f3f3f3f;
+    uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 6) & 0x03030303) << 4;
+    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
+    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+}
+
+/* 8 unsigned bytes, each twice, as 16 floats times f. */
+static inline __m512 groups_of_8(__m128i b, float f) {
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, b))), _mm512_set1_ps(f));
+}
+
+static inline void unpack_kq_q4_K(const block_q4_K *w, kq_w *u) {
+    const __m512i m4 = _mm512_set1_epi8(0xF);
+    for (int h = 0; h < 2; h++) {
+        __m512i v = _mm512_loadu_si512(w->qs + 64 * h);
+        u->q[2 * h] = _mm512_and_si512(v, m4);
+        u->q[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+    __m128i sm = q4_K_scales_mins(w->scales);
+    u->sc = groups_of_8(sm, h2f(w->d));
+    u->mn = groups_of_8(_mm_unpackhi_epi64(sm, sm), h2f(w->dmin));
+}
+
+/* Q5_K: the 5th bit of sub-block j is bit j of qh[l]; pair p holds
+ * sub-blocks j (low half) and j + 2 (high half), j = (0, 1, 4, 5)[p]. */
+static inline void unpack_kq_q5_K(const block_q5_K *w, kq_w *u) {
+    const __m512i m4 = _mm512_set1_epi8(0xF), bit4 = _mm512_set1_epi8(0x10);
+    __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w->qh));
+    for (int h = 0; h < 2; h++) {
+        __m512i v = _mm512_loadu_si512(w->qs + 64 * h);
+        for (int k = 0; k < 2; k++) {
+            int j = 4 * h + k; /* qh bit j, then j + 2, moved to bit 4 */
+            __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)j), _mm256_set1_epi16((short)(j + 2)), 1);
+            __m512i hb = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(qh, cnt), 4), bit4);
+            __m512i lo = k ? _mm512_srli_epi16(v, 4) : v;
+            u->q[2 * h + k] = _mm512_or_si512(_mm512_and_si512(lo, m4), hb);
+        }
+    }
+    __m128i sm = q4_K_scales_mins(w->scales);
+    u->sc = groups_of_8(sm, h2f(w->d));
+    u->mn = groups_of_8(_mm_unpackhi_epi64(sm, sm), h2f(w->dmin));
+}
+
+/* Q6_K: values 128 h + 32 k + l have low bits in ql[64 h + 32 (k & 1) + l]
+ * (low nibble for k < 2, high for k >= 2) and high bits 2k.. of
+ * qh[32 h + l]; one int8 scale per 16 values; codes 0..63 stand for
+ * code - 32. Pairs are sub-blocks (0,1), (2,3), ... */
+static inline void unpack_kq_q6_K(const block_q6_K *w, kq_w *u) {
+    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        __m512i ql = _mm512_loadu_si512(w->ql + 64 * h);
+        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
+        for (int k = 0; k < 4; k += 2) { /* sub-blocks 4h + k (low half), 4h + k + 1 (high half) */
+            __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)), _mm256_set1_epi16((short)(2 * k + 2)), 1);
+            __m512i hi = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(qh, cnt), 4), m2);
+            __m512i lo = _mm512_and_si512(k ? _mm512_srli_epi16(ql, 4) : ql, m4);
+            u->q[2 * h + k / 2] = _mm512_or_si512(lo, hi);
+        }
+    }
+    u->sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w->scales))),
+                          _mm512_set1_ps(h2f(w->d)));
+    u->mn = _mm512_mul_ps(u->sc, _mm512_set1_ps(32.0f));
+}
+
+/* A token row's super-blocks laid out for the pairs order[0..7] (pair p =
+ * blocks order[2p], order[2p+1]). */
+static void kq_prepare(const block_q8a *x, int ns, const int *order, kq_x *out) {
+    for (int b = 0; b < ns; b++, x += 8) {
+        kq_x *o = &out[b];
+        for (int i = 0; i < 8; i++) memcpy(o->q + 32 * i, x[order[i]].qs, 32);
+        for (int g = 0; g < 16; g++) {
+            const block_q8a *xb = &x[g / 2];
+            __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(xb->qs + 16 * (g % 2))));
+            o->d[g] = xb->d;
+            o->s[g] = xb->d * (float)_mm512_reduce_add_epi32(v);
+        }
+    }
+}
+
+/* Lane l of pair p belongs to group 2j + (l / 4) % 2 of block j =
+ * order[2p + l / 8]: the permute that spreads 16 group scales to it. */
+static inline __m512i kq_perm(const int *order, int p) {
+    int32_t ix[16];
+    for (int l = 0; l < 16; l++) ix[l] = 2 * order[2 * p + l / 8] + (l / 4) % 2;
+    return _mm512_loadu_si512(ix);
+}
+
+/* One weight row against T prepared tokens: per super-block and token,
+ * the 16 group scales (one multiply), then the four pairs into two chains
+ * (one token, decode, is not held to one FMA latency per pair). */
+#define KQ_ROW(NAME, BLOCK, UNPACK)                                                                          \
+    static inline __attribute__((always_inline)) void NAME(int T, int ns, const BLOCK *wb, const __m512i *perm, \
+                                                            const kq_x *const *x, float *o) {                 \
+        __m512 acc[2][KQ_TOK], mins[KQ_TOK];                                                                  \
+        for (int t = 0; t < T; t++) acc[0][t] = acc[1][t] = mins[t] = _mm512_setzero_ps();                   \
+        for (int b = 0; b < ns; b++) {                                                                        \
+            kq_w u;                                                                                           \
+            UNPACK(&wb[b], &u);                                                                               \
+            for (int t = 0; t < T; t++) {                                                                     \
+                const kq_x *xb = &x[t][b];                                                                    \
+                __m512 g = _mm512_mul_ps(u.sc, _mm512_loadu_ps(xb->d));                                       \
+                for (int p = 0; p < 4; p++) {                                                                 \
+                    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u.q[p],                           \
+                                                    _mm512_loadu_si512(xb->q + 64 * p));                      \
+                    acc[p & 1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(perm[p], g), \
+                                                    acc[p & 1][t]);                                           \
+                }                                                                                             \
+                mins[t] = _mm512_fmadd_ps(u.mn, _mm512_loadu_ps(xb->s), mins[t]);                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int t = 0; t < T; t++)                                                                           \
+            o[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) - _mm512_reduce_add_ps(mins[t]); \
+    }
+
+/* Tokens KQ_TOK at a time, each laid out once per tile call; rows longer
+ * than KQ_MAX_SUPER super-blocks take the AVX2 tile. */
+#define KQ_TILE(NAME, BLOCK, ROW, ORDER, FALLBACK)                                                           \
+    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,         \
+                     const int *idx, int nt, float *y, size_t ldy) {                                          \
+        int ns = n / QK_K;                                                                                    \
+        if (ns > KQ_MAX_SUPER) {                                                                              \
+            FALLBACK(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);                                       \
+            return;                                                                                           \
+        }                                                                                                     \
+        static const int order[8] = ORDER;                                                                    \
+        __m512i perm[4];                                                                                      \
+        for (int p = 0; p < 4; p++) perm[p] = kq_perm(order, p);                                              \
+        kq_x xs[KQ_TOK][KQ_MAX_SUPER];                                                                        \
+        for (int t0 = 0; t0 < nt; t0 += KQ_TOK) {                                                             \
+            int m = nt - t0 < KQ_TOK ? nt - t0 : KQ_TOK;                                                      \
+            const kq_x *x[KQ_TOK];                                                                            \
+            for (int t = 0; t < m; t++) {                                                                     \
+                kq_prepare((const block_q8a *)AROW(t0 + t), ns, order, xs[t]);                                \
+                x[t] = xs[t];                                                                                 \
+            }                                                                                                 \
+            for (int r = 0; r < nr; r++) {                                                                    \
+                const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
+                if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);                  \
+                float o[KQ_TOK] = {0};                                                                        \
+                switch (m) { /* a constant token count keeps the accumulators in registers */                \
+                case 4: ROW(4, ns, wb, perm, x, o); break;                                                    \
+                case 3: ROW(3, ns, wb, perm, x, o); break;                                                    \
+                case 2: ROW(2, ns, wb, perm, x, o); break;                                                    \
+                default: ROW(1, ns, wb, perm, x, o); break;                                                   \
+                }                                                                                             \
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                             \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+
+#define NIBBLE_PAIRS {0, 2, 1, 3, 4, 6, 5, 7}
+#define NATURAL_PAIRS {0, 1, 2, 3, 4, 5, 6, 7}
+KQ_ROW(row_q4_K, block_q4_K, unpack_kq_q4_K)
+KQ_ROW(row_q5_K, block_q5_K, unpack_kq_q5_K)
+KQ_ROW(row_q6_K, block_q6_K, unpack_kq_q6_K)
+KQ_TILE(tile_q4_K, block_q4_K, row_q4_K, NIBBLE_PAIRS, avx2_tile_q4_K)
+KQ_TILE(tile_q5_K, block_q5_K, row_q5_K, NIBBLE_PAIRS, avx2_tile_q5_K)
+KQ_TILE(tile_q6_K, block_q6_K, row_q6_K, NATURAL_PAIRS, avx2_tile_q6_K)
+
 /* ------------------------------------------------------------ f32 helpers */
 
 static float dot_f32(const float *a, const float *b, int n) {
@@ -752,8 +952,8 @@ static uint64_t read_sum(const uint64_t *p, size_t n) {
 static const kernel_set AVX512 = {
     .name = "avx512",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
-             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
-             [DT_Q5_K] = avx2_tile_q5_K, [DT_Q6_K] = avx2_tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs,
+             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K,
+             [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs,
              [DT_MXFP4] = tile_mxfp4,
              [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
