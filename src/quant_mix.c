@@ -30,6 +30,11 @@ int quant_mix_from_name(const char *s) {
 
 const char *quant_mix_name(quant_mix m) { return m >= 0 && m < MIX_COUNT ? MIX_NAMES[m] : "?"; }
 
+int quant_mix_ftype(quant_mix m) {
+    static const int FTYPE[MIX_COUNT] = {10, 12, 15, 17, 18}; /* LLAMA_FTYPE_MOSTLY_Q2_K ... _Q6_K (llama.h) */
+    return m >= 0 && m < MIX_COUNT ? FTYPE[m] : -1;
+}
+
 static int has(const char *name, const char *part) { return strstr(name, part) != NULL; }
 static int ends(const char *name, const char *suffix) {
     size_t n = strlen(name), k = strlen(suffix);

@@ -29,6 +29,8 @@ typedef struct {
 /* The mix named s ("q4_k_m", any case), or -1. */
 int quant_mix_from_name(const char *s);
 const char *quant_mix_name(quant_mix m);
+/* llama.cpp's llama_ftype of the mix (general.file_type of its files: Q4_K_M 15). */
+int quant_mix_ftype(quant_mix m);
 
 /* The type llama-quantize gives the tensor `name` (llama.cpp's name, NUL-
  * terminated) of n_dims dimensions whose rows hold ne0 values under mix m;

@@ -21,7 +21,9 @@
  * ffn_down, attn_output, the output matrix, MoE attention at Q8_0, its
  * fallbacks for rows not a multiple of 256), the token embedding included;
  * Q4_K there is rounded by ggml's reference algorithm (quantize_row_q4_K_ggml),
- * so the blocks are llama.cpp's. The keep-rules above still apply.
+ * so the blocks are llama.cpp's. The keep-rules above still apply. From a
+ * GGUF IN under a mix, an OUT.gguf is written as llama-quantize would
+ * (quantize_gguf.c): IN's tensors by their own names, by the rules alone.
  * With --calib TEXT, Q8_0, Q4_0 (plain or _r16) and Q4_K matrices are rounded by
  * GPTQ (gptq.h) against what they read when IN runs on that text (calib.c):
  * the attention input, the heads' output, the FFN input, and each expert's
@@ -37,16 +39,20 @@
 #include "quant.h"
 #include "quant_k.h"
 #include "quant_mix.h"
+#include "quantize_gguf.h"
 #include "threads.h"
 #include "writer.h"
 
 static const char *CMD = "quantize";
 
 static void help(void) {
-    printf("usage: moe quantize IN OUT.moe --type q8_0|q4_0|q4_k|q4_k_m|q5_k_m|q6_k|... [flags]\n\n"
+    printf("usage: moe quantize IN OUT.moe --type q8_0|q4_0|q4_k|q4_k_m|q5_k_m|q6_k|... [flags]\n"
+           "       moe quantize IN.gguf OUT.gguf --type q4_k_m|q5_k_m|q6_k|q3_k_m|q2_k [flags]\n\n"
            "Writes OUT with the weight matrices in TYPE (ggml-compatible blocks); IN is a .moe\n"
            "or GGUF file. Routers, norms, MXFP4 matrices (gpt-oss's experts) and (by default)\n"
-           "the token embedding keep their precision.\n\n"
+           "the token embedding keep their precision. An OUT ending in .gguf (from a GGUF IN,\n"
+           "under a mix) is the GGUF file llama-quantize would write, the same metadata and\n"
+           "tensor directory.\n\n"
            "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32 and the other GGUF types);\n"
            "                     q8_0_r16, q4_0_r16: the same values with 16 rows interleaved;\n"
            "                     q4_k_m, q5_k_m, q6_k, q3_k_m, q2_k: llama.cpp's mixes, each\n"
@@ -140,18 +146,28 @@ static int *attn_v_counts(const moe_file *f, int n_layers) {
     return idx;
 }
 
+/* The mix's type of a GGUF tensor, by its own name (-1: as it is). */
+static int gguf_target(const gguf_tensor *t, const quant_opts *o) {
+    char name[300];
+    snprintf(name, sizeof name, "%.*s", (int)t->name_len, t->name);
+    int want = quant_mix_type((quant_mix)o->mix, &o->mm, name, t->n_dims, t->ne[0]);
+    if (!strcmp(name, "token_embd.weight") && o->embd_set) want = o->embd;
+    if (!strcmp(name, "output.weight") && o->output_set) want = o->output;
+    if (want < 0 || t->type == 39 /* MXFP4: as published */) return -1;
+    want = dtype_info(want)->plain;
+    return t->ne[0] % (uint64_t)dtype_info(want)->block ? -1 : want;
+}
+
 /* --dry-run: each tensor and the type it gets. A GGUF input under a mix is
- * listed by its own tensor names, typed by llama.cpp's rules alone: the file
- * llama-quantize would write (the .moe keeps MLA's k_b/v_b float besides). */
+ * listed by its own tensor names, typed as a GGUF output would hold them:
+ * what llama-quantize writes (a .moe output keeps MLA's k_b/v_b float besides). */
 static void print_plan(const moe_file *f, const quant_opts *o) {
     const gguf_file *g = f->gguf;
     if (g && o->mix >= 0) {
         for (uint64_t i = 0; i < g->n_tensors; i++) {
             const gguf_tensor *t = &g->tensors[i];
-            char name[300];
-            snprintf(name, sizeof name, "%.*s", (int)t->name_len, t->name);
-            int q = quant_mix_type((quant_mix)o->mix, &o->mm, name, t->n_dims, t->ne[0]);
-            printf("%s %s\n", name, q >= 0 ? dtype_name(q) : ggml_type_name(t->type));
+            int q = gguf_target(t, o);
+            printf("%.*s %s\n", (int)t->name_len, t->name, q >= 0 ? dtype_name(q) : ggml_type_name(t->type));
         }
         return;
     }
@@ -213,6 +229,24 @@ int cmd_quantize(int argc, char **argv) {
         print_plan(&f, &o);
         free(attn_v_index);
         moef_close(&f);
+        return 0;
+    }
+    size_t out_len = strlen(out);
+    if (out_len > 5 && !strcmp(out + out_len - 5, ".gguf")) { /* llama.cpp's file format out */
+        if (!f.gguf || o.mix < 0 || cal)
+            die(EXIT_USAGE, CMD, "%s: GGUF output takes a GGUF input and a mix (q4_k_m, q5_k_m, q6_k, q3_k_m, q2_k), no --calib",
+                out);
+        int *want = malloc(sizeof(int) * (size_t)(f.gguf->n_tensors ? f.gguf->n_tensors : 1));
+        if (!want) die(1, CMD, "out of memory");
+        for (uint64_t i = 0; i < f.gguf->n_tensors; i++) want[i] = gguf_target(&f.gguf->tensors[i], &o);
+        double t0 = now_seconds();
+        quantize_write_gguf(f.gguf, want, (uint32_t)quant_mix_ftype((quant_mix)o.mix), out);
+        fprintf(stderr, "quantized %s -> %s (%s) in %.1f s (%d threads)\n", in, out, quant_mix_name((quant_mix)o.mix),
+                now_seconds() - t0, threads_max());
+        free(want);
+        free(attn_v_index);
+        moef_close(&f);
+        moe_model_free(open_model_or_die(CMD, out)); /* prove the result loads */
         return 0;
     }
 

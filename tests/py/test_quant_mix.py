@@ -11,6 +11,8 @@ tensor:
   quantize); each .moe tensor's type equals the file's tensor of the same llama.cpp name, except
   MLA's per-head attn_k_b / attn_v_b, which a .moe keeps float (moe quantize's rule; the
   reference's fused attn_kv_b is Q8_0 in every mix).
+GGUF output: IN.gguf -> OUT.gguf is llama-quantize's file but for the quantized blocks (same size,
+header, metadata, tensor directory, unquantized tensors).
 Values: a Q4_K_M .moe made from deepseek3's F32 file holds the same values as llama-quantize's
 file in most places (Q4_K is rounded by ggml's reference algorithm) and, tensor by tensor, an
 error against the F32 values at most 2 % above the file's.
@@ -24,6 +26,7 @@ import unittest
 import moetest
 
 import make_synthetic  # noqa: E402  (tools/, on sys.path through moetest)
+import tokenizer_convert as tc  # noqa: E402
 
 GGUF = os.path.join(moetest.SHARED, "gguf")
 MIXES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K")
@@ -139,6 +142,55 @@ class MixTypes(unittest.TestCase):
                      "tok_embd", "output")
             self.assertEqual(tuple(got[n] for n in names), types, mix)
             self.assertEqual(got["blk.1.ffn_router"], moe_types(base)["blk.1.ffn_router"], "routers keep their type")
+
+
+@unittest.skipUnless(os.path.isdir(GGUF), "no ../shared/gguf")
+class GgufOutput(unittest.TestCase):
+    """moe quantize IN.gguf OUT.gguf --type MIX writes llama-quantize's file: the same size and,
+    byte for byte, the same header, metadata (general.file_type set to the mix's) and tensor
+    directory (names, shapes, types, offsets) as the shared model-MIX.gguf; unquantized tensors
+    (norms, routers) hold the same bytes. Only the quantized blocks may differ (MixValues)."""
+
+    def test_same_file_layout_as_llama_quantize(self):
+        done = 0
+        for folder, source in (("deepseek3", "model-F32.gguf"), ("qwen3moe", "model-Q8_0.gguf")):
+            for mix in MIXES:
+                ref = os.path.join(GGUF, folder, "model-%s.gguf" % mix)
+                if not os.path.exists(ref):
+                    continue
+                with self.subTest(folder=folder, mix=mix):
+                    out = os.path.join(moetest.workdir("quant_mix"), "%s-%s.gguf" % (folder, mix))
+                    moetest.moe("quantize", os.path.join(GGUF, folder, source), out, "--type", mix.lower(), "-q")
+                    with open(out, "rb") as f:
+                        got = f.read()
+                    with open(ref, "rb") as f:
+                        want = f.read()
+                    self.assertEqual(len(got), len(want))
+                    _, tensors = tc.read_gguf_tensors(ref)
+                    first = min(off for _, _, off in tensors.values())
+                    self.assertEqual(got[:first], want[:first], "header, metadata and tensor directory")
+                    types = reference_types(folder, mix)
+                    for name, (_, ne, off) in tensors.items():
+                        if types[name] == "F32":
+                            n = 4
+                            for d in ne:
+                                n *= d
+                            self.assertEqual(got[off:off + n], want[off:off + n], name)
+                    done += 1
+        self.assertEqual(done, 8)
+
+    def test_refusals(self):
+        d = moetest.workdir("quant_mix")
+        src = os.path.join(GGUF, "qwen3moe", "model-Q8_0.gguf")
+        moe_in = os.path.join(d, "from-gguf.moe")
+        moetest.moe("quantize", src, moe_in, "--type", "q8_0", "-q")
+        for args in ((src, os.path.join(d, "x.gguf"), "--type", "q4_k"),
+                     (moe_in, os.path.join(d, "x.gguf"), "--type", "q4_k_m")):
+            p = moetest.moe("quantize", *args, check=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+            self.assertIn("GGUF output", p.stderr)
+            self.assertFalse(os.path.exists(os.path.join(d, "x.gguf")))
 
 
 @unittest.skipUnless(os.path.exists(os.path.join(GGUF, "deepseek3", "model-F32.gguf")), "no deepseek3 F32 GGUF")
