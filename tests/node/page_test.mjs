@@ -21,13 +21,15 @@ try {
   await page.dispatchEvent('#key', 'change');
   await page.waitForFunction(() => document.getElementById('model').textContent === 'default.moe');
   await page.fill('#max', '200');
-  // every length the reply's text takes, as the page paints it
+  // every length the reply's text takes: each append replaces the answer's text node, so the
+  // added nodes tell each step even when the browser handles several events in one task
   await page.evaluate(() => {
     window.lengths = [];
-    new MutationObserver(() => {
-      const a = document.querySelector('.msg.assistant span');
-      if (a) window.lengths.push(a.textContent.length);
-    }).observe(document.getElementById('log'), { childList: true, subtree: true, characterData: true });
+    new MutationObserver((records) => {
+      for (const r of records)
+        if (r.target.matches && r.target.matches('.msg.assistant span'))
+          for (const n of r.addedNodes) window.lengths.push(n.textContent.length);
+    }).observe(document.getElementById('log'), { childList: true, subtree: true });
   });
   await page.fill('#text', 'Once upon a time');
   await page.press('#text', 'Enter');

@@ -836,11 +836,10 @@ class Loading(unittest.TestCase):
                     time.sleep(0.05)
             os.write(fd, TEMPLATE.encode())
             os.close(fd)
-            lines = []  # the log lines of the 503s, then the ready line (or the end: the server died)
+            lines = []  # log lines (written after their responses, in any order), then the ready line
             while not lines or not (LISTENING.search(lines[-1]) or lines[-1] == ""):
-                lines.append(proc.stderr.readline().decode())
+                lines.append(proc.stderr.readline().decode())  # "": the server died
             self.assertTrue(LISTENING.search(lines[-1]), lines)
-            self.assertEqual(sum(" 503 prompt" in x for x in lines), 5, lines)
             self.assertEqual(call("GET", "/health"), (200, {"status": "ok"}))
             status, r = call("POST", "/v1/chat/completions",
                              {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
