@@ -161,7 +161,6 @@ static size_t find_stop(const serve_job *j, const char *text, size_t n, size_t f
  * entries of the tokens it completes; at the end (last), also of a token whose
  * text a stop string cut, but none after the stop string. */
 static void publish(serve_engine *e, slot *s, size_t upto, int last) {
-    (void)e;
     if (upto > s->sent) sb_put(&s->job->out, s->text.p + s->sent, upto - s->sent);
     s->sent = upto;
     for (; s->lp_sent < s->lp.n; s->lp_sent++) {
@@ -226,7 +225,7 @@ static const char *ready_to_sample(serve_engine *e, slot *s, moe_err *err) {
     s->dt.prev = j->prompt[j->n_prompt - 1];
     s->text.n = 0;
     s->sent = 0;
-    s->lp.n = s->lp_sent = s->cut = 0;
+    s->lp.n = s->lp.failed = s->lp_sent = s->cut = 0;
     s->n_gen = 0;
     s->prefilled = 1;
     pthread_mutex_lock(&e->mu);
