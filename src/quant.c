@@ -58,7 +58,9 @@ void quantize_row_q8_0(const float *x, void *vy, int n) {
         for (int i = 0; i < QK8_0; i++) amax = fmaxf(amax, fabsf(x[i]));
         float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f; /* all-zero block: d = 0, q = 0 */
         y[b].d = f32_to_f16(d);
-        for (int i = 0; i < QK8_0; i++) y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
+        /* halves away from zero (roundf), as ggml's quantize_row_q8_0_ref: bf16-valued
+         * weights land on exact halves often enough to matter for identical bytes */
+        for (int i = 0; i < QK8_0; i++) y[b].qs[i] = (int8_t)roundf(x[i] * id);
     }
 }
 

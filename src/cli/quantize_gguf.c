@@ -128,6 +128,10 @@ void quantize_write_gguf(const gguf_file *g, const int *want, uint32_t file_type
     }
     gguf_out o = {.f = fopen(part, "wb"), .path = part};
     if (!o.f) die(1, "quantize", "%s: cannot create", part);
+    /* whole 2 MB pieces at 2 MB offsets, as writer.c does: the new file is
+     * cached in 2 MB folios a run soon after maps as huge pages */
+    char *buf = malloc(2u << 20);
+    if (!buf || setvbuf(o.f, buf, _IOFBF, 2u << 20)) die(1, "quantize", "out of memory");
     put_metadata(&o, g, file_type);
     uint64_t off = 0;
     for (uint64_t i = 0; i < g->n_tensors; i++) { /* the directory: data offsets from the data section */
@@ -147,6 +151,7 @@ void quantize_write_gguf(const gguf_file *g, const int *want, uint32_t file_type
         pad_to(&o, g->alignment);
     }
     if (fclose(o.f)) die(1, "quantize", "%s: write failed", part);
+    free(buf);
     if (rename(part, path)) die(1, "quantize", "%s: cannot rename to %s", part, path);
     free(types);
 }

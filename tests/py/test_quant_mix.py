@@ -200,9 +200,9 @@ class MixValues(unittest.TestCase):
         src, ref = os.path.join(folder, "model-F32.gguf"), os.path.join(folder, "model-Q4_K_M.gguf")
         out = os.path.join(moetest.workdir("quant_mix"), "deepseek3-values-Q4_K_M.moe")
         moetest.moe("quantize", src, out, "--type", "q4_k_m", "-q")
-        # the share of values equal to the file's, at least (measured: Q4_K 97.4 %, Q8_0 99.9 %,
+        # the share of values equal to the file's, at least (measured: Q4_K 97.4 %, Q8_0 100 %,
         # Q5_K 88 %, Q6_K 48.5 %: the peer's Q6_K and Q5_K searches differ from ggml's reference)
-        least = {"Q4_K": 0.95, "Q8_0": 0.995, "Q5_K": 0.8, "Q6_K": 0.4}
+        least = {"Q4_K": 0.95, "Q8_0": 1.0, "Q5_K": 0.8, "Q6_K": 0.4}
         seen = set()
         for name, t in sorted(moe_types(out).items()):
             if t == "F32":
