@@ -6,8 +6,9 @@
  * match substrings of the tensor name, in llama.cpp's order: "attn_k" also
  * catches MLA's attn_kv_a_mqa, attn_kv_b and attn_k_b; "attn_q" also
  * attn_q_a, attn_q_b and attn_qkv; "ffn_down" the experts' and the shared
- * experts' downs. Where mainline llama.cpp (src/llama-quant.cpp) differs it
- * is said in the line's comment. */
+ * experts' downs. Mainline llama.cpp (src/llama-quant.cpp) matches tensor
+ * categories by exact name and bumps only for exactly 8 experts; other
+ * differences are said in the line's comment (docs/QUANTIZATION.md lists them). */
 #include "quant_mix.h"
 
 #include <ctype.h>
@@ -60,7 +61,7 @@ static int layer_of(const char *name) {
 static int fallback(int t, uint64_t ne0) {
     if (t == DT_Q2_K || t == DT_Q3_K || t == DT_Q4_K || t == DT_Q5_K || t == DT_Q6_K) {
         if (ne0 % 256 == 0) return t;
-        if (t == DT_Q2_K || t == DT_Q3_K) t = DT_IQ4_NL; /* case Q2_K, Q3_K: IQ4_NL */
+        if (t == DT_Q2_K || t == DT_Q3_K) t = DT_IQ4_NL; /* case Q2_K, Q3_K: IQ4_NL (mainline: Q4_0) */
         else if (t == DT_Q4_K) t = DT_Q5_0;             /* case Q4_K: Q5_0 */
         else if (t == DT_Q5_K) t = DT_Q5_1;             /* case Q5_K: ik_llama.cpp Q6_0 (we lack it), mainline Q5_1 */
         else t = DT_Q8_0;                               /* case Q6_K: Q8_0 */
@@ -95,7 +96,7 @@ int quant_mix_type(quant_mix m, const mix_model *mm, const char *name, int n_dim
         else if (m == MIX_Q2_K) t = gqa >= 4 ? DT_Q4_K : DT_Q3_K;      /* Q2_K */
         else if (m == MIX_Q3_K_M) t = iv < 2 ? DT_Q5_K : DT_Q4_K;      /* Q3_K_M: i_attention_wv < 2 */
         else if ((m == MIX_Q4_K_M || m == MIX_Q5_K_M) && use_more_bits(iv, nl)) t = DT_Q6_K; /* (i_attention_wv, n_attention_wv) */
-        else if (gqa >= 4) t = t == DT_Q4_K ? DT_Q5_K : t == DT_Q5_K ? DT_Q6_K : t; /* n_gqa() >= 4: one step up */
+        else if (gqa >= 4) t = t == DT_Q4_K ? DT_Q5_K : t == DT_Q5_K ? DT_Q6_K : t; /* n_gqa() >= 4: one step up (ik only) */
         /* not mirrored: MODEL_70B (dense 80-layer llama) Q3_K/Q4_K -> Q5_K */
     } else if (has(name, "attn_k")) {
         if (moe4) t = DT_Q8_0; /* attn_k (and MLA's kv_a_mqa, kv_b, k_b): "bumping this to Q8_0" */
