@@ -9,11 +9,11 @@
  *   3. q, k L2-normalised per key head, q scaled by 1/sqrt(dk);
  *      beta = sigmoid(b), decay = exp(g), g = -exp(A_log) * softplus(a + dt_bias);
  *   4. per value head h (reading key head h / (n_v/n_k), or h % n_k when the
- *      value heads are stored tiled, ssm.v_tiled), token by token, the
- *      delta rule on its state S (dk, dv):
+ *      value heads are stored tiled, ssm.v_tiled), the delta rule on its
+ *      state S (dk, dv, kept transposed), token by token (HF's recurrent form, decode):
  *          S *= decay;  delta = beta * (v - S^T k);  S += k delta^T;  o = S^T q
- *      (HF's recurrent form, exact: the chunked form HF uses for prefill is the
- *      same function, reordered);
+ *      or, for a run of DELTA_CHUNK_MIN tokens or more (prefill), the same
+ *      function 64 tokens at a time in HF's chunked form (delta_rule.h);
  *   5. o = RMSNorm(o) * w * silu(z) per value head (Qwen3NextRMSNormGated), then out_proj.
  * Steps 2 and 4 run each sequence's tokens through its own state; heads and
  * sequences are independent, so step 4 runs every (sequence, head) pair in
@@ -22,14 +22,16 @@
 #include <math.h>
 #include <string.h>
 
+#include "delta_rule.h"
 #include "forward.h"
+#include "kernels.h"
 #include "matmul.h"
 #include "ops.h"
 #include "threads.h"
 
 #define CONV_PAR_MIN (1u << 14) /* conv values below which the channels stay on one thread */
 
-/* This layer's conv state (K-1, channels) and delta-rule state (n_v, dk, dv)
+/* This layer's conv state (K-1, channels) and delta-rule state (n_v, dv, dk)
  * in sequence seq's state: the blocks are in layer order, one per Gated
  * DeltaNet layer. */
 static float *conv_state(moe_ctx *c, int seq, int layer) {
@@ -74,35 +76,6 @@ static void l2norm_scaled(float *x, int n, float scale) {
     for (int i = 0; i < n; i++) x[i] *= r;
 }
 
-/* Step 4 for one value head over n tokens: S (dk, dv) row-major, q/k/v rows
- * stride apart; o gets dv values per token, o_stride apart. kv and delta:
- * dv floats of scratch each. The decay is folded into the two passes over S
- * ((d S)^T k = d (S^T k)), so S is read twice and written once per token:
- * decode is bound by that traffic (2 MB per head group and layer in
- * Qwen3.5-35B-A3B), not by the arithmetic. */
-static void delta_rule_head(float *S, int dk, int dv, int n, const float *q, const float *k, const float *v,
-                            size_t stride, const float *beta, const float *decay, size_t gate_stride, float *o,
-                            size_t o_stride, float *kv, float *delta) {
-    for (int t = 0; t < n; t++) {
-        const float *qt = q + (size_t)t * stride, *kt = k + (size_t)t * stride, *vt = v + (size_t)t * stride;
-        float d = decay[(size_t)t * gate_stride], b = beta[(size_t)t * gate_stride];
-        /* kv = (d S)^T k, reading S */
-        memset(kv, 0, sizeof(float) * (size_t)dv);
-        for (int i = 0; i < dk; i++) axpy(kv, kt[i], S + (size_t)i * dv, dv);
-        for (int j = 0; j < dv; j++) delta[j] = b * (vt[j] - d * kv[j]);
-        /* S = d S + k delta^T, and o = S^T q in the same pass */
-        float *ot = o + (size_t)t * o_stride;
-        memset(ot, 0, sizeof(float) * (size_t)dv);
-        for (int i = 0; i < dk; i++) {
-            float *row = S + (size_t)i * dv, ki = kt[i], qi = qt[i];
-            for (int j = 0; j < dv; j++) {
-                row[j] = d * row[j] + ki * delta[j];
-                ot[j] += qi * row[j];
-            }
-        }
-    }
-}
-
 void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
@@ -127,7 +100,7 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
                   r->n, ch, c->n_threads);
     }
 
-    /* 3. L2-normalised q and k per key head (q also times dk^-1/2); beta and decay per value head */
+    /* 3. L2-normalised q and k per key head (q also times dk^-1/2); beta and log decay g per value head */
     float qscale = 1.0f / sqrtf((float)dk);
     for (int t = 0; t < n; t++) {
         float *row = c->ssm_qkv + (size_t)t * ch;
@@ -138,24 +111,34 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
         float *b = c->ssm_b + (size_t)t * nv, *a = c->ssm_a + (size_t)t * nv;
         for (int h = 0; h < nv; h++) {
             b[h] = sigmoidf(b[h]);
-            a[h] = expf(L->ssm_a[h] * softplus(a[h] + L->ssm_dt[h])); /* exp(g), ssm_a = -exp(A_log) */
+            a[h] = L->ssm_a[h] * softplus(a[h] + L->ssm_dt[h]); /* g, ssm_a = -exp(A_log) */
         }
     }
 
     /* 4. the delta rule, (run, value head) pairs in parallel; value head h reads key head h / (nv/nk)
-     * (HF's grouped order), or h % nk when every per-value-head tensor is stored tiled (ssm.v_tiled) */
+     * (HF's grouped order), or h % nk when every per-value-head tensor is stored tiled (ssm.v_tiled).
+     * A run of several tokens (prefill) goes chunk by chunk, one token (decode) or a few by the recurrence. */
     int per_k = nv / nk;
+    const kernel_set *ks = kernels_get();
+    size_t scratch = delta_rule_scratch_floats(dk, dv);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads) if (c->n_threads > 1)
     for (int rh = 0; rh < c->n_runs * nv; rh++) {
         const seq_run *r = &c->runs[rh / nv];
         int h = rh % nv, kh = cfg->ssm_v_tiled ? h % nk : h / per_k;
         const float *base = c->ssm_qkv + (size_t)r->row0 * ch;
-        const float *b = c->ssm_b + (size_t)r->row0 * nv, *a = c->ssm_a + (size_t)r->row0 * nv;
+        delta_head hd = {.q = base + (size_t)kh * dk,
+                         .k = base + kw + (size_t)kh * dk,
+                         .v = base + 2 * (size_t)kw + (size_t)h * dv,
+                         .qkv_stride = (size_t)ch,
+                         .beta = c->ssm_b + (size_t)r->row0 * nv + h,
+                         .g = c->ssm_a + (size_t)r->row0 * nv + h,
+                         .gate_stride = (size_t)nv,
+                         .o = c->ssm_o + (size_t)r->row0 * vw + (size_t)h * dv,
+                         .o_stride = (size_t)vw};
         float *S = delta_state(c, r->seq, layer) + (size_t)h * dk * dv;
-        float *tmp = c->ssm_tmp + (size_t)thread_id() * 2 * dv;
-        delta_rule_head(S, dk, dv, r->n, base + (size_t)kh * dk, base + kw + (size_t)kh * dk,
-                        base + 2 * (size_t)kw + (size_t)h * dv, (size_t)ch, b + h, a + h, (size_t)nv,
-                        c->ssm_o + (size_t)r->row0 * vw + (size_t)h * dv, (size_t)vw, tmp, tmp + dv);
+        float *tmp = c->ssm_tmp + (size_t)thread_id() * scratch;
+        if (r->n >= DELTA_CHUNK_MIN) delta_rule_chunked(ks, S, dk, dv, r->n, &hd, tmp);
+        else delta_rule_recurrent(ks, S, dk, dv, r->n, &hd, tmp);
     }
 
     /* 5. gated RMSNorm per value head: RMSNorm(o) * w * silu(z), w used as stored */

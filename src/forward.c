@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "delta_rule.h"
 #include "matmul.h"
 #include "ops.h"
 #include "threads.h"
@@ -92,7 +93,7 @@ static void layout(moe_ctx *c, arena *a) {
         c->ssm_b = take(a, B * nv, sizeof(float));
         c->ssm_a = take(a, B * nv, sizeof(float));
         c->ssm_o = take(a, B * sv, sizeof(float));
-        c->ssm_tmp = take(a, T * 2 * (uint64_t)cfg->ssm_v_dim, sizeof(float));
+        c->ssm_tmp = take(a, T * (uint64_t)delta_rule_scratch_floats(cfg->ssm_k_dim, cfg->ssm_v_dim), sizeof(float));
     }
     if (E) {
         c->router_logits = take(a, B * E, sizeof(float));

@@ -54,7 +54,7 @@ struct moe_ctx {
     /* Gated DeltaNet recurrent state of each sequence, one block of
      * ssm_state_floats(cfg) per linear-attention layer, in layer order: the
      * conv state (K-1, channels), the last K-1 pre-conv inputs, oldest first,
-     * then S (n_v_heads, k_dim, v_dim). Zero at position 0 (moe_seq_reset). */
+     * then S (n_v_heads, v_dim, k_dim) (delta_rule.h: transposed). Zero at position 0 (moe_seq_reset). */
     size_t state_bytes;         /* per sequence */
     size_t cache_bytes;         /* per sequence */
 
@@ -78,9 +78,9 @@ struct moe_ctx {
     float *ssm_x;               /* (B, channels) q|k|v before the conv */
     float *ssm_qkv;             /* (B, channels) after conv + SiLU; q, k then L2-normalised */
     float *ssm_z;               /* (B, value_width) output gate */
-    float *ssm_b, *ssm_a;       /* (B, n_v_heads) beta and alpha logits, then beta and decay */
+    float *ssm_b, *ssm_a;       /* (B, n_v_heads) beta and alpha logits, then beta and log decay g */
     float *ssm_o;               /* (B, value_width) per value head output, then gated-normed */
-    float *ssm_tmp;             /* (n_threads, 2*v_dim) S^T k and delta of one head */
+    float *ssm_tmp;             /* (n_threads, delta_rule_scratch_floats) one head's delta-rule scratch */
     float *router_logits;       /* (B, E) */
     int *sel_ids;               /* (B, k) */
     float *sel_w;               /* (B, k) */
