@@ -1,8 +1,9 @@
 /* cmd_serve.c - `moe serve`: an OpenAI-compatible HTTP server.
  *
  * Threads: the main thread accepts connections; each connection gets its own
- * thread (at most MAX_CONNS, beyond which a connection is answered 503 and
- * closed) that reads requests with a deadline, answers the cheap endpoints
+ * thread (at most MAX_CONNS: when all are taken, the connection that has waited
+ * longest for a request is closed to make room, and only when none waits is
+ * the newcomer answered 503) that reads requests with a deadline, answers the cheap endpoints
  * itself (health, models, tokenize, templates: the model is read-only), and
  * hands generation jobs to the one model thread (serve_engine.c) through a
  * bounded queue (503 when full). A thread per connection keeps each
@@ -41,6 +42,8 @@ static const char *CMD = "serve";
 #define MAX_BODY (8 * 1024 * 1024)      /* request body */
 #define MAX_STOP_LEN 256
 
+typedef struct conn conn;
+
 typedef struct {
     const moe_model *m;
     serve_engine *engine;
@@ -54,22 +57,27 @@ typedef struct {
     int timeout_ms;           /* a request must arrive within this; also the keep-alive idle time */
     long created;
     http_limits limits;
-    pthread_mutex_t mu;       /* guards loaded, n_conns and next_id */
+    pthread_mutex_t mu;       /* guards loaded, n_conns, conns, each conn's waiting fields, next_id */
+    pthread_cond_t conn_left; /* signalled when a connection thread ends */
     int loaded;               /* 0: the loader thread still fills in the fields above: only 503s */
     int n_conns;
+    conn *conns[MAX_CONNS];   /* the open connections (NULL: a free place) */
     unsigned long next_id;
 } server;
 
-typedef struct {
+struct conn {
     server *srv;
     int fd;
+    int place;                /* index in srv->conns */
+    int waiting;              /* 1 while waiting for a request (may be closed to make room) */
+    double waiting_since;     /* now_ms() when it began waiting */
     char peer[64];
     strbuf in;                /* bytes received and not yet consumed */
     int keep_alive;           /* of the current request */
     int head_only;            /* a HEAD request: responses carry no body */
     /* the current request's log line */
     int status, n_prompt, n_completion, n_reused, max_batch;
-} conn;
+};
 
 typedef struct {
     char msg[400];
@@ -1054,12 +1062,23 @@ static void log_request(const conn *c, const http_request *r, double t0) {
             pn, r->target, c->status, c->n_prompt, c->n_reused, c->n_completion, (now_ms() - t0) / 1000.0, c->max_batch);
 }
 
+/* Whether the connection waits for a request (and may be closed to make room
+ * for a new one) or is answering one (never interrupted). */
+static void set_waiting(conn *c, int waiting) {
+    pthread_mutex_lock(&c->srv->mu);
+    c->waiting = waiting;
+    c->waiting_since = now_ms();
+    pthread_mutex_unlock(&c->srv->mu);
+}
+
 static void *conn_main(void *arg) {
     conn *c = arg;
     server *srv = c->srv;
     for (;;) {
         http_request r;
+        set_waiting(c, 1);
         int rc = read_request(c, &r);
+        set_waiting(c, 0);
         if (rc == 0) break;
         double t0 = now_ms();
         c->status = 0;
@@ -1081,16 +1100,39 @@ static void *conn_main(void *arg) {
         memmove(c->in.p, c->in.p + r.total_len, c->in.n - r.total_len);
         c->in.n -= r.total_len;
     }
+    pthread_mutex_lock(&srv->mu); /* out of the table first: nobody shuts the descriptor down after close */
+    srv->conns[c->place] = NULL;
+    srv->n_conns--;
+    pthread_cond_signal(&srv->conn_left);
+    pthread_mutex_unlock(&srv->mu);
     close(c->fd);
     sb_free(&c->in);
     free(c);
-    pthread_mutex_lock(&srv->mu);
-    srv->n_conns--;
-    pthread_mutex_unlock(&srv->mu);
     return NULL;
 }
 
-/* Over MAX_CONNS: one short 503 without a thread, then close. */
+/* All connection threads taken: end the connection that has waited longest
+ * for a request (idle keep-alive, or a request trickling in byte by byte: a
+ * client that sends its request promptly is never the oldest), then wait
+ * (bounded) for its thread to leave. 1 when there is room now. Under srv->mu. */
+static int make_room(server *srv) {
+    conn *oldest = NULL;
+    for (int i = 0; i < MAX_CONNS; i++) {
+        conn *c = srv->conns[i];
+        if (c && c->waiting && (!oldest || c->waiting_since < oldest->waiting_since)) oldest = c;
+    }
+    if (!oldest) return 0;
+    oldest->waiting = 0;               /* chosen once */
+    shutdown(oldest->fd, SHUT_RDWR);   /* its poll wakes, its recv sees the end: the thread leaves */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2;
+    while (srv->n_conns >= MAX_CONNS)
+        if (pthread_cond_timedwait(&srv->conn_left, &srv->mu, &until)) break;
+    return srv->n_conns < MAX_CONNS;
+}
+
+/* Over MAX_CONNS with no waiting connection to close: one short 503 without a thread, then close. */
 static void refuse_connection(int fd) {
     const char *body = "{\"error\": {\"message\": \"too many connections\", \"type\": \"unavailable_error\", "
                        "\"param\": null, \"code\": 503}}";
@@ -1111,22 +1153,10 @@ static void accept_loop(server *srv, int lfd) {
             if (errno != EINTR && errno != ECONNABORTED) usleep(10000); /* e.g. out of descriptors: let some close */
             continue;
         }
-        pthread_mutex_lock(&srv->mu);
-        int full = srv->n_conns >= MAX_CONNS;
-        if (!full) srv->n_conns++;
-        pthread_mutex_unlock(&srv->mu);
-        if (full) {
-            refuse_connection(fd);
-            continue;
-        }
         /* a client that stops reading cannot hold a thread longer than the timeout */
         struct timeval tv = {.tv_sec = srv->timeout_ms / 1000, .tv_usec = (srv->timeout_ms % 1000) * 1000};
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         conn *c = calloc(1, sizeof *c);
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         if (c) {
             c->srv = srv;
             c->fd = fd;
@@ -1137,12 +1167,30 @@ static void accept_loop(server *srv, int lfd) {
                 inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof host);
             snprintf(c->peer, sizeof c->peer, "%s", host);
         }
-        if (!c || pthread_create(&t, &attr, conn_main, c)) {
+        pthread_mutex_lock(&srv->mu);
+        int room = c && (srv->n_conns < MAX_CONNS || make_room(srv));
+        if (room) {
+            for (c->place = 0; srv->conns[c->place]; c->place++) {}
+            srv->conns[c->place] = c;
+            srv->n_conns++;
+        }
+        pthread_mutex_unlock(&srv->mu);
+        if (!room) {
             free(c);
             refuse_connection(fd);
+            continue;
+        }
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, conn_main, c)) {
             pthread_mutex_lock(&srv->mu);
+            srv->conns[c->place] = NULL;
             srv->n_conns--;
             pthread_mutex_unlock(&srv->mu);
+            free(c);
+            refuse_connection(fd);
         }
         pthread_attr_destroy(&attr);
     }
@@ -1239,7 +1287,29 @@ static void help(void) {
            "      --api-key KEY       require \"Authorization: Bearer KEY\" (except on /health)\n"
            "      --template FILE     Jinja chat template instead of the model's\n"
            "      --timeout SECONDS   a request must arrive within this, idle connections close after it\n"
-           "                          (default 30)\n");
+           "                          (default 30)\n\n"
+           "OpenMP threads wait passively (OMP_WAIT_POLICY=passive) unless OMP_WAIT_POLICY is set.\n");
+}
+
+/* The model thread waits between rounds for the connection threads, and they
+ * and the clients share the cores with it: OpenMP workers that spin while they
+ * wait (libgomp's default) take those cores, and on a loaded 2-core machine that
+ * turned 4600-5400 tok/s into 1100 with 2-3 s stalls (docs/BENCHMARKS.md).
+ * libgomp reads OMP_WAIT_POLICY once, before main, so unless the user chose a
+ * policy the server runs itself again with passive waiting set. */
+static void wait_passively(int argc, char **argv) {
+#ifdef _OPENMP
+    if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "passive", 1)) return;
+    char **again = calloc((size_t)argc + 3, sizeof *again);
+    if (!again) return;
+    again[0] = "moe";
+    again[1] = "serve";
+    for (int i = 0; i < argc; i++) again[i + 2] = argv[i];
+    execv("/proc/self/exe", again);
+    free(again); /* no /proc: serve with the default policy */
+#else
+    (void)argc, (void)argv;
+#endif
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -1263,6 +1333,7 @@ int cmd_serve(int argc, char **argv) {
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe serve -h)", flag);
     }
     if (api_key && (!api_key[0] || strlen(api_key) > 256)) die(EXIT_USAGE, CMD, "--api-key: 1 to 256 characters");
+    wait_passively(argc, argv);
     /* a client that goes away mid-write must not kill the server */
     struct sigaction sa = {0};
     sa.sa_handler = SIG_IGN;
@@ -1271,6 +1342,7 @@ int cmd_serve(int argc, char **argv) {
     server srv = {.api_key = api_key, .timeout_ms = timeout * 1000, .created = (long)time(NULL),
                   .limits = {.max_head = MAX_HEAD, .max_headers = MAX_HEADERS, .max_body = MAX_BODY}};
     pthread_mutex_init(&srv.mu, NULL);
+    pthread_cond_init(&srv.conn_left, NULL);
     int bound;
     int lfd = listen_on(host, port, &bound);
     loader ld = {.srv = &srv, .path = model ? model : default_model_path(argv[0]), .tmpl_path = tmpl, .cp = cp,
