@@ -46,17 +46,22 @@ set_tests_properties(node_openai PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOU
 add_test(NAME node_page COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/node/run_page_test.py)
 set_tests_properties(node_page PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 600 SKIP_RETURN_CODE 77)
 
-# The GGUF fuzz target for a bounded time (a MOE_FUZZ build only), seeded with
-# a small GGUF model written by tests/fuzz/make_gguf_seed.py (the shared files
-# are megabytes: too slow to mutate); new inputs go to the build folder's corpus.
-if(MOE_FUZZ)
-  set(MOE_FUZZ_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz-corpus/fuzz_gguf)
-  set(MOE_FUZZ_SEEDS ${CMAKE_CURRENT_BINARY_DIR}/fuzz-seeds/fuzz_gguf)
-  file(MAKE_DIRECTORY ${MOE_FUZZ_CORPUS})
-  add_test(NAME fuzz_gguf_seeds COMMAND ${Python3_EXECUTABLE}
-           ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/make_gguf_seed.py ${MOE_FUZZ_SEEDS})
-  set_tests_properties(fuzz_gguf_seeds PROPERTIES FIXTURES_SETUP gguf_seeds)
-  add_test(NAME fuzz_gguf COMMAND fuzz_gguf -max_total_time=${MOE_FUZZ_SECONDS} -timeout=20 -rss_limit_mb=4096
-           ${MOE_FUZZ_CORPUS} ${MOE_FUZZ_SEEDS})
-  set_tests_properties(fuzz_gguf PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" TIMEOUT 1800 FIXTURES_REQUIRED gguf_seeds)
-endif()
+# Inputs that once broke a fuzz target (tests/fuzz/regress/TARGET/), replayed through the target's
+# entry point without libFuzzer (tests/fuzz/replay.c), so every build, the sanitized one
+# included, keeps them fixed. TARGET fuzz_tokenizer_load is fuzz_tokenizer in its load mode.
+file(GLOB MOE_FUZZ_REGRESS LIST_DIRECTORIES true ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/regress/fuzz_*)
+foreach(dir ${MOE_FUZZ_REGRESS})
+  get_filename_component(name ${dir} NAME)
+  set(src ${name})
+  set(env "")
+  if(name STREQUAL "fuzz_tokenizer_load")
+    set(src fuzz_tokenizer)
+    set(env "MOE_FUZZ_MODE=load")
+  endif()
+  add_executable(replay_${name} ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/${src}.c ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/replay.c)
+  target_include_directories(replay_${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit)
+  target_compile_definitions(replay_${name} PRIVATE MOE_LIBFUZZER)
+  target_link_libraries(replay_${name} PRIVATE moelib)
+  add_test(NAME regress_${name} COMMAND replay_${name} ${dir})
+  set_tests_properties(regress_${name} PROPERTIES ENVIRONMENT "${MOE_TEST_ENV};${env}" TIMEOUT 600)
+endforeach()

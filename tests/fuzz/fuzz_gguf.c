@@ -1,10 +1,10 @@
 /* fuzz_gguf.c - libFuzzer target for the GGUF parser (src/gguf.c), every
  * typed read of what it accepted, and the translation into the engine's view
  * and the model binder (gguf_view.c, gguf_tok.c, model.c); when a model
- * loads, one short forward pass. Seeded by tests/fuzz/make_gguf_seed.py.
+ * loads, one short forward pass. Seeded by tests/fuzz/make_seeds.py.
  *
  * Built through CMake: cmake -B build-fuzz -DCMAKE_C_COMPILER=clang -DMOE_FUZZ=ON
- * (tests/fuzz/run.sh does it and runs a target). */
+ * (tests/fuzz/run.sh [SECONDS] fuzz_gguf does it and runs it). */
 #include <stdlib.h>
 #include <string.h>
 

@@ -3,7 +3,7 @@
  * why; a complete request's pieces lie inside the input, and every prefix of
  * a complete request is incomplete or the same refusal-free parse.
  *
- * Build and run: tests/fuzz/run.sh fuzz_http [SECONDS]. */
+ * Build and run: tests/fuzz/run.sh [SECONDS] fuzz_http. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,8 +3,8 @@
  * conversation under tight limits. Either it renders or it is refused with a
  * one-line message; never a crash, a hang or unbounded memory.
  *
- * Build and run: tests/fuzz/run.sh fuzz_jinja [SECONDS]; seed the corpus with
- * ../shared/chat-templates/ *.jinja. */
+ * Build and run: tests/fuzz/run.sh [SECONDS] fuzz_jinja (seeded with
+ * ../shared/chat-templates/ *.jinja). */
 #include <stdlib.h>
 #include <string.h>
 

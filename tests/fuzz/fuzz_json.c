@@ -2,7 +2,7 @@
  * any input either parses or is refused with a message; what parses writes
  * (compact, indented, sorted, ASCII) and reads back to the same text.
  *
- * Build and run: tests/fuzz/run.sh fuzz_json [SECONDS]. */
+ * Build and run: tests/fuzz/run.sh [SECONDS] fuzz_json. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -2,8 +2,8 @@
  * config binder, tensor binding, tokenizer tables) and, when a file is
  * accepted, one short forward pass.
  *
- * Build and run with tests/fuzz/run.sh (clang with libFuzzer; seeds the
- * corpus with the tiny model of tests/unit/tiny_model.h).
+ * Build and run: tests/fuzz/run.sh [SECONDS] fuzz_model (seeded with the tiny
+ * model of tests/unit/tiny_model.h and quantized .moe files, tests/fuzz/make_seeds.py).
  */
 #include <stdlib.h>
 #include <string.h>

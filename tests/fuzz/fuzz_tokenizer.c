@@ -14,7 +14,7 @@
  *                     that succeeds encode and decode a fixed text.
  * Tokenizers: $MOE_FUZZ_TOK (one .moe file), else every *.moe in
  * $MOE_FUZZ_DIR (default $MOE_WORK/tok_c, as the unit test writes them).
- * Build and run: tests/fuzz/run_fuzz.sh. */
+ * Build and run: tests/fuzz/run.sh [SECONDS] fuzz_tokenizer fuzz_tokenizer_load. */
 #include <dirent.h>
 
 #include "tok_util.h"

@@ -1,12 +1,8 @@
 #!/usr/bin/env python3
-"""make_gguf_seed.py DIR [--mla] - write small GGUF model files for the fuzz_gguf corpus (the
-shared llama.cpp files are megabytes: too slow to mutate): a qwen3moe model with a tiny
-byte-level tokenizer and random F32 weights; with --mla also a deepseek2 one (MLA, fused
-attn_kv_b). Standard library only.
-
---mla is off by default: every MLA forward pass still stops clang's UBSan on a known defect
-(issue 16, robustness item 3: act_init offsets a NULL scratch pointer), which would end every
-fuzz run at its first input."""
+"""make_gguf_seed.py DIR [--mla] - write small GGUF model files for the fuzz_gguf corpus: a
+qwen3moe model with a tiny byte-level tokenizer and random F32 weights; with --mla also a
+deepseek2 one (MLA, fused attn_kv_b). Standard library only. tests/fuzz/make_seeds.py writes
+both, beside shrunk copies of the shared llama.cpp files."""
 import os
 import random
 import struct
