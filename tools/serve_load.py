@@ -59,7 +59,8 @@ class Server:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=drain, daemon=True).start()
+        self.drain = threading.Thread(target=drain, daemon=True)
+        self.drain.start()
         if not ready.wait(120) or self.port is None:
             self.stop()
             raise RuntimeError("the server did not start: %s" % "".join(self.lines[-5:]))
@@ -71,6 +72,8 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(30)
+        self.drain.join(30)
+        self.proc.stderr.close()
 
 
 def rss_kb(pid):
@@ -376,8 +379,8 @@ def timed_stream(port, prompt, max_tokens, out, i):
     out[i] = (n, total if first is None else first, total)
 
 
-def streams(port, n, max_tokens):
-    """n concurrent streamed requests: (aggregate tokens/s over the wall time, first-token times)."""
+def concurrently(port, n, max_tokens):
+    """n streamed requests at once; (their results, wall seconds)."""
     out = [None] * n
     t0 = time.time()
     ts = [threading.Thread(target=timed_stream, args=(port, PROMPTS[i % len(PROMPTS)] + " %d" % i, max_tokens, out, i))
@@ -386,10 +389,19 @@ def streams(port, n, max_tokens):
         t.start()
     for t in ts:
         t.join()
-    wall = time.time() - t0
+    return out, time.time() - t0
+
+
+def streams(port, n, max_tokens):
+    """n concurrent streamed requests: (aggregate tokens/s over the wall time, first-token times).
+    The first-token time is that of n requests of one token sent at once (their prompts' prefill
+    plus one step): a model whose tokens decode to no text (make_model.py's stub tokenizer)
+    sends no event before its last."""
+    out, wall = concurrently(port, n, max_tokens)
     if any(o is None or o[0] != max_tokens for o in out):
         raise RuntimeError("a stream ended early: %s" % out)
-    return sum(o[0] for o in out) / wall, [o[1] for o in out]
+    first, _ = concurrently(port, n, 1)
+    return sum(o[0] for o in out) / wall, [o[2] for o in first]
 
 
 def streams_main(a, binaries, counts):
