@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1113,13 +1114,16 @@ static void *conn_main(void *arg) {
 
 /* All connection threads taken: end the connection that has waited longest
  * for a request (idle keep-alive, or a request trickling in byte by byte: a
- * client that sends its request promptly is never the oldest), then wait
- * (bounded) for its thread to leave. 1 when there is room now. Under srv->mu. */
+ * client that sends its request promptly is never the oldest, and one whose
+ * bytes wait to be read is skipped), then wait (bounded) for its thread to
+ * leave. 1 when there is room now. Under srv->mu. */
 static int make_room(server *srv) {
     conn *oldest = NULL;
     for (int i = 0; i < MAX_CONNS; i++) {
         conn *c = srv->conns[i];
-        if (c && c->waiting && (!oldest || c->waiting_since < oldest->waiting_since)) oldest = c;
+        int pending = 0; /* bytes its thread has yet to read: a request about to be answered */
+        if (!c || !c->waiting || ioctl(c->fd, FIONREAD, &pending) || pending > 0) continue;
+        if (!oldest || c->waiting_since < oldest->waiting_since) oldest = c;
     }
     if (!oldest) return 0;
     oldest->waiting = 0;               /* chosen once */
