@@ -11,7 +11,7 @@ set(MOE_SHARED_DIR "${CMAKE_CURRENT_SOURCE_DIR}/../shared" CACHE PATH "The share
 get_filename_component(MOE_SHARED_DIR "${MOE_SHARED_DIR}" ABSOLUTE)
 set(MOE_TEST_ENV "MOE_SHARED=${MOE_SHARED_DIR}" "MOE_ROOT=${CMAKE_CURRENT_SOURCE_DIR}"
     "MOE_WORK=${CMAKE_CURRENT_BINARY_DIR}/testwork" "PYTHONDONTWRITEBYTECODE=1" "OMP_WAIT_POLICY=PASSIVE")
-set(MOE_FUZZ_SECONDS 50 CACHE STRING "Seconds each fuzz target runs under ctest")
+set(MOE_FUZZ_SECONDS 40 CACHE STRING "Seconds each fuzz target runs under ctest")
 set(MOE_FUZZ_DIR ${CMAKE_CURRENT_BINARY_DIR}/fuzz)
 file(GLOB MOE_FUZZ_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/fuzz_*.c)
 
@@ -23,11 +23,11 @@ add_test(NAME fuzz_seeds COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DI
          ${MOE_FUZZ_DIR}/seeds --tiny $<TARGET_FILE:seed_tiny_model> --moe $<TARGET_FILE:moe>)
 set_tests_properties(fuzz_seeds PROPERTIES ENVIRONMENT "${MOE_TEST_ENV}" FIXTURES_SETUP fuzz_seeds TIMEOUT 600)
 
-# name, the environment it needs, its extra libFuzzer flags
-function(moe_fuzz_test name target env flags)
+# test name, fuzz target, whose seeds, the environment it needs, its extra libFuzzer flags
+function(moe_fuzz_test name target seeds env flags)
   set(corpus ${MOE_FUZZ_DIR}/corpus/${name})
   file(MAKE_DIRECTORY ${corpus})
-  set(dirs ${corpus} ${MOE_FUZZ_DIR}/seeds/${name})
+  set(dirs ${corpus} ${MOE_FUZZ_DIR}/seeds/${seeds})
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/regress/${name})
     list(APPEND dirs ${CMAKE_CURRENT_SOURCE_DIR}/tests/fuzz/regress/${name})
   endif()
@@ -47,9 +47,14 @@ foreach(src ${MOE_FUZZ_SOURCES})
   target_link_options(${name} PRIVATE -fsanitize=fuzzer)
   if(name STREQUAL "fuzz_tokenizer")
     # text through the converted tokenizers, and tokenizer files through the loader
-    moe_fuzz_test(fuzz_tokenizer ${name} "MOE_FUZZ_DIR=${MOE_FUZZ_DIR}/seeds/tok" "-max_len=4096")
-    moe_fuzz_test(fuzz_tokenizer_load ${name} "MOE_FUZZ_MODE=load" "")
+    moe_fuzz_test(fuzz_tokenizer ${name} fuzz_tokenizer "MOE_FUZZ_DIR=${MOE_FUZZ_DIR}/seeds/tok" "-max_len=4096")
+    moe_fuzz_test(fuzz_tokenizer_load ${name} fuzz_tokenizer_load "MOE_FUZZ_MODE=load" "")
   else()
-    moe_fuzz_test(${name} ${name} "" "")
+    moe_fuzz_test(${name} ${name} ${name} "" "")
+  endif()
+  if(name STREQUAL "fuzz_gguf" AND CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+    # the dispatcher picks one kernel set per process: the AVX2 one gets its own run
+    # (on a CPU without AVX2 MOE_KERNELS names nothing and the best set runs)
+    moe_fuzz_test(fuzz_gguf_avx2 ${name} fuzz_gguf "MOE_KERNELS=avx2" "")
   endif()
 endforeach()

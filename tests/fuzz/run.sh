@@ -2,10 +2,10 @@
 # The one way to fuzz: configure the MOE_FUZZ build (clang + libFuzzer, ASan +
 # UBSan, the library with its real per-file ISA flags so the SIMD kernels are
 # fuzzed too), build it, write the seeds (tests/fuzz/make_seeds.py) and run
-# targets through ctest, each for SECONDS (CI runs them all for 50 s each).
+# targets through ctest, each for SECONDS (CI runs them all for 40 s each).
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]
-#   TARGET: fuzz_gguf fuzz_model fuzz_tokenizer fuzz_tokenizer_load fuzz_json
-#           fuzz_jinja fuzz_http (default: all)
+#   TARGET: fuzz_gguf fuzz_gguf_avx2 fuzz_model fuzz_tokenizer fuzz_tokenizer_load
+#           fuzz_json fuzz_jinja fuzz_http (default: all)
 # New corpus entries stay in build-fuzz/fuzz/corpus/TARGET; a failing input is
 # written to build-fuzz/fuzz/TARGET-crash-* (add it to tests/fuzz/regress/TARGET
 # once fixed). Needs clang with libFuzzer (Debian: clang, libclang-rt-dev).
