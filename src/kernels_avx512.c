@@ -694,7 +694,7 @@ static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void
  * (Q4_K/Q5_K) and Q6_K's -32 offset meet the activation group sums in one
  * more multiply-add per super-block. Each sub-block's dot stays exact in
  * int32; only the scaling is float, as in the scalar reference. */
-#define KQ_TOK 4                 /* tokens per pass over a weight row */
+#define KQ_TOK 8                 /* tokens per pass over a weight row */
 #define KQ_MAX_SUPER 32          /* rows up to 8192 values: the tokens' layout lives on the stack */
 
 typedef struct {
@@ -785,14 +785,19 @@ static inline void unpack_kq_q6_K(const block_q6_K *w, kq_w *u) {
 /* A token row's super-blocks laid out for the pairs order[0..7] (pair p =
  * blocks order[2p], order[2p+1]). */
 static void kq_prepare(const block_q8a *x, int ns, const int *order, kq_x *out) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
     for (int b = 0; b < ns; b++, x += 8) {
         kq_x *o = &out[b];
         for (int i = 0; i < 8; i++) memcpy(o->q + 32 * i, x[order[i]].qs, 32);
-        for (int g = 0; g < 16; g++) {
-            const block_q8a *xb = &x[g / 2];
-            __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(xb->qs + 16 * (g % 2))));
-            o->d[g] = xb->d;
-            o->s[g] = xb->d * (float)_mm512_reduce_add_epi32(v);
+        for (int j = 0; j < 8; j++) {
+            /* the sums of 8-byte runs of (value + 128), unsigned: sad against zero */
+            __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[j].qs), bias);
+            __m256i r = _mm256_sad_epu8(v, _mm256_setzero_si256());
+            int64_t e[4];
+            _mm256_storeu_si256((__m256i *)e, r);
+            o->d[2 * j] = o->d[2 * j + 1] = x[j].d;
+            o->s[2 * j] = x[j].d * (float)(e[0] + e[1] - 16 * 128);
+            o->s[2 * j + 1] = x[j].d * (float)(e[2] + e[3] - 16 * 128);
         }
     }
 }
@@ -807,7 +812,8 @@ static inline __m512i kq_perm(const int *order, int p) {
 
 /* One weight row against T prepared tokens: per super-block and token,
  * the 16 group scales (one multiply), then the four pairs into two chains
- * (one token, decode, is not held to one FMA latency per pair). */
+ * for up to 4 tokens (one token, decode, is not held to one FMA latency
+ * per pair), one for more (the registers would not hold two). */
 #define KQ_ROW(NAME, BLOCK, UNPACK)                                                                          \
     static inline __attribute__((always_inline)) void NAME(int T, int ns, const BLOCK *wb, const __m512i *perm, \
                                                             const kq_x *const *x, float *o) {                 \
@@ -820,19 +826,23 @@ static inline __m512i kq_perm(const int *order, int p) {
                 const kq_x *xb = &x[t][b];                                                                    \
                 __m512 g = _mm512_mul_ps(u.sc, _mm512_loadu_ps(xb->d));                                       \
                 for (int p = 0; p < 4; p++) {                                                                 \
+                    int c = T <= 4 ? p & 1 : 0;                                                               \
                     __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u.q[p],                           \
                                                     _mm512_loadu_si512(xb->q + 64 * p));                      \
-                    acc[p & 1][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(perm[p], g), \
-                                                    acc[p & 1][t]);                                           \
+                    acc[c][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(perm[p], g),     \
+                                                acc[c][t]);                                                   \
                 }                                                                                             \
                 mins[t] = _mm512_fmadd_ps(u.mn, _mm512_loadu_ps(xb->s), mins[t]);                             \
             }                                                                                                 \
         }                                                                                                     \
-        for (int t = 0; t < T; t++)                                                                           \
-            o[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][t], acc[1][t])) - _mm512_reduce_add_ps(mins[t]); \
+        for (int t = 0; t < T; t++) {                                                                         \
+            __m512 a = T <= 4 ? _mm512_add_ps(acc[0][t], acc[1][t]) : acc[0][t];                              \
+            o[t] = _mm512_reduce_add_ps(a) - _mm512_reduce_add_ps(mins[t]);                                  \
+        }                                                                                                     \
     }
 
-/* Tokens KQ_TOK at a time, each laid out once per tile call; rows longer
+/* Tokens KQ_TOK at a time, each laid out once per tile call (a group of
+ * fewer goes 4, then 3, 2 or 1 at a time over the same row); rows longer
  * than KQ_MAX_SUPER super-blocks take the AVX2 tile. */
 #define KQ_TILE(NAME, BLOCK, ROW, ORDER, FALLBACK)                                                           \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,         \
@@ -857,11 +867,16 @@ static inline __m512i kq_perm(const int *order, int p) {
                 const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
                 if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);                  \
                 float o[KQ_TOK] = {0};                                                                        \
-                switch (m) { /* a constant token count keeps the accumulators in registers */                \
-                case 4: ROW(4, ns, wb, perm, x, o); break;                                                    \
-                case 3: ROW(3, ns, wb, perm, x, o); break;                                                    \
-                case 2: ROW(2, ns, wb, perm, x, o); break;                                                    \
-                default: ROW(1, ns, wb, perm, x, o); break;                                                   \
+                /* a constant token count keeps the accumulators in registers */                             \
+                if (m == KQ_TOK) ROW(KQ_TOK, ns, wb, perm, x, o);                                             \
+                else {                                                                                        \
+                    int d = m >= 4 ? 4 : 0;                                                                   \
+                    if (d) ROW(4, ns, wb, perm, x, o);                                                        \
+                    switch (m - d) {                                                                          \
+                    case 3: ROW(3, ns, wb, perm, x + d, o + d); break;                                        \
+                    case 2: ROW(2, ns, wb, perm, x + d, o + d); break;                                        \
+                    case 1: ROW(1, ns, wb, perm, x + d, o + d); break;                                        \
+                    }                                                                                         \
                 }                                                                                             \
                 for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                             \
             }                                                                                                 \
