@@ -8,8 +8,9 @@
  * tokens the lanes (TOKENS16), the rest use 4x4 register tiles (INT8_RXT);
  * the _r16 types have rows as lanes.
  * MXFP4 looks its levels up with a float permute (tile_mxfp4). Q4_K, Q5_K
- * and Q6_K take 64 weights per dpbusd and scale 16-value groups with one
- * permute per pair of sub-blocks (KQ_TILE); IQ4_XS uses the AVX2 tile
+ * and Q6_K: 16 or more tokens are lanes as for Q8_0 (KQ_TOKENS16), fewer
+ * take 64 weights per dpbusd and scale 16-value groups with one permute
+ * per pair of sub-blocks (KQ_TILE); IQ4_XS uses the AVX2 tile
  * (kernels_avx2.c). Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
@@ -841,10 +842,118 @@ static inline __m512i kq_perm(const int *order, int p) {
         }                                                                                                     \
     }
 
+/* Many tokens: lanes are tokens, as for Q8_0 (TOKENS16, interleave16): a
+ * row's super-block is unpacked once into 256 code bytes in value order
+ * and its 16 group scales, then 4 codes at a time are broadcast against
+ * 16 tokens. Q4_K/Q5_K sum a 32-value sub-block in int32 (8 dpbusd) before
+ * scaling it, their mins meeting the tokens' block sums; Q6_K scales each
+ * 16 values, its -32 offset entering the int32 sum as -32 x the tokens'
+ * group sums. Four rows share each load of the tokens' values. */
+typedef struct {
+    __m512 ds;       /* Q4_K/Q5_K: scale x block sum per token; unused for Q6_K */
+    __m512i neg[2];  /* Q6_K: -32 x the sum of values 0-15 / 16-31 per token */
+} kq_xsum16;
+
+static void kq_sums16(const xblock16 *xb, int nb, int q6, kq_xsum16 *xs) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int b = 0; b < nb; b++) {
+        if (!q6) {
+            xs[b].ds = _mm512_mul_ps(xb[b].d, _mm512_cvtepi32_ps(xb[b].neg)); /* neg holds +sum (offset -1) */
+            continue;
+        }
+        for (int h = 0; h < 2; h++) {
+            __m512i s = _mm512_setzero_si512();
+            for (int k = 0; k < 4; k++) s = _mm512_dpbusd_epi32(s, ones, xb[b].qs[4 * h + k]);
+            xs[b].neg[h] = _mm512_mullo_epi32(s, _mm512_set1_epi32(-32));
+        }
+    }
+}
+
+/* A super-block's codes in value order (pair p of u holds 32-blocks
+ * order[2p], order[2p+1]) and its group scales and mins. */
+typedef struct {
+    _Alignas(64) uint8_t q[256];
+    float sc[16], mn[16];
+} kq_row;
+
+static inline void kq_store(const kq_w *u, const int *order, kq_row *o) {
+    for (int p = 0; p < 4; p++) {
+        _mm256_storeu_si256((__m256i *)(o->q + 32 * order[2 * p]), _mm512_castsi512_si256(u->q[p]));
+        _mm256_storeu_si256((__m256i *)(o->q + 32 * order[2 * p + 1]), _mm512_extracti64x4_epi64(u->q[p], 1));
+    }
+    _mm512_storeu_ps(o->sc, u->sc);
+    _mm512_storeu_ps(o->mn, u->mn);
+}
+
+/* Four rows' super-block against 16 tokens (32-blocks 8b.. of xb). */
+static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const kq_row *w, const xblock16 *xb,
+                                                                   const kq_xsum16 *xs, __m512 *acc, __m512 *mins) {
+    for (int j = 0; j < 8; j++) {
+        const xblock16 *x = &xb[j];
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *q = w[r].q + 32 * j;
+            if (q6) {
+                for (int h = 0; h < 2; h++) {
+                    __m512i d = xs[j].neg[h];
+                    for (int k = 0; k < 4; k++) d = _mm512_dpbusd_epi32(d, bcast4((const int8_t *)q + 16 * h + 4 * k), x->qs[4 * h + k]);
+                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(x->d, _mm512_set1_ps(w[r].sc[2 * j + h])), acc[r]);
+                }
+            } else {
+                __m512i d0 = _mm512_setzero_si512(), d1 = d0;
+                for (int k = 0; k < 8; k += 2) {
+                    d0 = _mm512_dpbusd_epi32(d0, bcast4((const int8_t *)q + 4 * k), x->qs[k]);
+                    d1 = _mm512_dpbusd_epi32(d1, bcast4((const int8_t *)q + 4 * k + 4), x->qs[k + 1]);
+                }
+                __m512i d = _mm512_add_epi32(d0, d1);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(x->d, _mm512_set1_ps(w[r].sc[2 * j])), acc[r]);
+                mins[r] = _mm512_fmadd_ps(xs[j].ds, _mm512_set1_ps(w[r].mn[2 * j]), mins[r]);
+            }
+        }
+    }
+}
+
+/* Tokens in groups of 16 for nr (a multiple of 4) rows; returns the first
+ * token left for the per-token path. */
+#define KQ_TOKENS16(NAME, BLOCK, UNPACK, ORDER, Q6)                                                          \
+    static int NAME(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
+                    const int *idx, int nt, float *y, size_t ldy) {                                           \
+        int nb = 8 * ns;                                                                                      \
+        if (nb > XT_MAX_BLOCKS || nr % 4) return 0;                                                           \
+        static const int order[8] = ORDER;                                                                    \
+        xblock16 xb[XT_MAX_BLOCKS];                                                                           \
+        kq_xsum16 xs[XT_MAX_BLOCKS];                                                                          \
+        int t0 = 0;                                                                                           \
+        for (; t0 + XT <= nt; t0 += XT) {                                                                     \
+            const block_q8a *x[XT];                                                                           \
+            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t);                              \
+            interleave16(x, nb, Q6 ? 0 : -1, xb);                                                             \
+            kq_sums16(xb, nb, Q6, xs);                                                                        \
+            for (int r0 = 0; r0 < nr; r0 += 4) {                                                              \
+                __m512 acc[4], mins[4];                                                                       \
+                for (int r = 0; r < 4; r++) acc[r] = mins[r] = _mm512_setzero_ps();                           \
+                for (int b = 0; b < ns; b++) {                                                                \
+                    kq_row wr[4];                                                                             \
+                    for (int r = 0; r < 4; r++) {                                                             \
+                        kq_w u;                                                                               \
+                        UNPACK((const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride) + b, &u);       \
+                        kq_store(&u, order, &wr[r]);                                                          \
+                    }                                                                                         \
+                    kq_rows4_super(Q6, wr, xb + 8 * b, xs + 8 * b, acc, mins);                                \
+                }                                                                                             \
+                float v[4][XT];                                                                               \
+                for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], _mm512_sub_ps(acc[r], mins[r]));          \
+                for (int t = 0; t < XT; t++)                                                                  \
+                    for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];                 \
+            }                                                                                                 \
+        }                                                                                                     \
+        return t0;                                                                                            \
+    }
+
 /* Tokens KQ_TOK at a time, each laid out once per tile call (a group of
- * fewer goes 4, then 3, 2 or 1 at a time over the same row); rows longer
- * than KQ_MAX_SUPER super-blocks take the AVX2 tile. */
-#define KQ_TILE(NAME, BLOCK, ROW, ORDER, FALLBACK)                                                           \
+ * fewer goes 4, then 3, 2 or 1 at a time over the same row), after the
+ * token-lane path took what it could; rows longer than KQ_MAX_SUPER
+ * super-blocks take the AVX2 tile. */
+#define KQ_TILE(NAME, BLOCK, ROW, ORDER, TOKENS16, FALLBACK)                                                 \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,         \
                      const int *idx, int nt, float *y, size_t ldy) {                                          \
         int ns = n / QK_K;                                                                                    \
@@ -852,11 +961,12 @@ static inline __m512i kq_perm(const int *order, int p) {
             FALLBACK(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);                                       \
             return;                                                                                           \
         }                                                                                                     \
+        int first = nt >= XT ? TOKENS16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;             \
         static const int order[8] = ORDER;                                                                    \
         __m512i perm[4];                                                                                      \
         for (int p = 0; p < 4; p++) perm[p] = kq_perm(order, p);                                              \
         kq_x xs[KQ_TOK][KQ_MAX_SUPER];                                                                        \
-        for (int t0 = 0; t0 < nt; t0 += KQ_TOK) {                                                             \
+        for (int t0 = first; t0 < nt; t0 += KQ_TOK) {                                                         \
             int m = nt - t0 < KQ_TOK ? nt - t0 : KQ_TOK;                                                      \
             const kq_x *x[KQ_TOK];                                                                            \
             for (int t = 0; t < m; t++) {                                                                     \
@@ -888,9 +998,12 @@ static inline __m512i kq_perm(const int *order, int p) {
 KQ_ROW(row_q4_K, block_q4_K, unpack_kq_q4_K)
 KQ_ROW(row_q5_K, block_q5_K, unpack_kq_q5_K)
 KQ_ROW(row_q6_K, block_q6_K, unpack_kq_q6_K)
-KQ_TILE(tile_q4_K, block_q4_K, row_q4_K, NIBBLE_PAIRS, avx2_tile_q4_K)
-KQ_TILE(tile_q5_K, block_q5_K, row_q5_K, NIBBLE_PAIRS, avx2_tile_q5_K)
-KQ_TILE(tile_q6_K, block_q6_K, row_q6_K, NATURAL_PAIRS, avx2_tile_q6_K)
+KQ_TOKENS16(q4_K_tokens16, block_q4_K, unpack_kq_q4_K, NIBBLE_PAIRS, 0)
+KQ_TOKENS16(q5_K_tokens16, block_q5_K, unpack_kq_q5_K, NIBBLE_PAIRS, 0)
+KQ_TOKENS16(q6_K_tokens16, block_q6_K, unpack_kq_q6_K, NATURAL_PAIRS, 1)
+KQ_TILE(tile_q4_K, block_q4_K, row_q4_K, NIBBLE_PAIRS, q4_K_tokens16, avx2_tile_q4_K)
+KQ_TILE(tile_q5_K, block_q5_K, row_q5_K, NIBBLE_PAIRS, q5_K_tokens16, avx2_tile_q5_K)
+KQ_TILE(tile_q6_K, block_q6_K, row_q6_K, NATURAL_PAIRS, q6_K_tokens16, avx2_tile_q6_K)
 
 /* ------------------------------------------------------------ f32 helpers */
 
