@@ -261,6 +261,14 @@ static int refuse_unsupported(const json_value *body, api_err *ae) {
     v = json_get(body, "logit_bias");
     if (v && v->type != JSON_NULL && !(v->type == JSON_OBJECT && v->len == 0))
         return api_fail(ae, "logit_bias", "\"logit_bias\" is not supported");
+    v = json_get(body, "audio");
+    if (v && v->type != JSON_NULL) return api_fail(ae, "audio", "\"audio\" is not supported: the server writes text only");
+    v = json_get(body, "modalities");
+    for (size_t i = 0; v && v->type == JSON_ARRAY && i < v->len; i++)
+        if (v->items[i]->type != JSON_STRING || strcmp(v->items[i]->str, "text"))
+            return api_fail(ae, "modalities", "\"modalities\": only [\"text\"] is supported");
+    if (v && v->type != JSON_NULL && v->type != JSON_ARRAY)
+        return api_fail(ae, "modalities", "\"modalities\" must be a list");
     v = json_get(body, "suffix");
     if (v && v->type != JSON_NULL) return api_fail(ae, "suffix", "\"suffix\" is not supported");
     v = json_get(body, "response_format");

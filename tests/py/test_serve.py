@@ -217,6 +217,10 @@ class Endpoints(Serve):
         self.assert_error(*self.post(chat, {"messages": msgs, "tools": [{"type": "function"}]}), 400, "tools")
         self.assert_error(*self.post(chat, {"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:,"}}]}]}), 400, "messages[0].content[0]")
+        self.assert_error(*self.post(chat, {"messages": msgs, "modalities": ["text", "audio"]}), 400, "modalities")
+        self.assert_error(*self.post(chat, {"messages": msgs, "audio": {"voice": "alloy"}}), 400, "audio")
+        self.assertEqual(self.post(chat, {"messages": msgs, "modalities": ["text"], "max_tokens": 1})[0], 200)
+        self.assert_error(*self.post("/v1/completions", {"prompt": "x", "n": 3}), 400, "n")
         self.assert_error(*self.post(chat, {"messages": msgs, "temperature": "hot"}), 400, "temperature")
         self.assert_error(*self.post(chat, {"messages": msgs, "max_tokens": 0}), 400, "max_tokens")
         self.assert_error(*self.post(chat, {"messages": msgs, "top_p": 1.5}), 400, "top_p")
