@@ -162,8 +162,9 @@ static void set_defaults(moe_config *c) {
 static int bind_key(moe_config *c, const key_spec *s, const moe_kv *kv, moe_err *err) {
     static const char *const TYPE_NAMES[] = {"INT", "FLOAT", "STR", "INTS"};
     kv_type want = s->kind == K_INT ? KV_INT : s->kind == K_FLOAT ? KV_FLOAT : s->kind == K_INTS ? KV_INTS : KV_STR;
-    int ok = kv->type == want || (want == KV_FLOAT && kv->type == KV_INT);
-    if (!ok) return moe_fail(err, "metadata %s: type %s, expected %s", s->key, TYPE_NAMES[kv->type], TYPE_NAMES[want]);
+    /* strict, FLOAT too: one flipped type byte must not turn norm_eps's bits into 4.5e18 */
+    if (kv->type != want)
+        return moe_fail(err, "metadata %s: type %s, expected %s", s->key, TYPE_NAMES[kv->type], TYPE_NAMES[want]);
     if (s->offset == NOT_BOUND) return 0;
     switch (s->kind) {
     case K_INT:
@@ -172,7 +173,7 @@ static int bind_key(moe_config *c, const key_spec *s, const moe_kv *kv, moe_err 
         *int_at(c, s) = (int)kv->i;
         return 0;
     case K_FLOAT: {
-        double v = kv->type == KV_INT ? (double)kv->i : kv->f;
+        double v = kv->f;
         if (!isfinite(v) || fabs(v) > 3.0e38) return moe_fail(err, "metadata %s: value %g is not a finite float", s->key, v);
         *float_at(c, s) = (float)v;
         return 0;

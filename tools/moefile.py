@@ -65,6 +65,13 @@ DTYPE_BLOCK = {i: (t.block, t.block_bytes) for i, t in DTYPES.items()}  # (eleme
 
 KV_INT, KV_FLOAT, KV_STR, KV_INTS = 0, 1, 2, 3
 
+# The FLOAT keys of docs/FORMAT.md (src/config.c's K_FLOAT rows): the loader refuses an INT there,
+# so a whole number given for one (rope_theta: 10000 in a config.json) is written as a FLOAT.
+FLOAT_KEYS = frozenset((
+    "model.norm_eps", "model.embd_scale", "model.residual_scale", "model.logit_scale", "attn.scale",
+    "attn.clip_qkv", "rope.theta", "rope.factor", "rope.beta_fast", "rope.beta_slow", "rope.attn_factor",
+    "rope.low_freq_factor", "rope.high_freq_factor", "moe.scale", "moe.act_limit", "moe.act_alpha"))
+
 
 class FormatError(Exception):
     """A file that does not follow docs/FORMAT.md."""
@@ -91,6 +98,8 @@ def _encode_kv(key, value):
     head = struct.pack("<H", len(k)) + k
     if isinstance(value, bool):
         value = int(value)
+    if key in FLOAT_KEYS and isinstance(value, int):
+        value = float(value)
     if isinstance(value, int):
         return head + struct.pack("<Bq", KV_INT, value)
     if isinstance(value, float):

@@ -3,6 +3,7 @@ with exit code 1 and one line naming the problem, never a crash or a hang. Each 
 expects its own message. (tests/unit/test_file.c covers the container parser byte by byte.)"""
 
 import os
+import re
 import struct
 import unittest
 
@@ -100,6 +101,15 @@ class LoaderTest(unittest.TestCase):
     def test_key_of_wrong_type(self):
         self.refuse(self.variant("ktype.moe", kv={"model.n_layers": "three"}), "model.n_layers", "expected INT")
 
+    def test_float_key_stored_as_int(self):
+        # one flipped type byte (FLOAT 1 -> INT 0) reads norm_eps's f64 bits as an i64 (~4.5e18):
+        # a FLOAT key holds a FLOAT, whole-numbered or not (docs/FORMAT.md)
+        key = b"model.norm_eps"
+        at = self.bytes.index(struct.pack("<H", len(key)) + key) + 2 + len(key)
+        self.assertEqual(self.bytes[at], moefile.KV_FLOAT)
+        flipped = self.bytes[:at] + bytes([moefile.KV_INT]) + self.bytes[at + 1:]
+        self.refuse(self.write("ftype.moe", flipped), "model.norm_eps", "type INT, expected FLOAT")
+
     def test_unknown_routing_choice(self):
         self.refuse(self.variant("score.moe", kv={"moe.score": "sparsemax"}), "moe.score", "sparsemax")
 
@@ -122,6 +132,27 @@ class LoaderTest(unittest.TestCase):
     def test_missing_file_and_directory(self):
         self.refuse(os.path.join(self.dir, "nope.moe"), "cannot open")
         self.refuse(self.dir, "not a regular file")
+
+
+class FloatKeyTest(unittest.TestCase):
+    """Every producer (convert.py, make_model.py, upcycle.py, tests) writes through moefile's
+    writer, which stores a FLOAT key as FLOAT even when handed a whole number."""
+
+    def test_float_keys_are_the_loaders(self):
+        with open(os.path.join(moetest.ROOT, "src", "config.c")) as f:
+            loader = set(re.findall(r'\{"([a-z_.]+)", K_FLOAT,', f.read()))
+        self.assertTrue(loader)
+        self.assertEqual(set(moefile.FLOAT_KEYS), loader)
+
+    def test_whole_number_written_as_float(self):
+        moetest.require_bin()
+        d = moetest.workdir("loader")
+        base = moetest.convert(os.path.join(moetest.SHARED, "golden", "mixtral"), os.path.join(d, "fbase.moe"))
+        path = moetest.rewrite(base, os.path.join(d, "theta_int.moe"), kv={"rope.theta": 10000, "moe.scale": 1})
+        kv = moefile.MoeFile(path).kv
+        self.assertIsInstance(kv["rope.theta"], float)
+        self.assertIsInstance(kv["moe.scale"], float)
+        moetest.moe("info", "-m", path)
 
 
 class PieceWriterTest(unittest.TestCase):
