@@ -281,6 +281,13 @@ int moef_parse(moe_file *f, const void *buf, size_t size, moe_err *err) {
         prev_end = tend;
         t->data = f->base + data_offset + off;
     }
+    /* an entry left behind by a lowered count would sit here unread */
+    for (uint64_t at = c.pos; at < data_offset; at++)
+        if (f->base[at]) {
+            moe_fail(err, "header: the padding after the directory is not zero (byte %llu of %llu..%llu)",
+                     (unsigned long long)at, (unsigned long long)c.pos, (unsigned long long)data_offset);
+            goto fail;
+        }
     return 0;
 fail:
     file_free_tables(f);

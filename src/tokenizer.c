@@ -405,9 +405,26 @@ static int build_tables(moe_tokenizer *t, moe_err *err) {
     return 0;
 }
 
+/* A BPE without merges reaches no token made of two others (unless pieces
+ * are taken whole, ignore_merges), so a vocabulary holding one has lost its
+ * merges (a damaged file) and would silently split every word into bytes; a
+ * merge-free one (a bytes-only vocabulary) is valid. */
+static int check_merges_not_needed(const moe_tokenizer *t, moe_err *err) {
+    for (int32_t id = 0; id < t->n && !t->ignore_merges; id++) {
+        if (t->type[id] != TT_NORMAL) continue;
+        size_t n;
+        const uint8_t *s = tok_text(t, id, &n);
+        for (size_t k = 1; k < n; k++)
+            if (lookup(t, s, k) >= 0 && lookup(t, s + k, n - k) >= 0)
+                return moe_fail(err, "tok.merges: missing, but token %d is two tokens joined (a bpe tokenizer "
+                                "needs its merges)", id);
+    }
+    return 0;
+}
+
 static int load_merges(moe_tokenizer *t, const moe_file *f, moe_err *err) {
     moe_tensor *mt = moef_tensor(f, "tok.merges");
-    if (!mt) return 0; /* a byte-level BPE without merges is degenerate but valid */
+    if (!mt) return check_merges_not_needed(t, err);
     if (mt->dtype != DT_I32 || mt->n_dims != 2 || mt->dims[1] != 3)
         return moe_fail(err, "tok.merges: expected I32 [m, 3]");
     if (mt->dims[0] > INT32_MAX / 4) return moe_fail(err, "tok.merges: too many merges");

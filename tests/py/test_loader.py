@@ -76,6 +76,29 @@ class LoaderTest(unittest.TestCase):
         bad[off_at:off_at + 8] = struct.pack("<Q", len(self.bytes) * 2 // 64 * 64)
         self.refuse(self.write("past.moe", bytes(bad)), "past the end", name.decode())
 
+    def test_orphaned_directory_entry(self):
+        # one tensor fewer in the header: the last directory entry is left in the padding before
+        # the data, which must be zero bytes, so the file is refused rather than run without it
+        n_t = struct.unpack_from("<I", self.bytes, 16)[0]
+        cut = self.bytes[:16] + struct.pack("<I", n_t - 1) + self.bytes[20:]
+        last = list(self.meta.tensors)[-1]
+        self.refuse(self.write("orphan.moe", cut), "padding", "not zero")
+        # a stray byte in the padding, the directory otherwise intact
+        end = self.meta.data_offset - 1
+        self.assertEqual(self.bytes[end], 0, "the test needs padding before the data (%s)" % last)
+        self.refuse(self.write("pad.moe", self.bytes[:end] + b"\x01" + self.bytes[end + 1:]), "padding", "not zero")
+
+    def test_bpe_without_merges(self):
+        # a byte-level BPE tokenizer whose merges are gone would split every word into bytes
+        tok = moetest.convert(os.path.join(moetest.SHARED, "golden", "qwen3_moe", "tokenizer.json"),
+                              os.path.join(self.dir, "bpe.moe"))
+        self.assertEqual(moefile.MoeFile(tok).kv["tok.model"], "bpe")
+        path = moetest.rewrite(tok, os.path.join(self.dir, "nomerges.moe"), drop=("tok.merges",))
+        p = moetest.moe("tokenize", "-m", path, "hello world", check=False, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertIn("tok.merges", p.stderr)
+
     def test_wrong_shape(self):
         t = "blk.1.ffn_up_exps"
         dtype, shape, _, _ = self.meta.tensors[t]
