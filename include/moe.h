@@ -136,6 +136,8 @@ size_t moe_ctx_bytes(const moe_ctx *c);
  * logits: if non-NULL, receives n * vocab_size floats (row i = logits after
  * token i). Whether or not it is given, the last row is kept and returned by
  * moe_ctx_logits(). Returns 0, or -1 (context full, bad token id) with err set.
+ * Also -1 when a layer's output or the logits stop being finite (a NaN or Inf
+ * weight, or an overflow): err names the layer, and the sequence is reset.
  */
 int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *err);
 const float *moe_ctx_logits(const moe_ctx *c);
@@ -182,7 +184,9 @@ typedef struct moe_batch_item {
 /* Evaluate the items in one pass (several when they hold more than n_batch
  * tokens). Whatever logits asks for, each sequence's last row is kept and
  * returned by moe_seq_logits. Returns 0, or -1 with err set, having evaluated
- * nothing (bad sequence, one named twice, context full, bad token id). */
+ * nothing (bad sequence, one named twice, context full, bad token id); or -1
+ * when values stop being finite (as moe_eval), the failing pass's sequences
+ * reset. */
 int moe_eval_batch(moe_ctx *c, const moe_batch_item *items, int n_items, moe_err *err);
 int moe_ctx_n_seq(const moe_ctx *c);
 /* The logits after sequence seq's last evaluated token (vocab_size floats). */

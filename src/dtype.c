@@ -3,6 +3,7 @@
 #include "dtype.h"
 
 #include <ctype.h>
+#include <string.h>
 
 #include "quant.h"
 #include "quant_k.h"
@@ -89,6 +90,41 @@ int dtype_from_name(const char *s) {
         size_t i = 0;
         while (n[i] && s[i] && toupper((unsigned char)s[i]) == n[i]) i++;
         if (!n[i] && !s[i]) return t;
+    }
+    return -1;
+}
+
+/* The exponent bits of each float type: all ones is an Inf or a NaN. Tested
+ * a chunk at a time with integer ops the compiler vectorises; only a chunk
+ * that holds one is searched again for the index. */
+int64_t dtype_find_nonfinite(moe_dtype t, const void *x, uint64_t n) {
+    enum { CHUNK = 1024 };
+    if (t != DT_F32 && t != DT_F16 && t != DT_BF16) return -1;
+    const uint8_t *p = x;
+    uint32_t exp = t == DT_F32 ? 0x7f800000u : t == DT_F16 ? 0x7c00u : 0x7f80u;
+    size_t size = t == DT_F32 ? 4 : 2;
+    for (uint64_t i0 = 0; i0 < n; i0 += CHUNK) {
+        uint64_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        const uint8_t *c = p + i0 * size;
+        unsigned bad = 0;
+        if (size == 4)
+            for (uint64_t i = 0; i < m; i++) {
+                uint32_t u;
+                memcpy(&u, c + 4 * i, 4);
+                bad |= (u & exp) == exp;
+            }
+        else
+            for (uint64_t i = 0; i < m; i++) {
+                uint16_t u;
+                memcpy(&u, c + 2 * i, 2);
+                bad |= (u & exp) == exp;
+            }
+        if (!bad) continue;
+        for (uint64_t i = 0; i < m; i++) {
+            uint32_t u = 0;
+            memcpy(&u, c + size * i, size); /* little-endian: the low bytes */
+            if ((u & exp) == exp) return (int64_t)(i0 + i);
+        }
     }
     return -1;
 }

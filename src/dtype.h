@@ -100,4 +100,9 @@ static inline size_t act_row_bytes(act_type a, int n) {
 /* The type named s, case-insensitively ("q4_k"); -1 if none is. */
 int dtype_from_name(const char *s);
 
+/* Index of the first NaN or Inf among n values of a float type (F32, F16,
+ * BF16) at x, or -1 (also for any other type). Fast enough to run over a
+ * layer's output rows after every layer. */
+int64_t dtype_find_nonfinite(moe_dtype t, const void *x, uint64_t n);
+
 #endif /* MOE_DTYPE_H */

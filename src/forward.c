@@ -461,8 +461,24 @@ static void output_logits(moe_ctx *c) {
         memcpy(c->seqs[c->runs[c->logit_rows[j]].seq].logits, c->logits_rows + (size_t)j * V, sizeof(float) * (size_t)V);
 }
 
-/* One pass over the n rows of c->runs (row tokens, positions, sequences in c->row_*). */
-static void forward_pass(moe_ctx *c, int n) {
+/* A NaN or Inf in the residual stream stays there (later layers only add to
+ * it), so checking each layer's output finds the layer it came from; the
+ * check reads n*dim floats, nothing beside the layer's matrices. */
+static int nonfinite_row(const float *x, int n, int width) {
+    int64_t at = dtype_find_nonfinite(DT_F32, x, (uint64_t)n * (uint64_t)width);
+    return at < 0 ? -1 : (int)(at / width);
+}
+
+static int fail_nonfinite(const moe_ctx *c, const char *what, int seq, int pos, moe_err *err) {
+    char who[32] = "";
+    if (c->n_seq > 1) snprintf(who, sizeof who, " of sequence %d", seq);
+    return moe_fail(err, "%s is not finite (NaN or Inf) at position %d%s: a NaN or Inf weight, or an overflow", what,
+                    pos, who);
+}
+
+/* One pass over the n rows of c->runs (row tokens, positions, sequences in c->row_*).
+ * Fails, with the runs' positions not advanced, when values stop being finite. */
+static int forward_pass(moe_ctx *c, int n, moe_err *err) {
     const moe_model *m = c->model;
     const moe_config *cfg = &m->cfg;
     int dim = cfg->dim;
@@ -481,11 +497,25 @@ static void forward_pass(moe_ctx *c, int n) {
         norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps, c->n_threads); /* post_attention_layernorm */
         ffn_forward(c, l, c->xn, n, c->branch);
         add_rows(c->x, cfg->residual_scale, c->branch, n, dim, c->n_threads);
+        int bad = nonfinite_row(c->x, n, dim);
+        if (bad >= 0) {
+            char what[48];
+            snprintf(what, sizeof what, "blk.%d: the layer's output", l);
+            return fail_nonfinite(c, what, c->row_seq[bad], c->row_pos[bad], err);
+        }
+    }
+    output_logits(c);
+    for (int i = 0; i < c->n_runs; i++) { /* the rows a run asked for, else its kept last row */
+        const seq_run *r = &c->runs[i];
+        const float *rows = r->logits ? r->logits : c->seqs[r->seq].logits;
+        int n_rows = r->logits ? r->n : 1, first = r->logits ? r->pos0 : r->pos0 + r->n - 1;
+        int bad = nonfinite_row(rows, n_rows, cfg->vocab_size);
+        if (bad >= 0) return fail_nonfinite(c, "output: the logits", r->seq, first + bad, err);
     }
     for (int i = 0; i < c->n_runs; i++) c->seqs[c->runs[i].seq].pos += c->runs[i].n;
-    output_logits(c);
     c->stats.passes++;
     c->stats.rows += (uint64_t)n;
+    return 0;
 }
 
 /* Every item checked before anything runs, so a refused call changes nothing. */
@@ -537,7 +567,11 @@ int moe_eval_batch(moe_ctx *c, const moe_batch_item *items, int n_items, moe_err
             done += take;
             if (done == it->n) item++, done = 0;
         }
-        forward_pass(c, rows);
+        if (forward_pass(c, rows, err)) {
+            /* their recurrent state may hold NaN now; the KV cache past pos is never read */
+            for (int i = 0; i < c->n_runs; i++) moe_seq_reset(c, c->runs[i].seq);
+            return -1;
+        }
     }
     return 0;
 }

@@ -35,12 +35,22 @@ static moe_tensor *find_checked(binder *b, const char *name, int nd, const uint6
     return t;
 }
 
+/* Norms, biases and routers are small enough to read whole at load: a NaN or
+ * Inf there is named now (the large matrices are caught by the forward pass,
+ * which stops at the first layer whose output is not finite). */
+static int check_finite(binder *b, const char *name, moe_dtype dtype, const void *data, uint64_t n) {
+    int64_t at = dtype_find_nonfinite(dtype, data, n);
+    if (at >= 0) return moe_fail(b->err, "tensor %s: element %lld is not finite (NaN or Inf)", name, (long long)at);
+    return 0;
+}
+
 /* An F32 tensor of rows vectors of n elements: [n] (rows == 0) or [rows, n]. */
 static int bind_f32(binder *b, const float **out, const char *name, int rows, int n) {
     uint64_t dims[2] = {(uint64_t)rows, (uint64_t)n};
     moe_tensor *t = rows ? find_checked(b, name, 2, dims) : find_checked(b, name, 1, dims + 1);
     if (!t) return -1;
     if (t->dtype != DT_F32) return moe_fail(b->err, "tensor %s: dtype %s, expected F32", name, dtype_name(t->dtype));
+    if (check_finite(b, name, DT_F32, t->data, t->nbytes / 4)) return -1;
     *out = t->data;
     return 0;
 }
@@ -53,6 +63,7 @@ static int bind_f32_2d(binder *b, const float **out, const char *name, int rows,
     moe_tensor *t = find_checked(b, name, 2, dims);
     if (!t) return -1;
     if (t->dtype != DT_F32) return moe_fail(b->err, "tensor %s: dtype %s, expected F32", name, dtype_name(t->dtype));
+    if (check_finite(b, name, DT_F32, t->data, t->nbytes / 4)) return -1;
     *out = t->data;
     return 0;
 }
@@ -157,6 +168,8 @@ static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
     if (!dtype_info(L->router.dtype)->is_float)
         return moe_fail(b->err, "tensor blk.%d.ffn_router: dtype %s; routers stay in F32/F16/BF16 so quantization "
                         "cannot flip a routing decision", l, dtype_name(L->router.dtype));
+    if (check_finite(b, LNAME(nm, l, "ffn_router"), L->router.dtype, L->router.data, (uint64_t)E * (uint64_t)d))
+        return -1;
     if (c->route.use_bias && bind_vec(b, &L->router_bias, LNAME(nm, l, "ffn_router_bias"), E)) return -1;
     if (c->router_bias && bind_vec(b, &L->router_logit_bias, LNAME(nm, l, "ffn_router_logit_bias"), E)) return -1;
     if (c->expert_bias && (bind_f32(b, &L->gate_exps_bias, LNAME(nm, l, "ffn_gate_exps_bias"), E, F) ||

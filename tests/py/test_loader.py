@@ -99,6 +99,41 @@ class LoaderTest(unittest.TestCase):
         self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
         self.assertIn("tok.merges", p.stderr)
 
+    def poisoned(self, name, tensor, value, at=(5,)):
+        """The base file with the elements `at` of tensor set to value (NaN or Inf), in its own dtype."""
+        dtype, shape, _, _ = self.meta.tensors[tensor]
+        data = bytearray(self.meta.read_tensor(tensor))
+        for i in at:
+            if dtype == moefile.F32:
+                struct.pack_into("<f", data, 4 * i, value)
+            else:
+                self.assertEqual(dtype, moefile.BF16)
+                struct.pack_into("<H", data, 2 * i, struct.unpack("<I", struct.pack("<f", value))[0] >> 16)
+        return self.variant(name, tensors={tensor: (dtype, shape, bytes(data))})
+
+    def test_nonfinite_small_weights_refused_at_load(self):
+        # norms, biases and routers are read whole at load (cheap); a NaN or Inf there names the tensor
+        self.refuse(self.poisoned("nan_norm.moe", "blk.1.attn_norm", float("nan")), "blk.1.attn_norm",
+                    "element 5", "not finite")
+        self.refuse(self.poisoned("inf_router.moe", "blk.2.ffn_router", float("inf"), at=(130,)), "blk.2.ffn_router",
+                    "element 130", "not finite")
+
+    def test_nonfinite_weights_stop_the_run(self):
+        # an expert matrix is too large to scan at load: the pass stops at the first layer whose
+        # output is not finite, with one line naming it, instead of printing NaN logits with exit 0
+        _, (n_exp, rows, cols), _, _ = self.meta.tensors["blk.1.ffn_down_exps"]
+        path = self.poisoned("inf_expert.moe", "blk.1.ffn_down_exps", float("inf"),
+                             at=[e * rows * cols + 7 * cols for e in range(n_exp)])  # row 7 of every expert
+        moetest.moe("info", "-m", path)
+        ids = ",".join(str(i) for i in range(1, 40))
+        p = moetest.moe("logits", "-m", path, "--tokens", ids, "-o", os.path.join(self.dir, "x.f32"), check=False,
+                        timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, p.stderr)
+        self.assertIn("blk.1", lines[0])
+        self.assertIn("not finite", lines[0])
+
     def test_wrong_shape(self):
         t = "blk.1.ffn_up_exps"
         dtype, shape, _, _ = self.meta.tensors[t]

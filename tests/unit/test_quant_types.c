@@ -281,10 +281,39 @@ static int helper(int argc, char **argv) {
     return rc;
 }
 
+/* dtype_find_nonfinite: the first NaN or Inf of each float type, by its bits
+ * (F16 0x7c00 Inf / 0x7e00 NaN, BF16 0x7f80 / 0xff80 -Inf, F32 via float), past
+ * its 1024-value chunks; the largest finite values are not flagged. */
+static void test_find_nonfinite(void) {
+    enum { N = 3000 };
+    static float f[N];
+    static uint16_t h[N], b[N];
+    for (int i = 0; i < N; i++) {
+        f[i] = i % 2 ? 3.4e38f : -1.0f; /* FLT_MAX-ish stays finite */
+        h[i] = i % 2 ? 0x7bff : 0x3c00; /* f16 65504 and 1 */
+        b[i] = i % 2 ? 0x7f7f : 0xbf80; /* bf16 largest finite and -1 */
+    }
+    CHECK(dtype_find_nonfinite(DT_F32, f, N) == -1, "f32: all finite");
+    CHECK(dtype_find_nonfinite(DT_F16, h, N) == -1, "f16: all finite");
+    CHECK(dtype_find_nonfinite(DT_BF16, b, N) == -1, "bf16: all finite");
+    f[2500] = NAN;
+    f[2900] = INFINITY;
+    h[1024] = 0x7e00;
+    b[2047] = 0xff80;
+    CHECK(dtype_find_nonfinite(DT_F32, f, N) == 2500, "f32: NaN at 2500");
+    CHECK(dtype_find_nonfinite(DT_F32, f, 2500) == -1, "f32: n stops before it");
+    CHECK(dtype_find_nonfinite(DT_F16, h, N) == 1024, "f16: NaN at 1024");
+    CHECK(dtype_find_nonfinite(DT_BF16, b, N) == 2047, "bf16: -Inf at 2047");
+    h[3] = 0xfc00;
+    CHECK(dtype_find_nonfinite(DT_F16, h, N) == 3, "f16: -Inf at 3");
+    CHECK(dtype_find_nonfinite(DT_Q8_0, f, 32) == -1, "a quantized type is not scanned");
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) return helper(argc, argv);
     test_dots();
     test_mxfp4_levels();
     test_quantizers();
+    test_find_nonfinite();
     return test_summary("test_quant_types");
 }
