@@ -2,7 +2,7 @@
  * tokenizer) on a tiny valid model and on thousands of randomly damaged
  * copies: every copy is accepted or refused with a message; accepted ones
  * are also run through the forward pass, which must not crash whatever the
- * weight bytes hold. Run under ASan/UBSan in CI. */
+ * weight bytes hold (and may only fail on non-finite values). Run under ASan/UBSan in CI. */
 #include <math.h>
 
 #include "model.h"
@@ -15,7 +15,9 @@ static void run_forward(moe_model *m) {
     CHECK(c != NULL, "context on an accepted model: %s", err.msg);
     if (!c) return;
     int32_t toks[6] = {259, 116, 104, 101, 32, 257};
-    CHECK(moe_eval(c, toks, 6, NULL, &err) == 0, "eval: %s", err.msg);
+    /* damaged weight bytes may hold NaN or Inf: then eval refuses, naming where */
+    int rc = moe_eval(c, toks, 6, NULL, &err);
+    CHECK(rc == 0 || (rc == -1 && strstr(err.msg, "is not finite")), "eval: %d %s", rc, err.msg);
     moe_ctx_free(c);
 }
 
