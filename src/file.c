@@ -274,8 +274,8 @@ int moef_parse(moe_file *f, const void *buf, size_t size, moe_err *err) {
             goto fail;
         }
         if (!add_u64(off, t->nbytes, &tend) || tend > data_size) {
-            moe_fail(err, "tensor %.*s: bytes %llu..%llu lie past the end of the data section (%llu bytes)", T_NAME(t),
-                     (unsigned long long)off, (unsigned long long)(off + t->nbytes), (unsigned long long)data_size);
+            moe_fail(err, "tensor %.*s: %llu bytes at offset %llu lie past the end of the data section (%llu bytes)",
+                     T_NAME(t), (unsigned long long)t->nbytes, (unsigned long long)off, (unsigned long long)data_size);
             goto fail;
         }
         prev_end = tend;
@@ -331,6 +331,7 @@ int moef_open(moe_file *f, const char *path, moe_err *err) {
 #endif
     if (moef_parse(f, map, size, err) != 0) {
         munmap(map, size);
+        moe_err_prefix(err, path); /* the parser knows only bytes: say which file */
         return -1;
     }
     f->map = map;

@@ -36,6 +36,12 @@ int32_t *parse_id_list(const char *cmd, const char *text, int *n);
 /* The model path: -m if given, else the default model in models/. */
 const char *default_model_path(const char *argv0);
 moe_model *open_model_or_die(const char *cmd, const char *path);
+/* Usage error when the output file `out` (given with flag) is the model file
+ * itself: writing it would destroy the weights being read. */
+void refuse_model_as_output(const char *cmd, const char *model, const char *out, const char *flag);
+
+/* "s" unless n is 1: "1 token", "2 tokens". */
+static inline const char *plural(long n) { return n == 1 ? "" : "s"; }
 
 /* Read a whole file (binary-exact); exits on failure. */
 char *read_file_or_die(const char *cmd, const char *path, size_t *len);

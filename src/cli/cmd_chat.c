@@ -169,8 +169,8 @@ static int32_t *shift_context(chat *c, int extra, int room, int *n) {
         if (*n + extra + room <= moe_ctx_n_ctx(c->ctx)) break;
     }
     if (turns)
-        fprintf(stderr, "%s[context shift: dropped the oldest %d turn%s (%d messages); the prompt is now %d tokens]\n",
-                extra ? "\n" : "", turns, turns == 1 ? "" : "s", msgs, *n);
+        fprintf(stderr, "%s[context shift: dropped the oldest %d turn%s (%d messages); the prompt is now %d token%s]\n",
+                extra ? "\n" : "", turns, plural(turns), msgs, *n, plural(*n));
     return ids;
 }
 
@@ -294,8 +294,8 @@ static void turn(chat *c, const char *text) {
     if (json_array_push(c->messages, message("assistant", reply.p ? reply.p : "", reply.n))) die(1, CMD, "out of memory");
     sb_free(&reply);
     double t_gen = now_seconds() - t1;
-    fprintf(stderr, "[prompt %d tokens: %d evaluated in %.2f s, %d reused from the cache; %d generated, %.1f tok/s%s]\n",
-            n_first, n_first - keep, t_prompt, keep, n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9),
+    fprintf(stderr, "[prompt %d token%s: %d evaluated in %.2f s, %d reused from the cache; %d generated, %.1f tok/s%s]\n",
+            n_first, plural(n_first), n_first - keep, t_prompt, keep, n_gen, n_gen / (t_gen > 0 ? t_gen : 1e-9),
             g_interrupted ? "; stopped"
             : !full ? ""
             : c->context_shift ? "; the context is full (the reply alone fills it)"

@@ -66,6 +66,7 @@ int cmd_dequant(int argc, char **argv) {
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe dequant -h)", flag);
     }
     if (!model || !name || !out) die(EXIT_USAGE, CMD, "-m, --tensor and -o are required (see moe dequant -h)");
+    refuse_model_as_output(CMD, model, out, "-o");
     size_t size;
     const uint8_t *buf = map_file(model, &size);
     moe_err err = {{0}};

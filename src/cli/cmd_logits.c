@@ -117,7 +117,10 @@ int cmd_logits(int argc, char **argv) {
     if (n_seqs > 1 && ro.trace_path) die(EXIT_USAGE, CMD, "--trace-routing takes one --tokens list");
     int n = lens[0];
     int32_t *ids = lists[0];
-    moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
+    if (!model) model = default_model_path(argv[0]);
+    refuse_model_as_output(CMD, model, out, "-o");
+    refuse_model_as_output(CMD, model, greedy_out, "--greedy-logits");
+    moe_model *m = open_model_or_die(CMD, model);
     moe_model_info info;
     moe_model_get_info(m, &info);
     if (!info.has_weights) die(1, CMD, "this is a tokenizer-only file: it has no weights to run");

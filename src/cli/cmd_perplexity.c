@@ -156,8 +156,8 @@ int cmd_perplexity(int argc, char **argv) {
             die(1, CMD, "%s holds %u chunks; this run scores %d (use --chunks)", base, bh[4], n_chunks);
     }
 
-    printf("perplexity: %d tokens, %d chunks of %d, scoring %d positions per chunk\n", n_tok, n_chunks, ctx_len,
-           n_scored);
+    printf("perplexity: %d tokens, %d chunk%s of %d, scoring %d positions per chunk\n", n_tok, n_chunks,
+           plural(n_chunks), ctx_len, n_scored);
     acc nll = {0, 0, 0}, nll_base = {0, 0, 0}, diff = {0, 0, 0}, kl = {0, 0, 0}, top1 = {0, 0, 0};
     double kl_max = 0;
     moe_err err = {{0}};

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "route_stats.h"
@@ -385,6 +386,9 @@ int cmd_route(int argc, char **argv) {
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe route -h)", flag);
     }
     if (!file) die(EXIT_USAGE, CMD, "-f TEXT is required");
+    /* before any work: a report that cannot be written fails first */
+    if (out && mkdir(out, 0777) != 0 && errno != EEXIST) die(1, CMD, "cannot create %s: %s", out, strerror(errno));
+    if (out && access(out, W_OK) != 0) die(1, CMD, "cannot write into %s: %s", out, strerror(errno));
     size_t len;
     char *text = read_file_or_die(CMD, file, &len);
     const char *model_path = model ? model : default_model_path(argv[0]);
@@ -440,12 +444,11 @@ int cmd_route(int argc, char **argv) {
     }
     double dt = now_seconds() - t0;
     if (route_stats_finish(&u.st, &err)) die(1, CMD, "%s", err.msg);
-    printf("route: %s, %d tokens of %s in %d chunks of <= %d (%.1f tokens/s); %d experts, k = %d%s%s\n",
-           info.arch, done, file, n_chunks, ctx_len, done / (dt > 0 ? dt : 1e-9), info.n_experts, k,
+    printf("route: %s, %d token%s of %s in %d chunk%s of <= %d (%.1f tokens/s); %d experts, k = %d%s%s\n",
+           info.arch, done, plural(done), file, n_chunks, plural(n_chunks), ctx_len, done / (dt > 0 ? dt : 1e-9), info.n_experts, k,
            ro.disable ? ", disabled " : "", ro.disable ? ro.disable : "");
     summary(m, &u.st, ml, nml, k, coact_layer);
     if (out) {
-        if (mkdir(out, 0777) != 0 && errno != EEXIST) die(1, CMD, "cannot create %s: %s", out, strerror(errno));
         write_json(out, m, &u.st, ml, nml, k, model_path, file, done, ctx_len, n_chunks, &ro);
         plot_load(out, &u.st, ml, nml, k);
         plot_entropy(out, &u.st, ml, nml);

@@ -131,8 +131,8 @@ int cmd_run(int argc, char **argv) {
     }
     int n_ctx = moe_ctx_n_ctx(ctx);
     if (n_prompt >= n_ctx)
-        die(EXIT_USAGE, CMD, "the prompt is %d tokens; the context holds %d (raise -c, up to the model's %d)", n_prompt,
-            n_ctx, info.max_ctx);
+        die(EXIT_USAGE, CMD, "the prompt is %d token%s; the context holds %d (raise -c, up to the model's %d)",
+            n_prompt, plural(n_prompt), n_ctx, info.max_ctx);
     int ctx_bound = n_predict < 0 || n_predict > n_ctx - n_prompt; /* the context ends generation first */
     int max_new = ctx_bound ? n_ctx - n_prompt : n_predict;
 
@@ -172,12 +172,12 @@ int cmd_run(int argc, char **argv) {
     printf("\n");
     /* the context, not -n or an end token, stopped generation: say so */
     if (ctx_bound && n_gen == max_new)
-        fprintf(stderr, "\ncontext full: stopped after %d tokens at the context's %d positions (raise -c, up to the "
-                        "model's %d)\n", n_gen, n_ctx, info.max_ctx);
+        fprintf(stderr, "\ncontext full: stopped after %d token%s at the context's %d positions (raise -c, up to the "
+                        "model's %d)\n", n_gen, plural(n_gen), n_ctx, info.max_ctx);
     double t_decode = now_seconds() - t1;
-    fprintf(stderr, "\nprefill: %d tokens in %.3f s (%.1f tok/s)   decode: %d tokens in %.3f s (%.1f tok/s)\n",
-            n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen, t_decode,
-            n_gen / (t_decode > 0 ? t_decode : 1e-9));
+    fprintf(stderr, "\nprefill: %d token%s in %.3f s (%.1f tok/s)   decode: %d token%s in %.3f s (%.1f tok/s)\n",
+            n_prompt, plural(n_prompt), t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen,
+            plural(n_gen), t_decode, n_gen / (t_decode > 0 ? t_decode : 1e-9));
     fprintf(stderr, "memory: %.1f MB allocated for %d positions (KV cache, scratch, RoPE tables); weights mapped, not copied\n",
             moe_ctx_bytes(ctx) / 1e6, moe_ctx_n_ctx(ctx));
 

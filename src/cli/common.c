@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "cli.h"
 
 void die(int code, const char *cmd, const char *fmt, ...) {
@@ -135,9 +137,17 @@ moe_model *open_model_or_die(const char *cmd, const char *path) {
     return m;
 }
 
+void refuse_model_as_output(const char *cmd, const char *model, const char *out, const char *flag) {
+    struct stat a, b;
+    if (out && stat(model, &a) == 0 && stat(out, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        die(EXIT_USAGE, cmd, "%s %s is the model file; writing it would destroy the weights", flag, out);
+}
+
 char *read_file_or_die(const char *cmd, const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) die(1, cmd, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) die(1, cmd, "%s is a directory, not a file", path);
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     if (!buf) die(1, cmd, "out of memory");
@@ -150,7 +160,7 @@ char *read_file_or_die(const char *cmd, const char *path, size_t *len) {
             if (!buf) die(1, cmd, "out of memory reading %s", path);
         }
     }
-    if (ferror(f)) die(1, cmd, "error reading %s", path);
+    if (ferror(f)) die(1, cmd, "error reading %s: %s", path, strerror(errno));
     fclose(f);
     buf[n] = 0;
     *len = n;

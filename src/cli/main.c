@@ -47,7 +47,6 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < N_COMMANDS; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 2, argv + 2);
-    fprintf(stderr, "moe: unknown command \"%s\"\n\n", argv[1]);
-    usage(stderr);
+    fprintf(stderr, "moe: unknown command \"%s\" (moe help lists them)\n", argv[1]);
     return EXIT_USAGE;
 }

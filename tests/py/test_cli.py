@@ -36,6 +36,35 @@ class CliTest(unittest.TestCase):
         for c in COMMANDS:
             self.usage_error(c, "-m", self.model, "--definitely-not-a-flag", needle="unknown flag")
 
+    def test_small_ones(self):
+        """issue 16 review item 12, one line each: an unknown command, a folder given as a file,
+        an output folder that cannot be written (before any work), the model file as the output,
+        and counts spelt for one."""
+        p = moetest.moe("frobnicate", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(p.stderr.strip().splitlines(), ['moe: unknown command "frobnicate" (moe help lists them)'])
+        p = moetest.moe("tokenize", "-m", self.model, "-f", self.dir, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertIn("%s is a directory" % self.dir, p.stderr)
+        text = os.path.join(self.dir, "text.txt")
+        with open(text, "w") as f:
+            f.write("Once upon a time there was a cat. " * 4)
+        p = moetest.moe("route", "-m", self.model, "-f", text, "-o", "/nonexistent/x", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stdout, "", "the report came before the failure")
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertIn("/nonexistent/x", p.stderr)
+        size = os.path.getsize(self.model)
+        p = moetest.moe("logits", "-m", self.model, "--tokens", "1,2", "-o", self.model, check=False)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("is the model file", p.stderr)
+        self.assertEqual(os.path.getsize(self.model), size)
+        moetest.moe("info", "-m", self.model)
+        p = moetest.moe("run", "-m", self.model, "-p", "a", "-n", "1", "--temp", "0")
+        self.assertIn("prefill: 1 token in", p.stderr)
+        self.assertIn("decode: 1 token in", p.stderr)
+
     def test_bad_numbers(self):
         self.usage_error("run", "-m", self.model, "-n", "ten", needle="not an integer")
         self.usage_error("run", "-m", self.model, "--temp", "-1", needle="outside")

@@ -134,6 +134,24 @@ class LoaderTest(unittest.TestCase):
         self.assertIn("blk.1", lines[0])
         self.assertIn("not finite", lines[0])
 
+    def test_header_error_names_the_file(self):
+        bad = self.bytes[:8] + struct.pack("<I", 3) + self.bytes[12:]
+        path = self.write("align.moe", bad)
+        self.refuse(path, path + ": header: alignment 3")
+
+    def test_offset_range_is_not_wrapped(self):
+        # an offset near 2^64: the message shows the offset and size, not a wrapped end
+        name = list(self.meta.tensors)[-1].encode()
+        at = self.bytes.index(struct.pack("<H", len(name)) + name)
+        nd = self.bytes[at + 3 + len(name)]
+        off_at = at + 4 + len(name) + 8 * nd
+        off = (1 << 64) - 64
+        nbytes = struct.unpack_from("<Q", self.bytes, off_at + 8)[0]
+        bad = bytearray(self.bytes)
+        bad[off_at:off_at + 8] = struct.pack("<Q", off)
+        msg = self.refuse(self.write("wrap.moe", bytes(bad)), name.decode(), str(off), str(nbytes))
+        self.assertNotIn(str((off + nbytes) % (1 << 64)), msg)
+
     def test_wrong_shape(self):
         t = "blk.1.ffn_up_exps"
         dtype, shape, _, _ = self.meta.tensors[t]
