@@ -85,7 +85,7 @@ int quant_mix_type(quant_mix m, const mix_model *mm, const char *name, int n_dim
     int moe4 = mm->n_experts >= 4; /* "n_expert >= 4" (mainline: n_expert == 8) */
     int gqa = mm->n_kv_heads > 0 ? mm->n_heads / mm->n_kv_heads : 1;
     int il = layer_of(name), nl = mm->n_layers;
-    int iv = mm->attn_v_index && il < nl ? mm->attn_v_index[il] : il; /* attn_v's rules count attn_v tensors */
+    int iv = mm->attn_v_index && il >= 0 && il < nl ? mm->attn_v_index[il] : il; /* attn_v's rules count attn_v tensors */
 
     if (!strcmp(name, "output.weight") || (!mm->has_output && !strcmp(name, "token_embd.weight"))) {
         t = ne0 % 256 ? DT_Q8_0 : DT_Q6_K; /* output: "nx % QK_K != 0" -> Q8_0, else Q6_K */

@@ -17,7 +17,7 @@ typedef enum { MIX_Q2_K = 0, MIX_Q3_K_M, MIX_Q4_K_M, MIX_Q5_K_M, MIX_Q6_K, MIX_C
 
 /* What the rules ask of the model (llama.cpp's hparams). */
 typedef struct {
-    int n_layers;             /* hparams.n_layer */
+    int n_layers;             /* hparams.n_layer: the block_count, multi-token-prediction blocks included */
     int n_experts;            /* routed experts; 0 for a dense model (hparams.n_expert) */
     int n_heads, n_kv_heads;  /* n_gqa() = n_heads / n_kv_heads */
     int has_output;           /* an output matrix apart from the token embedding (qs.has_output) */

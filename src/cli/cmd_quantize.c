@@ -132,18 +132,37 @@ static int64_t kv_int(const moe_file *f, const char *key) {
     return kv && kv->type == KV_INT ? kv->i : 0;
 }
 
-/* Per layer, the attn_v tensors in the layers before it (llama.cpp counts
- * them for attn_v's rules; a hybrid model's DeltaNet layers have none). */
-static int *attn_v_counts(const moe_file *f, int n_layers) {
-    int *idx = malloc(sizeof(int) * (size_t)(n_layers > 0 ? n_layers : 1));
+/* Per block, the attn_v tensors in the blocks before it (llama.cpp counts
+ * them for attn_v's rules; a hybrid model's DeltaNet layers have none). A
+ * GGUF's own directory is read: the view leaves the MTP blocks out. */
+static int *attn_v_counts(const moe_file *f, int n_blocks) {
+    int *idx = malloc(sizeof(int) * (size_t)(n_blocks > 0 ? n_blocks : 1));
     if (!idx) die(1, CMD, "out of memory");
-    for (int l = 0, seen = 0; l < n_layers; l++) {
+    for (int l = 0, seen = 0; l < n_blocks; l++) {
         char name[64];
-        snprintf(name, sizeof name, "blk.%d.attn_v", l);
         idx[l] = seen;
-        seen += moef_tensor(f, name) != NULL;
+        if (f->gguf) {
+            snprintf(name, sizeof name, "blk.%d.attn_v.weight", l);
+            seen += gguf_find_tensor(f->gguf, name) != NULL;
+        } else {
+            snprintf(name, sizeof name, "blk.%d.attn_v", l);
+            seen += moef_tensor(f, name) != NULL;
+        }
     }
     return idx;
+}
+
+/* llama.cpp's n_layer: the file's block_count, the multi-token-prediction
+ * blocks included (GLM-4.5's blk.46 of 47), whose tensors are typed as a layer's. */
+static int mix_blocks(const moe_file *f) {
+    return (int)kv_int(f, "model.n_layers") + (int)kv_int(f, "model.n_mtp_layers");
+}
+
+/* What the mix's rules read of f (attn_v_index: attn_v_counts's, of mix_blocks). */
+static mix_model mix_model_of(const moe_file *f, const int *attn_v_index) {
+    return (mix_model){.n_layers = mix_blocks(f), .n_experts = (int)kv_int(f, "moe.n_experts"),
+                       .n_heads = (int)kv_int(f, "model.n_heads"), .n_kv_heads = (int)kv_int(f, "model.n_kv_heads"),
+                       .has_output = moef_tensor(f, "output") != NULL, .attn_v_index = attn_v_index};
 }
 
 /* The mix's type of a GGUF tensor, by its own name (-1: as it is). */
@@ -220,11 +239,8 @@ int cmd_quantize(int argc, char **argv) {
     moe_file f;
     moe_err err = {{0}};
     if (moef_open(&f, in, &err)) die(1, CMD, "%s", err.msg);
-    o.mm = (mix_model){.n_layers = (int)kv_int(&f, "model.n_layers"), .n_experts = (int)kv_int(&f, "moe.n_experts"),
-                       .n_heads = (int)kv_int(&f, "model.n_heads"), .n_kv_heads = (int)kv_int(&f, "model.n_kv_heads"),
-                       .has_output = moef_tensor(&f, "output") != NULL};
-    int *attn_v_index = attn_v_counts(&f, o.mm.n_layers);
-    o.mm.attn_v_index = attn_v_index;
+    int *attn_v_index = attn_v_counts(&f, mix_blocks(&f));
+    o.mm = mix_model_of(&f, attn_v_index);
     if (dry_run) {
         print_plan(&f, &o);
         free(attn_v_index);

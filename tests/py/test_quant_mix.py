@@ -143,6 +143,40 @@ class MixTypes(unittest.TestCase):
             self.assertEqual(tuple(got[n] for n in names), types, mix)
             self.assertEqual(got["blk.1.ffn_router"], moe_types(base)["blk.1.ffn_router"], "routers keep their type")
 
+    def test_mtp_block_counts_in_n_layer(self):
+        """glm4moe: block_count 5 = 4 layers + 1 MTP block. llama.cpp's n_layer is the block_count,
+        so ffn_down's use_more_bits(i, n_layer) reads 5 (blk.3: 3 < 0, 3 >= 35 // 8 = 4, (3 - 0) % 3 == 2
+        all false: the mix's Q4_K); with the 4 layers moe runs it would say Q6_K. Each ffn_down* of
+        every block, the MTP block's included, by the rule restated here; rows of 64 (experts) fall
+        back Q4_K -> Q5_0, Q6_K -> Q8_0."""
+        import ggufio
+        import hf_gguf
+        src = os.path.join(moetest.SHARED, "golden", "glm4_moe")
+        if not os.path.exists(os.path.join(src, "golden.json")):
+            self.skipTest("no golden glm4_moe")
+        path = hf_gguf.write(src, os.path.join(moetest.workdir("quant_mix"), "glm4_moe.gguf"))
+        g = ggufio.GGUF.read(path)
+        n_layer = g.get("glm4moe.block_count")
+        self.assertEqual((n_layer, g.get("glm4moe.nextn_predict_layers")), (5, 1))
+
+        def use_more_bits(i, n):
+            return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+        fallback = {"Q4_K": "Q5_0", "Q6_K": "Q8_0"}
+        out = moetest.moe("quantize", path, "--type", "q4_k_m", "--dry-run").stdout
+        got = dict(line.split() for line in out.splitlines())
+        checked = 0
+        for t in g.tensors:
+            if "ffn_down" not in t.name or not t.name.endswith(".weight"):
+                continue
+            want = "Q6_K" if use_more_bits(int(t.name.split(".")[1]), n_layer) else "Q4_K"
+            if t.ne[0] % 256:
+                want = fallback[want]
+            self.assertEqual(got[t.name], want, t.name)
+            checked += 1
+        self.assertEqual(got["blk.3.ffn_down_exps.weight"], "Q5_0", "Q4_K's fallback, not Q6_K's")
+        self.assertEqual(checked, 9, "blk.0's dense ffn_down, blk.1-4's experts' and shared expert's")
+
 
 @unittest.skipUnless(os.path.isdir(GGUF), "no ../shared/gguf")
 class GgufOutput(unittest.TestCase):

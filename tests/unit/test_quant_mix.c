@@ -117,6 +117,12 @@ static void hybrid_attn_v_count(void) {
     EXPECT(MIX_Q4_K_M, &mm, "blk.35.attn_v.weight", 2048, DT_Q6_K);  /* index 8: (8 - 6) % 3 = 2 */
     /* attn_qkv (DeltaNet) is caught by "attn_q" first in ik_llama.cpp: the default */
     EXPECT(MIX_Q4_K_M, &mm, "blk.0.attn_qkv.weight", 2048, DT_Q4_K);
+    /* a negative layer number (a file's name) is not read through the index: a sentinel
+     * just before it would make the 1000th attn_v, Q4_K */
+    int guarded[2] = {1000, 0};
+    mm.n_layers = 1;
+    mm.attn_v_index = guarded + 1;
+    EXPECT(MIX_Q3_K_M, &mm, "blk.-1.attn_v.weight", 2048, DT_Q5_K);
 }
 
 static void names(void) {
