@@ -49,17 +49,17 @@ static void help(void) {
     printf("usage: moe quantize IN OUT.moe --type q8_0|q4_0|q4_k|q4_k_m|q5_k_m|q6_k|... [flags]\n"
            "       moe quantize IN.gguf OUT.gguf --type q4_k_m|q5_k_m|q6_k|q3_k_m|q2_k [flags]\n\n"
            "Writes OUT with the weight matrices in TYPE (ggml-compatible blocks); IN is a .moe\n"
-           "or GGUF file. Routers, norms, MXFP4 matrices (gpt-oss's experts) and (by default)\n"
-           "the token embedding keep their precision. An OUT ending in .gguf (from a GGUF IN,\n"
-           "under a mix) is the GGUF file llama-quantize would write, the same metadata and\n"
-           "tensor directory.\n\n"
+           "or GGUF file. Routers, norms, MXFP4 matrices (gpt-oss's experts) and (by default,\n"
+           "but not under a mix) the token embedding keep their precision. An OUT ending in\n"
+           ".gguf (from a GGUF IN, under a mix) is the GGUF file llama-quantize would write,\n"
+           "the same metadata and tensor directory.\n\n"
            "      --type T       q8_0, q4_0 or q4_k (also f16, bf16, f32 and the other GGUF types);\n"
            "                     q8_0_r16, q4_0_r16: the same values with 16 rows interleaved;\n"
            "                     q4_k_m, q5_k_m, q6_k, q3_k_m, q2_k: llama.cpp's mixes, each\n"
            "                     tensor typed by llama-quantize's rules (docs/QUANTIZATION.md)\n"
-           "      --embd T       type of the token embedding (default: keep)\n"
+           "      --embd T       type of the token embedding (default: keep; a mix's rule)\n"
            "      --output T     type of the output matrix (default: q8_0 for 4-bit types\n"
-           "                     (q8_0_r16 for q4_0_r16), else T)\n"
+           "                     (q8_0_r16 for q4_0_r16), else T; a mix's rule)\n"
            "      --calib TEXT   round Q8_0/Q4_0/Q4_K matrices by GPTQ, against the inputs they see\n"
            "                     when IN runs on this text (slower; docs/QUANTIZATION.md)\n"
            "      --calib-tokens N  tokens of TEXT to use (default 4096)\n"
@@ -172,7 +172,7 @@ static int gguf_target(const gguf_tensor *t, const quant_opts *o) {
     int want = quant_mix_type((quant_mix)o->mix, &o->mm, name, t->n_dims, t->ne[0]);
     if (!strcmp(name, "token_embd.weight") && o->embd_set) want = o->embd;
     if (!strcmp(name, "output.weight") && o->output_set) want = o->output;
-    if (want < 0 || t->type == 39 /* MXFP4: as published */) return -1;
+    if (want < 0 || ggml_type_to_dtype(t->type) == DT_MXFP4) return -1; /* MXFP4: as published */
     want = dtype_info(want)->plain;
     return t->ne[0] % (uint64_t)dtype_info(want)->block ? -1 : want;
 }
