@@ -14,6 +14,7 @@ import math
 import os
 import re
 import unittest
+import unittest.mock
 
 import moetest
 
@@ -54,10 +55,18 @@ class HybridTest(unittest.TestCase):
         5. Same logits to float rounding (measured: 4e-6)."""
         ids = [int(x) for x in moetest.moe("tokenize", "-m", self.model, "--no-special", "-f", self.text).stdout.split()]
         ids = (ids * 4)[:150]
+        self.assertEqual(len(ids), 150)
         one = moetest.logits(self.model, ids, "-b", "512")
         for b in ("1", "100", "5"):
             mx, _ = moetest.max_rms(one, moetest.logits(self.model, ids, "-b", b))
             self.assertLess(mx, 1e-4, "batch %s vs one batch" % b)
+        # the chunked form did run: with the scalar kernels batching is exact (test_batch), so one
+        # pass equals passes of 5 bit for bit when every run goes token by token (measured with
+        # DELTA_CHUNK_MIN raised past 150: identical); the chunked sums round differently
+        with unittest.mock.patch.dict(os.environ, {"MOE_KERNELS": "scalar"}):
+            one, five = moetest.logits(self.model, ids, "-b", "512"), moetest.logits(self.model, ids, "-b", "5")
+        self.assertTrue(one != five, "one pass of 150 tokens rounded as token by token: no chunked delta rule")
+        self.assertLess(moetest.max_rms(one, five)[0], 1e-4)
 
     def test_reset_clears_the_recurrent_state(self):
         ids = [int(x) for x in moetest.moe("tokenize", "-m", self.model, "--no-special", "-f", self.text).stdout.split()]
