@@ -152,10 +152,12 @@ static int *attn_v_counts(const moe_file *f, int n_blocks) {
     return idx;
 }
 
-/* llama.cpp's n_layer: the file's block_count, the multi-token-prediction
- * blocks included (GLM-4.5's blk.46 of 47), whose tensors are typed as a layer's. */
+/* llama.cpp's n_layer: a GGUF's block_count, its multi-token-prediction
+ * blocks included (GLM-4.5's blk.46 of 47), whose tensors are typed as a
+ * layer's. A .moe holds no MTP block (and whether llama.cpp's converter keeps
+ * one depends on the family): its layers. */
 static int mix_blocks(const moe_file *f) {
-    return (int)kv_int(f, "model.n_layers") + (int)kv_int(f, "model.n_mtp_layers");
+    return (int)kv_int(f, "model.n_layers") + (f->gguf ? (int)kv_int(f, "model.n_mtp_layers") : 0);
 }
 
 /* What the mix's rules read of f (attn_v_index: attn_v_counts's, of mix_blocks). */
