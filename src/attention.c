@@ -128,6 +128,21 @@ static void split_query_gate(float *q, float *gate, int n, int nh, int hd) {
         }
 }
 
+/* Below this many multiply-adds (keys read x query heads x head width, for
+ * the scores and again for the values) a chunk's attention runs on one
+ * thread: waking a team costs tens of microseconds, more than the work of
+ * short contexts or small heads, and on a loaded machine each region waits
+ * for every team thread to be scheduled (a small model served with -t 2 on
+ * a busy 2-core host ran 10x slower than with -t 1). */
+#define ATTN_PAR_MIN_WORK (1 << 18)
+
+static int64_t attend_work(const moe_ctx *c, int t0, int m) {
+    const moe_config *cfg = &c->model->cfg;
+    int64_t keys = 0;
+    for (int t = t0; t < t0 + m; t++) keys += c->row_pos[t] + 1;
+    return keys * cfg->n_heads * cfg->head_dim * 2;
+}
+
 /* Cache rows t0 .. t0+m-1 of the pass (q, k, v in c->q, c->k, c->v) in
  * their sequences' caches, at their positions, then softmax(q k^T * scale) v
  * for each of them,
@@ -151,7 +166,8 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m) {
     size_t es = kv_esize(c), ld = (size_t)c->n_ctx;
     const kernel_set *ks = kernels_get();
     moe_dtype cache_type = c->kv_f16 ? DT_F16 : DT_F32;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads) \
+    if (c->n_threads > 1 && attend_work(c, t0, m) >= ATTN_PAR_MIN_WORK)
     for (int tg = t0 * nkv; tg < (t0 + m) * nkv; tg++) {
         int t = tg / nkv, g = tg % nkv, p = c->row_pos[t], s0, n0, n1;
         const seq_state *s = &c->seqs[c->row_seq[t]];

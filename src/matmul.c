@@ -11,6 +11,9 @@
 #define ROW_BLOCK 16 /* rows per work item: small enough to balance 2..64 threads; whole Q8_0_R16 groups */
 #define DECODE_MAX_TOKENS 8 /* a list whose jobs have at most this many tokens each is bound by memory */
 #define PAR_MIN_COST 8      /* total cost (item_cost units) below which a list runs on one thread */
+/* ... and below this many multiply-adds: waking a team costs tens of microseconds (more with passive
+ * waiting, and on a loaded machine each region waits for every team thread to be scheduled) */
+#define PAR_MIN_MACS (1 << 18)
 _Static_assert(ROW_BLOCK % R16 == 0, "a work item must not split an interleaved row group");
 
 static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void *act, size_t stride, const int *idx,
@@ -82,13 +85,15 @@ static void run_jobs(const mm_job *jobs, int n, int nt) {
     const void *act[MM_MAX_JOBS];
     size_t stride[MM_MAX_JOBS];
     int blocks[MM_MAX_JOBS], first[MM_MAX_JOBS + 1] = {0}; /* job i's blocks are items first[i].. */
-    int64_t total = 0;
+    int64_t total = 0, macs = 0;
     for (int i = 0; i < n; i++) {
         act[i] = act_prepare(ks, jobs[i].a, jobs[i].w->dtype, &stride[i], nt);
         blocks[i] = jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0;
         first[i + 1] = first[i] + blocks[i];
         total += blocks[i] * item_cost(&jobs[i]);
+        macs += (int64_t)jobs[i].m * jobs[i].w->rows * jobs[i].w->cols * (jobs[i].up ? 2 : 1);
     }
+    if (macs < PAR_MIN_MACS) nt = 1; /* small matrices: one thread is faster than waking a team */
     /* One parallel region for every job: no barrier between them. Few
      * tokens (decode) are bound by memory: each thread takes one contiguous
      * stretch of row blocks of equal cost, so it streams long runs of
