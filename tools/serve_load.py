@@ -333,7 +333,16 @@ def run(port, pid, clients, seconds, max_tokens, hostile=(), timeout=120, warmup
     if hostile:
         time.sleep(min(2.0, seconds / 4))  # let the attackers take their connections first
     tally = Tally()
+    rss_series = []  # (seconds into the run, kB) every 5 s: growth after warm-up would be a leak
+
+    def sample_rss():
+        while time.time() < stop_at:
+            rss_series.append((round(time.time() - t0), rss_kb(pid)))
+            time.sleep(min(5.0, max(0.0, stop_at - time.time())))
+
     t0 = time.time()
+    if pid:
+        threading.Thread(target=sample_rss, daemon=True).start()
     good = [threading.Thread(target=good_client, args=(port, i, stop_at, max_tokens, tally, timeout))
             for i in range(clients)]
     for t in good:
@@ -350,7 +359,7 @@ def run(port, pid, clients, seconds, max_tokens, hostile=(), timeout=120, warmup
         "p50_s": round(statistics.median(lat), 3) if lat else None,
         "p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3) if lat else None,
         "max_s": round(lat[-1], 3) if lat else None,
-        "rss_kb_before": rss0, "rss_kb_after": rss_kb(pid) if pid else None,
+        "rss_kb_before": rss0, "rss_kb_after": rss_kb(pid) if pid else None, "rss_kb_every_5s": rss_series,
         "hostile": {k: summarize(v) for k, v in seen.items()},
     }
 
@@ -479,7 +488,8 @@ def main():
         print("%d clients x %.0f s: %d requests, %d failed, p50 %s s, p99 %s s, max %s s, %.1f completion tokens/s"
               % (r["clients"], r["seconds"], r["requests"], r["failed"], r["p50_s"], r["p99_s"], r["max_s"],
                  r["tokens_per_s"]))
-        print("server RSS: %s kB before, %s kB after" % (r["rss_kb_before"], r["rss_kb_after"]))
+        print("server RSS: %s kB before, %s kB after; every 5 s: %s" % (
+            r["rss_kb_before"], r["rss_kb_after"], " ".join(str(kb) for _, kb in r["rss_kb_every_5s"])))
         for k, v in r["hostile"].items():
             print("hostile %-10s %s" % (k, v))
         for f in r["failures"]:
