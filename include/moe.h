@@ -196,6 +196,19 @@ int moe_seq_pos(const moe_ctx *c, int seq);
 void moe_seq_reset(moe_ctx *c, int seq);
 int moe_seq_truncate(moe_ctx *c, int seq, int pos, moe_err *err);
 
+/* Phases of the forward pass whose wall-clock time moe_ctx_time_phases adds up. */
+typedef enum {
+    MOE_PHASE_ATTENTION,  /* attention layers: projections, attention, output projection */
+    MOE_PHASE_DELTANET,   /* Gated DeltaNet layers but their delta rule: projections, conv, gated norm */
+    MOE_PHASE_DELTA_RULE, /* the delta rule: the recurrence (decode) or its chunks (prefill) */
+    MOE_PHASE_ROUTING,    /* router logits and the choice of experts */
+    MOE_PHASE_EXPERTS,    /* FFN products: routed and shared experts, dense FFN */
+    MOE_PHASE_OUTPUT,     /* final norm and lm_head */
+    MOE_PHASE_OTHER,      /* the rest: embedding, block norms, residual adds */
+    MOE_PHASE_COUNT
+} moe_phase;
+const char *moe_phase_name(moe_phase p);
+
 /* Work counters since moe_ctx_new (benchmarks, tests). */
 typedef struct moe_ctx_stats {
     uint64_t passes;       /* passes through the model (at most n_batch token rows each) */
@@ -203,8 +216,12 @@ typedef struct moe_ctx_stats {
     uint64_t expert_reads; /* routed experts' weights streamed: one per (pass, MoE layer, expert chosen),
                               more when an expert's rows exceed the FFN's row group (ffn.c) */
     uint64_t expert_rows;  /* (token, expert) rows those reads computed: rows * k per MoE layer */
+    double phase_seconds[MOE_PHASE_COUNT]; /* wall-clock seconds per phase while timed, else 0 */
 } moe_ctx_stats;
 void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *s);
+/* Time the phases of every pass from now on (on = 1) or stop (0; the default: then no
+ * clock is read). Off costs a branch per phase. moe bench --phases uses it. */
+void moe_ctx_time_phases(moe_ctx *c, int on);
 
 /* ---------------------------------------------------------------- routing */
 

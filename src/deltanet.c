@@ -82,6 +82,7 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     int nk = cfg->ssm_n_k_heads, nv = cfg->ssm_n_v_heads, dk = cfg->ssm_k_dim, dv = cfg->ssm_v_dim;
     int kw = ssm_key_width(cfg), vw = ssm_value_width(cfg), ch = ssm_channels(cfg);
     observe_input(c, layer, MOE_INPUT_ATTN, -1, xn, n, cfg->dim);
+    double t0 = phase_start(c);
 
     /* 1. HF in_proj_qkv, in_proj_z, in_proj_b, in_proj_a; x quantized once for all four */
     act_rows ax;
@@ -118,6 +119,8 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     /* 4. the delta rule, (run, value head) pairs in parallel; value head h reads key head h / (nv/nk)
      * (HF's grouped order), or h % nk when every per-value-head tensor is stored tiled (ssm.v_tiled).
      * A run of several tokens (prefill) goes chunk by chunk, one token (decode) or a few by the recurrence. */
+    phase_end(c, MOE_PHASE_DELTANET, t0);
+    t0 = phase_start(c);
     int per_k = nv / nk;
     const kernel_set *ks = kernels_get();
     size_t scratch = delta_rule_scratch_floats(dk, dv);
@@ -141,6 +144,9 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
         else delta_rule_recurrent(ks, S, dk, dv, r->n, &hd, tmp);
     }
 
+    phase_end(c, MOE_PHASE_DELTA_RULE, t0);
+    t0 = phase_start(c);
+
     /* 5. gated RMSNorm per value head: RMSNorm(o) * w * silu(z), w used as stored */
     for (int t = 0; t < n; t++)
         for (int h = 0; h < nv; h++) {
@@ -154,4 +160,5 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     act_init(&ao, c->ssm_o, n, vw, c->act_scratch);
     observe_input(c, layer, MOE_INPUT_ATTN_OUT, -1, c->ssm_o, n, vw);
     matmul(out, &L->ssm_out, &ao, c->n_threads); /* HF out_proj */
+    phase_end(c, MOE_PHASE_DELTANET, t0);
 }

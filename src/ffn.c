@@ -176,6 +176,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, float *out, 
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     int E = c->route.n_experts, k = c->route.k;
+    double t0 = phase_start(c);
     if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
         matmul(c->ffn_gate_logit, &L->shexp_gate, ax, c->n_threads);
     route_batch(c, layer, ax, n);
@@ -191,6 +192,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, float *out, 
         c->ffn_pair_w[i] = c->sel_w[c->exp_rows[i]];
         c->exp_rows[i] /= k;
     }
+    phase_end(c, MOE_PHASE_ROUTING, t0);
 
     for (int e = 0; e < E; e++) {
         int first = c->exp_start[e], count = c->exp_start[e + 1] - first;
@@ -217,6 +219,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, float *out, 
 
 void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, float *out) {
     const layer_weights *L = &c->model->layers[layer];
+    double t0 = phase_start(c), routed0 = c->stats.phase_seconds[MOE_PHASE_ROUTING]; /* experts: all but routing */
     act_rows ax; /* the block input, quantized at most once per type for every matmul below */
     act_init(&ax, xn, n, c->model->cfg.dim, c->act_scratch);
     observe_input(c, layer, MOE_INPUT_FFN, -1, xn, n, c->model->cfg.dim);
@@ -228,4 +231,5 @@ void ffn_forward(moe_ctx *c, int layer, const float *xn, int n, float *out) {
         group_add(c, &g, (ffn_piece){.gate = L->ffn_gate, .up = L->ffn_up, .down = L->ffn_down, .rows = c->seq_idx,
                                       .n = n, .expert = -1}, &ax, out);
     if (g.n) group_run(c, &g, &ax, out);
+    phase_end(c, MOE_PHASE_EXPERTS, t0 + (c->stats.phase_seconds[MOE_PHASE_ROUTING] - routed0));
 }

@@ -371,6 +371,16 @@ const float *moe_seq_logits(const moe_ctx *c, int seq) {
 const float *moe_ctx_logits(const moe_ctx *c) { return c->seqs[0].logits; }
 void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *s) { *s = c->stats; }
 
+void moe_ctx_time_phases(moe_ctx *c, int on) { c->time_phases = on != 0; }
+
+const char *moe_phase_name(moe_phase p) {
+    static const char *const names[MOE_PHASE_COUNT] = {
+        [MOE_PHASE_ATTENTION] = "attention", [MOE_PHASE_DELTANET] = "deltanet (proj, conv, norm)",
+        [MOE_PHASE_DELTA_RULE] = "delta rule", [MOE_PHASE_ROUTING] = "routing",
+        [MOE_PHASE_EXPERTS] = "experts (ffn)", [MOE_PHASE_OUTPUT] = "output (lm_head)", [MOE_PHASE_OTHER] = "other"};
+    return (unsigned)p < MOE_PHASE_COUNT ? names[p] : "?";
+}
+
 void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user) {
     c->on_route = hook;
     c->on_route_user = user;
@@ -482,6 +492,8 @@ static int forward_pass(moe_ctx *c, int n, moe_err *err) {
     const moe_model *m = c->model;
     const moe_config *cfg = &m->cfg;
     int dim = cfg->dim;
+    double t_pass = phase_start(c), timed0 = 0.0; /* other = the pass minus its timed phases */
+    for (int p = 0; p < MOE_PHASE_OTHER; p++) timed0 += c->stats.phase_seconds[p];
 
     for (int t = 0; t < n; t++) wmat_row_to_f32(&m->tok_embd, c->row_tok[t], c->x + (size_t)t * dim); /* embed_tokens */
     scale_rows(c->x, cfg->embd_scale, (size_t)n * dim);
@@ -489,10 +501,13 @@ static int forward_pass(moe_ctx *c, int n, moe_err *err) {
     for (int l = 0; l < cfg->n_layers; l++) {
         const layer_weights *L = &m->layers[l];
         norm_rows(c->xn, c->x, L->attn_norm, n, dim, cfg->norm_eps, c->n_threads); /* input_layernorm */
-        if (cfg->ssm_layer[l]) /* HF linear_attn: Gated DeltaNet */
+        if (cfg->ssm_layer[l]) { /* HF linear_attn: Gated DeltaNet (times its own phases) */
             deltanet_forward(c, l, c->xn, n, c->branch);
-        else
+        } else {
+            double t0 = phase_start(c);
             attention_forward(c, l, c->xn, n, c->branch);
+            phase_end(c, MOE_PHASE_ATTENTION, t0);
+        }
         add_rows(c->x, cfg->residual_scale, c->branch, n, dim, c->n_threads);
         norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps, c->n_threads); /* post_attention_layernorm */
         ffn_forward(c, l, c->xn, n, c->branch);
@@ -504,7 +519,9 @@ static int forward_pass(moe_ctx *c, int n, moe_err *err) {
             return fail_nonfinite(c, what, c->row_seq[bad], c->row_pos[bad], err);
         }
     }
+    double t0 = phase_start(c);
     output_logits(c);
+    phase_end(c, MOE_PHASE_OUTPUT, t0);
     for (int i = 0; i < c->n_runs; i++) { /* the rows a run asked for, else its kept last row */
         const seq_run *r = &c->runs[i];
         const float *rows = r->logits ? r->logits : c->seqs[r->seq].logits;
@@ -513,6 +530,11 @@ static int forward_pass(moe_ctx *c, int n, moe_err *err) {
         if (bad >= 0) return fail_nonfinite(c, "output: the logits", r->seq, first + bad, err);
     }
     for (int i = 0; i < c->n_runs; i++) c->seqs[c->runs[i].seq].pos += c->runs[i].n;
+    if (c->time_phases) {
+        double timed = 0.0;
+        for (int p = 0; p < MOE_PHASE_OTHER; p++) timed += c->stats.phase_seconds[p];
+        c->stats.phase_seconds[MOE_PHASE_OTHER] += phase_start(c) - t_pass - (timed - timed0);
+    }
     c->stats.passes++;
     c->stats.rows += (uint64_t)n;
     return 0;

@@ -10,6 +10,8 @@
 #ifndef MOE_FORWARD_H
 #define MOE_FORWARD_H
 
+#include <time.h>
+
 #include "model.h"
 #include "rope.h"
 
@@ -103,12 +105,25 @@ struct moe_ctx {
     void *arena;
     size_t arena_bytes;
     moe_ctx_stats stats;        /* work counters (moe_ctx_get_stats) */
+    int time_phases;            /* add each phase's wall-clock time to stats.phase_seconds */
 
     route_hook on_route;        /* optional, see route_event */
     void *on_route_user;
     moe_input_hook on_input;    /* optional: matrix inputs (moe_ctx_set_input_hook) */
     void *on_input_user;
 };
+
+/* Monotonic wall-clock seconds when phases are timed, else 0 without
+ * reading a clock; phase_end adds the time since t0 to phase p. */
+static inline double phase_start(const moe_ctx *c) {
+    if (!c->time_phases) return 0.0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static inline void phase_end(moe_ctx *c, moe_phase p, double t0) {
+    if (c->time_phases) c->stats.phase_seconds[p] += phase_start(c) - t0;
+}
 
 /* Hand x (n rows of cols) to the input hook, if one is set. */
 static inline void observe_input(moe_ctx *c, int layer, moe_input_kind kind, int expert, const float *x, int n,

@@ -22,7 +22,8 @@
 static const char *CMD = "bench";
 
 static void help(void) {
-    printf("usage: moe bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--depth 0,512,...] [--parallel P] [--json]\n"
+    printf("usage: moe bench -m MODEL [-p 512] [-n 128] [-r 5] [-t N] [--depth 0,512,...] [--parallel P] [--phases]\n"
+           "                [--json]\n"
            "       moe bench --bandwidth [-t N]\n\n"
            "Measures prefill (ppN) and decode (tgN) tokens/s as mean +- sd over r runs after\n"
            "a warm-up, the bytes read per decoded token, the bandwidth that achieves, and the\n"
@@ -39,6 +40,9 @@ static void help(void) {
            "      --parallel P     decode P sequences together, one token each per step (as moe serve\n"
            "                       does); tgN reports all P*N tokens/s and how many experts a step\n"
            "                       read (GB/s and %% of bandwidth: one sequence only, 0 here)\n"
+           "      --phases         also time the phases of the forward pass (attention, DeltaNet, delta\n"
+           "                       rule, routing, experts, output, other) in the measured runs: ms per\n"
+           "                       token and share, after the table (a few clock reads per layer)\n"
            "      --json           one JSON object on stdout instead of the table\n"
            "      --bandwidth      only measure the machine's read bandwidth\n");
 }
@@ -122,21 +126,42 @@ static void fill(moe_ctx *ctx, int depth, int vocab, int32_t *ids, uint64_t *see
     if (moe_eval(ctx, ids, depth, NULL, &err)) die(1, CMD, "%s", err.msg);
 }
 
-static double run_pp(moe_ctx *ctx, int depth, int n, int vocab, int32_t *ids, uint64_t *seed) {
+/* --phases: time the context's phases from here (ms non-NULL) ... */
+static void phases_begin(moe_ctx *ctx, double *ms, moe_ctx_stats *s0) {
+    if (!ms) return;
+    moe_ctx_time_phases(ctx, 1);
+    moe_ctx_get_stats(ctx, s0);
+}
+/* ... to here, adding each phase's ms per token over `tokens` to ms */
+static void phases_end(moe_ctx *ctx, double *ms, const moe_ctx_stats *s0, double tokens) {
+    if (!ms) return;
+    moe_ctx_stats s1;
+    moe_ctx_get_stats(ctx, &s1);
+    moe_ctx_time_phases(ctx, 0);
+    for (int p = 0; p < MOE_PHASE_COUNT; p++) ms[p] += 1e3 * (s1.phase_seconds[p] - s0->phase_seconds[p]) / tokens;
+}
+
+/* A prompt of n tokens at depth: tokens/s; with ms, its phases added (ms per token) */
+static double run_pp(moe_ctx *ctx, int depth, int n, int vocab, int32_t *ids, uint64_t *seed, double *ms) {
     moe_err err = {{0}};
+    moe_ctx_stats s0;
     fill(ctx, depth, vocab, ids, seed);
     for (int i = 0; i < n; i++) ids[i] = (int32_t)next_id(seed, vocab);
+    phases_begin(ctx, ms, &s0);
     double t0 = now_seconds();
     if (moe_eval(ctx, ids, n, NULL, &err)) die(1, CMD, "%s", err.msg);
-    return n / (now_seconds() - t0);
+    double t = now_seconds() - t0;
+    phases_end(ctx, ms, &s0, n);
+    return n / t;
 }
 
 #define MAX_PARALLEL 64
 
 /* n decode steps of the context's first par sequences, each at depth;
- * *reads: routed-expert reads per step (all layers). */
+ * *reads: routed-expert reads per step (all layers); with ms, the phases
+ * added (ms per token). */
 static double run_tg(moe_ctx *ctx, int par, int depth, int n, int vocab, int32_t *ids, uint64_t *seed,
-                     double *reads) {
+                     double *reads, double *ms) {
     moe_err err = {{0}};
     moe_batch_item items[MAX_PARALLEL];
     int32_t next[MAX_PARALLEL];
@@ -146,8 +171,9 @@ static double run_tg(moe_ctx *ctx, int par, int depth, int n, int vocab, int32_t
         items[s] = (moe_batch_item){.seq = s, .tokens = ids + (size_t)s * depth, .n = depth};
     }
     if (depth && moe_eval_batch(ctx, items, par, &err)) die(1, CMD, "%s", err.msg);
-    moe_ctx_stats s0, s1;
+    moe_ctx_stats s0, s1, p0;
     moe_ctx_get_stats(ctx, &s0);
+    phases_begin(ctx, ms, &p0);
     double t0 = now_seconds();
     for (int i = 0; i < n; i++) {
         for (int s = 0; s < par; s++) {
@@ -157,9 +183,23 @@ static double run_tg(moe_ctx *ctx, int par, int depth, int n, int vocab, int32_t
         if (moe_eval_batch(ctx, items, par, &err)) die(1, CMD, "%s", err.msg);
     }
     double t = now_seconds() - t0;
+    phases_end(ctx, ms, &p0, (double)n * par);
     moe_ctx_get_stats(ctx, &s1);
     *reads = (double)(s1.expert_reads - s0.expert_reads) / n;
     return (double)n * par / t;
+}
+
+/* --phases: one test's split, ms per token (sums over reps runs) and share */
+static void print_phases(const char *test, int n, int depth, const double *ms, int reps) {
+    double total = 0.0;
+    for (int p = 0; p < MOE_PHASE_COUNT; p++) total += ms[p] / reps;
+    printf("\n%s%d%s%.0d phases, wall clock per token (mean of %d runs; threads' waits count as their phase):\n", test, n,
+           depth ? " @ d" : "", depth, reps);
+    for (int p = 0; p < MOE_PHASE_COUNT; p++)
+        if (ms[p] > 0.0)
+            printf("  %-28s %10.4f ms  %5.1f %%\n", moe_phase_name((moe_phase)p), ms[p] / reps,
+                   total > 0 ? 100.0 * ms[p] / reps / total : 0.0);
+    printf("  %-28s %10.4f ms\n", "total", total);
 }
 
 static int parse_depths(const char *s, int *out, int cap) {
@@ -175,6 +215,7 @@ int cmd_bench(int argc, char **argv) {
     args a = {CMD, argc, 0, argv};
     const char *model = NULL, *flag;
     int n_prompt = 512, n_gen = 128, reps = 5, json = 0, bw_only = 0, depths[16] = {0}, n_depths = 1, par = 1;
+    int phases = 0;
     moe_ctx_params cp = moe_ctx_default_params();
     while (args_next(&a, &flag)) {
         if (!strcmp(flag, "-h") || !strcmp(flag, "--help")) { help(); return 0; }
@@ -188,6 +229,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(flag, "-d") || !strcmp(flag, "--depth")) n_depths = parse_depths(args_value(&a, flag), depths, 16);
         else if (!strcmp(flag, "--parallel")) par = args_int(&a, flag, 1, MAX_PARALLEL);
         else if (!strcmp(flag, "--json")) json = 1;
+        else if (!strcmp(flag, "--phases")) phases = 1;
         else if (!strcmp(flag, "--bandwidth")) bw_only = 1;
         else die(EXIT_USAGE, CMD, "unknown flag \"%s\" (see moe bench -h)", flag);
     }
@@ -231,6 +273,7 @@ int cmd_bench(int argc, char **argv) {
         stat pp, tg;
         double bytes, gbps, bw, pct;
         double experts_per_step; /* routed experts read per MoE layer and step (--parallel) */
+        double pp_ms[MOE_PHASE_COUNT], tg_ms[MOE_PHASE_COUNT]; /* --phases: ms per token */
     } result;
     result res[16];
     for (int di = 0; di < n_depths; di++) {
@@ -238,20 +281,21 @@ int cmd_bench(int argc, char **argv) {
         memset(R, 0, sizeof *R);
         R->depth = depths[di];
         if (n_prompt > 0) {
-            run_pp(ctx, R->depth, n_prompt, info.vocab_size, ids, &seed); /* warm-up */
-            for (int r = 0; r < reps; r++) v[r] = run_pp(ctx, R->depth, n_prompt, info.vocab_size, ids, &seed);
+            run_pp(ctx, R->depth, n_prompt, info.vocab_size, ids, &seed, NULL); /* warm-up */
+            for (int r = 0; r < reps; r++)
+                v[r] = run_pp(ctx, R->depth, n_prompt, info.vocab_size, ids, &seed, phases ? R->pp_ms : NULL);
             R->pp = summarize(v, reps, n_prompt);
         }
         /* bytes per decoded token: active weights + the KV cache read at the mean position */
         R->bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (R->depth + n_gen / 2.0);
         if (n_gen > 0) {
             double reads;
-            run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads);
+            run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads, NULL);
             R->experts_per_step = info.n_moe_layers ? reads / info.n_moe_layers : 0;
             /* each run against the better of the probes just before and just after it */
             double before = bw_best(&probe, 3);
             for (int r = 0; r < reps; r++) {
-                v[r] = run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads);
+                v[r] = run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads, phases ? R->tg_ms : NULL);
                 double after = bw_best(&probe, 3);
                 rbw[r] = before > after ? before : after;
                 pct[r] = 100.0 * R->bytes * v[r] / 1e9 / rbw[r];
@@ -311,6 +355,11 @@ int cmd_bench(int argc, char **argv) {
                        R->pct);
             }
         }
+        if (phases)
+            for (int di = 0; di < n_depths; di++) {
+                if (n_prompt > 0) print_phases("pp", n_prompt, res[di].depth, res[di].pp_ms, reps);
+                if (n_gen > 0) print_phases("tg", n_gen, res[di].depth, res[di].tg_ms, reps);
+            }
     }
     free(ids);
     free(v);

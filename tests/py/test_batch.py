@@ -13,7 +13,7 @@ of the next), then decoded 8 steps together, one token each per call.
     many tokens share the tile (4-token blocks vs one row at a time), so batching reassociates
     float sums; logits agree within 1e-3 (measured: a few 1e-6) and the continuations are the
     same unless alone's top-2 gap at the first difference is below 2e-3 (a near-tie, reported).
-qwen3_5_moe runs again in passes of 16 rows, where a sequence's run of 6 tokens or more takes the
+qwen3_5_moe runs again in passes of 16 rows, where a sequence's run of 8 tokens or more takes the
 chunked delta rule (src/delta_rule.h), whose float sums depend on where a run starts and ends: batched
 and alone cut sequences 1 and 2 differently, so they are held to the SIMD tolerance with scalar
 kernels too; sequence 0 starts both pass lists at row 0, is cut the same way, and stays bit for bit.
@@ -30,7 +30,7 @@ TOL = 1e-3
 G = 8  # decode steps
 CASES = ("gpt_oss", "qwen3_5_moe", "deepseek_v3")
 CUT_SENSITIVE = ("qwen3_5_moe",)  # chunked prefill: rounding depends on how passes cut a prompt
-DELTA_CHUNK_MIN = 6  # src/delta_rule.h: runs this long or longer take the chunked delta rule
+DELTA_CHUNK_MIN = 8  # src/delta_rule.h: runs this long or longer take the chunked delta rule
 
 
 def run(model, seqs, kernels, ctx, *extra, batch=5):

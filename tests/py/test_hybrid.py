@@ -7,7 +7,8 @@ logits (test_golden.py):
   - moe_ctx_reset clears it: `moe perplexity` (one context, reset between chunks) scores exactly what
     fresh contexts score chunk by chunk;
   - routing traces cover the MoE layer of every block (DeltaNet and attention layers alike);
-  - `moe info` states the recurrent state per sequence and what the converter did not keep.
+  - `moe info` states the recurrent state per sequence and what the converter did not keep;
+  - `moe bench --phases` splits the time by phase, the delta rule apart.
 """
 
 import math
@@ -50,7 +51,7 @@ class HybridTest(unittest.TestCase):
 
     def test_chunked_prefill_equals_token_by_token(self):
         """150 tokens in one pass go through the chunked delta rule (chunks of 64, 64, 22: runs of
-        DELTA_CHUNK_MIN = 6 tokens or more, delta_rule.h); -b 1 sends every token through the recurrence,
+        DELTA_CHUNK_MIN = 8 tokens or more, delta_rule.h); -b 1 sends every token through the recurrence,
         -b 100 cuts a chunk boundary elsewhere (64 + 36, then 50), -b 5 runs token by token in passes of
         5. Same logits to float rounding (measured: 4e-6)."""
         ids = [int(x) for x in moetest.moe("tokenize", "-m", self.model, "--no-special", "-f", self.text).stdout.split()]
@@ -95,6 +96,23 @@ class HybridTest(unittest.TestCase):
         self.assertEqual(len(rows), len(toks) * 4 * 2)  # 4 layers (3 DeltaNet, 1 attention), all MoE, k = 2
         layers = sorted({int(r.split(",")[3]) for r in rows})
         self.assertEqual(layers, [0, 1, 2, 3])
+
+    def test_bench_phases(self):
+        """moe bench --phases splits prefill and decode by phase: on the hybrid every phase has time and
+        the phases add up to the total; without --phases no split is printed."""
+        out = moetest.moe("bench", "-m", self.model, "-p", "16", "-n", "8", "-r", "3", "-t", "1", "--phases").stdout
+        self.assertRegex(out, r"\| pp16 +\| +[0-9.]+ ±")
+        self.assertRegex(out, r"\| tg8 +\| +[0-9.]+ ±")
+        for test in ("pp16", "tg8"):
+            block = out.split("\n%s phases" % test)[1].split("\n\n")[0]
+            ms = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^  (\S.*?) +([0-9.]+) ms", block, re.M)}
+            for phase in ("attention", "deltanet (proj, conv, norm)", "delta rule", "routing", "experts (ffn)",
+                          "output (lm_head)"):
+                self.assertGreater(ms.get(phase, 0), 0, "%s: %s" % (test, phase))
+            total = ms.pop("total")
+            self.assertAlmostEqual(sum(ms.values()), total, delta=0.01 * total + 1e-4)
+        plain = moetest.moe("bench", "-m", self.model, "-p", "16", "-n", "8", "-r", "1", "-t", "1").stdout
+        self.assertNotIn("phases", plain)
 
     def test_info_states_the_recurrent_state_and_skipped_parts(self):
         out = moetest.moe("info", "-m", self.model).stdout
