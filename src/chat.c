@@ -103,6 +103,10 @@ char *moe_chat_render(const moe_model *m, const char *request_json, size_t reque
                       size_t *len, int *raised, moe_err *err) {
     moe_chat_opts o = opts ? *opts : (moe_chat_opts){0};
     if (raised) *raised = 0;
+    if (!request_json) {
+        moe_fail(err, "no request");
+        return NULL;
+    }
     if (!o.template_text) {
         o.template_text = moe_chat_template(m, &o.template_len);
         if (!o.template_text) {

@@ -184,6 +184,10 @@ static int kv_layout(moe_ctx *c, uint64_t *values) {
 }
 
 moe_ctx *moe_ctx_new(const moe_model *m, const moe_ctx_params *p, moe_err *err) {
+    if (!m) {
+        moe_fail(err, "no model");
+        return NULL;
+    }
     const moe_config *cfg = &m->cfg;
     if (!cfg->has_weights) {
         moe_fail(err, "this is a tokenizer-only file: it has no weights to run");
@@ -324,7 +328,7 @@ void moe_ctx_free(moe_ctx *c) {
 }
 
 void moe_seq_reset(moe_ctx *c, int seq) {
-    if (seq < 0 || seq >= c->n_seq) return;
+    if (!c || seq < 0 || seq >= c->n_seq) return;
     seq_state *s = &c->seqs[seq];
     s->pos = 0;
     /* the KV cache is overwritten before it is read; the recurrent state is read first */
@@ -338,6 +342,7 @@ void moe_ctx_reset(moe_ctx *c) { moe_seq_reset(c, 0); }
  * up to the old end overwrote them (q + S < old end). A recurrent state
  * (Gated DeltaNet) cannot go back at all. */
 int moe_seq_truncate(moe_ctx *c, int seq, int pos, moe_err *err) {
+    if (!c) return moe_fail(err, "no context");
     if (seq < 0 || seq >= c->n_seq)
         return moe_fail(err, "truncate sequence %d: the context holds sequences 0..%d", seq, c->n_seq - 1);
     seq_state *s = &c->seqs[seq];
@@ -357,19 +362,22 @@ int moe_seq_truncate(moe_ctx *c, int seq, int pos, moe_err *err) {
     return 0;
 }
 int moe_ctx_truncate(moe_ctx *c, int pos, moe_err *err) { return moe_seq_truncate(c, 0, pos, err); }
-int moe_seq_pos(const moe_ctx *c, int seq) { return seq >= 0 && seq < c->n_seq ? c->seqs[seq].pos : -1; }
-int moe_ctx_pos(const moe_ctx *c) { return c->seqs[0].pos; }
-int moe_ctx_n_ctx(const moe_ctx *c) { return c->n_ctx; }
-int moe_ctx_n_seq(const moe_ctx *c) { return c->n_seq; }
+int moe_seq_pos(const moe_ctx *c, int seq) { return c && seq >= 0 && seq < c->n_seq ? c->seqs[seq].pos : -1; }
+int moe_ctx_pos(const moe_ctx *c) { return moe_seq_pos(c, 0); }
+int moe_ctx_n_ctx(const moe_ctx *c) { return c ? c->n_ctx : 0; }
+int moe_ctx_n_seq(const moe_ctx *c) { return c ? c->n_seq : 0; }
 size_t moe_ctx_bytes(const moe_ctx *c) {
+    if (!c) return 0;
     return (c->cache_bytes + c->state_bytes) * (size_t)c->n_seq + c->arena_bytes +
            2 * sizeof(float) * (size_t)c->rope.n_pos * (size_t)(c->rope.dim / 2);
 }
 const float *moe_seq_logits(const moe_ctx *c, int seq) {
-    return seq >= 0 && seq < c->n_seq ? c->seqs[seq].logits : NULL;
+    return c && seq >= 0 && seq < c->n_seq ? c->seqs[seq].logits : NULL;
 }
-const float *moe_ctx_logits(const moe_ctx *c) { return c->seqs[0].logits; }
-void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *s) { *s = c->stats; }
+const float *moe_ctx_logits(const moe_ctx *c) { return moe_seq_logits(c, 0); }
+void moe_ctx_get_stats(const moe_ctx *c, moe_ctx_stats *s) {
+    if (s) *s = c ? c->stats : (moe_ctx_stats){0};
+}
 
 void moe_ctx_time_phases(moe_ctx *c, int on) { c->time_phases = on != 0; }
 
@@ -382,20 +390,23 @@ const char *moe_phase_name(moe_phase p) {
 }
 
 void moe_ctx_set_route_hook(moe_ctx *c, moe_route_hook hook, void *user) {
+    if (!c) return;
     c->on_route = hook;
     c->on_route_user = user;
 }
 
 void moe_ctx_set_input_hook(moe_ctx *c, moe_input_hook hook, void *user) {
+    if (!c) return;
     c->on_input = hook;
     c->on_input_user = user;
 }
 
 int moe_layer_is_moe(const moe_model *m, int layer) {
-    return layer >= 0 && layer < m->cfg.n_layers && m->layers && m->layers[layer].is_moe;
+    return m && layer >= 0 && layer < m->cfg.n_layers && m->layers && m->layers[layer].is_moe;
 }
 
 int moe_ctx_disable_expert(moe_ctx *c, int layer, int expert, moe_err *err) {
+    if (!c) return moe_fail(err, "no context");
     const moe_config *cfg = &c->model->cfg;
     int E = c->route.n_experts;
     if (layer < 0 || layer >= cfg->n_layers)
@@ -569,6 +580,7 @@ static int check_items(const moe_ctx *c, const moe_batch_item *items, int n_item
 /* The items' tokens go through in passes of up to n_batch rows, in item
  * order; an item longer than what is left of a pass continues in the next. */
 int moe_eval_batch(moe_ctx *c, const moe_batch_item *items, int n_items, moe_err *err) {
+    if (!c) return moe_fail(err, "no context");
     if (check_items(c, items, n_items, err)) return -1;
     int V = c->model->cfg.vocab_size, item = 0, done = 0; /* tokens of items[item] already evaluated */
     while (item < n_items) {
@@ -603,4 +615,4 @@ int moe_eval(moe_ctx *c, const int32_t *tokens, int n, float *logits, moe_err *e
     return moe_eval_batch(c, &one, 1, err);
 }
 
-const char *moe_version(void) { return "0.1.0"; }
+const char *moe_version(void) { return MOE_VERSION_STRING; }

@@ -231,6 +231,10 @@ fail:
 }
 
 moe_model *moe_model_open(const char *path, moe_err *err) {
+    if (!path) {
+        moe_fail(err, "no model path");
+        return NULL;
+    }
     moe_model *m = calloc(1, sizeof *m);
     if (!m) {
         moe_fail(err, "out of memory");
@@ -280,8 +284,10 @@ static uint64_t wmat_bytes(const wmat *w) { return w->data ? (uint64_t)w->n_mats
 static uint64_t wmat_elems(const wmat *w) { return w->data ? (uint64_t)w->n_mats * (uint64_t)w->rows * (uint64_t)w->cols : 0; }
 
 void moe_model_get_info(const moe_model *m, moe_model_info *info) {
-    const moe_config *c = &m->cfg;
+    if (!info) return;
     memset(info, 0, sizeof *info);
+    if (!m) return;
+    const moe_config *c = &m->cfg;
     info->arch = c->arch;
     info->name = c->name;
     info->weight_type = "";
@@ -413,6 +419,7 @@ static void dump_gguf(FILE *out, const gguf_file *g) {
 }
 
 void moe_model_dump(const moe_model *m, void *file) {
+    if (!m || !file) return;
     FILE *out = file;
     const moe_file *f = &m->file;
     if (f->gguf) dump_gguf(out, f->gguf);

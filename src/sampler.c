@@ -32,6 +32,8 @@ moe_sampler_params moe_sampler_default_params(void) {
 }
 
 moe_sampler *moe_sampler_new(const moe_sampler_params *p, int vocab_size, moe_err *err) {
+    moe_sampler_params dp = moe_sampler_default_params();
+    if (!p) p = &dp;
     if (vocab_size <= 0) {
         moe_fail(err, "sampler: vocabulary size %d", vocab_size);
         return NULL;
@@ -129,6 +131,7 @@ static void apply_penalties(candidate *c, int n, const int32_t *hist, int n_hist
 }
 
 int32_t moe_sample(moe_sampler *s, const float *logits, const int32_t *history, int n_history) {
+    if (!s || !logits) return -1;
     int n = s->vocab;
     candidate *c = s->cand;
     for (int i = 0; i < n; i++) c[i] = (candidate){i, logits[i]};
