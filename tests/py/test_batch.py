@@ -26,6 +26,8 @@ import unittest
 
 import moetest
 
+moetest.require_shared()
+
 TOL = 1e-3
 G = 8  # decode steps
 CASES = ("gpt_oss", "qwen3_5_moe", "deepseek_v3")

@@ -11,6 +11,10 @@ import unittest
 from moetest import SHARED, ROOT, moe, workdir, run, rewrite
 import sys
 
+import moetest  # noqa: E402
+
+moetest.require_shared()
+
 TEMPLATES = os.path.join(SHARED, "chat-templates")
 DATE = "2026-01-15T09:30:00"  # strftime_now as the shared cases pinned it
 

@@ -8,6 +8,8 @@ import unittest
 
 import moetest
 
+moetest.require_shared()
+
 COMMANDS = ["run", "logits", "tokenize", "info", "perplexity", "route", "bench", "quantize"]
 
 

@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.join(moetest.TOOLS, "distill"))
 import gen_data  # noqa: E402
 import perplexity  # noqa: E402
 
+moetest.require_shared()
+
 SRC = os.path.join(moetest.ROOT, "models", "stories-moe")
 TEACHER = os.path.join(moetest.SHARED, "models", "stories260K")
 

@@ -21,6 +21,8 @@ import hf_reference
 import moetest
 import make_synthetic
 
+moetest.require_shared()
+
 BOUND = 1e-3  # relative to the rms of the reference logits
 TOKENS = [1, 17, 99, 5, 200, 42, 7, 128]
 TOKENIZER = os.path.join(moetest.SHARED, "golden", "mixtral", "tokenizer.json")

@@ -21,6 +21,8 @@ import unittest
 
 import moetest
 
+moetest.require_shared()
+
 
 def log_softmax(row):
     m = max(row)

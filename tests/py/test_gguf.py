@@ -14,6 +14,8 @@ import unittest
 import moetest
 import ggufio
 
+moetest.require_shared()
+
 GGUF_DIR = os.path.join(moetest.SHARED, "gguf")
 
 

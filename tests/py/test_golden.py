@@ -15,6 +15,8 @@ import unittest
 
 import moetest
 
+moetest.require_shared()
+
 MAX_TOL, RMS_TOL = 2.5e-3, 5e-4
 
 # Families whose golden cases are in ../shared but which the engine does not run yet (issue 18).

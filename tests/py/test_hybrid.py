@@ -19,6 +19,8 @@ import unittest.mock
 
 import moetest
 
+moetest.require_shared()
+
 TEXT = ("In the beginning God created the heaven and the earth.\n"
         "And the earth was without form, and void; and darkness was upon the face of the deep.\n")
 

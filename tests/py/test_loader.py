@@ -10,6 +10,8 @@ import unittest
 import moetest  # first: puts tools/ on the path
 import moefile  # noqa: E402
 
+moetest.require_shared()
+
 
 class LoaderTest(unittest.TestCase):
     @classmethod

@@ -18,6 +18,8 @@ import moetest
 
 import make_synthetic  # noqa: E402  (tools/, on sys.path through moetest)
 
+moetest.require_shared()
+
 CONFIGS = os.path.join(moetest.ROOT, "tests", "data", "configs")
 TOKENIZER = os.path.join(moetest.SHARED, "golden", "mixtral", "tokenizer.json")
 TOKENS = [1, 17, 99, 5, 200, 42]

@@ -28,6 +28,8 @@ import moetest
 import make_synthetic  # noqa: E402  (tools/, on sys.path through moetest)
 import tokenizer_convert as tc  # noqa: E402
 
+moetest.require_shared()
+
 GGUF = os.path.join(moetest.SHARED, "gguf")
 MIXES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K")
 # .moe name -> llama.cpp's where they differ (docs/FORMAT.md's GGUF table)

@@ -22,6 +22,10 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import tokenizer_convert as tc  # noqa: E402
 
+import moetest  # noqa: E402
+
+moetest.require_shared()
+
 GGUF = os.path.join(SHARED, "gguf")
 
 # ggml type id -> (moe dtype id, values per block, bytes per block, name)

@@ -18,6 +18,8 @@ import moetest
 
 import make_synthetic  # noqa: E402  (tools/, on sys.path through moetest)
 
+moetest.require_shared()
+
 TOKENS = [1, 72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33, 300, 400, 17, 90, 250, 3, 128]
 N_DECODE = 6
 TOL = 1e-4

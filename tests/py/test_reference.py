@@ -11,6 +11,8 @@ import unittest
 import hf_reference
 import moetest
 
+moetest.require_shared()
+
 N_POS = 6
 MAX_TOL, RMS_TOL = 2.5e-3, 5e-4
 

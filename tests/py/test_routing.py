@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 
 import moetest
 
+moetest.require_shared()
+
 TEXT = ("In the beginning God created the heaven and the earth.\n"
         "And the earth was without form, and void; and darkness was upon the face of the deep. "
         "And the Spirit of God moved upon the face of the \"waters\".\n")

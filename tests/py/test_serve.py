@@ -19,6 +19,8 @@ import unittest
 import moetest
 from moetest import moe, workdir
 
+moetest.require_shared()
+
 MODEL = os.path.join(os.path.dirname(moetest.BIN), "models", "default.moe")
 TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

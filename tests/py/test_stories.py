@@ -17,6 +17,8 @@ import unittest
 
 import moetest
 
+moetest.require_shared()
+
 DIR = os.path.join(moetest.SHARED, "models", "stories260K")
 STEPS = 256
 

@@ -31,6 +31,10 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import moefile  # noqa: E402
 import tokenizer_convert as tc  # noqa: E402
 
+import moetest  # noqa: E402
+
+moetest.require_shared()
+
 CASES = os.path.join(SHARED, "tokenizer-cases")
 
 

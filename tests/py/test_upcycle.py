@@ -15,6 +15,8 @@ import unittest
 
 import moetest
 
+moetest.require_shared()
+
 DIR = os.path.join(moetest.SHARED, "models", "stories260K")
 # a prompt-free story prefix plus odd tokens, 40 positions
 TOKENS = [1, 403, 407, 261, 378, 430, 271, 280, 491, 267, 349, 282, 303, 264, 326, 384, 45, 67, 89, 400,
