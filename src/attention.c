@@ -270,26 +270,25 @@ static void attention_mla(moe_ctx *c, int layer, const float *xn, int n, float *
     /* queries: q_b(RMSNorm(q_a x)) with q-LoRA, else q_proj x */
     act_rows ax;
     act_init(&ax, xn, n, cfg->dim, c->act_scratch);
-    /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe], into
-     * c->v as (n, kv_lora + rope) scratch; with it, in one parallel region,
-     * q_a x (into c->k as (n, q_lora) scratch) or q_proj x */
-    mm_job in[2] = {{.y = c->v, .w = &L->kv_a, .a = &ax, .m = n},
-                    cfg->q_lora > 0 ? (mm_job){.y = c->k, .w = &L->q_a, .a = &ax, .m = n}
+    /* latent and shared rope key: kv_a_proj_with_mqa x = [c_kv | k_pe]; with
+     * it, in one parallel region, q_a x (q-LoRA) or q_proj x */
+    mm_job in[2] = {{.y = c->mla_kv_a, .w = &L->kv_a, .a = &ax, .m = n},
+                    cfg->q_lora > 0 ? (mm_job){.y = c->mla_q_a, .w = &L->q_a, .a = &ax, .m = n}
                                     : (mm_job){.y = c->q, .w = &L->q, .a = &ax, .m = n}};
     matmul_jobs(in, 2, c->n_threads);
     if (cfg->q_lora > 0) {
         for (int t = 0; t < n; t++) {
-            float *r = c->k + (size_t)t * cfg->q_lora;
+            float *r = c->mla_q_a + (size_t)t * cfg->q_lora;
             rmsnorm(r, r, L->q_a_norm, cfg->q_lora, MLA_NORM_EPS);
         }
         act_rows aq;
-        act_init(&aq, c->k, n, cfg->q_lora, c->act_scratch);
+        act_init(&aq, c->mla_q_a, n, cfg->q_lora, c->act_scratch);
         matmul(c->q, &L->q_b, &aq, c->n_threads);
     }
     for (int t = 0; t < n; t++) {
         int p = c->row_pos[t];
         void *cache = c->seqs[c->row_seq[t]].k_cache;
-        float *ckv = c->v + (size_t)t * cw, *slot = c->mla_tmp; /* built in f32, then stored */
+        float *ckv = c->mla_kv_a + (size_t)t * cw, *slot = c->mla_tmp; /* built in f32, then stored */
         rmsnorm(slot, ckv, L->kv_a_norm, lora, MLA_NORM_EPS); /* kv_a_layernorm(c_kv) */
         act_round_row((act_type)cfg->mla_latent_act, slot, lora); /* as a quantized kv_b's matmul sees it */
         memcpy(slot + lora, ckv + lora, sizeof(float) * (size_t)rd);

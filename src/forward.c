@@ -65,7 +65,6 @@ static void layout(moe_ctx *c, arena *a) {
     uint64_t nh = (uint64_t)cfg->n_heads, kvw = (uint64_t)cfg->n_kv_heads * cfg->head_dim;
     uint64_t lat = (uint64_t)cfg->kv_lora + cfg->mla_rope_dim;
     uint64_t qw = nh * cfg->head_dim;
-    uint64_t kw = mla ? (uint64_t)cfg->q_lora : kvw, vw = mla ? lat : kvw;
     uint64_t E = (uint64_t)c->route.n_experts, k = (uint64_t)c->route.k, G = (uint64_t)c->route.n_groups;
     uint64_t ff = (uint64_t)cfg->ff_dim;
     if ((uint64_t)cfg->moe_ff_dim > ff) ff = (uint64_t)cfg->moe_ff_dim;
@@ -76,8 +75,13 @@ static void layout(moe_ctx *c, arena *a) {
     c->xn = take(a, B * dim, sizeof(float));
     c->branch = take(a, B * dim, sizeof(float));
     c->q = take(a, B * qw * (cfg->out_gate ? 2 : 1), sizeof(float)); /* out_gate: query and gate rows */
-    c->k = take(a, B * (kw ? kw : 1), sizeof(float));
-    c->v = take(a, B * vw, sizeof(float));
+    if (mla) { /* MLA's projections have their own rows; GQA's k and v are not used */
+        c->mla_kv_a = take(a, B * lat, sizeof(float));
+        c->mla_q_a = cfg->q_lora ? take(a, B * (uint64_t)cfg->q_lora, sizeof(float)) : NULL;
+    } else {
+        c->k = take(a, B * kvw, sizeof(float));
+        c->v = take(a, B * kvw, sizeof(float));
+    }
     c->att = take(a, B * nh * (uint64_t)config_v_head_dim(cfg), sizeof(float));
     /* one row of scores per query head of a GQA group (MLA: one) */
     int group = cfg->attn_type == ATTN_MLA ? 1 : cfg->n_heads / cfg->n_kv_heads;

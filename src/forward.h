@@ -67,22 +67,29 @@ struct moe_ctx {
     int32_t *row_tok;           /* (B) each row's token */
     rope_table rope;
 
-    /* scratch (n_batch rows unless noted) */
+    /* scratch, B = n_batch rows unless noted, grouped by the file that owns it
+     * (laid out once by layout() in forward.c) */
+    /* the layer loop (forward.c) */
     float *x;                   /* (B, dim) residual stream */
     float *xn;                  /* (B, dim) normalised input of a block */
     float *branch;              /* (B, dim) attention or FFN output */
-    float *q, *k, *v;           /* (B, n_heads*head_dim), (B, kv width) x2 */
+    /* attention (attention.c) */
+    float *q, *k, *v;           /* (B, n_heads*head_dim), (B, kv width) x2; MLA: q (B, n_heads*(nope+rope)) only */
     float *att;                 /* (B, n_heads*v_head_dim) */
     float *att_scores;          /* (n_threads, GQA group, n_ctx) */
     float *att_part;            /* (n_threads, GQA group, head_dim) a ring's second stretch of values */
+    float *mla_kv_a;            /* MLA: (B, kv_lora + rope) kv_a x = [latent | shared rope key] */
+    float *mla_q_a;             /* MLA with q-LoRA: (B, q_lora) q_a x, normed in place; else NULL */
     float *mla_tmp;             /* MLA: (n_threads, 2*kv_lora + rope) absorbed query + latent sum */
     float *gate;                /* attn.out_gate: (B, n_heads*head_dim) output gate logits */
+    /* Gated DeltaNet (deltanet.c, delta_rule.c) */
     float *ssm_x;               /* (B, channels) q|k|v before the conv */
     float *ssm_qkv;             /* (B, channels) after conv + SiLU; q, k then L2-normalised */
     float *ssm_z;               /* (B, value_width) output gate */
     float *ssm_b, *ssm_a;       /* (B, n_v_heads) beta and alpha logits, then beta and log decay g */
     float *ssm_o;               /* (B, value_width) per value head output, then gated-normed */
     float *ssm_tmp;             /* (n_threads, delta_rule_scratch_floats) one head's delta-rule scratch */
+    /* routing and experts (ffn.c, router.c) */
     float *router_logits;       /* (B, E) */
     int *sel_ids;               /* (B, k) */
     float *sel_w;               /* (B, k) */
@@ -96,6 +103,7 @@ struct moe_ctx {
     float *ffn_y;               /* (chunk, dim) */
     float *ffn_pair_w;          /* (B*k) routing weight of each gathered row */
     float *ffn_gate_logit;      /* (B) Qwen2-MoE shared-expert gate logits */
+    /* matrix inputs (act_rows.c) and the output (forward.c) */
     int *seq_idx;               /* (B) 0, 1, 2, ...: the identity row list */
     void *act_scratch;          /* quantized copies of a block input, (B, widest input) */
     void *act_hidden;           /* quantized copies of FFN hidden rows, (chunk, max ff) */
