@@ -155,6 +155,64 @@ static void test_scalar_vs_f64(void) {
     }
 }
 
+/* MOE_EXPECT_KERNELS=avx512,avx2 (.ci/run sets it from /proc/cpuinfo): each
+ * named set must be available here, so a detection or build slip that leaves
+ * a SIMD set out fails the test instead of testing only the scalar one. */
+static void test_expected_sets(void) {
+    const char *want = getenv("MOE_EXPECT_KERNELS");
+    if (!want || !*want) return;
+    const kernel_set *sets[8];
+    int n_sets = kernels_available(sets, 8);
+    char list[256];
+    snprintf(list, sizeof list, "%s", want);
+    for (char *name = strtok(list, ","); name; name = strtok(NULL, ",")) {
+        int found = 0;
+        for (int s = 0; s < n_sets; s++) found |= !strcmp(sets[s]->name, name);
+        CHECK(found, "MOE_EXPECT_KERNELS names %s, which this build and CPU do not run", name);
+    }
+}
+
+/* A set against the scalar one on rows past 32768 columns, for every type
+ * it has a tile for: one token (decode), 4 (a tile's token group) and 16
+ * (the AVX-512 token-lane prefill, which keeps at most 256 blocks = 8192
+ * columns of interleaved tokens on its stack and takes another path past
+ * them). The main test stops at 8192. */
+static void test_long_rows(const kernel_set *set) {
+    static const int cols_l[] = {32768, 33280};
+    static const int toks[] = {1, 4, 16};
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        moe_dtype dt = TYPES[ti];
+        if (!set->tile[dt]) continue;
+        for (int ci = 0; ci < 2; ci++)
+            for (int k = 0; k < 3; k++) {
+                int cols = cols_l[ci], n = toks[k], rows = 16;
+                if (cols % dtype_info(dt)->block) continue;
+                test_mat m = make_mat(dt, rows, cols);
+                float *x = malloc(sizeof(float) * n * cols), *y0 = malloc(sizeof(float) * n * rows),
+                      *y1 = malloc(sizeof(float) * n * rows);
+                void *scratch = malloc(act_scratch_bytes(n, cols));
+                for (int i = 0; i < n * cols; i++) x[i] = grand();
+                int idx[16];
+                for (int t = 0; t < n; t++) idx[t] = t;
+                act_rows a;
+                act_init(&a, x, n, cols, scratch);
+                matmul_serial(kernels_scalar(), y0, &m.w, &a, idx, n);
+                act_init(&a, x, n, cols, scratch);
+                matmul_serial(set, y1, &m.w, &a, idx, n);
+                int bad = -1;
+                for (int i = 0; i < n * rows && bad < 0; i++)
+                    if (fabs(y0[i] - y1[i]) > 1e-5 * sqrt((double)cols) * (1 + fabs(y0[i])) * 2) bad = i;
+                CHECK(bad < 0, "%s %s long rows: cols %d n %d: [%d] %.8g vs scalar %.8g", set->name, dtype_name(dt), cols,
+                      n, bad, bad < 0 ? 0 : y1[bad], bad < 0 ? 0 : y0[bad]);
+                free(x);
+                free(y0);
+                free(y1);
+                free(scratch);
+                free_mat(&m);
+            }
+    }
+}
+
 /* 2. every kernel set == the scalar set */
 static void test_sets_vs_scalar(void) {
     const kernel_set *sets[8];
@@ -355,7 +413,13 @@ int main(void) {
     test_half_conversions();
     test_quant_error();
     test_scalar_vs_f64();
+    test_expected_sets();
     test_sets_vs_scalar();
+    {
+        const kernel_set *sets[8];
+        int n_sets = kernels_available(sets, 8);
+        for (int s = 1; s < n_sets; s++) test_long_rows(sets[s]);
+    }
     test_r16_layout();
     return test_summary("test_kernels");
 }
