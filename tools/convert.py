@@ -23,6 +23,7 @@ architecture, an unknown routing or RoPE option, a missing, extra or mis-shaped 
 """
 
 import argparse
+import collections
 import glob
 import json
 import math
@@ -434,7 +435,7 @@ def common_kv(cfg, arch):
     }
     if cfg.get("hidden_act", "silu") != "silu":
         cfg.refuse("hidden_act", "moe's experts are SwiGLU")
-    if cfg.flag("attention_bias", False) and arch not in ("qwen2", "qwen2_moe", "glm4_moe", "gpt_oss"):
+    if cfg.flag("attention_bias", False) and not FAMILIES[arch].attn_bias:
         cfg.refuse("attention_bias", "no bias on the attention output projection")
     if cfg.flag("use_sliding_window", False):
         cfg.refuse("use_sliding_window", "per-layer sliding windows are not implemented")
@@ -452,56 +453,87 @@ def qwen_moe_layers(cfg, n_layers):
     return [int(i not in only and n_exp > 0 and (i + 1) % step == 0) for i in range(n_layers)]
 
 
+def mixtral_experts(cfg, kv, L):
+    """Mixtral, GraniteMoE: every FFN a mixture; top-k of the router logits then a softmax over
+    those k == softmax, top-k, renormalise."""
+    kv.update({"moe.n_experts": cfg.int("num_local_experts"), "moe.n_active": cfg.int("num_experts_per_tok"),
+               "moe.ff_dim": kv["model.ff_dim"], "moe.norm_topk": 1, "moe.layers": [1] * L})
+    kv["model.ff_dim"] = 0
+
+
+def qwen_experts(cfg, kv, L):
+    """Qwen2-MoE, Qwen3-MoE: softmax, top-k, norm_topk_prob; dense layers by decoder_sparse_step
+    and mlp_only_layers; Qwen2-MoE's shared expert behind a sigmoid gate."""
+    kv.update({"moe.n_experts": cfg.int("num_experts"), "moe.n_active": cfg.int("num_experts_per_tok"),
+               "moe.ff_dim": cfg.int("moe_intermediate_size"), "moe.norm_topk": int(cfg.flag("norm_topk_prob", False))})
+    kv["moe.layers"] = qwen_moe_layers(cfg, L)
+    if kv["general.arch"] == "qwen2_moe":
+        kv["moe.shared_ff"] = cfg.int("shared_expert_intermediate_size", 0)
+        kv["moe.shared_gate"] = int(kv["moe.shared_ff"] > 0)
+
+
+def olmoe_experts(cfg, kv, L):
+    """OLMoE: every FFN a mixture (softmax, top-k, norm_topk_prob); q and k normed over their
+    full width, clip_qkv."""
+    kv.update({"moe.n_experts": cfg.int("num_experts"), "moe.n_active": cfg.int("num_experts_per_tok"),
+               "moe.ff_dim": cfg.int("moe_intermediate_size", kv["model.ff_dim"]),
+               "moe.norm_topk": int(cfg.flag("norm_topk_prob", False)), "moe.layers": [1] * L})
+    kv["model.ff_dim"] = 0
+    kv["attn.qk_norm"] = "full"
+    if cfg.has("clip_qkv"):
+        kv["attn.clip_qkv"] = cfg.float("clip_qkv")
+
+
+def granite_kv(cfg, arch, kv, mscale2):
+    kv["model.embd_scale"] = cfg.float("embedding_multiplier", 1.0)
+    kv["model.residual_scale"] = cfg.float("residual_multiplier", 1.0)
+    kv["attn.scale"] = cfg.float("attention_multiplier", 1.0)
+    kv["model.logit_scale"] = 1.0 / cfg.float("logits_scaling", 1.0)
+
+
+# What each family adds to the common metadata, as its HF modeling code does (config.c's table is
+# the engine's side): attention bias allowed on q/k/v(/o), q/k/v bias, per-head QK-norm, DeepSeek's
+# RoPE (interleaved pairs, mscale), how its experts are set up, and a function for the rest.
+Family = collections.namedtuple("Family", "attn_bias qkv_bias qk_norm deepseek_rope experts extra",
+                                defaults=(False, False, None, False, None, None))
+FAMILIES = {
+    "llama": Family(),
+    "qwen2": Family(attn_bias=True, qkv_bias=True),
+    "qwen3": Family(qk_norm="head"),
+    "mixtral": Family(experts=mixtral_experts),
+    "granitemoe": Family(experts=mixtral_experts, extra=granite_kv),
+    "qwen2_moe": Family(attn_bias=True, qkv_bias=True, experts=qwen_experts),
+    "qwen3_moe": Family(qk_norm="head", experts=qwen_experts),
+    "olmoe": Family(experts=olmoe_experts),
+    "deepseek_v2": Family(deepseek_rope=True, extra=lambda cfg, arch, kv, m2: deepseek_kv(cfg, arch, kv, m2)),
+    "deepseek_v3": Family(deepseek_rope=True, extra=lambda cfg, arch, kv, m2: deepseek_kv(cfg, arch, kv, m2)),
+    "glm4_moe": Family(attn_bias=True, extra=lambda cfg, arch, kv, m2: glm4_moe_kv(cfg, kv)),
+    "gpt_oss": Family(attn_bias=True, extra=lambda cfg, arch, kv, m2: gpt_oss_kv(cfg, kv)),
+    "qwen3_5_moe": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv)),
+    "qwen3_next": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv)),
+}
+
+
 def family_kv(cfg, arch):
     """The model, attention, RoPE and routing metadata of one family, per its HF code."""
+    fam = FAMILIES[arch]
     kv = common_kv(cfg, arch)
     L = kv["model.n_layers"]
     kv["attn.scale"] = kv["model.head_dim"] ** -0.5
     kv["model.ff_dim"] = cfg.int("intermediate_size", 0)
     kv["moe.n_experts"] = 0
-    ds = arch in ("deepseek_v2", "deepseek_v3")
-    mscale2 = rope_kv(cfg, kv, ds)
-    if arch in ("qwen2", "qwen2_moe"):
+    mscale2 = rope_kv(cfg, kv, fam.deepseek_rope)
+    if fam.qkv_bias:
         kv["attn.qkv_bias"] = 1
-    if arch in ("qwen3", "qwen3_moe"):
-        kv["attn.qk_norm"] = "head"
-        if cfg.flag("attention_bias", False):
-            cfg.refuse("attention_bias", "no bias on the attention output projection")
+    if fam.qk_norm:
+        kv["attn.qk_norm"] = fam.qk_norm
     # Mistral and Mixtral attend within sliding_window; HF's Llama ignores the field if present
     if cfg.d.get("architectures") in (["MistralForCausalLM"], ["MixtralForCausalLM"]) and cfg.has("sliding_window"):
         kv["attn.window"] = cfg.int("sliding_window")
-    if arch == "mixtral" or arch == "granitemoe":
-        # top-k of the router logits then a softmax over those k == softmax, top-k, renormalise
-        kv.update({"moe.n_experts": cfg.int("num_local_experts"), "moe.n_active": cfg.int("num_experts_per_tok"),
-                   "moe.ff_dim": kv["model.ff_dim"], "moe.norm_topk": 1, "moe.layers": [1] * L})
-        kv["model.ff_dim"] = 0
-    if arch in ("qwen2_moe", "qwen3_moe", "olmoe"):
-        n_exp = cfg.int("num_experts")
-        kv.update({"moe.n_experts": n_exp, "moe.n_active": cfg.int("num_experts_per_tok"),
-                   "moe.ff_dim": cfg.int("moe_intermediate_size", kv["model.ff_dim"] if arch == "olmoe" else None),
-                   "moe.norm_topk": int(cfg.flag("norm_topk_prob", False))})
-        kv["moe.layers"] = [1] * L if arch == "olmoe" else qwen_moe_layers(cfg, L)
-        if arch == "olmoe":
-            kv["model.ff_dim"] = 0
-            kv["attn.qk_norm"] = "full"
-            if cfg.has("clip_qkv"):
-                kv["attn.clip_qkv"] = cfg.float("clip_qkv")
-        if arch == "qwen2_moe":
-            kv["moe.shared_ff"] = cfg.int("shared_expert_intermediate_size", 0)
-            kv["moe.shared_gate"] = int(kv["moe.shared_ff"] > 0)
-    if arch == "granitemoe":
-        kv["model.embd_scale"] = cfg.float("embedding_multiplier", 1.0)
-        kv["model.residual_scale"] = cfg.float("residual_multiplier", 1.0)
-        kv["attn.scale"] = cfg.float("attention_multiplier", 1.0)
-        kv["model.logit_scale"] = 1.0 / cfg.float("logits_scaling", 1.0)
-    if ds:
-        deepseek_kv(cfg, arch, kv, mscale2)
-    if arch == "glm4_moe":
-        glm4_moe_kv(cfg, kv)
-    if arch == "gpt_oss":
-        gpt_oss_kv(cfg, kv)
-    if arch in HYBRID:
-        qwen3_next_kv(cfg, arch, kv)
+    if fam.experts:
+        fam.experts(cfg, kv, L)
+    if fam.extra:
+        fam.extra(cfg, arch, kv, mscale2)
     if kv["moe.n_experts"]:
         if not 0 < kv["moe.n_active"] <= kv["moe.n_experts"]:
             cfg.refuse("num_experts_per_tok", "must be between 1 and the number of experts")

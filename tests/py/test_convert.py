@@ -14,6 +14,8 @@ import moetest
 
 import make_synthetic  # noqa: E402  (tools/, on sys.path through moetest)
 
+moetest.require_shared()
+
 CONVERT = os.path.join(moetest.TOOLS, "convert.py")
 TOKENIZER = os.path.join(moetest.SHARED, "golden", "mixtral", "tokenizer.json")
 TOKENS = [1, 17, 99, 5, 200, 42]
@@ -68,6 +70,12 @@ def rewrite_safetensors(path, edit_header=None, drop=(), extra=None, truncate=No
         out = out[:len(out) - truncate]
     with open(path, "wb") as f:
         f.write(out)
+
+
+class FamilyTable(unittest.TestCase):
+    def test_every_architecture_has_a_family_row(self):
+        import convert
+        self.assertEqual(set(convert.ARCHS.values()), set(convert.FAMILIES))
 
 
 class Refusals(unittest.TestCase):
