@@ -35,12 +35,15 @@ int main(void) {
         /* the forward pass is deterministic and finite */
         moe_ctx_params p = {.n_ctx = 16, .n_batch = 4, .n_threads = 1};
         moe_ctx *c = moe_ctx_new(m, &p, &err);
+        CHECK(c != NULL, "context: %s", err.msg);
         int32_t toks[3] = {259, 116, 104};
         float a[3 * TM_VOCAB], b[3 * TM_VOCAB];
-        moe_eval(c, toks, 3, a, &err);
+        int rc_a = moe_eval(c, toks, 3, a, &err);
+        CHECK(rc_a == 0, "eval: %s", err.msg);
         moe_ctx_reset(c);
-        moe_eval(c, toks, 3, b, &err);
-        CHECK(!memcmp(a, b, sizeof a), "reset + re-eval gives the same logits");
+        int rc_b = moe_eval(c, toks, 3, b, &err);
+        CHECK(rc_b == 0, "eval after reset: %s", err.msg);
+        CHECK(rc_a == 0 && rc_b == 0 && !memcmp(a, b, sizeof a), "reset + re-eval gives the same logits");
         int finite = 1;
         for (int i = 0; i < 3 * TM_VOCAB; i++) finite &= isfinite(a[i]);
         CHECK(finite, "finite logits");
