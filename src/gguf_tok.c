@@ -21,9 +21,14 @@ static const char *const PRE_MAP[][2] = {
     {"refact", "refact"}, {"deepseek-llm", "deepseek_llm"}, {"deepseek-coder", "deepseek_coder"},
     {"deepseek-v3", "deepseek_v3"}, {"qwen2", "qwen2"}, {"gpt-4o", "o200k"}, {"llama-bpe", "llama3"},
     {"llama3", "llama3"}, {"llama-v3", "llama3"}, {"olmo", "gpt_neox"}, {"default", "default"},
+    {"glm4", "llama3"},     /* GLM-4.5/4.6/4.7(-Flash): llama.cpp's CHATGLM4 type is the llama3 regex */
+    {"qwen35", "qwen35"},   /* Qwen3.5: the qwen2 regex with [\p{L}\p{M}] for \p{L} */
 };
 /* pre-tokenizers whose tokenizer.json carries an NFC normalizer */
-static const char *const NFC_PRE[] = {"qwen2", "mpt", "gpt_neox"};
+static const char *const NFC_PRE[] = {"qwen2", "qwen35", "mpt", "gpt_neox"};
+/* tokenizer.ggml.pre names whose tokenizer takes a piece whole when it is a token
+ * (HF ignore_merges: Llama 3; llama.cpp sets it for these names, not for glm4) */
+static const char *const IGNORE_MERGES_PRE[] = {"llama-bpe", "llama3", "llama-v3"};
 
 typedef struct {
     gguf_view *v;
@@ -326,7 +331,8 @@ int gguf_view_tokenizer(gguf_view *v) {
         pre = "default";
     } else if (!pre) {
         return moe_fail(v->err, "GGUF tokenizer.ggml.pre \"%.*s\" is not a pre-tokenizer moe knows (gpt-2, qwen2, "
-                        "llama-bpe, deepseek-llm, deepseek-coder, deepseek-v3, olmo, falcon, mpt, starcoder, refact)",
+                        "qwen35, llama-bpe, glm4, gpt-4o, deepseek-llm, deepseek-coder, deepseek-v3, olmo, falcon, mpt, "
+                        "starcoder, refact)",
                         (int)(plen > 32 ? 32 : plen), praw ? praw : "");
     } else if (!strcmp(pre, "default")) {
         return fail(v, "a byte-level BPE vocabulary needs a pre-tokenizer, not 'default'", "");
@@ -336,8 +342,10 @@ int gguf_view_tokenizer(gguf_view *v) {
             return moe_fail(v->err, "GGUF tokenizer: byte token %lld is \"%.*s\"", (long long)i,
                             (int)(vc.len[i] > 16 ? 16 : vc.len[i]), vc.str[i]);
     if (add_tables(v, &vc, types, spm)) return -1;
-    int nfc = 0;
+    int nfc = 0, ignore_merges = 0;
     for (size_t i = 0; i < sizeof NFC_PRE / sizeof NFC_PRE[0]; i++) nfc |= !strcmp(pre, NFC_PRE[i]);
+    for (size_t i = 0; i < sizeof IGNORE_MERGES_PRE / sizeof IGNORE_MERGES_PRE[0]; i++)
+        ignore_merges |= strlen(IGNORE_MERGES_PRE[i]) == plen && !memcmp(IGNORE_MERGES_PRE[i], praw, plen);
     if (spm) {
         const gguf_kv *ks = tkey(v, "scores");
         float *sc = moef_alloc(v->f, sizeof *sc * (size_t)vc.n);
@@ -372,7 +380,7 @@ int gguf_view_tokenizer(gguf_view *v) {
         view_int(v, "tok.unk", unk) || view_int(v, "tok.pad", pad) || (n_ids && view_ints(v, "tok.eos_ids", ids, n_ids)) ||
         view_int(v, "tok.add_bos", add_bos) || view_int(v, "tok.add_eos", add_eos) ||
         (spm && view_int(v, "tok.add_space_prefix", space_prefix)) ||
-        (!strcmp(pre, "llama3") && view_int(v, "tok.ignore_merges", 1)) ||
+        (ignore_merges && view_int(v, "tok.ignore_merges", 1)) ||
         (tlen && view_str(v, "tok.chat_template", tmpl, tlen)))
         return -1;
     return 0;

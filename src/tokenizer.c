@@ -47,6 +47,7 @@ typedef enum {
     PRE_FALCON,         /* Punctuation, ByteLevel regex, then Digits and [0-9]{3} on bytes */
     PRE_STARCODER,      /* Digits(individual), ByteLevel regex (starcoder, refact) */
     PRE_O200K,          /* Split(o200k regex): GPT-4o / gpt-oss, case-aware words */
+    PRE_QWEN35,         /* Split(qwen3.5 regex): as qwen2 with combining marks in words */
 } pre_kind;
 
 static const struct {
@@ -58,6 +59,7 @@ static const struct {
     {"deepseek_llm", PRE_DEEPSEEK_LLM}, {"deepseek_coder", PRE_DEEPSEEK_CODER},
     {"deepseek_v3", PRE_DEEPSEEK_V3},  {"falcon", PRE_FALCON},     {"starcoder", PRE_STARCODER},
     {"refact", PRE_STARCODER},         {"o200k", PRE_O200K},
+    {"qwen35", PRE_QWEN35},
 };
 
 /* A node of the added-token trie: children are a sibling list (the root's
@@ -754,23 +756,28 @@ static size_t m_gpt2(const enc *e, size_t p, size_t end, size_t *skip) {
 
 /* Llama 3 (digits = 3) and Qwen2 (digits = 1):
  *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
- *   ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
-static size_t m_llama3_like(const enc *e, size_t p, size_t end, size_t digits) {
+ *    ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ * Qwen3.5 (digits = 1, marks = UNI_M) reads [\p{L}\p{M}] for both \p{L} but the
+ * prefix's: [^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+ and  ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*, so
+ * a combining mark stays in its word instead of starting the next piece. */
+static size_t m_llama3_like(const enc *e, size_t p, size_t end, size_t digits, unsigned marks) {
     uint32_t c = CP(p);
-    unsigned f = FL(p);
+    unsigned f = FL(p), word = UNI_L | marks;
     if (c == '\'') {
         size_t k = contraction(e, p, end, 1);
         if (k) return k;
     }
-    if (f & UNI_L) return run_any(e, p, end, UNI_L) - p;
-    if (!is_nl(c) && !(f & UNI_N) && p + 1 < end && (FL(p + 1) & UNI_L)) return run_any(e, p + 1, end, UNI_L) - p;
+    if (f & word) return run_any(e, p, end, word) - p;
+    if (!is_nl(c) && !(f & UNI_N) && p + 1 < end && (FL(p + 1) & word)) return run_any(e, p + 1, end, word) - p;
     if (f & UNI_N) {
         size_t r = run_any(e, p, end, UNI_N) - p;
         return r < digits ? r : digits;
     }
     size_t q = p + (c == ' ' && p + 1 < end);
-    if (!(FL(q) & (UNI_WS | UNI_L | UNI_N))) {
-        size_t r = run_other(e, q, end);
+    unsigned not_sym = UNI_WS | UNI_N | word;
+    if (!(FL(q) & not_sym)) {
+        size_t r = q;
+        while (r < end && !(FL(r) & not_sym)) r++;
         while (r < end && is_nl(CP(r))) r++;
         return r - p;
     }
@@ -779,11 +786,15 @@ static size_t m_llama3_like(const enc *e, size_t p, size_t end, size_t digits) {
 }
 static size_t m_llama3(const enc *e, size_t p, size_t end, size_t *skip) {
     (void)skip;
-    return m_llama3_like(e, p, end, 3);
+    return m_llama3_like(e, p, end, 3, 0);
 }
 static size_t m_qwen2(const enc *e, size_t p, size_t end, size_t *skip) {
     (void)skip;
-    return m_llama3_like(e, p, end, 1);
+    return m_llama3_like(e, p, end, 1, 0);
+}
+static size_t m_qwen35(const enc *e, size_t p, size_t end, size_t *skip) {
+    (void)skip;
+    return m_llama3_like(e, p, end, 1, UNI_M);
 }
 
 /* o200k (GPT-4o, gpt-oss), with U = [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and
@@ -1004,6 +1015,7 @@ typedef size_t (*match_fn)(const enc *e, size_t p, size_t end, size_t *skip);
 static const match_fn pipe_gpt2[] = {m_gpt2, NULL};
 static const match_fn pipe_qwen2[] = {m_qwen2, NULL};
 static const match_fn pipe_llama3[] = {m_llama3, NULL};
+static const match_fn pipe_qwen35[] = {m_qwen35, NULL};
 static const match_fn pipe_deepseek_llm[] = {m_newline, m_ds_letters, m_ds_punct, m_ws_at_end, m_cjk_ds, m_digits, NULL};
 static const match_fn pipe_deepseek_coder[] = {m_newline, m_ws_letters, m_ws_punct, m_cjk_ds, m_digit, NULL};
 static const match_fn pipe_deepseek_v3[] = {m_digits3, m_cjk_v3, m_deepseek_v3, NULL};
@@ -1016,6 +1028,7 @@ static const match_fn *pipeline(pre_kind k) {
     case PRE_GPT2: return pipe_gpt2;
     case PRE_QWEN2: return pipe_qwen2;
     case PRE_LLAMA3: return pipe_llama3;
+    case PRE_QWEN35: return pipe_qwen35;
     case PRE_DEEPSEEK_LLM: return pipe_deepseek_llm;
     case PRE_DEEPSEEK_CODER: return pipe_deepseek_coder;
     case PRE_DEEPSEEK_V3: return pipe_deepseek_v3;

@@ -44,7 +44,7 @@ import moefile  # noqa: E402
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 PRE_NAMES = ("gpt2", "qwen2", "llama3", "deepseek_llm", "deepseek_coder", "deepseek_v3", "gpt_neox", "falcon", "mpt",
-             "starcoder", "refact", "o200k", "default")
+             "starcoder", "refact", "o200k", "qwen35", "default")
 
 
 class TokenizerError(Exception):
@@ -146,6 +146,8 @@ def _finish(texts, types, *, model, pre, normalize="none", bos=-1, eos=-1, unk=-
 RE_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 RE_QWEN2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 RE_LLAMA3 = RE_QWEN2.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+# Qwen3.5: combining marks belong to words ([\p{L}\p{M}]+) and not to symbol runs
+RE_QWEN35 = RE_QWEN2.replace(r"?\p{L}+|", r"?[\p{L}\p{M}]+|").replace(r"[^\s\p{L}\p{N}]", r"[^\s\p{L}\p{M}\p{N}]")
 # GPT-4o's o200k (gpt-oss's o200k_harmony): words are a run of capitals then of lowercase
 _CONTR = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
 RE_O200K = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+" + _CONTR +
@@ -164,6 +166,7 @@ KNOWN_PRE = [  # (name, stages); ("ByteLevel", use_regex), ("Split", regex), ("D
     ("gpt2", [("ByteLevel", True)]),
     ("qwen2", [(_S, RE_QWEN2), ("ByteLevel", False)]),
     ("llama3", [(_S, RE_LLAMA3), ("ByteLevel", False)]),
+    ("qwen35", [(_S, RE_QWEN35), ("ByteLevel", False)]),
     ("o200k", [(_S, RE_O200K), ("ByteLevel", False)]),
     ("deepseek_v3", [(_S, r"\p{N}{1,3}"), (_S, "[一-龥぀-ゟ゠-ヿ]+"), (_S, RE_DSV3), ("ByteLevel", False)]),
     ("deepseek_llm", [(_S, "[\\r\\n]"), (_S, RE_DS_LETTERS), (_S, RE_DS_PUNCT), (_S, r"\s+$"), (_S, RE_DS_CJK),
@@ -585,8 +588,10 @@ GGUF_PRE = {
     "gpt-2": "gpt2", "gpt2": "gpt2", "mpt": "mpt", "falcon": "falcon", "starcoder": "starcoder", "refact": "refact",
     "deepseek-llm": "deepseek_llm", "deepseek-coder": "deepseek_coder", "deepseek-v3": "deepseek_v3",
     "qwen2": "qwen2", "gpt-4o": "o200k", "llama-bpe": "llama3", "llama3": "llama3", "llama-v3": "llama3", "olmo": "gpt_neox", "default": "default",
+    "glm4": "llama3",  # GLM-4.5/4.6/4.7(-Flash): llama.cpp's CHATGLM4 pre-tokenizer is the llama3 regex
+    "qwen35": "qwen35",
 }
-NFC_PRE = ("qwen2", "mpt", "gpt_neox")  # their tokenizer.json files carry an NFC normalizer
+NFC_PRE = ("qwen2", "qwen35", "mpt", "gpt_neox")  # their tokenizer.json files carry an NFC normalizer
 
 
 def _gguf_tokenizer(path, pre_override=None):
@@ -676,7 +681,7 @@ def _gguf_tokenizer(path, pre_override=None):
         except KeyError:
             raise TokenizerError("%s: merge %d (%r) names a token not in the vocabulary" % (path, r, m))
     return _finish(texts, types, model="bpe", pre=pre, normalize="nfc" if pre in NFC_PRE else "none",
-                   merges=merges, ignore_merges=int(pre == "llama3"), **kwargs)
+                   merges=merges, ignore_merges=int(pre == "llama3" and text(pre_raw or b"") != "glm4"), **kwargs)
 
 
 # ---------------------------------------------------------------- llama2.c

@@ -475,6 +475,43 @@ class GGUFTokenizerTest(unittest.TestCase):
             out = moetest.moe("template", "-m", path, req, "--date", DATE).stdout
             self.assertEqual(out, c["expected"], "conversation %d" % c["conversation"])
 
+    def test_glm4_and_qwen35_pre(self):
+        """tokenizer.ggml.pre "glm4" (GLM-4.5/4.7) loads as llama3's regex without ignore_merges
+        (llama.cpp sets it for the Llama 3 names only), "qwen35" (Qwen3.5) as its own regex with
+        NFC. Merges chosen so each split gives different ids: "12345" is 123|45 in llama3
+        (\\p{N}{1,3}; 12|34|5 if whole, 1|2|3|4|5 in qwen2), "ab" a|b (the token "ab" has no
+        merge, so only ignore_merges would take it); " \\u0301x" is one piece in qwen35
+        ([^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+) but " \\u0301" + "x" in qwen2."""
+        import tokenizer_convert as tc
+        helper = tokenizer_helper()
+        if not helper:
+            self.skipTest("test_tokenizer is not built")
+        b2u = {b: c for c, b in tc.U2B.items()}
+        bl = lambda s: "".join(b2u[b] for b in s.encode("utf-8"))  # noqa: E731
+        base = [b2u[b] for b in range(256)]
+        for pre, merges, extra, text, want_pieces, dump in (
+                ("glm4", [("1", "2"), ("3", "4"), ("12", "3"), ("4", "5")], ["ab"], "12345\nab",
+                 ["123", "45", "\n", "a", "b"], ('tok.pre                  "llama3"', 'tok.normalize            "none"')),
+                ("qwen35", [(bl(" "), bl("\u0301")[0]), (bl(" \u0301")[:2], bl("\u0301")[1]),
+                            (bl(" \u0301"), "x")], [], " \u0301x",
+                 [" \u0301x"], ('tok.pre                  "qwen35"', 'tok.normalize            "nfc"'))):
+            with self.subTest(pre=pre):
+                toks = base + extra + ["".join(m) for m in merges if "".join(m) not in base + extra]
+                g = ggufio.GGUF()
+                g.set("general.architecture", ggufio.STRING, b"llama")
+                g.set("tokenizer.ggml.model", ggufio.STRING, b"gpt2")
+                g.set("tokenizer.ggml.pre", ggufio.STRING, pre.encode())
+                g.set("tokenizer.ggml.tokens", ggufio.ARRAY, (ggufio.STRING, [t.encode() for t in toks]))
+                g.set("tokenizer.ggml.token_type", ggufio.ARRAY, (ggufio.I32, [1] * len(toks)))
+                g.set("tokenizer.ggml.merges", ggufio.ARRAY, (ggufio.STRING, [(a + " " + b).encode() for a, b in merges]))
+                path = g.write(os.path.join(moetest.workdir("gguf_tok"), "pre_%s.gguf" % pre))
+                out = moetest.moe("info", "-m", path, "--dump").stdout
+                for line in dump:
+                    self.assertIn(line, out)
+                self.assertNotIn("tok.ignore_merges", out)
+                want = " ".join(str(toks.index(bl(p))) for p in want_pieces)
+                self.assertEqual(" ".join(self.encode(helper, path, [text.encode()])[0].split()), want)
+
     def test_model_file_tokenizer(self):
         """A model file's tokenizer: its ids, BOS, and the chat template kept as tok.chat_template."""
         src = os.path.join(GGUF_DIR, "mixtral", "model-F32.gguf")

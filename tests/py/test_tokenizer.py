@@ -265,6 +265,7 @@ PRE_JSON = {
     "gpt2": byte_level(True),
     "qwen2": seq(split(tc.RE_QWEN2), byte_level(False)),
     "llama3": seq(split(tc.RE_LLAMA3), byte_level(False)),
+    "qwen35": seq(split(tc.RE_QWEN35), byte_level(False)),
     "deepseek_v3": seq(split("\\p{N}{1,3}"), split("[一-龥぀-ゟ゠-ヿ]+"), split(tc.RE_DSV3), byte_level(False)),
     "deepseek_llm": seq(split("[\r\n]"), split(tc.RE_DS_LETTERS), split(tc.RE_DS_PUNCT), split("\\s+$"),
                         split(tc.RE_DS_CJK), split("\\p{N}+"), byte_level(False)),
@@ -552,6 +553,8 @@ def oracle_patterns(extra=""):
     qwen2 = f(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n{L}{N}]?[{L}]+|[{N}]| ?[^{WS}{L}{N}]+[\r\n]*|[{WS}]*[\r\n]+|"
               r"[{WS}]+(?![^{WS}])|[{WS}]+")
     llama3 = qwen2.replace("|[%s]|" % c["N"], "|[%s]{1,3}|" % c["N"])
+    qwen35 = f(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n{L}{N}]?[{L}{M}]+|[{N}]| ?[^{WS}{L}{M}{N}]+[\r\n]*|"
+               r"[{WS}]*[\r\n]+|[{WS}]+(?![^{WS}])|[{WS}]+")
     dsv3 = f(r"[{APUNCT}][A-Za-z]+|[^\r\n{L}{P}{S}]?[{L}{M}]+| ?[{P}{S}]+[\r\n]*|[{WS}]*[\r\n]+|"
              r"[{WS}]+(?![^{WS}])|[{WS}]+")
     ws = "[%s]" % c["WS"]
@@ -563,6 +566,7 @@ def oracle_patterns(extra=""):
         "gpt2": [gpt2],
         "qwen2": [qwen2],
         "llama3": [llama3],
+        "qwen35": [qwen35],
         "deepseek_v3": [f(r"[{N}]{{1,3}}"), "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", dsv3],
         "deepseek_llm": ["[\r\n]", ws + "?" + tc.RE_DS_LETTERS[3:], ws + "?" + tc.RE_DS_PUNCT[3:], ws + "+$",
                          tc.RE_DS_CJK, f(r"[{N}]+")],
@@ -625,7 +629,9 @@ class TestPreTokenizers(unittest.TestCase):
                   "\u4e2d\u56fd\u8a9e\u30ab\u30bf\u30ab\u30ca", "F\u00fchrer", "\u00bd\u00b2\u00b3 4\u00bd",
                   # o200k's case rules: capitals then lowercase, titlecase, modifier letters, marks, '/'
                   "HelloWorld iPhone's HTTPServer ABC'S \u00c9COLE's", "\u01c5emal \u02b0a\u02b0 \u3005\u3005a",
-                  " \u0301Ab x\u0301Y\u0301z", "a/b//\n c/\r\n", "!!\u0301a .\u0301'LL"]
+                  " \u0301Ab x\u0301Y\u0301z", "a/b//\n c/\r\n", "!!\u0301a .\u0301'LL",
+                  # qwen35's marks inside words: Devanagari vowel signs and viramas
+                  "\u0939\u093f\u0928\u094d\u0926\u0940 \u0935\u093f\u0915\u093f", "\u0301\u0301x 9\u0301 \u0301\n"]
         for name, patterns in oracle_patterns("".join(texts)).items():
             expected = []
             for text in texts:
@@ -651,6 +657,27 @@ class TestPreTokenizers(unittest.TestCase):
                 if got != want:
                     wrong.append((text, pieces, [texts_b[i] for i in got]))
             self.assertEqual(wrong[:3], [], "%s: %d of %d texts split differently" % (name, len(wrong), len(texts)))
+
+
+    def test_qwen35_marks_by_hand(self):
+        """Splits derived by hand from the two regexes, where Qwen3.5 ([\\p{L}\\p{M}]+ words,
+        [^\\s\\p{L}\\p{M}\\p{N}]+ symbols) and Qwen2 (\\p{L}+, [^\\s\\p{L}\\p{N}]+) differ:
+        in Qwen2 a mark after a letter starts the next piece, as the one-character prefix of the
+        letters after it, or joins a symbol run; in Qwen3.5 it stays in the word."""
+        hindi = "\u0939\u093f\u0928\u094d\u0926\u0940"  # ha, vowel sign i, na, virama, da, vowel sign ii
+        cases = [
+            (hindi, {"qwen2": ["\u0939", "\u093f\u0928", "\u094d\u0926", "\u0940"], "qwen35": [hindi]}),
+            ("!!\u0301a", {"qwen2": ["!!\u0301", "a"], "qwen35": ["!!", "\u0301a"]}),
+            (" \u0301x", {"qwen2": [" \u0301", "x"], "qwen35": [" \u0301x"]}),
+            ("x\u0301 12", {"qwen2": ["x", "\u0301", " ", "1", "2"], "qwen35": ["x\u0301", " ", "1", "2"]}),
+        ]
+        for name in ("qwen2", "qwen35"):
+            texts_b = [bytes([b]) for b in range(256)]
+            for _, want in cases:
+                texts_b += [p.encode() for p in want[name] if p.encode() not in texts_b]
+            tok = tc._finish(texts_b, [1] * len(texts_b), model="bpe", pre=name, ignore_merges=1)
+            got = c_encode_many(write_moe(tok, "hand-" + name), [t.encode() for t, _ in cases])
+            self.assertEqual([[texts_b[i].decode() for i in ids] for ids in got], [w[name] for _, w in cases], name)
 
 
 # ---------------------------------------------------------------- golden checkpoints
