@@ -3,7 +3,8 @@
 direct computation from `moe logits`, KL/top-1 from --save-logits/--kl-base equal a direct
 computation from the saved files, `moe route` statistics agree with the trace and its SVGs
 are well-formed XML. Models: the golden Mixtral (softmax, no groups) and DeepSeek-V3
-(sigmoid, bias, groups, a dense first layer) conversions (random weights)."""
+(sigmoid, bias, groups, a dense first layer) conversions (random weights); `moe route` also on
+gpt-oss and the Qwen3.5-MoE hybrid (every MoE layer covered)."""
 
 import csv
 import json
@@ -227,6 +228,38 @@ class RoutingTest(unittest.TestCase):
             self.assertGreater(len(list(root.iter("{http://www.w3.org/2000/svg}rect"))), 10)
         p = moetest.moe("route", "-m", self.v3, "-f", self.text, "--layer", "0", check=False)
         self.assertEqual(p.returncode, 2)
+
+    def test_route_covers_every_moe_layer_of_gpt_oss_and_the_hybrid(self):
+        """`moe route` and its trace on gpt-oss (sliding/full attention alternating) and Qwen3.5-MoE
+        (Gated DeltaNet and attention blocks): every layer's MoE appears, k rows per token and layer
+        with weights summing to 1 (both renormalise the top k), counts equal to the trace's."""
+        g = os.path.join(moetest.SHARED, "golden")
+        for case in ("gpt_oss", "qwen3_5_moe"):
+            with open(os.path.join(g, case, "config.json")) as f:
+                cfg = json.load(f)
+            cfg = cfg.get("text_config", cfg)
+            n_layers, k = cfg["num_hidden_layers"], cfg["num_experts_per_tok"]
+            model = moetest.convert(os.path.join(g, case), self.path(case + ".moe"))
+            out, tr = self.path("report_" + case), self.path("route_%s.csv" % case)
+            moetest.moe("route", "-m", model, "-f", self.text, "-c", "64", "-o", out, "--trace-routing", tr)
+            with open(os.path.join(out, "routing.json")) as f:
+                rep = json.load(f)
+            self.assertEqual([x["layer"] for x in rep["layers"]], list(range(n_layers)), case)
+            rows = read_csv(tr)
+            self.assertEqual(len(rows), rep["tokens"] * n_layers * k, case)
+            groups = []  # consecutive rows of one (position, layer); positions restart every -c chunk
+            for r in rows:
+                if not groups or groups[-1][0] != (r["pos"], r["layer"]):
+                    groups.append(((r["pos"], r["layer"]), []))
+                groups[-1][1].append(float(r["weight"]))
+            self.assertEqual({len(w) for _, w in groups}, {k}, case)
+            self.assertLess(max(abs(sum(w) - 1) for _, w in groups), 1e-5, case)
+            for layer in rep["layers"]:
+                counts = [0] * rep["n_experts"]
+                for r in rows:
+                    if int(r["layer"]) == layer["layer"]:
+                        counts[int(r["expert"])] += 1
+                self.assertEqual(layer["count"], counts, case)
 
 
 if __name__ == "__main__":
