@@ -50,6 +50,8 @@ char *read_file_or_die(const char *cmd, const char *path, size_t *len);
 int32_t *tokenize_or_die(const char *cmd, const moe_model *m, const char *text, size_t len, int flags, int *n);
 
 double now_seconds(void);
+/* log(sum exp x): a log-softmax's normaliser, stable (the max is taken out first) */
+double log_sum_exp(const float *x, int n);
 
 /* Routing flags shared by run, logits, perplexity and route (routing.c). */
 typedef struct {

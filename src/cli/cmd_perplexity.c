@@ -61,12 +61,7 @@ static double acc_se(const acc *a) {
 
 /* log-softmax of row into out (double sums) */
 static void log_softmax(const float *row, float *out, int V) {
-    float mx = row[0];
-    for (int v = 1; v < V; v++)
-        if (row[v] > mx) mx = row[v];
-    double z = 0;
-    for (int v = 0; v < V; v++) z += exp((double)row[v] - mx);
-    double lz = mx + log(z);
+    double lz = log_sum_exp(row, V);
     for (int v = 0; v < V; v++) out[v] = (float)((double)row[v] - lz);
 }
 

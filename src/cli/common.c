@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* nothing GNU-specific is relied on; keeps readlink/clock_gettime visible */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,15 @@ int32_t *tokenize_or_die(const char *cmd, const moe_model *m, const char *text, 
     }
     *n = k;
     return ids;
+}
+
+double log_sum_exp(const float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > max) max = x[i];
+    double sum = 0; /* in double: a 150k-word vocabulary's small terms still count */
+    for (int i = 0; i < n; i++) sum += exp((double)x[i] - max);
+    return max + log(sum);
 }
 
 double now_seconds(void) {

@@ -11,12 +11,12 @@
  * Text leaves a slot only up to the point no stop string can still begin:
  * the longest suffix that is a prefix of a stop string is held back, so a
  * stop string split across tokens is never sent. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cli.h"
 #include "serve.h"
 
 typedef struct {
@@ -82,12 +82,7 @@ void logprobs_push(serve_logprobs *l, const serve_logprob *e) {
 /* The entry of token id after logits: log-softmax (in double, over the whole
  * vocabulary) and the top most likely ids, best first (ties: lower id). */
 static void logprob_of(const float *logits, int vocab, int32_t id, int top, serve_logprob *e) {
-    float max = logits[0];
-    for (int i = 1; i < vocab; i++)
-        if (logits[i] > max) max = logits[i];
-    double sum = 0;
-    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - max);
-    double lse = max + log(sum);
+    double lse = log_sum_exp(logits, vocab);
     *e = (serve_logprob){.id = id, .logprob = (float)(logits[id] - lse)};
     for (int i = 0; i < vocab; i++) { /* insertion into the short sorted list */
         int k = e->n_top < top ? e->n_top++ : top;
