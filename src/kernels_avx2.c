@@ -8,6 +8,7 @@
  * Every loop has a scalar tail; results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
+#include <float.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -585,15 +586,21 @@ static void quantize_q8a(const float *x, void *vy, int n) {
     block_q8a *y = vy;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int b = 0; b < n / 32; b++, x += 32) {
-        __m256 v[4], m = _mm256_setzero_ps();
+        __m256 v[4], m = _mm256_setzero_ps(), z = _mm256_setzero_ps();
         for (int k = 0; k < 4; k++) {
             v[k] = _mm256_loadu_ps(x + 8 * k);
             m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+            z = _mm256_add_ps(z, _mm256_sub_ps(v[k], v[k])); /* NaN iff a value is not finite */
         }
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_movehdup_ps(h));
         float amax = _mm_cvtss_f32(h), d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f;
+        if (_mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) || id > FLT_MAX) /* a zero block, as quant.c */
+            {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
         for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));

@@ -14,6 +14,7 @@
  * (kernels_avx2.c). Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
+#include <float.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -1053,6 +1054,12 @@ static void quantize_q8a(const float *x, void *vy, int n) {
         __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         float d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f; /* quant.h: a bf16 scale */
+        /* a non-finite value (x - x is NaN) or an overflowing 1/d: a zero block, as quant.c */
+        if (_mm512_cmp_ps_mask(_mm512_sub_ps(v0, v0), _mm512_sub_ps(v1, v1), _CMP_UNORD_Q) || id > FLT_MAX)
+            {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         __m512 vid = _mm512_set1_ps(id);
         __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(q0));

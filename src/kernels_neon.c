@@ -15,6 +15,7 @@
  * loop has a scalar tail; results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__aarch64__)
+#include <float.h>
 #include <arm_neon.h>
 #include <string.h>
 
@@ -485,12 +486,17 @@ static void axpy_f16(float *y, float s, const uint16_t *x, int n) {
 static void quantize_q8a(const float *x, void *vy, int n) {
     block_q8a *y = vy;
     for (int b = 0; b < n / 32; b++, x += 32) {
-        float32x4_t v[8], m = vdupq_n_f32(0.0f);
+        float32x4_t v[8], m = vdupq_n_f32(0.0f), z = vdupq_n_f32(0.0f);
         for (int k = 0; k < 8; k++) {
             v[k] = vld1q_f32(x + 4 * k);
             m = vmaxq_f32(m, vabsq_f32(v[k]));
+            z = vaddq_f32(z, vsubq_f32(v[k], v[k])); /* NaN iff a value is not finite */
         }
         float amax = vmaxvq_f32(m), d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f;
+        if (vaddvq_f32(z) != 0.0f || id > FLT_MAX) { /* a zero block, as quant.c */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         int32x4_t sum = vdupq_n_s32(0);
         for (int k = 0; k < 8; k += 2) {
             int32x4_t q0 = vcvtnq_s32_f32(vmulq_n_f32(v[k], id)), q1 = vcvtnq_s32_f32(vmulq_n_f32(v[k + 1], id));

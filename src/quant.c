@@ -3,12 +3,23 @@
  * against. */
 #include "quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
 #include "util.h"
 
 static int nearest_int(float x) { return (int)lrintf(x); }
+
+/* 1 if all n values are finite: x - x is 0 for those and NaN for Inf/NaN.
+ * Quantizers give a non-finite block a zero block, because converting a
+ * non-finite or out-of-range float to an integer is undefined in C (the
+ * forward pass's own non-finite check reports the error). */
+static int block_finite(const float *x, int n) {
+    float z = 0.0f;
+    for (int i = 0; i < n; i++) z += x[i] - x[i];
+    return z == 0.0f;
+}
 
 /* ------------------------------------------------------------ float types */
 
@@ -57,6 +68,10 @@ void quantize_row_q8_0(const float *x, void *vy, int n) {
         float amax = 0.0f;
         for (int i = 0; i < QK8_0; i++) amax = fmaxf(amax, fabsf(x[i]));
         float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f; /* all-zero block: d = 0, q = 0 */
+        if (!block_finite(x, QK8_0) || id > FLT_MAX) { /* see block_finite */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         y[b].d = f32_to_f16(d);
         /* halves away from zero (roundf), as ggml's quantize_row_q8_0_ref: bf16-valued
          * weights land on exact halves often enough to matter for identical bytes */
@@ -70,6 +85,10 @@ void quantize_row_q8a(const float *x, void *vy, int n) {
         float amax = 0.0f;
         for (int i = 0; i < 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax; /* not fmaxf: a libm call */
         float d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f; /* quant.h: bf16 scale */
+        if (!block_finite(x, 32) || id > FLT_MAX) { /* see block_finite */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         int sum = 0;
         for (int i = 0; i < 32; i++) sum += y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
         y[b].d = d;
@@ -238,6 +257,10 @@ void quantize_row_q8_K(const float *x, void *vy, int n) {
         float amax = 0;
         for (int i = 0; i < QK_K; i++) amax = fmaxf(amax, fabsf(x[i]));
         float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        if (!block_finite(x, QK_K) || id > FLT_MAX) { /* see block_finite */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         y[b].d = d;
         for (int i = 0; i < QK_K; i++) y[b].qs[i] = (int8_t)nearest_int(x[i] * id);
         for (int g = 0; g < QK_K / 16; g++) {

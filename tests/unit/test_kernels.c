@@ -8,6 +8,9 @@
  *      half-precision conversions;
  * and before all, that every row of the dtype table is complete. Types
  * come from the table, so a new row is checked without editing this file. */
+#include <math.h>
+#include <string.h>
+
 #include "matmul.h"
 #include "quant.h"
 #include "test_util.h"
@@ -313,6 +316,51 @@ static void test_quantize_q8a(void) {
     }
 }
 
+/* A block holding NaN or Inf (or so tiny that 1/d overflows) quantizes to a
+ * zero block in quant.c and in every set, instead of converting a
+ * non-finite float to an integer (undefined; UBSan checks it in CI). */
+static void test_quantize_nonfinite(void) {
+    const kernel_set *sets[8];
+    int n_sets = kernels_available(sets, 8);
+    enum { N = QK_K };
+    float x[N];
+    for (int i = 0; i < N; i++) x[i] = grand();
+    x[3] = NAN;              /* block 0: one NaN among normal values */
+    x[32 + 7] = INFINITY;    /* block 1: +Inf */
+    x[64 + 31] = -INFINITY;  /* block 2: -Inf */
+    for (int i = 96; i < 128; i++) x[i] = NAN;          /* block 3: all NaN */
+    for (int i = 128; i < 160; i++) x[i] = 1e-40f;      /* block 4: 1/d overflows */
+    /* blocks 5..7 stay finite: they must quantize as usual */
+    block_q8a want[N / 32], got[N / 32];
+    quantize_row_q8a(x, want, N);
+    for (int b = 0; b < 5; b++) {
+        int zero = want[b].d == 0.0f && want[b].sum == 0;
+        for (int i = 0; i < 32; i++) zero &= want[b].qs[i] == 0;
+        CHECK(zero, "quantize_row_q8a: non-finite block %d is not a zero block", b);
+    }
+    for (int b = 5; b < N / 32; b++) CHECK(want[b].d > 0.0f, "quantize_row_q8a: finite block %d lost", b);
+    for (int s = 0; s < n_sets; s++) {
+        if (!sets[s]->quantize_q8a) continue;
+        memset(got, 0x5a, sizeof got);
+        sets[s]->quantize_q8a(x, got, N);
+        for (int b = 0; b < N / 32; b++)
+            CHECK(want[b].d == got[b].d && want[b].sum == got[b].sum && !memcmp(want[b].qs, got[b].qs, 32),
+                  "%s quantize_q8a non-finite test block %d differs from quant.c's", sets[s]->name, b);
+    }
+    block_q8_K k;
+    quantize_row_q8_K(x, &k, N);
+    int zero = k.d == 0.0f;
+    for (int i = 0; i < QK_K; i++) zero &= k.qs[i] == 0;
+    CHECK(zero, "quantize_row_q8_K: a block with NaN/Inf is not a zero block");
+    block_q8_0 q[N / QK8_0];
+    quantize_row_q8_0(x, q, N);
+    for (int b = 0; b < 5; b++) {
+        zero = f16_to_f32(q[b].d) == 0.0f;
+        for (int i = 0; i < QK8_0; i++) zero &= q[b].qs[i] == 0;
+        CHECK(zero, "quantize_row_q8_0: non-finite block %d is not a zero block", b);
+    }
+}
+
 /* Each set's read-bandwidth probe sums exactly what the loop says. */
 static void test_read_sum(void) {
     const kernel_set *sets[8];
@@ -409,6 +457,7 @@ int main(void) {
     list_weight_types();
     test_dtype_table();
     test_quantize_q8a();
+    test_quantize_nonfinite();
     test_read_sum();
     test_half_conversions();
     test_quant_error();
