@@ -99,5 +99,16 @@ int main(void) {
     expect("", "\xc3\xa9<think>\xe2\x96\x81</think>\xc3\xa9", "\xc3\xa9[<think>\xe2\x96\x81</think>]\xc3\xa9");
     expect_uneven("ab<think>cd</think>ef<think>g", "ab[<think>cd</think>]ef[<think>g]");
     expect_uneven("<<<think>>></think></think>", "<<[<think>>></think>]</think>");
+    /* gpt-oss (harmony): the analysis channel is reasoning up to the final channel's header */
+    expect("<|start|>assistant", "<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final<|message|>42",
+           "[<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final<|message|>]42");
+    expect("", "<|channel|>final<|message|>only", "<|channel|>final<|message|>only");
+    expect("", "<|channel|>analy", "<|channel|>analy");
+    expect("", "<|channel|>analysis<|message|>a<think>b", "[<|channel|>analysis<|message|>a<think>b]");
+    expect("<|start|>assistant<|channel|>analysis<|message|>", "hm<|end|><|start|>assistant<|channel|>final<|message|>x",
+           "[hm<|end|><|start|>assistant<|channel|>final<|message|>]x");
+    expect("<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>final<|message|>b<|return|>", "c", "c");
+    expect_uneven("a<|channel|>analysis<|message|>b<|channel|>final<|message|>c<think>d</think>e",
+                  "a[<|channel|>analysis<|message|>b<|channel|>final<|message|>]c[<think>d</think>]e");
     return test_summary("test_think");
 }
