@@ -95,12 +95,18 @@ static void recurrent_double(const head_case *c, double *S, double *o) {
 
 static double max_diff_f(const float *a, const float *b, size_t n) {
     double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    for (size_t i = 0; i < n; i++) { /* !(x <= m): a NaN difference is kept (fmax would drop it) */
+        double x = fabs((double)a[i] - b[i]);
+        if (!(x <= m)) m = x;
+    }
     return m;
 }
 static double max_diff_d(const float *a, const double *b, size_t n) {
     double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    for (size_t i = 0; i < n; i++) { /* !(x <= m): a NaN difference is kept (fmax would drop it) */
+        double x = fabs((double)a[i] - b[i]);
+        if (!(x <= m)) m = x;
+    }
     return m;
 }
 
