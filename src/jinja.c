@@ -305,7 +305,8 @@ static size_t lex_number(lexer *L, size_t i, token *t) {
         }
         if (j + 1 < L->n && s[j] == '.' && s[j + 1] >= '0' && s[j + 1] <= '9') {
             is_float = 1;
-            buf[nb++] = s[j++];
+            if (nb < sizeof buf - 1) buf[nb++] = s[j];
+            j++;
             while (j < L->n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '_')) {
                 if (s[j] != '_' && nb < sizeof buf - 1) buf[nb++] = s[j];
                 j++;
@@ -316,7 +317,8 @@ static size_t lex_number(lexer *L, size_t i, token *t) {
             if (k < L->n && (s[k] == '+' || s[k] == '-')) k++;
             if (k < L->n && s[k] >= '0' && s[k] <= '9') {
                 is_float = 1;
-                while (j < k && nb < sizeof buf - 1) buf[nb++] = s[j++];
+                for (; j < k; j++)
+                    if (nb < sizeof buf - 1) buf[nb++] = s[j];
                 while (j < L->n && ((s[j] >= '0' && s[j] <= '9') || s[j] == '_')) {
                     if (s[j] != '_' && nb < sizeof buf - 1) buf[nb++] = s[j];
                     j++;
