@@ -596,8 +596,8 @@ static void quantize_q8a(const float *x, void *vy, int n) {
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_movehdup_ps(h));
         float amax = _mm_cvtss_f32(h), d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f;
-        if (_mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) || id > FLT_MAX) /* a zero block, as quant.c */
-            {
+        /* a non-finite value (z is NaN) or an overflowing 1/d: a zero block, as quant.c */
+        if (_mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)) || id > FLT_MAX) {
             memset(&y[b], 0, sizeof y[b]);
             continue;
         }

@@ -1055,8 +1055,7 @@ static void quantize_q8a(const float *x, void *vy, int n) {
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         float d = bf16_to_f32(f32_to_bf16(amax / 127.0f)), id = d > 0 ? 1.0f / d : 0.0f; /* quant.h: a bf16 scale */
         /* a non-finite value (x - x is NaN) or an overflowing 1/d: a zero block, as quant.c */
-        if (_mm512_cmp_ps_mask(_mm512_sub_ps(v0, v0), _mm512_sub_ps(v1, v1), _CMP_UNORD_Q) || id > FLT_MAX)
-            {
+        if (_mm512_cmp_ps_mask(_mm512_sub_ps(v0, v0), _mm512_sub_ps(v1, v1), _CMP_UNORD_Q) || id > FLT_MAX) {
             memset(&y[b], 0, sizeof y[b]);
             continue;
         }
