@@ -1,7 +1,7 @@
 /* forward.h - a context (struct moe_ctx): its sequences' states, the
  * scratch of the forward pass, and the pass's pieces.
  *
- * All memory is allocated once in moe_ctx_new: one KV cache (sized from
+ * All memory is allocated once in moe_ctx_new (ctx.c): one KV cache (sized from
  * n_ctx) and recurrent state per sequence, the RoPE table and one scratch
  * arena sized for n_batch token rows. Nothing is allocated while evaluating
  * tokens. A pass evaluates n_batch rows at most: runs of consecutive tokens,
@@ -68,7 +68,7 @@ struct moe_ctx {
     rope_table rope;
 
     /* scratch, B = n_batch rows unless noted, grouped by the file that owns it
-     * (laid out once by layout() in forward.c) */
+     * (laid out once by layout() in ctx.c) */
     /* the layer loop (forward.c) */
     float *x;                   /* (B, dim) residual stream */
     float *xn;                  /* (B, dim) normalised input of a block */

@@ -29,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
 #include "unicode.h"
 #include "util.h"
 
@@ -1420,34 +1419,3 @@ size_t tokenizer_detok_flush(moe_detok *d, char *out, size_t cap) {
     if (cap) out[w] = 0;
     return w;
 }
-
-/* ================================================================ public API (moe.h) */
-
-int moe_tokenize(const moe_model *m, const char *text, size_t len, int flags, int32_t *out, int cap,
-                 moe_err *err) {
-    if (!m) return moe_fail(err, "tokenize: no model");
-    return tokenizer_encode(model_tokenizer(m), text, len, flags, out, cap, err);
-}
-
-void moe_detok_init(moe_detok *d, const moe_model *m) {
-    if (!d) return;
-    memset(d, 0, sizeof *d);
-    d->model = m;
-    d->prev = -1;
-}
-
-size_t moe_detok_push(moe_detok *d, int32_t id, char *out, size_t cap) {
-    if (!d || !d->model) {
-        if (cap) out[0] = 0;
-        return 0;
-    }
-    return tokenizer_detok_push(model_tokenizer(d->model), d, id, out, cap);
-}
-
-size_t moe_detok_flush(moe_detok *d, char *out, size_t cap) { return tokenizer_detok_flush(d, out, cap); }
-
-const char *moe_token_bytes(const moe_model *m, int32_t id, size_t *len) {
-    return m ? tokenizer_token(model_tokenizer(m), id, len) : NULL;
-}
-
-int moe_token_is_eos(const moe_model *m, int32_t id) { return m ? tokenizer_is_eos(model_tokenizer(m), id) : 0; }

@@ -6,7 +6,7 @@
  *        byte fallback to <0xXX> tokens
  * Tokens are stored as the bytes they decode to, so both work on raw bytes.
  * The public entry points (moe_tokenize, moe_detok_*, moe_token_*) are
- * declared in moe.h and implemented in tokenizer.c. */
+ * declared in moe.h and implemented in api.c over these. */
 #ifndef MOE_TOKENIZER_H
 #define MOE_TOKENIZER_H
 
