@@ -36,6 +36,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import moefile  # noqa: E402
+import safetensors_io as st  # noqa: E402
 import tokenizer_convert  # noqa: E402
 
 
@@ -43,119 +44,20 @@ class ConvertError(Exception):
     pass
 
 
-# ---------------------------------------------------------------- safetensors
+# ---------------------------------------------------------------- safetensors (tools/safetensors_io.py)
 
-# U8: gpt-oss's MXFP4 expert blocks and scales (read by plan_gpt_oss_experts only)
-ST_DTYPES = {"F32": (moefile.F32, 4), "F16": (moefile.F16, 2), "BF16": (moefile.BF16, 2), "U8": (moefile.U8, 1)}
-CHUNK = 1 << 24
-
-
-class Tensor:
-    """One tensor of a safetensors file: where its bytes are, and what they are."""
-
-    def __init__(self, name, path, dtype, shape, start, nbytes):
-        self.name, self.path, self.dtype, self.shape = name, path, dtype, list(shape)
-        self.start, self.nbytes = start, nbytes
-
-    def read(self, offset=0, size=None):
-        size = self.nbytes - offset if size is None else size
-        with open(self.path, "rb") as f:
-            f.seek(self.start + offset)
-            data = f.read(size)
-        if len(data) != size:
-            raise ConvertError("%s: %s is truncated" % (self.path, self.name))
-        return data
-
-    def chunks(self):
-        done = 0
-        while done < self.nbytes:
-            n = min(CHUNK, self.nbytes - done)
-            yield self.read(done, n)
-            done += n
-
-
-def read_safetensors(path):
-    """Parse a safetensors header (u64 length, JSON) and check every entry against the file."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                raise ConvertError("%s: not a safetensors file (shorter than 8 bytes)" % path)
-            (n,) = struct.unpack("<Q", head)
-            if n < 2 or n > min(size - 8, 100 << 20):
-                raise ConvertError("%s: not a safetensors file (header length %d, file size %d)" % (path, n, size))
-            header = json.loads(f.read(n).decode("utf-8"))
-    except OSError as e:
-        raise ConvertError("%s: %s" % (path, e.strerror or e))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ConvertError("%s: bad safetensors header JSON (%s)" % (path, e))
-    if not isinstance(header, dict):
-        raise ConvertError("%s: safetensors header is not a JSON object" % path)
-    base, data_size, out = 8 + n, size - 8 - n, {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(info, dict):
-            raise ConvertError("%s: tensor %s: bad entry" % (path, name))
-        dt, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dt not in ST_DTYPES:
-            raise ConvertError("%s: tensor %s has dtype %s; only F32, F16, BF16 (and U8 MXFP4 blocks) are supported" % (
-                path, name, dt))
-        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
-                or not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)):
-            raise ConvertError("%s: tensor %s: bad shape or data_offsets" % (path, name))
-        count = 1
-        for d in shape:
-            count *= d
-        nbytes = count * ST_DTYPES[dt][1]
-        if not 0 <= offs[0] <= offs[1] <= data_size or offs[1] - offs[0] != nbytes:
-            raise ConvertError("%s: tensor %s: data_offsets %s do not fit shape %s %s in %d data bytes" % (
-                path, name, offs, shape, dt, data_size))
-        out[name] = Tensor(name, path, ST_DTYPES[dt][0], shape, base + offs[0], nbytes)
-    # the format: the tensors tile the data section exactly, no overlap and no hole
-    end = 0
-    for t in sorted(out.values(), key=lambda t: (t.start, t.nbytes)):
-        if t.start - base != end:
-            raise ConvertError("%s: tensor %s: data_offsets start at %d, but the previous tensor ends at %d" % (
-                path, t.name, t.start - base, end))
-        end += t.nbytes
-    if end != data_size:
-        raise ConvertError("%s: the tensors cover %d of %d data bytes" % (path, end, data_size))
-    return out
+# safetensors dtype -> the .moe dtype it is stored as (U8: gpt-oss's MXFP4 expert blocks and scales,
+# read by plan_gpt_oss_moe only)
+MOE_DTYPE = {"F32": moefile.F32, "F16": moefile.F16, "BF16": moefile.BF16, "U8": moefile.U8}
+CHUNK = st.CHUNK
 
 
 def load_weights(src):
-    """All tensors of a HF directory: sharded (index.json) or single-file."""
-    index = os.path.join(src, "model.safetensors.index.json")
-    if os.path.exists(index):
-        wm = read_json(index).get("weight_map")
-        if not isinstance(wm, dict) or not wm:
-            raise ConvertError("%s: no weight_map" % index)
-        files = sorted(set(wm.values()))
-    else:
-        files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(src, "*.safetensors")))
-        wm = None
-    if not files:
-        raise ConvertError("%s: no *.safetensors weights" % src)
-    tensors = {}
-    for fn in files:
-        if os.path.basename(fn) != fn:
-            raise ConvertError("%s: weight_map names a file outside the folder: %s" % (index, fn))
-        path = os.path.join(src, fn)
-        if not os.path.exists(path):
-            raise ConvertError("%s: shard %s is missing" % (src, fn))
-        for name, t in read_safetensors(path).items():
-            if name in tensors:
-                raise ConvertError("%s: tensor %s appears in two shards" % (src, name))
-            if wm is not None and wm.get(name) != fn:
-                raise ConvertError("%s: tensor %s is in %s but the index says %s" % (src, name, fn, wm.get(name)))
-            tensors[name] = t
-    if wm is not None:
-        for name in wm:
-            if name not in tensors:
-                raise ConvertError("%s: the index lists %s but no shard holds it" % (src, name))
-    return tensors
+    """All tensors of a HF directory: sharded (index.json) or single-file, every header checked."""
+    try:
+        return st.read_folder(src)
+    except st.SafetensorsError as e:
+        raise ConvertError(str(e))
 
 
 def read_json(path):
@@ -164,28 +66,13 @@ def read_json(path):
             return json.load(f)
     except OSError as e:
         raise ConvertError("%s: %s" % (path, e.strerror or e))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ConvertError("%s: bad JSON (%s)" % (path, e))
 
 
-# ---------------------------------------------------------------- dtype widening (byte shuffles)
-
-def bf16_to_f32(b):
-    out = bytearray(2 * len(b))
-    out[2::4] = b[0::2]
-    out[3::4] = b[1::2]
-    return bytes(out)
-
-
-def f16_to_f32(b):
-    n = len(b) // 2
-    return struct.pack("<%df" % n, *struct.unpack("<%de" % n, b))
-
-
 def to_f32(dtype, b):
-    if dtype == moefile.F32:
-        return b
-    return bf16_to_f32(b) if dtype == moefile.BF16 else f16_to_f32(b)
+    """F32/F16/BF16 bytes widened to F32 (byte shuffles, exact)."""
+    return st.to_f32(dtype, b)
 
 
 # ---------------------------------------------------------------- the conversion plan
@@ -206,7 +93,7 @@ class Plan:
             raise ConvertError("missing tensor %s" % name)
         if t.shape != list(shape):
             raise ConvertError("%s: shape %s, expected %s" % (name, t.shape, list(shape)))
-        if t.dtype == moefile.U8 and not raw:
+        if t.dtype == "U8" and not raw:
             raise ConvertError("%s: dtype U8 where a float tensor is expected" % name)
         self.used.add(name)
         return t
@@ -215,21 +102,21 @@ class Plan:
         return name in self.hf
 
     def _dtype(self, parts):
-        kinds = {t.dtype for t in parts}
+        kinds = {MOE_DTYPE[t.dtype] for t in parts}
         return kinds.pop() if len(kinds) == 1 and not self.widen else moefile.F32
 
     def _emit(self, name, dtype, shape, pieces):
         """pieces: list of (tensor, offset, size) byte ranges, written in order."""
         def source():
             for t, off, size in pieces:
-                if t.dtype == dtype:
+                if MOE_DTYPE[t.dtype] == dtype:
                     done = 0
                     while done < size:
                         n = min(CHUNK, size - done)
                         yield t.read(off + done, n)
                         done += n
                 else:
-                    esz = 4 if t.dtype == moefile.F32 else 2
+                    esz = 4 if t.dtype == "F32" else 2
                     step = CHUNK // 4 * esz
                     done = 0
                     while done < size:
@@ -268,7 +155,7 @@ class Plan:
         def k_b():
             for h in range(n_heads):
                 block = t.read(h * head_rows * kv_lora * esz, nope * kv_lora * esz)
-                if t.dtype != dtype:
+                if MOE_DTYPE[t.dtype] != dtype:
                     block = to_f32(t.dtype, block)
                 w = 4 if dtype == moefile.F32 else 2
                 out = bytearray(len(block))
@@ -1043,7 +930,7 @@ def plan_gpt_oss_moe(plan, E, F, D, m, b):
     dn_b = plan.get(x + "down_proj_blocks", [E, D, F // 32, 16], raw=True)
     dn_s = plan.get(x + "down_proj_scales", [E, D, F // 32], raw=True)
     for t in (gu_b, gu_s, dn_b, dn_s):
-        if t.dtype != moefile.U8:
+        if t.dtype != "U8":
             raise ConvertError("%s: dtype must be U8 (MXFP4)" % t.name)
 
     def experts(name, blocks, scales, R, C, rows):
@@ -1052,7 +939,7 @@ def plan_gpt_oss_moe(plan, E, F, D, m, b):
             return
         source = mxfp4_rows_bf16(blocks, scales, E, R, C, rows)
         if plan.widen:  # --dtype f32
-            plan.out.append((name, moefile.F32, [E, len(rows), C], lambda: (bf16_to_f32(c) for c in source())))
+            plan.out.append((name, moefile.F32, [E, len(rows), C], lambda: (st.bf16_to_f32(c) for c in source())))
         else:
             plan.out.append((name, moefile.BF16, [E, len(rows), C], source))
     experts(b + "ffn_gate_exps", gu_b, gu_s, 2 * F, D, range(0, 2 * F, 2))
@@ -1193,7 +1080,7 @@ def convert_llama2c(src, ckpt, tok_path, widen):
         n = 1
         for d in shape:
             n *= d
-        t = Tensor(name, ckpt, moefile.F32, shape, pos, 4 * n)
+        t = st.Tensor(name, ckpt, "F32", shape, pos, 4 * n)
         pos += 4 * n
         return t
 
@@ -1342,7 +1229,7 @@ def main(argv):
     args = ap.parse_args(argv)
     try:
         convert(args)
-    except (ConvertError, moefile.FormatError) as e:
+    except (ConvertError, moefile.FormatError, st.SafetensorsError) as e:
         sys.stderr.write("convert.py: error: %s\n" % e)
         return 1
     except KeyboardInterrupt:

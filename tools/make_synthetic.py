@@ -34,9 +34,11 @@ import math
 import os
 import random
 import shutil
-import struct
 import sys
 import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io as st  # noqa: E402
 
 ARCH_CLASS = {
     "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
@@ -349,7 +351,7 @@ def ffn_specs(cfg, family, i, D):
 # ---------------------------------------------------------------- values and encodings
 
 ST_NAME = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
-ESIZE = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1}
+ESIZE = st.DTYPE_SIZE
 BIG = 1 << 20
 
 
@@ -388,16 +390,7 @@ def values(name, shape, kind, seed, std):
 
 
 def encode(vals, dtype):
-    n = len(vals)
-    if dtype == "F16":
-        return struct.pack("<%de" % n, *vals)
-    raw = struct.pack("<%df" % n, *vals)
-    if dtype == "F32":
-        return raw
-    out = bytearray(2 * n)  # bf16: the upper half of each f32 (truncation)
-    out[0::2] = raw[2::4]
-    out[1::2] = raw[3::4]
-    return bytes(out)
+    return st.from_floats(dtype, vals)  # bf16: truncated, the upper half of each f32
 
 
 def _table(entries):
@@ -440,18 +433,9 @@ def tensor_bytes(name, shape, kind, dtype, seed, std, fast=BIG):
 
 def write_safetensors(path, specs, seed, std, fast=BIG):
     """specs: [(name, shape, kind, dtype)]; the header lists them in order, data follows."""
-    header, off = {"__metadata__": {"format": "pt"}}, 0
-    for name, shape, kind, dtype in specs:
-        nb = count(shape) * ESIZE[dtype]
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + nb]}
-        off += nb
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
-        for name, shape, kind, dtype in specs:
-            f.write(tensor_bytes(name, shape, kind, dtype, seed, std, fast))
-    return off
+    return st.write(path, [(name, dtype, shape, lambda name=name, shape=shape, kind=kind, dtype=dtype:
+                            tensor_bytes(name, shape, kind, dtype, seed, std, fast))
+                           for name, shape, kind, dtype in specs])
 
 
 def write_checkpoint(out, cfg, family, dtype="bf16", seed=0, std=0.05, shards=1, tokenizer=None, fast=BIG):

@@ -33,7 +33,7 @@ from ggufio import ARRAY, BOOL, F32, STRING, U32
 TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools")
 if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
-import convert  # noqa: E402
+import safetensors_io as st  # noqa: E402
 
 ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
         "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
@@ -49,13 +49,13 @@ class Writer:
         mt = self.cfg["model_type"]
         if "text_config" in self.cfg:  # TextModel: the decoder's config moved to the top level
             self.cfg = dict(self.cfg, **self.cfg["text_config"])
-        self.w = convert.load_weights(src)
+        self.w = st.read_folder(src)
         self.g = ggufio.GGUF()
         self.arch = ARCH[mt]
 
     def f32(self, name):
         t = self.w[name]
-        return list(t.shape), convert.to_f32(t.dtype, t.read())
+        return list(t.shape), st.to_f32(t.dtype, t.read())
 
     def mapped(self, name, fn):
         """fn of every value as llama.cpp's converter computes it: its prepare_tensors widens
@@ -64,7 +64,7 @@ class Writer:
         t = self.w[name]
         shape, data = self.f32(name)
         vals = [fn(x) for x in struct.unpack("<%df" % (len(data) // 4), data)]
-        fmt = "<%de" if t.dtype == convert.moefile.F16 else "<%df"
+        fmt = "<%de" if t.dtype == "F16" else "<%df"
         return shape, struct.pack("<%df" % len(vals), *struct.unpack(fmt % len(vals), struct.pack(fmt % len(vals), *vals)))
 
     def add(self, name, shape, data):

@@ -15,26 +15,15 @@ one function per block, each named after the HF module it mirrors.
 import json
 import math
 import os
-import struct
+import sys
 from operator import mul
 
-# ---------------------------------------------------------------- safetensors
+_TOOLS = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+if _TOOLS not in sys.path:
+    sys.path.insert(0, _TOOLS)
+import safetensors_io as st  # noqa: E402
 
-
-def _decode(dtype, raw):
-    n = len(raw)
-    if dtype == "F32":
-        return list(struct.unpack("<%df" % (n // 4), raw))
-    if dtype == "F16":
-        return list(struct.unpack("<%de" % (n // 2), raw))
-    if dtype == "BF16":
-        wide = bytearray(2 * n)  # bf16 is the upper half of an f32
-        wide[2::4] = raw[0::2]
-        wide[3::4] = raw[1::2]
-        return list(struct.unpack("<%df" % (n // 2), bytes(wide)))
-    if dtype == "U8":  # gpt-oss's MXFP4 blocks and scales
-        return list(raw)
-    raise ValueError("unsupported safetensors dtype %s" % dtype)
+# ---------------------------------------------------------------- safetensors (tools/safetensors_io.py)
 
 
 class Checkpoint:
@@ -44,35 +33,18 @@ class Checkpoint:
         self.path = path
         with open(os.path.join(path, "config.json")) as f:
             self.cfg = json.load(f)
-        index = os.path.join(path, "model.safetensors.index.json")
-        if os.path.exists(index):
-            with open(index) as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
-        else:
-            files = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
-        self.where = {}
-        for fn in files:
-            full = os.path.join(path, fn)
-            with open(full, "rb") as f:
-                (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n))
-            for name, info in header.items():
-                if name != "__metadata__":
-                    self.where[name] = (full, 8 + n, info)
+        self.where = st.read_folder(path)
         self.cache = {}
 
     def has(self, name):
         return name in self.where
 
     def get(self, name):
-        """A 1-D tensor as a list, a 2-D one as a list of rows, a 3-D one as a list of those."""
+        """A 1-D tensor as a list, a 2-D one as a list of rows, a 3-D one as a list of those
+        (U8 tensors, gpt-oss's MXFP4 blocks and scales, as ints)."""
         if name not in self.cache:
-            full, base, info = self.where[name]
-            a, b = info["data_offsets"]
-            with open(full, "rb") as f:
-                f.seek(base + a)
-                flat = _decode(info["dtype"], f.read(b - a))
-            self.cache[name] = _reshape(flat, info["shape"])
+            t = self.where[name]
+            self.cache[name] = _reshape(t.floats(), t.shape)
         return self.cache[name]
 
 

@@ -13,6 +13,7 @@ import unittest
 import moetest
 
 import make_synthetic  # noqa: E402  (tools/, on sys.path through moetest)
+import safetensors_io as st  # noqa: E402
 
 moetest.require_shared()
 
@@ -45,17 +46,9 @@ def edit_config(d, **changes):
 
 
 def rewrite_safetensors(path, edit_header=None, drop=(), extra=None, truncate=None):
-    """Rewrite a safetensors file: header edited by a callback, tensors dropped or added."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    tensors = []
-    for name, info in header.items():
-        if name == "__metadata__" or name in drop:
-            continue
-        a, b = info["data_offsets"]
-        tensors.append((name, info["dtype"], info["shape"], data[a:b]))
+    """Rewrite a safetensors file: header edited by a callback (after the offsets are laid out, so
+    it can make them lie), tensors dropped or added, the end cut off."""
+    tensors = [(name, t.dtype, t.shape, t.read()) for name, t in st.read_file(path).items() if name not in drop]
     for name, (dtype, shape, raw) in (extra or {}).items():
         tensors.append((name, dtype, shape, raw))
     new, blob = {}, b""
@@ -64,8 +57,7 @@ def rewrite_safetensors(path, edit_header=None, drop=(), extra=None, truncate=No
         blob += raw
     if edit_header:
         edit_header(new)
-    h = json.dumps(new).encode()
-    out = struct.pack("<Q", len(h)) + h + blob
+    out = st.encode_header(new) + blob
     if truncate:
         out = out[:len(out) - truncate]
     with open(path, "wb") as f:

@@ -13,7 +13,6 @@ import argparse
 import collections
 import json
 import os
-import struct
 import sys
 
 import torch
@@ -21,22 +20,18 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from models import Student  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
+
 BOS = 1
 
 
 def load_hf(folder):
     with open(os.path.join(folder, "config.json")) as f:
         c = json.load(f)
-    with open(os.path.join(folder, "model.safetensors"), "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
     sd = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        sd[name] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).reshape(info["shape"])
+    for name, t in st.read_file(os.path.join(folder, "model.safetensors")).items():
+        sd[name] = torch.frombuffer(bytearray(t.read()), dtype=torch.float32).reshape(t.shape)
     m = Student(c)
     m.load_state_dict(sd)
     m.eval()

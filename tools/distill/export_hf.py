@@ -13,30 +13,18 @@ import json
 import os
 import re
 import struct
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import safetensors_io as st  # noqa: E402
 
 SPACE = "\u2581"
 
 
 def write_safetensors(path, tensors):
     """tensors: list of (name, shape, list-of-floats or bytes of f32)."""
-    header, blobs, off = {}, [], 0
-    for name, shape, data in tensors:
-        b = data if isinstance(data, (bytes, bytearray)) else struct.pack("<%df" % len(data), *data)
-        n = 1
-        for d in shape:
-            n *= d
-        assert len(b) == 4 * n, name
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    header["__metadata__"] = {"format": "pt"}
-    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    st.write(path, [(name, "F32", shape, data if isinstance(data, (bytes, bytearray)) else st.from_floats("F32", data))
+                    for name, shape, data in tensors])
 
 
 def read_llama2c_tokenizer(path):
