@@ -1,28 +1,10 @@
-/* pretok.c - the pre-tokenizers of byte-level BPE, one matcher per regex
- * alternative set (pretok.h). */
+/* pretok.c - the pre-tokenizers of byte-level BPE (pretok.h): a matcher per
+ * regex, and one table naming each pre-tokenizer's stages. */
 #include "pretok.h"
 
 #include <string.h>
 
 #include "unicode.h"
-
-static const struct {
-    const char *name;
-    pre_kind kind;
-} pre_names[] = {
-    {"default", PRE_DEFAULT},          {"gpt2", PRE_GPT2},         {"gpt_neox", PRE_GPT2},
-    {"mpt", PRE_GPT2},                 {"qwen2", PRE_QWEN2},       {"llama3", PRE_LLAMA3},
-    {"deepseek_llm", PRE_DEEPSEEK_LLM}, {"deepseek_coder", PRE_DEEPSEEK_CODER},
-    {"deepseek_v3", PRE_DEEPSEEK_V3},  {"falcon", PRE_FALCON},     {"starcoder", PRE_STARCODER},
-    {"refact", PRE_STARCODER},         {"o200k", PRE_O200K},
-    {"qwen35", PRE_QWEN35},
-};
-
-int pretok_find(const char *s, size_t n) {
-    for (size_t k = 0; k < sizeof pre_names / sizeof *pre_names; k++)
-        if (strlen(pre_names[k].name) == n && memcmp(pre_names[k].name, s, n) == 0) return (int)pre_names[k].kind;
-    return -1;
-}
 
 #define CP(i) (e->cp[i])
 #define FL(i) (e->fl[i])
@@ -362,22 +344,6 @@ static const match_fn pipe_falcon[] = {m_punct_run, m_gpt2, NULL};
 static const match_fn pipe_starcoder[] = {m_digit, m_gpt2, NULL};
 static const match_fn pipe_o200k[] = {m_o200k, NULL};
 
-static const match_fn *pipeline(pre_kind k) {
-    switch (k) {
-    case PRE_GPT2: return pipe_gpt2;
-    case PRE_QWEN2: return pipe_qwen2;
-    case PRE_LLAMA3: return pipe_llama3;
-    case PRE_QWEN35: return pipe_qwen35;
-    case PRE_DEEPSEEK_LLM: return pipe_deepseek_llm;
-    case PRE_DEEPSEEK_CODER: return pipe_deepseek_coder;
-    case PRE_DEEPSEEK_V3: return pipe_deepseek_v3;
-    case PRE_FALCON: return pipe_falcon;
-    case PRE_STARCODER: return pipe_starcoder;
-    case PRE_O200K: return pipe_o200k;
-    default: return NULL;
-    }
-}
-
 /* Falcon, after ByteLevel: Digits(individual_digits = false) runs on the
  * byte-level characters, where the numeric ones are the bytes 0-9 and the
  * Latin-1 stand-ins ² ³ ¹ ¼ ½ ¾ (bytes B2 B3 B9 BC BD BE, which are numeric in
@@ -385,7 +351,7 @@ static const match_fn *pipeline(pre_kind k) {
 static int falcon_numeric(uint8_t b) {
     return (b >= '0' && b <= '9') || b == 0xB2 || b == 0xB3 || b == 0xB9 || b == 0xBC || b == 0xBD || b == 0xBE;
 }
-int pretok_falcon_bytes(const uint8_t *s, size_t n, pretok_bytes_fn piece, void *user) {
+static int falcon_bytes(const uint8_t *s, size_t n, pretok_bytes_fn piece, void *user) {
     for (size_t i = 0; i < n;) {
         size_t j = i;
         int num = falcon_numeric(s[i]);
@@ -412,6 +378,40 @@ int pretok_falcon_bytes(const uint8_t *s, size_t n, pretok_bytes_fn piece, void 
     return 0;
 }
 
+/* Every pre-tokenizer, by its tok.pre name: the regex stages in order and,
+ * for Falcon, a last stage on each piece's bytes (after ByteLevel). */
+struct pretok {
+    const char *name;
+    const match_fn *stages; /* NULL-terminated */
+    int (*bytes)(const uint8_t *s, size_t n, pretok_bytes_fn piece, void *user); /* or NULL */
+};
+static const pretok pretoks[] = {
+    {"gpt2", pipe_gpt2, NULL},                      /* ByteLevel's own regex */
+    {"gpt_neox", pipe_gpt2, NULL},
+    {"mpt", pipe_gpt2, NULL},
+    {"qwen2", pipe_qwen2, NULL},                    /* Split(qwen2 regex) */
+    {"llama3", pipe_llama3, NULL},                  /* Split(llama3 regex): as qwen2 with digits in groups of 3 */
+    {"qwen35", pipe_qwen35, NULL},                  /* Split(qwen3.5 regex): as qwen2 with combining marks in words */
+    {"deepseek_llm", pipe_deepseek_llm, NULL},      /* six Splits */
+    {"deepseek_coder", pipe_deepseek_coder, NULL},  /* five Splits */
+    {"deepseek_v3", pipe_deepseek_v3, NULL},        /* three Splits */
+    {"falcon", pipe_falcon, falcon_bytes},          /* Punctuation, ByteLevel regex; on bytes, Digits and [0-9]{3} */
+    {"starcoder", pipe_starcoder, NULL},            /* Digits(individual), ByteLevel regex */
+    {"refact", pipe_starcoder, NULL},
+    {"o200k", pipe_o200k, NULL},                    /* Split(o200k regex): GPT-4o / gpt-oss, case-aware words */
+};
+
+int pretok_find(const char *s, size_t n, const pretok **out) {
+    *out = NULL;
+    if (n == 7 && memcmp(s, "default", 7) == 0) return 0; /* spm's: none */
+    for (size_t k = 0; k < sizeof pretoks / sizeof *pretoks; k++)
+        if (strlen(pretoks[k].name) == n && memcmp(pretoks[k].name, s, n) == 0) {
+            *out = &pretoks[k];
+            return 0;
+        }
+    return -1;
+}
+
 /* HF Split(behavior = Isolated) of code points [b, end) by stage k: the
  * matches and the gaps between them go, in order, to stage k + 1. */
 static int split_stage(const pretok_text *e, const match_fn *stages, int k, size_t b, size_t end, pretok_piece_fn piece,
@@ -434,6 +434,10 @@ static int split_stage(const pretok_text *e, const match_fn *stages, int k, size
     return 0;
 }
 
-int pretok_split(pre_kind k, const pretok_text *text, pretok_piece_fn piece, void *user) {
-    return split_stage(text, pipeline(k), 0, 0, text->n, piece, user);
+int pretok_split(const pretok *p, const pretok_text *text, pretok_piece_fn piece, void *user) {
+    return split_stage(text, p->stages, 0, 0, text->n, piece, user);
+}
+
+int pretok_bytes(const pretok *p, const uint8_t *s, size_t n, pretok_bytes_fn piece, void *user) {
+    return p->bytes ? p->bytes(s, n, piece, user) : piece(user, s, n);
 }

@@ -13,22 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    PRE_DEFAULT,        /* spm: none */
-    PRE_GPT2,           /* ByteLevel's own regex (gpt2, gpt_neox, mpt) */
-    PRE_QWEN2,          /* Split(qwen2 regex) */
-    PRE_LLAMA3,         /* Split(llama3 regex): as qwen2 with digits in groups of 3 */
-    PRE_DEEPSEEK_LLM,   /* six Splits */
-    PRE_DEEPSEEK_CODER, /* five Splits */
-    PRE_DEEPSEEK_V3,    /* three Splits */
-    PRE_FALCON,         /* Punctuation, ByteLevel regex, then Digits and [0-9]{3} on bytes */
-    PRE_STARCODER,      /* Digits(individual), ByteLevel regex (starcoder, refact) */
-    PRE_O200K,          /* Split(o200k regex): GPT-4o / gpt-oss, case-aware words */
-    PRE_QWEN35,         /* Split(qwen3.5 regex): as qwen2 with combining marks in words */
-} pre_kind;
+/* A pre-tokenizer: an entry of pretok.c's table. */
+typedef struct pretok pretok;
 
-/* The pre-tokenizer tok.pre = s[0..n) names, or -1 when none has that name. */
-int pretok_find(const char *s, size_t n);
+/* The pre-tokenizer tok.pre = s[0..n) names, in *out: NULL for "default"
+ * (spm's: none). Returns -1 when no pre-tokenizer has that name, else 0. */
+int pretok_find(const char *s, size_t n, const pretok **out);
 
 /* A segment of text as the matchers read it. */
 typedef struct {
@@ -38,15 +28,15 @@ typedef struct {
 } pretok_text;
 
 /* Receives each final piece, code points [b, end), in order; a non-zero
- * return stops the split and is returned. */
+ * return stops the split, which then returns -1. */
 typedef int (*pretok_piece_fn)(void *user, size_t b, size_t end);
 
-/* Cut the text by pre-tokenizer k's stages (k is not PRE_DEFAULT: that is spm's, which has none). */
-int pretok_split(pre_kind k, const pretok_text *text, pretok_piece_fn piece, void *user);
+/* Cut the text by p's stages. */
+int pretok_split(const pretok *p, const pretok_text *text, pretok_piece_fn piece, void *user);
 
-/* Falcon's last stages, on the bytes of one of its pieces (after ByteLevel):
- * piece receives the byte runs s[0..n) is cut into. */
+/* The bytes s[0..n) of a piece through p's last stage on bytes, where it has
+ * one (Falcon): piece receives the runs they are cut into, else s[0..n) whole. */
 typedef int (*pretok_bytes_fn)(void *user, const uint8_t *s, size_t n);
-int pretok_falcon_bytes(const uint8_t *s, size_t n, pretok_bytes_fn piece, void *user);
+int pretok_bytes(const pretok *p, const uint8_t *s, size_t n, pretok_bytes_fn piece, void *user);
 
 #endif /* MOE_PRETOK_H */

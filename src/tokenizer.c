@@ -43,7 +43,7 @@ typedef struct {
 
 struct moe_tokenizer {
     int model;            /* MODEL_BPE / MODEL_SPM */
-    pre_kind pre;
+    const pretok *pre;    /* tok.pre; NULL: none (spm) */
     int nfc;              /* tok.normalize = nfc */
     int n;                /* number of tokens */
     const uint8_t *text;  /* tok.text, in the mapped file */
@@ -240,17 +240,16 @@ static int load_keys(moe_tokenizer *t, const moe_file *f, moe_err *err) {
     else if (kv_is(kv, "spm")) t->model = MODEL_SPM;
     else return moe_fail(err, "tok.model = \"%.*s\": expected bpe or spm", (int)kv->len, kv->str);
 
-    t->pre = PRE_DEFAULT;
+    t->pre = NULL;
     kv = moef_kv(f, "tok.pre");
     if (kv) {
         if (kv->type != KV_STR) return moe_fail(err, "tok.pre: expected a string");
-        int k = pretok_find(kv->str, kv->len);
-        if (k < 0) return moe_fail(err, "tok.pre = \"%.*s\": unknown pre-tokenizer", (int)kv->len, kv->str);
-        t->pre = (pre_kind)k;
+        if (pretok_find(kv->str, kv->len, &t->pre))
+            return moe_fail(err, "tok.pre = \"%.*s\": unknown pre-tokenizer", (int)kv->len, kv->str);
     }
-    if (t->model == MODEL_BPE && t->pre == PRE_DEFAULT)
+    if (t->model == MODEL_BPE && !t->pre)
         return moe_fail(err, "tok.pre: a bpe tokenizer needs its pre-tokenizer (gpt2, qwen2, llama3, ...)");
-    if (t->model == MODEL_SPM && t->pre != PRE_DEFAULT)
+    if (t->model == MODEL_SPM && t->pre)
         return moe_fail(err, "tok.pre: an spm tokenizer takes no pre-tokenizer (default)");
 
     kv = moef_kv(f, "tok.normalize");
@@ -666,8 +665,7 @@ static int emit_piece(void *user, size_t b, size_t end) {
                                 "vocabulary", e->cp[i] - UNI_BAD_BASE);
     const uint8_t *s = e->s + e->pos[b];
     size_t n = e->pos[end] - e->pos[b];
-    if (e->t->pre == PRE_FALCON) return pretok_falcon_bytes(s, n, bpe_bytes, e);
-    return bpe_piece(e, s, n);
+    return pretok_bytes(e->t->pre, s, n, bpe_bytes, e);
 }
 
 /* Decode the segment s[0..n) into code points, their byte offsets and classes. */
