@@ -65,7 +65,7 @@ moe_model *moe_model_open(const char *path, moe_err *err);
  * bytes touched. The pages stay in the page cache, shared, not copied. */
 size_t moe_model_prefault(const moe_model *m);
 /* Bytes of the mapped file now mapped as 2 MB pages (Linux; elsewhere 0).
- * Decode reads faster from them (see README, Memory). */
+ * Decode reads faster from them (see docs/MEMORY.md). */
 size_t moe_model_huge_bytes(const moe_model *m);
 void moe_model_free(moe_model *m);
 
@@ -167,7 +167,7 @@ const float *moe_ctx_logits(const moe_ctx *c);
  * once, attention reads each sequence's own cache, and the experts run over
  * all tokens grouped by expert, so an expert several sequences chose is read
  * once per pass. Each sequence's logits are those it gets evaluated alone
- * (up to float rounding: see README, Several sequences at once).
+ * (up to float rounding: see docs/SERVING.md, Several sequences at once).
  *
  * A server's decode step, one token per active sequence:
  *

@@ -132,8 +132,8 @@ static void split_query_gate(float *q, float *gate, int n, int nh, int hd) {
  * the scores and again for the values) a chunk's attention runs on one
  * thread: waking a team costs tens of microseconds, more than the work of
  * short contexts or small heads, and on a loaded machine each region waits
- * for every team thread to be scheduled (a small model served with -t 2 on
- * a busy 2-core host ran 10x slower than with -t 1). */
+ * for every team thread to be scheduled (docs/BENCHMARKS.md, 2026-12-06,
+ * moe serve under load). */
 #define ATTN_PAR_MIN_WORK (1 << 18)
 
 static int64_t attend_work(const moe_ctx *c, int t0, int m) {

@@ -7,9 +7,8 @@
 
 /* e^x, or 0 below e^-40 (4e-18): a factor that small changes no float sum
  * it joins (the current token's term enters at full weight), and keeping
- * it would turn its products into subnormals, which cost ~100x on x86
- * (random-weight Qwen3.5 heads with strong decay: the chunked prefill
- * 6.8x slower) */
+ * it would turn its products into subnormals, which are slow on x86
+ * (docs/BENCHMARKS.md, 2026-12-06, chunked Gated DeltaNet prefill) */
 static float decay(float x) { return x < -40.0f ? 0.0f : expf(x); }
 
 #define PAD 16 /* chunk products run over a multiple of this many tokens (DELTA_CHUNK is one) */

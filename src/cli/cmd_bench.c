@@ -9,11 +9,14 @@
  * tokens/s. Tokenization and sampling are excluded (ids are fixed pseudo-
  * random values). Achieved bandwidth = bytes read per decoded token (active
  * weights + the KV cache read at that depth) x decode tok/s, compared with
- * the machine's read bandwidth, measured here by streaming a buffer much
- * larger than the caches with every thread, beside every decode run. */
+ * the fastest the machine streams that many bytes (the probe below),
+ * measured beside every decode run. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "cli.h"
 #include "kernels.h"
@@ -27,8 +30,9 @@ static void help(void) {
            "       moe bench --bandwidth [-t N]\n\n"
            "Measures prefill (ppN) and decode (tgN) tokens/s as mean +- sd over r runs after\n"
            "a warm-up, the bytes read per decoded token, the bandwidth that achieves, and the\n"
-           "machine's read bandwidth to compare it with, measured beside every decode run\n"
-           "(the share shown is the median of the runs' shares).\n\n"
+           "machine's read bandwidth to compare it with: the fastest it streams as many bytes\n"
+           "(same loads, prefetch and page size as decode), probed beside every decode run\n"
+           "(the share shown is the median of the runs' shares; docs/BENCHMARKS.md, Method).\n\n"
            "  -m, --model FILE     model file (.moe or GGUF)\n"
            "  -p, --n-prompt N     prompt tokens for the prefill test, 0 = skip (default 512)\n"
            "  -n, --n-gen N        tokens for the decode test, 0 = skip (default 128)\n"
@@ -44,7 +48,7 @@ static void help(void) {
            "                       rule, routing, experts, output, other) in the measured runs: ms per\n"
            "                       token and share, after the table (a few clock reads per layer)\n"
            "      --json           one JSON object on stdout instead of the table\n"
-           "      --bandwidth      only measure the machine's read bandwidth\n");
+           "      --bandwidth      only measure the machine's read bandwidth (a 1 GiB stream)\n");
 }
 
 typedef struct {
@@ -61,46 +65,90 @@ static stat summarize(const double *v, int r, int n) {
     return s;
 }
 
-/* Read bandwidth in GB/s: every thread sums its share of a 1 GiB buffer
- * (8x larger than any L3 here) with the kernel set's widest loads and
- * independent sums (a plain one-sum loop is bound by its adds and reads
- * 15-25 % less on an AVX-512 machine); the best of a few passes after an
- * untimed one (a host may have paged the idle buffer out: probes read 5-9
- * GB/s on this project's VM until it came first). A shared host's bandwidth
- * moves by tens of percent from minute to minute, so the decode test
- * probes it again beside each of its runs. */
+/* The read-bandwidth probe: the fastest a decoded token's bytes can be
+ * streamed, the ceiling decode is compared with. Each thread sums its share
+ * of a buffer with the kernel set's widest loads (read_sum: independent
+ * sums, so the loop is bound by its loads), and the buffer is read as the
+ * weights are:
+ * - as many bytes as a decoded token reads (at most PROBE_MAX), so caches
+ *   help the probe at least as much as decode, which reads that many bytes
+ *   but not always the same ones (a larger buffer would miss caches that
+ *   decode hits, and decode could beat it);
+ * - in 2 MB pages, as the weights are mapped (file.c);
+ * - every other pass with the decode kernels' L2 prefetch PROBE_AHEAD bytes
+ *   ahead (the plain types use it, the _r16 types do not), the best pass
+ *   counting;
+ * - the best of several passes after an untimed one (a host may have paged
+ *   the idle buffer out). A shared host's bandwidth moves by tens of
+ *   percent from minute to minute, so decode runs are probed beside each. */
+#define PROBE_MAX ((size_t)1 << 30) /* beyond 1 GiB a stream gains nothing from any cache here */
+#define PROBE_PAGE ((size_t)2 << 20)
+#define PROBE_AHEAD 32768 /* DECODE_AHEAD of kernels_simd.h */
+#define PROBE_PIECE 512   /* words summed per read_sum call when prefetching (4 KB) */
+
 typedef struct {
     uint64_t *buf;
     size_t n; /* words */
 } bw_probe;
 
-static bw_probe bw_open(void) {
-    bw_probe b = {aligned_alloc(64, (size_t)1 << 30), ((size_t)1 << 30) / sizeof(uint64_t)};
-    if (!b.buf) die(1, CMD, "out of memory for the bandwidth buffer");
+/* a buffer of at least `bytes` (whole 2 MB pages, at most PROBE_MAX), every page touched */
+static bw_probe bw_open(double bytes) {
+    size_t size = bytes >= (double)PROBE_MAX ? PROBE_MAX : ((size_t)bytes + PROBE_PAGE - 1) / PROBE_PAGE * PROBE_PAGE;
+    if (size < PROBE_PAGE) size = PROBE_PAGE;
+    void *p = NULL;
+    if (posix_memalign(&p, PROBE_PAGE, size)) die(1, CMD, "out of memory for the bandwidth buffer");
+    bw_probe b = {p, size / sizeof(uint64_t)};
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(b.buf, size, MADV_HUGEPAGE); /* a hint: refused, the probe reads 4 KB pages */
+#endif
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < b.n; i++) b.buf[i] = i; /* touch every page before timing */
+    for (size_t i = 0; i < b.n; i++) b.buf[i] = i;
     return b;
 }
 
-static double bw_best(const bw_probe *b, int passes) {
+/* n words (a multiple of 64) at p, read as one decode thread reads its rows */
+static uint64_t read_stream(const uint64_t *p, size_t n, const uint64_t *end, int prefetch) {
     uint64_t (*read_sum)(const uint64_t *, size_t) = kernels_get()->read_sum;
+    if (!prefetch) return read_sum(p, n);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i += PROBE_PIECE) {
+        size_t m = n - i < PROBE_PIECE ? n - i : PROBE_PIECE;
+        const char *ahead = (const char *)(p + i) + PROBE_AHEAD;
+        for (size_t o = 0; o < m * sizeof *p && ahead + o < (const char *)end; o += 64)
+            __builtin_prefetch(ahead + o, 0, 1); /* prefetcht2, as prefetch_span */
+        total += read_sum(p + i, m);
+    }
+    return total;
+}
+
+/* GB/s of the best of `passes` reads of the buffer's first `bytes` (at least
+ * 2 MB, at most all of it), after an untimed one */
+static double bw_best(const bw_probe *b, double bytes, int passes) {
+    size_t n = bytes >= (double)(b->n * sizeof(uint64_t)) ? b->n : (size_t)bytes / sizeof(uint64_t);
+    if (n < PROBE_PAGE / sizeof(uint64_t)) n = b->n < PROBE_PAGE / sizeof(uint64_t) ? b->n : PROBE_PAGE / sizeof(uint64_t);
+#if defined(__x86_64__) || defined(_M_X64)
+    const int kinds = 2; /* without and with the software prefetch */
+#else
+    const int kinds = 1; /* the decode kernels keep to the hardware prefetchers here */
+#endif
     double best = 1e30;
     uint64_t sink = 0;
-    for (int rep = -1; rep < passes; rep++) { /* an untimed pass first: a host may have paged an idle buffer out */
+    for (int rep = -1; rep < passes; rep++) {
         uint64_t total = 0;
+        int prefetch = rep >= 0 && rep % kinds == 1;
         double t0 = now_seconds();
 #pragma omp parallel reduction(+ : total)
         {
-            size_t chunks = b->n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
+            size_t chunks = n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
             size_t lo = chunks * me / team * 64, hi = chunks * (me + 1) / team * 64;
-            total += read_sum(b->buf + lo, hi - lo);
+            total += read_stream(b->buf + lo, hi - lo, b->buf + n, prefetch);
         }
         double t = now_seconds() - t0;
         sink += total;
         if (rep >= 0 && t < best) best = t;
     }
     if (sink == 42) fprintf(stderr, " "); /* keep the sums alive */
-    return (double)b->n * sizeof(uint64_t) / best / 1e9;
+    return (double)n * sizeof(uint64_t) / best / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -235,11 +283,11 @@ int cmd_bench(int argc, char **argv) {
     }
     int threads = cp.n_threads ? cp.n_threads : cores_available();
     threads_set(threads);
-    bw_probe probe = bw_open();
-    double bw = bw_best(&probe, 5);
     if (bw_only) {
+        bw_probe probe = bw_open((double)PROBE_MAX);
+        double bw = bw_best(&probe, (double)PROBE_MAX, 10);
         if (json) printf("{\"threads\": %d, \"bandwidth_gbps\": %.2f}\n", threads, bw);
-        else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB buffer, best of 5)\n", bw, threads);
+        else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB in 2 MB pages, best of 10)\n", bw, threads);
         free(probe.buf);
         return 0;
     }
@@ -252,6 +300,11 @@ int cmd_bench(int argc, char **argv) {
     long need = (long)max_depth + (n_prompt > n_gen ? n_prompt : n_gen);
     if (need > info.max_ctx) die(EXIT_USAGE, CMD, "depth + tokens = %ld exceeds the model's context of %d", need, info.max_ctx);
     cp.n_ctx = (int)need;
+    /* bytes per decoded token: active weights + the KV cache read at the mean position */
+    double first_bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (depths[0] + n_gen / 2.0);
+    double most_bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (max_depth + n_gen / 2.0);
+    bw_probe probe = bw_open(most_bytes);
+    double bw = bw_best(&probe, first_bytes, 10);
     cp.n_threads = threads;
     cp.n_seq = par;
     moe_err err = {{0}};
@@ -286,17 +339,16 @@ int cmd_bench(int argc, char **argv) {
                 v[r] = run_pp(ctx, R->depth, n_prompt, info.vocab_size, ids, &seed, phases ? R->pp_ms : NULL);
             R->pp = summarize(v, reps, n_prompt);
         }
-        /* bytes per decoded token: active weights + the KV cache read at the mean position */
         R->bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (R->depth + n_gen / 2.0);
         if (n_gen > 0) {
             double reads;
             run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads, NULL);
             R->experts_per_step = info.n_moe_layers ? reads / info.n_moe_layers : 0;
             /* each run against the better of the probes just before and just after it */
-            double before = bw_best(&probe, 3);
+            double before = bw_best(&probe, R->bytes, 6);
             for (int r = 0; r < reps; r++) {
                 v[r] = run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads, phases ? R->tg_ms : NULL);
-                double after = bw_best(&probe, 3);
+                double after = bw_best(&probe, R->bytes, 6);
                 rbw[r] = before > after ? before : after;
                 pct[r] = 100.0 * R->bytes * v[r] / 1e9 / rbw[r];
                 before = after;
@@ -333,8 +385,8 @@ int cmd_bench(int argc, char **argv) {
         printf("model %s (%s, %s): %.3f GB of weights, %.3f GB read per decoded token; %d threads, %s kernels\n",
                name, info.arch, info.weight_type, info.weight_bytes / 1e9, info.active_bytes / 1e9, threads,
                moe_kernel_name());
-        printf("weights mapped in 2 MB pages: %.0f %% (4 KB pages read slower; see README, Memory)\n", huge_pct);
-        printf("machine read bandwidth: %.2f GB/s at the start; each decode run is compared with probes beside it\n", bw);
+        printf("weights mapped in 2 MB pages: %.0f %% (4 KB pages read slower; see docs/MEMORY.md)\n", huge_pct);
+        printf("read bandwidth (probe: a token's bytes streamed): %.2f GB/s at the start; each decode run is compared with probes beside it\n", bw);
         if (par > 1 && n_gen > 0)
             printf("%d sequences decode together: tg is all their tokens/s; a step read %.2f routed experts per MoE "
                    "layer for %d choices (k = %d each)\n", par, res[0].experts_per_step, par * info.n_active,

@@ -1305,8 +1305,8 @@ static void help(void) {
 
 /* The model thread waits between rounds for the connection threads, and they
  * and the clients share the cores with it: OpenMP workers that spin while they
- * wait (libgomp's default) take those cores, and on a loaded 2-core machine that
- * turned 4600-5400 tok/s into 1100 with 2-3 s stalls (docs/BENCHMARKS.md).
+ * wait (libgomp's default) take those cores, which stalls requests for seconds
+ * on a loaded machine (docs/BENCHMARKS.md, 2026-12-06).
  * libgomp reads OMP_WAIT_POLICY once, before main, so unless the user chose a
  * policy the server runs itself again with passive waiting set. */
 static void wait_passively(int argc, char **argv) {

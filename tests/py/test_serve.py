@@ -420,7 +420,7 @@ class Logprobs(Serve):
     """logprobs are the model's log-softmax over its raw logits (OpenAI's meaning), checked against
     `moe logits` on the same tokens, the log-softmax taken here in Python. The server decodes token
     by token and `moe logits` evaluates the whole sequence in one pass: the logits differ by float
-    reassociation only (README, Several sequences at once), so 1e-3 bounds the difference."""
+    reassociation only (docs/SERVING.md, Several sequences at once), so 1e-3 bounds the difference."""
     TOL = 1e-3
 
     def check_entry(self, lsm, got_lp, got_top):
@@ -719,7 +719,7 @@ class Parallel(Serve):
         """Running slots go through the model together, one moe_eval_batch per round (the log line's
         "batch" is the most sequences a round evaluated with the request). Greedy text is exactly
         what each prompt gives alone: batching changes the logits by float reassociation only
-        (README, Several sequences at once), far below the default model's top-2 gaps here."""
+        (docs/SERVING.md, Several sequences at once), far below the default model's top-2 gaps here."""
         bodies = [{"prompt": p, "temperature": 0, "max_tokens": 60}
                   for p in ("Once upon a time", "The dog ran", "Lily had a red ball")]
         alone = [self.post("/v1/completions", b)[1]["choices"][0]["text"] for b in bodies]
