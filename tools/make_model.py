@@ -13,6 +13,7 @@ speed. The tokenizer is a 256-byte-token stub: enough to load and bench."""
 import argparse
 import math
 import os
+import random
 import struct
 import sys
 
@@ -77,9 +78,10 @@ _F16_HI = _translate_table([0x1c, 0x21, 0x26, 0x2b, 0x9c, 0xa1, 0xa6, 0xab])
 _SCALE_F16 = struct.pack("<e", 0.002)
 
 
-def _template(dtype, n, bb):
-    """n bytes (whole blocks of bb bytes) of valid random values of dtype."""
-    buf = bytearray(os.urandom(n))
+def _template(dtype, n, bb, seed=None):
+    """n bytes (whole blocks of bb bytes) of valid random values of dtype (from os.urandom, or
+    from random.Random(seed) for a reproducible file)."""
+    buf = bytearray(os.urandom(n) if seed is None else random.Random("%s:%d" % (seed, dtype)).randbytes(n))
     if dtype == moefile.BF16:
         buf[1::2] = bytes(buf[1::2]).translate(_BF16_HI)
     elif dtype == moefile.F16:
@@ -106,21 +108,25 @@ def _template(dtype, n, bb):
 _TEMPLATES = {}
 
 
-def random_bytes(dtype, nbytes):
+def random_bytes(dtype, nbytes, seed=None, name=""):
     """Yield chunks of valid random data of the given dtype, nbytes in total. Each dtype gets one
     CHUNK-sized template of random blocks per run; the data is that template read from a random
     whole block on, wrapping around (zero-copy slices). Making every chunk afresh (os.urandom and
-    the per-byte fixes) ran at ~300 MB/s and held the writer to 120-200 MB/s."""
+    the per-byte fixes) ran at ~300 MB/s and held the writer to 120-200 MB/s. With a seed, the
+    template and the read positions come from it and the tensor's name, so a tensor's bytes do
+    not depend on the order tensors are written in (tools/make_gguf.py writes another order)."""
     block, bb = moefile.DTYPE_BLOCK[dtype]
     if dtype in R16_PLAIN:
         bb *= 16  # one block column of a 16-row group: 16 scales, then the rows' quants
     step = CHUNK // bb * bb
-    if dtype not in _TEMPLATES:
-        _TEMPLATES[dtype] = _template(dtype, step, bb)
-    tpl = _TEMPLATES[dtype]
+    if (dtype, seed) not in _TEMPLATES:
+        _TEMPLATES[dtype, seed] = _template(dtype, step, bb, seed)
+    tpl = _TEMPLATES[dtype, seed]
+    rng = None if seed is None else random.Random("%s:%s" % (seed, name))
     left = nbytes
     while left:
-        pos = int.from_bytes(os.urandom(4), "little") % (step // bb) * bb
+        r = int.from_bytes(os.urandom(4), "little") if rng is None else rng.getrandbits(32)
+        pos = r % (step // bb) * bb
         n = min(step, left)
         yield tpl[pos:pos + n]
         if pos + n > step:
@@ -139,7 +145,9 @@ def build(shape, args):
     wt = DTYPES[args.type]
     # the routed experts: --experts, else the shape's published type (gpt-oss: MXFP4), else --type
     xt = DTYPES[getattr(args, "experts", None) or s.get("experts_type", args.type)]
-    keep = moefile.BF16  # routers, embeddings and MLA absorbed matrices stay in higher precision
+    # routers, embeddings and MLA absorbed matrices stay in higher precision (make_gguf: --type, as llama.cpp's converter)
+    keep = DTYPES[getattr(args, "keep", None) or "bf16"]
+    seed = getattr(args, "seed", None)
     out_t = {moefile.Q4_0: moefile.Q8_0, moefile.Q4_K: moefile.Q8_0, moefile.Q4_0_R16: moefile.Q8_0_R16}.get(wt, wt)
     L, d, E = s["n_layers"], s["dim"], s["experts"]
     w = moefile.MoeWriter()
@@ -239,7 +247,8 @@ def build(shape, args):
     def mat(name, dtype, shape_):
         if dtype in R16_PLAIN and math.prod(shape_[:-1]) % 16:
             dtype = R16_PLAIN[dtype]  # interleaving needs whole 16-row groups (as moe quantize)
-        w.add_tensor(name, dtype, shape_, lambda dt=dtype, sh=shape_: random_bytes(dt, moefile.tensor_nbytes(dt, sh)))
+        w.add_tensor(name, dtype, shape_,
+                     lambda dt=dtype, sh=shape_: random_bytes(dt, moefile.tensor_nbytes(dt, sh), seed, name))
 
     def ones(name, n, value=1.0):
         w.add_tensor(name, moefile.F32, [n], f32_bytes([value] * n))
@@ -333,6 +342,7 @@ def main():
     ap.add_argument("--type", default="q8_0", choices=sorted(DTYPES))
     ap.add_argument("--experts", choices=sorted(DTYPES),
                     help="type of the routed experts (default: the published one, MXFP4 for gpt-oss; else --type)")
+    ap.add_argument("--seed", type=int, help="reproducible values (tools/make_gguf.py --seed S writes the same ones)")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args()
