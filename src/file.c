@@ -384,6 +384,10 @@ void *moef_alloc(moe_file *f, size_t n) {
 }
 
 int moef_index(moe_file *f, moe_err *err) {
+    /* a GGUF view's counts come from its file: the .moe header's limits keep
+     * index_new's table size (twice the count, a power of two) from wrapping */
+    if (f->n_kv > MAX_KV) return moe_fail(err, "%d metadata entries exceed %d", f->n_kv, MAX_KV);
+    if (f->n_tensors > MAX_TENSORS) return moe_fail(err, "%d tensors exceed %d", f->n_tensors, MAX_TENSORS);
     f->kv_index = index_new(f->n_kv, &f->kv_index_cap);
     f->tensor_index = index_new(f->n_tensors, &f->tensor_index_cap);
     if (!f->kv_index || !f->tensor_index) return moe_fail(err, "out of memory indexing the directory");

@@ -46,8 +46,10 @@ static void invert_lower(const double *l, double *x, int n) {
  * A = V V^T with V = J M J upper, so A^-1 = V^-T V^-1 and U = V^-1 =
  * J M^-1 J is the upper factor wanted. Two O(n^3/3) steps, in double. */
 int gptq_factor(const float *H, int n, float damp, float *U) {
-    size_t nn = (size_t)n * n;
-    double *a = malloc(sizeof(double) * nn), *m = malloc(sizeof(double) * nn);
+    /* n * n fits in 64 bits, its bytes may not (n = 1518500250 wraps to 277 MB) */
+    uint64_t bytes;
+    if (n <= 0 || !mul_u64((uint64_t)n * (uint64_t)n, sizeof(double), &bytes) || bytes > SIZE_MAX) return -1;
+    double *a = malloc((size_t)bytes), *m = malloc((size_t)bytes);
     if (!a || !m) {
         free(a), free(m);
         return -1;

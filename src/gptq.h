@@ -13,7 +13,8 @@
 
 /* U, the upper-triangular Cholesky factor of (H + damp * mean(diag H) * I)^-1
  * (U^T U = that inverse), n x n row-major, from H (n x n, symmetric).
- * Returns 0, or -1 if the damped H is not positive definite. */
+ * Returns 0, or -1 if the damped H is not positive definite, n is not
+ * positive, or its n x n doubles do not fit in memory. */
 int gptq_factor(const float *H, int n, float damp, float *U);
 
 /* nrows rows of n floats at x as plain Q8_0, Q4_0 or Q4_K rows at y (n a

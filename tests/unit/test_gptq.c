@@ -65,6 +65,10 @@ static void test_factor(int n) {
     CHECK(worst < 2e-3, "n %d: U^T U (H + damp) is I to %g", n, worst);
     float minus[4] = {1, 2, 2, 1}; /* not positive definite: eigenvalues 3 and -1 */
     CHECK(gptq_factor(minus, 2, 0.0f, u) == -1, "an indefinite H must be refused");
+    /* n x n doubles of 1518500250 are 2^64 + 277 MB: a wrapped size would
+     * allocate 277 MB and write past it (here: read the NULL H) */
+    CHECK(gptq_factor(NULL, 1518500250, 0.0f, NULL) == -1, "a size that wraps must be refused");
+    CHECK(gptq_factor(NULL, 0, 0.0f, NULL) == -1, "n = 0 must be refused");
     free(x), free(h), free(u);
 }
 
