@@ -14,6 +14,8 @@
  *   test_quant_types dequant TYPE N   stdin: the bytes of N values of TYPE
  *                                     (a moe dtype id); stdout: N float32
  *   test_quant_types quantize TYPE N  stdin: N float32; stdout: the bytes
+ *   test_quant_types dtypes           stdout: dtype.c's table, one type a line:
+ *                                     id name block block_bytes row_group plain
  * The Python side compares with ggml's own values (../shared/gguf). */
 #include <math.h>
 #include <stdio.h>
@@ -246,8 +248,15 @@ static void test_quantizers(void) {
 /* ------------------------------------------------------------ helper mode */
 
 static int helper(int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[1], "dtypes")) { /* dtype.c's table, for tests/py/test_dtype_table.py */
+        for (int id = 0; id < DT_COUNT; id++) {
+            const dtype_traits *d = dtype_info(id);
+            if (d) printf("%d %s %d %d %d %d\n", id, d->name, d->block, d->block_bytes, d->row_group, (int)d->plain);
+        }
+        return 0;
+    }
     if (argc != 4) {
-        fprintf(stderr, "usage: %s dequant|quantize TYPE N\n", argv[0]);
+        fprintf(stderr, "usage: %s dequant|quantize TYPE N, or dtypes\n", argv[0]);
         return 2;
     }
     const qtype *t = type_by_id(atoi(argv[2]));
