@@ -731,33 +731,58 @@ static inline __m512 groups_of_8(__m128i b, float f) {
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, b))), _mm512_set1_ps(f));
 }
 
-static inline void unpack_kq_q4_K(const block_q4_K *w, kq_w *u) {
+static inline void kq_codes_q4_K(const block_q4_K *w, __m512i *q) {
     const __m512i m4 = _mm512_set1_epi8(0xF);
     for (int h = 0; h < 2; h++) {
         __m512i v = _mm512_loadu_si512(w->qs + 64 * h);
-        u->q[2 * h] = _mm512_and_si512(v, m4);
-        u->q[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        q[2 * h] = _mm512_and_si512(v, m4);
+        q[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
+}
+
+static inline void unpack_kq_q4_K(const block_q4_K *w, kq_w *u) {
+    kq_codes_q4_K(w, u->q);
     __m128i sm = q4_K_scales_mins(w->scales);
     u->sc = groups_of_8(sm, h2f(w->d));
     u->mn = groups_of_8(_mm_unpackhi_epi64(sm, sm), h2f(w->dmin));
 }
 
+/* The high bits of two sub-blocks' codes from their bit field hb (qh,
+ * broadcast to both halves): the bits in mask (per half) moved to bit 4 by
+ * a rotate of rot bits left (per half; they stay inside their byte), then
+ * or-ed under the low nibbles of lo: (lo & 0xF) | hb in one ternary op.
+ * Three or four operations per pair of sub-blocks where shifting the field
+ * and masking after took five or six: decode is bound by these ports. */
+static inline __m512i kq_merge_high(__m512i lo, __m512i qh, __m512i mask, __m512i rot) {
+    __m512i hb = _mm512_rolv_epi32(_mm512_and_si512(qh, mask), rot);
+    return _mm512_ternarylogic_epi32(lo, hb, _mm512_set1_epi8(0xF), 0xEC); /* (A & C) | B: 0xF0 & 0xAA | 0xCC */
+}
+
+/* Per-half constants: v for the low 256 bits, w for the high. */
+static inline __m512i halves_epi8(int v, int w) {
+    return _mm512_inserti64x4(_mm512_set1_epi8((char)v), _mm256_set1_epi8((char)w), 1);
+}
+static inline __m512i halves_epi32(int v, int w) {
+    return _mm512_inserti64x4(_mm512_set1_epi32(v), _mm256_set1_epi32(w), 1);
+}
+
 /* Q5_K: the 5th bit of sub-block j is bit j of qh[l]; pair p holds
  * sub-blocks j (low half) and j + 2 (high half), j = (0, 1, 4, 5)[p]. */
-static inline void unpack_kq_q5_K(const block_q5_K *w, kq_w *u) {
-    const __m512i m4 = _mm512_set1_epi8(0xF), bit4 = _mm512_set1_epi8(0x10);
+static inline void kq_codes_q5_K(const block_q5_K *w, __m512i *q) {
     __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w->qh));
     for (int h = 0; h < 2; h++) {
         __m512i v = _mm512_loadu_si512(w->qs + 64 * h);
         for (int k = 0; k < 2; k++) {
-            int j = 4 * h + k; /* qh bit j, then j + 2, moved to bit 4 */
-            __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)j), _mm256_set1_epi16((short)(j + 2)), 1);
-            __m512i hb = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(qh, cnt), 4), bit4);
+            int j = 4 * h + k; /* bits j and j + 2 to bit 4: rotate left by 4 - j (mod 32) */
             __m512i lo = k ? _mm512_srli_epi16(v, 4) : v;
-            u->q[2 * h + k] = _mm512_or_si512(_mm512_and_si512(lo, m4), hb);
+            q[2 * h + k] = kq_merge_high(lo, qh, halves_epi8(1 << j, 1 << (j + 2)),
+                                         halves_epi32((4 - j) & 31, (2 - j) & 31));
         }
     }
+}
+
+static inline void unpack_kq_q5_K(const block_q5_K *w, kq_w *u) {
+    kq_codes_q5_K(w, u->q);
     __m128i sm = q4_K_scales_mins(w->scales);
     u->sc = groups_of_8(sm, h2f(w->d));
     u->mn = groups_of_8(_mm_unpackhi_epi64(sm, sm), h2f(w->dmin));
@@ -767,18 +792,21 @@ static inline void unpack_kq_q5_K(const block_q5_K *w, kq_w *u) {
  * (low nibble for k < 2, high for k >= 2) and high bits 2k.. of
  * qh[32 h + l]; one int8 scale per 16 values; codes 0..63 stand for
  * code - 32. Pairs are sub-blocks (0,1), (2,3), ... */
-static inline void unpack_kq_q6_K(const block_q6_K *w, kq_w *u) {
-    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(0x30);
+static inline void kq_codes_q6_K(const block_q6_K *w, __m512i *q) {
     for (int h = 0; h < 2; h++) {
         __m512i ql = _mm512_loadu_si512(w->ql + 64 * h);
         __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
         for (int k = 0; k < 4; k += 2) { /* sub-blocks 4h + k (low half), 4h + k + 1 (high half) */
-            __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)), _mm256_set1_epi16((short)(2 * k + 2)), 1);
-            __m512i hi = _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(qh, cnt), 4), m2);
-            __m512i lo = _mm512_and_si512(k ? _mm512_srli_epi16(ql, 4) : ql, m4);
-            u->q[2 * h + k / 2] = _mm512_or_si512(lo, hi);
+            /* bits 2k.. and 2k + 2.. to bits 4, 5: rotate left by 4 - 2k and 2 - 2k (mod 32) */
+            __m512i lo = k ? _mm512_srli_epi16(ql, 4) : ql;
+            q[2 * h + k / 2] = kq_merge_high(lo, qh, halves_epi8(3 << (2 * k), 3 << (2 * k + 2)),
+                                             halves_epi32((4 - 2 * k) & 31, (2 - 2 * k) & 31));
         }
     }
+}
+
+static inline void unpack_kq_q6_K(const block_q6_K *w, kq_w *u) {
+    kq_codes_q6_K(w, u->q);
     u->sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w->scales))),
                           _mm512_set1_ps(h2f(w->d)));
     u->mn = _mm512_mul_ps(u->sc, _mm512_set1_ps(32.0f));
@@ -839,8 +867,111 @@ static inline __m512i kq_perm(const int *order, int p) {
         }                                                                                                     \
         for (int t = 0; t < T; t++) {                                                                         \
             __m512 a = T <= 4 ? _mm512_add_ps(acc[0][t], acc[1][t]) : acc[0][t];                              \
-            o[t] = _mm512_reduce_add_ps(a) - _mm512_reduce_add_ps(mins[t]);                                  \
+            o[t] = _mm512_reduce_add_ps(_mm512_sub_ps(a, mins[t])); /* one reduction a row */               \
         }                                                                                                     \
+    }
+
+/* Decode (one token). The token is laid out once per tile call with what
+ * makes a super-block's scaling cheapest (kq_x1); a row's sum stays a
+ * vector, so eight rows are reduced at once (sum8); the prefetch
+ * DECODE_AHEAD bytes on is issued per super-block (a constant count,
+ * unrolled). The per-row reductions and a prefetch loop per row were a
+ * quarter of the in-cache time; Q6_K's -32 starts the int32 sums (neg),
+ * and Q4_K/Q5_K's 8 scales and 8 mins are one vector (k): one convert and
+ * two multiplies per super-block where there were two of each and more. */
+typedef struct {
+    int8_t q[256];      /* the values, pairs in the weight's order (as kq_x) */
+    float k[16];        /* Q4_K/Q5_K: block j's scale (lane j) and scale x sum of its values (8 + j);
+                         * Q6_K: 16-value group g's activation scale (its block's) */
+    int32_t neg[4][16]; /* Q6_K: -32 x the 4 values of each dpbusd lane, pair by pair (the codes' offset) */
+} kq_x1;
+
+static void kq_prepare1(const block_q8a *x, int ns, const int *order, int q6, kq_x1 *out) {
+    for (int b = 0; b < ns; b++, x += 8) {
+        kq_x1 *o = &out[b];
+        for (int i = 0; i < 8; i++) memcpy(o->q + 32 * i, x[order[i]].qs, 32);
+        for (int j = 0; j < 8; j++) {
+            if (q6) o->k[2 * j] = o->k[2 * j + 1] = x[j].d;
+            else o->k[j] = x[j].d, o->k[8 + j] = x[j].d * (float)x[j].sum;
+        }
+        for (int p = 0; p < 4 && q6; p++) {
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), _mm512_loadu_si512(o->q + 64 * p));
+            _mm512_storeu_si512(o->neg[p], _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s, 5)));
+        }
+    }
+}
+
+/* Lane l of pair p belongs to 32-block order[2p + l / 8]: the permute that
+ * spreads 8 block scales to it. */
+static inline __m512i kq_perm_block(const int *order, int p) {
+    int32_t ix[16];
+    for (int l = 0; l < 16; l++) ix[l] = order[2 * p + l / 8];
+    return _mm512_loadu_si512(ix);
+}
+
+/* One row's super-blocks against the token, as a vector to be summed. */
+static inline __m512 row1_q6_K(int ns, const block_q6_K *wb, const __m512i *perm, const kq_x1 *x) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    for (int b = 0; b < ns; b++) {
+        prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(block_q6_K));
+        __m512i q[4];
+        kq_codes_q6_K(&wb[b], q);
+        __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)wb[b].scales)));
+        __m512 g = _mm512_mul_ps(_mm512_mul_ps(sc, _mm512_loadu_ps(x[b].k)), _mm512_set1_ps(h2f(wb[b].d)));
+        for (int p = 0; p < 4; p++) {
+            __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[b].neg[p]), q[p], _mm512_loadu_si512(x[b].q + 64 * p));
+            __m512 f = _mm512_cvtepi32_ps(d), s = _mm512_permutexvar_ps(perm[p], g);
+            if (p & 1) a1 = _mm512_fmadd_ps(f, s, a1);
+            else a0 = _mm512_fmadd_ps(f, s, a0);
+        }
+    }
+    return _mm512_add_ps(a0, a1);
+}
+
+/* Q4_K/Q5_K: k = (8 scales x d, 8 mins x dmin) x the token's (scales,
+ * scale x sums); the pairs take lanes 0-7 through the block permute, the
+ * mins are lanes 8-15 summed. */
+#define KQ_ROW1_MINS(NAME, BLOCK, CODES)                                                                     \
+    static inline __m512 NAME(int ns, const BLOCK *wb, const __m512i *perm, const kq_x1 *x) {                 \
+        const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);                  \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, mins = a0;                                                  \
+        for (int b = 0; b < ns; b++) {                                                                        \
+            prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(BLOCK));                           \
+            __m512i q[4];                                                                                     \
+            CODES(&wb[b], q);                                                                                 \
+            int32_t dm; /* d and dmin, the block's first 4 bytes */                                           \
+            memcpy(&dm, &wb[b].d, 4);                                                                         \
+            __m512 ddm = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(dm)))); \
+            __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_K_scales_mins(wb[b].scales)));            \
+            __m512 k = _mm512_mul_ps(_mm512_mul_ps(sm, ddm), _mm512_loadu_ps(x[b].k));                        \
+            for (int p = 0; p < 4; p++) {                                                                     \
+                __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[p], _mm512_loadu_si512(x[b].q + 64 * p)); \
+                __m512 f = _mm512_cvtepi32_ps(d), s = _mm512_permutexvar_ps(perm[p], k);                      \
+                if (p & 1) a1 = _mm512_fmadd_ps(f, s, a1);                                                    \
+                else a0 = _mm512_fmadd_ps(f, s, a0);                                                          \
+            }                                                                                                 \
+            mins = _mm512_mask_add_ps(mins, (__mmask16)0xFF00, mins, k);                                      \
+        }                                                                                                     \
+        return _mm512_sub_ps(_mm512_add_ps(a0, a1), mins);                                                    \
+    }
+KQ_ROW1_MINS(row1_q4_K, block_q4_K, kq_codes_q4_K)
+KQ_ROW1_MINS(row1_q5_K, block_q5_K, kq_codes_q5_K)
+
+/* A tile's rows for one token, one after another (one linear stream). */
+#define KQ_DECODE(NAME, BLOCK, ROW1, ORDER, Q6)                                                              \
+    static void NAME(int ns, const void *w, size_t w_stride, int nr, const block_q8a *xa, float *y) {         \
+        static const int order[8] = ORDER;                                                                    \
+        __m512i perm[4];                                                                                      \
+        for (int p = 0; p < 4; p++) perm[p] = Q6 ? kq_perm(order, p) : kq_perm_block(order, p);               \
+        kq_x1 x[KQ_MAX_SUPER];                                                                                \
+        kq_prepare1(xa, ns, order, Q6, x);                                                                    \
+        int r = 0;                                                                                            \
+        for (; r + 8 <= nr; r += 8) {                                                                         \
+            __m512 v[8];                                                                                      \
+            for (int i = 0; i < 8; i++) v[i] = ROW1(ns, (const BLOCK *)((const char *)w + (size_t)(r + i) * w_stride), perm, x); \
+            _mm256_storeu_ps(y + r, sum8(v));                                                                 \
+        }                                                                                                     \
+        for (; r < nr; r++) y[r] = _mm512_reduce_add_ps(ROW1(ns, (const BLOCK *)((const char *)w + (size_t)r * w_stride), perm, x)); \
     }
 
 /* Many tokens: lanes are tokens, as for Q8_0 (TOKENS16, interleave16): a
@@ -954,12 +1085,16 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
  * fewer goes 4, then 3, 2 or 1 at a time over the same row), after the
  * token-lane path took what it could; rows longer than KQ_MAX_SUPER
  * super-blocks take the AVX2 tile. */
-#define KQ_TILE(NAME, BLOCK, ROW, ORDER, TOKENS16, FALLBACK)                                                 \
+#define KQ_TILE(NAME, BLOCK, ROW, DECODE, ORDER, TOKENS16, FALLBACK)                                                 \
     static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,         \
                      const int *idx, int nt, float *y, size_t ldy) {                                          \
         int ns = n / QK_K;                                                                                    \
         if (ns > KQ_MAX_SUPER) {                                                                              \
             FALLBACK(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);                                       \
+            return;                                                                                           \
+        }                                                                                                     \
+        if (nt == 1) {                                                                                        \
+            DECODE(ns, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                       \
             return;                                                                                           \
         }                                                                                                     \
         int first = nt >= XT ? TOKENS16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;             \
@@ -976,7 +1111,6 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
             }                                                                                                 \
             for (int r = 0; r < nr; r++) {                                                                    \
                 const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
-                if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);                  \
                 float o[KQ_TOK] = {0};                                                                        \
                 /* a constant token count keeps the accumulators in registers */                             \
                 if (m == KQ_TOK) ROW(KQ_TOK, ns, wb, perm, x, o);                                             \
@@ -997,14 +1131,17 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
 #define NIBBLE_PAIRS {0, 2, 1, 3, 4, 6, 5, 7}
 #define NATURAL_PAIRS {0, 1, 2, 3, 4, 5, 6, 7}
 KQ_ROW(row_q4_K, block_q4_K, unpack_kq_q4_K)
+KQ_DECODE(q4_K_decode, block_q4_K, row1_q4_K, NIBBLE_PAIRS, 0)
 KQ_ROW(row_q5_K, block_q5_K, unpack_kq_q5_K)
+KQ_DECODE(q5_K_decode, block_q5_K, row1_q5_K, NIBBLE_PAIRS, 0)
 KQ_ROW(row_q6_K, block_q6_K, unpack_kq_q6_K)
+KQ_DECODE(q6_K_decode, block_q6_K, row1_q6_K, NATURAL_PAIRS, 1)
 KQ_TOKENS16(q4_K_tokens16, block_q4_K, unpack_kq_q4_K, NIBBLE_PAIRS, 0)
 KQ_TOKENS16(q5_K_tokens16, block_q5_K, unpack_kq_q5_K, NIBBLE_PAIRS, 0)
 KQ_TOKENS16(q6_K_tokens16, block_q6_K, unpack_kq_q6_K, NATURAL_PAIRS, 1)
-KQ_TILE(tile_q4_K, block_q4_K, row_q4_K, NIBBLE_PAIRS, q4_K_tokens16, avx2_tile_q4_K)
-KQ_TILE(tile_q5_K, block_q5_K, row_q5_K, NIBBLE_PAIRS, q5_K_tokens16, avx2_tile_q5_K)
-KQ_TILE(tile_q6_K, block_q6_K, row_q6_K, NATURAL_PAIRS, q6_K_tokens16, avx2_tile_q6_K)
+KQ_TILE(tile_q4_K, block_q4_K, row_q4_K, q4_K_decode, NIBBLE_PAIRS, q4_K_tokens16, avx2_tile_q4_K)
+KQ_TILE(tile_q5_K, block_q5_K, row_q5_K, q5_K_decode, NIBBLE_PAIRS, q5_K_tokens16, avx2_tile_q5_K)
+KQ_TILE(tile_q6_K, block_q6_K, row_q6_K, q6_K_decode, NATURAL_PAIRS, q6_K_tokens16, avx2_tile_q6_K)
 
 /* ------------------------------------------------------------ f32 helpers */
 
