@@ -175,6 +175,40 @@ static void test_expected_sets(void) {
     }
 }
 
+/* A set's rows x cols matrix of type dt times n tokens against the scalar
+ * set's; what names the case in a failure. */
+static void check_mat(const kernel_set *set, const test_mat *mp, int n, const char *what) {
+    const test_mat m = *mp;
+    moe_dtype dt = m.w.dtype;
+    int rows = m.w.rows, cols = m.w.cols;
+    float *x = malloc(sizeof(float) * n * cols), *y0 = malloc(sizeof(float) * n * rows),
+          *y1 = malloc(sizeof(float) * n * rows);
+    void *scratch = malloc(act_scratch_bytes(n, cols));
+    for (int i = 0; i < n * cols; i++) x[i] = grand();
+    int idx[16];
+    for (int t = 0; t < n; t++) idx[t] = t;
+    act_rows a;
+    act_init(&a, x, n, cols, scratch);
+    matmul_serial(kernels_scalar(), y0, &m.w, &a, idx, n);
+    act_init(&a, x, n, cols, scratch);
+    matmul_serial(set, y1, &m.w, &a, idx, n);
+    int bad = -1;
+    for (int i = 0; i < n * rows && bad < 0; i++)
+        if (fabs(y0[i] - y1[i]) > 1e-5 * sqrt((double)cols) * (1 + fabs(y0[i])) * 2) bad = i;
+    CHECK(bad < 0, "%s %s %s: rows %d cols %d n %d: [%d] %.8g vs scalar %.8g", set->name, dtype_name(dt), what, rows,
+          cols, n, bad, bad < 0 ? 0 : y1[bad], bad < 0 ? 0 : y0[bad]);
+    free(x);
+    free(y0);
+    free(y1);
+    free(scratch);
+}
+
+static void check_shape(const kernel_set *set, moe_dtype dt, int rows, int cols, int n, const char *what) {
+    test_mat m = make_mat(dt, rows, cols);
+    check_mat(set, &m, n, what);
+    free_mat(&m);
+}
+
 /* A set against the scalar one on rows past 32768 columns, for every type
  * it has a tile for: one token (decode), 4 (a tile's token group) and 16
  * (the AVX-512 token-lane prefill, which keeps at most 256 blocks = 8192
@@ -187,32 +221,24 @@ static void test_long_rows(const kernel_set *set) {
         moe_dtype dt = TYPES[ti];
         if (!set->tile[dt]) continue;
         for (int ci = 0; ci < 2; ci++)
-            for (int k = 0; k < 3; k++) {
-                int cols = cols_l[ci], n = toks[k], rows = 16;
-                if (cols % dtype_info(dt)->block) continue;
-                test_mat m = make_mat(dt, rows, cols);
-                float *x = malloc(sizeof(float) * n * cols), *y0 = malloc(sizeof(float) * n * rows),
-                      *y1 = malloc(sizeof(float) * n * rows);
-                void *scratch = malloc(act_scratch_bytes(n, cols));
-                for (int i = 0; i < n * cols; i++) x[i] = grand();
-                int idx[16];
-                for (int t = 0; t < n; t++) idx[t] = t;
-                act_rows a;
-                act_init(&a, x, n, cols, scratch);
-                matmul_serial(kernels_scalar(), y0, &m.w, &a, idx, n);
-                act_init(&a, x, n, cols, scratch);
-                matmul_serial(set, y1, &m.w, &a, idx, n);
-                int bad = -1;
-                for (int i = 0; i < n * rows && bad < 0; i++)
-                    if (fabs(y0[i] - y1[i]) > 1e-5 * sqrt((double)cols) * (1 + fabs(y0[i])) * 2) bad = i;
-                CHECK(bad < 0, "%s %s long rows: cols %d n %d: [%d] %.8g vs scalar %.8g", set->name, dtype_name(dt), cols,
-                      n, bad, bad < 0 ? 0 : y1[bad], bad < 0 ? 0 : y0[bad]);
-                free(x);
-                free(y0);
-                free(y1);
-                free(scratch);
-                free_mat(&m);
-            }
+            for (int k = 0; k < 3; k++)
+                if (cols_l[ci] % dtype_info(dt)->block == 0) check_shape(set, dt, 16, cols_l[ci], toks[k], "long rows");
+    }
+}
+
+/* One token on many rows, as a model's output matrix: the decode tiles
+ * reduce rows in groups (eight for the AVX-512 K-quants) with a tail, and
+ * prefetch ahead into the rows that follow. 8197 rows as wide as a MoE
+ * model's experts (768: three K-quant super-blocks, the shortest rows the
+ * decode tiles see); two tokens take the other path over the same rows. */
+static void test_many_rows(const kernel_set *set) {
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        moe_dtype dt = TYPES[ti];
+        if (!set->tile[dt] || !dtype_info(dt)->is_quant || dtype_info(dt)->row_group > 1 || 768 % dtype_info(dt)->block)
+            continue;
+        test_mat m = make_mat(dt, 8197, 768);
+        for (int n = 1; n <= 2; n++) check_mat(set, &m, n, "many rows");
+        free_mat(&m);
     }
 }
 
@@ -467,7 +493,10 @@ int main(void) {
     {
         const kernel_set *sets[8];
         int n_sets = kernels_available(sets, 8);
-        for (int s = 1; s < n_sets; s++) test_long_rows(sets[s]);
+        for (int s = 1; s < n_sets; s++) {
+            test_long_rows(sets[s]);
+            test_many_rows(sets[s]);
+        }
     }
     test_r16_layout();
     return test_summary("test_kernels");
