@@ -206,7 +206,6 @@ ARCHS = {
     "Glm4MoeLiteForCausalLM": "deepseek_v3",
     "Qwen3_5MoeForConditionalGeneration": "qwen3_5_moe", "Qwen3NextForCausalLM": "qwen3_next",
 }
-HYBRID = ("qwen3_5_moe", "qwen3_next")  # Gated DeltaNet + gated attention (qwen3_next_kv)
 
 
 class Config:
@@ -378,26 +377,59 @@ def granite_kv(cfg, arch, kv, mscale2):
     kv["model.logit_scale"] = 1.0 / cfg.float("logits_scaling", 1.0)
 
 
+def one_plus(v):
+    """A zero-centred RMSNorm weight (HF computes x * (1 + w)), stored as the weight used."""
+    return 1.0 + v
+
+
+# Where a family's HF checkpoint keeps its tensors (plan_hf walks this; docs in the field comments):
+#   prefix      the decoder (embed_tokens, layers.N., norm) lives under it
+#   norm        None: RMSNorm weights are copied; else a function of each value (zero-centred norms)
+#   layer       a layer's parts in file order (LAYER_PARTS)
+#   moe         the MoE block under each layer; router: its router weight under the block
+#   each        per-expert (gate, up, down) names under experts.N. (stacked into [E, ...])
+#   fused       (gate_up [E, 2F, D], down [E, D, F]) under the block: used when present, or always if no `each`
+#   mxfp4       gpt-oss: experts as MXFP4 blocks and scales, router with a bias (plan_gpt_oss_moe)
+#   shared      the shared expert under the block; shared_zero: a width-0 shared expert is stored (and dropped)
+#   skip        tensor name prefixes that are not the text decoder (vision tower, MTP layers): left out
+#   text_config the decoder's config is config.json's text_config (a vision-language wrapper)
+HfNames = collections.namedtuple(
+    "HfNames", "prefix norm layer moe router each fused mxfp4 shared shared_zero skip text_config",
+    defaults=("model.", None, ("attn_norm", "attn", "ffn_norm", "ffn"), "mlp.", "gate.weight",
+              ("gate_proj", "up_proj", "down_proj"), None, False, "shared_experts.", False, (), False))
+HF = HfNames()
+# Qwen3-Next / Qwen3.5: zero-centred norms, both norms of a layer before its mixer, experts fused
+# (Qwen3.5) or one tensor each (Qwen3-Next), a sigmoid-gated shared expert; not run for text: the
+# vision tower (Qwen3.5) and the MTP draft layer(s) under mtp.
+HF_HYBRID = HF._replace(norm=one_plus, layer=("attn_norm", "ffn_norm", "attn", "ffn"),
+                        fused=("experts.gate_up_proj", "experts.down_proj"), shared="shared_expert.", skip=("model.visual.", "mtp."))
+
 # What each family adds to the common metadata, as its HF modeling code does (config.c's table is
 # the engine's side): attention bias allowed on q/k/v(/o), q/k/v bias, per-head QK-norm, DeepSeek's
-# RoPE (interleaved pairs, mscale), how its experts are set up, and a function for the rest.
-Family = collections.namedtuple("Family", "attn_bias qkv_bias qk_norm deepseek_rope experts extra",
-                                defaults=(False, False, None, False, None, None))
+# RoPE (interleaved pairs, mscale), how its experts are set up, a function for the rest, and where
+# its checkpoint keeps the tensors (HfNames).
+Family = collections.namedtuple("Family", "attn_bias qkv_bias qk_norm deepseek_rope experts extra hf",
+                                defaults=(False, False, None, False, None, None, HF))
 FAMILIES = {
     "llama": Family(),
     "qwen2": Family(attn_bias=True, qkv_bias=True),
     "qwen3": Family(qk_norm="head"),
-    "mixtral": Family(experts=mixtral_experts),
-    "granitemoe": Family(experts=mixtral_experts, extra=granite_kv),
-    "qwen2_moe": Family(attn_bias=True, qkv_bias=True, experts=qwen_experts),
+    "mixtral": Family(experts=mixtral_experts, hf=HF._replace(moe="block_sparse_moe.", each=("w1", "w3", "w2"))),
+    "granitemoe": Family(experts=mixtral_experts, extra=granite_kv,
+                         hf=HF._replace(moe="block_sparse_moe.", router="router.layer.weight", each=None,
+                                        fused=("input_linear.weight", "output_linear.weight"))),
+    "qwen2_moe": Family(attn_bias=True, qkv_bias=True, experts=qwen_experts,
+                        hf=HF._replace(shared="shared_expert.", shared_zero=True)),
     "qwen3_moe": Family(qk_norm="head", experts=qwen_experts),
     "olmoe": Family(experts=olmoe_experts),
     "deepseek_v2": Family(deepseek_rope=True, extra=lambda cfg, arch, kv, m2: deepseek_kv(cfg, arch, kv, m2)),
     "deepseek_v3": Family(deepseek_rope=True, extra=lambda cfg, arch, kv, m2: deepseek_kv(cfg, arch, kv, m2)),
     "glm4_moe": Family(attn_bias=True, extra=lambda cfg, arch, kv, m2: glm4_moe_kv(cfg, kv)),
-    "gpt_oss": Family(attn_bias=True, extra=lambda cfg, arch, kv, m2: gpt_oss_kv(cfg, kv)),
-    "qwen3_5_moe": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv)),
-    "qwen3_next": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv)),
+    "gpt_oss": Family(attn_bias=True, extra=lambda cfg, arch, kv, m2: gpt_oss_kv(cfg, kv),
+                      hf=HF._replace(each=None, mxfp4=True)),
+    "qwen3_5_moe": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv),
+                          hf=HF_HYBRID._replace(prefix="model.language_model.", text_config=True)),
+    "qwen3_next": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv), hf=HF_HYBRID),
 }
 
 
@@ -467,7 +499,7 @@ def qwen3_next_kv(cfg, arch, kv):
     """Qwen3-Next / Qwen3.5-MoE (modeling_qwen3_next.py, modular_qwen3_5_moe.py): per layer a Gated DeltaNet
     or a gated attention (q_proj doubled, sigmoid output gate, per-head QK-norm, partial RoPE); MoE with a
     sigmoid-gated shared expert. Every RMSNorm but the DeltaNet's gated one is zero-centred, x·(1 + w):
-    the converter stores 1 + w (plan_hybrid), so the engine's RMSNorm is the plain one."""
+    the converter stores 1 + w (HfNames.norm), so the engine's RMSNorm is the plain one."""
     L, HD = kv["model.n_layers"], kv["model.head_dim"]
     types = cfg.get("layer_types", [])
     if not types:  # Qwen3NextConfig's default: every interval-th layer is full attention
@@ -647,84 +679,87 @@ def glm4_moe_kv(cfg, kv):
 
 
 # ---------------------------------------------------------------- HF tensors -> moe tensors
+#
+# One walk for every family, driven by its HfNames row (FAMILIES) and by the metadata: which
+# attention a layer has (ssm.layers, attn.type), which extras (attn.o_bias, attn.sinks,
+# attn.qkv_bias, attn.qk_norm, attn.out_gate), and which FFN (moe.layers, moe.bias, moe.shared_ff,
+# moe.shared_gate) are the keys the engine reads too; the family row says where HF keeps them.
 
-def plan_hf(cfg, kv, plan):
-    arch = kv["general.arch"]
-    if arch in HYBRID:
-        return plan_hybrid(kv, plan, "model.language_model." if arch == "qwen3_5_moe" else "model.")
+def plan_hf(kv, plan, names):
+    """Every output tensor, in file order: embedding, final norm, output head, then each layer's
+    parts in the order names.layer gives."""
     D, L, V = kv["model.dim"], kv["model.n_layers"], kv["model.vocab_size"]
-    H, KV, HD = kv["model.n_heads"], kv["model.n_kv_heads"], kv["model.head_dim"]
-    plan.copy("tok_embd", "model.embed_tokens.weight", [V, D])
-    plan.copy("output_norm", "model.norm.weight", [D])
+    pre = names.prefix
+    plan.copy("tok_embd", pre + "embed_tokens.weight", [V, D])
+    plan_norm(plan, names, "output_norm", pre + "norm.weight", D)
     if not kv["model.tied_embd"]:
         plan.copy("output", "lm_head.weight", [V, D])
     elif plan.has("lm_head.weight"):
         plan.used.add("lm_head.weight")  # tied: HF overwrites it with the embedding
-    mla = kv.get("attn.type") == "mla"
-    layers = kv.get("moe.layers", [0] * L)
     for i in range(L):
-        p, b = "model.layers.%d." % i, "blk.%d." % i
-        plan.copy(b + "attn_norm", p + "input_layernorm.weight", [D])
-        if arch == "gpt_oss":
-            plan.copy(b + "attn_o_bias", p + "self_attn.o_proj.bias", [D])
-            plan.copy(b + "attn_sinks", p + "self_attn.sinks", [H])
-        if mla:
-            plan_mla(kv, plan, i, p, b)
-        else:
-            plan.copy(b + "attn_q", p + "self_attn.q_proj.weight", [H * HD, D])
-            plan.copy(b + "attn_k", p + "self_attn.k_proj.weight", [KV * HD, D])
-            plan.copy(b + "attn_v", p + "self_attn.v_proj.weight", [KV * HD, D])
-            if kv.get("attn.qkv_bias"):
-                plan.copy(b + "attn_q_bias", p + "self_attn.q_proj.bias", [H * HD])
-                plan.copy(b + "attn_k_bias", p + "self_attn.k_proj.bias", [KV * HD])
-                plan.copy(b + "attn_v_bias", p + "self_attn.v_proj.bias", [KV * HD])
-            qk = kv.get("attn.qk_norm")
-            if qk:
-                plan.copy(b + "attn_q_norm", p + "self_attn.q_norm.weight", [HD] if qk == "head" else [H * HD])
-                plan.copy(b + "attn_k_norm", p + "self_attn.k_norm.weight", [HD] if qk == "head" else [KV * HD])
-            plan.copy(b + "attn_o", p + "self_attn.o_proj.weight", [D, H * HD])
-        plan.copy(b + "ffn_norm", p + "post_attention_layernorm.weight", [D])
-        if layers[i]:
-            plan_moe(kv, plan, arch, i, p, b)
-        else:
-            F = kv["model.ff_dim"]
-            plan.copy(b + "ffn_gate", p + "mlp.gate_proj.weight", [F, D])
-            plan.copy(b + "ffn_up", p + "mlp.up_proj.weight", [F, D])
-            plan.copy(b + "ffn_down", p + "mlp.down_proj.weight", [D, F])
+        for part in names.layer:
+            LAYER_PARTS[part](kv, plan, names, i, pre + "layers.%d." % i, "blk.%d." % i)
 
 
-def plan_hybrid(kv, plan, pre):
-    """Qwen3.5-MoE (tensors under model.language_model.) and Qwen3-Next (under model.)."""
-    D, L, V = kv["model.dim"], kv["model.n_layers"], kv["model.vocab_size"]
-    H, KV, HD = kv["model.n_heads"], kv["model.n_kv_heads"], kv["model.head_dim"]
-    one = lambda v: 1.0 + v  # noqa: E731  zero-centred RMSNorm weight, stored as used
-    plan.copy("tok_embd", pre + "embed_tokens.weight", [V, D])
-    plan.f32_map("output_norm", pre + "norm.weight", [D], [D], one)
-    if not kv["model.tied_embd"]:
-        plan.copy("output", "lm_head.weight", [V, D])
-    elif plan.has("lm_head.weight"):
-        plan.used.add("lm_head.weight")
-    for i in range(L):
-        p, b = pre + "layers.%d." % i, "blk.%d." % i
-        plan.f32_map(b + "attn_norm", p + "input_layernorm.weight", [D], [D], one)
-        plan.f32_map(b + "ffn_norm", p + "post_attention_layernorm.weight", [D], [D], one)
-        if kv["ssm.layers"][i]:
-            plan_deltanet(kv, plan, p + "linear_attn.", b)
-        else:
-            a = p + "self_attn."
-            plan.copy(b + "attn_q", a + "q_proj.weight", [2 * H * HD, D])  # per head: query rows, gate rows
-            plan.copy(b + "attn_k", a + "k_proj.weight", [KV * HD, D])
-            plan.copy(b + "attn_v", a + "v_proj.weight", [KV * HD, D])
-            plan.f32_map(b + "attn_q_norm", a + "q_norm.weight", [HD], [HD], one)
-            plan.f32_map(b + "attn_k_norm", a + "k_norm.weight", [HD], [HD], one)
-            plan.copy(b + "attn_o", a + "o_proj.weight", [D, H * HD])
-        if kv.get("moe.layers", [0] * L)[i]:
-            plan_hybrid_moe(kv, plan, p + "mlp.", b)
-        else:
-            F = kv["model.ff_dim"]
-            plan.copy(b + "ffn_gate", p + "mlp.gate_proj.weight", [F, D])
-            plan.copy(b + "ffn_up", p + "mlp.up_proj.weight", [F, D])
-            plan.copy(b + "ffn_down", p + "mlp.down_proj.weight", [D, F])
+def plan_norm(plan, names, out, hf, n):
+    """An RMSNorm weight [n]: widened to F32, or (zero-centred norms) mapped by names.norm."""
+    if names.norm:
+        plan.f32_map(out, hf, [n], [n], names.norm)
+    else:
+        plan.copy(out, hf, [n])
+
+
+def plan_attn_norm(kv, plan, names, i, p, b):
+    plan_norm(plan, names, b + "attn_norm", p + "input_layernorm.weight", kv["model.dim"])
+
+
+def plan_ffn_norm(kv, plan, names, i, p, b):
+    plan_norm(plan, names, b + "ffn_norm", p + "post_attention_layernorm.weight", kv["model.dim"])
+
+
+def plan_attention(kv, plan, names, i, p, b):
+    """The token mixer of layer i: a Gated DeltaNet (ssm.layers), MLA (attn.type), or attention
+    with the extras the metadata names."""
+    if kv.get("ssm.layers", [0] * kv["model.n_layers"])[i]:
+        plan_deltanet(kv, plan, p + "linear_attn.", b)
+        return
+    if kv.get("attn.type") == "mla":
+        plan_mla(kv, plan, i, p, b)
+        return
+    D, H, KV, HD = kv["model.dim"], kv["model.n_heads"], kv["model.n_kv_heads"], kv["model.head_dim"]
+    a = p + "self_attn."
+    if kv.get("attn.o_bias"):
+        plan.copy(b + "attn_o_bias", a + "o_proj.bias", [D])
+    if kv.get("attn.sinks"):
+        plan.copy(b + "attn_sinks", a + "sinks", [H])
+    gate = 2 if kv.get("attn.out_gate") else 1  # Qwen3-Next: per head, query rows then gate rows
+    plan.copy(b + "attn_q", a + "q_proj.weight", [gate * H * HD, D])
+    plan.copy(b + "attn_k", a + "k_proj.weight", [KV * HD, D])
+    plan.copy(b + "attn_v", a + "v_proj.weight", [KV * HD, D])
+    if kv.get("attn.qkv_bias"):
+        plan.copy(b + "attn_q_bias", a + "q_proj.bias", [H * HD])
+        plan.copy(b + "attn_k_bias", a + "k_proj.bias", [KV * HD])
+        plan.copy(b + "attn_v_bias", a + "v_proj.bias", [KV * HD])
+    qk = kv.get("attn.qk_norm")
+    if qk:
+        plan_norm(plan, names, b + "attn_q_norm", a + "q_norm.weight", HD if qk == "head" else H * HD)
+        plan_norm(plan, names, b + "attn_k_norm", a + "k_norm.weight", HD if qk == "head" else KV * HD)
+    plan.copy(b + "attn_o", a + "o_proj.weight", [D, H * HD])
+
+
+def plan_ffn(kv, plan, names, i, p, b):
+    """Layer i's FFN: the MoE block (moe.layers) or a dense SwiGLU MLP."""
+    if kv.get("moe.layers", [0] * kv["model.n_layers"])[i]:
+        plan_moe(kv, plan, names, p + names.moe, b)
+        return
+    D, F = kv["model.dim"], kv["model.ff_dim"]
+    plan.copy(b + "ffn_gate", p + "mlp.gate_proj.weight", [F, D])
+    plan.copy(b + "ffn_up", p + "mlp.up_proj.weight", [F, D])
+    plan.copy(b + "ffn_down", p + "mlp.down_proj.weight", [D, F])
+
+
+# a layer's parts, by the names HfNames.layer lists them in
+LAYER_PARTS = {"attn_norm": plan_attn_norm, "attn": plan_attention, "ffn_norm": plan_ffn_norm, "ffn": plan_ffn}
 
 
 def plan_deltanet(kv, plan, a, b):
@@ -757,27 +792,6 @@ def plan_deltanet(kv, plan, a, b):
     plan.copy(b + "ssm_out", a + "out_proj.weight", [D, vw])
 
 
-def plan_hybrid_moe(kv, plan, m, b):
-    """Router, experts (fused gate_up_proj [E, 2F, D] + down_proj [E, D, F] as Qwen3.5 stores them, or one
-    tensor per expert as Qwen3-Next does), the shared expert and its sigmoid gate."""
-    D, E, F, S = kv["model.dim"], kv["moe.n_experts"], kv["moe.ff_dim"], kv.get("moe.shared_ff", 0)
-    plan.copy(b + "ffn_router", m + "gate.weight", [E, D])
-    if plan.has(m + "experts.gate_up_proj"):
-        plan.slice_rows(b + "ffn_gate_exps", m + "experts.gate_up_proj", [E, 2 * F, D], 0, F)
-        plan.slice_rows(b + "ffn_up_exps", m + "experts.gate_up_proj", [E, 2 * F, D], F, 2 * F)
-        plan.copy(b + "ffn_down_exps", m + "experts.down_proj", [E, D, F])
-    else:
-        ex = m + "experts.%d."
-        plan.stack(b + "ffn_gate_exps", [ex % e + "gate_proj.weight" for e in range(E)], [F, D])
-        plan.stack(b + "ffn_up_exps", [ex % e + "up_proj.weight" for e in range(E)], [F, D])
-        plan.stack(b + "ffn_down_exps", [ex % e + "down_proj.weight" for e in range(E)], [D, F])
-    if S:
-        plan.copy(b + "ffn_gate_shexp", m + "shared_expert.gate_proj.weight", [S, D])
-        plan.copy(b + "ffn_up_shexp", m + "shared_expert.up_proj.weight", [S, D])
-        plan.copy(b + "ffn_down_shexp", m + "shared_expert.down_proj.weight", [D, S])
-        plan.copy(b + "ffn_shexp_gate", m + "shared_expert_gate.weight", [1, D])
-
-
 def plan_mla(kv, plan, i, p, b):
     D, H = kv["model.dim"], kv["model.n_heads"]
     ql, kl = kv["mla.q_lora"], kv["mla.kv_lora"]
@@ -794,38 +808,36 @@ def plan_mla(kv, plan, i, p, b):
     plan.copy(b + "attn_o", p + "self_attn.o_proj.weight", [D, H * v])
 
 
-def plan_moe(kv, plan, arch, i, p, b):
+def plan_moe(kv, plan, names, m, b):
+    """Router (+ DeepSeek-V3's selection bias), the experts in the family's layout (one tensor per
+    expert stacked, gate and up fused in one [E, 2F, D] tensor split, or gpt-oss's MXFP4), the
+    shared expert and its sigmoid gate."""
     D, E, F = kv["model.dim"], kv["moe.n_experts"], kv["moe.ff_dim"]
-    if arch == "gpt_oss":
-        plan_gpt_oss_moe(plan, E, F, D, p + "mlp.", b)
+    if names.mxfp4:
+        plan_gpt_oss_moe(plan, E, F, D, m, b)
         return
-    if arch == "granitemoe":
-        m = p + "block_sparse_moe."
-        plan.copy(b + "ffn_router", m + "router.layer.weight", [E, D])
-        plan.slice_rows(b + "ffn_gate_exps", m + "input_linear.weight", [E, 2 * F, D], 0, F)
-        plan.slice_rows(b + "ffn_up_exps", m + "input_linear.weight", [E, 2 * F, D], F, 2 * F)
-        plan.copy(b + "ffn_down_exps", m + "output_linear.weight", [E, D, F])
-        return
-    if arch == "mixtral":
-        m, names = p + "block_sparse_moe.", ("w1", "w3", "w2")
-    else:
-        m, names = p + "mlp.", ("gate_proj", "up_proj", "down_proj")
-    plan.copy(b + "ffn_router", m + "gate.weight", [E, D])
+    plan.copy(b + "ffn_router", m + names.router, [E, D])
     if kv.get("moe.bias"):
         plan.copy(b + "ffn_router_bias", m + "gate.e_score_correction_bias", [E])
-    ex = m + "experts.%d."
-    plan.stack(b + "ffn_gate_exps", [ex % e + names[0] + ".weight" for e in range(E)], [F, D])
-    plan.stack(b + "ffn_up_exps", [ex % e + names[1] + ".weight" for e in range(E)], [F, D])
-    plan.stack(b + "ffn_down_exps", [ex % e + names[2] + ".weight" for e in range(E)], [D, F])
+    if names.fused and (not names.each or plan.has(m + names.fused[0])):
+        gate_up, down = m + names.fused[0], m + names.fused[1]
+        plan.slice_rows(b + "ffn_gate_exps", gate_up, [E, 2 * F, D], 0, F)  # gate rows, then up rows
+        plan.slice_rows(b + "ffn_up_exps", gate_up, [E, 2 * F, D], F, 2 * F)
+        plan.copy(b + "ffn_down_exps", down, [E, D, F])
+    else:
+        ex = m + "experts.%d."
+        for out, name, shape in zip(("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"), names.each,
+                                    ([F, D], [F, D], [D, F])):
+            plan.stack(b + out, [ex % e + name + ".weight" for e in range(E)], shape)
     S = kv.get("moe.shared_ff", 0)
     if S:
-        s = m + ("shared_expert." if arch == "qwen2_moe" else "shared_experts.")
+        s = m + names.shared
         plan.copy(b + "ffn_gate_shexp", s + "gate_proj.weight", [S, D])
         plan.copy(b + "ffn_up_shexp", s + "up_proj.weight", [S, D])
         plan.copy(b + "ffn_down_shexp", s + "down_proj.weight", [D, S])
     if kv.get("moe.shared_gate"):
         plan.copy(b + "ffn_shexp_gate", m + "shared_expert_gate.weight", [1, D])
-    elif arch == "qwen2_moe" and plan.has(m + "shared_expert_gate.weight"):
+    elif names.shared_zero and plan.has(m + "shared_expert_gate.weight"):
         # shared_expert_intermediate_size 0: HF still builds the shared expert ([0, D] weights,
         # output 0) and its gate; they contribute nothing, so they are checked and dropped
         for name, shape in (("shared_expert.gate_proj.weight", [0, D]), ("shared_expert.up_proj.weight", [0, D]),
@@ -968,7 +980,8 @@ def convert_hf(src, widen, tokenizer_required, experts_bf16=False):
         raise ConvertError("%s: architecture %s is not supported (moe knows %s)" % (
             cfg_path, json.dumps(archs), ", ".join(sorted(ARCHS))))
     arch = ARCHS[archs[0]]
-    if arch == "qwen3_5_moe":  # a vision-language wrapper: the decoder's config is text_config
+    names = FAMILIES[arch].hf
+    if names.text_config:  # a vision-language wrapper: the decoder's config is text_config
         tc = cfg.d.get("text_config")
         if not isinstance(tc, dict):
             raise ConvertError("%s: text_config is missing" % cfg_path)
@@ -980,18 +993,17 @@ def convert_hf(src, widen, tokenizer_required, experts_bf16=False):
     kv["general.name"] = os.path.basename(os.path.abspath(src))
     kv["general.source"] = "%s (%s)" % (os.path.basename(os.path.abspath(src)), archs[0])
     plan = Plan(load_weights(src), widen, experts_bf16)
-    plan_hf(cfg, kv, plan)
+    plan_hf(kv, plan, names)
     L = kv["model.n_layers"]
     n_mtp = cfg.int("num_nextn_predict_layers", 0)
-    # not run for text: Qwen3.5's vision tower (general.skipped says so), and the MTP draft layer(s) of
-    # Qwen3-Next / Qwen3.5, mtp.* (HF ignores them; counted in model.n_mtp_layers below)
-    skip_prefixes = ("model.visual.", "mtp.") if arch in HYBRID else ()
+    # not run for text (names.skip): Qwen3.5's vision tower (general.skipped says so), and the MTP draft
+    # layer(s) of Qwen3-Next / Qwen3.5, mtp.* (HF ignores them; counted in model.n_mtp_layers below)
     n_visual = sum(1 for n in plan.hf if n.startswith("model.visual.") and n not in plan.used)
-    if arch in HYBRID and n_visual:
+    if "model.visual." in names.skip and n_visual:
         kv["general.skipped"] = "vision tower (model.visual.*, %d tensors)" % n_visual
 
     def skipped_part(name):
-        return any(name.startswith(sp) for sp in skip_prefixes)
+        return any(name.startswith(sp) for sp in names.skip)
 
     def ignorable(name):
         if name.endswith("rotary_emb.inv_freq"):
@@ -1003,7 +1015,7 @@ def convert_hf(src, widen, tokenizer_required, experts_bf16=False):
     # DeepSeek-V3's and GLM's multi-token-prediction layers (a draft head for speculative decoding)
     # are never run by HF's forward pass either; the file says how many were left out
     mtp = {int(n.split(".")[2]) for n in plan.hf if ignorable(n) and not n.endswith("rotary_emb.inv_freq")}
-    mtp |= {n.split(".")[2] for n in plan.hf if n.startswith("mtp.layers.") and arch in HYBRID}
+    mtp |= {n.split(".")[2] for n in plan.hf if n.startswith("mtp.layers.") and "mtp." in names.skip}
     if mtp:
         kv["model.n_mtp_layers"] = len(mtp)
     tok = None

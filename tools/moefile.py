@@ -154,32 +154,37 @@ class MoeWriter:
         head, data_offset, layout, data_size = self._directory()
         tmp = path + ".part"
         start, done, last = time.time(), 0, 0.0
-        with open(tmp, "wb", buffering=0) as raw:
-            f = _PieceWriter(raw)
-            f.write(head)
-            f.write(b"\0" * (data_offset - len(head)))
-            for (name, dtype, shape, source), (offset, nb) in zip(self.tensors, layout):
-                pad = data_offset + offset - f.pos
-                if pad:
-                    f.write(b"\0" * pad)
-                data = source() if callable(source) else source
-                chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-                written = 0
-                for chunk in chunks:
-                    mv = memoryview(chunk).cast("B")
-                    f.write(mv)
-                    written += len(mv)
-                if written != nb:
-                    raise FormatError("tensor %s: source gave %d bytes, expected %d" % (name, written, nb))
-                done += nb
-                now = time.time()
-                if progress and (now - last > 0.5 or done == data_size):
-                    last = now
-                    rate = done / max(now - start, 1e-9) / 1e6
-                    sys.stderr.write("\r  writing %5.1f%%  %8.1f MB  %6.0f MB/s  %-40s" % (
-                        100.0 * done / max(data_size, 1), done / 1e6, rate, name[:40]))
-                    sys.stderr.flush()
-            f.flush()
+        try:  # a failure part-way (a source that raises) leaves neither path nor path.part
+            with open(tmp, "wb", buffering=0) as raw:
+                f = _PieceWriter(raw)
+                f.write(head)
+                f.write(b"\0" * (data_offset - len(head)))
+                for (name, dtype, shape, source), (offset, nb) in zip(self.tensors, layout):
+                    pad = data_offset + offset - f.pos
+                    if pad:
+                        f.write(b"\0" * pad)
+                    data = source() if callable(source) else source
+                    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+                    written = 0
+                    for chunk in chunks:
+                        mv = memoryview(chunk).cast("B")
+                        f.write(mv)
+                        written += len(mv)
+                    if written != nb:
+                        raise FormatError("tensor %s: source gave %d bytes, expected %d" % (name, written, nb))
+                    done += nb
+                    now = time.time()
+                    if progress and (now - last > 0.5 or done == data_size):
+                        last = now
+                        rate = done / max(now - start, 1e-9) / 1e6
+                        sys.stderr.write("\r  writing %5.1f%%  %8.1f MB  %6.0f MB/s  %-40s" % (
+                            100.0 * done / max(data_size, 1), done / 1e6, rate, name[:40]))
+                        sys.stderr.flush()
+                f.flush()
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
         if progress:
             sys.stderr.write("\n")
         os.replace(tmp, path)

@@ -69,6 +69,16 @@ class FamilyTable(unittest.TestCase):
         import convert
         self.assertEqual(set(convert.ARCHS.values()), set(convert.FAMILIES))
 
+    def test_every_tensor_plan_is_complete(self):
+        """Each family's HfNames row names a layer part plan_hf knows, every part once, and one
+        expert layout."""
+        import convert
+        for arch, fam in convert.FAMILIES.items():
+            names = fam.hf
+            self.assertEqual(sorted(names.layer), sorted(convert.LAYER_PARTS), arch)
+            self.assertTrue(names.each or names.fused or names.mxfp4, arch)
+            self.assertTrue(names.prefix.endswith(".") and names.moe.endswith("."), arch)
+
 
 class Refusals(unittest.TestCase):
     @classmethod
@@ -263,13 +273,33 @@ class Refusals(unittest.TestCase):
         conversion is, and nothing (not even the unquantized model) at OUT."""
         side = self.out + ".unquantized.moe"
         for moe_bin in ("/bin/false", os.path.join(moetest.WORK, "convert", "no-such-moe")):
-            for f in (self.out, side):
+            for f in (self.out, self.out + ".part", side):
                 if os.path.exists(f):
                     os.remove(f)
+            code, err = run_convert(self.good, self.out, "--type", "q8_0", "--moe", moe_bin)
+            self.assertFalse(os.path.exists(self.out), err)  # first: whatever the message says
+            self.assertFalse(os.path.exists(self.out + ".part"), err)
             line = self.refused(self.good, "unquantized conversion", side, extra=("--type", "q8_0", "--moe", moe_bin))
-            self.assertFalse(os.path.exists(self.out), line)
             self.assertEqual(moetest.moefile.MoeFile(side).kv["general.arch"], "qwen3_moe")
             os.remove(side)
+
+    def test_failure_while_writing_leaves_nothing(self):
+        """A defect found only while the tensors are streamed (an MXFP4 scale byte 255, E8M0's NaN, in
+        the last layer's experts): one line, and neither OUT nor OUT.part is left behind."""
+        d = make("mxfp4_nan", "gpt_oss", tokenizer=None)
+        path = os.path.join(d, "model.safetensors")
+        tensors = st.read_file(path)
+        last = max(int(n.split(".")[2]) for n in tensors if n.startswith("model.layers."))
+        t = tensors["model.layers.%d.mlp.experts.down_proj_scales" % last]
+        with open(path, "r+b") as f:
+            f.seek(t.start + t.nbytes - 1)
+            f.write(b"\xff")
+        for f in (self.out, self.out + ".part"):
+            if os.path.exists(f):
+                os.remove(f)
+        self.refused(d, "MXFP4 scale byte 255", "NaN", extra=("--no-tokenizer",))
+        self.assertFalse(os.path.exists(self.out))
+        self.assertFalse(os.path.exists(self.out + ".part"))
 
     def test_no_such_source(self):
         self.refused(os.path.join(moetest.WORK, "convert", "nowhere"), "no such file")
