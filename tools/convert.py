@@ -349,13 +349,17 @@ def mixtral_experts(cfg, kv, L):
 
 def qwen_experts(cfg, kv, L):
     """Qwen2-MoE, Qwen3-MoE: softmax, top-k, norm_topk_prob; dense layers by decoder_sparse_step
-    and mlp_only_layers; Qwen2-MoE's shared expert behind a sigmoid gate."""
+    and mlp_only_layers."""
     kv.update({"moe.n_experts": cfg.int("num_experts"), "moe.n_active": cfg.int("num_experts_per_tok"),
                "moe.ff_dim": cfg.int("moe_intermediate_size"), "moe.norm_topk": int(cfg.flag("norm_topk_prob", False))})
     kv["moe.layers"] = qwen_moe_layers(cfg, L)
-    if kv["general.arch"] == "qwen2_moe":
-        kv["moe.shared_ff"] = cfg.int("shared_expert_intermediate_size", 0)
-        kv["moe.shared_gate"] = int(kv["moe.shared_ff"] > 0)
+
+
+def qwen2_moe_experts(cfg, kv, L):
+    """Qwen2-MoE: Qwen3-MoE's experts plus a shared expert behind a sigmoid gate."""
+    qwen_experts(cfg, kv, L)
+    kv["moe.shared_ff"] = cfg.int("shared_expert_intermediate_size", 0)
+    kv["moe.shared_gate"] = int(kv["moe.shared_ff"] > 0)
 
 
 def olmoe_experts(cfg, kv, L):
@@ -370,7 +374,7 @@ def olmoe_experts(cfg, kv, L):
         kv["attn.clip_qkv"] = cfg.float("clip_qkv")
 
 
-def granite_kv(cfg, arch, kv, mscale2):
+def granite_kv(cfg, kv, mscale2):
     kv["model.embd_scale"] = cfg.float("embedding_multiplier", 1.0)
     kv["model.residual_scale"] = cfg.float("residual_multiplier", 1.0)
     kv["attn.scale"] = cfg.float("attention_multiplier", 1.0)
@@ -418,18 +422,19 @@ FAMILIES = {
     "granitemoe": Family(experts=mixtral_experts, extra=granite_kv,
                          hf=HF._replace(moe="block_sparse_moe.", router="router.layer.weight", each=None,
                                         fused=("input_linear.weight", "output_linear.weight"))),
-    "qwen2_moe": Family(attn_bias=True, qkv_bias=True, experts=qwen_experts,
+    "qwen2_moe": Family(attn_bias=True, qkv_bias=True, experts=qwen2_moe_experts,
                         hf=HF._replace(shared="shared_expert.", shared_zero=True)),
     "qwen3_moe": Family(qk_norm="head", experts=qwen_experts),
     "olmoe": Family(experts=olmoe_experts),
-    "deepseek_v2": Family(deepseek_rope=True, extra=lambda cfg, arch, kv, m2: deepseek_kv(cfg, arch, kv, m2)),
-    "deepseek_v3": Family(deepseek_rope=True, extra=lambda cfg, arch, kv, m2: deepseek_kv(cfg, arch, kv, m2)),
-    "glm4_moe": Family(attn_bias=True, extra=lambda cfg, arch, kv, m2: glm4_moe_kv(cfg, kv)),
-    "gpt_oss": Family(attn_bias=True, extra=lambda cfg, arch, kv, m2: gpt_oss_kv(cfg, kv),
+    "deepseek_v2": Family(deepseek_rope=True, extra=lambda cfg, kv, m2: deepseek_kv(cfg, kv, m2, deepseek_v2_router)),
+    "deepseek_v3": Family(deepseek_rope=True, extra=lambda cfg, kv, m2: deepseek_kv(cfg, kv, m2, deepseek_v3_router)),
+    "glm4_moe": Family(attn_bias=True, extra=lambda cfg, kv, m2: glm4_moe_kv(cfg, kv)),
+    "gpt_oss": Family(attn_bias=True, extra=lambda cfg, kv, m2: gpt_oss_kv(cfg, kv),
                       hf=HF._replace(each=None, mxfp4=True)),
-    "qwen3_5_moe": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv),
+    # Qwen3.5-MoE always renormalises the top-k weights (its config has no norm_topk_prob)
+    "qwen3_5_moe": Family(extra=lambda cfg, kv, m2: qwen3_next_kv(cfg, kv, always_renorm=True),
                           hf=HF_HYBRID._replace(prefix="model.language_model.", text_config=True)),
-    "qwen3_next": Family(extra=lambda cfg, arch, kv, m2: qwen3_next_kv(cfg, arch, kv), hf=HF_HYBRID),
+    "qwen3_next": Family(extra=lambda cfg, kv, m2: qwen3_next_kv(cfg, kv), hf=HF_HYBRID),
 }
 
 
@@ -452,7 +457,7 @@ def family_kv(cfg, arch):
     if fam.experts:
         fam.experts(cfg, kv, L)
     if fam.extra:
-        fam.extra(cfg, arch, kv, mscale2)
+        fam.extra(cfg, kv, mscale2)
     if kv["moe.n_experts"]:
         if not 0 < kv["moe.n_active"] <= kv["moe.n_experts"]:
             cfg.refuse("num_experts_per_tok", "must be between 1 and the number of experts")
@@ -495,7 +500,7 @@ def gpt_oss_kv(cfg, kv):
     kv["model.ff_dim"] = 0
 
 
-def qwen3_next_kv(cfg, arch, kv):
+def qwen3_next_kv(cfg, kv, always_renorm=False):
     """Qwen3-Next / Qwen3.5-MoE (modeling_qwen3_next.py, modular_qwen3_5_moe.py): per layer a Gated DeltaNet
     or a gated attention (q_proj doubled, sigmoid output gate, per-head QK-norm, partial RoPE); MoE with a
     sigmoid-gated shared expert. Every RMSNorm but the DeltaNet's gated one is zero-centred, x·(1 + w):
@@ -546,15 +551,15 @@ def qwen3_next_kv(cfg, arch, kv):
     kv["moe.n_experts"] = cfg.int("num_experts", 0)
     if kv["moe.n_experts"]:
         kv.update({"moe.n_active": cfg.int("num_experts_per_tok"), "moe.ff_dim": cfg.int("moe_intermediate_size"),
-                   # Qwen3.5-MoE always renormalises (its config has no norm_topk_prob)
-                   "moe.norm_topk": 1 if arch == "qwen3_5_moe" else int(cfg.flag("norm_topk_prob", True)),
+                   "moe.norm_topk": 1 if always_renorm else int(cfg.flag("norm_topk_prob", True)),
                    "moe.layers": qwen_moe_layers(cfg, L),
                    "moe.shared_ff": cfg.int("shared_expert_intermediate_size", 0)})
         kv["moe.shared_gate"] = int(kv["moe.shared_ff"] > 0)
 
 
-def deepseek_kv(cfg, arch, kv, mscale2):
-    """MLA and DeepSeekMoE (modeling_deepseek.py: DeepseekV2Attention, MoEGate)."""
+def deepseek_kv(cfg, kv, mscale2, router):
+    """MLA and DeepSeekMoE (modeling_deepseek.py: DeepseekV2Attention, MoEGate); router: the
+    family's gate (deepseek_v2_router, deepseek_v3_router)."""
     L = kv["model.n_layers"]
     nope, rope, v_dim = cfg.int("qk_nope_head_dim"), cfg.int("qk_rope_head_dim"), cfg.int("v_head_dim")
     kv.update({"attn.type": "mla", "model.n_kv_heads": kv["model.n_heads"], "model.head_dim": nope + rope,
@@ -575,38 +580,47 @@ def deepseek_kv(cfg, arch, kv, mscale2):
     k = cfg.int("num_experts_per_tok", 0) if n_exp else 0
     # GLM-4.7-Flash's config names no scoring_func: its router (Glm4MoeTopkRouter) is always sigmoid
     score = cfg.get("scoring_func", "sigmoid" if lite else "softmax")
-    method = cfg.get("topk_method", "greedy" if arch == "deepseek_v2" else "noaux_tc")
     n_group, topk_group = cfg.int("n_group", 1), cfg.int("topk_group", 1)
     norm, rsf = cfg.flag("norm_topk_prob", False), cfg.float("routed_scaling_factor", 1.0)
     kv.update({"moe.n_experts": n_exp, "moe.n_active": k, "moe.ff_dim": cfg.int("moe_intermediate_size", 0),
                "moe.layers": layers, "moe.shared_ff": cfg.int("n_shared_experts", 0) * cfg.int("moe_intermediate_size", 0)})
-    if arch == "deepseek_v2":
-        if score != "softmax":
-            cfg.refuse("scoring_func", "DeepSeek-V2 scores with softmax")
-        if method not in ("greedy", "group_limited_greedy"):
-            cfg.refuse("topk_method", "DeepSeek-V2 knows greedy and group_limited_greedy")
-        # MoEGate: renormalise when k > 1 and norm_topk_prob, else scale by routed_scaling_factor
-        renorm = k > 1 and norm
-        kv.update({"moe.score": "softmax", "moe.norm_topk": int(renorm), "moe.scale": 1.0 if renorm else rsf})
-        groups = method == "group_limited_greedy"
-        kv["moe.group_score"] = "max"
-    else:
-        if score != "sigmoid":
-            cfg.refuse("scoring_func", "DeepSeek-V3 scores with sigmoid")
-        if method != "noaux_tc":
-            cfg.refuse("topk_method", "DeepSeek-V3 knows noaux_tc")
-        # noaux_tc: choose on sigmoid + e_score_correction_bias, weigh with the plain sigmoid
-        kv.update({"moe.score": "sigmoid", "moe.norm_topk": int(norm), "moe.scale": rsf, "moe.bias": 1,
-                   "moe.group_score": "top2sum"})
-        groups = True
+    groups = router(cfg, kv, k, score, norm, rsf)
     if groups and n_exp:
         if n_group < 1 or n_exp % n_group or not 1 <= topk_group <= n_group:
             cfg.refuse("n_group", "n_routed_experts must split into n_group groups, 1 <= topk_group <= n_group")
-        if arch == "deepseek_v3" and n_exp // n_group < 2 and n_group > 1:
+        if kv["moe.group_score"] == "top2sum" and n_exp // n_group < 2 and n_group > 1:
             cfg.refuse("n_group", "noaux_tc scores a group by its two best experts")
         kv["moe.n_groups"], kv["moe.groups_active"] = n_group, topk_group
     if n_exp and not all(layers) and kv["model.ff_dim"] == 0:
         cfg.refuse("intermediate_size", "the dense layers need it")
+
+
+def deepseek_v2_router(cfg, kv, k, score, norm, rsf):
+    """DeepSeek-V2's MoEGate: softmax; greedy or group_limited_greedy (groups scored by their best
+    expert); renormalise when k > 1 and norm_topk_prob, else scale by routed_scaling_factor.
+    Returns whether experts are chosen in groups."""
+    method = cfg.get("topk_method", "greedy")
+    if score != "softmax":
+        cfg.refuse("scoring_func", "DeepSeek-V2 scores with softmax")
+    if method not in ("greedy", "group_limited_greedy"):
+        cfg.refuse("topk_method", "DeepSeek-V2 knows greedy and group_limited_greedy")
+    renorm = k > 1 and norm
+    kv.update({"moe.score": "softmax", "moe.norm_topk": int(renorm), "moe.scale": 1.0 if renorm else rsf,
+               "moe.group_score": "max"})
+    return method == "group_limited_greedy"
+
+
+def deepseek_v3_router(cfg, kv, k, score, norm, rsf):
+    """DeepSeek-V3's noaux_tc: choose on sigmoid + e_score_correction_bias (groups scored by their
+    two best), weigh with the plain sigmoid, norm_topk_prob, x routed_scaling_factor."""
+    method = cfg.get("topk_method", "noaux_tc")
+    if score != "sigmoid":
+        cfg.refuse("scoring_func", "DeepSeek-V3 scores with sigmoid")
+    if method != "noaux_tc":
+        cfg.refuse("topk_method", "DeepSeek-V3 knows noaux_tc")
+    kv.update({"moe.score": "sigmoid", "moe.norm_topk": int(norm), "moe.scale": rsf, "moe.bias": 1,
+               "moe.group_score": "top2sum"})
+    return True
 
 
 def glm_rope_parameters(cfg, kv):
