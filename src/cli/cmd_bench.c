@@ -111,11 +111,11 @@ static uint64_t read_stream(const uint64_t *p, size_t n, const uint64_t *end, in
     uint64_t (*read_sum)(const uint64_t *, size_t) = kernels_get()->read_sum;
     if (!prefetch) return read_sum(p, n);
     uint64_t total = 0;
+    const size_t left = (size_t)(end - p) * sizeof *p; /* bytes from p to the buffer's end */
     for (size_t i = 0; i < n; i += PROBE_PIECE) {
         size_t m = n - i < PROBE_PIECE ? n - i : PROBE_PIECE;
-        const char *ahead = (const char *)(p + i) + PROBE_AHEAD;
-        for (size_t o = 0; o < m * sizeof *p && ahead + o < (const char *)end; o += 64)
-            __builtin_prefetch(ahead + o, 0, 1); /* prefetcht2, as prefetch_span */
+        for (size_t o = i * sizeof *p + PROBE_AHEAD, stop = o + m * sizeof *p; o < stop && o < left; o += 64)
+            __builtin_prefetch((const char *)p + o, 0, 1); /* prefetcht2, as prefetch_span */
         total += read_sum(p + i, m);
     }
     return total;
