@@ -185,7 +185,10 @@ static int parse_tensor(cursor *c, moe_tensor *t, int idx) {
     if ((n_elem / last) % unit)
         return moe_fail(c->err, "tensor %.*s: %llu rows, %s needs a multiple of %llu", nlen, t->name,
                         (unsigned long long)(n_elem / last), dt->name, (unsigned long long)unit);
-    uint64_t expect = n_elem / block * (uint64_t)dt->block_bytes;
+    uint64_t expect; /* n_elem <= 2^62, but 2^62 four-byte elements are 2^64 bytes */
+    if (!mul_u64(n_elem / block, (uint64_t)dt->block_bytes, &expect))
+        return moe_fail(c->err, "tensor %.*s: the byte size of %llu %s elements overflows", nlen, t->name,
+                        (unsigned long long)n_elem, dt->name);
     if (nbytes != expect)
         return moe_fail(c->err, "tensor %.*s: size %llu bytes, expected %llu for %s of %llu elements", nlen, t->name,
                         (unsigned long long)nbytes, (unsigned long long)expect, dt->name,

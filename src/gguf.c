@@ -218,8 +218,10 @@ static int parse_tensor_info(cursor *c, gguf_tensor *t, uint64_t idx) {
     if (t->ne[0] % block)
         return moe_fail(c->err, "GGUF tensor %.*s: ne[0] = %llu is not a multiple of the %s block of %llu", nl, t->name,
                         (unsigned long long)t->ne[0], ggml_type_name(t->type), (unsigned long long)block);
-    /* n_elem < 2^62 and block bytes < 300, so this cannot overflow */
-    t->nbytes = n_elem / block * (uint64_t)ggml_type_block_bytes(t->type);
+    /* n_elem <= 2^62, but 2^62 four-byte (or 2^61 eight-byte) elements are 2^64 bytes */
+    if (!mul_u64(n_elem / block, (uint64_t)ggml_type_block_bytes(t->type), &t->nbytes))
+        return moe_fail(c->err, "GGUF tensor %.*s: the byte size of %llu %s elements overflows", nl, t->name,
+                        (unsigned long long)n_elem, ggml_type_name(t->type));
     return 0;
 }
 

@@ -127,6 +127,9 @@ static void test_corruptions(void) {
     MUTATE(put_u64(c + ta + 2, 0), "dimension 0 is 0", "zero-sized dim");
     MUTATE(put_u64(c + ta + 2, 3), "size 24 bytes, expected 36", "nbytes mismatch");
     MUTATE(put_u64(c + ta + 2, UINT64_MAX / 2), "overflow", "element count overflow");
+    /* 2^31 x 2^31 F32 elements are 2^64 bytes: a size that wraps to 0 must not match nbytes 0 */
+    MUTATE((put_u64(c + ta + 2, 1ull << 31), put_u64(c + ta + 10, 1ull << 31), put_u64(c + ta + 26, 0)), "overflow",
+           "byte size overflow");
     MUTATE(put_u64(c + ta + 18, 8), "not a multiple of the alignment", "misaligned offset");
     MUTATE(put_u64(c + ta + 18, 1u << 20), "past the end", "offset past end");
     MUTATE(put_u64(c + ta + 18, UINT64_MAX - 63), "past the end", "offset overflow");

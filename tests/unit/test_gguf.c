@@ -245,6 +245,9 @@ static void test_damage(void) {
     DAMAGE(put_u32(x + ti + 9, 0), "dimensions", "0 dims");
     DAMAGE(put_u64(x + ti + 13, 0), "dimension 0 is 0", "zero dim");
     DAMAGE((put_u64(x + ti + 13, (uint64_t)1 << 40), put_u64(x + ti + 21, (uint64_t)1 << 40)), "overflows", "elements");
+    /* 2^31 x 2^31 F32 elements are 2^64 bytes, which wrap to 0 */
+    DAMAGE((put_u64(x + ti + 13, (uint64_t)1 << 31), put_u64(x + ti + 21, (uint64_t)1 << 31), put_u32(x + ti + 29, 0)),
+           "overflows", "byte size");
     DAMAGE(put_u32(x + ti + 29, 200), "ggml type 200", "unknown type");
     DAMAGE(put_u32(x + ti + 29, 12), "not a multiple of the Q4_K block", "block size");
     DAMAGE(put_u64(x + ti + 33, 4), "alignment", "misaligned offset");
