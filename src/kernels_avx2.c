@@ -241,6 +241,23 @@ typedef struct {
     float dm[8];    /* dmin * m_j (Q4_K, Q5_K) */
 } kq_super;
 
+/* The 8 scales (bytes 0-7) and 8 mins (8-15) of Q4_K/Q5_K's 12 packed
+ * bytes (q4_K_scale_min's layout) with four word operations each, times
+ * d and dmin, as 8 floats each: decoding them one at a time was the
+ * K-quant tiles' largest cost in decode. */
+static inline void kq_scales_mins(const uint8_t *s, float d, float dmin, float *ds, float *dm) {
+    uint32_t w0, w1, w2;
+    memcpy(&w0, s, 4);
+    memcpy(&w1, s + 4, 4);
+    memcpy(&w2, s + 8, 4);
+    uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 6) & 0x03030303) << 4;
+    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
+    __m128i sc = _mm_setr_epi32((int)(w0 & 0x3f3f3f3f), (int)sc_hi, 0, 0);
+    __m128i m = _mm_setr_epi32((int)(w1 & 0x3f3f3f3f), (int)m_hi, 0, 0);
+    _mm256_storeu_ps(ds, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)), _mm256_set1_ps(d)));
+    _mm256_storeu_ps(dm, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m)), _mm256_set1_ps(dmin)));
+}
+
 /* Q4_K: sub-block 2c in the low nibbles of bytes 32c.., 2c+1 in the high ones. */
 static inline void unpack_q4_K(const block_q4_K *w, kq_super *u) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
@@ -250,12 +267,7 @@ static inline void unpack_q4_K(const block_q4_K *w, kq_super *u) {
         u->q[2 * c] = _mm256_and_si256(q, m4);
         u->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
     }
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, m;
-        q4_K_scale_min(j, w->scales, &sc, &m);
-        u->ds[j] = d * (float)sc;
-        u->dm[j] = dmin * (float)m;
-    }
+    kq_scales_mins(w->scales, d, dmin, u->ds, u->dm);
 }
 
 /* Q5_K: Q4_K's nibbles plus the 5th bit of sub-block j (qh bit j of each
@@ -271,22 +283,23 @@ static inline void unpack_q5_K(const block_q5_K *w, kq_super *u) {
         u->q[2 * c] = _mm256_or_si256(_mm256_and_si256(q, m4), h1);
         u->q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h2);
     }
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, m;
-        q4_K_scale_min(j, w->scales, &sc, &m);
-        u->ds[j] = d * (float)sc;
-        u->dm[j] = dmin * (float)m;
-    }
+    kq_scales_mins(w->scales, d, dmin, u->ds, u->dm);
 }
 
-/* One super-block (unpacked) against token row x's 8 activation blocks. */
+/* One super-block (unpacked) against token row x's 8 activation blocks,
+ * in two chains each for the vector and the mins: one chain of 8 dependent
+ * multiply-adds per super-block held decode (one token, nothing else to
+ * overlap with) to their latency. */
 static inline __m256 kq_block(const kq_super *u, const block_q8a *x, __m256 acc, float *corr) {
+    __m256 a[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    float c[2] = {0, 0};
     for (int j = 0; j < 8; j++) {
         __m256i p = dot32_u8i8(u->q[j], _mm256_loadu_si256((const __m256i *)x[j].qs));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(u->ds[j] * x[j].d), acc);
-        *corr += u->dm[j] * (x[j].d * (float)x[j].sum);
+        a[j & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(u->ds[j] * x[j].d), a[j & 1]);
+        c[j & 1] += u->dm[j] * (x[j].d * (float)x[j].sum);
     }
-    return acc;
+    *corr += c[0] + c[1];
+    return _mm256_add_ps(acc, _mm256_add_ps(a[0], a[1]));
 }
 
 #define KQ_TILE(NAME, BLOCK, UNPACK)                                                                          \
@@ -299,11 +312,12 @@ static inline __m256 kq_block(const kq_super *u, const block_q8a *x, __m256 acc,
             for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                               \
             for (int r = 0; r < nr; r++) {                                                                    \
                 const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
-                if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);                  \
                 __m256 acc[TOK];                                                                              \
                 float corr[TOK] = {0};                                                                        \
                 for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();                                   \
                 for (int b = 0; b < nb; b++) {                                                                \
+                    /* decode: DECODE_AHEAD bytes on, a constant count per super-block (unrolled) */            \
+                    if (nt == 1) prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(BLOCK));      \
                     kq_super u;                                                                               \
                     UNPACK(&wb[b], &u);                                                                       \
                     for (int t = 0; t < m; t++) acc[t] = kq_block(&u, x[t] + 8 * b, acc[t], &corr[t]);       \
@@ -347,21 +361,23 @@ void avx2_tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a
         for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
         for (int r = 0; r < nr; r++) {
             const block_q6_K *wb = (const block_q6_K *)((const char *)w + (size_t)r * w_stride);
-            if (nt == 1) prefetch_span((const char *)wb + DECODE_AHEAD, (int)w_stride);
             __m256 acc[TOK];
             for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
             for (int b = 0; b < nb; b++) {
+                if (nt == 1) prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(block_q6_K));
                 __m256i q[8], s[8];
                 unpack_q6_K(&wb[b], q, s);
                 float d = h2f(wb[b].d);
                 for (int t = 0; t < m; t++) {
                     const block_q8a *xb = x[t] + 8 * b;
+                    __m256 ch[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}; /* two chains, as kq_block */
                     for (int j = 0; j < 8; j++) {
                         __m256i xq = _mm256_loadu_si256((const __m256i *)xb[j].qs);
                         __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[j], xq), _mm256_maddubs_epi16(c32, xq));
-                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, s[j])),
-                                                 _mm256_set1_ps(d * xb[j].d), acc[t]);
+                        ch[j & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, s[j])),
+                                                    _mm256_set1_ps(d * xb[j].d), ch[j & 1]);
                     }
+                    acc[t] = _mm256_add_ps(acc[t], _mm256_add_ps(ch[0], ch[1]));
                 }
             }
             for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
