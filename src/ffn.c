@@ -197,12 +197,11 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, float *out, 
     for (int e = 0; e < E; e++) {
         int first = c->exp_start[e], count = c->exp_start[e + 1] - first;
         if (!count) continue;
-        int F = L->gate_exps.rows;
         ffn_piece p = {.gate = wmat_at(L->gate_exps, e), .up = wmat_at(L->up_exps, e),
                        .down = wmat_at(L->down_exps, e), .rows = c->exp_rows + first,
                        .weight = c->ffn_pair_w + first, .n = count, .expert = e, .oai = cfg->act == ACT_SWIGLU_OAI,
-                       .gate_bias = L->gate_exps_bias ? L->gate_exps_bias + (size_t)e * F : NULL,
-                       .up_bias = L->up_exps_bias ? L->up_exps_bias + (size_t)e * F : NULL,
+                       .gate_bias = L->gate_exps_bias ? L->gate_exps_bias + (size_t)e * L->exps_bias_stride : NULL,
+                       .up_bias = L->up_exps_bias ? L->up_exps_bias + (size_t)e * L->exps_bias_stride : NULL,
                        .down_bias = L->down_exps_bias ? L->down_exps_bias + (size_t)e * cfg->dim : NULL};
         group_add(c, g, p, ax, out);
     }

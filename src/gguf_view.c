@@ -100,6 +100,9 @@ static const tensor_name LAYER_NAMES[] = {
     {"ffn_gate_exps.weight", "ffn_gate_exps", TN_PLAIN},
     {"ffn_up_exps.weight", "ffn_up_exps", TN_PLAIN},
     {"ffn_down_exps.weight", "ffn_down_exps", TN_PLAIN},
+    /* llama.cpp's fused experts (its converter's --fuse-gate-up-exps): per expert
+     * its gate rows, then its up rows; model.c binds both halves in place */
+    {"ffn_gate_up_exps.weight", "ffn_gate_up_exps", TN_PLAIN},
     {"ffn_gate_shexp.weight", "ffn_gate_shexp", TN_PLAIN},
     {"ffn_up_shexp.weight", "ffn_up_shexp", TN_PLAIN},
     {"ffn_down_shexp.weight", "ffn_down_shexp", TN_PLAIN},
@@ -112,6 +115,7 @@ static const tensor_name LAYER_NAMES[] = {
     {"ffn_gate_inp.bias", "ffn_router_logit_bias", TN_GPT_OSS},
     {"ffn_gate_exps.bias", "ffn_gate_exps_bias", TN_GPT_OSS},
     {"ffn_up_exps.bias", "ffn_up_exps_bias", TN_GPT_OSS},
+    {"ffn_gate_up_exps.bias", "ffn_gate_up_exps_bias", TN_GPT_OSS},
     {"ffn_down_exps.bias", "ffn_down_exps_bias", TN_GPT_OSS},
     /* Gated DeltaNet (qwen3next, qwen35moe): the converter writes q|k|v rows
      * all q heads, all k heads, all v heads, as the engine reads them */

@@ -87,6 +87,7 @@ static int bind_mat(binder *b, wmat *out, const char *name, int n_mats, int rows
     out->cols = cols;
     out->n_mats = n_mats ? n_mats : 1;
     out->row_bytes = dtype_row_bytes(t->dtype, (uint64_t)cols);
+    out->mat_bytes = (size_t)rows * out->row_bytes;
     return 0;
 }
 
@@ -151,6 +152,41 @@ static int bind_deltanet(binder *b, const moe_config *c, layer_weights *L, int l
            bind_mat(b, &L->ssm_out, LNAME(nm, l, "ssm_out"), 0, d, vw);
 }
 
+/* The experts' gate and up matrices: ffn_gate_exps + ffn_up_exps, or views
+ * into one fused ffn_gate_up_exps [n_experts, 2*ff, dim] whose experts hold
+ * their ff gate rows, then their ff up rows (llama.cpp's FFN_GATE_UP_EXP, as
+ * its converter's --fuse-gate-up-exps writes it): no copy, each half steps
+ * 2*ff rows from one expert to the next. */
+static int bind_gate_up(binder *b, layer_weights *L, int l, int E, int F, int d) {
+    char nm[96];
+    if (!moef_tensor(b->f, LNAME(nm, l, "ffn_gate_up_exps")))
+        return bind_mat(b, &L->gate_exps, LNAME(nm, l, "ffn_gate_exps"), E, F, d) ||
+               bind_mat(b, &L->up_exps, LNAME(nm, l, "ffn_up_exps"), E, F, d);
+    if (moef_tensor(b->f, LNAME(nm, l, "ffn_gate_exps")) || moef_tensor(b->f, LNAME(nm, l, "ffn_up_exps")))
+        return moe_fail(b->err, "blk.%d has both ffn_gate_up_exps and split ffn_gate_exps/ffn_up_exps", l);
+    wmat gu;
+    if (bind_mat(b, &gu, LNAME(nm, l, "ffn_gate_up_exps"), E, 2 * F, d)) return -1;
+    size_t half = (size_t)F * gu.row_bytes;
+    L->gate_exps = L->up_exps = (wmat){.data = gu.data, .dtype = gu.dtype, .rows = F, .cols = d, .n_mats = E,
+                                       .row_bytes = gu.row_bytes, .mat_bytes = 2 * half};
+    L->up_exps.data = (const char *)gu.data + half;
+    return 0;
+}
+
+/* The experts' gate and up biases, [n_experts, ff] each, or the halves of a
+ * fused ffn_gate_up_exps_bias [n_experts, 2*ff] (gate then up per expert). */
+static int bind_gate_up_bias(binder *b, layer_weights *L, int l, int E, int F) {
+    char nm[96];
+    L->exps_bias_stride = F;
+    if (!moef_tensor(b->f, LNAME(nm, l, "ffn_gate_up_exps_bias")))
+        return bind_f32(b, &L->gate_exps_bias, LNAME(nm, l, "ffn_gate_exps_bias"), E, F) ||
+               bind_f32(b, &L->up_exps_bias, LNAME(nm, l, "ffn_up_exps_bias"), E, F);
+    if (bind_f32(b, &L->gate_exps_bias, LNAME(nm, l, "ffn_gate_up_exps_bias"), E, 2 * F)) return -1;
+    L->up_exps_bias = L->gate_exps_bias + F;
+    L->exps_bias_stride = 2 * F;
+    return 0;
+}
+
 static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
     char nm[96];
     int d = c->dim;
@@ -160,9 +196,7 @@ static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
                bind_mat(b, &L->ffn_up, LNAME(nm, l, "ffn_up"), 0, c->ff_dim, d) ||
                bind_mat(b, &L->ffn_down, LNAME(nm, l, "ffn_down"), 0, d, c->ff_dim);
     int E = c->route.n_experts, F = c->moe_ff_dim;
-    if (bind_mat(b, &L->router, LNAME(nm, l, "ffn_router"), 0, E, d) ||
-        bind_mat(b, &L->gate_exps, LNAME(nm, l, "ffn_gate_exps"), E, F, d) ||
-        bind_mat(b, &L->up_exps, LNAME(nm, l, "ffn_up_exps"), E, F, d) ||
+    if (bind_mat(b, &L->router, LNAME(nm, l, "ffn_router"), 0, E, d) || bind_gate_up(b, L, l, E, F, d) ||
         bind_mat(b, &L->down_exps, LNAME(nm, l, "ffn_down_exps"), E, d, F))
         return -1;
     if (!dtype_info(L->router.dtype)->is_float)
@@ -172,8 +206,7 @@ static int bind_ffn(binder *b, const moe_config *c, layer_weights *L, int l) {
         return -1;
     if (c->route.use_bias && bind_vec(b, &L->router_bias, LNAME(nm, l, "ffn_router_bias"), E)) return -1;
     if (c->router_bias && bind_vec(b, &L->router_logit_bias, LNAME(nm, l, "ffn_router_logit_bias"), E)) return -1;
-    if (c->expert_bias && (bind_f32(b, &L->gate_exps_bias, LNAME(nm, l, "ffn_gate_exps_bias"), E, F) ||
-                           bind_f32(b, &L->up_exps_bias, LNAME(nm, l, "ffn_up_exps_bias"), E, F) ||
+    if (c->expert_bias && (bind_gate_up_bias(b, L, l, E, F) ||
                            bind_f32(b, &L->down_exps_bias, LNAME(nm, l, "ffn_down_exps_bias"), E, d)))
         return -1;
     if (c->shared_ff > 0 && (bind_mat(b, &L->gate_sh, LNAME(nm, l, "ffn_gate_shexp"), 0, c->shared_ff, d) ||

@@ -47,7 +47,8 @@ typedef struct {
     wmat router;                     /* (n_experts, dim) */
     const float *router_bias;        /* (n_experts) selection-only bias, or NULL */
     const float *router_logit_bias;  /* (n_experts) added to the router logits, or NULL */
-    const float *gate_exps_bias, *up_exps_bias; /* (n_experts, moe_ff) or NULL */
+    const float *gate_exps_bias, *up_exps_bias; /* n_experts x (moe_ff), exps_bias_stride apart, or NULL */
+    int exps_bias_stride;            /* moe_ff, or 2*moe_ff: halves of a fused gate|up bias */
     const float *down_exps_bias;     /* (n_experts, dim) or NULL */
     wmat gate_exps, up_exps;         /* n_experts x (moe_ff, dim) */
     wmat down_exps;                  /* n_experts x (dim, moe_ff) */

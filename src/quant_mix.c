@@ -129,6 +129,7 @@ static const struct {
     {"ffn_gate", "ffn_gate.weight"}, {"ffn_up", "ffn_up.weight"}, {"ffn_down", "ffn_down.weight"},
     {"ffn_router", "ffn_gate_inp.weight"}, {"ffn_gate_exps", "ffn_gate_exps.weight"},
     {"ffn_up_exps", "ffn_up_exps.weight"}, {"ffn_down_exps", "ffn_down_exps.weight"},
+    {"ffn_gate_up_exps", "ffn_gate_up_exps.weight"},
     {"ffn_gate_shexp", "ffn_gate_shexp.weight"}, {"ffn_up_shexp", "ffn_up_shexp.weight"},
     {"ffn_down_shexp", "ffn_down_shexp.weight"}, {"ffn_shexp_gate", "ffn_gate_inp_shexp.weight"},
     {"attn_sinks", "attn_sinks.weight"}, {"ssm_qkv", "attn_qkv.weight"}, {"ssm_z", "attn_gate.weight"},

@@ -120,6 +120,7 @@ static int input_kind(const char *s, int len, int *per_expert) {
              {"attn_kv_a", MOE_INPUT_ATTN, 0},        {"attn_o", MOE_INPUT_ATTN_OUT, 0},
              {"ffn_gate", MOE_INPUT_FFN, 0},          {"ffn_up", MOE_INPUT_FFN, 0},
              {"ffn_gate_exps", MOE_INPUT_FFN, 0},     {"ffn_up_exps", MOE_INPUT_FFN, 0},
+             {"ffn_gate_up_exps", MOE_INPUT_FFN, 0},
              {"ffn_gate_shexp", MOE_INPUT_FFN, 0},    {"ffn_up_shexp", MOE_INPUT_FFN, 0},
              {"ffn_down", MOE_INPUT_FFN_DOWN, 0},     {"ffn_down_shexp", MOE_INPUT_FFN_DOWN, 0},
              {"ffn_down_exps", MOE_INPUT_FFN_DOWN, 1},

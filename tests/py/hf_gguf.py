@@ -99,9 +99,12 @@ class Writer:
         self.g.set("%s.%s" % (self.arch, suffix), vtype, value)
 
 
-def write(src, out, tile=True):
-    """tile=False (a negative control) leaves Qwen3.5's value heads in HF's grouped order."""
+def write(src, out, tile=True, fuse=None):
+    """tile=False (a negative control) leaves Qwen3.5's value heads in HF's grouped order;
+    fuse="gate_up" writes the experts as llama.cpp's converter does with --fuse-gate-up-exps
+    (fuse_gate_up; "up_gate", a negative control, puts the halves the wrong way round)."""
     w = Writer(src)
+    w.fuse = fuse
     if w.arch in ("qwen3next", "qwen35moe"):
         return write_hybrid(w, src, out, tile)
     c, arch, g = w.cfg, w.arch, w.g
@@ -276,7 +279,40 @@ def write(src, out, tile=True):
                 w.copy(b + "ffn_gate_inp_shexp.weight", m + "shared_expert_gate.weight")
     if os.path.exists(os.path.join(src, "tokenizer.json")):
         add_tokenizer(g, src)
-    return g.write(out)
+    return finish(w, out)
+
+
+def finish(w, out):
+    if w.fuse:
+        fuse_gate_up(w.g, w.fuse == "up_gate")
+    return w.g.write(out)
+
+
+def fuse_gate_up(g, swap=False):
+    """llama.cpp's --fuse-gate-up-exps (ModelBase.modify_tensors; GptOssModel for its MXFP4
+    experts and biases): each layer's ffn_gate_exps and ffn_up_exps become one ffn_gate_up_exps,
+    torch.cat([gate, up], dim=1) of the stacked [E, F, D] tensors, so expert e holds its F gate
+    rows then its F up rows (any type: whole rows move); the biases likewise, [E, 2F]. Their
+    loader and graph read it so (create_tensor_gate_up_exps; build_moe_ffn's gate view at 0,
+    up at n_ff), as ik_llama.cpp's fused kernel does (gate at the expert's start, up at half)."""
+    by = {t.name: t for t in g.tensors}
+    out = []
+    for t in g.tensors:
+        if ".ffn_up_exps." in t.name:
+            continue
+        if ".ffn_gate_exps." not in t.name:
+            out.append(t)
+            continue
+        up = by[t.name.replace(".ffn_gate_exps.", ".ffn_up_exps.")]
+        assert (up.ne, up.type) == (t.ne, t.type)
+        E = t.ne[-1]
+        per = len(t.data) // E
+        halves = (up, t) if swap else (t, up)
+        data = b"".join(h.data[e * per:(e + 1) * per] for e in range(E) for h in halves)
+        ne = list(t.ne)
+        ne[-2] *= 2  # rows of a weight [D, F, E], values of a bias [F, E]
+        out.append(ggufio.Tensor(t.name.replace(".ffn_gate_exps.", ".ffn_gate_up_exps."), ne, t.type, data))
+    g.tensors[:] = out
 
 
 def gpt_oss_keys(w, c):
@@ -466,7 +502,7 @@ def write_hybrid(w, src, out, tile_v=True):
         w.copy(b + "ffn_gate_inp_shexp.weight", m + "shared_expert_gate.weight")
     if os.path.exists(os.path.join(src, "tokenizer.json")):
         add_tokenizer(g, src)
-    return g.write(out)
+    return finish(w, out)
 
 
 def add_tokenizer(g, src, pre=b"gpt-2"):

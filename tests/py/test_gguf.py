@@ -238,7 +238,7 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
         src = os.path.join(moetest.SHARED, "golden", fam)
         if not os.path.exists(os.path.join(src, "golden.json")):
             self.skipTest("no golden %s" % fam)
-        return hf_gguf.write(src, os.path.join(moetest.workdir("gguf_golden"), "%s%s.gguf" % (fam, "_".join(kw))),
+        return hf_gguf.write(src, os.path.join(moetest.workdir("gguf_golden"), "%s%s.gguf" % (fam, "".join("_%s-%s" % kv for kv in sorted(kw.items())))),
                              **kw)
 
     def test_glm_mtp_layer_is_skipped(self):
@@ -263,6 +263,32 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("block 4 is counted in glm4moe.nextn_predict_layers but has no blk.4.nextn.eh_proj.weight",
                       p.stderr)
+
+    def test_fused_gate_up_experts(self):
+        """llama.cpp's converter with --fuse-gate-up-exps writes one ffn_gate_up_exps per layer
+        (each expert's gate rows, then its up rows; gpt-oss's MXFP4 experts and biases too): the
+        reader binds its halves in place and gives the split file's logits. Negative control: the
+        halves the wrong way round move the logits far beyond the golden tolerance."""
+        for fam in ("qwen3_moe", "gpt_oss"):
+            with self.subTest(family=fam):
+                g = moetest.golden(fam) if os.path.exists(
+                    os.path.join(moetest.SHARED, "golden", fam, "golden.json")) else None
+                if g is None:
+                    self.skipTest("no golden %s" % fam)
+                split = moetest.logits(self.golden_file(fam), g["tokens"], "-t", "2")
+                path = self.golden_file(fam, fuse="gate_up")
+                names = [t.name for t in ggufio.GGUF.read(path).tensors]
+                self.assertIn("blk.0.ffn_gate_up_exps.weight", names)
+                self.assertNotIn("blk.0.ffn_gate_exps.weight", names)
+                self.assertEqual(fam == "gpt_oss", "blk.0.ffn_gate_up_exps.bias" in names)
+                fused = moetest.logits(path, g["tokens"], "-t", "2")
+                m, _ = moetest.max_rms(fused, split)
+                self.assertLessEqual(m, 1e-6, "%s: fused vs split max %.2e" % (fam, m))
+                m, _ = moetest.max_rms(fused, g["rows"])
+                self.assertLessEqual(m, 2.5e-3)
+                swapped = moetest.logits(self.golden_file(fam, fuse="up_gate"), g["tokens"], "-t", "2")
+                m, _ = moetest.max_rms(swapped, g["rows"])
+                self.assertGreater(m, 0.05, "%s: halves swapped, max %.2e" % (fam, m))
 
     def test_qwen35_value_head_order_matters(self):
         """Negative control: Qwen3.5's value heads left in HF's grouped order (not the converter's

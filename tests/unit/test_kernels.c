@@ -87,7 +87,7 @@ static test_mat make_mat(moe_dtype dt, int rows, int cols) {
     quantize_rows(dt, src, m.data, rows, cols);
     for (int r = 0; r < rows; r++) dequantize_row_at(dt, m.data, rb, (size_t)r, m.exact + (size_t)r * cols, cols);
     free(src);
-    m.w = (wmat){m.data, dt, rows, cols, 1, rb};
+    m.w = (wmat){m.data, dt, rows, cols, 1, rb, (size_t)rows * rb};
     return m;
 }
 
