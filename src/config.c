@@ -120,6 +120,7 @@ static const key_spec KEYS[] = {
     {"ssm.k_dim", K_INT, OPT, AT(ssm_k_dim), 0, NULL},
     {"ssm.v_dim", K_INT, OPT, AT(ssm_v_dim), 0, NULL},
     {"ssm.v_tiled", K_INT, OPT, AT(ssm_v_tiled), 0, NULL},
+    {"ssm.qkvz", K_INT, OPT, AT(ssm_qkvz), 0, NULL},
 
     /* tok.* values are read by tokenizer.c; here only their presence and type */
     {"tok.model", K_TEXT, OPT, NOT_BOUND, 0, NULL},
@@ -226,7 +227,8 @@ static int validate_ssm(moe_config *c, const moe_file *f, moe_err *err) {
     if (!c->ssm_layer) return moe_fail(err, "out of memory");
     const moe_kv *layers = moef_kv(f, "ssm.layers");
     if (!layers) {
-        if (c->ssm_conv_kernel || c->ssm_n_k_heads || c->ssm_n_v_heads || c->ssm_k_dim || c->ssm_v_dim || c->ssm_v_tiled)
+        if (c->ssm_conv_kernel || c->ssm_n_k_heads || c->ssm_n_v_heads || c->ssm_k_dim || c->ssm_v_dim || c->ssm_v_tiled ||
+            c->ssm_qkvz)
             return moe_fail(err, "ssm.* dimensions given without ssm.layers");
         return 0;
     }
@@ -248,6 +250,9 @@ static int validate_ssm(moe_config *c, const moe_file *f, moe_err *err) {
     if (c->ssm_k_dim < 1 || c->ssm_k_dim > 4096 || c->ssm_v_dim < 1 || c->ssm_v_dim > 4096)
         return moe_fail(err, "ssm.k_dim %d and ssm.v_dim %d must be in 1..4096", c->ssm_k_dim, c->ssm_v_dim);
     if (c->ssm_v_tiled != 0 && c->ssm_v_tiled != 1) return moe_fail(err, "ssm.v_tiled %d, expected 0 or 1", c->ssm_v_tiled);
+    if (c->ssm_qkvz != 0 && c->ssm_qkvz != 1) return moe_fail(err, "ssm.qkvz %d, expected 0 or 1", c->ssm_qkvz);
+    /* HF's in_proj_qkvz groups the value heads by key head: the grouped order */
+    if (c->ssm_qkvz && c->ssm_v_tiled) return moe_fail(err, "ssm.qkvz and ssm.v_tiled cannot both be set");
     return 0;
 }
 

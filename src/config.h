@@ -87,6 +87,7 @@ typedef struct {
     int ssm_n_k_heads, ssm_n_v_heads; /* linear_num_key_heads, linear_num_value_heads */
     int ssm_k_dim, ssm_v_dim; /* per head: linear_key_head_dim, linear_value_head_dim */
     int ssm_v_tiled;          /* value heads in tiled order: head h reads key head h % n_k_heads (llama.cpp's qwen35moe) */
+    int ssm_qkvz;             /* 1: one ssm_qkvz in HF's in_proj_qkvz row order instead of ssm_qkv + ssm_z (GGUF ssm_in) */
 } moe_config;
 
 /* Read and validate every metadata key; unknown keys are errors. */

@@ -92,6 +92,7 @@ static void layout(moe_ctx *c, arena *a) {
         c->ssm_x = take(a, B * ch, sizeof(float));
         c->ssm_qkv = take(a, B * ch, sizeof(float));
         c->ssm_z = take(a, B * sv, sizeof(float));
+        c->ssm_qkvz = cfg->ssm_qkvz ? take(a, B * (ch + sv), sizeof(float)) : NULL;
         c->ssm_b = take(a, B * nv, sizeof(float));
         c->ssm_a = take(a, B * nv, sizeof(float));
         c->ssm_o = take(a, B * sv, sizeof(float));

@@ -76,6 +76,24 @@ static void l2norm_scaled(float *x, int n, float scale) {
     for (int i = 0; i < n; i++) x[i] *= r;
 }
 
+/* HF's fix_query_key_value_ordering: the in_proj_qkvz product, per key head
+ * j its q_j (dk), k_j (dk), v_j and z_j (nv/nk value heads of dv each), into
+ * x = all q | all k | all v and z = all z (value heads in HF's grouped order). */
+static void split_qkvz(const moe_config *cfg, const float *qkvz, int n, float *x, float *z) {
+    int nk = cfg->ssm_n_k_heads, dk = cfg->ssm_k_dim, kw = ssm_key_width(cfg), vw = ssm_value_width(cfg);
+    int vg = vw / nk, group = 2 * dk + 2 * vg, ch = ssm_channels(cfg); /* vg: one key head's v (or z) values */
+    for (int t = 0; t < n; t++) {
+        const float *src = qkvz + (size_t)t * (size_t)(ch + vw);
+        float *xt = x + (size_t)t * (size_t)ch, *zt = z + (size_t)t * (size_t)vw;
+        for (int j = 0; j < nk; j++, src += group) {
+            memcpy(xt + (size_t)j * dk, src, (size_t)dk * sizeof(float));
+            memcpy(xt + kw + (size_t)j * dk, src + dk, (size_t)dk * sizeof(float));
+            memcpy(xt + 2 * (size_t)kw + (size_t)j * vg, src + 2 * dk, (size_t)vg * sizeof(float));
+            memcpy(zt + (size_t)j * vg, src + 2 * dk + vg, (size_t)vg * sizeof(float));
+        }
+    }
+}
+
 void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
@@ -84,14 +102,16 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     observe_input(c, layer, MOE_INPUT_ATTN, -1, xn, n, cfg->dim);
     double t0 = phase_start(c);
 
-    /* 1. HF in_proj_qkv, in_proj_z, in_proj_b, in_proj_a; x quantized once for all four */
+    /* 1. HF in_proj_qkv, in_proj_z, in_proj_b, in_proj_a (or in_proj_qkvz, split after); x quantized once for all */
     act_rows ax;
     act_init(&ax, xn, n, cfg->dim, c->act_scratch);
-    mm_job in[4] = {{.y = c->ssm_x, .w = &L->ssm_qkv, .a = &ax, .m = n},
-                    {.y = c->ssm_z, .w = &L->ssm_z, .a = &ax, .m = n},
-                    {.y = c->ssm_b, .w = &L->ssm_beta, .a = &ax, .m = n},
-                    {.y = c->ssm_a, .w = &L->ssm_alpha, .a = &ax, .m = n}};
-    matmul_jobs(in, 4, c->n_threads);
+    mm_job in[4] = {{.y = c->ssm_b, .w = &L->ssm_beta, .a = &ax, .m = n},
+                    {.y = c->ssm_a, .w = &L->ssm_alpha, .a = &ax, .m = n},
+                    {.y = c->ssm_x, .w = &L->ssm_qkv, .a = &ax, .m = n},
+                    {.y = c->ssm_z, .w = &L->ssm_z, .a = &ax, .m = n}};
+    if (cfg->ssm_qkvz) in[2] = (mm_job){.y = c->ssm_qkvz, .w = &L->ssm_qkvz, .a = &ax, .m = n};
+    matmul_jobs(in, cfg->ssm_qkvz ? 3 : 4, c->n_threads);
+    if (cfg->ssm_qkvz) split_qkvz(cfg, c->ssm_qkvz, n, c->ssm_x, c->ssm_z);
 
     /* 2. causal conv1d + SiLU over q|k|v, each run after its sequence's last inputs */
     for (int i = 0; i < c->n_runs; i++) {

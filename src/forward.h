@@ -86,6 +86,7 @@ struct moe_ctx {
     float *ssm_x;               /* (B, channels) q|k|v before the conv */
     float *ssm_qkv;             /* (B, channels) after conv + SiLU; q, k then L2-normalised */
     float *ssm_z;               /* (B, value_width) output gate */
+    float *ssm_qkvz;            /* ssm.qkvz: (B, channels + value_width) the fused projection, then split; else NULL */
     float *ssm_b, *ssm_a;       /* (B, n_v_heads) beta and alpha logits, then beta and log decay g */
     float *ssm_o;               /* (B, value_width) per value head output, then gated-normed */
     float *ssm_tmp;             /* (n_threads, delta_rule_scratch_floats) one head's delta-rule scratch */

@@ -121,6 +121,9 @@ static const tensor_name LAYER_NAMES[] = {
      * all q heads, all k heads, all v heads, as the engine reads them */
     {"attn_qkv.weight", "ssm_qkv", TN_SSM},
     {"attn_gate.weight", "ssm_z", TN_SSM},
+    /* ... or, in older mainline qwen3next files, HF's in_proj_qkvz rows as they are (per key head
+     * q, k, v, z), split after the product (ssm.qkvz), as llama.cpp's graph still reads them */
+    {"ssm_in.weight", "ssm_qkvz", TN_SSM},
     {"ssm_beta.weight", "ssm_beta", TN_SSM},
     {"ssm_alpha.weight", "ssm_alpha", TN_SSM},
     {"ssm_ba.weight", NULL, TN_SSM_BA},
@@ -583,8 +586,23 @@ static int rope_keys(gguf_view *v, keys *k, const arch_spec *a, int head_dim, in
            view_float(v, "rope.beta_slow", beta_slow) || view_float(v, "rope.attn_factor", cs);
 }
 
+/* expert_gating_func when the file has none, as llama.cpp's loaders decide:
+ * glm4moe sigmoid (GLM-4.5's router); deepseek2 softmax (DeepSeek-V2/V2.5
+ * files from before the key) except GLM-4.7-Flash, whose config names no
+ * scoring_func, so mainline's converter writes no key and its loader infers
+ * sigmoid from 47 or 48 layers and a 154880-token vocabulary (ik_llama.cpp's
+ * from the layer count alone). A deepseek2 file whose layers carry
+ * exp_probs_b is sigmoid too: only DeepSeek-V3's noaux_tc router has that
+ * selection bias, and it scores with a sigmoid (HF). */
+static int default_gating(const arch_spec *a, int n_layers, int vocab, int has_bias) {
+    if (!strcmp(a->gguf, "glm4moe")) return 2;
+    if (a->mla && (has_bias || ((n_layers == 47 || n_layers == 48) && vocab == 154880))) return 2;
+    return 1;
+}
+
 /* Routing and expert shapes. */
-static int moe_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int ff, int *n_experts, int *sigmoid_out) {
+static int moe_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int vocab, int ff, int *n_experts,
+                    int *sigmoid_out) {
     const gguf_file *g = v->g;
     int E, K, moe_ff, shared_n, groups, groups_used, leading, gating, norm, shared_ff_key;
     double scale;
@@ -592,13 +610,13 @@ static int moe_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int
         get_int(k, "expert_feed_forward_length", ff, &moe_ff) || get_int(k, "expert_shared_count", 0, &shared_n) ||
         get_int(k, "expert_shared_feed_forward_length", 0, &shared_ff_key) ||
         get_int(k, "expert_group_count", 1, &groups) || get_int(k, "expert_group_used_count", groups, &groups_used) ||
-        get_int(k, "leading_dense_block_count", 0, &leading) || get_int(k, "expert_gating_func", 1, &gating) ||
+        get_int(k, "leading_dense_block_count", 0, &leading) || get_int(k, "expert_gating_func", 0, &gating) ||
         get_bool(k, "expert_weights_norm", a->norm_topk, &norm) ||
-        get_float(k, "expert_weights_scale", 1, a->mla && E > 0, &scale))
+        get_float(k, "expert_weights_scale", 1, 0, &scale)) /* absent: no scaling (llama.cpp's loaders) */
         return -1;
     *n_experts = E;
     if (E == 0) return 0;
-    if (gating != 1 && gating != 2)
+    if (gating != 0 && gating != 1 && gating != 2)
         return moe_fail(v->err, "GGUF metadata %s.expert_gating_func = %d: moe knows 1 (softmax) and 2 (sigmoid)", k->arch,
                         gating);
     int64_t *layers = calloc((size_t)n_layers, sizeof *layers);
@@ -621,9 +639,10 @@ static int moe_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int
     if (sh && shared_ff_key && shared_ff != shared_ff_key)
         return moe_fail(v->err, "GGUF: %s.expert_shared_feed_forward_length %d != the shared expert's %d rows", k->arch,
                         shared_ff_key, shared_ff);
+    int bias = find_layer_tensor(g, first, "exp_probs_b.bias") != NULL;
+    if (gating == 0) gating = default_gating(a, n_layers, vocab, bias);
     int sigmoid = gating == 2;
     *sigmoid_out = sigmoid;
-    int bias = find_layer_tensor(g, first, "exp_probs_b.bias") != NULL;
     const char *group_score = sigmoid ? "top2sum" : "max";
     return view_int(v, "moe.n_experts", E) || view_int(v, "moe.n_active", K) || view_int(v, "moe.ff_dim", moe_ff) ||
            view_str(v, "moe.score", sigmoid ? "sigmoid" : "softmax", 7) ||
@@ -701,12 +720,22 @@ static int hybrid_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, 
     if (!layers) return moe_fail(v->err, "out of memory");
     for (int l = 0; l < n_layers; l++)
         layers[l] = !rec ? (l + 1) % interval != 0 : rec_all >= 0 ? rec_all != 0 : gguf_arr_int(rec, (uint64_t)l) != 0;
+    int fused = 0; /* the first Gated DeltaNet layer's projection form decides (model.c binds all alike) */
+    for (int l = 0; l < n_layers; l++)
+        if (layers[l]) {
+            fused = find_layer_tensor(v->g, l, "ssm_in.weight") != NULL;
+            break;
+        }
     int rc = view_ints(v, "ssm.layers", layers, (uint32_t)n_layers);
     free(layers);
+    if (rc) return -1;
+    if (fused && a->hybrid == 2)
+        return moe_fail(v->err, "GGUF tensor ssm_in (a fused q|k|v|z projection) is not understood for %s", k->arch);
     *out = (ssm_shape){nk, nv};
-    return rc || view_int(v, "ssm.conv_kernel", conv) || view_int(v, "ssm.n_k_heads", nk) ||
+    return view_int(v, "ssm.conv_kernel", conv) || view_int(v, "ssm.n_k_heads", nk) ||
            view_int(v, "ssm.n_v_heads", nv) || view_int(v, "ssm.k_dim", dk) || view_int(v, "ssm.v_dim", inner / nv) ||
-           (a->hybrid == 2 && view_int(v, "ssm.v_tiled", 1)) || view_int(v, "attn.out_gate", 1);
+           (a->hybrid == 2 && view_int(v, "ssm.v_tiled", 1)) || (fused && view_int(v, "ssm.qkvz", 1)) ||
+           view_int(v, "attn.out_gate", 1);
 }
 
 static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
@@ -762,7 +791,7 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
     }
     ssm_shape ssm = {0, 0};
     if (a->hybrid && hybrid_keys(v, &k, a, L, n_blocks, rope_dim, &ssm)) return -1;
-    if (moe_keys(v, &k, a, L, ff, &E, &sigmoid)) return -1;
+    if (moe_keys(v, &k, a, L, vocab, ff, &E, &sigmoid)) return -1;
     int any_dense = 0;
     for (int l = 0; l < L; l++) any_dense |= !find_layer_tensor(g, l, "ffn_gate_inp.weight");
     const char *arch = E > 0 && a->arch_moe ? a->arch_moe : a->arch;

@@ -142,9 +142,10 @@ static int bind_attention(binder *b, const moe_config *c, layer_weights *L, int 
 static int bind_deltanet(binder *b, const moe_config *c, layer_weights *L, int l) {
     char nm[96];
     int d = c->dim, nv = c->ssm_n_v_heads, vw = ssm_value_width(c), ch = ssm_channels(c);
-    return bind_mat(b, &L->ssm_qkv, LNAME(nm, l, "ssm_qkv"), 0, ch, d) ||
-           bind_mat(b, &L->ssm_z, LNAME(nm, l, "ssm_z"), 0, vw, d) ||
-           bind_mat(b, &L->ssm_beta, LNAME(nm, l, "ssm_beta"), 0, nv, d) ||
+    int in = c->ssm_qkvz ? bind_mat(b, &L->ssm_qkvz, LNAME(nm, l, "ssm_qkvz"), 0, ch + vw, d)
+                         : bind_mat(b, &L->ssm_qkv, LNAME(nm, l, "ssm_qkv"), 0, ch, d) ||
+                               bind_mat(b, &L->ssm_z, LNAME(nm, l, "ssm_z"), 0, vw, d);
+    return in || bind_mat(b, &L->ssm_beta, LNAME(nm, l, "ssm_beta"), 0, nv, d) ||
            bind_mat(b, &L->ssm_alpha, LNAME(nm, l, "ssm_alpha"), 0, nv, d) ||
            bind_f32_2d(b, &L->ssm_conv, LNAME(nm, l, "ssm_conv"), ch, c->ssm_conv_kernel) ||
            bind_vec(b, &L->ssm_a, LNAME(nm, l, "ssm_a"), nv) || bind_vec(b, &L->ssm_dt, LNAME(nm, l, "ssm_dt"), nv) ||

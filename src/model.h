@@ -33,6 +33,8 @@ typedef struct {
     /* Gated DeltaNet mixer (cfg.ssm_layer[l]), instead of attention */
     wmat ssm_qkv;                    /* (2*key_width + value_width, dim) rows: all q heads | all k heads | all v heads */
     wmat ssm_z;                      /* (value_width, dim) output gate */
+    wmat ssm_qkvz;                   /* ssm.qkvz, instead of the two: (2*key_width + 2*value_width, dim) rows per key
+                                        head: its q, its k, its value heads' v, their z (HF in_proj_qkvz) */
     wmat ssm_beta, ssm_alpha;        /* (n_v_heads, dim) b and a projections */
     const float *ssm_conv;           /* (channels, conv_kernel) depthwise conv taps, last tap = current token */
     const float *ssm_a;              /* (n_v_heads) -exp(A_log) */

@@ -132,7 +132,7 @@ static const struct {
     {"ffn_gate_up_exps", "ffn_gate_up_exps.weight"},
     {"ffn_gate_shexp", "ffn_gate_shexp.weight"}, {"ffn_up_shexp", "ffn_up_shexp.weight"},
     {"ffn_down_shexp", "ffn_down_shexp.weight"}, {"ffn_shexp_gate", "ffn_gate_inp_shexp.weight"},
-    {"attn_sinks", "attn_sinks.weight"}, {"ssm_qkv", "attn_qkv.weight"}, {"ssm_z", "attn_gate.weight"},
+    {"attn_sinks", "attn_sinks.weight"}, {"ssm_qkv", "attn_qkv.weight"}, {"ssm_qkvz", "ssm_in.weight"}, {"ssm_z", "attn_gate.weight"},
     {"ssm_beta", "ssm_beta.weight"}, {"ssm_alpha", "ssm_alpha.weight"}, {"ssm_out", "ssm_out.weight"},
     {"ssm_conv", "ssm_conv1d.weight"}, {"ssm_norm", "ssm_norm.weight"},
 };

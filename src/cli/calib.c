@@ -126,6 +126,7 @@ static int input_kind(const char *s, int len, int *per_expert) {
              {"ffn_down_exps", MOE_INPUT_FFN_DOWN, 1},
              /* Gated DeltaNet layers report their mixer's input and output as attention's */
              {"ssm_qkv", MOE_INPUT_ATTN, 0},          {"ssm_z", MOE_INPUT_ATTN, 0},
+             {"ssm_qkvz", MOE_INPUT_ATTN, 0},
              {"ssm_beta", MOE_INPUT_ATTN, 0},         {"ssm_alpha", MOE_INPUT_ATTN, 0},
              {"ssm_out", MOE_INPUT_ATTN_OUT, 0}};
     for (size_t i = 0; i < sizeof K / sizeof *K; i++)

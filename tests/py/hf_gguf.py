@@ -99,14 +99,16 @@ class Writer:
         self.g.set("%s.%s" % (self.arch, suffix), vtype, value)
 
 
-def write(src, out, tile=True, fuse=None):
+def write(src, out, tile=True, fuse=None, qkvz=None):
     """tile=False (a negative control) leaves Qwen3.5's value heads in HF's grouped order;
     fuse="gate_up" writes the experts as llama.cpp's converter does with --fuse-gate-up-exps
-    (fuse_gate_up; "up_gate", a negative control, puts the halves the wrong way round)."""
+    (fuse_gate_up; "up_gate", a negative control, puts the halves the wrong way round);
+    qkvz="ssm_in" writes Qwen3-Next's in_proj_qkvz as the older mainline converter did (one
+    ssm_in, HF's rows as they are; "flat", a negative control, in the all-q|all-k|all-v|all-z order)."""
     w = Writer(src)
     w.fuse = fuse
     if w.arch in ("qwen3next", "qwen35moe"):
-        return write_hybrid(w, src, out, tile)
+        return write_hybrid(w, src, out, tile, qkvz)
     c, arch, g = w.cfg, w.arch, w.g
     mt = c["model_type"]
     L, D, H = c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"]
@@ -122,12 +124,16 @@ def write(src, out, tile=True, fuse=None):
     w.key("context_length", U32, c["max_position_embeddings"])
     w.key("embedding_length", U32, D)
     w.key("feed_forward_length", U32, c["intermediate_size"])
+    ds = arch == "deepseek2"
+    # mainline's DeepseekV2Model (since its MLA rewrite) stores MLA as MQA: one KV head of
+    # kv_lora + rope key / kv_lora value dims, the per-head dims in *_length_mla; V2 stands for
+    # the older converters (config's KV heads, per-head key/value lengths, fused attn_kv_b)
+    mqa = ds and mt != "deepseek_v2"
     w.key("attention.head_count", U32, H)
-    w.key("attention.head_count_kv", U32, KV)
+    w.key("attention.head_count_kv", U32, 1 if mqa else KV)
     w.key("rope.freq_base", F32, float(c.get("rope_theta", 10000)))
     w.key("attention.layer_norm_rms_epsilon", F32, c["rms_norm_eps"])
     w.key("vocab_size", U32, c["vocab_size"])
-    ds = arch == "deepseek2"
     pair = mt in ("mixtral", "granitemoe", "llama")  # llama.cpp permutes Q/K of the Llama-derived models
     if glm:
         w.key("rope.dimension_count", U32, int(HD * c.get("partial_rotary_factor", 0.5)))
@@ -171,22 +177,37 @@ def write(src, out, tile=True, fuse=None):
         if c.get("q_lora_rank"):
             w.key("attention.q_lora_rank", U32, c["q_lora_rank"])
         w.key("attention.kv_lora_rank", U32, c["kv_lora_rank"])
-        w.key("attention.key_length", U32, nope + rope)
-        w.key("attention.value_length", U32, vd)
+        if mqa:
+            w.key("attention.key_length", U32, c["kv_lora_rank"] + rope)
+            w.key("attention.value_length", U32, c["kv_lora_rank"])
+            w.key("attention.key_length_mla", U32, nope + rope)
+            w.key("attention.value_length_mla", U32, vd)
+        else:
+            w.key("attention.key_length", U32, nope + rope)
+            w.key("attention.value_length", U32, vd)
         w.key("rope.dimension_count", U32, rope)
-        w.key("expert_shared_count", U32, c["n_shared_experts"])
-        w.key("expert_weights_scale", F32, c["routed_scaling_factor"])
-        w.key("expert_weights_norm", BOOL, bool(c.get("norm_topk_prob")))
-        # GLM-4.7-Flash's router is always sigmoid (Glm4MoeLiteTopkRouter), its config names no scoring_func
-        w.key("expert_gating_func", U32, 2 if c.get("scoring_func", "sigmoid" if lite else None) == "sigmoid" else 1)
-        if c.get("n_group"):
+        w.key("expert_shared_count", U32, c.get("n_shared_experts", 0))
+        if c.get("routed_scaling_factor") is not None:
+            w.key("expert_weights_scale", F32, c["routed_scaling_factor"])
+        if c.get("norm_topk_prob"):  # written only when true
+            w.key("expert_weights_norm", BOOL, True)
+        # TextModel's generic keys: the gating function only from a scoring_func in the config;
+        # GLM-4.7-Flash's names none (its router is always sigmoid), so its file has no key and the
+        # loaders infer it (gguf_view.c default_gating)
+        if "scoring_func" in c:
+            w.key("expert_gating_func", U32, 2 if c["scoring_func"] == "sigmoid" else 1)
+        if c.get("n_group") is not None:
             w.key("expert_group_count", U32, c["n_group"])
+        if c.get("topk_group") is not None:
             w.key("expert_group_used_count", U32, c["topk_group"])
         rs = c.get("rope_scaling")
         if rs and rs.get("type", rs.get("rope_type")) == "yarn":
             w.key("rope.scaling.type", STRING, b"yarn")
             w.key("rope.scaling.factor", F32, rs["factor"])
             w.key("rope.scaling.original_context_length", U32, rs["original_max_position_embeddings"])
+            for x in ("beta_fast", "beta_slow"):
+                if x in rs:
+                    w.key("rope.scaling.yarn_" + x, F32, rs[x])
             w.key("rope.scaling.yarn_log_multiplier", F32, 0.1 * rs["mscale_all_dim"])
 
     w.copy("token_embd.weight", "model.embed_tokens.weight")
@@ -385,8 +406,12 @@ def pick_rows(data, ncols, rows):
     return b"".join(data[r * rb:(r + 1) * rb] for r in rows)
 
 
-def write_hybrid(w, src, out, tile_v=True):
-    """Qwen3-Next / Qwen3.5-MoE as Qwen3NextModel / Qwen3_5MoeTextModel write them."""
+def write_hybrid(w, src, out, tile_v=True, qkvz=None):
+    """Qwen3-Next / Qwen3.5-MoE as Qwen3NextModel / Qwen3_5MoeTextModel write them. Qwen3-Next's
+    in_proj_qkvz: today's converter splits it into attn_qkv (q | k | v over all key heads) and
+    attn_gate (z); before that (llama.cpp's first Qwen3-Next support, still read by its loader and
+    by ik_llama.cpp's, whose graph splits the product per key head) it went through unchanged as
+    ssm_in (qkvz="ssm_in")."""
     c, g = w.cfg, w.g
     qwen35 = w.arch == "qwen35moe"
     pre = "model.language_model." if qwen35 else "model."
@@ -459,13 +484,19 @@ def write_hybrid(w, src, out, tile_v=True):
                     shape, t = w.f32(a + "in_proj_%s.weight" % x)
                     add_rows(b + "ssm_%s.weight" % y, shape, t, hrows)
             else:  # [q_j, k_j, v_j, z_j] per key head j -> q | k | v rows and z rows
-                shape, qkvz = w.f32(a + "in_proj_qkvz.weight")
+                shape, qkvz_w = w.f32(a + "in_proj_qkvz.weight")
                 gsz = 2 * dk + 2 * r * dv
                 heads = range(nk)
                 rows = ([j * gsz + x for j in heads for x in range(dk)] + [j * gsz + dk + x for j in heads for x in range(dk)]
                         + [j * gsz + 2 * dk + x for j in heads for x in range(r * dv)])
-                add_rows(b + "attn_qkv.weight", shape, qkvz, rows)
-                add_rows(b + "attn_gate.weight", shape, qkvz, [j * gsz + 2 * dk + r * dv + x for j in heads for x in range(r * dv)])
+                zrows = [j * gsz + 2 * dk + r * dv + x for j in heads for x in range(r * dv)]
+                if qkvz == "ssm_in":
+                    w.add(b + "ssm_in.weight", shape, qkvz_w)
+                elif qkvz == "flat":
+                    add_rows(b + "ssm_in.weight", shape, qkvz_w, rows + zrows)
+                else:
+                    add_rows(b + "attn_qkv.weight", shape, qkvz_w, rows)
+                    add_rows(b + "attn_gate.weight", shape, qkvz_w, zrows)
                 w.copy(b + "ssm_ba.weight", a + "in_proj_ba.weight")
             shape, conv = w.f32(a + "conv1d.weight")  # [ch, 1, K], squeezed
             add_rows(b + "ssm_conv1d.weight", [shape[0], K], conv, list(range(2 * kw)) + [2 * kw + x for x in vrows])

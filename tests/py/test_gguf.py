@@ -290,6 +290,31 @@ class GGUFGoldenFamiliesTest(unittest.TestCase):
                 m, _ = moetest.max_rms(swapped, g["rows"])
                 self.assertGreater(m, 0.05, "%s: halves swapped, max %.2e" % (fam, m))
 
+    def test_gating_func_when_absent(self):
+        """A file without expert_gating_func routes as llama.cpp's loaders assume: glm4moe with a
+        sigmoid (GLM-4.5), deepseek2 with a softmax (DeepSeek-V2 files from before the key) unless
+        its layers carry V3's selection bias exp_probs_b (GLM-4.7-Flash, whose file mainline writes
+        without the key; tested in GGUFSyntheticFamiliesTest). Each still gives the golden logits;
+        the wrong function given explicitly does not (so the default is what is tested)."""
+        d = moetest.workdir("gguf_golden")
+        for fam, arch, wrong in (("glm4_moe", "glm4moe", 1), ("deepseek_v2", "deepseek2", 2),
+                                 ("deepseek_v3", "deepseek2", 1)):
+            with self.subTest(family=fam):
+                gold = moetest.golden(fam) if os.path.exists(
+                    os.path.join(moetest.SHARED, "golden", fam, "golden.json")) else None
+                if gold is None:
+                    self.skipTest("no golden %s" % fam)
+                g = ggufio.GGUF.read(self.golden_file(fam))
+                self.assertIsNotNone(g.get(arch + ".expert_gating_func"))
+                g.drop(arch + ".expert_gating_func")
+                m, _ = moetest.max_rms(moetest.logits(g.write(os.path.join(d, fam + "_nogating.gguf")), gold["tokens"],
+                                                      "-t", "2"), gold["rows"])
+                self.assertLessEqual(m, 2.5e-3, "%s without expert_gating_func: max %.2e" % (fam, m))
+                g.set(arch + ".expert_gating_func", ggufio.U32, wrong)
+                m, _ = moetest.max_rms(moetest.logits(g.write(os.path.join(d, fam + "_wronggating.gguf")),
+                                                      gold["tokens"], "-t", "2"), gold["rows"])
+                self.assertGreater(m, 0.01, "%s with expert_gating_func %d: max %.2e" % (fam, wrong, m))
+
     def test_qwen35_value_head_order_matters(self):
         """Negative control: Qwen3.5's value heads left in HF's grouped order (not the converter's
         tiled order) in a qwen35moe file move the logits far beyond the tolerance, so the golden
@@ -365,6 +390,40 @@ class GGUFSyntheticFamiliesTest(unittest.TestCase):
                 b = moetest.logits(gguf_path, tokens, "-t", "2")
                 m, _ = moetest.max_rms(a, b)
                 self.assertLessEqual(m, 1e-4, "%s: max |gguf - moe| %.2e" % (fam, m))
+
+
+    def test_qwen3_next_fused_ssm_in(self):
+        """Older mainline qwen3next files keep Qwen3-Next's in_proj_qkvz as one ssm_in, HF's rows
+        as they are (per key head q, k, v, z), which llama.cpp's and ik_llama.cpp's graphs split
+        after the product: the reader does the same (ssm.qkvz) and gives the split file's logits.
+        Negative control: the same rows in the all-q | all-k | all-v | all-z order (what reading
+        ssm_in as a plain concatenation would assume) change them."""
+        import hf_gguf
+        d = moetest.workdir("gguf_synth")
+        src = os.path.join(d, "qwen3_next_ssm_in")
+        moetest.run([sys.executable, os.path.join(moetest.TOOLS, "make_synthetic.py"), "--family", "qwen3_next",
+                     "--vocab", "64", "--dtype", "f32", "--seed", "5", "-o", src, "--layers", "4"])
+        tokens = [1, 5, 9, 2, 7, 3, 11, 4, 8, 6, 10, 12]
+        split = moetest.logits(hf_gguf.write(src, os.path.join(d, "qn_split.gguf")), tokens, "-t", "2")
+        path = hf_gguf.write(src, os.path.join(d, "qn_ssm_in.gguf"), qkvz="ssm_in")
+        names = [t.name for t in ggufio.GGUF.read(path).tensors]
+        self.assertIn("blk.0.ssm_in.weight", names)
+        self.assertNotIn("blk.0.attn_qkv.weight", names)
+        m, _ = moetest.max_rms(moetest.logits(path, tokens, "-t", "2"), split)
+        self.assertLessEqual(m, 1e-5, "ssm_in vs attn_qkv + attn_gate: max %.2e" % m)
+        flat = moetest.logits(hf_gguf.write(src, os.path.join(d, "qn_flat.gguf"), qkvz="flat"), tokens, "-t", "2")
+        m, _ = moetest.max_rms(flat, split)
+        self.assertGreater(m, 1e-2, "ssm_in rows in the wrong order: max %.2e" % m)
+        # Qwen3.5 (qwen35moe) has no fused form: an ssm_in there is refused with one line
+        g = ggufio.GGUF.read(path)
+        g.set("general.architecture", ggufio.STRING, b"qwen35moe")
+        for kv in list(g.kv):
+            if kv[0].startswith("qwen3next."):
+                g.set("qwen35moe." + kv[0][len("qwen3next."):], kv[1], kv[2])
+                g.drop(kv[0])
+        p = moetest.moe("info", "-m", g.write(os.path.join(d, "qn_as_35.gguf")), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("ssm_in (a fused q|k|v|z projection) is not understood for qwen35moe", p.stderr)
 
 
 class GGUFDequantTest(unittest.TestCase):
