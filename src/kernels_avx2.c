@@ -41,25 +41,31 @@ static inline __m256 load8_bf16(const void *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p)), 16));
 }
 
+/* 8 weights of a float row from p, widened; dt (F32, F16 or BF16) is a
+ * constant at every call, so this is one of the three loads above. */
+static inline __attribute__((always_inline)) __m256 load8(moe_dtype dt, const void *p) {
+    return dt == DT_F16 ? load8_f16(p) : dt == DT_BF16 ? load8_bf16(p) : load8_f32(p);
+}
+
 /* One weight row against nt (<= TOK) float activation rows. */
-#define FLOAT_ROW(NAME, LOAD, WIDEN, ESIZE)                                                                  \
-    static void NAME(int n, const void *wr, const float *const *x, int nt, float *out) {                   \
-        __m256 acc[TOK];                                                                                     \
-        for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();                                          \
-        int i = 0;                                                                                           \
-        for (; i + 8 <= n; i += 8) {                                                                         \
-            __m256 w = LOAD((const char *)wr + (size_t)i * ESIZE);                                           \
-            for (int t = 0; t < nt; t++) acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x[t] + i), acc[t]);     \
-        }                                                                                                    \
-        for (int t = 0; t < nt; t++) {                                                                       \
-            float s = hsum8(acc[t]);                                                                         \
-            for (int j = i; j < n; j++) s += WIDEN(wr, j) * x[t][j];                                         \
-            out[t] = s;                                                                                      \
-        }                                                                                                    \
+static inline __attribute__((always_inline)) void row_float(moe_dtype dt, int n, const void *wr,
+                                                            const float *const *x, int nt, float *out) {
+    __m256 acc[TOK];
+    for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 w = load8(dt, (const char *)wr + (size_t)i * float_bytes(dt));
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x[t] + i), acc[t]);
     }
-FLOAT_ROW(row_f32, load8_f32, widen_f32, 4)
-FLOAT_ROW(row_f16, load8_f16, widen_f16, 2)
-FLOAT_ROW(row_bf16, load8_bf16, widen_bf16, 2)
+    for (int t = 0; t < nt; t++) {
+        float s = hsum8(acc[t]);
+        for (int j = i; j < n; j++) s += widen(dt, wr, j) * x[t][j];
+        out[t] = s;
+    }
+}
+static void row_f32(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F32, n, wr, x, nt, out); }
+static void row_f16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F16, n, wr, x, nt, out); }
+static void row_bf16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_BF16, n, wr, x, nt, out); }
 
 FLOAT_TILE(tile_f32, row_f32)
 FLOAT_TILE(tile_f16, row_f16)
@@ -161,16 +167,12 @@ static void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const bl
     }
 }
 
-/* One token: the decode loops above. */
-#define DECODE_ROWS(DECODE)                                                                                  \
-    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) {                                                            \
-        DECODE(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                      \
-        return;                                                                                              \
-    }
-
 static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
-    DECODE_ROWS(q8_0_decode)
+    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) { /* one token: the decode loop above */
+        q8_0_decode(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);
+        return;
+    }
     int nb = n / QK8_0;
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
@@ -196,7 +198,10 @@ static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void 
 /* sum_b d_w d_x sum_j (q_j - 8) x_j  =  sum_b d_w (d_x sum_j q_j x_j - 8 s_x) */
 static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
-    DECODE_ROWS(q4_0_decode)
+    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) {
+        q4_0_decode(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);
+        return;
+    }
     int nb = n / QK4_0;
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
@@ -560,24 +565,32 @@ static inline __attribute__((always_inline)) void r16_pass_avx2(int q4, int nb, 
     }
 }
 
-#define R16_TILE_AVX2(NAME, Q4)                                                                              \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        for (int r0 = 0; r0 < nr; r0 += R16) { /* whole groups, as matmul's row blocks are */                \
-            const void *g = (const char *)w + (size_t)r0 * w_stride;                                         \
-            for (int t0 = 0; t0 < nt; t0 += 2) {                                                             \
-                const block_q8a *x[2] = {(const block_q8a *)AROW(t0), NULL};                                \
-                if (t0 + 1 < nt) {                                                                           \
-                    x[1] = (const block_q8a *)AROW(t0 + 1);                                                  \
-                    r16_pass_avx2(Q4, n / 32, g, x, 2, y + (size_t)t0 * ldy + r0, ldy);                     \
-                } else {                                                                                     \
-                    r16_pass_avx2(Q4, n / 32, g, x, 1, y + (size_t)t0 * ldy + r0, ldy);                     \
-                }                                                                                            \
-            }                                                                                                \
-        }                                                                                                    \
+/* Groups of 16 rows (whole groups, as matmul's row blocks are), tokens two
+ * at a time, the last one alone. */
+static inline __attribute__((always_inline)) void tile_r16(int q4, int n, const void *w, size_t w_stride, int nr,
+                                                           const void *a, size_t a_stride, const int *idx, int nt,
+                                                           float *y, size_t ldy) {
+    for (int r0 = 0; r0 < nr; r0 += R16) {
+        const void *g = (const char *)w + (size_t)r0 * w_stride;
+        for (int t0 = 0; t0 < nt; t0 += 2) {
+            const block_q8a *x[2] = {(const block_q8a *)AROW(t0), NULL};
+            if (t0 + 1 < nt) {
+                x[1] = (const block_q8a *)AROW(t0 + 1);
+                r16_pass_avx2(q4, n / 32, g, x, 2, y + (size_t)t0 * ldy + r0, ldy);
+            } else {
+                r16_pass_avx2(q4, n / 32, g, x, 1, y + (size_t)t0 * ldy + r0, ldy);
+            }
+        }
     }
-R16_TILE_AVX2(tile_q8_0_r16, 0)
-R16_TILE_AVX2(tile_q4_0_r16, 1)
+}
+static void tile_q8_0_r16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                          const int *idx, int nt, float *y, size_t ldy) {
+    tile_r16(0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q4_0_r16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                          const int *idx, int nt, float *y, size_t ldy) {
+    tile_r16(1, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 static void axpy_f32(float *y, float s, const float *x, int n) {
     __m256 vs = _mm256_set1_ps(s);

@@ -35,25 +35,31 @@ static inline __m512 load16_f16(const void *p) { return _mm512_cvtph_ps(_mm256_l
 static inline __m512 load16_bf16(const void *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p)), 16));
 }
+/* 16 weights of a float row from p, widened; dt (F32, F16 or BF16) is a
+ * constant at every call, so this is one of the three loads above. */
+static inline __attribute__((always_inline)) __m512 load16(moe_dtype dt, const void *p) {
+    return dt == DT_F16 ? load16_f16(p) : dt == DT_BF16 ? load16_bf16(p) : load16_f32(p);
+}
 
-#define FLOAT_ROW(NAME, LOAD, WIDEN, ESIZE)                                                                  \
-    static void NAME(int n, const void *wr, const float *const *x, int nt, float *out) {                   \
-        __m512 acc[TOK];                                                                                     \
-        for (int t = 0; t < TOK; t++) acc[t] = _mm512_setzero_ps();                                          \
-        int i = 0;                                                                                           \
-        for (; i + 16 <= n; i += 16) {                                                                       \
-            __m512 w = LOAD((const char *)wr + (size_t)i * ESIZE);                                           \
-            for (int t = 0; t < nt; t++) acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x[t] + i), acc[t]);     \
-        }                                                                                                    \
-        for (int t = 0; t < nt; t++) {                                                                       \
-            float s = _mm512_reduce_add_ps(acc[t]);                                                          \
-            for (int j = i; j < n; j++) s += WIDEN(wr, j) * x[t][j];                                         \
-            out[t] = s;                                                                                      \
-        }                                                                                                    \
+/* One weight row against nt (<= TOK) float activation rows. */
+static inline __attribute__((always_inline)) void row_float(moe_dtype dt, int n, const void *wr,
+                                                            const float *const *x, int nt, float *out) {
+    __m512 acc[TOK];
+    for (int t = 0; t < TOK; t++) acc[t] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 w = load16(dt, (const char *)wr + (size_t)i * float_bytes(dt));
+        for (int t = 0; t < nt; t++) acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x[t] + i), acc[t]);
     }
-FLOAT_ROW(row_f32, load16_f32, widen_f32, 4)
-FLOAT_ROW(row_f16, load16_f16, widen_f16, 2)
-FLOAT_ROW(row_bf16, load16_bf16, widen_bf16, 2)
+    for (int t = 0; t < nt; t++) {
+        float s = _mm512_reduce_add_ps(acc[t]);
+        for (int j = i; j < n; j++) s += widen(dt, wr, j) * x[t][j];
+        out[t] = s;
+    }
+}
+static void row_f32(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F32, n, wr, x, nt, out); }
+static void row_f16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F16, n, wr, x, nt, out); }
+static void row_bf16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_BF16, n, wr, x, nt, out); }
 
 /* The 8 sums of the lanes of v[0..7], in order: halves added, then a
  * horizontal-add tree, so 8 dot products cost one reduction's shuffles
@@ -72,72 +78,84 @@ static inline __m256 sum8(const __m512 *v) {
  * tokens stay zero), each weight vector loaded once for the T tokens and
  * each token vector once for the four rows; o[r * 4 + t]. Head dimensions
  * (attention's use) are multiples of 16; other lengths finish in scalar. */
-#define FLOAT_4X4(NAME, LOAD, WIDEN, ESIZE)                                                                  \
-    static inline __attribute__((always_inline)) void NAME(int T, int n, const void *w, size_t w_stride,    \
-                                                           const float *const *x, float *o) {                \
-        __m512 acc[16];                                                                                      \
-        for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();                                           \
-        int i = 0;                                                                                           \
-        for (; i + 16 <= n; i += 16) {                                                                       \
-            __m512 xv[4];                                                                                    \
-            for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(x[t] + i);                                   \
-            for (int r = 0; r < 4; r++) {                                                                    \
-                __m512 wv = LOAD((const char *)w + (size_t)r * w_stride + (size_t)i * ESIZE);                \
-                for (int t = 0; t < T; t++) acc[r * 4 + t] = _mm512_fmadd_ps(wv, xv[t], acc[r * 4 + t]);     \
-            }                                                                                                \
-        }                                                                                                    \
-        _mm256_storeu_ps(o, sum8(acc));                                                                      \
-        _mm256_storeu_ps(o + 8, sum8(acc + 8));                                                              \
-        for (; i < n; i++)                                                                                   \
-            for (int r = 0; r < 4; r++)                                                                      \
-                for (int t = 0; t < T; t++) o[r * 4 + t] += WIDEN((const char *)w + (size_t)r * w_stride, i) * x[t][i]; \
+static inline __attribute__((always_inline)) void float_4x4(moe_dtype dt, int T, int n, const void *w, size_t w_stride,
+                                                            const float *const *x, float *o) {
+    __m512 acc[16];
+    for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 xv[4];
+        for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(x[t] + i);
+        for (int r = 0; r < 4; r++) {
+            __m512 wv = load16(dt, (const char *)w + (size_t)r * w_stride + (size_t)i * float_bytes(dt));
+            for (int t = 0; t < T; t++) acc[r * 4 + t] = _mm512_fmadd_ps(wv, xv[t], acc[r * 4 + t]);
+        }
     }
-FLOAT_4X4(f32_4x4, load16_f32, widen_f32, 4)
-FLOAT_4X4(f16_4x4, load16_f16, widen_f16, 2)
-FLOAT_4X4(bf16_4x4, load16_bf16, widen_bf16, 2)
+    _mm256_storeu_ps(o, sum8(acc));
+    _mm256_storeu_ps(o + 8, sum8(acc + 8));
+    for (; i < n; i++)
+        for (int r = 0; r < 4; r++)
+            for (int t = 0; t < T; t++) o[r * 4 + t] += widen(dt, (const char *)w + (size_t)r * w_stride, i) * x[t][i];
+}
 
-/* Float tiles: tokens in groups of 4 (2 or 3 at the end: a GQA group of
- * two or three heads is attention's whole tile) by 4 rows as above, the
- * rest of the rows one at a time; a single token (decode's matrices) reads
- * its rows one after another (FLOAT_TILE's row functions). */
-#define FLOAT_TILE4(NAME, BLOCK4, ROWFN)                                                                     \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        int t0 = 0;                                                                                          \
-        for (; nt - t0 >= 2; t0 += 4) {                                                                      \
-            int m = nt - t0 < 4 ? nt - t0 : 4;                                                               \
-            const float *x[4];                                                                               \
-            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
-            int r = 0;                                                                                       \
-            for (; r + 4 <= nr; r += 4) {                                                                    \
-                float o[16];                                                                                 \
-                const char *wr = (const char *)w + (size_t)r * w_stride;                                     \
-                switch (m) {                                                                                 \
-                case 4: BLOCK4(4, n, wr, w_stride, x, o); break;                                             \
-                case 3: BLOCK4(3, n, wr, w_stride, x, o); break;                                             \
-                default: BLOCK4(2, n, wr, w_stride, x, o); break;                                            \
-                }                                                                                            \
-                for (int i = 0; i < 4; i++)                                                                  \
-                    for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r + i] = o[i * 4 + t];            \
-            }                                                                                                \
-            for (; r < nr; r++) {                                                                            \
-                float o[4];                                                                                  \
-                ROWFN(n, (const char *)w + (size_t)r * w_stride, x, m, o);                                   \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
-            }                                                                                                \
-        }                                                                                                    \
-        if (t0 < nt) { /* the last token */                                                                  \
-            const int *rest = idx ? idx + t0 : NULL;                                                         \
-            const void *a_rest = idx ? a : (const char *)a + (size_t)t0 * a_stride;                         \
-            NAME##_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y + (size_t)t0 * ldy, ldy);     \
-        }                                                                                                    \
-    }
+/* A single token (decode's matrices) reads its rows one after another
+ * (FLOAT_TILE, kernels_simd.h). */
 FLOAT_TILE(tile_f32_rows, row_f32)
 FLOAT_TILE(tile_f16_rows, row_f16)
 FLOAT_TILE(tile_bf16_rows, row_bf16)
-FLOAT_TILE4(tile_f32, f32_4x4, row_f32)
-FLOAT_TILE4(tile_f16, f16_4x4, row_f16)
-FLOAT_TILE4(tile_bf16, bf16_4x4, row_bf16)
+
+/* Float tiles: tokens in groups of 4 (2 or 3 at the end: a GQA group of
+ * two or three heads is attention's whole tile) by 4 rows as above, the
+ * rest of the rows one at a time, a last single token as decode's. */
+static inline __attribute__((always_inline)) void tile_float(moe_dtype dt, int n, const void *w, size_t w_stride,
+                                                             int nr, const void *a, size_t a_stride, const int *idx,
+                                                             int nt, float *y, size_t ldy) {
+    int t0 = 0;
+    for (; nt - t0 >= 2; t0 += 4) {
+        int m = nt - t0 < 4 ? nt - t0 : 4;
+        const float *x[4];
+        for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);
+        int r = 0;
+        for (; r + 4 <= nr; r += 4) {
+            float o[16];
+            const char *wr = (const char *)w + (size_t)r * w_stride;
+            switch (m) { /* a constant token count keeps the accumulators in registers */
+            case 4: float_4x4(dt, 4, n, wr, w_stride, x, o); break;
+            case 3: float_4x4(dt, 3, n, wr, w_stride, x, o); break;
+            default: float_4x4(dt, 2, n, wr, w_stride, x, o); break;
+            }
+            for (int i = 0; i < 4; i++)
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r + i] = o[i * 4 + t];
+        }
+        for (; r < nr; r++) {
+            float o[4];
+            row_float(dt, n, (const char *)w + (size_t)r * w_stride, x, m, o);
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
+        }
+    }
+    if (t0 < nt) { /* the last token */
+        const int *rest = idx ? idx + t0 : NULL;
+        const void *a_rest = idx ? a : (const char *)a + (size_t)t0 * a_stride;
+        float *y_rest = y + (size_t)t0 * ldy;
+        switch (dt) {
+        case DT_F16: tile_f16_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y_rest, ldy); break;
+        case DT_BF16: tile_bf16_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y_rest, ldy); break;
+        default: tile_f32_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y_rest, ldy); break;
+        }
+    }
+}
+static void tile_f32(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                     int nt, float *y, size_t ldy) {
+    tile_float(DT_F32, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_f16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                     int nt, float *y, size_t ldy) {
+    tile_float(DT_F16, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_bf16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_float(DT_BF16, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* ------------------------------------------------------------ int8 blocks */
 
@@ -185,39 +203,48 @@ static inline __m512i wq_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
     return b1 ? _mm512_inserti64x4(v, unpack_q4_0(b1->qs), 1) : v;
 }
 
+/* Q8_0 (q4 = 0) or Q4_0 (q4 = 1): the kernels below serve both with q4 a
+ * constant argument, so each compiles to one type's code. */
+static inline size_t int8_block_bytes(int q4) { return q4 ? sizeof(block_q4_0) : sizeof(block_q8_0); }
+static inline const void *int8_block(int q4, const void *row, int b) { /* block b of a row */
+    return q4 ? (const void *)((const block_q4_0 *)row + b) : (const void *)((const block_q8_0 *)row + b);
+}
+static inline float int8_scale(int q4, const void *blk) {
+    return h2f(q4 ? ((const block_q4_0 *)blk)->d : ((const block_q8_0 *)blk)->d);
+}
+static inline __m512i int8_wq(int q4, const void *b0, const void *b1) { return q4 ? wq_q4_0(b0, b1) : wq_q8_0(b0, b1); }
+static inline int int8_offset(int q4) { return q4 ? 8 : 128; } /* what makes the weights unsigned */
+
 /* out[r*TT + t] = row r . token t over nb blocks, for r < R, t < T (constants
  * at every call site, so the loops unroll into registers). */
-#define INT8_RXT(NAME, BLOCK, WQ, OFFSET)                                                                    \
-    static inline __attribute__((always_inline)) void NAME(int nb, const BLOCK *const *w, int R,          \
-                                                           const block_q8a *const *x, int T, float *out) { \
-        const __m512i off = _mm512_set1_epi8(OFFSET);                                                        \
-        __m512 acc[RT][TT];                                                                                  \
-        for (int r = 0; r < R; r++)                                                                          \
-            for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();                                     \
-        for (int b = 0; b < nb; b += 2) {                                                                    \
-            int two = b + 1 < nb;                                                                            \
-            __m512i xq[TT], neg[TT];                                                                         \
-            __m512 xd[TT];                                                                                   \
-            for (int t = 0; t < T; t++) {                                                                    \
-                xq[t] = load2_256(x[t][b].qs, two ? x[t][b + 1].qs : NULL);                                  \
-                neg[t] = _mm512_sub_epi32(_mm512_setzero_si512(),                                            \
-                                          _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq[t]));          \
-                xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);                                       \
-            }                                                                                                \
-            for (int r = 0; r < R; r++) {                                                                    \
-                __m512i wq = WQ(&w[r][b], two ? &w[r][b + 1] : NULL);                                        \
-                __m512 wd = halves(h2f(w[r][b].d), two ? h2f(w[r][b + 1].d) : 0.0f);                         \
-                for (int t = 0; t < T; t++) {                                                                \
-                    __m512i dot = _mm512_dpbusd_epi32(neg[t], wq, xq[t]);                                    \
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]); \
-                }                                                                                            \
-            }                                                                                                \
-        }                                                                                                    \
-        for (int r = 0; r < R; r++)                                                                          \
-            for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);                   \
+static inline __attribute__((always_inline)) void int8_rxt(int q4, int nb, const void *const *w, int R,
+                                                           const block_q8a *const *x, int T, float *out) {
+    const __m512i off = _mm512_set1_epi8((char)int8_offset(q4));
+    __m512 acc[RT][TT];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 2) {
+        int two = b + 1 < nb;
+        __m512i xq[TT], neg[TT];
+        __m512 xd[TT];
+        for (int t = 0; t < T; t++) {
+            xq[t] = load2_256(x[t][b].qs, two ? x[t][b + 1].qs : NULL);
+            neg[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, xq[t]));
+            xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);
+        }
+        for (int r = 0; r < R; r++) {
+            const void *b0 = int8_block(q4, w[r], b), *b1 = two ? int8_block(q4, w[r], b + 1) : NULL;
+            __m512i wq = int8_wq(q4, b0, b1);
+            __m512 wd = halves(int8_scale(q4, b0), two ? int8_scale(q4, b1) : 0.0f);
+            for (int t = 0; t < T; t++) {
+                __m512i dot = _mm512_dpbusd_epi32(neg[t], wq, xq[t]);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]);
+            }
+        }
     }
-INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0, (char)0x80)
-INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0, 8)
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
 
 /* Decode (one token): rows one after another, so each thread reads its
  * weights as one linear stream, with a software prefetch DECODE_AHEAD bytes
@@ -342,28 +369,44 @@ static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 
  * in the stream (kernels_simd.h; rows are contiguous, so this runs on into
  * the next rows). */
 
-#define DECODE_TILE(NAME, BLOCK, STEP, PREPARE, STEPFN, TAIL)                                                 \
-    static void NAME(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {          \
-        STEP st[DECODE_MAX_BLOCKS / 4];                                                                       \
-        PREPARE(nb, x, st);                                                                                   \
-        for (int r = 0; r < nr; r++) {                                                                        \
-            const BLOCK *wr = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                        \
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();                                        \
-            __m128 c = _mm_setzero_ps();                                                                      \
-            int b = 0;                                                                                        \
-            for (; b + 8 <= nb; b += 8) {                                                                     \
-                prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 8 * (int)sizeof(BLOCK));                 \
-                a0 = STEPFN(wr + b, &st[b / 4], a0, &c);                                                      \
-                a1 = STEPFN(wr + b + 4, &st[b / 4 + 1], a1, &c);                                              \
-            }                                                                                                 \
-            if (b + 4 <= nb) a0 = STEPFN(wr + b, &st[b / 4], a0, &c), b += 4;                                 \
-            float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_zextps128_ps512(c))); \
-            for (; b < nb; b++) sum += TAIL(&wr[b], &x[b]);                                                   \
-            y[r] = sum;                                                                                       \
-        }                                                                                                     \
+static inline __attribute__((always_inline)) void decode_rows(int q4, int nb, const void *w, size_t w_stride, int nr,
+                                                              const void *st, const block_q8a *x, float *y) {
+    const int bytes = (int)int8_block_bytes(q4);
+    for (int r = 0; r < nr; r++) {
+        const char *wr = (const char *)w + (size_t)r * w_stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m128 c = _mm_setzero_ps();
+        int b = 0;
+        for (; b + 8 <= nb; b += 8) {
+            prefetch_span((const char *)int8_block(q4, wr, b) + DECODE_AHEAD, 8 * bytes);
+            if (q4) {
+                a0 = q4_0_step(int8_block(q4, wr, b), (const step_q4_0 *)st + b / 4, a0, &c);
+                a1 = q4_0_step(int8_block(q4, wr, b + 4), (const step_q4_0 *)st + b / 4 + 1, a1, &c);
+            } else {
+                a0 = q8_0_step(int8_block(q4, wr, b), (const step_q8_0 *)st + b / 4, a0, &c);
+                a1 = q8_0_step(int8_block(q4, wr, b + 4), (const step_q8_0 *)st + b / 4 + 1, a1, &c);
+            }
+        }
+        if (b + 4 <= nb) {
+            a0 = q4 ? q4_0_step(int8_block(q4, wr, b), (const step_q4_0 *)st + b / 4, a0, &c)
+                    : q8_0_step(int8_block(q4, wr, b), (const step_q8_0 *)st + b / 4, a0, &c);
+            b += 4;
+        }
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_zextps128_ps512(c)));
+        for (; b < nb; b++) sum += q4 ? tail_q4_0(int8_block(q4, wr, b), &x[b]) : tail_q8_0(int8_block(q4, wr, b), &x[b]);
+        y[r] = sum;
     }
-DECODE_TILE(q8_0_decode, block_q8_0, step_q8_0, prepare_q8_0, q8_0_step, tail_q8_0)
-DECODE_TILE(q4_0_decode, block_q4_0, step_q4_0, prepare_q4_0, q4_0_step, tail_q4_0)
+}
+static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    step_q8_0 st[DECODE_MAX_BLOCKS / 4];
+    prepare_q8_0(nb, x, st);
+    decode_rows(0, nb, w, w_stride, nr, st, x, y);
+}
+static void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    step_q4_0 st[DECODE_MAX_BLOCKS / 4];
+    prepare_q4_0(nb, x, st);
+    decode_rows(1, nb, w, w_stride, nr, st, x, y);
+}
 
 /* Prefill with many tokens: lanes are tokens. The activations of 16 tokens
  * are laid out once per tile call as, per block, 8 steps of 64 bytes (step
@@ -451,85 +494,104 @@ static inline __m512i q4_0_dot16(const block_q4_0 *wb, const xblock16 *xb) {
 
 /* Tokens in groups of 16 for nr (a multiple of 4) rows, four rows at a
  * time; returns the first token left for the register tiles. */
-#define TOKENS16(NAME, BLOCK, DOT16, OFFSET)                                                                  \
-    static void NAME##_rows4(int nb, const BLOCK *const *wr, const xblock16 *xb, __m512 *acc) {             \
-        for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();                                             \
-        for (int b = 0; b < nb; b++)                                                                          \
-            for (int r = 0; r < 4; r++) {                                                                     \
-                __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(h2f(wr[r][b].d)));                           \
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(DOT16(&wr[r][b], &xb[b])), s, acc[r]);            \
-            }                                                                                                 \
-    }                                                                                                         \
-    static int NAME(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
-                    const int *idx, int nt, float *y, size_t ldy) {                                           \
-        if (nb > XT_MAX_BLOCKS || nr % 4) return 0;                                                           \
-        xblock16 xb[XT_MAX_BLOCKS];                                                                           \
-        int t0 = 0;                                                                                           \
-        for (; t0 + XT <= nt; t0 += XT) {                                                                     \
-            const block_q8a *x[XT];                                                                           \
-            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t);                              \
-            interleave16(x, nb, OFFSET, xb);                                                                  \
-            for (int r0 = 0; r0 < nr; r0 += 4) {                                                              \
-                const BLOCK *wr[4];                                                                           \
-                for (int r = 0; r < 4; r++) wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride); \
-                __m512 acc[4];                                                                                \
-                NAME##_rows4(nb, wr, xb, acc);                                                                \
-                float v[4][XT];                                                                               \
-                for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], acc[r]);                                   \
-                for (int t = 0; t < XT; t++)                                                                  \
-                    for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];                 \
-            }                                                                                                 \
-        }                                                                                                     \
-        return t0;                                                                                            \
+static inline __attribute__((always_inline)) void tokens16_rows4(int q4, int nb, const void *const *wr,
+                                                                 const xblock16 *xb, __m512 *acc) {
+    for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < 4; r++) {
+            const void *blk = int8_block(q4, wr[r], b);
+            __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(int8_scale(q4, blk)));
+            __m512i dot = q4 ? q4_0_dot16(blk, &xb[b]) : q8_0_dot16(blk, &xb[b]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[r]);
+        }
+}
+static inline __attribute__((always_inline)) int tokens16(int q4, int nb, const void *w, size_t w_stride, int nr,
+                                                          const void *a, size_t a_stride, const int *idx, int nt,
+                                                          float *y, size_t ldy) {
+    if (nb > XT_MAX_BLOCKS || nr % 4) return 0;
+    xblock16 xb[XT_MAX_BLOCKS];
+    int t0 = 0;
+    for (; t0 + XT <= nt; t0 += XT) {
+        const block_q8a *x[XT];
+        for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t);
+        interleave16(x, nb, int8_offset(q4), xb);
+        for (int r0 = 0; r0 < nr; r0 += 4) {
+            const void *wr[4];
+            for (int r = 0; r < 4; r++) wr[r] = (const char *)w + (size_t)(r0 + r) * w_stride;
+            __m512 acc[4];
+            tokens16_rows4(q4, nb, wr, xb, acc);
+            float v[4][XT];
+            for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], acc[r]);
+            for (int t = 0; t < XT; t++)
+                for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];
+        }
     }
-TOKENS16(q8_0_tokens16, block_q8_0, q8_0_dot16, 128)
-TOKENS16(q4_0_tokens16, block_q4_0, q4_0_dot16, 8)
+    return t0;
+}
+static int q8_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                         const int *idx, int nt, float *y, size_t ldy) {
+    return tokens16(0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static int q4_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                         const int *idx, int nt, float *y, size_t ldy) {
+    return tokens16(1, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* The tile loop shared by both types: one token takes the decode path,
  * many the token-lane one, the rest tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
 
-#define INT8_TILE(NAME, BLOCK, RXT, DECODE, TOKENS16)                                                        \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        int nb = n / 32;                                                                                     \
-        if (nt == 1 && nb <= DECODE_MAX_BLOCKS) {                                                            \
-            DECODE(nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                      \
-            return;                                                                                          \
-        }                                                                                                    \
-        int first = nt >= XT ? TOKENS16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;             \
-        for (int t0 = first; t0 < nt; t0 += TT) {                                                            \
-            int m = nt - t0 < TT ? nt - t0 : TT;                                                             \
-            const block_q8a *x[TT];                                                                          \
-            for (int t = 0; t < TT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : 0));              \
-            for (int r0 = 0; r0 < nr; r0 += RT) {                                                            \
-                int k = nr - r0 < RT ? nr - r0 : RT;                                                         \
-                const BLOCK *wr[RT];                                                                         \
-                for (int r = 0; r < RT; r++)                                                                 \
-                    wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + (r < k ? r : 0)) * w_stride);    \
-                float o[RT * TT];                                                                            \
-                if (k == RT) {                                                                               \
-                    switch (m) {                                                                             \
-                    case 4: RXT(nb, wr, RT, x, 4, o); break;                                                 \
-                    case 3: RXT(nb, wr, RT, x, 3, o); break;                                                 \
-                    case 2: RXT(nb, wr, RT, x, 2, o); break;                                                 \
-                    default: RXT(nb, wr, RT, x, 1, o); break;                                                \
-                    }                                                                                        \
-                } else {                                                                                     \
-                    for (int r = 0; r < k; r++) {                                                            \
-                        float o1[RT * TT];                                                                   \
-                        RXT(nb, wr + r, 1, x, TT, o1); /* unused tokens repeat token 0 */                   \
-                        for (int t = 0; t < m; t++) o[r * TT + t] = o1[t];                                   \
-                    }                                                                                        \
-                }                                                                                            \
-                for (int r = 0; r < k; r++)                                                                  \
-                    for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r0 + r] = o[r * TT + t];          \
-            }                                                                                                \
-        }                                                                                                    \
+static inline __attribute__((always_inline)) void tile_int8(int q4, int n, const void *w, size_t w_stride, int nr,
+                                                            const void *a, size_t a_stride, const int *idx, int nt,
+                                                            float *y, size_t ldy) {
+    int nb = n / 32;
+    if (nt == 1 && nb <= DECODE_MAX_BLOCKS) {
+        const block_q8a *x = (const block_q8a *)AROW(0);
+        if (q4) q4_0_decode(nb, w, w_stride, nr, x, y);
+        else q8_0_decode(nb, w, w_stride, nr, x, y);
+        return;
     }
-INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt, q8_0_decode, q8_0_tokens16)
-INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt, q4_0_decode, q4_0_tokens16)
-
+    int first = 0;
+    if (nt >= XT) {
+        first = q4 ? q4_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
+                   : q8_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+    }
+    for (int t0 = first; t0 < nt; t0 += TT) {
+        int m = nt - t0 < TT ? nt - t0 : TT;
+        const block_q8a *x[TT];
+        for (int t = 0; t < TT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : 0));
+        for (int r0 = 0; r0 < nr; r0 += RT) {
+            int k = nr - r0 < RT ? nr - r0 : RT;
+            const void *wr[RT];
+            for (int r = 0; r < RT; r++) wr[r] = (const char *)w + (size_t)(r0 + (r < k ? r : 0)) * w_stride;
+            float o[RT * TT];
+            if (k == RT) {
+                switch (m) { /* a constant token count keeps the accumulators in registers */
+                case 4: int8_rxt(q4, nb, wr, RT, x, 4, o); break;
+                case 3: int8_rxt(q4, nb, wr, RT, x, 3, o); break;
+                case 2: int8_rxt(q4, nb, wr, RT, x, 2, o); break;
+                default: int8_rxt(q4, nb, wr, RT, x, 1, o); break;
+                }
+            } else {
+                for (int r = 0; r < k; r++) {
+                    float o1[RT * TT];
+                    int8_rxt(q4, nb, wr + r, 1, x, TT, o1); /* unused tokens repeat token 0 */
+                    for (int t = 0; t < m; t++) o[r * TT + t] = o1[t];
+                }
+            }
+            for (int r = 0; r < k; r++)
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r0 + r] = o[r * TT + t];
+        }
+    }
+}
+static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_int8(0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_int8(1, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* Q8_0_R16 and Q4_0_R16 (quant.h): lanes are the 16 rows of a group. Per
  * block column and token, eight dpbusd of 4 values of every row, made
@@ -585,33 +647,39 @@ static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const
 
 /* Groups of 16 rows (nr: whole groups, as matmul's row blocks are), tokens
  * in passes of up to R16_TT, each pass with a constant token count. */
-#define R16_TILE(NAME, Q4)                                                                                   \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        int nb = n / 32;                                                                                     \
-        for (int r0 = 0; r0 < nr; r0 += R16) {                                                               \
-            const void *g = (const char *)w + (size_t)r0 * w_stride;                                         \
-            for (int t0 = 0; t0 < nt; t0 += R16_TT) {                                                        \
-                int m = nt - t0 < R16_TT ? nt - t0 : R16_TT;                                                 \
-                const block_q8a *x[R16_TT];                                                                  \
-                for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                          \
-                float *yt = y + (size_t)t0 * ldy + r0;                                                       \
-                const char *nx = t0 == 0 && nt > R16_TT ? (const char *)g + R16 * w_stride : NULL;            \
-                switch (m) {                                                                                 \
-                case 8: r16_pass(Q4, nb, g, x, 8, yt, ldy, nx); break;                                       \
-                case 7: r16_pass(Q4, nb, g, x, 7, yt, ldy, nx); break;                                       \
-                case 6: r16_pass(Q4, nb, g, x, 6, yt, ldy, nx); break;                                       \
-                case 5: r16_pass(Q4, nb, g, x, 5, yt, ldy, nx); break;                                       \
-                case 4: r16_pass(Q4, nb, g, x, 4, yt, ldy, nx); break;                                       \
-                case 3: r16_pass(Q4, nb, g, x, 3, yt, ldy, nx); break;                                       \
-                case 2: r16_pass(Q4, nb, g, x, 2, yt, ldy, nx); break;                                       \
-                default: r16_pass(Q4, nb, g, x, 1, yt, ldy, nx); break;                                      \
-                }                                                                                            \
-            }                                                                                                \
-        }                                                                                                    \
+static inline __attribute__((always_inline)) void tile_r16(int q4, int n, const void *w, size_t w_stride, int nr,
+                                                           const void *a, size_t a_stride, const int *idx, int nt,
+                                                           float *y, size_t ldy) {
+    int nb = n / 32;
+    for (int r0 = 0; r0 < nr; r0 += R16) {
+        const void *g = (const char *)w + (size_t)r0 * w_stride;
+        for (int t0 = 0; t0 < nt; t0 += R16_TT) {
+            int m = nt - t0 < R16_TT ? nt - t0 : R16_TT;
+            const block_q8a *x[R16_TT];
+            for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
+            float *yt = y + (size_t)t0 * ldy + r0;
+            const char *nx = t0 == 0 && nt > R16_TT ? (const char *)g + R16 * w_stride : NULL;
+            switch (m) {
+            case 8: r16_pass(q4, nb, g, x, 8, yt, ldy, nx); break;
+            case 7: r16_pass(q4, nb, g, x, 7, yt, ldy, nx); break;
+            case 6: r16_pass(q4, nb, g, x, 6, yt, ldy, nx); break;
+            case 5: r16_pass(q4, nb, g, x, 5, yt, ldy, nx); break;
+            case 4: r16_pass(q4, nb, g, x, 4, yt, ldy, nx); break;
+            case 3: r16_pass(q4, nb, g, x, 3, yt, ldy, nx); break;
+            case 2: r16_pass(q4, nb, g, x, 2, yt, ldy, nx); break;
+            default: r16_pass(q4, nb, g, x, 1, yt, ldy, nx); break;
+            }
+        }
     }
-R16_TILE(tile_q8_0_r16, 0)
-R16_TILE(tile_q4_0_r16, 1)
+}
+static void tile_q8_0_r16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                          const int *idx, int nt, float *y, size_t ldy) {
+    tile_r16(0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q4_0_r16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                          const int *idx, int nt, float *y, size_t ldy) {
+    tile_r16(1, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 
 /* ------------------------------------------------------------ MXFP4 x float */

@@ -34,6 +34,12 @@ static inline void prefetch_span(const char *p, int n) {
 static inline float widen_f32(const void *p, int i) { return ((const float *)p)[i]; }
 static inline float widen_f16(const void *p, int i) { return f16_to_f32(((const uint16_t *)p)[i]); }
 static inline float widen_bf16(const void *p, int i) { return bf16_to_f32(((const uint16_t *)p)[i]); }
+/* The same for a float type dt (F32, F16 or BF16) given as a constant, and
+ * the bytes of one element. */
+static inline float widen(moe_dtype dt, const void *p, int i) {
+    return dt == DT_F16 ? widen_f16(p, i) : dt == DT_BF16 ? widen_bf16(p, i) : widen_f32(p, i);
+}
+static inline size_t float_bytes(moe_dtype dt) { return dt == DT_F32 ? 4 : 2; }
 
 /* A float-weight tile from a row function ROWFN(n, w_row, x[], nt, out[]):
  * tokens in groups of TOK, each weight row read once per group. ROWFN is
