@@ -11,15 +11,6 @@
 
 static int nearest_int(float x) { return (int)lrintf(x); }
 
-/* 1 if all n values are finite: x - x is 0 for those and NaN for Inf/NaN.
- * Quantizers give a non-finite block a zero block, because converting a
- * non-finite or out-of-range float to an integer is undefined in C (the
- * forward pass's own non-finite check reports the error). */
-static int block_finite(const float *x, int n) {
-    float z = 0.0f;
-    for (int i = 0; i < n; i++) z += x[i] - x[i];
-    return z == 0.0f;
-}
 
 /* ------------------------------------------------------------ float types */
 
@@ -131,6 +122,10 @@ static float q4_0_fit(const float *x, float max, int *q) {
 void quantize_row_q4_0(const float *x, void *vy, int n) {
     block_q4_0 *y = vy;
     for (int b = 0; b < n / QK4_0; b++, x += QK4_0) {
+        if (!block_finite(x, QK4_0)) { /* see block_finite */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         float amax = 0.0f, max = 0.0f;
         for (int i = 0; i < QK4_0; i++)
             if (fabsf(x[i]) > amax) {
@@ -203,6 +198,10 @@ static void fit_scale_min(const float *x, float *scale, float *mn) {
 void quantize_row_q4_K(const float *x, void *vy, int n) {
     block_q4_K *y = vy;
     for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        if (!block_finite(x, QK_K)) { /* see block_finite */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         float scales[8], mins[8], max_scale = 0, max_min = 0;
         for (int j = 0; j < 8; j++) {
             fit_scale_min(x + 32 * j, &scales[j], &mins[j]);

@@ -138,6 +138,16 @@ void dequantize_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r
  * tested against). */
 float dot_row_at(moe_dtype t, const void *base, size_t row_bytes, size_t r, const void *x, int n);
 
+/* 1 if all n values are finite: x - x is 0 for those and NaN for Inf/NaN.
+ * Quantizers give a non-finite block a zero block, because converting a
+ * non-finite or out-of-range float to an integer is undefined in C (the
+ * forward pass's own non-finite check reports the error). */
+static inline int block_finite(const float *x, int n) {
+    float z = 0.0f;
+    for (int i = 0; i < n; i++) z += x[i] - x[i];
+    return z == 0.0f;
+}
+
 /* 6-bit scale and min of sub-block j of a Q4_K block (ggml get_scale_min_k4). */
 static inline void q4_K_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {

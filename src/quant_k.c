@@ -382,6 +382,10 @@ static void fit_k_block(const float *x, int nmax, float rmin, int nstep, uint16_
 void quantize_row_q4_K_ggml(const float *x, void *vy, int n) {
     block_q4_K *y = vy;
     for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        if (!block_finite(x, QK_K)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         uint8_t L[QK_K];
         fit_k_block(x, 15, -1.0f, 20, &y[b].d, &y[b].dmin, y[b].scales, L);
         for (int c = 0; c < 4; c++) /* sub-block 2c in the low nibbles of qs[32c..], 2c+1 in the high */
@@ -392,6 +396,10 @@ void quantize_row_q4_K_ggml(const float *x, void *vy, int n) {
 void quantize_row_q5_K(const float *x, void *vy, int n) {
     block_q5_K *y = vy;
     for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        if (!block_finite(x, QK_K)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         uint8_t L[QK_K];
         fit_k_block(x, 31, -0.5f, 15, &y[b].d, &y[b].dmin, y[b].scales, L);
         memset(y[b].qh, 0, sizeof y[b].qh);
@@ -407,6 +415,10 @@ void quantize_row_q5_K(const float *x, void *vy, int n) {
 void quantize_row_q6_K(const float *x, void *vy, int n) {
     block_q6_K *y = vy;
     for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        if (!block_finite(x, QK_K)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         int8_t L[QK_K];
         float scales[16], max_scale = 0, max_abs_scale = 0;
         for (int g = 0; g < 16; g++) {
@@ -446,12 +458,22 @@ void quantize_row_q6_K(const float *x, void *vy, int n) {
 
 void quantize_row_iq4_xs(const float *x, void *vy, int n) {
     block_iq4_xs *y = vy;
-    for (int b = 0; b < n / QK_K; b++) iq4_quantize(x + QK_K * b, 8, &y[b].d, y[b].qs, &y[b].scales_h, y[b].scales_l);
+    for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        if (!block_finite(x, QK_K)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        iq4_quantize(x, 8, &y[b].d, y[b].qs, &y[b].scales_h, y[b].scales_l);
+    }
 }
 
 void quantize_row_q2_K(const float *x, void *vy, int n) {
     block_q2_K *y = vy;
     for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        if (!block_finite(x, QK_K)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         uint8_t L[QK_K], Laux[16];
         float scales[16], mins[16], weights[16], max_scale = 0, max_min = 0;
         for (int g = 0; g < 16; g++) { /* 16 groups of 16: x ~ scale * L - min, L in 0..3, weights |x| */
@@ -541,6 +563,10 @@ static float fit_q3(int n, int nmax, const float *x, int8_t *L) {
 void quantize_row_q3_K(const float *x, void *vy, int n) {
     block_q3_K *y = vy;
     for (int b = 0; b < n / QK_K; b++, x += QK_K) {
+        if (!block_finite(x, QK_K)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         int8_t L[QK_K];
         float scales[16], max_scale = 0, amax = 0;
         for (int g = 0; g < 16; g++) {

@@ -143,17 +143,27 @@ static void range_of(const float *x, float *min, float *max) {
     }
 }
 
+/* (int)u, a code truncated as ggml's quantizers do, capped at top, for any
+ * float: a block whose range or inverse scale overflows (values near
+ * FLT_MAX, or tiny ones) gives Inf or NaN here, and converting those to int
+ * is undefined (NaN: 0). */
+static int code_of(float u, int top) { return u < (float)top ? (u > 0 ? (int)u : 0) : u >= (float)top ? top : 0; }
+
 void quantize_row_q4_1(const float *x, void *vy, int n) {
     block_q4_1 *y = vy;
     for (int b = 0; b < n / QK4_1; b++, x += QK4_1) {
+        if (!block_finite(x, QK4_1)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         float min, max;
         range_of(x, &min, &max);
         float d = (max - min) / 15, id = d != 0 ? 1.0f / d : 0.0f;
         y[b].d = f32_to_f16(d);
         y[b].m = f32_to_f16(min);
         for (int j = 0; j < 16; j++) {
-            int q0 = (int)((x[j] - min) * id + 0.5f), q1 = (int)((x[j + 16] - min) * id + 0.5f);
-            y[b].qs[j] = (uint8_t)((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
+            int q0 = code_of((x[j] - min) * id + 0.5f, 15), q1 = code_of((x[j + 16] - min) * id + 0.5f, 15);
+            y[b].qs[j] = (uint8_t)(q0 | q1 << 4);
         }
     }
 }
@@ -171,6 +181,10 @@ static void q5_pack(const int *q, uint8_t *qs, uint8_t qh[4]) {
 void quantize_row_q5_0(const float *x, void *vy, int n) {
     block_q5_0 *y = vy;
     for (int b = 0; b < n / QK5_0; b++, x += QK5_0) {
+        if (!block_finite(x, QK5_0)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         float amax = 0, max = 0; /* the value of largest magnitude maps to -16 */
         for (int j = 0; j < 32; j++)
             if (amax < fabsf(x[j])) {
@@ -181,8 +195,7 @@ void quantize_row_q5_0(const float *x, void *vy, int n) {
         y[b].d = f32_to_f16(d);
         int q[32];
         for (int j = 0; j < 32; j++) {
-            int v = (int)(x[j] * id + 16.5f);
-            q[j] = v < 31 ? v : 31;
+            q[j] = code_of(x[j] * id + 16.5f, 31);
         }
         q5_pack(q, y[b].qs, y[b].qh);
     }
@@ -191,13 +204,17 @@ void quantize_row_q5_0(const float *x, void *vy, int n) {
 void quantize_row_q5_1(const float *x, void *vy, int n) {
     block_q5_1 *y = vy;
     for (int b = 0; b < n / QK5_1; b++, x += QK5_1) {
+        if (!block_finite(x, QK5_1)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         float min, max;
         range_of(x, &min, &max);
         float d = (max - min) / 31, id = d != 0 ? 1.0f / d : 0.0f;
         y[b].d = f32_to_f16(d);
         y[b].m = f32_to_f16(min);
         int q[32];
-        for (int j = 0; j < 32; j++) q[j] = (int)((x[j] - min) * id + 0.5f);
+        for (int j = 0; j < 32; j++) q[j] = code_of((x[j] - min) * id + 0.5f, 31);
         q5_pack(q, y[b].qs, y[b].qh);
     }
 }
@@ -295,5 +312,11 @@ void iq4_quantize(const float *x, int nsub, uint16_t *d_out, uint8_t *qs, uint16
 
 void quantize_row_iq4_nl(const float *x, void *vy, int n) {
     block_iq4_nl *y = vy;
-    for (int b = 0; b < n / QK4_NL; b++) iq4_quantize(x + QK4_NL * b, 1, &y[b].d, y[b].qs, NULL, NULL);
+    for (int b = 0; b < n / QK4_NL; b++, x += QK4_NL) {
+        if (!block_finite(x, QK4_NL)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        iq4_quantize(x, 1, &y[b].d, y[b].qs, NULL, NULL);
+    }
 }

@@ -3,6 +3,9 @@
 #include "quant_mxfp4.h"
 
 #include <math.h>
+#include <string.h>
+
+#include "quant.h" /* block_finite */
 
 const int8_t kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
@@ -48,6 +51,10 @@ static int nearest_level(float x, float d) {
 void quantize_row_mxfp4(const float *x, void *vy, int n) {
     block_mxfp4 *y = vy;
     for (int b = 0; b < n / QK_MXFP4; b++, x += QK_MXFP4) {
+        if (!block_finite(x, QK_MXFP4)) { /* quant.h */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
         float amax = 0;
         for (int j = 0; j < 32; j++)
             if (amax < fabsf(x[j])) amax = fabsf(x[j]);

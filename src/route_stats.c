@@ -132,8 +132,9 @@ int route_stats_add(route_stats *s, const moe_route_event *ev) {
     L->entropy_sum += h;
     L->mass_sum += mass;
     double hmax = log2((double)E);
-    int bin = hmax > 0 ? (int)(h / hmax * RS_ENTROPY_BINS) : 0;
-    L->entropy_hist[bin < 0 ? 0 : bin >= RS_ENTROPY_BINS ? RS_ENTROPY_BINS - 1 : bin]++;
+    /* clamped before converting: a float outside int's range (or NaN) converts undefined */
+    double f = hmax > 0 ? h / hmax * RS_ENTROPY_BINS : 0;
+    L->entropy_hist[f > 0 ? (f < RS_ENTROPY_BINS ? (int)f : RS_ENTROPY_BINS - 1) : 0]++;
 
     for (int i = 0; i < k; i++) {
         int a = ev->ids[i];

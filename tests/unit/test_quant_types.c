@@ -17,6 +17,7 @@
  *   test_quant_types dtypes           stdout: dtype.c's table, one type a line:
  *                                     id name block block_bytes row_group plain
  * The Python side compares with ggml's own values (../shared/gguf). */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -318,11 +319,57 @@ static void test_find_nonfinite(void) {
     CHECK(dtype_find_nonfinite(DT_Q8_0, f, 32) == -1, "a quantized type is not scanned");
 }
 
+/* Every quantizer (weights, activations) on values at the edges of float:
+ * NaN, +-Inf, +-FLT_MAX, huge, tiny and denormal, alone or among normal
+ * values. Converting such a float to an integer is undefined behaviour in
+ * C (clang's -fsanitize=float-cast-overflow stops the test: CMakeLists.txt
+ * turns it on for clang's sanitizer and fuzz builds); defined code leaves a
+ * block with a non-finite value or a scale that overflows as some finite
+ * or zero block, and a finite block of ordinary values round trips. */
+static void test_quantize_extremes(void) {
+    const float edge[] = {NAN, INFINITY, -INFINITY, FLT_MAX, -FLT_MAX, 1e30f, -3e38f, 1e-38f, 1e-45f, -1e-45f};
+    enum { N = 512, NE = sizeof edge / sizeof edge[0] };
+    static float x[N], back[N];
+    static uint8_t q[N * 8];
+    int tried = 0;
+    for (int t = 0; t < DT_COUNT; t++) {
+        const dtype_traits *d = dtype_info(t);
+        if (!d || !d->quantize || !d->dequantize || d->is_float || N % d->block) continue;
+        for (int e = 0; e < NE; e++) {
+            /* block-sized runs: one edge value among normal ones, all edge values, the edge value and zeros */
+            for (int i = 0; i < N; i++) x[i] = sinf(0.37f * (float)i);
+            for (int i = 0; i < N; i += 97) x[i] = edge[e];
+            for (int i = N / 2; i < N / 2 + d->block && i < N; i++) x[i] = edge[e];
+            for (int i = N - d->block; i < N; i++) x[i] = i == N - 1 ? edge[e] : 0.0f;
+            d->quantize(x, q, N);
+            d->dequantize(q, back, N);
+            tried++;
+        }
+        /* after all that, ordinary values still round trip */
+        for (int i = 0; i < N; i++) x[i] = sinf(0.37f * (float)i);
+        d->quantize(x, q, N);
+        d->dequantize(q, back, N);
+        double err = 0;
+        for (int i = 0; i < N; i++) err = fmax(err, fabs((double)back[i] - (double)x[i]));
+        CHECK(err < 0.35, "%s: ordinary values round trip (max error %g)", d->name, err);
+    }
+    for (int a = ACT_Q8A; a <= ACT_Q8_K; a++) {
+        const act_traits *at = act_info((act_type)a);
+        for (int e = 0; e < NE; e++) {
+            for (int i = 0; i < N; i++) x[i] = i % 7 == 3 ? edge[e] : sinf(0.37f * (float)i);
+            at->quantize(x, q, N);
+            tried++;
+        }
+    }
+    CHECK(tried >= 10 * NE, "the quantizers ran (%d of them x edge values)", tried);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) return helper(argc, argv);
     test_dots();
     test_mxfp4_levels();
     test_quantizers();
     test_find_nonfinite();
+    test_quantize_extremes();
     return test_summary("test_quant_types");
 }
