@@ -241,8 +241,8 @@ static int validate_ssm(moe_config *c, const moe_file *f, moe_err *err) {
         c->n_ssm_layers += (int)v;
     }
     if (!c->n_ssm_layers) return 0;
-    if (c->ssm_conv_kernel < 1 || c->ssm_conv_kernel > 64)
-        return moe_fail(err, "ssm.conv_kernel %d out of range 1..64", c->ssm_conv_kernel);
+    if (c->ssm_conv_kernel < 1 || c->ssm_conv_kernel > MAX_CONV_KERNEL)
+        return moe_fail(err, "ssm.conv_kernel %d out of range 1..%d", c->ssm_conv_kernel, MAX_CONV_KERNEL);
     if (c->ssm_n_k_heads < 1 || c->ssm_n_k_heads > 4096 || c->ssm_n_v_heads < 1 || c->ssm_n_v_heads > 4096 ||
         c->ssm_n_v_heads % c->ssm_n_k_heads)
         return moe_fail(err, "ssm.n_v_heads %d must be a multiple of ssm.n_k_heads %d (both in 1..4096)",

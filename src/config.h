@@ -7,6 +7,10 @@
 #include "file.h"
 #include "moe.h"
 
+/* The widest DeltaNet conv kernel accepted (published models use 4): the
+ * conv keeps a channel's window of inputs on the stack (deltanet.c). */
+#define MAX_CONV_KERNEL 64
+
 typedef enum { ROPE_HALF = 0, ROPE_PAIR = 1 } rope_layout;
 typedef enum { ROPE_SCALE_NONE = 0, ROPE_SCALE_LINEAR, ROPE_SCALE_YARN, ROPE_SCALE_LLAMA3 } rope_scaling;
 typedef enum { QK_NORM_NONE = 0, QK_NORM_HEAD, QK_NORM_FULL } qk_norm_kind;
@@ -83,7 +87,7 @@ typedef struct {
     /* ssm.*: Gated DeltaNet (linear attention) layers, deltanet.c */
     unsigned char *ssm_layer; /* [n_layers] 1 = Gated DeltaNet mixer, 0 = attention; allocated */
     int n_ssm_layers;
-    int ssm_conv_kernel;    /* causal depthwise conv width K (linear_conv_kernel_dim) */
+    int ssm_conv_kernel;    /* causal depthwise conv width K (linear_conv_kernel_dim), <= MAX_CONV_KERNEL */
     int ssm_n_k_heads, ssm_n_v_heads; /* linear_num_key_heads, linear_num_value_heads */
     int ssm_k_dim, ssm_v_dim; /* per head: linear_key_head_dim, linear_value_head_dim */
     int ssm_v_tiled;          /* value heads in tiled order: head h reads key head h % n_k_heads (llama.cpp's qwen35moe) */

@@ -54,7 +54,7 @@ static float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 static void conv_silu(const float *w, int K, float *state, const float *in, float *out, int n, int ch, int nt) {
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)n * (size_t)ch >= CONV_PAR_MIN && nt > 1)
     for (int i = 0; i < ch; i++) {
-        float win[64]; /* the last K inputs of this channel, oldest first (K <= 64: config.c) */
+        float win[MAX_CONV_KERNEL]; /* the last K inputs of this channel, oldest first */
         const float *wi = w + (size_t)i * K;
         for (int j = 0; j < K - 1; j++) win[j] = state[(size_t)j * ch + i];
         for (int t = 0; t < n; t++) {

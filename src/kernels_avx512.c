@@ -397,12 +397,16 @@ static inline __attribute__((always_inline)) void decode_rows(int q4, int nb, co
         y[r] = sum;
     }
 }
-static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+/* Not inlined into the tile: their step arrays (80 and 48 KB) would join the
+ * tile's frame and sit on the stack under the token-lane path's 160 KB too. */
+static __attribute__((noinline)) void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
+                                                  float *y) {
     step_q8_0 st[DECODE_MAX_BLOCKS / 4];
     prepare_q8_0(nb, x, st);
     decode_rows(0, nb, w, w_stride, nr, st, x, y);
 }
-static void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+static __attribute__((noinline)) void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
+                                                  float *y) {
     step_q4_0 st[DECODE_MAX_BLOCKS / 4];
     prepare_q4_0(nb, x, st);
     decode_rows(1, nb, w, w_stride, nr, st, x, y);

@@ -14,6 +14,15 @@
 /* ... and below this many multiply-adds: waking a team costs tens of microseconds (more with passive
  * waiting, and on a loaded machine each region waits for every team thread to be scheduled) */
 #define PAR_MIN_MACS (1 << 18)
+/* Decode's stretches: the owner takes runs of a quarter of what is left of its stretch, clamped
+ * to this many row blocks (long weight streams, and a tail still fine enough for a helper) */
+#define RUN_MIN_BLOCKS 4
+#define RUN_MAX_BLOCKS 64
+/* Prefill's items: up to ITEM_MAX_BLOCKS row blocks of one job, so a tile call's set-up (the
+ * token-lane kernels interleave their tokens once per call) is spread over 64 rows, while each
+ * thread still gets ITEMS_PER_THREAD items or more to balance with */
+#define ITEM_MAX_BLOCKS 4
+#define ITEMS_PER_THREAD 8
 _Static_assert(ROW_BLOCK % R16 == 0, "a work item must not split an interleaved row group");
 
 static void run_tiles(const kernel_set *ks, float *y, const wmat *w, const void *act, size_t stride, const int *idx,
@@ -62,10 +71,9 @@ static int take_range(_Atomic uint64_t *r, int front, int *a, int *b) {
     do {
         int lo = (int)(uint32_t)old, hi = (int)(uint32_t)(old >> 32);
         if (lo >= hi) return 0;
-        if (front) { /* the owner streams on in runs of a quarter of what is left (4..64 blocks): long
-                      * weight streams, and a tail still fine enough for a helper to balance */
+        if (front) { /* the owner streams on in runs of a quarter of what is left */
             int run = (hi - lo) / 4;
-            run = run < 4 ? 4 : run > 64 ? 64 : run;
+            run = run < RUN_MIN_BLOCKS ? RUN_MIN_BLOCKS : run > RUN_MAX_BLOCKS ? RUN_MAX_BLOCKS : run;
             *a = lo;
             *b = hi - lo < run ? hi : lo + run;
             new = pack_range(*b, hi);
@@ -103,11 +111,8 @@ static void run_jobs(const mm_job *jobs, int n, int nt) {
     int many = 0;
     for (int i = 0; i < n; i++) many |= jobs[i].m > DECODE_MAX_TOKENS;
     if (many && nt > 1 && total > item_cost(&jobs[0])) {
-        /* an item is up to 4 row blocks of one job, so a tile call's set-up
-         * (the token-lane kernels interleave their tokens once per call) is
-         * spread over 64 rows, while each thread still gets 8 items or more */
-        int run = first[n] / (8 * nt), items[MM_MAX_JOBS + 1] = {0};
-        run = run < 1 ? 1 : run > 4 ? 4 : run;
+        int run = first[n] / (ITEMS_PER_THREAD * nt), items[MM_MAX_JOBS + 1] = {0}; /* row blocks per item */
+        run = run < 1 ? 1 : run > ITEM_MAX_BLOCKS ? ITEM_MAX_BLOCKS : run;
         for (int i = 0; i < n; i++) items[i + 1] = items[i] + (blocks[i] + run - 1) / run;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
         for (int it = 0; it < items[n]; it++) {
