@@ -346,7 +346,8 @@ moe_sampler_params moe_sampler_default_params(void);
 moe_sampler *moe_sampler_new(const moe_sampler_params *p, int vocab_size, moe_err *err);
 void moe_sampler_free(moe_sampler *s);
 /* Pick the next token from logits (vocab_size floats; not modified).
- * history: the ids seen so far (for the repetition penalty), may be NULL. */
+ * history: the ids seen so far (for the repetition penalty), may be NULL.
+ * A NaN logit counts as -inf: it is never picked while any other is finite. */
 int32_t moe_sample(moe_sampler *s, const float *logits, const int32_t *history, int n_history);
 
 /* ---------------------------------------------------------------- chat */

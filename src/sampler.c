@@ -134,7 +134,8 @@ int32_t moe_sample(moe_sampler *s, const float *logits, const int32_t *history, 
     if (!s || !logits) return -1;
     int n = s->vocab;
     candidate *c = s->cand;
-    for (int i = 0; i < n; i++) c[i] = (candidate){i, logits[i]};
+    /* a NaN logit is never chosen: as -inf it keeps the sort's order total */
+    for (int i = 0; i < n; i++) c[i] = (candidate){i, isnan(logits[i]) ? -INFINITY : logits[i]};
     apply_penalties(c, n, history, n_history, &s->p);
 
     if (s->p.temperature == 0.0f) { /* greedy */
@@ -147,6 +148,8 @@ int32_t moe_sample(moe_sampler *s, const float *logits, const int32_t *history, 
     /* top-k, then sort the survivors best first */
     if (s->p.top_k > 0 && s->p.top_k < n) n = keep_top_k(c, n, s->p.top_k);
     qsort(c, (size_t)n, sizeof *c, by_logit_desc);
+    /* all -inf: nothing has a probability; +inf: it has all of it */
+    if (isinf(c[0].logit)) return c[0].id;
 
     /* probabilities of what is left (temperature 1, as llama.cpp's filters see them) */
     float max = c[0].logit, sum = 0.0f;

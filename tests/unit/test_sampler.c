@@ -95,6 +95,22 @@ int main(void) {
     moe_sampler_free(freq);
     moe_sampler_free(win);
 
+    /* NaN logits are never picked, by greedy or by sampling with or without top-k (an
+     * inconsistent sort order would be undefined for qsort); all NaN or -inf gives id 0 */
+    float nan6[6] = {NAN, 1.0f, NAN, 0.5f, NAN, NAN};
+    float none[6] = {NAN, -INFINITY, NAN, -INFINITY, NAN, NAN};
+    int nan_ok = moe_sample(g, nan6, NULL, 0) == 1;
+    moe_sampler *t1n = make(1.0f, 0, 1, 0, 1, 11, 6), *k3n = make(1.0f, 3, 0.9f, 0.01f, 1.1f, 12, 6);
+    for (int i = 0; i < 300; i++) {
+        int32_t x = moe_sample(t1n, nan6, NULL, 0), y = moe_sample(k3n, nan6, h0, 1);
+        nan_ok &= (x == 1 || x == 3) && (y == 1 || y == 3);
+    }
+    CHECK(nan_ok, "a NaN logit is never picked");
+    CHECK(moe_sample(g, none, NULL, 0) == 0 && moe_sample(t1n, none, NULL, 0) == 0,
+          "no finite logit: id 0");
+    moe_sampler_free(t1n);
+    moe_sampler_free(k3n);
+
     /* invalid parameters are refused */
     moe_sampler_params bad = {-1.0f, 0, 1, 0, 1, 64, 0, 0, 0};
     moe_err err = {{0}};
