@@ -76,6 +76,9 @@ _BF16_HI = _translate_table([0x3b, 0x3c, 0x3d, 0xbb, 0xbc, 0xbd])
 # High bytes of f16 values with |w| in [2^-8, 2^-4): exponents 7..10 -> 0x1c..0x2b, low 2 bits = mantissa
 _F16_HI = _translate_table([0x1c, 0x21, 0x26, 0x2b, 0x9c, 0xa1, 0xa6, 0xab])
 _SCALE_F16 = struct.pack("<e", 0.002)
+# Q8_0 quants in -127..127 as ggml's quantizer writes them: -128 (0x80) becomes -127, since
+# ggml-family kernels that offset or negate the int8 codes (e.g. ik_llama.cpp's AVX-512 Q8_0) overflow on it
+_Q8_NO_MIN = bytes(0x81 if b == 0x80 else b for b in range(256))
 
 
 def _template(dtype, n, bb, seed=None):
@@ -90,9 +93,13 @@ def _template(dtype, n, bb, seed=None):
         buf[3::4] = bytes(buf[3::4]).translate(_translate_table([0x3c, 0xbc]))
         buf[2::4] = bytes(buf[2::4]).translate(_translate_table(list(range(0x00, 0x80))))
     elif dtype in (moefile.Q8_0, moefile.Q4_0):
+        if dtype == moefile.Q8_0:
+            buf = bytearray(bytes(buf).translate(_Q8_NO_MIN))
         buf[0::bb] = _SCALE_F16[:1] * (n // bb)
         buf[1::bb] = _SCALE_F16[1:] * (n // bb)
     elif dtype in R16_PLAIN:
+        if R16_PLAIN[dtype] == moefile.Q8_0:
+            buf = bytearray(bytes(buf).translate(_Q8_NO_MIN))
         for i in range(16):
             buf[2 * i::bb] = _SCALE_F16[:1] * (n // bb)
             buf[2 * i + 1::bb] = _SCALE_F16[1:] * (n // bb)

@@ -127,7 +127,8 @@ class MakeModelTest(unittest.TestCase):
 
     def test_random_bytes(self):
         """The chunks add up to the size asked, every block keeps its fixed scale (the template is
-        read from whole-block offsets, wrapping around), and two tensors do not share data."""
+        read from whole-block offsets, wrapping around), no code is -128, and two tensors do not
+        share data."""
         sys.path.insert(0, os.path.join(moetest.ROOT, "tools"))
         import make_model
         import moefile
@@ -140,6 +141,8 @@ class MakeModelTest(unittest.TestCase):
             self.assertEqual(data[0::bb], make_model._SCALE_F16[:1] * (nbytes // bb))
             self.assertEqual(data[1::bb], make_model._SCALE_F16[1:] * (nbytes // bb))
             self.assertGreater(len(set(data[2::bb])), 200)
+            # codes in -127..127 as ggml's quantizer writes them (ik_llama.cpp's Q8_0 kernels misread -128)
+            self.assertFalse(any(0x80 in data[k::bb] for k in range(2, bb)), "a Q8_0 code of -128")
         self.assertNotEqual(datas[0][:4096], datas[1][:4096])
 
 
