@@ -680,6 +680,52 @@ class TestPreTokenizers(unittest.TestCase):
             self.assertEqual([[texts_b[i].decode() for i in ids] for ids in got], [w[name] for _, w in cases], name)
 
 
+    def test_every_name_the_converter_writes_loads(self):
+        """The pre-tokenizer names are kept in three tables: the converter's (PRE_NAMES, and GGUF_PRE
+        for tokenizer.ggml.pre), src/pretok.c's and src/gguf_tok.c's. The regex tests above cover
+        one name per regex; here every name and alias the converter can write (gpt_neox, mpt,
+        refact, ...) must load in the engine, which refuses a name pretok.c does not know. A
+        byte-only vocabulary encodes any text to its bytes, whatever the splits."""
+        texts = [b"hello 12345 it's", b"a\n\n b"]
+        byte_tok = [bytes([b]) for b in range(256)]
+        for name in tc.PRE_NAMES:
+            if name == "default":  # spm's: no pre-tokenizer, refused with bpe by both sides
+                continue
+            with self.subTest(pre=name):
+                tok = tc._finish(byte_tok, [1] * 256, model="bpe", pre=name)
+                self.assertEqual(c_encode_many(write_moe(tok, "name-" + name), texts), [list(t) for t in texts])
+
+    def test_every_gguf_pre_loads_as_the_converter_maps_it(self):
+        """tokenizer.ggml.pre read by the engine (gguf_tok.c's table) and by the converter
+        (GGUF_PRE): each key loads on both sides or on neither, and gives the same ids. Digit merges
+        make the digit splits show in the ids: "1234" is 12 34 as one run (gpt2), 123 4 in groups
+        of 3 (llama3), 1 2 3 4 one by one (starcoder)."""
+        texts = ["hello world 1234 123456", "it's 1 22 333\n\n x"]
+        for key in sorted(tc.GGUF_PRE) + ["tekken"]:
+            with self.subTest(pre=key):
+                kv = small_bpe_gguf()
+                kv["tokenizer.ggml.pre"] = key
+                for a, b in (("3", "4"), ("1", "2"), ("12", "3"), ("4", "5"), ("45", "6")):
+                    kv["tokenizer.ggml.merges"].append(a + " " + b)
+                    kv["tokenizer.ggml.tokens"].insert(-1, a + b)  # before <|endoftext|>
+                kv["tokenizer.ggml.token_type"] = [1] * (len(kv["tokenizer.ggml.tokens"]) - 1) + [3]
+                kv["tokenizer.ggml.bos_token_id"] = kv["tokenizer.ggml.eos_token_id"] = len(kv["tokenizer.ggml.tokens"]) - 1
+                path = os.path.join(WORK, "pre-%s.gguf" % key)
+                os.makedirs(WORK, exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(gguf_bytes(kv))
+                try:
+                    moe_path = write_moe(tc.load_tokenizer(path), "gguf-pre-" + key)
+                except tc.TokenizerError:
+                    moe_path = None
+                got = [moetest.moe("tokenize", "-m", path, t, check=False) for t in texts]
+                if moe_path is None:
+                    self.assertTrue(all(r.returncode == 1 for r in got), "%s: the converter refuses it, the engine not" % key)
+                    continue
+                self.assertEqual([r.returncode for r in got], [0] * len(texts), "%s: %s" % (key, got[0].stderr))
+                want = [" ".join(map(str, ids)) for ids in c_encode_many(moe_path, [t.encode() for t in texts])]
+                self.assertEqual([r.stdout.strip() for r in got], want, key)
+
 # ---------------------------------------------------------------- golden checkpoints
 
 @unittest.skipUnless(HELPER, "the test_tokenizer helper binary is not built")
