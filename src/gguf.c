@@ -15,6 +15,8 @@
 
 #define MAX_NEST 4          /* arrays of arrays: deeper nesting is refused */
 #define MAX_NAME 65535      /* key and tensor name bytes */
+#define MAX_KV 65536        /* metadata entries: a .moe's limit (file.c), far above any real file */
+#define MAX_TENSORS 1048576 /* tensors: likewise; keeps the view's int counts and tables small */
 
 /* ------------------------------------------------------------ ggml types */
 
@@ -329,6 +331,9 @@ int gguf_parse(gguf_file *g, const void *buf, size_t size, moe_err *err) {
                         size);
     if (g->n_tensors > (size - c.pos) / 32)
         return moe_fail(err, "truncated or damaged GGUF: %llu tensors cannot fit in %zu bytes", (unsigned long long)g->n_tensors, size);
+    if (g->n_kv > MAX_KV || g->n_tensors > MAX_TENSORS)
+        return moe_fail(err, "GGUF: %llu metadata entries and %llu tensors exceed moe's limits (%d, %d)",
+                        (unsigned long long)g->n_kv, (unsigned long long)g->n_tensors, MAX_KV, MAX_TENSORS);
     g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
     if (!g->kv || !g->tensors) {

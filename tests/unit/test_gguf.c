@@ -225,6 +225,20 @@ static void test_damage(void) {
     DAMAGE(put_u32(x + 4, 0x03000000), "big-endian", "byte-swapped version");
     DAMAGE(put_u64(x + lay.n_tensors_at, (uint64_t)1 << 60), "cannot fit", "tensor count");
     DAMAGE(put_u64(x + lay.n_tensors_at + 8, (uint64_t)1 << 60), "cannot fit", "key count");
+    {   /* counts that fit a (sparse) 64 MB file but not the view's limits */
+        size_t big = (size_t)64 << 20;
+        uint8_t *y = calloc(big, 1);
+        CHECK(y != NULL, "64 MB buffer");
+        if (y) {
+            memcpy(y, buf, n);
+            put_u64(y + lay.n_tensors_at, ((uint64_t)1 << 20) + 1);
+            expect_error(y, big, "exceed moe's limits", "2^20 + 1 tensors");
+            memcpy(y, buf, n);
+            put_u64(y + lay.n_tensors_at + 8, 65537);
+            expect_error(y, big, "exceed moe's limits", "65537 keys");
+            free(y);
+        }
+    }
     size_t k = find_bytes(buf, n, "t.str") - 8;
     DAMAGE(put_u64(x + k, 0), "length 0", "empty key");
     DAMAGE(put_u64(x + k, (uint64_t)1 << 62), "length", "huge key length");
