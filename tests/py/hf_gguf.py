@@ -35,6 +35,12 @@ if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 import safetensors_io as st  # noqa: E402
 
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
         "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
         "olmoe": "olmoe", "gpt_oss": "gpt-oss", "glm4_moe": "glm4moe", "glm4_moe_lite": "deepseek2",
@@ -564,7 +570,7 @@ def add_special(g, src, ids):
     path = os.path.join(src, "tokenizer_config.json")
     if not os.path.exists(path):
         return
-    tc = json.load(open(path, encoding="utf-8"))
+    tc = read_json(path)
     for kind in ("bos", "eos"):
         tok = tc.get(kind + "_token")
         if isinstance(tok, dict):  # the AddedToken form

@@ -13,6 +13,12 @@ import sys
 
 import moetest  # noqa: E402
 
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 moetest.require_shared()
 
 TEMPLATES = os.path.join(SHARED, "chat-templates")
@@ -38,11 +44,11 @@ def write_request(path, req):
 class ChatCases(unittest.TestCase):
     def render_all(self, cases_path, what):
         work = workdir("chat_templates")
-        doc = json.load(open(cases_path, encoding="utf-8"))
+        doc = read_json(cases_path)
         passed, n = 0, 0
         for c in doc["cases"]:
             name = c["template"][:-len(".jinja")]
-            tokens = json.load(open(os.path.join(TEMPLATES, name + ".tokens.json"), encoding="utf-8"))
+            tokens = read_json(os.path.join(TEMPLATES, name + ".tokens.json"))
             req = write_request(os.path.join(work, "req.json"), request_for(c, tokens))
             p = moe("template", "--template", os.path.join(TEMPLATES, c["template"]), req, "--date", DATE,
                     check=False)
@@ -63,7 +69,7 @@ class ChatCases(unittest.TestCase):
         return passed, n
 
     def test_shared_cases(self):
-        doc = json.load(open(os.path.join(TEMPLATES, "cases.json"), encoding="utf-8"))
+        doc = read_json(os.path.join(TEMPLATES, "cases.json"))
         self.assertEqual(len(doc["cases"]), 80)
         self.assertTrue(any("error" in c for c in doc["cases"]))
         self.render_all(os.path.join(TEMPLATES, "cases.json"), "shared")
@@ -82,7 +88,7 @@ class ModelTemplate(unittest.TestCase):
         return out
 
     def test_model_template_matches(self):
-        doc = json.load(open(os.path.join(TEMPLATES, "cases.json"), encoding="utf-8"))
+        doc = read_json(os.path.join(TEMPLATES, "cases.json"))
         work = workdir("chat_templates")
         for model, tmpl in (("qwen3", "qwen3.jinja"), ("deepseek_v3", "deepseek-v3.jinja")):
             tok = self.tokenizer(model)
@@ -98,7 +104,7 @@ class ModelTemplate(unittest.TestCase):
         tokenizer_config.json) is the template moe template -m uses, with the file's BOS / EOS text."""
         import ggufio
         import hf_gguf
-        doc = json.load(open(os.path.join(TEMPLATES, "cases.json"), encoding="utf-8"))
+        doc = read_json(os.path.join(TEMPLATES, "cases.json"))
         work = workdir("chat_templates")
         for model, tmpl in (("qwen3_moe", "qwen3.jinja"), ("deepseek_v3", "deepseek-v3.jinja")):
             src = os.path.join(SHARED, "golden", model)
@@ -107,7 +113,7 @@ class ModelTemplate(unittest.TestCase):
             for name in ("config.json", "model.safetensors", "tokenizer.json"):
                 if not os.path.exists(os.path.join(hf, name)):
                     os.symlink(os.path.join(src, name), os.path.join(hf, name))
-            tc = json.load(open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8"))
+            tc = read_json(os.path.join(src, "tokenizer_config.json"))
             with open(os.path.join(TEMPLATES, tmpl), encoding="utf-8") as f:
                 tc["chat_template"] = f.read()
             with open(os.path.join(hf, "tokenizer_config.json"), "w", encoding="utf-8") as f:
