@@ -126,6 +126,7 @@ static uint64_t read_stream(const uint64_t *p, size_t n, const uint64_t *end, in
 static double bw_best(const bw_probe *b, double bytes, int passes) {
     size_t n = bytes >= (double)(b->n * sizeof(uint64_t)) ? b->n : (size_t)bytes / sizeof(uint64_t);
     if (n < PROBE_PAGE / sizeof(uint64_t)) n = b->n < PROBE_PAGE / sizeof(uint64_t) ? b->n : PROBE_PAGE / sizeof(uint64_t);
+    n = n / 64 * 64; /* the threads read whole 64-word chunks: count only what they read */
 #if defined(__x86_64__) || defined(_M_X64)
     const int kinds = 2; /* without and with the software prefetch */
 #else
