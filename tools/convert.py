@@ -62,12 +62,9 @@ def load_weights(src):
 
 def read_json(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise ConvertError("%s: %s" % (path, e.strerror or e))
-    except (ValueError, RecursionError) as e:
-        raise ConvertError("%s: bad JSON (%s)" % (path, e))
+        return st.read_json(path)
+    except st.SafetensorsError as e:
+        raise ConvertError(str(e))
 
 
 def to_f32(dtype, b):

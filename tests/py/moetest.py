@@ -47,6 +47,13 @@ def require_bin():
         raise AssertionError("the moe CLI is not built at %s (set MOE_BIN)" % BIN)
 
 
+def test_binary(name):
+    """The C unit test binary NAME beside the moe CLI (MOE_BIN's folder, else build/), or None."""
+    candidates = [os.path.join(os.path.dirname(os.environ["MOE_BIN"]), name)] if os.environ.get("MOE_BIN") else []
+    candidates.append(os.path.join(ROOT, "build", name))
+    return next((c for c in candidates if os.path.exists(c)), None)
+
+
 def run(args, check=True, timeout=600):
     """Run a command; returns CompletedProcess with text stdout/stderr."""
     p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)

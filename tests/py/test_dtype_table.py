@@ -14,17 +14,14 @@ ROOT = os.environ.get("MOE_ROOT") or os.path.abspath(os.path.join(HERE, "..", ".
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import moefile  # noqa: E402
+import moetest  # noqa: E402
 
 
 def helper_binary():
-    candidates = []
-    if os.environ.get("MOE_BIN"):
-        candidates.append(os.path.join(os.path.dirname(os.environ["MOE_BIN"]), "test_quant_types"))
-    candidates.append(os.path.join(ROOT, "build", "test_quant_types"))
-    for c in candidates:
-        if os.path.exists(c):
-            return c
-    raise RuntimeError("test_quant_types not found (build it, or set MOE_BIN): its table is what this checks")
+    path = moetest.test_binary("test_quant_types")
+    if path is None:
+        raise RuntimeError("test_quant_types not found (build it, or set MOE_BIN): its table is what this checks")
+    return path
 
 
 def c_table():

@@ -44,18 +44,7 @@ DAMAGE = {"Q8_0": (2, 1), "Q4_0": (2, 1), "Q4_K": (16, 4), "Q4_1": (4, 1), "Q5_0
           "IQ4_XS": (8, 4)}
 
 
-def helper_binary():
-    candidates = []
-    if os.environ.get("MOE_BIN"):
-        candidates.append(os.path.join(os.path.dirname(os.environ["MOE_BIN"]), "test_quant_types"))
-    candidates.append(os.path.join(ROOT, "build", "test_quant_types"))
-    for c in candidates:
-        if os.path.exists(c):
-            return c
-    return None
-
-
-HELPER = helper_binary()
+HELPER = moetest.test_binary("test_quant_types")
 
 
 def run_helper(mode, moe_type, n, data):

@@ -38,18 +38,7 @@ moetest.require_shared()
 CASES = os.path.join(SHARED, "tokenizer-cases")
 
 
-def helper_binary():
-    candidates = []
-    if os.environ.get("MOE_BIN"):
-        candidates.append(os.path.join(os.path.dirname(os.environ["MOE_BIN"]), "test_tokenizer"))
-    candidates.append(os.path.join(ROOT, "build", "test_tokenizer"))
-    for c in candidates:
-        if os.path.exists(c):
-            return c
-    return None
-
-
-HELPER = helper_binary()
+HELPER = moetest.test_binary("test_tokenizer")
 
 
 def write_moe(tok, name):
