@@ -696,8 +696,8 @@ static void tile_q4_0_r16(int n, const void *w, size_t w_stride, int nr, const v
  * right by 4 for the high nibbles (elements 16..31). Tokens go MX_TOK at a
  * time, so a decoded block is reused by up to MX_TOK activation rows; two
  * blocks per step into four accumulators per token, so one token (decode)
- * is not held to one FMA latency per 16 weights. Prefill's groups of
- * MX_TOK_WIDE tokens take rows_mxfp4_wide below. */
+ * is not held to one FMA latency per 16 weights. Prefill's groups of 8
+ * or more tokens take rows_mxfp4_wide below. */
 #define MX_TOK 4
 
 static inline __attribute__((always_inline)) void mx_levels(const block_mxfp4 *blk, __m512 lut, __m512 *lo,
@@ -731,45 +731,48 @@ static inline __attribute__((always_inline)) void row_mxfp4(int T, int nb, const
         o[t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]), _mm512_add_ps(acc[2][t], acc[3][t])));
 }
 
-/* Prefill: two rows against MX_TOK_WIDE tokens, one block per step into
- * one accumulator per (row, token). A decoded block feeds 2 * MX_TOK_WIDE
- * FMAs per 16 weights instead of MX_TOK, so its permutes (which share a
- * port with the FMAs) weigh a quarter as much, and each activation load
- * feeds both rows. 16 independent chains hide the FMA latency. */
-#define MX_TOK_WIDE 8
+/* Prefill: two rows against T tokens (MX_TOK_WIDE, or MX_TOK_MID for a
+ * last group of 8-11), one block per step into one accumulator per (row,
+ * token). A decoded block feeds 2 * T FMAs per 16 weights instead of
+ * MX_TOK, so its permutes (which share a port with the FMAs) weigh less,
+ * and each activation load feeds both rows. 24 accumulators, 4 weight
+ * vectors, 2 activations and the table fill the 32 registers. */
+#define MX_TOK_WIDE 12
+#define MX_TOK_MID 8
 
-static inline __attribute__((always_inline)) void rows_mxfp4_wide(int R, int nb, const block_mxfp4 *w0,
+static inline __attribute__((always_inline)) void rows_mxfp4_wide(int T, int R, int nb, const block_mxfp4 *w0,
                                                                     const block_mxfp4 *w1, __m512 lut,
                                                                     const float *const *x, float *o) {
     __m512 acc[2][MX_TOK_WIDE]; /* [row][token] */
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < MX_TOK_WIDE; t++) acc[r][t] = _mm512_setzero_ps();
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         __m512 w[2][2];
         mx_levels(w0 + b, lut, &w[0][0], &w[0][1]);
         if (R == 2) mx_levels(w1 + b, lut, &w[1][0], &w[1][1]);
-        for (int t = 0; t < MX_TOK_WIDE; t++) {
+        for (int t = 0; t < T; t++) {
             __m512 xl = _mm512_loadu_ps(x[t] + 32 * b), xh = _mm512_loadu_ps(x[t] + 32 * b + 16);
             for (int r = 0; r < R; r++)
                 acc[r][t] = _mm512_fmadd_ps(w[r][1], xh, _mm512_fmadd_ps(w[r][0], xl, acc[r][t]));
         }
     }
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < MX_TOK_WIDE; t++) o[r * MX_TOK_WIDE + t] = _mm512_reduce_add_ps(acc[r][t]);
+        for (int t = 0; t < T; t++) o[r * MX_TOK_WIDE + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-/* Tokens [t0, t0 + MX_TOK_WIDE) against all nr rows, two at a time. */
-static void tokens_mxfp4_wide(int nb, const void *w, size_t w_stride, int nr, const float *const *x, __m512 lut,
-                              float *y, size_t ldy) {
+/* T tokens (x, y's rows) against all nr rows, two at a time. */
+static inline __attribute__((always_inline)) void tokens_mxfp4_wide(int T, int nb, const void *w, size_t w_stride,
+                                                                      int nr, const float *const *x, __m512 lut,
+                                                                      float *y, size_t ldy) {
     for (int r = 0; r < nr; r += 2) {
         const block_mxfp4 *w0 = (const block_mxfp4 *)((const char *)w + (size_t)r * w_stride);
         int R = nr - r < 2 ? 1 : 2;
         const block_mxfp4 *w1 = R == 2 ? (const block_mxfp4 *)((const char *)w0 + w_stride) : w0;
         float o[2 * MX_TOK_WIDE];
-        if (R == 2) rows_mxfp4_wide(2, nb, w0, w1, lut, x, o);
-        else rows_mxfp4_wide(1, nb, w0, w1, lut, x, o);
+        if (R == 2) rows_mxfp4_wide(T, 2, nb, w0, w1, lut, x, o);
+        else rows_mxfp4_wide(T, 1, nb, w0, w1, lut, x, o);
         for (int i = 0; i < R; i++)
-            for (int t = 0; t < MX_TOK_WIDE; t++) y[(size_t)t * ldy + r + i] = o[i * MX_TOK_WIDE + t];
+            for (int t = 0; t < T; t++) y[(size_t)t * ldy + r + i] = o[i * MX_TOK_WIDE + t];
     }
 }
 
@@ -778,10 +781,13 @@ static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void
     int nb = n / QK_MXFP4;
     const __m512 lut = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)kvalues_mxfp4)));
     int t0 = 0;
-    for (; t0 + MX_TOK_WIDE <= nt; t0 += MX_TOK_WIDE) {
+    while (nt - t0 >= MX_TOK_MID) {
+        int T = nt - t0 >= MX_TOK_WIDE ? MX_TOK_WIDE : MX_TOK_MID;
         const float *x[MX_TOK_WIDE];
-        for (int t = 0; t < MX_TOK_WIDE; t++) x[t] = (const float *)AROW(t0 + t);
-        tokens_mxfp4_wide(nb, w, w_stride, nr, x, lut, y + (size_t)t0 * ldy, ldy);
+        for (int t = 0; t < T; t++) x[t] = (const float *)AROW(t0 + t);
+        if (T == MX_TOK_WIDE) tokens_mxfp4_wide(MX_TOK_WIDE, nb, w, w_stride, nr, x, lut, y + (size_t)t0 * ldy, ldy);
+        else tokens_mxfp4_wide(MX_TOK_MID, nb, w, w_stride, nr, x, lut, y + (size_t)t0 * ldy, ldy);
+        t0 += T;
     }
     for (; t0 < nt; t0 += MX_TOK) {
         int m = nt - t0 < MX_TOK ? nt - t0 : MX_TOK;
