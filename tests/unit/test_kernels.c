@@ -317,6 +317,21 @@ static void test_sets_vs_scalar(void) {
         }
 }
 
+/* Every set's quantize_q8a gives quant.c's blocks (want) for x, bit for bit. */
+static void check_sets_q8a(const kernel_set *const *sets, int n_sets, const float *x, int n, const block_q8a *want,
+                           const char *what) {
+    block_q8a got[16];
+    if (n > 16 * 32) { CHECK(0, "check_sets_q8a: %d values exceed its buffer", n); return; }
+    for (int s = 0; s < n_sets; s++) {
+        if (!sets[s]->quantize_q8a) continue;
+        memset(got, 0x5a, sizeof got);
+        sets[s]->quantize_q8a(x, got, n);
+        for (int b = 0; b < n / 32; b++)
+            CHECK(want[b].d == got[b].d && want[b].sum == got[b].sum && !memcmp(want[b].qs, got[b].qs, 32),
+                  "%s quantize_q8a %sblock %d differs from quant.c's", sets[s]->name, what, b);
+    }
+}
+
 /* Each set's activation quantizer writes quant.c's bytes exactly: random
  * rows, an all-zero block, values that land on .5 after scaling (round half
  * to even), and a block whose largest magnitude is negative. */
@@ -330,16 +345,9 @@ static void test_quantize_q8a(void) {
     for (int i = 64; i < 96; i++) x[i] = (float)(i - 80) + 0.5f; /* halves... */
     x[64] = -127.0f; /* ...and amax 127 (negative), so id = 1 and every x * id is a tie */
     for (int i = 96; i < 128; i++) x[i] = 1e-30f * (float)(i - 110);
-    block_q8a want[N / 32], got[N / 32];
+    block_q8a want[N / 32];
     quantize_row_q8a(x, want, N);
-    for (int s = 0; s < n_sets; s++) {
-        if (!sets[s]->quantize_q8a) continue;
-        memset(got, 0x5a, sizeof got);
-        sets[s]->quantize_q8a(x, got, N);
-        for (int b = 0; b < N / 32; b++)
-            CHECK(want[b].d == got[b].d && want[b].sum == got[b].sum && !memcmp(want[b].qs, got[b].qs, 32),
-                  "%s quantize_q8a block %d differs from quant.c's", sets[s]->name, b);
-    }
+    check_sets_q8a(sets, n_sets, x, N, want, "");
 }
 
 /* A block holding NaN or Inf (or so tiny that 1/d overflows) quantizes to a
@@ -357,7 +365,7 @@ static void test_quantize_nonfinite(void) {
     for (int i = 96; i < 128; i++) x[i] = NAN;          /* block 3: all NaN */
     for (int i = 128; i < 160; i++) x[i] = 1e-40f;      /* block 4: 1/d overflows */
     /* blocks 5..7 stay finite: they must quantize as usual */
-    block_q8a want[N / 32], got[N / 32];
+    block_q8a want[N / 32];
     quantize_row_q8a(x, want, N);
     for (int b = 0; b < 5; b++) {
         int zero = want[b].d == 0.0f && want[b].sum == 0;
@@ -365,14 +373,7 @@ static void test_quantize_nonfinite(void) {
         CHECK(zero, "quantize_row_q8a: non-finite block %d is not a zero block", b);
     }
     for (int b = 5; b < N / 32; b++) CHECK(want[b].d > 0.0f, "quantize_row_q8a: finite block %d lost", b);
-    for (int s = 0; s < n_sets; s++) {
-        if (!sets[s]->quantize_q8a) continue;
-        memset(got, 0x5a, sizeof got);
-        sets[s]->quantize_q8a(x, got, N);
-        for (int b = 0; b < N / 32; b++)
-            CHECK(want[b].d == got[b].d && want[b].sum == got[b].sum && !memcmp(want[b].qs, got[b].qs, 32),
-                  "%s quantize_q8a non-finite test block %d differs from quant.c's", sets[s]->name, b);
-    }
+    check_sets_q8a(sets, n_sets, x, N, want, "non-finite test ");
     block_q8_K k;
     quantize_row_q8_K(x, &k, N);
     int zero = k.d == 0.0f;
