@@ -3,9 +3,9 @@
  * mixture-of-experts transformers.
  *
  * Data flow:
- *   moe_model_open()   map a .moe file read-only, validate it, bind the weights
- *   moe_ctx_new()      allocate one sequence's state: KV cache + scratch (the only
- *                      large allocation; nothing is allocated per token)
+ *   moe_model_open()   map a .moe or GGUF file read-only, validate it, bind the weights
+ *   moe_ctx_new()      allocate a context: the KV cache of each of its sequences +
+ *                      scratch (the only large allocation; nothing is allocated per token)
  *   moe_tokenize()     text -> token ids
  *   moe_eval()         feed token ids, get logits
  *   moe_eval_batch()   the same for several sequences of one context in one pass
@@ -58,7 +58,7 @@ typedef struct moe_err {
 
 typedef struct moe_model moe_model;
 
-/* Map and validate a .moe file (model or tokenizer-only). */
+/* Map and validate a .moe file (model or tokenizer-only) or a GGUF file. */
 moe_model *moe_model_open(const char *path, moe_err *err);
 /* Read every page of the mapped weights once, so a later run does not pay
  * for page faults (benchmarks; like llama.cpp's MAP_POPULATE). Returns the
@@ -251,8 +251,8 @@ typedef struct moe_route_event {
     const float *choice;          /* (E) what selection compared: scores + bias, dropped
                                      groups 0, disabled experts -inf */
     const unsigned char *group_kept; /* (n_groups) 1 = group kept; NULL without groups */
-    float shared_weight;          /* multiplier of the always-on shared expert(s): 0 = none,
-                                     1, or Qwen2-MoE's sigmoid gate */
+    float shared_weight;          /* multiplier of the always-on shared expert(s): 0 = none, 1,
+                                     or the sigmoid gate (Qwen2-MoE, Qwen3.5-MoE, Qwen3-Next) */
     int seq;                      /* the sequence (moe_eval_batch); 0 for moe_eval */
 } moe_route_event;
 typedef void (*moe_route_hook)(void *user, const moe_route_event *ev);

@@ -4,16 +4,19 @@
  * cover all rows at once.
  *
  *   gqa  grouped-query attention (Llama, Mixtral, Qwen, OLMoE, Granite,
- *        gpt-oss): q/k/v projections (+ biases), QK-norm (per head, or over
- *        the whole projection for OLMoE), clip, RoPE, cache K and V,
- *        softmax(q.k * scale) . V, output projection (+ bias). gpt-oss adds
- *        a learned sink logit per head to the softmax (it takes a share of
- *        the weight and gives no value) and alternates sliding-window and
- *        full layers; a sliding layer's cache is a ring (forward.h).
- *   mla  DeepSeek multi-head latent attention in absorbed form: the cache
- *        holds the normalised latent and the shared rope key per position;
- *        kv_b's key half is folded into the query and its value half applied
- *        after the weighted sum, so nothing of size n_heads is cached. */
+ *        GLM-4.5, gpt-oss, the hybrids' attention layers): q/k/v projections
+ *        (+ biases), QK-norm (per head, or over the whole projection for
+ *        OLMoE), clip, RoPE (on part of each head for GLM and the hybrids),
+ *        cache K and V, softmax(q.k * scale) . V, the hybrids' sigmoid output
+ *        gate, output projection (+ bias). gpt-oss adds a learned sink logit
+ *        per head to the softmax (it takes a share of the weight and gives no
+ *        value) and alternates sliding-window and full layers; a sliding
+ *        layer's cache is a ring (forward.h).
+ *   mla  multi-head latent attention (DeepSeek, GLM-4.7-Flash) in absorbed
+ *        form: the cache holds the normalised latent and the shared rope key
+ *        per position; kv_b's key half is folded into the query and its value
+ *        half applied after the weighted sum, so nothing of size n_heads is
+ *        cached. */
 #include <math.h>
 #include <string.h>
 
@@ -32,8 +35,8 @@ static void *kv_at(const moe_ctx *c, void *cache, int layer, size_t i) {
     return (char *)cache + (c->layer_off[layer] + i) * kv_esize(c);
 }
 
-/* n values into the cache, value i at dst + i * stride (1: a row; n_ctx:
- * a column of the transposed V). */
+/* n values into the cache, value i at dst + i * stride (1: a row; the
+ * layer's slots: a column of the transposed V). */
 static void kv_put(const moe_ctx *c, void *dst, const float *src, int n, size_t stride) {
     if (!c->kv_f16 && stride == 1) {
         memcpy(dst, src, sizeof(float) * (size_t)n);

@@ -103,7 +103,7 @@ void config_free(moe_config *c);
 static inline int ssm_key_width(const moe_config *c) { return c->ssm_n_k_heads * c->ssm_k_dim; }
 static inline int ssm_value_width(const moe_config *c) { return c->ssm_n_v_heads * c->ssm_v_dim; }
 static inline int ssm_channels(const moe_config *c) { return 2 * ssm_key_width(c) + ssm_value_width(c); }
-/* Floats of one layer's recurrent state: conv state (K-1, channels) + S (n_v, k_dim, v_dim). */
+/* Floats of one layer's recurrent state: conv state (K-1, channels) + S (n_v, v_dim, k_dim). */
 static inline size_t ssm_state_floats(const moe_config *c) {
     return (size_t)(c->ssm_conv_kernel - 1) * (size_t)ssm_channels(c) +
            (size_t)c->ssm_n_v_heads * (size_t)c->ssm_k_dim * (size_t)c->ssm_v_dim;

@@ -1,5 +1,6 @@
 /* dtype.c - the table of data types (dtype.h says what adding one takes).
- * One row per type; the functions are quant.c's reference ones. */
+ * One row per type; the functions are the reference ones of quant.c,
+ * quant_legacy.c, quant_k.c and quant_mxfp4.c. */
 #include "dtype.h"
 
 #include <ctype.h>

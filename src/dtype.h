@@ -4,8 +4,9 @@
  * Adding a weight type takes:
  *   1. its id below (the number docs/FORMAT.md and tools/moefile.py give it;
  *      ids are below DT_COUNT);
- *   2. its block struct with a _Static_assert on its size (quant.h), and its
- *      reference functions (quant.c): dequantize a row, quantize a row (if
+ *   2. its block struct with a _Static_assert on its size (quant.h, or
+ *      quant_legacy.h, quant_k.h, quant_mxfp4.h for ggml's other types), and
+ *      its reference functions beside it: dequantize a row, quantize a row (if
  *      the engine writes it), and the dot product of a row with an
  *      activation row of the type it pairs with;
  *   3. a row in the table in dtype.c naming all of that;

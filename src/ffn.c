@@ -12,8 +12,8 @@
  *      down, balanced over every row of every piece: the threads never wait
  *      at a barrier per expert;
  *   4. each result row is added into its token with its routing weight;
- *      shared experts (DeepSeek, Qwen2-MoE) cover every token, Qwen2-MoE's
- *      scaled by sigmoid(shared_expert_gate . x).
+ *      shared experts (DeepSeek, GLM, Qwen2-MoE, the Qwen hybrids) cover
+ *      every token, the Qwen ones scaled by sigmoid(shared_expert_gate . x).
  * gpt-oss's experts have biases and a clamped SwiGLU (moe.act swiglu_oai):
  * their gate and up run as separate products, then the activation; the
  * down bias joins the row before its routing weight (HF GptOssExperts). */
@@ -177,7 +177,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, float *out, 
     const layer_weights *L = &c->model->layers[layer];
     int E = c->route.n_experts, k = c->route.k;
     double t0 = phase_start(c);
-    if (cfg->shared_gate) /* Qwen2-MoE: sigmoid(shared_expert_gate(x)), one logit per token */
+    if (cfg->shared_gate) /* Qwen2-MoE, Qwen3.5, Qwen3-Next: sigmoid(shared_expert_gate(x)), one logit per token */
         matmul(c->ffn_gate_logit, &L->shexp_gate, ax, c->n_threads);
     route_batch(c, layer, ax, n);
 
@@ -205,7 +205,7 @@ static void moe_forward(moe_ctx *c, int layer, act_rows *ax, int n, float *out, 
                        .down_bias = L->down_exps_bias ? L->down_exps_bias + (size_t)e * cfg->dim : NULL};
         group_add(c, g, p, ax, out);
     }
-    if (cfg->shared_ff > 0) { /* shared expert on every token, Qwen2-MoE's times its gate */
+    if (cfg->shared_ff > 0) { /* shared expert on every token, times its gate where it has one */
         float *gate = NULL;
         if (cfg->shared_gate) {
             gate = c->ffn_gate_logit;

@@ -7,7 +7,8 @@
  *   OLMoE                 softmax, top-k, renormalise iff norm_topk_prob
  *   DeepSeek-V2           softmax, optional group limit (group score = max),
  *                         x routed_scaling_factor when not renormalising
- *   DeepSeek-V3           sigmoid, bias for selection only, group limit
+ *   Qwen3.5-MoE, Qwen3-Next  softmax, top-k, renormalise
+ *   DeepSeek-V3, GLM-4.5  sigmoid, bias for selection only, group limit
  *                         (group score = sum of top-2), renormalise, x scale
  * Ties go to the lower expert (or group) index, so results are deterministic. */
 #include "router.h"
