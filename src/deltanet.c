@@ -30,6 +30,7 @@
 #include "threads.h"
 
 #define CONV_PAR_MIN (1u << 14) /* conv values below which the channels stay on one thread */
+#define CONV_BLOCK 64           /* channels per work item of the conv: whole cache lines of a row */
 
 /* This layer's conv state (K-1, channels) and delta-rule state (n_v, dv, dk)
  * in sequence seq's state: the blocks are in layer order, one per Gated
@@ -50,21 +51,36 @@ static float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 /* Step 2: out[t][ch] = silu(sum_j w[ch][j] * in[t - (K-1) + j][ch]), where
  * positions before the batch come from the conv state; then the state keeps
- * the last K-1 inputs of (state, batch). Channels are independent. */
+ * the last K-1 inputs of (state, batch). Channels are independent: blocks of
+ * CONV_BLOCK run in parallel, each token's row of a block a contiguous run
+ * (the channels are the vectorized inner loop; a row per channel would read
+ * one value per cache line). */
 static void conv_silu(const float *w, int K, float *state, const float *in, float *out, int n, int ch, int nt) {
+    int blocks = (ch + CONV_BLOCK - 1) / CONV_BLOCK;
 #pragma omp parallel for schedule(static) num_threads(nt) if ((size_t)n * (size_t)ch >= CONV_PAR_MIN && nt > 1)
-    for (int i = 0; i < ch; i++) {
-        float win[MAX_CONV_KERNEL]; /* the last K inputs of this channel, oldest first */
-        const float *wi = w + (size_t)i * K;
-        for (int j = 0; j < K - 1; j++) win[j] = state[(size_t)j * ch + i];
+    for (int b = 0; b < blocks; b++) {
+        int c0 = b * CONV_BLOCK, m = ch - c0 < CONV_BLOCK ? ch - c0 : CONV_BLOCK;
+        float taps[MAX_CONV_KERNEL][CONV_BLOCK]; /* (K, m): this block's weights, tap-major */
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < K; j++) taps[j][i] = w[(size_t)(c0 + i) * K + j];
         for (int t = 0; t < n; t++) {
-            win[K - 1] = in[(size_t)t * ch + i];
-            float s = 0.0f;
-            for (int j = 0; j < K; j++) s += wi[j] * win[j];
-            out[(size_t)t * ch + i] = s / (1.0f + expf(-s)); /* SiLU */
-            for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+            float *o = out + (size_t)t * ch + c0;
+            for (int i = 0; i < m; i++) o[i] = 0.0f;
+            for (int j = 0; j < K; j++) { /* input position t-(K-1)+j; before the batch: state row K-1+that */
+                int at = t - (K - 1) + j;
+                const float *x = (at >= 0 ? in + (size_t)at * ch : state + (size_t)(K - 1 + at) * ch) + c0;
+                const float *tj = taps[j];
+#pragma omp simd
+                for (int i = 0; i < m; i++) o[i] += tj[i] * x[i];
+            }
+            silu(o, m);
         }
-        for (int j = 0; j < K - 1; j++) state[(size_t)j * ch + i] = win[j];
+        /* state row j <- input position n-(K-1)+j: rows in rising order read rows not yet overwritten */
+        for (int j = 0; j < K - 1; j++) {
+            int at = n - (K - 1) + j;
+            const float *x = (at >= 0 ? in + (size_t)at * ch : state + (size_t)(K - 1 + at) * ch) + c0;
+            memmove(state + (size_t)j * ch + c0, x, (size_t)m * sizeof(float));
+        }
     }
 }
 
@@ -123,6 +139,7 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
 
     /* 3. L2-normalised q and k per key head (q also times dk^-1/2); beta and log decay g per value head */
     float qscale = 1.0f / sqrtf((float)dk);
+#pragma omp parallel for schedule(static) num_threads(c->n_threads) if (n >= PAR_MIN_ROWS && c->n_threads > 1)
     for (int t = 0; t < n; t++) {
         float *row = c->ssm_qkv + (size_t)t * ch;
         for (int h = 0; h < nk; h++) {
@@ -168,12 +185,12 @@ void deltanet_forward(moe_ctx *c, int layer, const float *xn, int n, float *out)
     t0 = phase_start(c);
 
     /* 5. gated RMSNorm per value head: RMSNorm(o) * w * silu(z), w used as stored */
+#pragma omp parallel for schedule(static) num_threads(c->n_threads) if (n >= PAR_MIN_ROWS && c->n_threads > 1)
     for (int t = 0; t < n; t++)
         for (int h = 0; h < nv; h++) {
             float *o = c->ssm_o + (size_t)t * vw + (size_t)h * dv;
-            const float *z = c->ssm_z + (size_t)t * vw + (size_t)h * dv;
             rmsnorm(o, o, L->ssm_norm, dv, cfg->norm_eps);
-            for (int j = 0; j < dv; j++) o[j] *= z[j] / (1.0f + expf(-z[j]));
+            mul_silu(o, c->ssm_z + (size_t)t * vw + (size_t)h * dv, dv);
         }
 
     act_rows ao;

@@ -46,6 +46,16 @@ void swiglu(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
 }
 
+void silu(float *x, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) x[i] = x[i] / (1.0f + exp_fast(-x[i]));
+}
+
+void mul_silu(float *x, const float *g, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) x[i] *= g[i] / (1.0f + exp_fast(-g[i]));
+}
+
 void swiglu_oai(float *gate, const float *up, const float *bg, const float *bu, int n, float limit, float alpha) {
     for (int i = 0; i < n; i++) {
         float g = gate[i] + (bg ? bg[i] : 0.0f), u = up[i] + (bu ? bu[i] : 0.0f);

@@ -39,6 +39,10 @@ void softmax_fast(float *x, int n);
 float sigmoidf(float x);
 /* gate[i] = silu(gate[i]) * up[i]   (SwiGLU: act_fn(gate_proj(x)) * up_proj(x)), exp_fast */
 void swiglu(float *gate, const float *up, int n);
+/* x[i] = silu(x[i]) = x[i] * sigmoid(x[i]), exp_fast */
+void silu(float *x, int n);
+/* x[i] *= silu(g[i])   (a gated RMSNorm's output gate), exp_fast */
+void mul_silu(float *x, const float *g, int n);
 /* gpt-oss's clamped SwiGLU on biased projections (HF GptOssExperts):
  * g = min(gate + bg, limit), u = clamp(up + bu, -limit, limit),
  * gate[i] = g * sigmoid(alpha * g) * (u + 1). */

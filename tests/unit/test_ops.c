@@ -1,6 +1,6 @@
 /* test_ops.c - the vector operations against their definitions: exp_fast
  * against libm's expf over its whole range, softmax_fast against softmax,
- * swiglu against silu(g) * u with expf. */
+ * swiglu, silu and mul_silu against silu(g) * u with expf. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,9 +56,24 @@ static void test_swiglu(void) {
         CHECK(fabsf(g[i] - want[i]) <= 1e-6f * fmaxf(1.0f, fabsf(want[i])), "swiglu %d: %g vs %g", i, g[i], want[i]);
 }
 
+/* silu and mul_silu (the conv's activation, the gated norm's gate) against x / (1 + expf(-x)),
+ * on a length that leaves a scalar tail after any vector width */
+static void test_silu(void) {
+    float x[41], g[41], y[41];
+    for (int i = 0; i < 41; i++) x[i] = g[i] = (float)(i - 20) * 0.7f, y[i] = 0.3f + 0.01f * (float)i;
+    silu(x, 41);
+    mul_silu(y, g, 41);
+    for (int i = 0; i < 41; i++) {
+        float s = g[i] / (1.0f + expf(-g[i])), u = 0.3f + 0.01f * (float)i;
+        CHECK(fabsf(x[i] - s) <= 1e-6f * fmaxf(1.0f, fabsf(s)), "silu %d: %g vs %g", i, x[i], s);
+        CHECK(fabsf(y[i] - s * u) <= 1e-6f * fmaxf(1.0f, fabsf(s * u)), "mul_silu %d: %g vs %g", i, y[i], s * u);
+    }
+}
+
 int main(void) {
     test_exp();
     test_softmax();
     test_swiglu();
+    test_silu();
     return test_summary("test_ops");
 }
