@@ -838,19 +838,21 @@ typedef struct {
     __m512 mn;       /* group g's min (Q4_K/Q5_K: dmin * m; Q6_K: 32 * scale) */
 } kq_w;
 
-/* The 12 packed bytes of Q4_K/Q5_K's 6-bit scales and mins as 8 scales
- * (bytes 0-7) and 8 mins (bytes 8-15): sub-blocks 0-3 in the low 6 bits of
- * bytes 0-3 (scales) and 4-7 (mins); 4-7 in the nibbles of bytes 8-11 with
- * their top 2 bits in the top bits of bytes 0-3 / 4-7 (q4_K_scale_min). */
-static inline __m128i q4_K_scales_mins(const uint8_t *s) {
-    uint32_t w0, w1, w2;
-    memcpy(&w0, s, 4);
-    memcpy(&w1, s + 4, 4);
-    memcpy(&w2, s + 8, 4);
-    uint32_t sc_lo = w0 & 0x3f3f3f3f, m_lo = w1 & 0x3f3f3f3f;
-    uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 6) & 0x03030303) << 4;
-    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
-    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+/* Q4_K/Q5_K's first 16 bytes (d, dmin, 12 bytes of 6-bit scales and mins)
+ * from one load: returns (d, dmin, -, -) as floats and leaves in *sm the 8
+ * scales (bytes 0-7) and 8 mins (bytes 8-15), as q4_K_scale_min gives them.
+ * Of the scale dwords w0, w1, w2: sub-blocks 0-3 are the low 6 bits of w0's
+ * bytes (scales) and w1's (mins); sub-blocks 4-7 take their low 4 bits from
+ * w2's nibbles and their top 2 from bits 6-7 of w0's / w1's bytes, which >> 2
+ * puts at bits 4-5. On the vector: the scalar word operations and inserts
+ * this replaced were 9 % of Q4_K decode's in-cache time (docs/BENCHMARKS.md). */
+static inline __m128 q4_K_head(const void *blk, __m128i *sm) {
+    __m128i v = _mm_loadu_si128((const __m128i *)blk); /* d|dmin, w0, w1, w2 */
+    __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(3, 2, 3, 1)), _mm_setr_epi32(0, 0, 0, 4));
+    __m128i lo = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i b = _mm_srli_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 1, 1)), 2); /* w0, w0, w1, w1 */
+    *sm = _mm_ternarylogic_epi32(lo, b, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030), 0xF8); /* A | (B & C) */
+    return _mm_cvtph_ps(v);
 }
 
 /* 8 unsigned bytes, each twice, as 16 floats times f. */
@@ -869,7 +871,8 @@ static inline void kq_codes_q4_K(const block_q4_K *w, __m512i *q) {
 
 static inline void unpack_kq_q4_K(const block_q4_K *w, kq_w *u) {
     kq_codes_q4_K(w, u->q);
-    __m128i sm = q4_K_scales_mins(w->scales);
+    __m128i sm;
+    q4_K_head(w, &sm);
     u->sc = groups_of_8(sm, h2f(w->d));
     u->mn = groups_of_8(_mm_unpackhi_epi64(sm, sm), h2f(w->dmin));
 }
@@ -910,7 +913,8 @@ static inline void kq_codes_q5_K(const block_q5_K *w, __m512i *q) {
 
 static inline void unpack_kq_q5_K(const block_q5_K *w, kq_w *u) {
     kq_codes_q5_K(w, u->q);
-    __m128i sm = q4_K_scales_mins(w->scales);
+    __m128i sm;
+    q4_K_head(w, &sm);
     u->sc = groups_of_8(sm, h2f(w->d));
     u->mn = groups_of_8(_mm_unpackhi_epi64(sm, sm), h2f(w->dmin));
 }
@@ -1066,10 +1070,9 @@ static inline __m512 row1_q6_K(int ns, const block_q6_K *wb, const __m512i *perm
             prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(BLOCK));                           \
             __m512i q[4];                                                                                     \
             CODES(&wb[b], q);                                                                                 \
-            int32_t dm; /* d and dmin, the block's first 4 bytes */                                           \
-            memcpy(&dm, &wb[b].d, 4);                                                                         \
-            __m512 ddm = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(dm)))); \
-            __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_K_scales_mins(wb[b].scales)));            \
+            __m128i sm8;                                                                                      \
+            __m512 ddm = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(q4_K_head(&wb[b], &sm8)));         \
+            __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8));                                        \
             __m512 k = _mm512_mul_ps(_mm512_mul_ps(sm, ddm), _mm512_loadu_ps(x[b].k));                        \
             for (int p = 0; p < 4; p++) {                                                                     \
                 __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[p], _mm512_loadu_si512(x[b].q + 64 * p)); \
