@@ -12,16 +12,34 @@
 const kernel_set *kernels_avx2(void);
 const kernel_set *kernels_avx512(void);
 const kernel_set *kernels_neon(void);
+const kernel_set *kernels_amx(void);
 
 #if defined(MOE_HAVE_AVX2) || defined(MOE_HAVE_AVX512)
 #include <cpuid.h>
+#if defined(MOE_HAVE_AMX) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 typedef struct {
-    int avx2, avx512;
+    int avx2, avx512, amx;
 } x86_features;
 
+#if defined(MOE_HAVE_AMX)
+/* AMX tile data is off for a Linux process until it asks for it (once per
+ * process, for all its threads); anywhere else we cannot ask: no AMX. */
+static int amx_permitted(void) {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return 0;
+#endif
+}
+#endif
+
 static x86_features x86_detect(void) {
-    x86_features f = {0, 0};
+    x86_features f = {0, 0, 0};
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
     int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, f16c = (c >> 29) & 1;
@@ -31,9 +49,15 @@ static x86_features x86_detect(void) {
     int ymm = (lo & 0x6) == 0x6, zmm = (lo & 0xe6) == 0xe6; /* XMM|YMM, + opmask|ZMM state */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
-    int vnni = (c >> 11) & 1;
+    int vnni = (c >> 11) & 1, amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    int tiles = (lo & 0x60000) == 0x60000; /* XTILECFG|XTILEDATA state saved by the OS */
     f.avx2 = ymm && avx2 && fma && f16c;
     f.avx512 = f.avx2 && zmm && avx512f && avx512bw && avx512vl && vnni;
+#if defined(MOE_HAVE_AMX)
+    f.amx = f.avx512 && amx_bf16 && amx_tile && tiles && amx_permitted();
+#else
+    (void)amx_bf16, (void)amx_tile, (void)tiles;
+#endif
     return f;
 }
 #endif
@@ -70,6 +94,9 @@ int kernels_available(const kernel_set **out, int cap) {
 #endif
 #if defined(MOE_HAVE_AVX512)
     if (f.avx512 && n < cap) out[n++] = kernels_avx512();
+#endif
+#if defined(MOE_HAVE_AMX)
+    if (f.amx && n < cap) out[n++] = kernels_amx();
 #endif
 #if defined(MOE_HAVE_NEON) && defined(__aarch64__)
     if (arm_has_dotprod() && n < cap) out[n++] = kernels_neon();

@@ -7,7 +7,7 @@
  * reads the rows one after another (DECODE_TILE), 16 or more make the
  * tokens the lanes (TOKENS16), the rest use 4x4 register tiles (INT8_RXT);
  * the _r16 types have rows as lanes.
- * MXFP4 looks its levels up with a float permute (tile_mxfp4). Q4_K, Q5_K
+ * MXFP4 looks its levels up with a float permute (avx512_tile_mxfp4). Q4_K, Q5_K
  * and Q6_K: 16 or more tokens are lanes as for Q8_0 (KQ_TOKENS16), fewer
  * take 64 weights per dpbusd and scale 16-value groups with one permute
  * per pair of sub-blocks (KQ_TILE); IQ4_XS uses the AVX2 tile
@@ -776,7 +776,7 @@ static inline __attribute__((always_inline)) void tokens_mxfp4_wide(int T, int n
     }
 }
 
-static void tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+void avx512_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                        int nt, float *y, size_t ldy) {
     int nb = n / QK_MXFP4;
     const __m512 lut = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)kvalues_mxfp4)));
@@ -1350,19 +1350,26 @@ static uint64_t read_sum(const uint64_t *p, size_t n) {
     return t;
 }
 
-static const kernel_set AVX512 = {
-    .name = "avx512",
-    .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
-             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K,
-             [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs,
-             [DT_MXFP4] = tile_mxfp4,
-             [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
-    .dot_f32 = dot_f32,
-    .axpy_f32 = axpy_f32,
-    .axpy_f16 = axpy_f16,
-    .quantize_q8a = quantize_q8a,
-    .read_sum = read_sum,
-};
+/* The tiles of this set, with MXFP4's given: the AMX set (kernels_amx.c)
+ * is this one with its own MXFP4 tile. */
+#define AVX512_SET(NAME, MXFP4_TILE)                                                                          \
+    {                                                                                                        \
+        .name = NAME,                                                                                        \
+        .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,                           \
+                 [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K,                       \
+                 [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs,              \
+                 [DT_MXFP4] = MXFP4_TILE,                                                                    \
+                 [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},                             \
+        .dot_f32 = dot_f32, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16, .quantize_q8a = quantize_q8a,      \
+        .read_sum = read_sum,                                                                                \
+    }
 
+static const kernel_set AVX512 = AVX512_SET("avx512", avx512_tile_mxfp4);
 const kernel_set *kernels_avx512(void) { return &AVX512; }
+
+#if defined(MOE_HAVE_AMX)
+static const kernel_set AMX = AVX512_SET("amx", amx_tile_mxfp4);
+
+const kernel_set *kernels_amx(void) { return &AMX; }
+#endif
 #endif

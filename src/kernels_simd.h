@@ -87,6 +87,12 @@ void avx2_tile_iq4_xs(int n, const void *w, size_t w_stride, int nr, const void 
                     int nt, float *y, size_t ldy);
 void avx2_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                     int nt, float *y, size_t ldy);
+/* MXFP4 in AVX-512 (kernels_avx512.c), and on AMX tiles for prefill
+ * (kernels_amx.c), which runs the AVX-512 one for few tokens. */
+void avx512_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                       int nt, float *y, size_t ldy);
+void amx_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy);
 #endif
 
 #endif /* MOE_KERNELS_SIMD_H */

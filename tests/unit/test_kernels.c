@@ -6,6 +6,9 @@
  *      rows included), with a per-type error budget;
  *   3. quantization error budgets per type, the all-zero block, and exact
  *      half-precision conversions;
+ *   4. the MXFP4 tiles (the AMX one splits activations into bf16 parts) on
+ *      rows with one nonzero weight, where every set must be bit-exact,
+ *      and against float64 within a bound derived from float rounding;
  * and before all, that every row of the dtype table is complete. Types
  * come from the table, so a new row is checked without editing this file. */
 #include <math.h>
@@ -13,6 +16,7 @@
 
 #include "matmul.h"
 #include "quant.h"
+#include "quant_mxfp4.h"
 #include "test_util.h"
 #include "util.h"
 
@@ -164,6 +168,7 @@ static void test_scalar_vs_f64(void) {
 static void test_expected_sets(void) {
     const char *want = getenv("MOE_EXPECT_KERNELS");
     if (!want || !*want) return;
+    printf("expected kernel sets (MOE_EXPECT_KERNELS): %s\n", want);
     const kernel_set *sets[8];
     int n_sets = kernels_available(sets, 8);
     char list[256];
@@ -480,6 +485,162 @@ static void test_r16_layout(void) {
     free(x);
 }
 
+/* ------------------------------------------------------------ 4. MXFP4 tiles */
+
+/* A float with a random 24-bit significand, sign and exponent in [lo, hi]:
+ * every bit of it matters to an exact product. */
+static float full_float(int lo, int hi) {
+    uint32_t mant = (uint32_t)(rng >> 41) & 0x7FFFFF;
+    frand();
+    int e = lo + (int)((rng >> 33) % (uint64_t)(hi - lo + 1));
+    float f = ldexpf(1.0f + (float)mant / 8388608.0f, e);
+    return (rng >> 20) & 1 ? -f : f;
+}
+
+/* MXFP4 rows of one power-of-two weight each (code 1, 2, 4 or 6: levels 1,
+ * 2, 4, 8, signed at random; level 1 under scale bytes past 252, where a
+ * larger one is past float's range) in a random column, all other codes 0;
+ * scale bytes e_of(r, block). The nonzero weight's value goes to wv, its
+ * column to wc. */
+static block_mxfp4 *one_weight_rows(int rows, int cols, int (*e_of)(int, int), double *wv, int *wc) {
+    int nb = cols / QK_MXFP4;
+    block_mxfp4 *w = calloc((size_t)rows * nb, sizeof *w);
+    static const uint8_t codes[4] = {1, 2, 4, 6};
+    for (int r = 0; r < rows; r++) {
+        for (int b = 0; b < nb; b++) w[(size_t)r * nb + b].e = (uint8_t)e_of(r, b);
+        frand();
+        int c = (int)((rng >> 30) % (uint64_t)cols);
+        block_mxfp4 *blk = &w[(size_t)r * nb + c / 32];
+        int q = (blk->e > 252 ? 1 : codes[(rng >> 50) & 3]) | ((rng >> 55) & 1 ? 8 : 0);
+        int j = c % 32;
+        blk->qs[j % 16] = (uint8_t)(j < 16 ? q : q << 4);
+        wv[r] = kvalues_mxfp4[q] * (double)mxfp4_half_scale(blk->e);
+        wc[r] = c;
+    }
+    return w;
+}
+
+static int e_normal(int r, int b) { return 100 + (r * 7 + b * 3) % 101; } /* products stay normal floats */
+/* every fifth row of rows 16-31 (the AMX tile's second panel; the others
+ * stay on tiles): scale bytes the AMX tile cannot take (0, 1: subnormal
+ * weights; 253-255: level 12 overflows bf16, 255 is E8M0's NaN) */
+static int e_edges(int r, int b) {
+    static const int edge[5] = {0, 1, 253, 254, 255};
+    return r / 16 == 1 && r % 5 == 2 ? edge[(r / 5 + b) % 5] : e_normal(r, b);
+}
+
+/* y[t][r] = w[r][c_r] * x[idx[t]][c_r] exactly (one rounding of the exact
+ * product, as float arithmetic does), for every set with an MXFP4 tile:
+ * an activation part lost on the way (a bf16 split short of 24 bits, a
+ * flushed subnormal) shows here as a bit difference. Tokens cover normal
+ * floats of every significand, tiny ones (below 2^-103, some subnormal) and
+ * token counts 1..80 around the AMX tile's groups of 16 and chunks of 64. */
+static void test_mxfp4_exact(void) {
+    const kernel_set *sets[8];
+    int n_sets = kernels_available(sets, 8);
+    static const int shapes[][2] = {{37, 96}, {16, 32}, {70, 160}, {5, 2880}, {64, 288}}; /* rows, cols */
+    for (int si = 0; si < 5; si++)
+        for (int nt = 1; nt <= 80; nt += si == 0 ? 1 : 13) {
+            int rows = shapes[si][0], cols = shapes[si][1], na = nt + 5;
+            double *wv = malloc(sizeof(double) * rows);
+            int *wc = malloc(sizeof(int) * rows), *idx = malloc(sizeof(int) * nt);
+            block_mxfp4 *w = one_weight_rows(rows, cols, nt % 2 ? e_edges : e_normal, wv, wc);
+            float *x = malloc(sizeof(float) * (size_t)na * cols);
+            for (int t = 0; t < na; t++) { /* for nt % 3 == 0, one token in 9 tiny (the AMX tile's whole chunk
+                                              * then takes the float path) */
+                int tiny = nt % 3 == 0 && t % 9 == 4;
+                for (int c = 0; c < cols; c++) x[(size_t)t * cols + c] = tiny ? full_float(-135, -104) : full_float(-20, 20);
+            }
+            for (int t = 0; t < nt; t++) idx[t] = (t * 7 + 3) % na; /* gathered, permuted, some rows twice */
+            size_t ldy = (size_t)rows + 3;
+            float *y = malloc(sizeof(float) * nt * ldy);
+            for (int s = 0; s < n_sets; s++) {
+                int bad = -1;
+                for (int g = 0; g < 2; g++) { /* gathered rows, then rows 0..nt-1 in place */
+                    const int *ix = g ? NULL : idx;
+                    kernel_tile(sets[s], DT_MXFP4, cols, w, sizeof(block_mxfp4) * (cols / 32), rows, x,
+                                sizeof(float) * cols, ix, nt, y, ldy);
+                    for (int i = 0; i < nt * rows && bad < 0; i++) {
+                        int t = i / rows, r = i % rows, xt = ix ? ix[t] : t;
+                        /* (+ 0: sums start at +0, so an underflow to -0 ends as +0) */
+                        float want = (float)(wv[r] * x[(size_t)xt * cols + wc[r]]) + 0.0f;
+                        if (memcmp(&want, &y[(size_t)t * ldy + r], sizeof want)) bad = i;
+                    }
+                }
+                CHECK(bad < 0, "%s mxfp4 one-weight rows %d cols %d nt %d: [%d] %.9g", sets[s]->name, rows, cols, nt, bad,
+                      bad < 0 ? 0 : y[(size_t)(bad / rows) * ldy + bad % rows]);
+            }
+            free(wv);
+            free(wc);
+            free(idx);
+            free(w);
+            free(x);
+            free(y);
+        }
+}
+
+/* Random MXFP4 rows against float64 on the same stored values: a float
+ * dot product of n terms summed in any order (blocks, lanes, the AMX tile's
+ * three parts per activation, 3n additions at most) is within
+ * (3n + 64) * 2^-24 * sum |w x| of the exact sum (first-order rounding
+ * bound, 1 % slack). Some activations are Inf or NaN: every set must give
+ * the scalar set's Inf, -Inf or NaN there. Prints the largest error seen
+ * per set on gpt-oss-shaped rows, in units of 2^-24 sum |w x|. */
+static void test_mxfp4_bound(void) {
+    const kernel_set *sets[8];
+    int n_sets = kernels_available(sets, 8);
+    static const int shapes[][3] = {{64, 2880, 64}, {33, 2880, 17}, {20, 8192, 40}, {7, 64, 80}}; /* rows, cols, nt */
+    for (int si = 0; si < 4; si++) {
+        int rows = shapes[si][0], cols = shapes[si][1], nt = shapes[si][2];
+        size_t rb = dtype_row_bytes(DT_MXFP4, (uint64_t)cols);
+        float *src = malloc(sizeof(float) * (size_t)rows * cols), *wf = malloc(sizeof(float) * (size_t)rows * cols);
+        for (int i = 0; i < rows * cols; i++) src[i] = grand() * 0.02f;
+        void *w = malloc(rb * rows);
+        quantize_rows(DT_MXFP4, src, w, rows, cols);
+        for (int r = 0; r < rows; r++) dequantize_row_at(DT_MXFP4, w, rb, (size_t)r, wf + (size_t)r * cols, cols);
+        float *x = malloc(sizeof(float) * (size_t)nt * cols), *y0 = malloc(sizeof(float) * nt * rows),
+              *y = malloc(sizeof(float) * nt * rows);
+        for (int i = 0; i < nt * cols; i++) x[i] = grand() * 3;
+        if (nt > 2) {
+            x[(size_t)1 * cols + 5] = INFINITY; /* token 1: +-Inf, or NaN where the weight is 0 */
+            x[(size_t)2 * cols + cols - 1] = NAN;
+        }
+        tile_ref(DT_MXFP4, cols, w, rb, rows, x, sizeof(float) * cols, NULL, nt, y0, rows);
+        for (int s = 1; s < n_sets; s++) {
+            if (!sets[s]->tile[DT_MXFP4]) continue;
+            kernel_tile(sets[s], DT_MXFP4, cols, w, rb, rows, x, sizeof(float) * cols, NULL, nt, y, rows);
+            double worst = 0;
+            int bad = -1;
+            for (int i = 0; i < nt * rows && bad < 0; i++) {
+                int t = i / rows, r = i % rows;
+                if (!isfinite(y0[i]) || !isfinite(y[i])) {
+                    if (!(isnan(y0[i]) ? isnan(y[i]) : y[i] == y0[i])) bad = i;
+                    continue;
+                }
+                double exact = 0, mag = 0;
+                for (int c = 0; c < cols; c++) {
+                    double p = (double)wf[(size_t)r * cols + c] * x[(size_t)t * cols + c];
+                    exact += p;
+                    mag += fabs(p);
+                }
+                double unit = mag * 0x1p-24, err = fabs(y[i] - exact);
+                if (err > 1.01 * (3.0 * cols + 64) * unit) bad = i;
+                if (unit > 0 && err / unit > worst) worst = err / unit;
+            }
+            CHECK(bad < 0, "%s mxfp4 rows %d cols %d nt %d: [%d] %.9g vs scalar %.9g", sets[s]->name, rows, cols, nt, bad,
+                  bad < 0 ? 0 : y[bad], bad < 0 ? 0 : y0[bad]);
+            if (si == 0) printf("  %s mxfp4 %dx%d, %d tokens: largest error %.2f x 2^-24 sum|wx| (bound %d)\n", sets[s]->name,
+                                rows, cols, nt, worst, 3 * cols + 64);
+        }
+        free(src);
+        free(wf);
+        free(w);
+        free(x);
+        free(y0);
+        free(y);
+    }
+}
+
 int main(void) {
     list_weight_types();
     test_dtype_table();
@@ -500,5 +661,7 @@ int main(void) {
         }
     }
     test_r16_layout();
+    test_mxfp4_exact();
+    test_mxfp4_bound();
     return test_summary("test_kernels");
 }
