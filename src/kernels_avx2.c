@@ -246,33 +246,43 @@ typedef struct {
     float dm[8];    /* dmin * m_j (Q4_K, Q5_K) */
 } kq_super;
 
-/* The 8 scales (bytes 0-7) and 8 mins (8-15) of Q4_K/Q5_K's 12 packed
- * bytes (q4_K_scale_min's layout) with four word operations each, times
- * d and dmin, as 8 floats each: decoding them one at a time was the
- * K-quant tiles' largest cost in decode. */
-static inline void kq_scales_mins(const uint8_t *s, float d, float dmin, float *ds, float *dm) {
-    uint32_t w0, w1, w2;
-    memcpy(&w0, s, 4);
-    memcpy(&w1, s + 4, 4);
-    memcpy(&w2, s + 8, 4);
-    uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 6) & 0x03030303) << 4;
-    uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 6) & 0x03030303) << 4;
-    __m128i sc = _mm_setr_epi32((int)(w0 & 0x3f3f3f3f), (int)sc_hi, 0, 0);
-    __m128i m = _mm_setr_epi32((int)(w1 & 0x3f3f3f3f), (int)m_hi, 0, 0);
-    _mm256_storeu_ps(ds, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)), _mm256_set1_ps(d)));
-    _mm256_storeu_ps(dm, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m)), _mm256_set1_ps(dmin)));
+/* Q4_K/Q5_K's first 16 bytes (d, dmin, 12 bytes of 6-bit scales and mins)
+ * from one load: returns (d, dmin, -, -) as floats and leaves in *sm the 8
+ * scales (bytes 0-7) and 8 mins (bytes 8-15), as q4_K_scale_min gives them.
+ * Of the scale dwords w0, w1, w2: sub-blocks 0-3 are the low 6 bits of w0's
+ * bytes (scales) and w1's (mins); sub-blocks 4-7 take their low 4 bits from
+ * w2's nibbles and their top 2 from bits 6-7 of w0's / w1's bytes, which >> 2
+ * puts at bits 4-5 (as kernels_avx512.c's q4_K_head). */
+static inline __m128 q4_K_head(const void *blk, __m128i *sm) {
+    __m128i v = _mm_loadu_si128((const __m128i *)blk); /* d|dmin, w0, w1, w2 */
+    __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(3, 2, 3, 1)), _mm_setr_epi32(0, 0, 0, 4));
+    __m128i lo = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i b = _mm_srli_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 1, 1)), 2); /* w0, w0, w1, w1 */
+    *sm = _mm_or_si128(lo, _mm_and_si128(b, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
+    return _mm_cvtph_ps(v);
+}
+
+/* 8 unsigned bytes as 8 floats. */
+static inline __m256 bytes8_ps(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)); }
+
+/* The 8 scales times d and the 8 mins times dmin of a Q4_K/Q5_K block, as
+ * floats (q4_K_head). */
+static inline void kq_scales_mins(const void *blk, float *ds, float *dm) {
+    __m128i sm;
+    __m128 f = q4_K_head(blk, &sm);
+    _mm256_storeu_ps(ds, _mm256_mul_ps(bytes8_ps(sm), _mm256_broadcastss_ps(f)));
+    _mm256_storeu_ps(dm, _mm256_mul_ps(bytes8_ps(_mm_srli_si128(sm, 8)), _mm256_broadcastss_ps(_mm_movehdup_ps(f))));
 }
 
 /* Q4_K: sub-block 2c in the low nibbles of bytes 32c.., 2c+1 in the high ones. */
 static inline void unpack_q4_K(const block_q4_K *w, kq_super *u) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
-    float d = h2f(w->d), dmin = h2f(w->dmin);
     for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * c));
         u->q[2 * c] = _mm256_and_si256(q, m4);
         u->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
     }
-    kq_scales_mins(w->scales, d, dmin, u->ds, u->dm);
+    kq_scales_mins(w, u->ds, u->dm);
 }
 
 /* Q5_K: Q4_K's nibbles plus the 5th bit of sub-block j (qh bit j of each
@@ -280,7 +290,6 @@ static inline void unpack_q4_K(const block_q4_K *w, kq_super *u) {
 static inline void unpack_q5_K(const block_q5_K *w, kq_super *u) {
     const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
     __m256i qh = _mm256_loadu_si256((const __m256i *)w->qh);
-    float d = h2f(w->d), dmin = h2f(w->dmin);
     for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * c));
         __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
@@ -288,7 +297,7 @@ static inline void unpack_q5_K(const block_q5_K *w, kq_super *u) {
         u->q[2 * c] = _mm256_or_si256(_mm256_and_si256(q, m4), h1);
         u->q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h2);
     }
-    kq_scales_mins(w->scales, d, dmin, u->ds, u->dm);
+    kq_scales_mins(w, u->ds, u->dm);
 }
 
 /* One super-block (unpacked) against token row x's 8 activation blocks,
@@ -307,10 +316,97 @@ static inline __m256 kq_block(const kq_super *u, const block_q8a *x, __m256 acc,
     return _mm256_add_ps(acc, _mm256_add_ps(a[0], a[1]));
 }
 
-#define KQ_TILE(NAME, BLOCK, UNPACK)                                                                          \
+/* Decode (one token), Q4_K and Q5_K: the token's side is laid out once per
+ * tile call (kq_tok: its block scales and scale x sum, 8 floats each per
+ * super-block), so a super-block's scaling is two vector multiplies and its
+ * mins one multiply-add, where unpacking it for any token count took a
+ * scalar multiply per sub-block and the mins in scalar. Rows of up to
+ * KQ1_MAX_SUPER super-blocks (the layout lives on the stack); longer ones
+ * take the tile loop. */
+#define KQ1_MAX_SUPER 64
+typedef struct {
+    float d[8];  /* block j's activation scale */
+    float ds[8]; /* that scale times the sum of the block's values */
+} kq_tok;
+
+static void kq_prepare_tok(const block_q8a *x, int ns, kq_tok *t) {
+    for (int b = 0; b < ns; b++)
+        for (int j = 0; j < 8; j++) {
+            t[b].d[j] = x[8 * b + j].d;
+            t[b].ds[j] = x[8 * b + j].d * (float)x[8 * b + j].sum;
+        }
+}
+
+/* Q5_K's 5th bit of sub-block j (bit j of each qh byte) at bit 4; the
+ * 16-bit shift moves no other byte's bit there. */
+static inline __m256i q5_K_high(__m256i qh, int j) {
+    __m256i v = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* Codes of sub-blocks 2c (lo) and 2c + 1 (hi) of a Q4_K (q5 = 0) or Q5_K block, unsigned. */
+static inline __attribute__((always_inline)) void kq_codes_pair(int q5, const void *blk, int c, __m256i *lo,
+                                                                __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const uint8_t *qs = q5 ? ((const block_q5_K *)blk)->qs : ((const block_q4_K *)blk)->qs;
+    __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+    *lo = _mm256_and_si256(q, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    if (q5) {
+        __m256i qh = _mm256_loadu_si256((const __m256i *)((const block_q5_K *)blk)->qh);
+        *lo = _mm256_or_si256(*lo, q5_K_high(qh, 2 * c));
+        *hi = _mm256_or_si256(*hi, q5_K_high(qh, 2 * c + 1));
+    }
+}
+
+/* One row's super-blocks against the token, as a vector to be summed. */
+static inline __attribute__((always_inline)) __m256 kq_row1(int q5, int ns, const char *wr, size_t bytes,
+                                                             const block_q8a *x, const kq_tok *t) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, mins = a0;
+    for (int b = 0; b < ns; b++) {
+        const char *blk = wr + (size_t)b * bytes;
+        const block_q8a *xb = x + 8 * b;
+        prefetch_span(blk + DECODE_AHEAD, (int)bytes);
+        __m128i sm;
+        __m128 dd = q4_K_head(blk, &sm);
+        float s[8]; /* sub-block j's d x scale x activation scale, broadcast from memory below */
+        _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_mul_ps(bytes8_ps(sm), _mm256_broadcastss_ps(dd)),
+                                          _mm256_loadu_ps(t[b].d)));
+        __m256 mn = _mm256_mul_ps(bytes8_ps(_mm_srli_si128(sm, 8)), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
+        mins = _mm256_fmadd_ps(mn, _mm256_loadu_ps(t[b].ds), mins);
+        for (int c = 0; c < 4; c++) {
+            __m256i lo, hi;
+            kq_codes_pair(q5, blk, c, &lo, &hi);
+            __m256i p0 = dot32_u8i8(lo, _mm256_loadu_si256((const __m256i *)xb[2 * c].qs));
+            __m256i p1 = dot32_u8i8(hi, _mm256_loadu_si256((const __m256i *)xb[2 * c + 1].qs));
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_broadcast_ss(&s[2 * c]), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_broadcast_ss(&s[2 * c + 1]), a1);
+        }
+    }
+    return _mm256_sub_ps(_mm256_add_ps(a0, a1), mins);
+}
+
+/* A tile's rows for one token, one after another (one linear stream). Not
+ * inlined into the tile: its layout array would join the tile's frame. */
+static __attribute__((noinline)) void kq_decode(int q5, int ns, const void *w, size_t w_stride, int nr,
+                                                const block_q8a *x, float *y) {
+    kq_tok t[KQ1_MAX_SUPER];
+    kq_prepare_tok(x, ns, t);
+    size_t bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int r = 0; r < nr; r++) {
+        const char *wr = (const char *)w + (size_t)r * w_stride;
+        y[r] = hsum8(q5 ? kq_row1(1, ns, wr, bytes, x, t) : kq_row1(0, ns, wr, bytes, x, t));
+    }
+}
+
+#define KQ_TILE(NAME, BLOCK, UNPACK, Q5)                                                                      \
     void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,  \
               int nt, float *y, size_t ldy) {                                                                 \
         int nb = n / QK_K;                                                                                    \
+        if (nt == 1 && nb <= KQ1_MAX_SUPER) {                                                                 \
+            kq_decode(Q5, nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                \
+            return;                                                                                           \
+        }                                                                                                     \
         for (int t0 = 0; t0 < nt; t0 += TOK) {                                                                \
             int m = nt - t0 < TOK ? nt - t0 : TOK;                                                            \
             const block_q8a *x[TOK];                                                                          \
@@ -331,8 +427,8 @@ static inline __m256 kq_block(const kq_super *u, const block_q8a *x, __m256 acc,
             }                                                                                                 \
         }                                                                                                     \
     }
-KQ_TILE(avx2_tile_q4_K, block_q4_K, unpack_q4_K)
-KQ_TILE(avx2_tile_q5_K, block_q5_K, unpack_q5_K)
+KQ_TILE(avx2_tile_q4_K, block_q4_K, unpack_q4_K, 0)
+KQ_TILE(avx2_tile_q5_K, block_q5_K, unpack_q5_K, 1)
 
 /* Q6_K x Q8A: the 6-bit codes q = w + 32 (0..63) are unsigned, so maddubs
  * takes them as they are, and the - 32 is a second maddubs of 32 with the
