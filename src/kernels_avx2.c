@@ -452,9 +452,88 @@ static inline void unpack_q6_K(const block_q6_K *w, __m256i q[8], __m256i s[8]) 
     }
 }
 
+/* Decode (one token), Q6_K: the token laid out once per tile call with its
+ * block scales and, per 16-value group, -32 x its scale x the group's sum
+ * (kq6_tok), so the codes' offset is two multiply-adds per super-block
+ * instead of a second maddubs and a subtract per sub-block; each sub-block's
+ * pair of int16 scales is one permute and one shuffle of the super-block's
+ * scales, widened once. */
+typedef struct {
+    float d[8];   /* block j's activation scale */
+    float off[16]; /* group g's -32 x its block's scale x the sum of its 16 values */
+} kq6_tok;
+
+static void kq6_prepare_tok(const block_q8a *x, int ns, kq6_tok *t) {
+    for (int b = 0; b < ns; b++)
+        for (int j = 0; j < 8; j++) {
+            const block_q8a *xb = &x[8 * b + j];
+            t[b].d[j] = xb->d;
+            for (int h = 0; h < 2; h++) {
+                int sum = 0;
+                for (int i = 0; i < 16; i++) sum += xb->qs[16 * h + i];
+                t[b].off[2 * j + h] = -32.0f * xb->d * (float)sum;
+            }
+        }
+}
+
+/* Codes (0..63) of sub-block 4h + k: low 4 bits from ql (the high nibbles
+ * for k >= 2), bits 2k, 2k + 1 of qh moved to bits 4, 5 (no other byte's
+ * bit lands there through the 16-bit shift). */
+static inline __m256i q6_K_codes(__m256i ql, __m256i qh, int k) {
+    __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(0xF));
+    __m256i hi = k < 3 ? _mm256_slli_epi16(qh, 4 - 2 * k) : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
+}
+
+static inline __m256 q6_K_row1(int ns, const block_q6_K *wb, const block_q8a *x, const kq6_tok *t) {
+    /* the words of dword j (scales 2j, 2j + 1) spread over the low and the high half */
+    const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                            2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, off = a0;
+    for (int b = 0; b < ns; b++) {
+        const block_q6_K *w = &wb[b];
+        const block_q8a *xb = x + 8 * b;
+        prefetch_span((const char *)w + DECODE_AHEAD, (int)sizeof(block_q6_K));
+        __m128i sc = _mm_loadu_si128((const __m128i *)w->scales);
+        __m256 d = _mm256_set1_ps(h2f(w->d));
+        float s[8]; /* d x block j's activation scale, broadcast from memory below */
+        _mm256_storeu_ps(s, _mm256_mul_ps(d, _mm256_loadu_ps(t[b].d)));
+        __m256 sc_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc));
+        __m256 sc_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)));
+        off = _mm256_fmadd_ps(_mm256_fmadd_ps(sc_lo, _mm256_loadu_ps(t[b].off),
+                                              _mm256_mul_ps(sc_hi, _mm256_loadu_ps(t[b].off + 8))), d, off);
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc);
+        for (int h = 0; h < 2; h++) {
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32));
+            for (int k = 0; k < 4; k++) {
+                int j = 4 * h + k;
+                __m256i q = q6_K_codes(k & 1 ? ql1 : ql0, qh, k);
+                __m256i sj = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), spread);
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xb[j].qs)), sj);
+                if (j & 1) a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&s[j]), a1);
+                else a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&s[j]), a0);
+            }
+        }
+    }
+    return _mm256_add_ps(_mm256_add_ps(a0, a1), off);
+}
+
+static __attribute__((noinline)) void q6_K_decode(int ns, const void *w, size_t w_stride, int nr, const block_q8a *x,
+                                                  float *y) {
+    kq6_tok t[KQ1_MAX_SUPER];
+    kq6_prepare_tok(x, ns, t);
+    for (int r = 0; r < nr; r++) y[r] = hsum8(q6_K_row1(ns, (const block_q6_K *)((const char *)w + (size_t)r * w_stride), x, t));
+}
+
 void avx2_tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                     int nt, float *y, size_t ldy) {
     int nb = n / QK_K;
+    if (nt == 1 && nb <= KQ1_MAX_SUPER) {
+        q6_K_decode(nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);
+        return;
+    }
     const __m256i c32 = _mm256_set1_epi8(32);
     for (int t0 = 0; t0 < nt; t0 += TOK) {
         int m = nt - t0 < TOK ? nt - t0 : TOK;
