@@ -8,9 +8,10 @@
  * tokens the lanes (TOKENS16), the rest use 4x4 register tiles (INT8_RXT);
  * the _r16 types have rows as lanes.
  * MXFP4 looks its levels up with a float permute (avx512_tile_mxfp4). Q4_K, Q5_K
- * and Q6_K: 16 or more tokens are lanes as for Q8_0 (KQ_TOKENS16), fewer
- * take 64 weights per dpbusd and scale 16-value groups with one permute
- * per pair of sub-blocks (KQ_TILE); IQ4_XS uses the AVX2 tile
+ * and Q6_K: tokens are lanes as for Q8_0, 16 at a time, a last group
+ * part empty from 6 tokens (KQ_TOKENS16); fewer take 64 weights per
+ * dpbusd and scale 16-value groups with one permute per pair of
+ * sub-blocks (KQ_TILE); IQ4_XS uses the AVX2 tile
  * (kernels_avx2.c). Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
@@ -824,6 +825,8 @@ void avx512_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void
  * more multiply-add per super-block. Each sub-block's dot stays exact in
  * int32; only the scaling is float, as in the scalar reference. */
 #define KQ_TOK 8                 /* tokens per pass over a weight row */
+#define KQ_AHEAD_ROWS 8           /* the token-lane path prefetches this many rows on (experts' weights come from memory) */
+#define KQ_LANES_MIN 6            /* tokens from which a group of 16 lanes, part empty, beats the per-token path */
 #define KQ_MAX_SUPER 32          /* rows up to 8192 values: the tokens' layout lives on the stack */
 
 typedef struct {
@@ -1174,8 +1177,10 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
     }
 }
 
-/* Tokens in groups of 16 for nr (a multiple of 4) rows; returns the first
- * token left for the per-token path. */
+/* Tokens in groups of 16 for nr (a multiple of 4) rows, a last group of
+ * KQ_LANES_MIN to 15 tokens too, its empty lanes repeating its last token
+ * (an expert's 16 tokens and a few more cost one group, not a group and a
+ * per-token pass); returns the first token left for the per-token path. */
 #define KQ_TOKENS16(NAME, BLOCK, UNPACK, ORDER, Q6)                                                          \
     static int NAME(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
                     const int *idx, int nt, float *y, size_t ldy) {                                           \
@@ -1185,9 +1190,10 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
         xblock16 xb[XT_MAX_BLOCKS];                                                                           \
         kq_xsum16 xs[XT_MAX_BLOCKS];                                                                          \
         int t0 = 0;                                                                                           \
-        for (; t0 + XT <= nt; t0 += XT) {                                                                     \
+        for (; nt - t0 >= KQ_LANES_MIN; t0 += XT) {                                                           \
+            int m = nt - t0 < XT ? nt - t0 : XT; /* a last group of fewer fills its lanes with its last token */ \
             const block_q8a *x[XT];                                                                           \
-            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t);                              \
+            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : m - 1));           \
             interleave16(x, nb, Q6 ? 0 : -1, xb);                                                             \
             kq_sums16(xb, nb, Q6, xs);                                                                        \
             for (int r0 = 0; r0 < nr; r0 += 4) {                                                              \
@@ -1197,18 +1203,20 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
                     kq_row wr[4];                                                                             \
                     for (int r = 0; r < 4; r++) {                                                             \
                         kq_w u;                                                                               \
-                        UNPACK((const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride) + b, &u);       \
+                        const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride) + b;  \
+                        prefetch_span((const char *)wb + KQ_AHEAD_ROWS * w_stride, (int)sizeof(BLOCK));        \
+                        UNPACK(wb, &u);                                                                       \
                         kq_store(&u, order, &wr[r]);                                                          \
                     }                                                                                         \
                     kq_rows4_super(Q6, wr, xb + 8 * b, xs + 8 * b, acc, mins);                                \
                 }                                                                                             \
                 float v[4][XT];                                                                               \
                 for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], _mm512_sub_ps(acc[r], mins[r]));          \
-                for (int t = 0; t < XT; t++)                                                                  \
+                for (int t = 0; t < m; t++)                                                                   \
                     for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];                 \
             }                                                                                                 \
         }                                                                                                     \
-        return t0;                                                                                            \
+        return t0 < nt ? t0 : nt;                                                                             \
     }
 
 /* Tokens KQ_TOK at a time, each laid out once per tile call (a group of
@@ -1227,7 +1235,7 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
             DECODE(ns, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                       \
             return;                                                                                           \
         }                                                                                                     \
-        int first = nt >= XT ? TOKENS16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;             \
+        int first = nt >= KQ_LANES_MIN ? TOKENS16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;   \
         static const int order[8] = ORDER;                                                                    \
         __m512i perm[4];                                                                                      \
         for (int p = 0; p < 4; p++) perm[p] = kq_perm(order, p);                                              \

@@ -257,10 +257,12 @@ static void test_sets_vs_scalar(void) {
     static const int cols_f[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257, 1024, 4099};
     static const int cols_q[] = {32, 64, 96, 160, 256, 512, 768, 2816, 4096, 8192};
     /* (rows, tokens) pairs; one token on 8k rows takes the decode paths,
-     * 16 or more tokens on 4k rows the token-lane prefill path, 2 or 3
-     * tokens on 4 or more rows the float tiles' short token groups */
-    static const int rows_l[] = {1, 2, 3, 5, 8, 17, 16, 40, 32, 48, 16, 12, 6, 8, 7};
-    static const int toks_l[] = {1, 2, 3, 4, 5, 9, 1, 1, 9, 13, 16, 33, 17, 2, 3};
+     * 16 or more tokens on 4k rows the token-lane prefill path (the
+     * K-quants' also a last group of 6 to 15 tokens in part-empty lanes: 6,
+     * 9, 13, 22), 2 or 3 tokens on 4 or more rows the float tiles' short
+     * token groups */
+    static const int rows_l[] = {1, 2, 3, 5, 8, 17, 16, 40, 32, 48, 16, 12, 6, 8, 7, 4, 8};
+    static const int toks_l[] = {1, 2, 3, 4, 5, 9, 1, 1, 9, 13, 16, 33, 17, 2, 3, 6, 22};
     for (int s = 1; s < n_sets; s++)
         for (int ti = 0; ti < N_TYPES; ti++) {
             moe_dtype dt = TYPES[ti];
