@@ -2,11 +2,11 @@
  *
  * Compiled with the AVX-512 flags for this file only and chosen at run time
  * when the CPU and OS support them. Float weights use 16-wide FMA in 4x4
- * tiles of rows x tokens (FLOAT_4X4); int8 blocks use VNNI's dpbusd
+ * tiles of rows x tokens (float_4x4); int8 blocks use VNNI's dpbusd
  * (unsigned x signed bytes, summed in groups of 4 into int32): one token
- * reads the rows one after another (DECODE_TILE), 16 or more make the
- * tokens the lanes (TOKENS16), the rest use 4x4 register tiles (INT8_RXT);
- * the _r16 types have rows as lanes.
+ * reads the rows one after another (decode_rows), 16 or more make the
+ * tokens the lanes (tokens16), the rest use 4x4 register tiles (int8_rxt);
+ * the _r16 types have rows as lanes (r16_pass).
  * MXFP4 looks its levels up with a float permute (avx512_tile_mxfp4). Q4_K, Q5_K
  * and Q6_K: tokens are lanes as for Q8_0, 16 at a time, a last group
  * part empty from 6 tokens (KQ_TOKENS16); fewer take 64 weights per
@@ -1107,7 +1107,7 @@ KQ_ROW1_MINS(row1_q5_K, block_q5_K, kq_codes_q5_K)
         for (; r < nr; r++) y[r] = _mm512_reduce_add_ps(ROW1(ns, (const BLOCK *)((const char *)w + (size_t)r * w_stride), perm, x)); \
     }
 
-/* Many tokens: lanes are tokens, as for Q8_0 (TOKENS16, interleave16): a
+/* Many tokens: lanes are tokens, as for Q8_0 (tokens16, interleave16): a
  * row's super-block is unpacked once into 256 code bytes in value order
  * and its 16 group scales, then 4 codes at a time are broadcast against
  * 16 tokens. Q4_K/Q5_K sum a 32-value sub-block in int32 (8 dpbusd) before
