@@ -51,6 +51,15 @@ typedef struct {
 } tile_config;
 _Static_assert(sizeof(tile_config) == 64, "LDTILECFG reads 64 bytes");
 
+/* GCC 12's tile intrinsics do not tell the compiler which memory they
+ * touch (tile loads and stores: none; the configuration load: 8 bytes), so
+ * it could drop or move the plain stores that fill a tile's memory, or
+ * read a stored tile early. This barrier makes every store to memory that
+ * a, b and c point into happen before it, and every read after it. */
+static inline void memory_for_tiles(const void *a, const void *b, const void *c) {
+    __asm__ volatile("" : : "r"(a), "r"(b), "r"(c) : "memory");
+}
+
 static void tiles_configure(void) {
     tile_config c;
     memset(&c, 0, sizeof c);
@@ -59,6 +68,7 @@ static void tiles_configure(void) {
         c.colsb[i] = 64;
         c.rows[i] = 16;
     }
+    memory_for_tiles(&c, &c, &c);
     _tile_loadconfig(&c);
 }
 
@@ -203,12 +213,14 @@ static int decode_panel(const void *w, size_t w_stride, int rows, int b0, int ks
 
 static inline __attribute__((always_inline)) void panel_step(int G, int ks, int first, const uint8_t *bt,
                                                                const uint8_t *at, float *cb) {
+    memory_for_tiles(bt, at, cb); /* the A and B tiles written, the C tiles to load */
     LOAD_C(0, 4) LOAD_C(1, 5) LOAD_C(2, 6) LOAD_C(3, 7)
     for (int kb = 0; kb < ks; kb++) {
         _tile_loadd(0, bt + (size_t)kb * TILE_BYTES, 64);
         GROUP_DP(0, 4) GROUP_DP(1, 5) GROUP_DP(2, 6) GROUP_DP(3, 7)
     }
     STORE_C(0, 4) STORE_C(1, 5) STORE_C(2, 6) STORE_C(3, 7)
+    memory_for_tiles(bt, at, cb); /* the C tiles stored before they are read, the A and B tiles read */
 }
 
 static void panel_step_g(int G, int ks, int first, const uint8_t *bt, const uint8_t *at, float *cb) {
