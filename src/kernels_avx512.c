@@ -9,9 +9,9 @@
  * the _r16 types have rows as lanes (r16_pass).
  * MXFP4 looks its levels up with a float permute (avx512_tile_mxfp4). Q4_K, Q5_K
  * and Q6_K: tokens are lanes as for Q8_0, 16 at a time, a last group
- * part empty from 6 tokens (KQ_TOKENS16); fewer take 64 weights per
+ * part empty from 6 tokens (kq_tokens16); fewer take 64 weights per
  * dpbusd and scale 16-value groups with one permute per pair of
- * sub-blocks (KQ_TILE); IQ4_XS uses the AVX2 tile
+ * sub-blocks (tile_kq); IQ4_XS uses the AVX2 tile
  * (kernels_avx2.c). Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
@@ -824,10 +824,12 @@ void avx512_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void
  * (Q4_K/Q5_K) and Q6_K's -32 offset meet the activation group sums in one
  * more multiply-add per super-block. Each sub-block's dot stays exact in
  * int32; only the scaling is float, as in the scalar reference. */
-#define KQ_TOK 8                 /* tokens per pass over a weight row */
-#define KQ_AHEAD_ROWS 8           /* the token-lane path prefetches this many rows on (experts' weights come from memory) */
-#define KQ_LANES_MIN 6            /* tokens from which a group of 16 lanes, part empty, beats the per-token path */
-#define KQ_MAX_SUPER 32          /* rows up to 8192 values: the tokens' layout lives on the stack */
+enum {
+    KQ_TOK = 8,        /* tokens per pass over a weight row */
+    KQ_AHEAD_ROWS = 8, /* the token-lane path prefetches this many rows on (experts' weights come from memory) */
+    KQ_LANES_MIN = 6,  /* tokens from which a group of 16 lanes, part empty, beats the per-token path */
+    KQ_MAX_SUPER = 32  /* rows up to 8192 values: the tokens' layout lives on the stack */
+};
 
 typedef struct {
     int8_t q[256];   /* the 8 activation blocks' values, pairs in the weight's order */
@@ -946,9 +948,28 @@ static inline void unpack_kq_q6_K(const block_q6_K *w, kq_w *u) {
     u->mn = _mm512_mul_ps(u->sc, _mm512_set1_ps(32.0f));
 }
 
+/* Q4_K, Q5_K or Q6_K (dt): the kernels below serve all three with dt a
+ * constant argument, so each compiles to one type's code. */
+static inline size_t kq_block_bytes(moe_dtype dt) {
+    return dt == DT_Q6_K ? sizeof(block_q6_K) : dt == DT_Q5_K ? sizeof(block_q5_K) : sizeof(block_q4_K);
+}
+static inline const void *kq_block(moe_dtype dt, const void *row, int b) { /* super-block b of a row */
+    return (const char *)row + (size_t)b * kq_block_bytes(dt);
+}
+static inline void kq_unpack(moe_dtype dt, const void *blk, kq_w *u) {
+    if (dt == DT_Q6_K) unpack_kq_q6_K(blk, u);
+    else if (dt == DT_Q5_K) unpack_kq_q5_K(blk, u);
+    else unpack_kq_q4_K(blk, u);
+}
+/* The order of a super-block's 32-value blocks in its registers' pairs:
+ * as Q4_K/Q5_K's nibbles come from memory, or Q6_K's natural one. */
+static const int NIBBLE_PAIRS[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+static const int NATURAL_PAIRS[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+static inline const int *kq_order(moe_dtype dt) { return dt == DT_Q6_K ? NATURAL_PAIRS : NIBBLE_PAIRS; }
+
 /* A token row's super-blocks laid out for the pairs order[0..7] (pair p =
  * blocks order[2p], order[2p+1]). */
-static void kq_prepare(const block_q8a *x, int ns, const int *order, kq_x *out) {
+static inline __attribute__((always_inline)) void kq_prepare(const block_q8a *x, int ns, const int *order, kq_x *out) {
     const __m256i bias = _mm256_set1_epi8((char)0x80);
     for (int b = 0; b < ns; b++, x += 8) {
         kq_x *o = &out[b];
@@ -978,32 +999,29 @@ static inline __m512i kq_perm(const int *order, int p) {
  * the 16 group scales (one multiply), then the four pairs into two chains
  * for up to 4 tokens (one token, decode, is not held to one FMA latency
  * per pair), one for more (the registers would not hold two). */
-#define KQ_ROW(NAME, BLOCK, UNPACK)                                                                          \
-    static inline __attribute__((always_inline)) void NAME(int T, int ns, const BLOCK *wb, const __m512i *perm, \
-                                                            const kq_x *const *x, float *o) {                 \
-        __m512 acc[2][KQ_TOK], mins[KQ_TOK];                                                                  \
-        for (int t = 0; t < T; t++) acc[0][t] = acc[1][t] = mins[t] = _mm512_setzero_ps();                   \
-        for (int b = 0; b < ns; b++) {                                                                        \
-            kq_w u;                                                                                           \
-            UNPACK(&wb[b], &u);                                                                               \
-            for (int t = 0; t < T; t++) {                                                                     \
-                const kq_x *xb = &x[t][b];                                                                    \
-                __m512 g = _mm512_mul_ps(u.sc, _mm512_loadu_ps(xb->d));                                       \
-                for (int p = 0; p < 4; p++) {                                                                 \
-                    int c = T <= 4 ? p & 1 : 0;                                                               \
-                    __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u.q[p],                           \
-                                                    _mm512_loadu_si512(xb->q + 64 * p));                      \
-                    acc[c][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(perm[p], g),     \
-                                                acc[c][t]);                                                   \
-                }                                                                                             \
-                mins[t] = _mm512_fmadd_ps(u.mn, _mm512_loadu_ps(xb->s), mins[t]);                             \
-            }                                                                                                 \
-        }                                                                                                     \
-        for (int t = 0; t < T; t++) {                                                                         \
-            __m512 a = T <= 4 ? _mm512_add_ps(acc[0][t], acc[1][t]) : acc[0][t];                              \
-            o[t] = _mm512_reduce_add_ps(_mm512_sub_ps(a, mins[t])); /* one reduction a row */               \
-        }                                                                                                     \
+static inline __attribute__((always_inline)) void row_kq(moe_dtype dt, int T, int ns, const void *wb,
+                                                         const __m512i *perm, const kq_x *const *x, float *o) {
+    __m512 acc[2][KQ_TOK], mins[KQ_TOK];
+    for (int t = 0; t < T; t++) acc[0][t] = acc[1][t] = mins[t] = _mm512_setzero_ps();
+    for (int b = 0; b < ns; b++) {
+        kq_w u;
+        kq_unpack(dt, kq_block(dt, wb, b), &u);
+        for (int t = 0; t < T; t++) {
+            const kq_x *xb = &x[t][b];
+            __m512 g = _mm512_mul_ps(u.sc, _mm512_loadu_ps(xb->d));
+            for (int p = 0; p < 4; p++) {
+                int c = T <= 4 ? p & 1 : 0;
+                __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u.q[p], _mm512_loadu_si512(xb->q + 64 * p));
+                acc[c][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(perm[p], g), acc[c][t]);
+            }
+            mins[t] = _mm512_fmadd_ps(u.mn, _mm512_loadu_ps(xb->s), mins[t]);
+        }
     }
+    for (int t = 0; t < T; t++) {
+        __m512 a = T <= 4 ? _mm512_add_ps(acc[0][t], acc[1][t]) : acc[0][t];
+        o[t] = _mm512_reduce_add_ps(_mm512_sub_ps(a, mins[t])); /* one reduction a row */
+    }
+}
 
 /* Decode (one token). The token is laid out once per tile call with what
  * makes a super-block's scaling cheapest (kq_x1); a row's sum stays a
@@ -1065,47 +1083,69 @@ static inline __m512 row1_q6_K(int ns, const block_q6_K *wb, const __m512i *perm
 /* Q4_K/Q5_K: k = (8 scales x d, 8 mins x dmin) x the token's (scales,
  * scale x sums); the pairs take lanes 0-7 through the block permute, the
  * mins are lanes 8-15 summed. */
-#define KQ_ROW1_MINS(NAME, BLOCK, CODES)                                                                     \
-    static inline __m512 NAME(int ns, const BLOCK *wb, const __m512i *perm, const kq_x1 *x) {                 \
-        const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);                  \
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, mins = a0;                                                  \
-        for (int b = 0; b < ns; b++) {                                                                        \
-            prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(BLOCK));                           \
-            __m512i q[4];                                                                                     \
-            CODES(&wb[b], q);                                                                                 \
-            __m128i sm8;                                                                                      \
-            __m512 ddm = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(q4_K_head(&wb[b], &sm8)));         \
-            __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8));                                        \
-            __m512 k = _mm512_mul_ps(_mm512_mul_ps(sm, ddm), _mm512_loadu_ps(x[b].k));                        \
-            for (int p = 0; p < 4; p++) {                                                                     \
-                __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[p], _mm512_loadu_si512(x[b].q + 64 * p)); \
-                __m512 f = _mm512_cvtepi32_ps(d), s = _mm512_permutexvar_ps(perm[p], k);                      \
-                if (p & 1) a1 = _mm512_fmadd_ps(f, s, a1);                                                    \
-                else a0 = _mm512_fmadd_ps(f, s, a0);                                                          \
-            }                                                                                                 \
-            mins = _mm512_mask_add_ps(mins, (__mmask16)0xFF00, mins, k);                                      \
-        }                                                                                                     \
-        return _mm512_sub_ps(_mm512_add_ps(a0, a1), mins);                                                    \
+static inline __attribute__((always_inline)) __m512 row1_mins(moe_dtype dt, int ns, const void *wb,
+                                                               const __m512i *perm, const kq_x1 *x) {
+    const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, mins = a0;
+    for (int b = 0; b < ns; b++) {
+        const void *blk = kq_block(dt, wb, b);
+        prefetch_span((const char *)blk + DECODE_AHEAD, (int)kq_block_bytes(dt));
+        __m512i q[4];
+        if (dt == DT_Q5_K) kq_codes_q5_K(blk, q);
+        else kq_codes_q4_K(blk, q);
+        __m128i sm8; /* the same first 16 bytes in both types */
+        __m512 ddm = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(q4_K_head(blk, &sm8)));
+        __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8));
+        __m512 k = _mm512_mul_ps(_mm512_mul_ps(sm, ddm), _mm512_loadu_ps(x[b].k));
+        for (int p = 0; p < 4; p++) {
+            __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[p], _mm512_loadu_si512(x[b].q + 64 * p));
+            __m512 f = _mm512_cvtepi32_ps(d), s = _mm512_permutexvar_ps(perm[p], k);
+            if (p & 1) a1 = _mm512_fmadd_ps(f, s, a1);
+            else a0 = _mm512_fmadd_ps(f, s, a0);
+        }
+        mins = _mm512_mask_add_ps(mins, (__mmask16)0xFF00, mins, k);
     }
-KQ_ROW1_MINS(row1_q4_K, block_q4_K, kq_codes_q4_K)
-KQ_ROW1_MINS(row1_q5_K, block_q5_K, kq_codes_q5_K)
+    return _mm512_sub_ps(_mm512_add_ps(a0, a1), mins);
+}
+static inline __m512 row1_q4_K(int ns, const void *wb, const __m512i *perm, const kq_x1 *x) {
+    return row1_mins(DT_Q4_K, ns, wb, perm, x);
+}
+static inline __m512 row1_q5_K(int ns, const void *wb, const __m512i *perm, const kq_x1 *x) {
+    return row1_mins(DT_Q5_K, ns, wb, perm, x);
+}
+/* Row r of a tile (w, w_stride) for one token, per type. */
+static inline __attribute__((always_inline)) __m512 row1_kq(moe_dtype dt, int ns, const void *w, size_t w_stride,
+                                                             int r, const __m512i *perm, const kq_x1 *x) {
+    const void *wr = (const char *)w + (size_t)r * w_stride;
+    return dt == DT_Q6_K ? row1_q6_K(ns, wr, perm, x) : dt == DT_Q5_K ? row1_q5_K(ns, wr, perm, x)
+                                                                      : row1_q4_K(ns, wr, perm, x);
+}
 
 /* A tile's rows for one token, one after another (one linear stream). */
-#define KQ_DECODE(NAME, BLOCK, ROW1, ORDER, Q6)                                                              \
-    static void NAME(int ns, const void *w, size_t w_stride, int nr, const block_q8a *xa, float *y) {         \
-        static const int order[8] = ORDER;                                                                    \
-        __m512i perm[4];                                                                                      \
-        for (int p = 0; p < 4; p++) perm[p] = Q6 ? kq_perm(order, p) : kq_perm_block(order, p);               \
-        kq_x1 x[KQ_MAX_SUPER];                                                                                \
-        kq_prepare1(xa, ns, order, Q6, x);                                                                    \
-        int r = 0;                                                                                            \
-        for (; r + 8 <= nr; r += 8) {                                                                         \
-            __m512 v[8];                                                                                      \
-            for (int i = 0; i < 8; i++) v[i] = ROW1(ns, (const BLOCK *)((const char *)w + (size_t)(r + i) * w_stride), perm, x); \
-            _mm256_storeu_ps(y + r, sum8(v));                                                                 \
-        }                                                                                                     \
-        for (; r < nr; r++) y[r] = _mm512_reduce_add_ps(ROW1(ns, (const BLOCK *)((const char *)w + (size_t)r * w_stride), perm, x)); \
+static inline __attribute__((always_inline)) void kq_decode(moe_dtype dt, int ns, const void *w, size_t w_stride,
+                                                            int nr, const block_q8a *xa, float *y) {
+    const int q6 = dt == DT_Q6_K, *order = kq_order(dt);
+    __m512i perm[4];
+    for (int p = 0; p < 4; p++) perm[p] = q6 ? kq_perm(order, p) : kq_perm_block(order, p);
+    kq_x1 x[KQ_MAX_SUPER];
+    kq_prepare1(xa, ns, order, q6, x);
+    int r = 0;
+    for (; r + 8 <= nr; r += 8) {
+        __m512 v[8];
+        for (int i = 0; i < 8; i++) v[i] = row1_kq(dt, ns, w, w_stride, r + i, perm, x);
+        _mm256_storeu_ps(y + r, sum8(v));
     }
+    for (; r < nr; r++) y[r] = _mm512_reduce_add_ps(row1_kq(dt, ns, w, w_stride, r, perm, x));
+}
+static void q4_K_decode(int ns, const void *w, size_t w_stride, int nr, const block_q8a *xa, float *y) {
+    kq_decode(DT_Q4_K, ns, w, w_stride, nr, xa, y);
+}
+static void q5_K_decode(int ns, const void *w, size_t w_stride, int nr, const block_q8a *xa, float *y) {
+    kq_decode(DT_Q5_K, ns, w, w_stride, nr, xa, y);
+}
+static void q6_K_decode(int ns, const void *w, size_t w_stride, int nr, const block_q8a *xa, float *y) {
+    kq_decode(DT_Q6_K, ns, w, w_stride, nr, xa, y);
+}
 
 /* Many tokens: lanes are tokens, as for Q8_0 (tokens16, interleave16): a
  * row's super-block is unpacked once into 256 code bytes in value order
@@ -1181,105 +1221,128 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
  * KQ_LANES_MIN to 15 tokens too, its empty lanes repeating its last token
  * (an expert's 16 tokens and a few more cost one group, not a group and a
  * per-token pass); returns the first token left for the per-token path. */
-#define KQ_TOKENS16(NAME, BLOCK, UNPACK, ORDER, Q6)                                                          \
-    static int NAME(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
-                    const int *idx, int nt, float *y, size_t ldy) {                                           \
-        int nb = 8 * ns;                                                                                      \
-        if (nb > XT_MAX_BLOCKS || nr % 4) return 0;                                                           \
-        static const int order[8] = ORDER;                                                                    \
-        xblock16 xb[XT_MAX_BLOCKS];                                                                           \
-        kq_xsum16 xs[XT_MAX_BLOCKS];                                                                          \
-        int t0 = 0;                                                                                           \
-        for (; nt - t0 >= KQ_LANES_MIN; t0 += XT) {                                                           \
-            int m = nt - t0 < XT ? nt - t0 : XT; /* a last group of fewer fills its lanes with its last token */ \
-            const block_q8a *x[XT];                                                                           \
-            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : m - 1));           \
-            interleave16(x, nb, Q6 ? 0 : -1, xb);                                                             \
-            kq_sums16(xb, nb, Q6, xs);                                                                        \
-            for (int r0 = 0; r0 < nr; r0 += 4) {                                                              \
-                __m512 acc[4], mins[4];                                                                       \
-                for (int r = 0; r < 4; r++) acc[r] = mins[r] = _mm512_setzero_ps();                           \
-                for (int b = 0; b < ns; b++) {                                                                \
-                    kq_row wr[4];                                                                             \
-                    for (int r = 0; r < 4; r++) {                                                             \
-                        kq_w u;                                                                               \
-                        const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)(r0 + r) * w_stride) + b;  \
-                        prefetch_span((const char *)wb + KQ_AHEAD_ROWS * w_stride, (int)sizeof(BLOCK));        \
-                        UNPACK(wb, &u);                                                                       \
-                        kq_store(&u, order, &wr[r]);                                                          \
-                    }                                                                                         \
-                    kq_rows4_super(Q6, wr, xb + 8 * b, xs + 8 * b, acc, mins);                                \
-                }                                                                                             \
-                float v[4][XT];                                                                               \
-                for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], _mm512_sub_ps(acc[r], mins[r]));          \
-                for (int t = 0; t < m; t++)                                                                   \
-                    for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];                 \
-            }                                                                                                 \
-        }                                                                                                     \
-        return t0 < nt ? t0 : nt;                                                                             \
+static inline __attribute__((always_inline)) int kq_tokens16(moe_dtype dt, int ns, const void *w, size_t w_stride,
+                                                            int nr, const void *a, size_t a_stride, const int *idx,
+                                                            int nt, float *y, size_t ldy) {
+    int nb = 8 * ns;
+    if (nb > XT_MAX_BLOCKS || nr % 4) return 0;
+    const int q6 = dt == DT_Q6_K, *order = kq_order(dt);
+    xblock16 xb[XT_MAX_BLOCKS];
+    kq_xsum16 xs[XT_MAX_BLOCKS];
+    int t0 = 0;
+    for (; nt - t0 >= KQ_LANES_MIN; t0 += XT) {
+        int m = nt - t0 < XT ? nt - t0 : XT; /* a last group of fewer fills its lanes with its last token */
+        const block_q8a *x[XT];
+        for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : m - 1));
+        interleave16(x, nb, q6 ? 0 : -1, xb);
+        kq_sums16(xb, nb, q6, xs);
+        for (int r0 = 0; r0 < nr; r0 += 4) {
+            __m512 acc[4], mins[4];
+            for (int r = 0; r < 4; r++) acc[r] = mins[r] = _mm512_setzero_ps();
+            for (int b = 0; b < ns; b++) {
+                kq_row wr[4];
+                for (int r = 0; r < 4; r++) {
+                    kq_w u;
+                    const void *wb = kq_block(dt, (const char *)w + (size_t)(r0 + r) * w_stride, b);
+                    prefetch_span((const char *)wb + KQ_AHEAD_ROWS * w_stride, (int)kq_block_bytes(dt));
+                    kq_unpack(dt, wb, &u);
+                    kq_store(&u, order, &wr[r]);
+                }
+                kq_rows4_super(q6, wr, xb + 8 * b, xs + 8 * b, acc, mins);
+            }
+            float v[4][XT];
+            for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], _mm512_sub_ps(acc[r], mins[r]));
+            for (int t = 0; t < m; t++)
+                for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];
+        }
     }
+    return t0 < nt ? t0 : nt;
+}
+static int q4_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                         const int *idx, int nt, float *y, size_t ldy) {
+    return kq_tokens16(DT_Q4_K, ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static int q5_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                         const int *idx, int nt, float *y, size_t ldy) {
+    return kq_tokens16(DT_Q5_K, ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static int q6_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                         const int *idx, int nt, float *y, size_t ldy) {
+    return kq_tokens16(DT_Q6_K, ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* Tokens KQ_TOK at a time, each laid out once per tile call (a group of
  * fewer goes 4, then 3, 2 or 1 at a time over the same row), after the
  * token-lane path took what it could; rows longer than KQ_MAX_SUPER
  * super-blocks take the AVX2 tile. */
-#define KQ_TILE(NAME, BLOCK, ROW, DECODE, ORDER, TOKENS16, FALLBACK)                                                 \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,         \
-                     const int *idx, int nt, float *y, size_t ldy) {                                          \
-        int ns = n / QK_K;                                                                                    \
-        if (ns > KQ_MAX_SUPER) {                                                                              \
-            FALLBACK(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);                                       \
-            return;                                                                                           \
-        }                                                                                                     \
-        if (nt == 1) {                                                                                        \
-            DECODE(ns, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                       \
-            return;                                                                                           \
-        }                                                                                                     \
-        int first = nt >= KQ_LANES_MIN ? TOKENS16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy) : 0;   \
-        static const int order[8] = ORDER;                                                                    \
-        __m512i perm[4];                                                                                      \
-        for (int p = 0; p < 4; p++) perm[p] = kq_perm(order, p);                                              \
-        kq_x xs[KQ_TOK][KQ_MAX_SUPER];                                                                        \
-        for (int t0 = first; t0 < nt; t0 += KQ_TOK) {                                                         \
-            int m = nt - t0 < KQ_TOK ? nt - t0 : KQ_TOK;                                                      \
-            const kq_x *x[KQ_TOK];                                                                            \
-            for (int t = 0; t < m; t++) {                                                                     \
-                kq_prepare((const block_q8a *)AROW(t0 + t), ns, order, xs[t]);                                \
-                x[t] = xs[t];                                                                                 \
-            }                                                                                                 \
-            for (int r = 0; r < nr; r++) {                                                                    \
-                const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
-                float o[KQ_TOK] = {0};                                                                        \
-                /* a constant token count keeps the accumulators in registers */                             \
-                if (m == KQ_TOK) ROW(KQ_TOK, ns, wb, perm, x, o);                                             \
-                else {                                                                                        \
-                    int d = m >= 4 ? 4 : 0;                                                                   \
-                    if (d) ROW(4, ns, wb, perm, x, o);                                                        \
-                    switch (m - d) {                                                                          \
-                    case 3: ROW(3, ns, wb, perm, x + d, o + d); break;                                        \
-                    case 2: ROW(2, ns, wb, perm, x + d, o + d); break;                                        \
-                    case 1: ROW(1, ns, wb, perm, x + d, o + d); break;                                        \
-                    }                                                                                         \
-                }                                                                                             \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                             \
-            }                                                                                                 \
-        }                                                                                                     \
+static inline __attribute__((always_inline)) void tile_kq(moe_dtype dt, int n, const void *w, size_t w_stride, int nr,
+                                                          const void *a, size_t a_stride, const int *idx, int nt,
+                                                          float *y, size_t ldy) {
+    int ns = n / QK_K;
+    if (ns > KQ_MAX_SUPER) {
+        switch (dt) {
+        case DT_Q6_K: avx2_tile_q6_K(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy); break;
+        case DT_Q5_K: avx2_tile_q5_K(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy); break;
+        default: avx2_tile_q4_K(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy); break;
+        }
+        return;
     }
-
-#define NIBBLE_PAIRS {0, 2, 1, 3, 4, 6, 5, 7}
-#define NATURAL_PAIRS {0, 1, 2, 3, 4, 5, 6, 7}
-KQ_ROW(row_q4_K, block_q4_K, unpack_kq_q4_K)
-KQ_DECODE(q4_K_decode, block_q4_K, row1_q4_K, NIBBLE_PAIRS, 0)
-KQ_ROW(row_q5_K, block_q5_K, unpack_kq_q5_K)
-KQ_DECODE(q5_K_decode, block_q5_K, row1_q5_K, NIBBLE_PAIRS, 0)
-KQ_ROW(row_q6_K, block_q6_K, unpack_kq_q6_K)
-KQ_DECODE(q6_K_decode, block_q6_K, row1_q6_K, NATURAL_PAIRS, 1)
-KQ_TOKENS16(q4_K_tokens16, block_q4_K, unpack_kq_q4_K, NIBBLE_PAIRS, 0)
-KQ_TOKENS16(q5_K_tokens16, block_q5_K, unpack_kq_q5_K, NIBBLE_PAIRS, 0)
-KQ_TOKENS16(q6_K_tokens16, block_q6_K, unpack_kq_q6_K, NATURAL_PAIRS, 1)
-KQ_TILE(tile_q4_K, block_q4_K, row_q4_K, q4_K_decode, NIBBLE_PAIRS, q4_K_tokens16, avx2_tile_q4_K)
-KQ_TILE(tile_q5_K, block_q5_K, row_q5_K, q5_K_decode, NIBBLE_PAIRS, q5_K_tokens16, avx2_tile_q5_K)
-KQ_TILE(tile_q6_K, block_q6_K, row_q6_K, q6_K_decode, NATURAL_PAIRS, q6_K_tokens16, avx2_tile_q6_K)
+    if (nt == 1) {
+        const block_q8a *x = (const block_q8a *)AROW(0);
+        switch (dt) {
+        case DT_Q6_K: q6_K_decode(ns, w, w_stride, nr, x, y); break;
+        case DT_Q5_K: q5_K_decode(ns, w, w_stride, nr, x, y); break;
+        default: q4_K_decode(ns, w, w_stride, nr, x, y); break;
+        }
+        return;
+    }
+    int first = 0;
+    if (nt >= KQ_LANES_MIN) {
+        first = dt == DT_Q6_K   ? q6_K_tokens16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
+                : dt == DT_Q5_K ? q5_K_tokens16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
+                                : q4_K_tokens16(ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+    }
+    const int *order = kq_order(dt);
+    __m512i perm[4];
+    for (int p = 0; p < 4; p++) perm[p] = kq_perm(order, p);
+    kq_x xs[KQ_TOK][KQ_MAX_SUPER];
+    for (int t0 = first; t0 < nt; t0 += KQ_TOK) {
+        int m = nt - t0 < KQ_TOK ? nt - t0 : KQ_TOK;
+        const kq_x *x[KQ_TOK];
+        for (int t = 0; t < m; t++) {
+            kq_prepare((const block_q8a *)AROW(t0 + t), ns, order, xs[t]);
+            x[t] = xs[t];
+        }
+        for (int r = 0; r < nr; r++) {
+            const void *wb = (const char *)w + (size_t)r * w_stride;
+            float o[KQ_TOK] = {0};
+            /* a constant token count keeps the accumulators in registers */
+            if (m == KQ_TOK) row_kq(dt, KQ_TOK, ns, wb, perm, x, o);
+            else {
+                int d = m >= 4 ? 4 : 0;
+                if (d) row_kq(dt, 4, ns, wb, perm, x, o);
+                switch (m - d) {
+                case 3: row_kq(dt, 3, ns, wb, perm, x + d, o + d); break;
+                case 2: row_kq(dt, 2, ns, wb, perm, x + d, o + d); break;
+                case 1: row_kq(dt, 1, ns, wb, perm, x + d, o + d); break;
+                }
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
+        }
+    }
+}
+static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_kq(DT_Q4_K, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q5_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_kq(DT_Q5_K, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_kq(DT_Q6_K, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* ------------------------------------------------------------ f32 helpers */
 
