@@ -19,6 +19,7 @@
 #include "util.h"
 
 #define TOK 4 /* tokens per pass over a weight row */
+#define SIMD_FLOAT_ROWS /* row_float below: kernels_simd.h's tile_float_rows uses it */
 #include "kernels_simd.h"
 
 static inline float hsum8(__m256 v) {
@@ -63,13 +64,18 @@ static inline __attribute__((always_inline)) void row_float(moe_dtype dt, int n,
         out[t] = s;
     }
 }
-static void row_f32(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F32, n, wr, x, nt, out); }
-static void row_f16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F16, n, wr, x, nt, out); }
-static void row_bf16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_BF16, n, wr, x, nt, out); }
-
-FLOAT_TILE(tile_f32, row_f32)
-FLOAT_TILE(tile_f16, row_f16)
-FLOAT_TILE(tile_bf16, row_bf16)
+static void tile_f32(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                     int nt, float *y, size_t ldy) {
+    tile_float_rows(DT_F32, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_f16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                     int nt, float *y, size_t ldy) {
+    tile_float_rows(DT_F16, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_bf16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_float_rows(DT_BF16, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* ------------------------------------------------------------ int8 blocks */
 
@@ -399,36 +405,48 @@ static __attribute__((noinline)) void kq_decode(int q5, int ns, const void *w, s
     }
 }
 
-#define KQ_TILE(NAME, BLOCK, UNPACK, Q5)                                                                      \
-    void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,  \
-              int nt, float *y, size_t ldy) {                                                                 \
-        int nb = n / QK_K;                                                                                    \
-        if (nt == 1 && nb <= KQ1_MAX_SUPER) {                                                                 \
-            kq_decode(Q5, nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);                                \
-            return;                                                                                           \
-        }                                                                                                     \
-        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                                \
-            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                            \
-            const block_q8a *x[TOK];                                                                          \
-            for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                               \
-            for (int r = 0; r < nr; r++) {                                                                    \
-                const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
-                __m256 acc[TOK];                                                                              \
-                float corr[TOK] = {0};                                                                        \
-                for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();                                   \
-                for (int b = 0; b < nb; b++) {                                                                \
-                    /* decode: DECODE_AHEAD bytes on, a constant count per super-block (unrolled) */            \
-                    if (nt == 1) prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(BLOCK));      \
-                    kq_super u;                                                                               \
-                    UNPACK(&wb[b], &u);                                                                       \
-                    for (int t = 0; t < m; t++) acc[t] = kq_block(&u, x[t] + 8 * b, acc[t], &corr[t]);       \
-                }                                                                                             \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]) - corr[t];         \
-            }                                                                                                 \
-        }                                                                                                     \
+/* Q4_K (q5 = 0) or Q5_K (q5 = 1), a constant at both calls: one token
+ * takes kq_decode, more go TOK at a time, each super-block unpacked once
+ * for them. */
+static inline __attribute__((always_inline)) void tile_q45_K(int q5, int n, const void *w, size_t w_stride, int nr,
+                                                             const void *a, size_t a_stride, const int *idx, int nt,
+                                                             float *y, size_t ldy) {
+    const size_t bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    int nb = n / QK_K;
+    if (nt == 1 && nb <= KQ1_MAX_SUPER) {
+        kq_decode(q5, nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);
+        return;
     }
-KQ_TILE(avx2_tile_q4_K, block_q4_K, unpack_q4_K, 0)
-KQ_TILE(avx2_tile_q5_K, block_q5_K, unpack_q5_K, 1)
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8a *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const char *wr = (const char *)w + (size_t)r * w_stride;
+            __m256 acc[TOK];
+            float corr[TOK] = {0};
+            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
+            for (int b = 0; b < nb; b++) {
+                const char *wb = wr + (size_t)b * bytes;
+                /* decode: DECODE_AHEAD bytes on, a constant count per super-block (unrolled) */
+                if (nt == 1) prefetch_span(wb + DECODE_AHEAD, (int)bytes);
+                kq_super u;
+                if (q5) unpack_q5_K((const block_q5_K *)wb, &u);
+                else unpack_q4_K((const block_q4_K *)wb, &u);
+                for (int t = 0; t < m; t++) acc[t] = kq_block(&u, x[t] + 8 * b, acc[t], &corr[t]);
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]) - corr[t];
+        }
+    }
+}
+void avx2_tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy) {
+    tile_q45_K(0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+void avx2_tile_q5_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                    int nt, float *y, size_t ldy) {
+    tile_q45_K(1, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* Q6_K x Q8A: the 6-bit codes q = w + 32 (0..63) are unsigned, so maddubs
  * takes them as they are, and the - 32 is a second maddubs of 32 with the

@@ -25,6 +25,7 @@
 #include "util.h"
 
 #define TOK 4
+#define SIMD_FLOAT_ROWS /* row_float below: kernels_simd.h's tile_float_rows uses it */
 #include "kernels_simd.h"
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
@@ -58,9 +59,6 @@ static inline __attribute__((always_inline)) void row_float(moe_dtype dt, int n,
         out[t] = s;
     }
 }
-static void row_f32(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F32, n, wr, x, nt, out); }
-static void row_f16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_F16, n, wr, x, nt, out); }
-static void row_bf16(int n, const void *wr, const float *const *x, int nt, float *out) { row_float(DT_BF16, n, wr, x, nt, out); }
 
 /* The 8 sums of the lanes of v[0..7], in order: halves added, then a
  * horizontal-add tree, so 8 dot products cost one reduction's shuffles
@@ -99,12 +97,6 @@ static inline __attribute__((always_inline)) void float_4x4(moe_dtype dt, int T,
             for (int t = 0; t < T; t++) o[r * 4 + t] += widen(dt, (const char *)w + (size_t)r * w_stride, i) * x[t][i];
 }
 
-/* A single token (decode's matrices) reads its rows one after another
- * (FLOAT_TILE, kernels_simd.h). */
-FLOAT_TILE(tile_f32_rows, row_f32)
-FLOAT_TILE(tile_f16_rows, row_f16)
-FLOAT_TILE(tile_bf16_rows, row_bf16)
-
 /* Float tiles: tokens in groups of 4 (2 or 3 at the end: a GQA group of
  * two or three heads is attention's whole tile) by 4 rows as above, the
  * rest of the rows one at a time, a last single token as decode's. */
@@ -134,15 +126,10 @@ static inline __attribute__((always_inline)) void tile_float(moe_dtype dt, int n
             for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
         }
     }
-    if (t0 < nt) { /* the last token */
+    if (t0 < nt) { /* the last token (decode's matrices): rows one after another (kernels_simd.h) */
         const int *rest = idx ? idx + t0 : NULL;
         const void *a_rest = idx ? a : (const char *)a + (size_t)t0 * a_stride;
-        float *y_rest = y + (size_t)t0 * ldy;
-        switch (dt) {
-        case DT_F16: tile_f16_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y_rest, ldy); break;
-        case DT_BF16: tile_bf16_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y_rest, ldy); break;
-        default: tile_f32_rows(n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y_rest, ldy); break;
-        }
+        tile_float_rows(dt, n, w, w_stride, nr, a_rest, a_stride, rest, nt - t0, y + (size_t)t0 * ldy, ldy);
     }
 }
 static void tile_f32(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,

@@ -26,6 +26,7 @@
 #include "util.h"
 
 #define TOK 4 /* tokens per pass over a weight row */
+#define SIMD_FLOAT_ROWS /* row_float below: kernels_simd.h's tile_float_rows uses it */
 #include "kernels_simd.h"
 
 /* Unroll the short token / row loops before GCC decides where the
@@ -47,43 +48,55 @@ static inline float32x4_t load4_bf16(const void *p) {
     return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)p), 16));
 }
 
+/* 4 weights of a float row from p, widened; dt (F32, F16 or BF16) is a
+ * constant at every call, so this is one of the three loads above. */
+static inline __attribute__((always_inline)) float32x4_t load4(moe_dtype dt, const void *p) {
+    return dt == DT_F16 ? load4_f16(p) : dt == DT_BF16 ? load4_bf16(p) : load4_f32(p);
+}
+
 /* One weight row against nt (<= TOK) float activation rows: 8 weights per
  * step in two vectors, each with its own accumulator per token (two
  * independent FMA chains). Inlined with a constant nt at every call site, so
  * the token loops unroll and the accumulators stay in registers (with a
  * variable nt GCC keeps them in memory). */
-#define FLOAT_ROW(NAME, LOAD, WIDEN, ESIZE)                                                                  \
-    static inline __attribute__((always_inline)) void NAME(int n, const void *wr, const float *const *x,  \
-                                                           int nt, float *out) {                             \
-        float32x4_t acc0[TOK], acc1[TOK];                                                                    \
-        UNROLL for (int t = 0; t < TOK; t++) acc0[t] = acc1[t] = vdupq_n_f32(0.0f);                          \
-        int i = 0;                                                                                           \
-        for (; i + 8 <= n; i += 8) {                                                                         \
-            float32x4_t w0 = LOAD((const char *)wr + (size_t)i * ESIZE);                                     \
-            float32x4_t w1 = LOAD((const char *)wr + (size_t)(i + 4) * ESIZE);                               \
-            UNROLL for (int t = 0; t < nt; t++) {                                                            \
-                acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));                                       \
-                acc1[t] = vfmaq_f32(acc1[t], w1, vld1q_f32(x[t] + i + 4));                                   \
-            }                                                                                                \
-        }                                                                                                    \
-        if (i + 4 <= n) {                                                                                    \
-            float32x4_t w0 = LOAD((const char *)wr + (size_t)i * ESIZE);                                     \
-            UNROLL for (int t = 0; t < nt; t++) acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));       \
-            i += 4;                                                                                          \
-        }                                                                                                    \
-        UNROLL for (int t = 0; t < nt; t++) {                                                                \
-            float s = vaddvq_f32(vaddq_f32(acc0[t], acc1[t]));                                               \
-            for (int j = i; j < n; j++) s += WIDEN(wr, j) * x[t][j];                                         \
-            out[t] = s;                                                                                      \
-        }                                                                                                    \
+static inline __attribute__((always_inline)) void row_float(moe_dtype dt, int n, const void *wr,
+                                                            const float *const *x, int nt, float *out) {
+    const size_t es = float_bytes(dt);
+    float32x4_t acc0[TOK], acc1[TOK];
+    UNROLL for (int t = 0; t < TOK; t++) acc0[t] = acc1[t] = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float32x4_t w0 = load4(dt, (const char *)wr + (size_t)i * es);
+        float32x4_t w1 = load4(dt, (const char *)wr + (size_t)(i + 4) * es);
+        UNROLL for (int t = 0; t < nt; t++) {
+            acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));
+            acc1[t] = vfmaq_f32(acc1[t], w1, vld1q_f32(x[t] + i + 4));
+        }
     }
-FLOAT_ROW(row_f32, load4_f32, widen_f32, 4)
-FLOAT_ROW(row_f16, load4_f16, widen_f16, 2)
-FLOAT_ROW(row_bf16, load4_bf16, widen_bf16, 2)
+    if (i + 4 <= n) {
+        float32x4_t w0 = load4(dt, (const char *)wr + (size_t)i * es);
+        UNROLL for (int t = 0; t < nt; t++) acc0[t] = vfmaq_f32(acc0[t], w0, vld1q_f32(x[t] + i));
+        i += 4;
+    }
+    UNROLL for (int t = 0; t < nt; t++) {
+        float s = vaddvq_f32(vaddq_f32(acc0[t], acc1[t]));
+        for (int j = i; j < n; j++) s += widen(dt, wr, j) * x[t][j];
+        out[t] = s;
+    }
+}
 
-FLOAT_TILE(tile_f32, row_f32)
-FLOAT_TILE(tile_f16, row_f16)
-FLOAT_TILE(tile_bf16, row_bf16)
+static void tile_f32(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                     int nt, float *y, size_t ldy) {
+    tile_float_rows(DT_F32, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_f16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                     int nt, float *y, size_t ldy) {
+    tile_float_rows(DT_F16, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_bf16(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_float_rows(DT_BF16, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* ------------------------------------------------------------ int8 blocks */
 
@@ -111,74 +124,90 @@ static inline void wq_q4_0(const block_q4_0 *b, int8x16_t *w0, int8x16_t *w1) {
     *w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight);
 }
 
+/* Q8_0 (q4 = 0) or Q4_0 (q4 = 1): the kernels below serve both with q4 a
+ * constant argument, so each compiles to one type's code. */
+static inline const void *int8_block(int q4, const void *row, int b) { /* block b of a row */
+    return q4 ? (const void *)((const block_q4_0 *)row + b) : (const void *)((const block_q8_0 *)row + b);
+}
+static inline float int8_scale(int q4, const void *blk) {
+    return h2f(q4 ? ((const block_q4_0 *)blk)->d : ((const block_q8_0 *)blk)->d);
+}
+static inline void int8_wq(int q4, const void *blk, int8x16_t *w0, int8x16_t *w1) {
+    if (q4) wq_q4_0(blk, w0, w1);
+    else wq_q8_0(blk, w0, w1);
+}
+
 /* out[r*TT + t] = row r . token t over nb blocks, for r < R, t < T (constants
  * at every call site, so the loops unroll into registers). */
-#define INT8_RXT(NAME, BLOCK, WQ)                                                                            \
-    static inline __attribute__((always_inline)) void NAME(int nb, const BLOCK *const *w, int R,          \
-                                                           const block_q8a *const *x, int T, float *out) { \
-        float32x4_t acc[RT][TT];                                                                             \
-        UNROLL for (int r = 0; r < R; r++)                                                                   \
-            UNROLL for (int t = 0; t < T; t++) acc[r][t] = vdupq_n_f32(0.0f);                                \
-        for (int b = 0; b < nb; b++) {                                                                       \
-            int8x16_t x0[TT], x1[TT];                                                                        \
-            UNROLL for (int t = 0; t < T; t++) {                                                             \
-                x0[t] = vld1q_s8(x[t][b].qs);                                                                \
-                x1[t] = vld1q_s8(x[t][b].qs + 16);                                                           \
-            }                                                                                                \
-            UNROLL for (int r = 0; r < R; r++) {                                                             \
-                int8x16_t w0, w1;                                                                            \
-                WQ(&w[r][b], &w0, &w1);                                                                      \
-                float dw = h2f(w[r][b].d);                                                                   \
-                UNROLL for (int t = 0; t < T; t++) {                                                         \
-                    int32x4_t dot = vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0[t]), w1, x1[t]);              \
-                    acc[r][t] = vfmaq_n_f32(acc[r][t], vcvtq_f32_s32(dot), dw * x[t][b].d);                  \
-                }                                                                                            \
-            }                                                                                                \
-        }                                                                                                    \
-        UNROLL for (int r = 0; r < R; r++)                                                                   \
-            UNROLL for (int t = 0; t < T; t++) out[r * TT + t] = vaddvq_f32(acc[r][t]);                      \
+static inline __attribute__((always_inline)) void int8_rxt(int q4, int nb, const void *const *w, int R,
+                                                           const block_q8a *const *x, int T, float *out) {
+    float32x4_t acc[RT][TT];
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int t = 0; t < T; t++) acc[r][t] = vdupq_n_f32(0.0f);
+    for (int b = 0; b < nb; b++) {
+        int8x16_t x0[TT], x1[TT];
+        UNROLL for (int t = 0; t < T; t++) {
+            x0[t] = vld1q_s8(x[t][b].qs);
+            x1[t] = vld1q_s8(x[t][b].qs + 16);
+        }
+        UNROLL for (int r = 0; r < R; r++) {
+            const void *blk = int8_block(q4, w[r], b);
+            int8x16_t w0, w1;
+            int8_wq(q4, blk, &w0, &w1);
+            float dw = int8_scale(q4, blk);
+            UNROLL for (int t = 0; t < T; t++) {
+                int32x4_t dot = vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, x0[t]), w1, x1[t]);
+                acc[r][t] = vfmaq_n_f32(acc[r][t], vcvtq_f32_s32(dot), dw * x[t][b].d);
+            }
+        }
     }
-INT8_RXT(q8_0_rxt, block_q8_0, wq_q8_0)
-INT8_RXT(q4_0_rxt, block_q4_0, wq_q4_0)
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int t = 0; t < T; t++) out[r * TT + t] = vaddvq_f32(acc[r][t]);
+}
 
 /* The tile loop shared by both types: tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
-#define INT8_TILE(NAME, BLOCK, RXT)                                                                          \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        int nb = n / 32;                                                                                     \
-        for (int t0 = 0; t0 < nt; t0 += TT) {                                                                \
-            int m = nt - t0 < TT ? nt - t0 : TT;                                                             \
-            const block_q8a *x[TT];                                                                          \
-            for (int t = 0; t < TT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : 0));              \
-            for (int r0 = 0; r0 < nr; r0 += RT) {                                                            \
-                int k = nr - r0 < RT ? nr - r0 : RT;                                                         \
-                const BLOCK *wr[RT];                                                                         \
-                for (int r = 0; r < RT; r++)                                                                 \
-                    wr[r] = (const BLOCK *)((const char *)w + (size_t)(r0 + (r < k ? r : 0)) * w_stride);    \
-                float o[RT * TT];                                                                            \
-                if (k == RT) {                                                                               \
-                    switch (m) {                                                                             \
-                    case 4: RXT(nb, wr, RT, x, 4, o); break;                                                 \
-                    case 3: RXT(nb, wr, RT, x, 3, o); break;                                                 \
-                    case 2: RXT(nb, wr, RT, x, 2, o); break;                                                 \
-                    default: RXT(nb, wr, RT, x, 1, o); break;                                                \
-                    }                                                                                        \
-                } else {                                                                                     \
-                    switch (m) {                                                                             \
-                    case 4: RXT(nb, wr, 1, x, 4, o); break;                                                  \
-                    case 3: RXT(nb, wr, 1, x, 3, o); break;                                                  \
-                    case 2: RXT(nb, wr, 1, x, 2, o); break;                                                  \
-                    default: RXT(nb, wr, 1, x, 1, o); break;                                                 \
-                    }                                                                                        \
-                }                                                                                            \
-                for (int r = 0; r < k; r++)                                                                  \
-                    for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r0 + r] = o[r * TT + t];          \
-            }                                                                                                \
-        }                                                                                                    \
+static inline __attribute__((always_inline)) void tile_int8(int q4, int n, const void *w, size_t w_stride, int nr,
+                                                            const void *a, size_t a_stride, const int *idx, int nt,
+                                                            float *y, size_t ldy) {
+    int nb = n / 32;
+    for (int t0 = 0; t0 < nt; t0 += TT) {
+        int m = nt - t0 < TT ? nt - t0 : TT;
+        const block_q8a *x[TT];
+        for (int t = 0; t < TT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : 0));
+        for (int r0 = 0; r0 < nr; r0 += RT) {
+            int k = nr - r0 < RT ? nr - r0 : RT;
+            const void *wr[RT];
+            for (int r = 0; r < RT; r++) wr[r] = (const char *)w + (size_t)(r0 + (r < k ? r : 0)) * w_stride;
+            float o[RT * TT];
+            if (k == RT) {
+                switch (m) { /* a constant token count keeps the accumulators in registers */
+                case 4: int8_rxt(q4, nb, wr, RT, x, 4, o); break;
+                case 3: int8_rxt(q4, nb, wr, RT, x, 3, o); break;
+                case 2: int8_rxt(q4, nb, wr, RT, x, 2, o); break;
+                default: int8_rxt(q4, nb, wr, RT, x, 1, o); break;
+                }
+            } else {
+                switch (m) {
+                case 4: int8_rxt(q4, nb, wr, 1, x, 4, o); break;
+                case 3: int8_rxt(q4, nb, wr, 1, x, 3, o); break;
+                case 2: int8_rxt(q4, nb, wr, 1, x, 2, o); break;
+                default: int8_rxt(q4, nb, wr, 1, x, 1, o); break;
+                }
+            }
+            for (int r = 0; r < k; r++)
+                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r0 + r] = o[r * TT + t];
+        }
     }
-INT8_TILE(tile_q8_0, block_q8_0, q8_0_rxt)
-INT8_TILE(tile_q4_0, block_q4_0, q4_0_rxt)
+}
+static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_int8(0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_int8(1, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* Q4_K, Q5_K and Q6_K x Q8A (32-value activation blocks, quant.h), as the
  * AVX2 set does it: a super-block is unpacked once into 8 sub-blocks of 32
@@ -263,31 +292,46 @@ static inline float32x4_t kq_block(int q6, const kq_super *u, const block_q8a *x
     return acc;
 }
 
-#define KQ_TILE(NAME, BLOCK, UNPACK, Q6)                                                                      \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,          \
-                     const int *idx, int nt, float *y, size_t ldy) {                                          \
-        int nb = n / QK_K;                                                                                    \
-        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                                \
-            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                            \
-            const block_q8a *x[TOK];                                                                          \
-            for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);                               \
-            for (int r = 0; r < nr; r++) {                                                                    \
-                const BLOCK *wb = (const BLOCK *)((const char *)w + (size_t)r * w_stride);                    \
-                float32x4_t acc[TOK];                                                                         \
-                float corr[TOK] = {0};                                                                        \
-                for (int t = 0; t < TOK; t++) acc[t] = vdupq_n_f32(0.0f);                                     \
-                for (int b = 0; b < nb; b++) {                                                                \
-                    kq_super u;                                                                               \
-                    UNPACK(&wb[b], &u);                                                                       \
-                    for (int t = 0; t < m; t++) acc[t] = kq_block(Q6, &u, x[t] + 8 * b, acc[t], &corr[t]);   \
-                }                                                                                             \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = vaddvq_f32(acc[t]) - corr[t];    \
-            }                                                                                                 \
-        }                                                                                                     \
+/* Q4_K, Q5_K or Q6_K (dt, a constant at every call): tokens TOK at a time,
+ * each super-block unpacked once for them. */
+static inline __attribute__((always_inline)) void tile_kq(moe_dtype dt, int n, const void *w, size_t w_stride, int nr,
+                                                          const void *a, size_t a_stride, const int *idx, int nt,
+                                                          float *y, size_t ldy) {
+    const size_t bytes = dt == DT_Q6_K ? sizeof(block_q6_K) : dt == DT_Q5_K ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    int nb = n / QK_K;
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8a *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const char *wr = (const char *)w + (size_t)r * w_stride;
+            float32x4_t acc[TOK];
+            float corr[TOK] = {0};
+            for (int t = 0; t < TOK; t++) acc[t] = vdupq_n_f32(0.0f);
+            for (int b = 0; b < nb; b++) {
+                const char *wb = wr + (size_t)b * bytes;
+                kq_super u;
+                if (dt == DT_Q6_K) unpack_q6_K((const block_q6_K *)wb, &u);
+                else if (dt == DT_Q5_K) unpack_q5_K((const block_q5_K *)wb, &u);
+                else unpack_q4_K((const block_q4_K *)wb, &u);
+                for (int t = 0; t < m; t++) acc[t] = kq_block(dt == DT_Q6_K, &u, x[t] + 8 * b, acc[t], &corr[t]);
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = vaddvq_f32(acc[t]) - corr[t];
+        }
     }
-KQ_TILE(tile_q4_K, block_q4_K, unpack_q4_K, 0)
-KQ_TILE(tile_q5_K, block_q5_K, unpack_q5_K, 0)
-KQ_TILE(tile_q6_K, block_q6_K, unpack_q6_K, 1)
+}
+static void tile_q4_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_kq(DT_Q4_K, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q5_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_kq(DT_Q5_K, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_kq(DT_Q6_K, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
 /* IQ4_XS x Q8_K: each nibble looks its signed level up in kvalues_iq4nl
  * (one table lookup), sdot with the activation bytes, times the sub-block's
@@ -331,7 +375,7 @@ static void tile_iq4_xs(int n, const void *w, size_t w_stride, int nr, const voi
  * activation rounding (quant_mxfp4.h says why). A block's eight FMAs per
  * token go into four accumulators per token, so one token (decode) is not
  * held to one FMA latency per 4 weights. Inlined with a constant token
- * count, as FLOAT_ROW, so the accumulators stay in registers. */
+ * count, as row_float, so the accumulators stay in registers. */
 static inline float32x4_t mx_widen(int16x4_t v, float32x4_t d) { return vmulq_f32(d, vcvtq_f32_s32(vmovl_s16(v))); }
 
 static inline __attribute__((always_inline)) void row_mxfp4(int T, int nb, const block_mxfp4 *wb, int8x16_t lut,

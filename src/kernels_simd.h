@@ -1,8 +1,9 @@
 /* kernels_simd.h - what the SIMD kernel sets (kernels_avx2.c,
  * kernels_avx512.c, kernels_neon.c) share: addressing the activation rows,
  * scalar tails for float weights, and the tile loop around a float row
- * function. Each set includes it after defining TOK (tokens per pass over
- * a weight row); the instructions themselves stay in the set's own file. */
+ * function (tile_float_rows). Each set includes it after defining TOK
+ * (tokens per pass over a weight row) and, if it defines row_float,
+ * SIMD_FLOAT_ROWS; the instructions themselves stay in the set's own file. */
 #ifndef MOE_KERNELS_SIMD_H
 #define MOE_KERNELS_SIMD_H
 
@@ -41,32 +42,40 @@ static inline float widen(moe_dtype dt, const void *p, int i) {
 }
 static inline size_t float_bytes(moe_dtype dt) { return dt == DT_F32 ? 4 : 2; }
 
-/* A float-weight tile from a row function ROWFN(n, w_row, x[], nt, out[]):
- * tokens in groups of TOK, each weight row read once per group. ROWFN is
- * called with a constant token count so an inlined row keeps its
- * accumulators in registers. One token (decode: routers, a tied float
- * output matrix) prefetches DECODE_AHEAD bytes on, as the int8 decode does. */
-#define FLOAT_TILE(NAME, ROWFN)                                                                              \
-    static void NAME(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,        \
-                     const int *idx, int nt, float *y, size_t ldy) {                                         \
-        for (int t0 = 0; t0 < nt; t0 += TOK) {                                                               \
-            int m = nt - t0 < TOK ? nt - t0 : TOK;                                                           \
-            const float *x[TOK];                                                                             \
-            for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);                                  \
-            for (int r = 0; r < nr; r++) {                                                                   \
-                float o[TOK];                                                                                \
-                const void *wr = (const char *)w + (size_t)r * w_stride;                                     \
-                if (nt == 1) prefetch_span((const char *)wr + DECODE_AHEAD, (int)w_stride);                 \
-                switch (m) {                                                                                 \
-                case 4: ROWFN(n, wr, x, 4, o); break;                                                        \
-                case 3: ROWFN(n, wr, x, 3, o); break;                                                        \
-                case 2: ROWFN(n, wr, x, 2, o); break;                                                        \
-                default: ROWFN(n, wr, x, 1, o); break;                                                       \
-                }                                                                                            \
-                for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];                            \
-            }                                                                                                \
-        }                                                                                                    \
+#ifdef SIMD_FLOAT_ROWS /* defined by the sets that define row_float (not kernels_amx.c) */
+/* One float weight row (dt: F32, F16 or BF16, a constant at every call)
+ * against nt (<= TOK) float activation rows: out[t] = row . x[t]. Each set
+ * defines it with its own instructions. */
+static inline __attribute__((always_inline)) void row_float(moe_dtype dt, int n, const void *wr,
+                                                            const float *const *x, int nt, float *out);
+
+/* A float-weight tile from row_float: tokens in groups of TOK, each weight
+ * row read once per group. row_float is called with a constant token count
+ * so its accumulators stay in registers. One token (decode: routers, a
+ * tied float output matrix) prefetches DECODE_AHEAD bytes on, as the int8
+ * decode does. */
+static inline __attribute__((always_inline)) void tile_float_rows(moe_dtype dt, int n, const void *w, size_t w_stride,
+                                                                  int nr, const void *a, size_t a_stride,
+                                                                  const int *idx, int nt, float *y, size_t ldy) {
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const float *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const float *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            float o[TOK];
+            const void *wr = (const char *)w + (size_t)r * w_stride;
+            if (nt == 1) prefetch_span((const char *)wr + DECODE_AHEAD, (int)w_stride);
+            switch (m) {
+            case 4: row_float(dt, n, wr, x, 4, o); break;
+            case 3: row_float(dt, n, wr, x, 3, o); break;
+            case 2: row_float(dt, n, wr, x, 2, o); break;
+            default: row_float(dt, n, wr, x, 1, o); break;
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
+        }
     }
+}
+#endif
 
 /* Q8_0_R16 / Q4_0_R16 (quant.h): a step k of 8 multiplies 4 values of each
  * row by the token's values starting here: 4k for Q8_0; for Q4_0 the low
