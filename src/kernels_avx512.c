@@ -1,18 +1,36 @@
 /* kernels_avx512.c - the AVX-512 (F, BW, VL) + VNNI kernel set (x86-64).
  *
  * Compiled with the AVX-512 flags for this file only and chosen at run time
- * when the CPU and OS support them. Float weights use 16-wide FMA in 4x4
- * tiles of rows x tokens (float_4x4); int8 blocks use VNNI's dpbusd
- * (unsigned x signed bytes, summed in groups of 4 into int32): one token
- * reads the rows one after another (decode_rows), 16 or more make the
- * tokens the lanes (tokens16), the rest use 4x4 register tiles (int8_rxt);
- * the _r16 types have rows as lanes (r16_pass).
- * MXFP4 looks its levels up with a float permute (avx512_tile_mxfp4). Q4_K, Q5_K
- * and Q6_K: tokens are lanes as for Q8_0, 16 at a time, a last group
- * part empty from 6 tokens (kq_tokens16); fewer take 64 weights per
- * dpbusd and scale 16-value groups with one permute per pair of
- * sub-blocks (tile_kq); IQ4_XS uses the AVX2 tile
- * (kernels_avx2.c). Results must match the scalar set
+ * when the CPU and OS support them (kernels.c). Each weight type's tile
+ * (kernels.h) is built from always_inline functions that take the type as
+ * a constant argument, with one thin wrapper per type; the file runs, in
+ * this order:
+ *
+ *   float weights   16-wide FMA: 4 rows x up to 4 tokens (float_4x4,
+ *                   tile_float), one token row by row (tile_float_rows,
+ *                   kernels_simd.h);
+ *   Q8_0, Q4_0      VNNI's dpbusd (unsigned x signed bytes, summed in groups
+ *                   of 4 into int32): register tiles of 4 rows x 4 tokens
+ *                   (int8_rxt), one token row after row in one stream
+ *                   (decode_rows), 16 or more tokens as the lanes
+ *                   (tokens16), all chosen in tile_int8;
+ *   _R16 types      the 16 rows of a group as the lanes (r16_pass, tile_r16);
+ *   MXFP4           its levels looked up with a float permute
+ *                   (avx512_tile_mxfp4);
+ *   Q4_K/Q5_K/Q6_K  64 weights per dpbusd, 16-value groups scaled with one
+ *                   permute per pair of sub-blocks: decode (kq_decode),
+ *                   tokens as the lanes 16 at a time, a last group part
+ *                   empty from 6 tokens (kq_tokens16), the rest 8 tokens at
+ *                   a time (row_kq), all chosen in tile_kq;
+ *   f32 helpers     dot and axpy for attention, the activation quantizer
+ *                   (quantize_q8a), the bandwidth probe's read (read_sum);
+ *   the sets        this one's table, and the AMX set's: the same with
+ *                   kernels_amx.c's MXFP4 tile.
+ *
+ * IQ4_XS uses the AVX2 tile (kernels_avx2.c), as do K-quant rows longer
+ * than 8192 values. What prefill lays out of its tokens sits on the stack
+ * in chunks (at most ~55 KB), so a tile runs on a thread with a small stack
+ * (128 KB: test_kernels). Results must match the scalar set
  * (tests/unit/test_kernels.c). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <float.h>
@@ -146,14 +164,6 @@ static void tile_bf16(int n, const void *w, size_t w_stride, int nr, const void 
 }
 
 /* ------------------------------------------------------------ int8 blocks */
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 
 /* Q8_0 and Q4_0 as register tiles: R weight rows x T activation rows at a
  * time, two 32-value blocks per 512-bit register (block b in the low half,
@@ -386,7 +396,7 @@ static inline __attribute__((always_inline)) void decode_rows(int q4, int nb, co
     }
 }
 /* Not inlined into the tile: their step arrays (80 and 48 KB) would join the
- * tile's frame and sit on the stack under the token-lane path's 160 KB too. */
+ * tile's frame and sit on the stack under the other paths' too. */
 static __attribute__((noinline)) void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
                                                   float *y) {
     step_q8_0 st[DECODE_MAX_BLOCKS / 4];
@@ -412,8 +422,13 @@ static inline __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-#define XT 16            /* tokens per group */
-#define XT_MAX_BLOCKS 256 /* the interleaved tokens live on the stack: 640 bytes a block */
+#define XT 16             /* tokens per group */
+#define XT_MAX_BLOCKS 256 /* rows up to this many blocks (8192 values); longer ones take the register tiles */
+/* The 16 tokens are laid out XT_CHUNK blocks (2048 values) at a time, each
+ * chunk against all the tile's rows, the rows' sums added up in y: 40 KB of
+ * stack (640 bytes a block), where the whole row's layout took 160 KB, more
+ * than a thread's stack may have (musl's default is 128 KB). */
+#define XT_CHUNK 64
 typedef struct {
     __m512i qs[8];
     __m512i neg; /* -offset * sum(x) per token: the weights' offset's share (Q8_0 +128, Q4_0 +8) */
@@ -441,6 +456,7 @@ static inline void transpose16x8(const __m512i *z, __m512i *out) {
     }
 }
 
+/* Blocks 0..nb-1 of the 16 token rows x[t] as 16-lane steps. */
 static void interleave16(const block_q8a *const *x, int nb, int offset, xblock16 *xb) {
     for (int b = 0; b < nb; b++) {
         __m512i z[8];
@@ -484,8 +500,18 @@ static inline __m512i q4_0_dot16(const block_q4_0 *wb, const xblock16 *xb) {
     return _mm512_add_epi32(d0, _mm512_srai_epi32(d1, 4));
 }
 
+/* acc[r] (lane t: token t) into y[t * ldy + r] for 4 rows and the first
+ * m tokens: set by a row's first chunk, added to by the next ones. */
+static inline void store_tokens16(const __m512 *acc, int m, int add, float *y, size_t ldy) {
+    float v[4][XT];
+    for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], acc[r]);
+    for (int t = 0; t < m; t++)
+        for (int r = 0; r < 4; r++) y[(size_t)t * ldy + r] = add ? y[(size_t)t * ldy + r] + v[r][t] : v[r][t];
+}
+
 /* Tokens in groups of 16 for nr (a multiple of 4) rows, four rows at a
- * time; returns the first token left for the register tiles. */
+ * time, XT_CHUNK blocks of the rows at a time; returns the first token left
+ * for the register tiles. */
 static inline __attribute__((always_inline)) void tokens16_rows4(int q4, int nb, const void *const *wr,
                                                                  const xblock16 *xb, __m512 *acc) {
     for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
@@ -501,30 +527,30 @@ static inline __attribute__((always_inline)) int tokens16(int q4, int nb, const 
                                                           const void *a, size_t a_stride, const int *idx, int nt,
                                                           float *y, size_t ldy) {
     if (nb > XT_MAX_BLOCKS || nr % 4) return 0;
-    xblock16 xb[XT_MAX_BLOCKS];
+    xblock16 xb[XT_CHUNK];
     int t0 = 0;
-    for (; t0 + XT <= nt; t0 += XT) {
-        const block_q8a *x[XT];
-        for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t);
-        interleave16(x, nb, int8_offset(q4), xb);
-        for (int r0 = 0; r0 < nr; r0 += 4) {
-            const void *wr[4];
-            for (int r = 0; r < 4; r++) wr[r] = (const char *)w + (size_t)(r0 + r) * w_stride;
-            __m512 acc[4];
-            tokens16_rows4(q4, nb, wr, xb, acc);
-            float v[4][XT];
-            for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], acc[r]);
-            for (int t = 0; t < XT; t++)
-                for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];
+    for (; t0 + XT <= nt; t0 += XT)
+        for (int c0 = 0; c0 < nb; c0 += XT_CHUNK) {
+            int cn = nb - c0 < XT_CHUNK ? nb - c0 : XT_CHUNK;
+            const block_q8a *x[XT];
+            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t) + c0;
+            interleave16(x, cn, int8_offset(q4), xb);
+            for (int r0 = 0; r0 < nr; r0 += 4) {
+                const void *wr[4];
+                for (int r = 0; r < 4; r++) wr[r] = int8_block(q4, (const char *)w + (size_t)(r0 + r) * w_stride, c0);
+                __m512 acc[4];
+                tokens16_rows4(q4, cn, wr, xb, acc);
+                store_tokens16(acc, XT, c0 > 0, y + (size_t)t0 * ldy + r0, ldy);
+            }
         }
-    }
     return t0;
 }
-static int q8_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+/* Not inlined into the tiles, so their 40 KB sits on the stack only while they run. */
+static __attribute__((noinline)) int q8_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                          const int *idx, int nt, float *y, size_t ldy) {
     return tokens16(0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
-static int q4_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+static __attribute__((noinline)) int q4_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                          const int *idx, int nt, float *y, size_t ldy) {
     return tokens16(1, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
@@ -813,9 +839,10 @@ void avx512_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void
  * int32; only the scaling is float, as in the scalar reference. */
 enum {
     KQ_TOK = 8,        /* tokens per pass over a weight row */
+    KQ_CHUNK = 8,      /* super-blocks of those tokens laid out at a time: 24 KB of stack */
     KQ_AHEAD_ROWS = 8, /* the token-lane path prefetches this many rows on (experts' weights come from memory) */
     KQ_LANES_MIN = 6,  /* tokens from which a group of 16 lanes, part empty, beats the per-token path */
-    KQ_MAX_SUPER = 32  /* rows up to 8192 values: the tokens' layout lives on the stack */
+    KQ_MAX_SUPER = 32  /* rows up to 8192 values (decode lays its token out whole: 18 KB) */
 };
 
 typedef struct {
@@ -1207,61 +1234,63 @@ static inline __attribute__((always_inline)) void kq_rows4_super(int q6, const k
 /* Tokens in groups of 16 for nr (a multiple of 4) rows, a last group of
  * KQ_LANES_MIN to 15 tokens too, its empty lanes repeating its last token
  * (an expert's 16 tokens and a few more cost one group, not a group and a
- * per-token pass); returns the first token left for the per-token path. */
+ * per-token pass), XT_CHUNK / 8 super-blocks of the rows at a time; returns
+ * the first token left for the per-token path. */
 static inline __attribute__((always_inline)) int kq_tokens16(moe_dtype dt, int ns, const void *w, size_t w_stride,
                                                             int nr, const void *a, size_t a_stride, const int *idx,
                                                             int nt, float *y, size_t ldy) {
-    int nb = 8 * ns;
-    if (nb > XT_MAX_BLOCKS || nr % 4) return 0;
-    const int q6 = dt == DT_Q6_K, *order = kq_order(dt);
-    xblock16 xb[XT_MAX_BLOCKS];
-    kq_xsum16 xs[XT_MAX_BLOCKS];
+    if (8 * ns > XT_MAX_BLOCKS || nr % 4) return 0;
+    const int q6 = dt == DT_Q6_K, *order = kq_order(dt), chunk = XT_CHUNK / 8; /* super-blocks a chunk */
+    xblock16 xb[XT_CHUNK];
+    kq_xsum16 xs[XT_CHUNK];
     int t0 = 0;
     for (; nt - t0 >= KQ_LANES_MIN; t0 += XT) {
         int m = nt - t0 < XT ? nt - t0 : XT; /* a last group of fewer fills its lanes with its last token */
-        const block_q8a *x[XT];
-        for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : m - 1));
-        interleave16(x, nb, q6 ? 0 : -1, xb);
-        kq_sums16(xb, nb, q6, xs);
-        for (int r0 = 0; r0 < nr; r0 += 4) {
-            __m512 acc[4], mins[4];
-            for (int r = 0; r < 4; r++) acc[r] = mins[r] = _mm512_setzero_ps();
-            for (int b = 0; b < ns; b++) {
-                kq_row wr[4];
-                for (int r = 0; r < 4; r++) {
-                    kq_w u;
-                    const void *wb = kq_block(dt, (const char *)w + (size_t)(r0 + r) * w_stride, b);
-                    prefetch_span((const char *)wb + KQ_AHEAD_ROWS * w_stride, (int)kq_block_bytes(dt));
-                    kq_unpack(dt, wb, &u);
-                    kq_store(&u, order, &wr[r]);
+        for (int s0 = 0; s0 < ns; s0 += chunk) {
+            int sn = ns - s0 < chunk ? ns - s0 : chunk;
+            const block_q8a *x[XT];
+            for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + (t < m ? t : m - 1)) + 8 * s0;
+            interleave16(x, 8 * sn, q6 ? 0 : -1, xb);
+            kq_sums16(xb, 8 * sn, q6, xs);
+            for (int r0 = 0; r0 < nr; r0 += 4) {
+                __m512 acc[4], mins[4];
+                for (int r = 0; r < 4; r++) acc[r] = mins[r] = _mm512_setzero_ps();
+                for (int b = 0; b < sn; b++) {
+                    kq_row wr[4];
+                    for (int r = 0; r < 4; r++) {
+                        kq_w u;
+                        const void *wb = kq_block(dt, (const char *)w + (size_t)(r0 + r) * w_stride, s0 + b);
+                        prefetch_span((const char *)wb + KQ_AHEAD_ROWS * w_stride, (int)kq_block_bytes(dt));
+                        kq_unpack(dt, wb, &u);
+                        kq_store(&u, order, &wr[r]);
+                    }
+                    kq_rows4_super(q6, wr, xb + 8 * b, xs + 8 * b, acc, mins);
                 }
-                kq_rows4_super(q6, wr, xb + 8 * b, xs + 8 * b, acc, mins);
+                for (int r = 0; r < 4; r++) acc[r] = _mm512_sub_ps(acc[r], mins[r]);
+                store_tokens16(acc, m, s0 > 0, y + (size_t)t0 * ldy + r0, ldy);
             }
-            float v[4][XT];
-            for (int r = 0; r < 4; r++) _mm512_storeu_ps(v[r], _mm512_sub_ps(acc[r], mins[r]));
-            for (int t = 0; t < m; t++)
-                for (int r = 0; r < 4; r++) y[(size_t)(t0 + t) * ldy + r0 + r] = v[r][t];
         }
     }
     return t0 < nt ? t0 : nt;
 }
-static int q4_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+/* Not inlined into the tiles, so their 52 KB sits on the stack only while they run. */
+static __attribute__((noinline)) int q4_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                          const int *idx, int nt, float *y, size_t ldy) {
     return kq_tokens16(DT_Q4_K, ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
-static int q5_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+static __attribute__((noinline)) int q5_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                          const int *idx, int nt, float *y, size_t ldy) {
     return kq_tokens16(DT_Q5_K, ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
-static int q6_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+static __attribute__((noinline)) int q6_K_tokens16(int ns, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                          const int *idx, int nt, float *y, size_t ldy) {
     return kq_tokens16(DT_Q6_K, ns, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
 
-/* Tokens KQ_TOK at a time, each laid out once per tile call (a group of
- * fewer goes 4, then 3, 2 or 1 at a time over the same row), after the
- * token-lane path took what it could; rows longer than KQ_MAX_SUPER
- * super-blocks take the AVX2 tile. */
+/* Tokens KQ_TOK at a time, each laid out KQ_CHUNK super-blocks at a time
+ * per tile call (a group of fewer goes 4, then 3, 2 or 1 at a time over the
+ * same row), after the token-lane path took what it could; rows longer than
+ * KQ_MAX_SUPER super-blocks take the AVX2 tile. */
 static inline __attribute__((always_inline)) void tile_kq(moe_dtype dt, int n, const void *w, size_t w_stride, int nr,
                                                           const void *a, size_t a_stride, const int *idx, int nt,
                                                           float *y, size_t ldy) {
@@ -1292,29 +1321,33 @@ static inline __attribute__((always_inline)) void tile_kq(moe_dtype dt, int n, c
     const int *order = kq_order(dt);
     __m512i perm[4];
     for (int p = 0; p < 4; p++) perm[p] = kq_perm(order, p);
-    kq_x xs[KQ_TOK][KQ_MAX_SUPER];
+    kq_x xs[KQ_TOK][KQ_CHUNK];
     for (int t0 = first; t0 < nt; t0 += KQ_TOK) {
         int m = nt - t0 < KQ_TOK ? nt - t0 : KQ_TOK;
-        const kq_x *x[KQ_TOK];
-        for (int t = 0; t < m; t++) {
-            kq_prepare((const block_q8a *)AROW(t0 + t), ns, order, xs[t]);
-            x[t] = xs[t];
-        }
-        for (int r = 0; r < nr; r++) {
-            const void *wb = (const char *)w + (size_t)r * w_stride;
-            float o[KQ_TOK] = {0};
-            /* a constant token count keeps the accumulators in registers */
-            if (m == KQ_TOK) row_kq(dt, KQ_TOK, ns, wb, perm, x, o);
-            else {
-                int d = m >= 4 ? 4 : 0;
-                if (d) row_kq(dt, 4, ns, wb, perm, x, o);
-                switch (m - d) {
-                case 3: row_kq(dt, 3, ns, wb, perm, x + d, o + d); break;
-                case 2: row_kq(dt, 2, ns, wb, perm, x + d, o + d); break;
-                case 1: row_kq(dt, 1, ns, wb, perm, x + d, o + d); break;
-                }
+        for (int s0 = 0; s0 < ns; s0 += KQ_CHUNK) {
+            int sn = ns - s0 < KQ_CHUNK ? ns - s0 : KQ_CHUNK;
+            const kq_x *x[KQ_TOK];
+            for (int t = 0; t < m; t++) {
+                kq_prepare((const block_q8a *)AROW(t0 + t) + 8 * s0, sn, order, xs[t]);
+                x[t] = xs[t];
             }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = o[t];
+            for (int r = 0; r < nr; r++) {
+                const void *wb = kq_block(dt, (const char *)w + (size_t)r * w_stride, s0);
+                float o[KQ_TOK] = {0};
+                /* a constant token count keeps the accumulators in registers */
+                if (m == KQ_TOK) row_kq(dt, KQ_TOK, sn, wb, perm, x, o);
+                else {
+                    int d = m >= 4 ? 4 : 0;
+                    if (d) row_kq(dt, 4, sn, wb, perm, x, o);
+                    switch (m - d) {
+                    case 3: row_kq(dt, 3, sn, wb, perm, x + d, o + d); break;
+                    case 2: row_kq(dt, 2, sn, wb, perm, x + d, o + d); break;
+                    case 1: row_kq(dt, 1, sn, wb, perm, x + d, o + d); break;
+                    }
+                }
+                float *yr = y + (size_t)t0 * ldy + r;
+                for (int t = 0; t < m; t++) yr[(size_t)t * ldy] = s0 ? yr[(size_t)t * ldy] + o[t] : o[t];
+            }
         }
     }
 }

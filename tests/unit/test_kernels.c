@@ -12,6 +12,7 @@
  * and before all, that every row of the dtype table is complete. Types
  * come from the table, so a new row is checked without editing this file. */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "matmul.h"
@@ -243,6 +244,40 @@ static void test_many_rows(const kernel_set *set) {
             continue;
         test_mat m = make_mat(dt, 8197, 768);
         for (int n = 1; n <= 2; n++) check_mat(set, &m, n, "many rows");
+        free_mat(&m);
+    }
+}
+
+/* Tiles on a thread with a small stack: a program's own threads may have
+ * 128 KB (musl's default), and a tile runs on whichever thread calls
+ * moe_eval. Rows of 8192 values (the longest the stack-laid-out paths take)
+ * for one token (decode), 8 (a K-quant token group) and 16 (the token-lane
+ * prefill); the AVX-512 prefill tiles laid out a whole row of 16 tokens on
+ * the stack (over 200 KB) and crashed here. */
+#define SMALL_STACK (128 * 1024)
+typedef struct {
+    const kernel_set *set;
+    const test_mat *m;
+} stack_case;
+static void *run_stack_case(void *arg) {
+    const stack_case *c = arg;
+    static const int toks[] = {1, 8, 16};
+    for (int k = 0; k < 3; k++) check_mat(c->set, c->m, toks[k], "128 KB thread stack");
+    return NULL;
+}
+static void test_small_stack(const kernel_set *set) {
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        moe_dtype dt = TYPES[ti];
+        if (!set->tile[dt] || 8192 % dtype_info(dt)->block) continue;
+        test_mat m = make_mat(dt, 16, 8192);
+        stack_case c = {set, &m};
+        pthread_attr_t attr;
+        pthread_t th;
+        int ok = !pthread_attr_init(&attr) && !pthread_attr_setstacksize(&attr, SMALL_STACK) &&
+                 !pthread_create(&th, &attr, run_stack_case, &c);
+        CHECK(ok, "a thread with a %d KB stack starts", SMALL_STACK / 1024);
+        if (ok) pthread_join(th, NULL);
+        pthread_attr_destroy(&attr);
         free_mat(&m);
     }
 }
@@ -660,6 +695,7 @@ int main(void) {
         for (int s = 1; s < n_sets; s++) {
             test_long_rows(sets[s]);
             test_many_rows(sets[s]);
+            test_small_stack(sets[s]);
         }
     }
     test_r16_layout();
