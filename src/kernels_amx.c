@@ -8,9 +8,13 @@
  * before left (truncation: 3 x 8 bits cover float's 24). TDPBF16PS multiplies
  * bf16 pairs exactly into fp32 and adds in fp32, so the products are the
  * float kernel's; only the order of the fp32 additions differs, as between
- * any two sets. Blocks with e outside [2, 252] (e = 255 is NaN) and tokens
- * with activations so small (below 2^-103) that a part would fall under
- * AMX's flushed subnormals take the AVX-512 float tile instead.
+ * any two sets. AMX flushes subnormal inputs, products and sums to zero, so
+ * a panel takes the AVX-512 float tile instead when a block has e outside
+ * [2, 252] (e = 255 is NaN), when an activation of the chunk is below
+ * 2^-103 (a part could be subnormal), or when the smallest nonzero
+ * activation's exponent ex and the panel's smallest e give e + ex < 25:
+ * every product, and so every sum, is a multiple of 2^(e - 128 + ex - 23),
+ * which is then at least 2^-126, so a nonzero one is never subnormal.
  *
  * Shape of one TDPBF16PS: C (16 tokens x 16 rows, fp32) += A (16 tokens x
  * 32 bf16) . B (32 x 16 rows, as 16 pairs per row). The 32 values of a block
@@ -90,11 +94,11 @@ static inline void split3(__m512 x, __m512 *part) {
     part[2] = _mm512_maskz_sub_ps(finite, r, part[1]);
 }
 
-/* Lanes with 0 < |x| < 2^-103: a part of them could be subnormal, which AMX
- * reads as zero. */
-static inline __mmask16 tiny_lanes(__m512 x) {
+/* The lanes' biased exponent fields, least so far in lo; zero lanes leave
+ * it: the smallest nonzero |x| bounds the lowest bit of every part. */
+static inline __m512i min_exponent(__m512i lo, __m512 x) {
     __m512i m = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF));
-    return _mm512_cmplt_epu32_mask(_mm512_sub_epi32(m, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x0BFFFFFF));
+    return _mm512_mask_min_epu32(lo, _mm512_test_epi32_mask(m, m), lo, _mm512_srli_epi32(m, 23));
 }
 
 /* bf16 pairs (lo[k], hi[k]) from floats that are bf16-exact. */
@@ -104,10 +108,10 @@ static inline __m512i pack_pairs(__m512 lo, __m512 hi) {
 
 /* The A tiles of one step: tokens [t0, t0 + 16 G) (rows past nt zero) x
  * blocks [b0, b0 + ks), as at[g][kb][part] (tile rows = tokens). Returns
- * whether an activation is too small for the tiles. */
+ * the least biased exponent of a nonzero activation (255 if none). */
 static int split_tokens(int G, int b0, int ks, const void *a, size_t a_stride, const int *idx, int t0, int nt,
                         uint8_t *at) {
-    __mmask16 tiny = 0;
+    __m512i lo = _mm512_set1_epi32(255);
     for (int g = 0; g < G; g++)
         for (int m = 0; m < 16; m++) {
             int t = t0 + 16 * g + m;
@@ -119,13 +123,13 @@ static int split_tokens(int G, int b0, int ks, const void *a, size_t a_stride, c
                 }
                 const float *x = (const float *)AROW(t) + 32 * (b0 + kb);
                 __m512 xl = _mm512_loadu_ps(x), xh = _mm512_loadu_ps(x + 16), pl[3], ph[3];
-                tiny |= tiny_lanes(xl) | tiny_lanes(xh);
+                lo = min_exponent(min_exponent(lo, xl), xh);
                 split3(xl, pl);
                 split3(xh, ph);
                 for (int p = 0; p < AMX_PARTS; p++) _mm512_storeu_si512(row + p * TILE_BYTES, pack_pairs(pl[p], ph[p]));
             }
         }
-    return tiny != 0;
+    return (int)_mm512_reduce_min_epu32(lo);
 }
 
 /* ------------------------------------------------------------ weights */
@@ -170,8 +174,10 @@ static inline void transpose16(__m512i *r) {
 }
 
 /* The B tiles of rows [0, rows) (rows past it zero) x blocks [b0, b0 + ks),
- * as bt[kb]. Returns whether a block's scale is outside [2, 252]. */
-static int decode_panel(const void *w, size_t w_stride, int rows, int b0, int ks, __m512i levels, uint8_t *bt) {
+ * as bt[kb]. Returns whether a block's scale is outside [2, 252]; lowers
+ * *emin to the least scale byte seen. */
+static int decode_panel(const void *w, size_t w_stride, int rows, int b0, int ks, __m512i levels, uint8_t *bt,
+                        int *emin) {
     int bad = 0;
     for (int kb = 0; kb < ks; kb++) {
         __m512i r[16];
@@ -182,6 +188,7 @@ static int decode_panel(const void *w, size_t w_stride, int rows, int b0, int ks
             }
             const block_mxfp4 *blk = (const block_mxfp4 *)((const char *)w + (size_t)n * w_stride) + b0 + kb;
             bad |= (unsigned)(blk->e - 2) > 250u;
+            if (blk->e < *emin) *emin = blk->e;
             r[n] = decode_pairs(blk, levels);
         }
         transpose16(r);
@@ -238,19 +245,23 @@ static void chunk_mxfp4(int nb, const void *w, size_t w_stride, int rc, const vo
     _Alignas(64) uint8_t at[AMX_GROUPS * AMX_KS * AMX_PARTS * TILE_BYTES]; /* [group][block][part] A tiles */
     _Alignas(64) uint8_t bt[AMX_KS * TILE_BYTES];                         /* [block] B tiles of one panel */
     _Alignas(64) float cb[AMX_PANELS][AMX_GROUPS][256];                   /* C tiles between steps */
-    int G = (ntc + 15) / 16, NP = (rc + 15) / 16, bad[AMX_PANELS] = {0}, tiny = 0;
+    int G = (ntc + 15) / 16, NP = (rc + 15) / 16, bad[AMX_PANELS] = {0}, emin[AMX_PANELS] = {255, 255, 255, 255};
+    int xmin = 255; /* least biased exponent of a nonzero activation */
     for (int b0 = 0; b0 < nb; b0 += AMX_KS) {
         int ks = nb - b0 < AMX_KS ? nb - b0 : AMX_KS;
-        tiny |= split_tokens(G, b0, ks, a, a_stride, idx, t0, t0 + ntc, at);
+        int xm = split_tokens(G, b0, ks, a, a_stride, idx, t0, t0 + ntc, at);
+        if (xm < xmin) xmin = xm;
         for (int p = 0; p < NP; p++) {
             int rows = rc - 16 * p < 16 ? rc - 16 * p : 16;
-            bad[p] |= decode_panel((const char *)w + (size_t)(16 * p) * w_stride, w_stride, rows, b0, ks, levels, bt);
+            bad[p] |= decode_panel((const char *)w + (size_t)(16 * p) * w_stride, w_stride, rows, b0, ks, levels, bt,
+                                   &emin[p]);
             panel_step_g(G, ks, b0 == 0, bt, at, cb[p][0]);
         }
     }
     for (int p = 0; p < NP; p++) {
         int r0 = 16 * p, rows = rc - r0 < 16 ? rc - r0 : 16;
-        if (bad[p] || tiny) { /* the exact float path for these rows and tokens */
+        /* below 2^-103 (biased 24), or e + ex < 25: a part, product or sum could be subnormal */
+        if (bad[p] || xmin < 24 || emin[p] + xmin - 127 < 25) { /* the exact float path for these rows and tokens */
             avx512_tile_mxfp4(32 * nb, (const char *)w + (size_t)r0 * w_stride, w_stride, rows,
                               idx ? a : (const char *)a + (size_t)t0 * a_stride, a_stride, idx ? idx + t0 : NULL, ntc,
                               y + (size_t)t0 * ldy + r0, ldy);

@@ -558,6 +558,9 @@ static block_mxfp4 *one_weight_rows(int rows, int cols, int (*e_of)(int, int), d
 }
 
 static int e_normal(int r, int b) { return 100 + (r * 7 + b * 3) % 101; } /* products stay normal floats */
+/* scale bytes 2-41: with activations of 2^-20..2^20 many products are
+ * subnormal floats, which AMX flushes to zero */
+static int e_low(int r, int b) { return 2 + (r * 5 + b) % 40; }
 /* every fifth row of rows 16-31 (the AMX tile's second panel; the others
  * stay on tiles): scale bytes the AMX tile cannot take (0, 1: subnormal
  * weights; 253-255: level 12 overflows bf16, 255 is E8M0's NaN) */
@@ -570,7 +573,8 @@ static int e_edges(int r, int b) {
  * product, as float arithmetic does), for every set with an MXFP4 tile:
  * an activation part lost on the way (a bf16 split short of 24 bits, a
  * flushed subnormal) shows here as a bit difference. Tokens cover normal
- * floats of every significand, tiny ones (below 2^-103, some subnormal) and
+ * floats of every significand, tiny ones (below 2^-103, some subnormal),
+ * subnormal products (scale bytes 2-41) and
  * token counts 1..80 around the AMX tile's groups of 16 and chunks of 64. */
 static void test_mxfp4_exact(void) {
     const kernel_set *sets[8];
@@ -581,7 +585,7 @@ static void test_mxfp4_exact(void) {
             int rows = shapes[si][0], cols = shapes[si][1], na = nt + 5;
             double *wv = malloc(sizeof(double) * rows);
             int *wc = malloc(sizeof(int) * rows), *idx = malloc(sizeof(int) * nt);
-            block_mxfp4 *w = one_weight_rows(rows, cols, nt % 2 ? e_edges : e_normal, wv, wc);
+            block_mxfp4 *w = one_weight_rows(rows, cols, nt % 2 ? e_edges : nt % 4 == 2 ? e_low : e_normal, wv, wc);
             float *x = malloc(sizeof(float) * (size_t)na * cols);
             for (int t = 0; t < na; t++) { /* for nt % 3 == 0, one token in 9 tiny (the AMX tile's whole chunk
                                               * then takes the float path) */
