@@ -29,6 +29,10 @@ typedef struct {
 /* AMX tile data is off for a Linux process until it asks for it (once per
  * process, for all its threads); anywhere else we cannot ask: no AMX. */
 static int amx_permitted(void) {
+    /* Once asked, the kernel saves tile state in every signal frame of the
+     * process, so a caller who named another set in MOE_KERNELS does not ask. */
+    const char *want = getenv("MOE_KERNELS");
+    if (want && *want && strcmp(want, "amx") != 0) return 0;
 #if defined(__linux__) && defined(SYS_arch_prctl)
     enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;

@@ -274,7 +274,7 @@ static void chunk_mxfp4(int nb, const void *w, size_t w_stride, int rc, const vo
 
 void amx_tile_mxfp4(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                     int nt, float *y, size_t ldy) {
-    if (nt < AMX_MIN_TOKENS) {
+    if (nt < AMX_MIN_TOKENS || n == 0) {
         avx512_tile_mxfp4(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
         return;
     }
