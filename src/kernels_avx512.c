@@ -39,6 +39,7 @@
 
 #include "kernels.h"
 #include "quant_k.h"
+#include "quant_legacy.h"
 #include "quant_mxfp4.h"
 #include "util.h"
 
@@ -173,7 +174,7 @@ static void tile_bf16(int n, const void *w, size_t w_stride, int nr, const void 
  *
  * dpbusd multiplies unsigned by signed bytes, so the weights are made
  * unsigned with an offset: Q8_0's w + 128 (xor 0x80), Q4_0's nibbles q
- * already are w + 8. The offset's contribution, offset * sum(x), depends on
+ * already are w + 8, Q5_0's 5-bit q are w + 16. The offset's contribution, offset * sum(x), depends on
  * the activation block only: computed once per token and block, negated, it
  * starts the accumulator, so every dot comes out exact in int32. */
 #define RT 4 /* rows per register tile */
@@ -200,24 +201,43 @@ static inline __m512i wq_q4_0(const block_q4_0 *b0, const block_q4_0 *b1) {
     __m512i v = _mm512_zextsi256_si512(unpack_q4_0(b0->qs));
     return b1 ? _mm512_inserti64x4(v, unpack_q4_0(b1->qs), 1) : v;
 }
+/* Q5_0: the nibbles unpacked as Q4_0's (byte i is value i), then 16 added
+ * where qh's bit i is set: qh read as a byte mask. */
+static inline __m256i unpack_q5_0(const block_q5_0 *b) {
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    __m256i v = unpack_q4_0(b->qs);
+    return _mm256_mask_add_epi8(v, (__mmask32)qh, v, _mm256_set1_epi8(16));
+}
+static inline __m512i wq_q5_0(const block_q5_0 *b0, const block_q5_0 *b1) {
+    __m512i v = _mm512_zextsi256_si512(unpack_q5_0(b0));
+    return b1 ? _mm512_inserti64x4(v, unpack_q5_0(b1), 1) : v;
+}
 
-/* Q8_0 (q4 = 0) or Q4_0 (q4 = 1): the kernels below serve both with q4 a
+/* Q8_0, Q4_0 or Q5_0 (ty): the kernels below serve all three with ty a
  * constant argument, so each compiles to one type's code. */
-static inline size_t int8_block_bytes(int q4) { return q4 ? sizeof(block_q4_0) : sizeof(block_q8_0); }
-static inline const void *int8_block(int q4, const void *row, int b) { /* block b of a row */
-    return q4 ? (const void *)((const block_q4_0 *)row + b) : (const void *)((const block_q8_0 *)row + b);
+enum { I8_Q8_0, I8_Q4_0, I8_Q5_0 };
+static inline size_t int8_block_bytes(int ty) {
+    return ty == I8_Q5_0 ? sizeof(block_q5_0) : ty == I8_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q8_0);
 }
-static inline float int8_scale(int q4, const void *blk) {
-    return h2f(q4 ? ((const block_q4_0 *)blk)->d : ((const block_q8_0 *)blk)->d);
+static inline const void *int8_block(int ty, const void *row, int b) { /* block b of a row */
+    return (const char *)row + (size_t)b * int8_block_bytes(ty);
 }
-static inline __m512i int8_wq(int q4, const void *b0, const void *b1) { return q4 ? wq_q4_0(b0, b1) : wq_q8_0(b0, b1); }
-static inline int int8_offset(int q4) { return q4 ? 8 : 128; } /* what makes the weights unsigned */
+static inline float int8_scale(int ty, const void *blk) {
+    return h2f(ty == I8_Q5_0   ? ((const block_q5_0 *)blk)->d
+               : ty == I8_Q4_0 ? ((const block_q4_0 *)blk)->d
+                               : ((const block_q8_0 *)blk)->d);
+}
+static inline __m512i int8_wq(int ty, const void *b0, const void *b1) {
+    return ty == I8_Q5_0 ? wq_q5_0(b0, b1) : ty == I8_Q4_0 ? wq_q4_0(b0, b1) : wq_q8_0(b0, b1);
+}
+static inline int int8_offset(int ty) { return ty == I8_Q5_0 ? 16 : ty == I8_Q4_0 ? 8 : 128; } /* makes weights unsigned */
 
 /* out[r*TT + t] = row r . token t over nb blocks, for r < R, t < T (constants
  * at every call site, so the loops unroll into registers). */
-static inline __attribute__((always_inline)) void int8_rxt(int q4, int nb, const void *const *w, int R,
+static inline __attribute__((always_inline)) void int8_rxt(int ty, int nb, const void *const *w, int R,
                                                            const block_q8a *const *x, int T, float *out) {
-    const __m512i off = _mm512_set1_epi8((char)int8_offset(q4));
+    const __m512i off = _mm512_set1_epi8((char)int8_offset(ty));
     __m512 acc[RT][TT];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
@@ -231,9 +251,9 @@ static inline __attribute__((always_inline)) void int8_rxt(int q4, int nb, const
             xd[t] = halves(x[t][b].d, two ? x[t][b + 1].d : 0.0f);
         }
         for (int r = 0; r < R; r++) {
-            const void *b0 = int8_block(q4, w[r], b), *b1 = two ? int8_block(q4, w[r], b + 1) : NULL;
-            __m512i wq = int8_wq(q4, b0, b1);
-            __m512 wd = halves(int8_scale(q4, b0), two ? int8_scale(q4, b1) : 0.0f);
+            const void *b0 = int8_block(ty, w[r], b), *b1 = two ? int8_block(ty, w[r], b + 1) : NULL;
+            __m512i wq = int8_wq(ty, b0, b1);
+            __m512 wd = halves(int8_scale(ty, b0), two ? int8_scale(ty, b1) : 0.0f);
             for (int t = 0; t < T; t++) {
                 __m512i dot = _mm512_dpbusd_epi32(neg[t], wq, xq[t]);
                 acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wd, xd[t]), acc[r][t]);
@@ -272,23 +292,20 @@ static inline float tail_dot(__m512i wq, int offset, float wd, const block_q8a *
     __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, load2_256(x->qs, NULL));
     return (float)(_mm512_reduce_add_epi32(d) - offset * x->sum) * wd * x->d;
 }
-static inline float tail_q8_0(const block_q8_0 *w, const block_q8a *x) {
-    return tail_dot(wq_q8_0(w, NULL), 128, h2f(w->d), x);
-}
-static inline float tail_q4_0(const block_q4_0 *w, const block_q8a *x) {
-    return tail_dot(wq_q4_0(w, NULL), 8, h2f(w->d), x);
+static inline float int8_tail(int ty, const void *w, const block_q8a *x) {
+    return tail_dot(int8_wq(ty, w, NULL), int8_offset(ty), int8_scale(ty, w), x);
 }
 
-/* Q8_0: a step is two block pairs (low half block b, high half b + 1);
- * the four weight scales are converted and multiplied by the token's at
- * once, then spread to the block halves by a permute. */
+/* Q8_0 (and Q5_0): a step is two block pairs (low half block b, high half
+ * b + 1); the four weight scales are converted and multiplied by the
+ * token's at once, then spread to the block halves by a permute. */
 typedef struct {
-    __m512i q[2], neg[2]; /* the token's values of blocks b, b+1 and b+2, b+3; -128 x their sums */
+    __m512i q[2], neg[2]; /* the token's values of blocks b, b+1 and b+2, b+3; -offset x their sums */
     __m128 d;             /* its four block scales */
 } step_q8_0;
 
-static void prepare_q8_0(int nb, const block_q8a *x, step_q8_0 *st) {
-    const __m512i off = _mm512_set1_epi8((char)0x80);
+static void prepare_q8_0(int nb, const block_q8a *x, int offset, step_q8_0 *st) {
+    const __m512i off = _mm512_set1_epi8((char)offset);
     for (int b = 0; b + 4 <= nb; b += 4) {
         step_q8_0 *s = &st[b / 4];
         for (int h = 0; h < 2; h++) {
@@ -307,6 +324,19 @@ static inline __m512 q8_0_step(const block_q8_0 *wb, const step_q8_0 *s, __m512 
     __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(scales4_q8_0(p, q), s->d));
     __m512i d0 = _mm512_dpbusd_epi32(s->neg[0], wq_q8_0(&wb[0], &wb[1]), s->q[0]);
     __m512i d1 = _mm512_dpbusd_epi32(s->neg[1], wq_q8_0(&wb[2], &wb[3]), s->q[1]);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc);
+}
+
+/* Q5_0 as Q8_0, its weights unpacked (offset 16); the four f16 scales sit
+ * 22 bytes apart, gathered by hand. */
+static inline __m512 q5_0_step(const block_q5_0 *wb, const step_q8_0 *s, __m512 acc) {
+    const __m512i lo = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(2));
+    __m128 sc = _mm_cvtph_ps(_mm_setr_epi16((short)wb[0].d, (short)wb[1].d, (short)wb[2].d, (short)wb[3].d, 0, 0, 0, 0));
+    __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(sc, s->d));
+    __m512i d0 = _mm512_dpbusd_epi32(s->neg[0], wq_q5_0(&wb[0], &wb[1]), s->q[0]);
+    __m512i d1 = _mm512_dpbusd_epi32(s->neg[1], wq_q5_0(&wb[2], &wb[3]), s->q[1]);
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc);
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc);
 }
@@ -367,31 +397,34 @@ static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 
  * in the stream (kernels_simd.h; rows are contiguous, so this runs on into
  * the next rows). */
 
-static inline __attribute__((always_inline)) void decode_rows(int q4, int nb, const void *w, size_t w_stride, int nr,
+static inline __m512 int8_step(int ty, const void *wb, const void *st, __m512 acc, __m128 *corr) {
+    return ty == I8_Q4_0   ? q4_0_step(wb, (const step_q4_0 *)st, acc, corr)
+           : ty == I8_Q5_0 ? q5_0_step(wb, (const step_q8_0 *)st, acc)
+                           : q8_0_step(wb, (const step_q8_0 *)st, acc, corr);
+}
+/* step s of a row's prepared token (the types' step structs differ) */
+static inline const void *int8_st(int ty, const void *st, int s) {
+    return ty == I8_Q4_0 ? (const void *)((const step_q4_0 *)st + s) : (const void *)((const step_q8_0 *)st + s);
+}
+static inline __attribute__((always_inline)) void decode_rows(int ty, int nb, const void *w, size_t w_stride, int nr,
                                                               const void *st, const block_q8a *x, float *y) {
-    const int bytes = (int)int8_block_bytes(q4);
+    const int bytes = (int)int8_block_bytes(ty);
     for (int r = 0; r < nr; r++) {
         const char *wr = (const char *)w + (size_t)r * w_stride;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
         __m128 c = _mm_setzero_ps();
         int b = 0;
         for (; b + 8 <= nb; b += 8) {
-            prefetch_span((const char *)int8_block(q4, wr, b) + DECODE_AHEAD, 8 * bytes);
-            if (q4) {
-                a0 = q4_0_step(int8_block(q4, wr, b), (const step_q4_0 *)st + b / 4, a0, &c);
-                a1 = q4_0_step(int8_block(q4, wr, b + 4), (const step_q4_0 *)st + b / 4 + 1, a1, &c);
-            } else {
-                a0 = q8_0_step(int8_block(q4, wr, b), (const step_q8_0 *)st + b / 4, a0, &c);
-                a1 = q8_0_step(int8_block(q4, wr, b + 4), (const step_q8_0 *)st + b / 4 + 1, a1, &c);
-            }
+            prefetch_span((const char *)int8_block(ty, wr, b) + DECODE_AHEAD, 8 * bytes);
+            a0 = int8_step(ty, int8_block(ty, wr, b), int8_st(ty, st, b / 4), a0, &c);
+            a1 = int8_step(ty, int8_block(ty, wr, b + 4), int8_st(ty, st, b / 4 + 1), a1, &c);
         }
         if (b + 4 <= nb) {
-            a0 = q4 ? q4_0_step(int8_block(q4, wr, b), (const step_q4_0 *)st + b / 4, a0, &c)
-                    : q8_0_step(int8_block(q4, wr, b), (const step_q8_0 *)st + b / 4, a0, &c);
+            a0 = int8_step(ty, int8_block(ty, wr, b), int8_st(ty, st, b / 4), a0, &c);
             b += 4;
         }
         float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_zextps128_ps512(c)));
-        for (; b < nb; b++) sum += q4 ? tail_q4_0(int8_block(q4, wr, b), &x[b]) : tail_q8_0(int8_block(q4, wr, b), &x[b]);
+        for (; b < nb; b++) sum += int8_tail(ty, int8_block(ty, wr, b), &x[b]);
         y[r] = sum;
     }
 }
@@ -400,14 +433,20 @@ static inline __attribute__((always_inline)) void decode_rows(int q4, int nb, co
 static __attribute__((noinline)) void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
                                                   float *y) {
     step_q8_0 st[DECODE_MAX_BLOCKS / 4];
-    prepare_q8_0(nb, x, st);
-    decode_rows(0, nb, w, w_stride, nr, st, x, y);
+    prepare_q8_0(nb, x, 128, st);
+    decode_rows(I8_Q8_0, nb, w, w_stride, nr, st, x, y);
+}
+static __attribute__((noinline)) void q5_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
+                                                  float *y) {
+    step_q8_0 st[DECODE_MAX_BLOCKS / 4];
+    prepare_q8_0(nb, x, 16, st);
+    decode_rows(I8_Q5_0, nb, w, w_stride, nr, st, x, y);
 }
 static __attribute__((noinline)) void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
                                                   float *y) {
     step_q4_0 st[DECODE_MAX_BLOCKS / 4];
     prepare_q4_0(nb, x, st);
-    decode_rows(1, nb, w, w_stride, nr, st, x, y);
+    decode_rows(I8_Q4_0, nb, w, w_stride, nr, st, x, y);
 }
 
 /* Prefill with many tokens: lanes are tokens. The activations of 16 tokens
@@ -500,6 +539,21 @@ static inline __m512i q4_0_dot16(const block_q4_0 *wb, const xblock16 *xb) {
     return _mm512_add_epi32(d0, _mm512_srai_epi32(d1, 4));
 }
 
+/* Q5_0: the block's 32 values unpacked once (offset 16), then as Q8_0. */
+static inline __m512i q5_0_dot16(const block_q5_0 *wb, const xblock16 *xb) {
+    int8_t q[32];
+    _mm256_storeu_si256((__m256i *)q, unpack_q5_0(wb));
+    __m512i d0 = xb->neg, d1 = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+        d0 = _mm512_dpbusd_epi32(d0, bcast4(q + 4 * k), xb->qs[k]);
+        d1 = _mm512_dpbusd_epi32(d1, bcast4(q + 4 * k + 4), xb->qs[k + 1]);
+    }
+    return _mm512_add_epi32(d0, d1);
+}
+static inline __m512i int8_dot16(int ty, const void *blk, const xblock16 *xb) {
+    return ty == I8_Q4_0 ? q4_0_dot16(blk, xb) : ty == I8_Q5_0 ? q5_0_dot16(blk, xb) : q8_0_dot16(blk, xb);
+}
+
 /* acc[r] (lane t: token t) into y[t * ldy + r] for 4 rows and the first
  * m tokens: set by a row's first chunk, added to by the next ones. */
 static inline void store_tokens16(const __m512 *acc, int m, int add, float *y, size_t ldy) {
@@ -512,18 +566,18 @@ static inline void store_tokens16(const __m512 *acc, int m, int add, float *y, s
 /* Tokens in groups of 16 for nr (a multiple of 4) rows, four rows at a
  * time, XT_CHUNK blocks of the rows at a time; returns the first token left
  * for the register tiles. */
-static inline __attribute__((always_inline)) void tokens16_rows4(int q4, int nb, const void *const *wr,
+static inline __attribute__((always_inline)) void tokens16_rows4(int ty, int nb, const void *const *wr,
                                                                  const xblock16 *xb, __m512 *acc) {
     for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++)
         for (int r = 0; r < 4; r++) {
-            const void *blk = int8_block(q4, wr[r], b);
-            __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(int8_scale(q4, blk)));
-            __m512i dot = q4 ? q4_0_dot16(blk, &xb[b]) : q8_0_dot16(blk, &xb[b]);
+            const void *blk = int8_block(ty, wr[r], b);
+            __m512 s = _mm512_mul_ps(xb[b].d, _mm512_set1_ps(int8_scale(ty, blk)));
+            __m512i dot = int8_dot16(ty, blk, &xb[b]);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc[r]);
         }
 }
-static inline __attribute__((always_inline)) int tokens16(int q4, int nb, const void *w, size_t w_stride, int nr,
+static inline __attribute__((always_inline)) int tokens16(int ty, int nb, const void *w, size_t w_stride, int nr,
                                                           const void *a, size_t a_stride, const int *idx, int nt,
                                                           float *y, size_t ldy) {
     if (nb > XT_MAX_BLOCKS || nr % 4) return 0;
@@ -534,12 +588,12 @@ static inline __attribute__((always_inline)) int tokens16(int q4, int nb, const 
             int cn = nb - c0 < XT_CHUNK ? nb - c0 : XT_CHUNK;
             const block_q8a *x[XT];
             for (int t = 0; t < XT; t++) x[t] = (const block_q8a *)AROW(t0 + t) + c0;
-            interleave16(x, cn, int8_offset(q4), xb);
+            interleave16(x, cn, int8_offset(ty), xb);
             for (int r0 = 0; r0 < nr; r0 += 4) {
                 const void *wr[4];
-                for (int r = 0; r < 4; r++) wr[r] = int8_block(q4, (const char *)w + (size_t)(r0 + r) * w_stride, c0);
+                for (int r = 0; r < 4; r++) wr[r] = int8_block(ty, (const char *)w + (size_t)(r0 + r) * w_stride, c0);
                 __m512 acc[4];
-                tokens16_rows4(q4, cn, wr, xb, acc);
+                tokens16_rows4(ty, cn, wr, xb, acc);
                 store_tokens16(acc, XT, c0 > 0, y + (size_t)t0 * ldy + r0, ldy);
             }
         }
@@ -548,31 +602,37 @@ static inline __attribute__((always_inline)) int tokens16(int q4, int nb, const 
 /* Not inlined into the tiles, so their 40 KB sits on the stack only while they run. */
 static __attribute__((noinline)) int q8_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                          const int *idx, int nt, float *y, size_t ldy) {
-    return tokens16(0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+    return tokens16(I8_Q8_0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
 static __attribute__((noinline)) int q4_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
                          const int *idx, int nt, float *y, size_t ldy) {
-    return tokens16(1, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+    return tokens16(I8_Q4_0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static __attribute__((noinline)) int q5_0_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride,
+                         const int *idx, int nt, float *y, size_t ldy) {
+    return tokens16(I8_Q5_0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
 
-/* The tile loop shared by both types: one token takes the decode path,
+/* The tile loop shared by the three types: one token takes the decode path,
  * many the token-lane one, the rest tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
 
-static inline __attribute__((always_inline)) void tile_int8(int q4, int n, const void *w, size_t w_stride, int nr,
+static inline __attribute__((always_inline)) void tile_int8(int ty, int n, const void *w, size_t w_stride, int nr,
                                                             const void *a, size_t a_stride, const int *idx, int nt,
                                                             float *y, size_t ldy) {
     int nb = n / 32;
     if (nt == 1 && nb <= DECODE_MAX_BLOCKS) {
         const block_q8a *x = (const block_q8a *)AROW(0);
-        if (q4) q4_0_decode(nb, w, w_stride, nr, x, y);
+        if (ty == I8_Q4_0) q4_0_decode(nb, w, w_stride, nr, x, y);
+        else if (ty == I8_Q5_0) q5_0_decode(nb, w, w_stride, nr, x, y);
         else q8_0_decode(nb, w, w_stride, nr, x, y);
         return;
     }
     int first = 0;
     if (nt >= XT) {
-        first = q4 ? q4_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
-                   : q8_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+        first = ty == I8_Q4_0   ? q4_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
+                : ty == I8_Q5_0 ? q5_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
+                                : q8_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
     }
     for (int t0 = first; t0 < nt; t0 += TT) {
         int m = nt - t0 < TT ? nt - t0 : TT;
@@ -585,15 +645,15 @@ static inline __attribute__((always_inline)) void tile_int8(int q4, int n, const
             float o[RT * TT];
             if (k == RT) {
                 switch (m) { /* a constant token count keeps the accumulators in registers */
-                case 4: int8_rxt(q4, nb, wr, RT, x, 4, o); break;
-                case 3: int8_rxt(q4, nb, wr, RT, x, 3, o); break;
-                case 2: int8_rxt(q4, nb, wr, RT, x, 2, o); break;
-                default: int8_rxt(q4, nb, wr, RT, x, 1, o); break;
+                case 4: int8_rxt(ty, nb, wr, RT, x, 4, o); break;
+                case 3: int8_rxt(ty, nb, wr, RT, x, 3, o); break;
+                case 2: int8_rxt(ty, nb, wr, RT, x, 2, o); break;
+                default: int8_rxt(ty, nb, wr, RT, x, 1, o); break;
                 }
             } else {
                 for (int r = 0; r < k; r++) {
                     float o1[RT * TT];
-                    int8_rxt(q4, nb, wr + r, 1, x, TT, o1); /* unused tokens repeat token 0 */
+                    int8_rxt(ty, nb, wr + r, 1, x, TT, o1); /* unused tokens repeat token 0 */
                     for (int t = 0; t < m; t++) o[r * TT + t] = o1[t];
                 }
             }
@@ -604,11 +664,15 @@ static inline __attribute__((always_inline)) void tile_int8(int q4, int n, const
 }
 static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
-    tile_int8(0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+    tile_int8(I8_Q8_0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_q5_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    tile_int8(I8_Q5_0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
 static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
-    tile_int8(1, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+    tile_int8(I8_Q4_0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
 
 /* Q8_0_R16 and Q4_0_R16 (quant.h): lanes are the 16 rows of a group. Per
@@ -1447,7 +1511,7 @@ static uint64_t read_sum(const uint64_t *p, size_t n) {
     {                                                                                                        \
         .name = NAME,                                                                                        \
         .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,                           \
-                 [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = tile_q4_K,                       \
+                 [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q5_0] = tile_q5_0, [DT_Q4_K] = tile_q4_K,        \
                  [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs,              \
                  [DT_MXFP4] = MXFP4_TILE,                                                                    \
                  [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},                             \
