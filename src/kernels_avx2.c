@@ -232,6 +232,67 @@ static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void 
     }
 }
 
+/* Q5_0: the nibbles unpacked as Q4_0's, plus 16 where qh's bit i is set
+ * (byte i gets qh's byte i / 8 by a shuffle, then its own bit is tested),
+ * so the weights are unsigned q = w + 16; the offset's share -16 * sum(x)
+ * is taken off in int32, so each block's dot is exact. */
+static inline __m256i unpack_q5_0(const block_q5_0 *b) {
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i h = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), spread), bit);
+    __m256i set = _mm256_cmpeq_epi8(h, bit);
+    return _mm256_or_si256(unpack_q4_0(b->qs), _mm256_and_si256(set, _mm256_set1_epi8(16)));
+}
+static inline __m256 q5_0_block(__m256i wq, float dw, const block_q8a *x, __m256 acc) {
+    __m256i d = dot32_u8i8(wq, _mm256_loadu_si256((const __m256i *)x->qs));
+    d = _mm256_sub_epi32(d, _mm256_zextsi128_si256(_mm_cvtsi32_si128(16 * x->sum)));
+    return _mm256_fmadd_ps(_mm256_set1_ps(dw * x->d), _mm256_cvtepi32_ps(d), acc);
+}
+
+static void q5_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    for (int r = 0; r < nr; r++) {
+        const block_q5_0 *wr = (const block_q5_0 *)((const char *)w + (size_t)r * w_stride);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            if (b % 4 == 0) prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q5_0));
+            a0 = q5_0_block(unpack_q5_0(&wr[b]), h2f(wr[b].d), &x[b], a0);
+            a1 = q5_0_block(unpack_q5_0(&wr[b + 1]), h2f(wr[b + 1].d), &x[b + 1], a1);
+        }
+        if (b < nb) a0 = q5_0_block(unpack_q5_0(&wr[b]), h2f(wr[b].d), &x[b], a0);
+        y[r] = hsum8(_mm256_add_ps(a0, a1));
+    }
+}
+
+/* Many tokens: a block unpacked once for TOK tokens. */
+static void tile_q5_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    int nb = n / QK5_0;
+    if (nt == 1 && nb <= DECODE_MAX_BLOCKS) {
+        q5_0_decode(nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);
+        return;
+    }
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8a *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const block_q5_0 *wb = (const block_q5_0 *)((const char *)w + (size_t)r * w_stride);
+            __m256 acc[TOK];
+            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
+            for (int b = 0; b < nb; b++) {
+                __m256i wq = unpack_q5_0(&wb[b]);
+                float dw = h2f(wb[b].d);
+                for (int t = 0; t < m; t++) acc[t] = q5_0_block(wq, dw, &x[t][b], acc[t]);
+            }
+            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
+        }
+    }
+}
+
 /* The 8-lane int32 sum of v. */
 static inline int hsum8_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -856,7 +917,7 @@ static uint64_t read_sum(const uint64_t *p, size_t n) {
 static const kernel_set AVX2 = {
     .name = "avx2",
     .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,
-             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q4_K] = avx2_tile_q4_K,
+             [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q5_0] = tile_q5_0, [DT_Q4_K] = avx2_tile_q4_K,
              [DT_Q5_K] = avx2_tile_q5_K, [DT_Q6_K] = avx2_tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs, [DT_MXFP4] = avx2_tile_mxfp4,
              [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},
     .dot_f32 = dot_f32,
