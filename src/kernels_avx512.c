@@ -9,8 +9,9 @@
  *   float weights   16-wide FMA: 4 rows x up to 4 tokens (float_4x4,
  *                   tile_float), one token row by row (tile_float_rows,
  *                   kernels_simd.h);
- *   Q8_0, Q4_0      VNNI's dpbusd (unsigned x signed bytes, summed in groups
- *                   of 4 into int32): register tiles of 4 rows x 4 tokens
+ *   Q8_0, Q4_0,     VNNI's dpbusd (unsigned x signed bytes, summed in groups
+ *   Q5_0            of 4 into int32; Q5_0 unpacked to bytes, offset 16):
+ *                   register tiles of 4 rows x 4 tokens
  *                   (int8_rxt), one token row after row in one stream
  *                   (decode_rows), 16 or more tokens as the lanes
  *                   (tokens16), all chosen in tile_int8;
