@@ -10,7 +10,7 @@
  *                   tile_float), one token row by row (tile_float_rows,
  *                   kernels_simd.h);
  *   Q8_0, Q4_0,     VNNI's dpbusd (unsigned x signed bytes, summed in groups
- *   Q5_0            of 4 into int32; Q5_0 unpacked to bytes, offset 16):
+ *   Q5_0, IQ4_NL    of 4 into int32; Q5_0 and IQ4_NL unpacked to bytes):
  *                   register tiles of 4 rows x 4 tokens
  *                   (int8_rxt), one token row after row in one stream
  *                   (decode_rows), 16 or more tokens as the lanes
@@ -214,25 +214,49 @@ static inline __m512i wq_q5_0(const block_q5_0 *b0, const block_q5_0 *b1) {
     __m512i v = _mm512_zextsi256_si512(unpack_q5_0(b0));
     return b1 ? _mm512_inserti64x4(v, unpack_q5_0(b1), 1) : v;
 }
+/* IQ4_NL: each nibble looks its level up in kvalues_iq4nl + 128 (one
+ * shuffle), so the weights are unsigned with Q8_0's offset 128. */
+static inline __m256i unpack_iq4_nl(const block_iq4_nl *b) {
+    const __m256i lut = _mm256_xor_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kvalues_iq4nl)),
+                                         _mm256_set1_epi8((char)0x80));
+    return _mm256_shuffle_epi8(lut, unpack_q4_0(b->qs));
+}
+static inline __m512i wq_iq4_nl(const block_iq4_nl *b0, const block_iq4_nl *b1) {
+    __m512i v = _mm512_zextsi256_si512(unpack_iq4_nl(b0));
+    return b1 ? _mm512_inserti64x4(v, unpack_iq4_nl(b1), 1) : v;
+}
 
-/* Q8_0, Q4_0 or Q5_0 (ty): the kernels below serve all three with ty a
- * constant argument, so each compiles to one type's code. */
-enum { I8_Q8_0, I8_Q4_0, I8_Q5_0 };
+/* Q8_0, Q4_0, Q5_0 or IQ4_NL (ty): the kernels below serve all four with ty
+ * a constant argument, so each compiles to one type's code. */
+enum { I8_Q8_0, I8_Q4_0, I8_Q5_0, I8_IQ4_NL };
 static inline size_t int8_block_bytes(int ty) {
-    return ty == I8_Q5_0 ? sizeof(block_q5_0) : ty == I8_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    return ty == I8_Q5_0     ? sizeof(block_q5_0)
+           : ty == I8_IQ4_NL ? sizeof(block_iq4_nl)
+           : ty == I8_Q4_0   ? sizeof(block_q4_0)
+                             : sizeof(block_q8_0);
 }
 static inline const void *int8_block(int ty, const void *row, int b) { /* block b of a row */
     return (const char *)row + (size_t)b * int8_block_bytes(ty);
 }
-static inline float int8_scale(int ty, const void *blk) {
-    return h2f(ty == I8_Q5_0   ? ((const block_q5_0 *)blk)->d
-               : ty == I8_Q4_0 ? ((const block_q4_0 *)blk)->d
-                               : ((const block_q8_0 *)blk)->d);
+static inline uint16_t int8_d(const void *blk) { /* the f16 scale every one of these blocks starts with */
+    uint16_t d;
+    memcpy(&d, blk, 2);
+    return d;
 }
+static inline float int8_scale(int ty, const void *blk) { (void)ty; return h2f(int8_d(blk)); }
 static inline __m512i int8_wq(int ty, const void *b0, const void *b1) {
-    return ty == I8_Q5_0 ? wq_q5_0(b0, b1) : ty == I8_Q4_0 ? wq_q4_0(b0, b1) : wq_q8_0(b0, b1);
+    return ty == I8_Q5_0     ? wq_q5_0(b0, b1)
+           : ty == I8_IQ4_NL ? wq_iq4_nl(b0, b1)
+           : ty == I8_Q4_0   ? wq_q4_0(b0, b1)
+                             : wq_q8_0(b0, b1);
 }
-static inline int int8_offset(int ty) { return ty == I8_Q5_0 ? 16 : ty == I8_Q4_0 ? 8 : 128; } /* makes weights unsigned */
+/* The 32 weights of one block as unsigned bytes (Q5_0, IQ4_NL). */
+static inline __m256i int8_unpack(int ty, const void *blk) {
+    return ty == I8_IQ4_NL ? unpack_iq4_nl(blk) : unpack_q5_0(blk);
+}
+static inline int int8_offset(int ty) { /* makes weights unsigned */
+    return ty == I8_Q5_0 ? 16 : ty == I8_Q4_0 ? 8 : 128;
+}
 
 /* out[r*TT + t] = row r . token t over nb blocks, for r < R, t < T (constants
  * at every call site, so the loops unroll into registers). */
@@ -329,15 +353,18 @@ static inline __m512 q8_0_step(const block_q8_0 *wb, const step_q8_0 *s, __m512 
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc);
 }
 
-/* Q5_0 as Q8_0, its weights unpacked (offset 16); the four f16 scales sit
- * 22 bytes apart, gathered by hand. */
-static inline __m512 q5_0_step(const block_q5_0 *wb, const step_q8_0 *s, __m512 acc) {
+/* Q5_0 and IQ4_NL as Q8_0, their weights unpacked (offsets 16 and 128);
+ * the four f16 scales, 22 or 18 bytes apart, gathered by hand. */
+static inline __m512 unpacked_step(int ty, const void *wb, const step_q8_0 *s, __m512 acc) {
     const __m512i lo = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(2));
-    __m128 sc = _mm_cvtph_ps(_mm_setr_epi16((short)wb[0].d, (short)wb[1].d, (short)wb[2].d, (short)wb[3].d, 0, 0, 0, 0));
+    const void *w0 = int8_block(ty, wb, 0), *w1 = int8_block(ty, wb, 1), *w2 = int8_block(ty, wb, 2),
+               *w3 = int8_block(ty, wb, 3);
+    __m128 sc = _mm_cvtph_ps(_mm_setr_epi16((short)int8_d(w0), (short)int8_d(w1), (short)int8_d(w2), (short)int8_d(w3),
+                                            0, 0, 0, 0));
     __m512 s4 = _mm512_castps128_ps512(_mm_mul_ps(sc, s->d));
-    __m512i d0 = _mm512_dpbusd_epi32(s->neg[0], wq_q5_0(&wb[0], &wb[1]), s->q[0]);
-    __m512i d1 = _mm512_dpbusd_epi32(s->neg[1], wq_q5_0(&wb[2], &wb[3]), s->q[1]);
+    __m512i d0 = _mm512_dpbusd_epi32(s->neg[0], int8_wq(ty, w0, w1), s->q[0]);
+    __m512i d1 = _mm512_dpbusd_epi32(s->neg[1], int8_wq(ty, w2, w3), s->q[1]);
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(lo, s4), acc);
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(hi, s4), acc);
 }
@@ -400,7 +427,7 @@ static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 
 
 static inline __m512 int8_step(int ty, const void *wb, const void *st, __m512 acc, __m128 *corr) {
     return ty == I8_Q4_0   ? q4_0_step(wb, (const step_q4_0 *)st, acc, corr)
-           : ty == I8_Q5_0 ? q5_0_step(wb, (const step_q8_0 *)st, acc)
+           : ty == I8_Q5_0 || ty == I8_IQ4_NL ? unpacked_step(ty, wb, (const step_q8_0 *)st, acc)
                            : q8_0_step(wb, (const step_q8_0 *)st, acc, corr);
 }
 /* step s of a row's prepared token (the types' step structs differ) */
@@ -442,6 +469,12 @@ static __attribute__((noinline)) void q5_0_decode(int nb, const void *w, size_t 
     step_q8_0 st[DECODE_MAX_BLOCKS / 4];
     prepare_q8_0(nb, x, 16, st);
     decode_rows(I8_Q5_0, nb, w, w_stride, nr, st, x, y);
+}
+static __attribute__((noinline)) void iq4_nl_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
+                                                    float *y) {
+    step_q8_0 st[DECODE_MAX_BLOCKS / 4];
+    prepare_q8_0(nb, x, 128, st);
+    decode_rows(I8_IQ4_NL, nb, w, w_stride, nr, st, x, y);
 }
 static __attribute__((noinline)) void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x,
                                                   float *y) {
@@ -540,10 +573,10 @@ static inline __m512i q4_0_dot16(const block_q4_0 *wb, const xblock16 *xb) {
     return _mm512_add_epi32(d0, _mm512_srai_epi32(d1, 4));
 }
 
-/* Q5_0: the block's 32 values unpacked once (offset 16), then as Q8_0. */
-static inline __m512i q5_0_dot16(const block_q5_0 *wb, const xblock16 *xb) {
+/* Q5_0, IQ4_NL: the block's 32 values unpacked once, then as Q8_0. */
+static inline __m512i unpacked_dot16(int ty, const void *wb, const xblock16 *xb) {
     int8_t q[32];
-    _mm256_storeu_si256((__m256i *)q, unpack_q5_0(wb));
+    _mm256_storeu_si256((__m256i *)q, int8_unpack(ty, wb));
     __m512i d0 = xb->neg, d1 = _mm512_setzero_si512();
     for (int k = 0; k < 8; k += 2) {
         d0 = _mm512_dpbusd_epi32(d0, bcast4(q + 4 * k), xb->qs[k]);
@@ -552,7 +585,7 @@ static inline __m512i q5_0_dot16(const block_q5_0 *wb, const xblock16 *xb) {
     return _mm512_add_epi32(d0, d1);
 }
 static inline __m512i int8_dot16(int ty, const void *blk, const xblock16 *xb) {
-    return ty == I8_Q4_0 ? q4_0_dot16(blk, xb) : ty == I8_Q5_0 ? q5_0_dot16(blk, xb) : q8_0_dot16(blk, xb);
+    return ty == I8_Q4_0 ? q4_0_dot16(blk, xb) : ty == I8_Q8_0 ? q8_0_dot16(blk, xb) : unpacked_dot16(ty, blk, xb);
 }
 
 /* acc[r] (lane t: token t) into y[t * ldy + r] for 4 rows and the first
@@ -613,8 +646,12 @@ static __attribute__((noinline)) int q5_0_tokens16(int nb, const void *w, size_t
                          const int *idx, int nt, float *y, size_t ldy) {
     return tokens16(I8_Q5_0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
+static __attribute__((noinline)) int iq4_nl_tokens16(int nb, const void *w, size_t w_stride, int nr, const void *a,
+                                                     size_t a_stride, const int *idx, int nt, float *y, size_t ldy) {
+    return tokens16(I8_IQ4_NL, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
 
-/* The tile loop shared by the three types: one token takes the decode path,
+/* The tile loop shared by the four types: one token takes the decode path,
  * many the token-lane one, the rest tokens in groups of TT, rows in groups
  * of RT, remainders with smaller constant tiles. */
 
@@ -626,6 +663,7 @@ static inline __attribute__((always_inline)) void tile_int8(int ty, int n, const
         const block_q8a *x = (const block_q8a *)AROW(0);
         if (ty == I8_Q4_0) q4_0_decode(nb, w, w_stride, nr, x, y);
         else if (ty == I8_Q5_0) q5_0_decode(nb, w, w_stride, nr, x, y);
+        else if (ty == I8_IQ4_NL) iq4_nl_decode(nb, w, w_stride, nr, x, y);
         else q8_0_decode(nb, w, w_stride, nr, x, y);
         return;
     }
@@ -633,6 +671,7 @@ static inline __attribute__((always_inline)) void tile_int8(int ty, int n, const
     if (nt >= XT) {
         first = ty == I8_Q4_0   ? q4_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
                 : ty == I8_Q5_0 ? q5_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
+                : ty == I8_IQ4_NL ? iq4_nl_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy)
                                 : q8_0_tokens16(nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
     }
     for (int t0 = first; t0 < nt; t0 += TT) {
@@ -670,6 +709,10 @@ static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void 
 static void tile_q5_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
     tile_int8(I8_Q5_0, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+static void tile_iq4_nl(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                        int nt, float *y, size_t ldy) {
+    tile_int8(I8_IQ4_NL, n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
 static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
@@ -1513,7 +1556,8 @@ static uint64_t read_sum(const uint64_t *p, size_t n) {
         .name = NAME,                                                                                        \
         .tile = {[DT_F32] = tile_f32, [DT_F16] = tile_f16, [DT_BF16] = tile_bf16,                           \
                  [DT_Q8_0] = tile_q8_0, [DT_Q4_0] = tile_q4_0, [DT_Q5_0] = tile_q5_0, [DT_Q4_K] = tile_q4_K,        \
-                 [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs,              \
+                 [DT_Q5_K] = tile_q5_K, [DT_Q6_K] = tile_q6_K, [DT_IQ4_XS] = avx2_tile_iq4_xs,               \
+                 [DT_IQ4_NL] = tile_iq4_nl,                                                                  \
                  [DT_MXFP4] = MXFP4_TILE,                                                                    \
                  [DT_Q8_0_R16] = tile_q8_0_r16, [DT_Q4_0_R16] = tile_q4_0_r16},                             \
         .dot_f32 = dot_f32, .axpy_f32 = axpy_f32, .axpy_f16 = axpy_f16, .quantize_q8a = quantize_q8a,      \
