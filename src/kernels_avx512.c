@@ -1397,13 +1397,14 @@ static __attribute__((noinline)) int q6_K_tokens16(int ns, const void *w, size_t
 
 /* Tokens KQ_TOK at a time, each laid out KQ_CHUNK super-blocks at a time
  * per tile call (a group of fewer goes 4, then 3, 2 or 1 at a time over the
- * same row), after the token-lane path took what it could; rows longer than
- * KQ_MAX_SUPER super-blocks take the AVX2 tile. */
+ * same row), after the token-lane path took what it could. Only decode lays
+ * its token out whole, so only decode sends rows longer than KQ_MAX_SUPER
+ * super-blocks to the AVX2 tile. */
 static inline __attribute__((always_inline)) void tile_kq(moe_dtype dt, int n, const void *w, size_t w_stride, int nr,
                                                           const void *a, size_t a_stride, const int *idx, int nt,
                                                           float *y, size_t ldy) {
     int ns = n / QK_K;
-    if (ns > KQ_MAX_SUPER) {
+    if (nt == 1 && ns > KQ_MAX_SUPER) {
         switch (dt) {
         case DT_Q6_K: avx2_tile_q6_K(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy); break;
         case DT_Q5_K: avx2_tile_q5_K(n, w, w_stride, nr, a, a_stride, idx, nt, y, ldy); break;

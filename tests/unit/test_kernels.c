@@ -216,10 +216,10 @@ static void check_shape(const kernel_set *set, moe_dtype dt, int rows, int cols,
 }
 
 /* A set against the scalar one on rows past 32768 columns, for every type
- * it has a tile for: one token (decode), 4 (a tile's token group) and 16
- * (the AVX-512 token-lane prefill, which keeps at most 256 blocks = 8192
- * columns of interleaved tokens on its stack and takes another path past
- * them). The main test stops at 8192. */
+ * it has a tile for: one token (decode: the AVX-512 K-quant decode lays a
+ * token of at most 8192 values out whole and hands longer rows to the AVX2
+ * tile), 4 (a tile's token group) and 16 (the token-lane prefill; both lay
+ * their tokens out a chunk of the row at a time). The main test stops at 8192. */
 static void test_long_rows(const kernel_set *set) {
     static const int cols_l[] = {32768, 33280};
     static const int toks[] = {1, 4, 16};
