@@ -173,65 +173,6 @@ static void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const bl
     }
 }
 
-static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                      int nt, float *y, size_t ldy) {
-    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) { /* one token: the decode loop above */
-        q8_0_decode(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);
-        return;
-    }
-    int nb = n / QK8_0;
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8a *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q8_0 *wb = (const block_q8_0 *)((const char *)w + (size_t)r * w_stride);
-            __m256 acc[TOK];
-            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
-            for (int b = 0; b < nb; b++) {
-                __m256i wq = _mm256_loadu_si256((const __m256i *)wb[b].qs);
-                float dw = h2f(wb[b].d);
-                for (int t = 0; t < m; t++) {
-                    __m256i xq = _mm256_loadu_si256((const __m256i *)x[t][b].qs);
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot32_i8(wq, xq)), acc[t]);
-                }
-            }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
-        }
-    }
-}
-
-/* sum_b d_w d_x sum_j (q_j - 8) x_j  =  sum_b d_w (d_x sum_j q_j x_j - 8 s_x) */
-static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
-                      int nt, float *y, size_t ldy) {
-    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) {
-        q4_0_decode(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);
-        return;
-    }
-    int nb = n / QK4_0;
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8a *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q4_0 *wb = (const block_q4_0 *)((const char *)w + (size_t)r * w_stride);
-            __m256 acc[TOK];
-            float corr[TOK] = {0};
-            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
-            for (int b = 0; b < nb; b++) {
-                __m256i wq = unpack_q4_0(wb[b].qs);
-                float dw = h2f(wb[b].d);
-                for (int t = 0; t < m; t++) {
-                    __m256i xq = _mm256_loadu_si256((const __m256i *)x[t][b].qs);
-                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot32_u8i8(wq, xq)), acc[t]);
-                    corr[t] += dw * (x[t][b].d * (float)x[t][b].sum);
-                }
-            }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]) - 8.0f * corr[t];
-        }
-    }
-}
-
 /* Q5_0: the nibbles unpacked as Q4_0's, plus 16 where qh's bit i is set
  * (byte i gets qh's byte i / 8 by a shuffle, then its own bit is tested),
  * so the weights are unsigned q = w + 16; the offset's share -16 * sum(x)
@@ -267,7 +208,76 @@ static void q5_0_decode(int nb, const void *w, size_t w_stride, int nr, const bl
     }
 }
 
-/* Many tokens: a block unpacked once for TOK tokens. */
+/* Many tokens of Q8_0, Q4_0 or Q5_0 (ty, a constant at each call): each
+ * weight block unpacked once for TOK tokens. Q4_0's offset meets the
+ * activation block sums after the row, as
+ *   sum_b d_w d_x sum_j (q_j - 8) x_j  =  sum_b d_w (d_x sum_j q_j x_j - 8 s_x);
+ * Q5_0's is taken off per block in int32 (q5_0_block). */
+static inline __attribute__((always_inline)) void tokens_q8a(moe_dtype ty, int nb, const void *w, size_t w_stride,
+                                                             int nr, const void *a, size_t a_stride, const int *idx,
+                                                             int nt, float *y, size_t ldy) {
+    const size_t bb = ty == DT_Q8_0 ? sizeof(block_q8_0) : ty == DT_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q5_0);
+    for (int t0 = 0; t0 < nt; t0 += TOK) {
+        int m = nt - t0 < TOK ? nt - t0 : TOK;
+        const block_q8a *x[TOK];
+        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
+        for (int r = 0; r < nr; r++) {
+            const char *wr = (const char *)w + (size_t)r * w_stride;
+            __m256 acc[TOK];
+            float corr[TOK] = {0};
+            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
+            for (int b = 0; b < nb; b++) {
+                const void *wb = wr + (size_t)b * bb;
+                if (ty == DT_Q8_0) {
+                    const block_q8_0 *q = wb;
+                    __m256i wq = _mm256_loadu_si256((const __m256i *)q->qs);
+                    float dw = h2f(q->d);
+                    for (int t = 0; t < m; t++) {
+                        __m256i xq = _mm256_loadu_si256((const __m256i *)x[t][b].qs);
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot32_i8(wq, xq)),
+                                                 acc[t]);
+                    }
+                } else if (ty == DT_Q4_0) {
+                    const block_q4_0 *q = wb;
+                    __m256i wq = unpack_q4_0(q->qs);
+                    float dw = h2f(q->d);
+                    for (int t = 0; t < m; t++) {
+                        __m256i xq = _mm256_loadu_si256((const __m256i *)x[t][b].qs);
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(dot32_u8i8(wq, xq)),
+                                                 acc[t]);
+                        corr[t] += dw * (x[t][b].d * (float)x[t][b].sum);
+                    }
+                } else {
+                    const block_q5_0 *q = wb;
+                    __m256i wq = unpack_q5_0(q);
+                    float dw = h2f(q->d);
+                    for (int t = 0; t < m; t++) acc[t] = q5_0_block(wq, dw, &x[t][b], acc[t]);
+                }
+            }
+            for (int t = 0; t < m; t++)
+                y[(size_t)(t0 + t) * ldy + r] = ty == DT_Q4_0 ? hsum8(acc[t]) - 8.0f * corr[t] : hsum8(acc[t]);
+        }
+    }
+}
+
+static void tile_q8_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) { /* one token: the decode loop above */
+        q8_0_decode(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);
+        return;
+    }
+    tokens_q8a(DT_Q8_0, n / QK8_0, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+
+static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
+                      int nt, float *y, size_t ldy) {
+    if (nt == 1 && n / 32 <= DECODE_MAX_BLOCKS) {
+        q4_0_decode(n / 32, w, w_stride, nr, (const block_q8a *)AROW(0), y);
+        return;
+    }
+    tokens_q8a(DT_Q4_0, n / QK4_0, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
+}
+
 static void tile_q5_0(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,
                       int nt, float *y, size_t ldy) {
     int nb = n / QK5_0;
@@ -275,22 +285,7 @@ static void tile_q5_0(int n, const void *w, size_t w_stride, int nr, const void 
         q5_0_decode(nb, w, w_stride, nr, (const block_q8a *)AROW(0), y);
         return;
     }
-    for (int t0 = 0; t0 < nt; t0 += TOK) {
-        int m = nt - t0 < TOK ? nt - t0 : TOK;
-        const block_q8a *x[TOK];
-        for (int t = 0; t < m; t++) x[t] = (const block_q8a *)AROW(t0 + t);
-        for (int r = 0; r < nr; r++) {
-            const block_q5_0 *wb = (const block_q5_0 *)((const char *)w + (size_t)r * w_stride);
-            __m256 acc[TOK];
-            for (int t = 0; t < TOK; t++) acc[t] = _mm256_setzero_ps();
-            for (int b = 0; b < nb; b++) {
-                __m256i wq = unpack_q5_0(&wb[b]);
-                float dw = h2f(wb[b].d);
-                for (int t = 0; t < m; t++) acc[t] = q5_0_block(wq, dw, &x[t][b], acc[t]);
-            }
-            for (int t = 0; t < m; t++) y[(size_t)(t0 + t) * ldy + r] = hsum8(acc[t]);
-        }
-    }
+    tokens_q8a(DT_Q5_0, nb, w, w_stride, nr, a, a_stride, idx, nt, y, ldy);
 }
 
 /* The 8-lane int32 sum of v. */
