@@ -1243,7 +1243,19 @@ static inline __attribute__((always_inline)) __m512 row1_kq(moe_dtype dt, int ns
                                                                       : row1_q4_K(ns, wr, perm, x);
 }
 
-/* A tile's rows for one token, one after another (one linear stream). */
+/* Eight rows of a tile for one token, from row r. */
+static inline __attribute__((always_inline)) void kq_rows8(moe_dtype dt, int ns, const void *w, size_t w_stride,
+                                                           int r, const __m512i *perm, const kq_x1 *x, float *y) {
+    __m512 v[8];
+    for (int i = 0; i < 8; i++) v[i] = row1_kq(dt, ns, w, w_stride, r + i, perm, x);
+    _mm256_storeu_ps(y + r, sum8(v));
+}
+
+/* A tile's rows for one token, one after another (one linear stream);
+ * Q4_K's as two streams, the tile's halves eight rows at a time: from
+ * memory a Q4_K matrix then reads 94-98 % of read_sum's rate instead of
+ * 88-90 % (Q5_K and Q6_K read a little slower that way; docs/BENCHMARKS.md,
+ * 2026-12-07, third session). */
 static inline __attribute__((always_inline)) void kq_decode(moe_dtype dt, int ns, const void *w, size_t w_stride,
                                                             int nr, const block_q8a *xa, float *y) {
     const int q6 = dt == DT_Q6_K, *order = kq_order(dt);
@@ -1252,11 +1264,15 @@ static inline __attribute__((always_inline)) void kq_decode(moe_dtype dt, int ns
     kq_x1 x[KQ_MAX_SUPER];
     kq_prepare1(xa, ns, order, q6, x);
     int r = 0;
-    for (; r + 8 <= nr; r += 8) {
-        __m512 v[8];
-        for (int i = 0; i < 8; i++) v[i] = row1_kq(dt, ns, w, w_stride, r + i, perm, x);
-        _mm256_storeu_ps(y + r, sum8(v));
+    if (dt == DT_Q4_K) {
+        int half = nr / 16 * 8;
+        for (; r < half; r += 8) {
+            kq_rows8(dt, ns, w, w_stride, r, perm, x, y);
+            kq_rows8(dt, ns, w, w_stride, half + r, perm, x, y);
+        }
+        r = 2 * half;
     }
+    for (; r + 8 <= nr; r += 8) kq_rows8(dt, ns, w, w_stride, r, perm, x, y);
     for (; r < nr; r++) y[r] = _mm512_reduce_add_ps(row1_kq(dt, ns, w, w_stride, r, perm, x));
 }
 static void q4_K_decode(int ns, const void *w, size_t w_stride, int nr, const block_q8a *xa, float *y) {

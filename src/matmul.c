@@ -55,6 +55,15 @@ static void run_item(const kernel_set *ks, const mm_job *j, const void *act, siz
  * multiplies plus a few for streaming its weights in. */
 static int64_t item_cost(const mm_job *j) { return (int64_t)j->m + 4; }
 
+/* What one row block of a job costs where memory is the bound (decode):
+ * the weight bytes it reads. A list mixing types (Qwen3's Q4_K q with
+ * Q8_0 k and v, 1152 and 2176 bytes a row) is then split into stretches
+ * of equal bytes, not equal rows, which left one thread a third more to
+ * read and the other taking its leftovers from cold memory. */
+static int64_t block_bytes(const mm_job *j) {
+    return (int64_t)j->w->row_bytes * ROW_BLOCK * (j->up ? 2 : 1);
+}
+
 /* A thread's stretch of work items as one word, [lo, hi), so its owner
  * (taking from the front) and a helper (taking from the back) claim items
  * with one compare-and-swap and never both get the same one. Each word has
@@ -93,18 +102,19 @@ static void run_jobs(const mm_job *jobs, int n, int nt) {
     const void *act[MM_MAX_JOBS];
     size_t stride[MM_MAX_JOBS];
     int blocks[MM_MAX_JOBS], first[MM_MAX_JOBS + 1] = {0}; /* job i's blocks are items first[i].. */
-    int64_t total = 0, macs = 0;
+    int64_t total = 0, macs = 0, bytes = 0;
     for (int i = 0; i < n; i++) {
         act[i] = act_prepare(ks, jobs[i].a, jobs[i].w->dtype, &stride[i], nt);
         blocks[i] = jobs[i].m > 0 ? (jobs[i].w->rows + ROW_BLOCK - 1) / ROW_BLOCK : 0;
         first[i + 1] = first[i] + blocks[i];
         total += blocks[i] * item_cost(&jobs[i]);
+        bytes += blocks[i] * block_bytes(&jobs[i]);
         macs += (int64_t)jobs[i].m * jobs[i].w->rows * jobs[i].w->cols * (jobs[i].up ? 2 : 1);
     }
     if (macs < PAR_MIN_MACS) nt = 1; /* small matrices: one thread is faster than waking a team */
     /* One parallel region for every job: no barrier between them. Few
      * tokens (decode) are bound by memory: each thread takes one contiguous
-     * stretch of row blocks of equal cost, so it streams long runs of
+     * stretch of row blocks of equal weight bytes, so it streams long runs of
      * weights (the hardware prefetchers follow them). Many tokens are bound
      * by arithmetic: threads take row blocks as they come, which balances
      * what a cost estimate cannot. */
@@ -128,11 +138,11 @@ static void run_jobs(const mm_job *jobs, int n, int nt) {
         int team = threads_in_team(), me = thread_id();
         if (team > MM_MAX_THREADS) team = MM_MAX_THREADS; /* the rest stay idle */
         if (me < team) {
-            /* my stretch: the blocks whose cost starts in my equal share */
-            int64_t lo = total * me / team, hi = total * (me + 1) / team, pos = 0;
+            /* my stretch: the blocks whose bytes start in my equal share */
+            int64_t lo = bytes * me / team, hi = bytes * (me + 1) / team, pos = 0;
             int b0 = 0, b1 = 0;
-            for (int i = 0; i < n; pos += blocks[i] * item_cost(&jobs[i]), i++) {
-                int64_t c = item_cost(&jobs[i]);
+            for (int i = 0; i < n; pos += blocks[i] * block_bytes(&jobs[i]), i++) {
+                int64_t c = block_bytes(&jobs[i]);
                 int64_t k0 = lo > pos ? (lo - pos + c - 1) / c : 0, k1 = hi > pos ? (hi - pos + c - 1) / c : 0;
                 if (k0 > blocks[i]) k0 = blocks[i];
                 if (k1 > blocks[i]) k1 = blocks[i];
