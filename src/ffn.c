@@ -8,9 +8,10 @@
  *   3. each expert runs SwiGLU on its tokens' rows, read in place through an
  *      index list from the batch input (quantized once for all experts);
  *      the experts (and shared experts) queue up as pieces of a group, and a
- *      group runs in two parallel regions, gate/up fused with SiLU, then
- *      down, balanced over every row of every piece: the threads never wait
- *      at a barrier per expert;
+ *      group runs in two parallel regions, gate/up (fused with SiLU, or for
+ *      a decode-sized piece as two jobs and SiLU after), then down,
+ *      balanced over every row of every piece: the threads never wait at a
+ *      barrier per expert;
  *   4. each result row is added into its token with its routing weight;
  *      shared experts (DeepSeek, GLM, Qwen2-MoE, the Qwen hybrids) cover
  *      every token, the Qwen ones scaled by sigmoid(shared_expert_gate . x).
@@ -26,6 +27,13 @@
 #include "threads.h"
 
 #define SCATTER_PAR_MIN (1u << 16) /* result values below which adding them into the output stays on one thread */
+/* A piece of at most this many rows is bound by reading its weights: its
+ * gate and up then run as two jobs, each thread streaming whole matrices,
+ * and SiLU(gate) * up follows over all rows at once. Fused (one job that
+ * alternates gate and up row blocks) they read 4-8 % slower from memory
+ * (docs/BENCHMARKS.md, 2026-12-07, third session); fused stays for many
+ * rows, where the product is finished while both are in cache. */
+#define GLU_APART_MAX_ROWS 8
 
 /* One SwiGLU run: an expert, the shared expert or a dense MLP over some
  * token rows of the block input; its result row r is added, times
@@ -44,12 +52,16 @@ typedef struct {
  * width, at most MM_MAX_JOBS of them. */
 typedef struct {
     ffn_piece p[MM_MAX_JOBS];
-    int n, rows;
+    int n, rows, jobs; /* pieces, their rows, their gate/up jobs (at most MM_MAX_JOBS) */
     int layer;
 } ffn_group;
 
-/* Pieces per group: a swiglu_oai piece is two jobs (gate, up). */
-static int group_cap(const ffn_piece *p) { return p->oai ? MM_MAX_JOBS / 2 : MM_MAX_JOBS; }
+/* Gate and up as two jobs: swiglu_oai's (its biases come first) and a
+ * decode-sized piece's. */
+static int glu_apart(const ffn_piece *p) { return p->oai || p->n <= GLU_APART_MAX_ROWS; }
+
+/* The matmul jobs of a piece's gate and up. */
+static int piece_jobs(const ffn_piece *p) { return glu_apart(p) ? 2 : 1; }
 
 /* The clamped activation of the group's stacked hidden rows, each with its piece's biases. */
 static void glu_oai_rows(moe_ctx *c, const ffn_group *g, int rows, int ff) {
@@ -76,7 +88,7 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
             c->stats.expert_rows += (uint64_t)p->n;
         }
         float *h1 = c->ffn_h1 + (size_t)off * ff, *h2 = c->ffn_h2 + (size_t)off * ff;
-        if (p->oai) { /* apart: the activation needs both projections biased first */
+        if (glu_apart(p)) {
             job[nj++] = (mm_job){.y = h1, .w = &p->gate, .a = ax, .idx = p->rows, .m = p->n};
             job[nj++] = (mm_job){.y = h2, .w = &p->up, .a = ax, .idx = p->rows, .m = p->n};
         } else {
@@ -85,6 +97,8 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
     }
     matmul_jobs(job, nj, c->n_threads);
     if (g->p[0].oai) glu_oai_rows(c, g, off, ff);
+    else for (int i = 0, o = 0; i < g->n; o += g->p[i].n, i++)
+        if (glu_apart(&g->p[i])) swiglu(c->ffn_h1 + (size_t)o * ff, c->ffn_h2 + (size_t)o * ff, g->p[i].n * ff);
     act_rows ah; /* the stacked hidden rows, quantized once for all downs */
     act_init(&ah, c->ffn_h1, off, ff, c->act_hidden);
     off = 0;
@@ -108,7 +122,7 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
                 axpy(out + (size_t)g->p[i].rows[r] * dim + d0, g->p[i].weight ? g->p[i].weight[r] : 1.0f, y, d1 - d0);
             }
     }
-    g->n = g->rows = 0;
+    g->n = g->rows = g->jobs = 0;
 }
 
 /* Queue a piece, running the group first when it is full; a piece of more
@@ -116,13 +130,14 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
 static void group_add(moe_ctx *c, ffn_group *g, ffn_piece piece, act_rows *ax, float *out) {
     while (piece.n > 0) {
         int part = piece.n < c->ffn_chunk ? piece.n : c->ffn_chunk;
-        if (g->n && (g->n == group_cap(&g->p[0]) || g->rows + part > c->ffn_chunk ||
-                     piece.gate.rows != g->p[0].gate.rows || piece.oai != g->p[0].oai))
-            group_run(c, g, ax, out);
         ffn_piece first = piece;
         first.n = part;
+        if (g->n && (g->jobs + piece_jobs(&first) > MM_MAX_JOBS || g->rows + part > c->ffn_chunk ||
+                     piece.gate.rows != g->p[0].gate.rows || piece.oai != g->p[0].oai))
+            group_run(c, g, ax, out);
         g->p[g->n++] = first;
         g->rows += part;
+        g->jobs += piece_jobs(&first);
         piece.rows += part;
         if (piece.weight) piece.weight += part;
         piece.n -= part;

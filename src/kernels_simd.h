@@ -20,7 +20,11 @@
  * runs on into the next rows; they lay out the token's side of each step on
  * the stack, for rows of up to DECODE_MAX_BLOCKS blocks. Into L2, not L1
  * (prefetcht0), because L1 prefetches hold the line-fill buffers the demand
- * loads need (the measurements: docs/BENCHMARKS.md, 2026-12-02). */
+ * loads need (the measurements: docs/BENCHMARKS.md, 2026-12-02). 8 KB on,
+ * not 32: a stream that ends (an expert's matrix, a thread's stretch) has
+ * fetched DECODE_AHEAD bytes it never reads, 4 % of an 864 KB Q4_K expert
+ * at 32 KB; the experts' gate/up read 11-15 % faster at 8 KB and the
+ * output matrix no slower (docs/BENCHMARKS.md, 2026-12-07, third session). */
 static inline void prefetch_span(const char *p, int n) {
 #if defined(__x86_64__) || defined(_M_X64)
     for (int o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 1);
@@ -28,7 +32,7 @@ static inline void prefetch_span(const char *p, int n) {
     (void)p, (void)n; /* measured on x86 only: NEON keeps to the hardware prefetchers */
 #endif
 }
-#define DECODE_AHEAD 32768
+#define DECODE_AHEAD 8192
 #define DECODE_MAX_BLOCKS 1024
 
 /* Element i of a float weight row, widened (the scalar tail of a row). */

@@ -83,7 +83,7 @@ static stat summarize(const double *v, int r, int n) {
  *   percent from minute to minute, so decode runs are probed beside each. */
 #define PROBE_MAX ((size_t)1 << 30) /* beyond 1 GiB a stream gains nothing from any cache here */
 #define PROBE_PAGE ((size_t)2 << 20)
-#define PROBE_AHEAD 32768 /* DECODE_AHEAD of kernels_simd.h */
+#define PROBE_AHEAD 8192 /* DECODE_AHEAD of kernels_simd.h */
 #define PROBE_PIECE 512   /* words summed per read_sum call when prefetching (4 KB) */
 
 typedef struct {
