@@ -193,47 +193,6 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m) {
     }
 }
 
-/* Decode's attention reads a few hundred KB of cache it last touched a
- * token ago, long since evicted by the weights streamed since: the key
- * rows, each value dimension's row of the transposed V (a short stream per
- * dimension) and, for the new token, a write to every one of those rows.
- * Found one after another by the code that uses them, each line costs a
- * memory latency (48 us a layer at 64 positions on the Xeon VM, where the
- * layer's four matrices take 600); asked for all at once here, just after
- * q/k/v, they arrive together while the norms and RoPE run. Up to
- * KV_PREFETCH_MAX bytes a row: longer spans stream well on their own. */
-#define KV_PREFETCH_MAX (256 * 1024)
-#define KV_PREFETCH_ROWS 4 /* a pass of up to this many rows (decode) */
-
-static void prefetch_bytes(const void *p, size_t n, int write) {
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + n;
-    for (; a < end; a += 64) {
-        if (write) __builtin_prefetch((const void *)a, 1, 2);
-        else __builtin_prefetch((const void *)a, 0, 2);
-    }
-}
-
-static void kv_prefetch(const moe_ctx *c, int layer, int n) {
-    const moe_config *cfg = &c->model->cfg;
-    int kvw = cfg->n_kv_heads * cfg->head_dim, slots = c->layer_slots[layer];
-    size_t es = kv_esize(c);
-    for (int t = 0; t < n; t++) {
-        const seq_state *s = &c->seqs[c->row_seq[t]];
-        int p = c->row_pos[t], slot = p % slots, s0, n0, n1;
-        key_span(window_start(cfg, layer, p), p, slots, &s0, &n0, &n1);
-        const char *kc = kv_at(c, s->k_cache, layer, 0), *vc = kv_at(c, s->v_cache, layer, 0);
-        prefetch_bytes(kc + (size_t)slot * kvw * es, (size_t)kvw * es, 1);
-        for (int i = 0; i < kvw; i++) prefetch_bytes(vc + ((size_t)i * slots + slot) * es, es, 1);
-        if ((size_t)(n0 + n1) * kvw * es * 2 > KV_PREFETCH_MAX) continue;
-        prefetch_bytes(kc + (size_t)s0 * kvw * es, (size_t)n0 * kvw * es, 0);
-        prefetch_bytes(kc, (size_t)n1 * kvw * es, 0);
-        for (int i = 0; i < kvw; i++) {
-            prefetch_bytes(vc + ((size_t)i * slots + s0) * es, (size_t)n0 * es, 0);
-            prefetch_bytes(vc + (size_t)i * slots * es, (size_t)n1 * es, 0);
-        }
-    }
-}
-
 /* Consecutive rows that attend together: all of them, except that a ring
  * (sliding-window layer) takes at most limit = slots - window + 1 new
  * tokens of one sequence before they attend, so none overwrites a key a
@@ -260,7 +219,6 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, float *
                      {.y = c->k, .w = &L->k, .a = &ax, .m = n},
                      {.y = c->v, .w = &L->v, .a = &ax, .m = n}};
     matmul_jobs(qkv, 3, c->n_threads); /* one parallel region for the three */
-    if (n <= KV_PREFETCH_ROWS) kv_prefetch(c, layer, n);
     if (cfg->out_gate) split_query_gate(c->q, c->gate, n, nh, hd);
     add_bias(c->q, L->q_bias, n, qw);
     add_bias(c->k, L->k_bias, n, kvw);
