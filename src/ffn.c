@@ -26,7 +26,12 @@
 #include "router.h"
 #include "threads.h"
 
-#define SCATTER_PAR_MIN (1u << 16) /* result values below which adding them into the output stays on one thread */
+/* Values below which adding results into the output, or the activation of
+ * the hidden rows, stays on one thread. Decode's 8 experts (8 x 2048 and
+ * 8 x 768 values) are above: their rows were written by both threads and
+ * each thread reads half, 9 and 14 us a layer on one thread. */
+#define SCATTER_PAR_MIN (1u << 13)
+#define GLU_PAR_MIN (1u << 12)
 /* A piece of at most this many rows is bound by reading its weights: its
  * gate and up then run as two jobs, each thread streaming whole matrices,
  * and SiLU(gate) * up follows over all rows at once. Fused (one job that
@@ -63,15 +68,24 @@ static int glu_apart(const ffn_piece *p) { return p->oai || p->n <= GLU_APART_MA
 /* The matmul jobs of a piece's gate and up. */
 static int piece_jobs(const ffn_piece *p) { return glu_apart(p) ? 2 : 1; }
 
-/* The clamped activation of the group's stacked hidden rows, each with its piece's biases. */
-static void glu_oai_rows(moe_ctx *c, const ffn_group *g, int rows, int ff) {
+/* The activation of the stacked hidden rows of the pieces whose gate and
+ * up ran apart (the fused ones have it already): SiLU(gate) * up, or the
+ * clamped swiglu_oai with the piece's biases. */
+static void glu_rows(moe_ctx *c, const ffn_group *g, int rows, int ff) {
     const moe_config *cfg = &c->model->cfg;
-#pragma omp parallel for schedule(static) num_threads(c->n_threads) if (rows >= PAR_MIN_ROWS && c->n_threads > 1)
+    int apart = 0;
+    for (int i = 0; i < g->n; i++) apart |= glu_apart(&g->p[i]);
+    if (!apart) return;
+#pragma omp parallel for schedule(static) num_threads(c->n_threads) \
+    if ((size_t)rows * (size_t)ff >= GLU_PAR_MIN && c->n_threads > 1)
     for (int r = 0; r < rows; r++) {
         int i = 0, o = 0;
         while (r >= o + g->p[i].n) o += g->p[i++].n;
-        swiglu_oai(c->ffn_h1 + (size_t)r * ff, c->ffn_h2 + (size_t)r * ff, g->p[i].gate_bias, g->p[i].up_bias, ff,
-                   cfg->act_limit, cfg->act_alpha);
+        float *h1 = c->ffn_h1 + (size_t)r * ff, *h2 = c->ffn_h2 + (size_t)r * ff;
+        if (g->p[i].oai)
+            swiglu_oai(h1, h2, g->p[i].gate_bias, g->p[i].up_bias, ff, cfg->act_limit, cfg->act_alpha);
+        else if (glu_apart(&g->p[i]))
+            swiglu(h1, h2, ff);
     }
 }
 
@@ -96,9 +110,7 @@ static void group_run(moe_ctx *c, ffn_group *g, act_rows *ax, float *out) {
         }
     }
     matmul_jobs(job, nj, c->n_threads);
-    if (g->p[0].oai) glu_oai_rows(c, g, off, ff);
-    else for (int i = 0, o = 0; i < g->n; o += g->p[i].n, i++)
-        if (glu_apart(&g->p[i])) swiglu(c->ffn_h1 + (size_t)o * ff, c->ffn_h2 + (size_t)o * ff, g->p[i].n * ff);
+    glu_rows(c, g, off, ff);
     act_rows ah; /* the stacked hidden rows, quantized once for all downs */
     act_init(&ah, c->ffn_h1, off, ff, c->act_hidden);
     off = 0;
