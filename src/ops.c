@@ -4,10 +4,18 @@
 #include <math.h>
 
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0.0; /* double: the mean of squares is the one long reduction here */
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    /* double: the mean of squares is the one long reduction here; four
+     * partial sums, not one chain of dependent adds: a 2048-wide norm
+     * 1.26 -> 0.63 us, Qwen3's 36 per-head q/k norms 2.8 -> 1.8 us (in
+     * cache), serial work the other thread waits for */
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++) s[k] += (double)x[i + k] * x[i + k];
+    for (; i < n; i++) s[0] += (double)x[i] * x[i];
+    double ss = (s[0] + s[1]) + (s[2] + s[3]);
     float inv = (float)(1.0 / sqrt(ss / n + eps));
-    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
+    for (i = 0; i < n; i++) out[i] = w[i] * (x[i] * inv);
 }
 
 /* x[i] = exp(x[i] - max) / sum of them all plus `sum` (a sink's share, or 0). */
