@@ -139,11 +139,30 @@ static void split_query_gate(float *q, float *gate, int n, int nh, int hd) {
  * moe serve under load). */
 #define ATTN_PAR_MIN_WORK (1 << 18)
 
+/* A cache line written where the last token's line was, a memory latency
+ * away, counts as this many multiply-adds. */
+#define ATTN_LINE_WORK 512
+
 static int64_t attend_work(const moe_ctx *c, int t0, int m) {
     const moe_config *cfg = &c->model->cfg;
     int64_t keys = 0;
     for (int t = t0; t < t0 + m; t++) keys += c->row_pos[t] + 1;
-    return keys * cfg->n_heads * cfg->head_dim * 2;
+    int64_t work = keys * cfg->n_heads * cfg->head_dim * 2;
+    if (m == 1) work += (int64_t)cfg->n_kv_heads * cfg->head_dim * ATTN_LINE_WORK; /* its V column (cache_row) */
+    return work;
+}
+
+/* Row t's keys and values of kv heads [g0, g1) into its sequence's caches
+ * at its slot: a row of K, a column of the transposed V (a line per value
+ * dimension, each a memory latency away in decode: 16 us a token for
+ * Qwen3's 512, done head by head inside the parallel loop for one row). */
+static void cache_row(moe_ctx *c, int layer, int t, int g0, int g1) {
+    const moe_config *cfg = &c->model->cfg;
+    int hd = cfg->head_dim, kvw = cfg->n_kv_heads * hd, slots = c->layer_slots[layer];
+    const seq_state *s = &c->seqs[c->row_seq[t]];
+    size_t slot = (size_t)(c->row_pos[t] % slots), d0 = (size_t)g0 * hd, n = (size_t)(g1 - g0) * hd;
+    kv_put(c, kv_at(c, s->k_cache, layer, slot * kvw + d0), c->k + (size_t)t * kvw + d0, (int)n, 1);
+    kv_put(c, kv_at(c, s->v_cache, layer, d0 * slots + slot), c->v + (size_t)t * kvw + d0, (int)n, (size_t)slots);
 }
 
 /* Cache rows t0 .. t0+m-1 of the pass (q, k, v in c->q, c->k, c->v) in
@@ -159,12 +178,8 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m) {
     const layer_weights *L = &c->model->layers[layer];
     int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim;
     int qw = nh * hd, kvw = nkv * hd, slots = c->layer_slots[layer];
-    for (int t = t0; t < t0 + m; t++) {
-        const seq_state *s = &c->seqs[c->row_seq[t]];
-        int slot = c->row_pos[t] % slots;
-        kv_put(c, kv_at(c, s->k_cache, layer, (size_t)slot * kvw), c->k + (size_t)t * kvw, kvw, 1);
-        kv_put(c, kv_at(c, s->v_cache, layer, (size_t)slot), c->v + (size_t)t * kvw, kvw, (size_t)slots);
-    }
+    if (m > 1) /* every row before any attends: they read each other's keys */
+        for (int t = t0; t < t0 + m; t++) cache_row(c, layer, t, 0, nkv);
     int group = nh / nkv;
     size_t es = kv_esize(c), ld = (size_t)c->n_ctx;
     const kernel_set *ks = kernels_get();
@@ -173,6 +188,7 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m) {
     if (c->n_threads > 1 && attend_work(c, t0, m) >= ATTN_PAR_MIN_WORK)
     for (int tg = t0 * nkv; tg < (t0 + m) * nkv; tg++) {
         int t = tg / nkv, g = tg % nkv, p = c->row_pos[t], s0, n0, n1;
+        if (m == 1) cache_row(c, layer, t, g, g + 1); /* only this head reads its own */
         const seq_state *s = &c->seqs[c->row_seq[t]];
         const void *kc = kv_at(c, s->k_cache, layer, 0), *vc = kv_at(c, s->v_cache, layer, 0);
         float *scores = c->att_scores + (size_t)thread_id() * (size_t)group * ld;
