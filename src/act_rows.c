@@ -6,7 +6,10 @@
 #include "threads.h"
 #include "util.h"
 
-#define QUANTIZE_PAR_MIN_ROWS 64 /* rows below which quantizing them stays on one thread */
+/* Values below which quantizing the rows stays on one thread (a team costs
+ * about a microsecond to wake; decode's 8 experts' hidden rows, 8 x 768,
+ * are above). */
+#define QUANTIZE_PAR_MIN_VALUES 4096
 
 /* Bytes of one quantized copy of the rows, 64-byte aligned, or 0 when cols
  * is no multiple of the type's block (no weight of that width pairs with
@@ -45,8 +48,12 @@ const void *act_prepare(const kernel_set *ks, act_rows *a, moe_dtype wtype, size
     if (!a->have[at]) {
         quantize_fn quantize = at == ACT_Q8A && ks->quantize_q8a ? ks->quantize_q8a : act_info(at)->quantize;
         char *q = a->q[at];
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (a->n >= QUANTIZE_PAR_MIN_ROWS && n_threads > 1)
-        for (int t = 0; t < a->n; t++) quantize(a->x + (size_t)t * a->cols, q + (size_t)t * rb, a->cols);
+        if (a->n > 1 && (int64_t)a->n * a->cols >= QUANTIZE_PAR_MIN_VALUES && n_threads > 1) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+            for (int t = 0; t < a->n; t++) quantize(a->x + (size_t)t * a->cols, q + (size_t)t * rb, a->cols);
+        } else { /* not even an if(0) region: entering one costs most of a one-row quantize */
+            for (int t = 0; t < a->n; t++) quantize(a->x + (size_t)t * a->cols, q + (size_t)t * rb, a->cols);
+        }
         a->have[at] = 1;
     }
     return a->q[at];
