@@ -67,33 +67,29 @@ static void output_logits(moe_ctx *c) {
     float *y = gathered == 1 ? c->seqs[c->runs[c->logit_rows[0]].seq].logits : c->logits_rows;
     matmul(y, &m->output, &ah, c->n_threads);
     scale_rows(y, cfg->logit_scale, (size_t)gathered * V);
-    for (int j = 0; j < gathered && y == c->logits_rows; j++)
+    for (int j = 0; y == c->logits_rows && j < gathered; j++) /* several rows: each to its sequence */
         memcpy(c->seqs[c->runs[c->logit_rows[j]].seq].logits, c->logits_rows + (size_t)j * V, sizeof(float) * (size_t)V);
 }
 
 /* A NaN or Inf in the residual stream stays there (later layers only add to
  * it), so checking each layer's output finds the layer it came from; the
  * check reads n*dim floats, nothing beside the layer's matrices. */
-static int nonfinite_row(const float *x, int n, int width) {
-    int64_t at = dtype_find_nonfinite(DT_F32, x, (uint64_t)n * (uint64_t)width);
-    return at < 0 ? -1 : (int)(at / width);
-}
-
-/* The same over the logits, a vocabulary wide (600 KB a row for 150k
- * tokens): each thread scans a part, most of it what it wrote in the
- * output matmul, and the first bad row counts. */
-#define SCAN_PAR_MIN ((uint64_t)1 << 16)
-static int nonfinite_logits(const float *x, int n, int width, int nt) {
+#define SCAN_PAR_MIN ((uint64_t)1 << 16) /* values below which the scan stays on one thread */
+static int nonfinite_row(const float *x, int n, int width, int nt) {
     uint64_t total = (uint64_t)n * (uint64_t)width;
     int64_t first = -1;
-#pragma omp parallel num_threads(nt) if (total >= SCAN_PAR_MIN && nt > 1)
-    {
-        uint64_t lo = total * (uint64_t)thread_id() / (uint64_t)threads_in_team();
-        uint64_t hi = total * (uint64_t)(thread_id() + 1) / (uint64_t)threads_in_team();
-        int64_t at = dtype_find_nonfinite(DT_F32, x + lo, hi - lo);
-        if (at >= 0)
+    if (total < SCAN_PAR_MIN || nt < 2) { /* a layer's rows: no team to wake */
+        first = dtype_find_nonfinite(DT_F32, x, total);
+    } else { /* the logits, 600 KB a row for 150k tokens: each thread scans about what it wrote */
+#pragma omp parallel num_threads(nt)
+        {
+            uint64_t lo = total * (uint64_t)thread_id() / (uint64_t)threads_in_team();
+            uint64_t hi = total * (uint64_t)(thread_id() + 1) / (uint64_t)threads_in_team();
+            int64_t at = dtype_find_nonfinite(DT_F32, x + lo, hi - lo);
+            if (at >= 0)
 #pragma omp critical
-            if (first < 0 || (int64_t)lo + at < first) first = (int64_t)lo + at;
+                if (first < 0 || (int64_t)lo + at < first) first = (int64_t)lo + at;
+        }
     }
     return first < 0 ? -1 : (int)(first / width);
 }
@@ -131,7 +127,7 @@ static int forward_pass(moe_ctx *c, int n, moe_err *err) {
         norm_rows(c->xn, c->x, L->ffn_norm, n, dim, cfg->norm_eps, c->n_threads); /* post_attention_layernorm */
         ffn_forward(c, l, c->xn, n, c->branch);
         add_rows(c->x, cfg->residual_scale, c->branch, n, dim, c->n_threads);
-        int bad = nonfinite_row(c->x, n, dim);
+        int bad = nonfinite_row(c->x, n, dim, c->n_threads);
         if (bad >= 0) {
             char what[48];
             snprintf(what, sizeof what, "blk.%d: the layer's output", l);
@@ -145,7 +141,7 @@ static int forward_pass(moe_ctx *c, int n, moe_err *err) {
         const seq_run *r = &c->runs[i];
         const float *rows = r->logits ? r->logits : c->seqs[r->seq].logits;
         int n_rows = r->logits ? r->n : 1, first = r->logits ? r->pos0 : r->pos0 + r->n - 1;
-        int bad = nonfinite_logits(rows, n_rows, cfg->vocab_size, c->n_threads);
+        int bad = nonfinite_row(rows, n_rows, cfg->vocab_size, c->n_threads);
         if (bad >= 0) return fail_nonfinite(c, "output: the logits", r->seq, first + bad, err);
     }
     for (int i = 0; i < c->n_runs; i++) c->seqs[c->runs[i].seq].pos += c->runs[i].n;
