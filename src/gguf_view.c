@@ -391,11 +391,11 @@ static int add_mla_kv_b(gguf_view *v, int layer, const mla_shape *s, act_type *l
         }
         return 0;
     }
-    int head_rows = s->nope + s->v_dim;
-    if (kvb->n_dims != 2 || kvb->ne[0] != (uint64_t)s->kv_lora || kvb->ne[1] != (uint64_t)s->n_heads * (uint64_t)head_rows)
-        return moe_fail(v->err, "GGUF tensor blk.%d.attn_kv_b.weight: ne [%llu, %llu], expected [%d, %d]", layer,
+    uint64_t head_rows = (uint64_t)s->nope + (uint64_t)s->v_dim; /* keys are <= 2^30: no overflow in 64 bits */
+    if (kvb->n_dims != 2 || kvb->ne[0] != (uint64_t)s->kv_lora || kvb->ne[1] != (uint64_t)s->n_heads * head_rows)
+        return moe_fail(v->err, "GGUF tensor blk.%d.attn_kv_b.weight: ne [%llu, %llu], expected [%d, %llu]", layer,
                         (unsigned long long)kvb->ne[0], (unsigned long long)kvb->ne[1], s->kv_lora,
-                        s->n_heads * head_rows);
+                        (unsigned long long)((uint64_t)s->n_heads * head_rows));
     *latent_act = dtype_info(kd)->act;
     float *w = tensor_f32(v, kvb);
     size_t per_head = (size_t)s->kv_lora * (size_t)head_rows;
@@ -426,14 +426,15 @@ static int split_ssm_ba(gguf_view *v, int layer, const gguf_tensor *t, const ssm
     if (tensor_dtype(v, t, &d)) return -1;
     int r = s->n_v / s->n_k;
     if (t->n_dims != 2 || t->ne[1] != 2 * (uint64_t)s->n_v)
-        return moe_fail(v->err, "GGUF tensor blk.%d.ssm_ba.weight: expected %d rows", layer, 2 * s->n_v);
+        return moe_fail(v->err, "GGUF tensor blk.%d.ssm_ba.weight: expected %llu rows", layer,
+                        (unsigned long long)(2 * (uint64_t)s->n_v));
     size_t row = dtype_row_bytes(d, t->ne[0]);
     char *beta = moef_alloc(v->f, row * (size_t)s->n_v), *alpha = beta ? moef_alloc(v->f, row * (size_t)s->n_v) : NULL;
     if (!alpha) return moe_fail(v->err, "out of memory");
     for (int j = 0; j < s->n_k; j++)
         for (int i = 0; i < r; i++) {
-            const char *src = (const char *)t->data + (size_t)(j * 2 * r + i) * row;
-            memcpy(beta + (size_t)(j * r + i) * row, src, row);
+            const char *src = (const char *)t->data + ((size_t)j * 2 * (size_t)r + (size_t)i) * row;
+            memcpy(beta + ((size_t)j * (size_t)r + (size_t)i) * row, src, row);
             memcpy(alpha + (size_t)(j * r + i) * row, src + (size_t)r * row, row);
         }
     char bn[64], an[64];
@@ -632,13 +633,16 @@ static int moe_keys(gguf_view *v, keys *k, const arch_spec *a, int n_layers, int
     if (first < 0) return moe_fail(v->err, "GGUF: %s.expert_count = %d but no layer has experts", k->arch, E);
     /* the shared expert's width from its tensor: the keys for it differ by architecture */
     const gguf_tensor *sh = find_layer_tensor(g, first, "ffn_gate_shexp.weight");
-    int shared_ff = sh && sh->n_dims == 2 ? (int)sh->ne[1] : 0;
-    if (sh && shared_n && shared_ff != shared_n * moe_ff)
+    uint64_t shared_ff = sh && sh->n_dims == 2 ? sh->ne[1] : 0;
+    if (shared_ff > ((uint64_t)1 << 30))
+        return moe_fail(v->err, "GGUF tensor blk.%d.ffn_gate_shexp.weight: %llu rows is out of range", first,
+                        (unsigned long long)shared_ff);
+    if (sh && shared_n && shared_ff != (uint64_t)shared_n * (uint64_t)moe_ff)
         return moe_fail(v->err, "GGUF: %s.expert_shared_count %d x expert_feed_forward_length %d != the shared "
-                        "expert's %d rows", k->arch, shared_n, moe_ff, shared_ff);
-    if (sh && shared_ff_key && shared_ff != shared_ff_key)
-        return moe_fail(v->err, "GGUF: %s.expert_shared_feed_forward_length %d != the shared expert's %d rows", k->arch,
-                        shared_ff_key, shared_ff);
+                        "expert's %llu rows", k->arch, shared_n, moe_ff, (unsigned long long)shared_ff);
+    if (sh && shared_ff_key && shared_ff != (uint64_t)shared_ff_key)
+        return moe_fail(v->err, "GGUF: %s.expert_shared_feed_forward_length %d != the shared expert's %llu rows", k->arch,
+                        shared_ff_key, (unsigned long long)shared_ff);
     int bias = find_layer_tensor(g, first, "exp_probs_b.bias") != NULL;
     if (gating == 0) gating = default_gating(a, n_layers, vocab, bias);
     int sigmoid = gating == 2;

@@ -765,6 +765,21 @@ class GGUFBadInputTest(unittest.TestCase):
         g.set("gpt-oss.expert_weights_scale_foo", ggufio.F32, 1.0)
         self.refuse(g.to_bytes(), "gpt-oss.expert_weights_scale_foo is not understood")
 
+    def test_shape_keys_at_the_top_of_their_range(self):
+        """Shape keys go up to 2^30: products of them (heads x (nope + v) rows of a fused MLA
+        attn_kv_b) are computed without overflow and named in the refusal (a fuzz finding)."""
+        src = os.path.join(GGUF_DIR, "deepseek3", "model-F32.gguf")
+        if not os.path.exists(src):
+            self.skipTest("no deepseek3 F32 file")
+        g = ggufio.GGUF.read(src)
+        g.tensors = [t for t in g.tensors if not t.name.endswith(("attn_k_b.weight", "attn_v_b.weight"))]
+        kv = {k: v for k, _, v in g.kv}
+        heads, v_len = kv["deepseek2.attention.head_count"], 1 << 28
+        nope = kv["deepseek2.attention.key_length"] - kv["deepseek2.rope.dimension_count"]
+        g.set("deepseek2.attention.value_length", ggufio.U32, v_len)
+        self.refuse(g.to_bytes(), "blk.0.attn_kv_b.weight", "expected [%d, %d]" % (
+            kv["deepseek2.attention.kv_lora_rank"], heads * (nope + v_len)))
+
     def test_unknown_or_missing_tensors(self):
         g = self.variant()
         g.tensor("blk.0.attn_q.weight").name = "blk.0.attn_qq.weight"
