@@ -757,6 +757,10 @@ static int model_keys(gguf_view *v, const arch_spec *a, const char *gguf_arch) {
     if (n_heads == 0 || L <= 0 || dim == 0)
         return moe_fail(v->err, "GGUF metadata %s: block_count (less nextn_predict_layers), embedding_length and "
                         "head_count must be positive", gguf_arch);
+    /* every block has tensors of its own: a larger count is damage, and sizes per-layer tables */
+    if ((uint64_t)n_blocks > g->n_tensors)
+        return moe_fail(v->err, "GGUF metadata %s.block_count = %d but the file has %llu tensors", gguf_arch, n_blocks,
+                        (unsigned long long)g->n_tensors);
     /* a block counted as MTP must be one (its nextn.eh_proj), or a real layer would be dropped silently */
     for (int l = L; l < n_blocks; l++)
         if (!find_layer_tensor(g, l, "nextn.eh_proj.weight"))

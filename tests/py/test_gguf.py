@@ -732,6 +732,9 @@ class GGUFBadInputTest(unittest.TestCase):
         g = self.variant()
         g.drop("llama.block_count")
         self.refuse(g.to_bytes(), "llama.block_count is required")
+        g = self.variant()  # a count no file can back: refused before per-layer tables are sized by it
+        g.set("llama.block_count", ggufio.U32, 1 << 30)
+        self.refuse(g.to_bytes(), "llama.block_count = 1073741824 but the file has %d tensors" % len(g.tensors))
         g = self.variant()
         g.drop("llama.attention.layer_norm_rms_epsilon")
         self.refuse(g.to_bytes(), "layer_norm_rms_epsilon is required")
