@@ -152,6 +152,36 @@ static int64_t attend_work(const moe_ctx *c, int t0, int m) {
     return work;
 }
 
+/* Row t's query and key heads before they meet, for kv heads [g0, g1) and
+ * their query heads: QK-norm (per head for Qwen3; OLMoE's over the whole
+ * projection, so only with every head), clip (OLMoE, after the norms;
+ * also the values), RoPE. Per group, one row's run inside the parallel
+ * attention loop instead of before it on one thread. */
+static void prepare_heads(moe_ctx *c, const layer_weights *L, int t, int g0, int g1) {
+    const moe_config *cfg = &c->model->cfg;
+    int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim, group = nh / nkv, p = c->row_pos[t];
+    float *q = c->q + (size_t)t * nh * hd, *k = c->k + (size_t)t * nkv * hd, *v = c->v + (size_t)t * nkv * hd;
+    if (cfg->qk_norm == QK_NORM_FULL) { /* OLMoE: RMSNorm over the whole projection (g0 = 0, g1 = nkv) */
+        rmsnorm(q, q, L->q_norm, nh * hd, cfg->norm_eps);
+        rmsnorm(k, k, L->k_norm, nkv * hd, cfg->norm_eps);
+    }
+    for (int h = g0 * group; h < g1 * group; h++) {
+        float *qh = q + (size_t)h * hd;
+        if (cfg->qk_norm == QK_NORM_HEAD) rmsnorm(qh, qh, L->q_norm, hd, cfg->norm_eps); /* Qwen3: per head */
+        if (cfg->clip_qkv > 0) clamp_abs(qh, hd, cfg->clip_qkv);
+        rope_apply(&c->rope, qh, p);
+    }
+    for (int h = g0; h < g1; h++) {
+        float *kh = k + (size_t)h * hd;
+        if (cfg->qk_norm == QK_NORM_HEAD) rmsnorm(kh, kh, L->k_norm, hd, cfg->norm_eps);
+        if (cfg->clip_qkv > 0) {
+            clamp_abs(kh, hd, cfg->clip_qkv);
+            clamp_abs(v + (size_t)h * hd, hd, cfg->clip_qkv);
+        }
+        rope_apply(&c->rope, kh, p);
+    }
+}
+
 /* Row t's keys and values of kv heads [g0, g1) into its sequence's caches
  * at its slot: a row of K, a column of the transposed V (a line per value
  * dimension, each a memory latency away in decode: 16 us a token for
@@ -173,7 +203,7 @@ static void cache_row(moe_ctx *c, int layer, int t, int g0, int g1) {
  * dimension, one value per slot), so the weighted sum of values is one
  * more tile: V^T rows as weights, the group's score rows as tokens; a key
  * span that wraps around a ring is two tiles. */
-static void attend_chunk(moe_ctx *c, int layer, int t0, int m) {
+static void attend_chunk(moe_ctx *c, int layer, int t0, int m, int per_head) {
     const moe_config *cfg = &c->model->cfg;
     const layer_weights *L = &c->model->layers[layer];
     int nh = cfg->n_heads, nkv = cfg->n_kv_heads, hd = cfg->head_dim;
@@ -188,6 +218,7 @@ static void attend_chunk(moe_ctx *c, int layer, int t0, int m) {
     if (c->n_threads > 1 && attend_work(c, t0, m) >= ATTN_PAR_MIN_WORK)
     for (int tg = t0 * nkv; tg < (t0 + m) * nkv; tg++) {
         int t = tg / nkv, g = tg % nkv, p = c->row_pos[t], s0, n0, n1;
+        if (per_head) prepare_heads(c, L, t, g, g + 1);
         if (m == 1) cache_row(c, layer, t, g, g + 1); /* only this head reads its own */
         const seq_state *s = &c->seqs[c->row_seq[t]];
         const void *kc = kv_at(c, s->k_cache, layer, 0), *vc = kv_at(c, s->v_cache, layer, 0);
@@ -240,31 +271,19 @@ static void attention_gqa(moe_ctx *c, int layer, const float *xn, int n, float *
     add_bias(c->k, L->k_bias, n, kvw);
     add_bias(c->v, L->v_bias, n, kvw);
 
+    /* one row (decode): each kv head group's norms and RoPE run in the
+     * attention loop, on both threads (6 us a layer for Qwen3 on one) */
+    int per_head = n == 1 && cfg->qk_norm != QK_NORM_FULL;
+    if (!per_head) {
 #pragma omp parallel for schedule(static) num_threads(c->n_threads) if (n >= PAR_MIN_ROWS && c->n_threads > 1) /* tokens are independent */
-    for (int t = 0; t < n; t++) {
-        float *q = c->q + (size_t)t * qw, *k = c->k + (size_t)t * kvw, *v = c->v + (size_t)t * kvw;
-        if (cfg->qk_norm == QK_NORM_FULL) { /* OLMoE: RMSNorm over the whole projection */
-            rmsnorm(q, q, L->q_norm, qw, cfg->norm_eps);
-            rmsnorm(k, k, L->k_norm, kvw, cfg->norm_eps);
-        } else if (cfg->qk_norm == QK_NORM_HEAD) { /* Qwen3: RMSNorm per head over head_dim */
-            for (int h = 0; h < nh; h++) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, cfg->norm_eps);
-            for (int h = 0; h < nkv; h++) rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, cfg->norm_eps);
-        }
-        if (cfg->clip_qkv > 0) { /* OLMoE clip_qkv, after the norms */
-            clamp_abs(q, qw, cfg->clip_qkv);
-            clamp_abs(k, kvw, cfg->clip_qkv);
-            clamp_abs(v, kvw, cfg->clip_qkv);
-        }
-        int p = c->row_pos[t];
-        for (int h = 0; h < nh; h++) rope_apply(&c->rope, q + h * hd, p);
-        for (int h = 0; h < nkv; h++) rope_apply(&c->rope, k + h * hd, p);
+        for (int t = 0; t < n; t++) prepare_heads(c, L, t, 0, nkv);
     }
 
     int slots = c->layer_slots[layer];
     int limit = slots < c->n_ctx ? slots - cfg->window + 1 : n;
     for (int t0 = 0, t1; t0 < n; t0 = t1) {
         t1 = chunk_end(c, t0, n, limit);
-        attend_chunk(c, layer, t0, t1 - t0);
+        attend_chunk(c, layer, t0, t1 - t0, per_head);
     }
 
     if (cfg->out_gate) /* HF: attn_output * sigmoid(gate), before o_proj */
