@@ -1195,6 +1195,8 @@ typedef struct {
     strbuf *out;         /* where output goes now (the result, or a macro's capture) */
     strbuf caps[72];     /* capture buffers, one per nesting level of macro calls / block sets */
     int n_caps;
+    strbuf scratch[8];   /* buffers that build one string value (scratch_take) */
+    int n_scratch;
     uint64_t steps;
     int depth;
 } rt;
@@ -1211,6 +1213,28 @@ static void step(rt *R, int pos) {
 }
 
 static char *rt_alloc_str(rt *R, size_t n) { return arena_alloc(&R->A, n + 1); }
+
+/* A buffer to build one string value in (str(), join, replace, repr of a
+ * key), held by the runtime and freed with it: a failure part way through
+ * (fail_at leaves by a long jump) would leak a buffer of the caller's.
+ * Taken and given back (scratch_give) in nested order. */
+static strbuf *scratch_take(rt *R, size_t limit, int pos) {
+    if (R->n_scratch >= (int)(sizeof R->scratch / sizeof R->scratch[0]))
+        fail_at(&R->F, pos, "value nested too deeply to print");
+    strbuf *b = &R->scratch[R->n_scratch++];
+    b->n = 0;
+    b->failed = 0;
+    b->limit = limit;
+    if (b->p) b->p[0] = 0;
+    return b;
+}
+
+/* The scratch buffer taken last, given back; its text as an arena string. */
+static value scratch_give(rt *R, strbuf *b) {
+    value v = mk_str(arena_strdup(&R->A, b->p ? b->p : "", b->n), b->n);
+    R->n_scratch--;
+    return v;
+}
 
 static vlist *new_list(rt *R, size_t cap) {
     vlist *l = arena_alloc(&R->A, sizeof *l);
@@ -1446,11 +1470,9 @@ static void to_str(rt *R, const value *v, strbuf *b, int pos) {
 
 static value str_of(rt *R, const value *v, int pos) {
     if (v->k == V_STR) return *v;
-    strbuf b = {.limit = R->o->max_output};
-    to_str(R, v, &b, pos);
-    value s = mk_str(arena_strdup(&R->A, b.p ? b.p : "", b.n), b.n);
-    sb_free(&b);
-    return s;
+    strbuf *b = scratch_take(R, R->o->max_output, pos);
+    to_str(R, v, b, pos);
+    return scratch_give(R, b);
 }
 
 static value concat(rt *R, const char *a, size_t an, const char *b, size_t bn, int pos) {
@@ -1691,11 +1713,9 @@ static value get_item(rt *R, const value *obj, const value *key, int pos) {
     if (key->k == V_STR) return get_attr(R, obj, (str){key->s, key->n}, pos);
     check_undef(R, key, pos);
     if (obj->k == V_DICT) {
-        strbuf b = {.limit = 256};
-        repr(R, key, &b, pos);
-        value u = mk_undef(fmt_msg(R, "dict object has no element %s", b.p ? b.p : ""));
-        sb_free(&b);
-        return u;
+        strbuf *b = scratch_take(R, 256, pos);
+        repr(R, key, b, pos);
+        return mk_undef(fmt_msg(R, "dict object has no element %s", scratch_give(R, b).s));
     }
     fail_at(&R->F, pos, "unsupported: indexing a %s with a %s", type_name(obj), type_name(key));
 }
@@ -2142,32 +2162,27 @@ static value split(rt *R, const value *s, const value *sep, int64_t maxsplit, in
 
 static value replace(rt *R, const value *s, const value *old, const value *new_, int64_t count, int pos) {
     value o = need_str(R, old, "replace", pos), w = need_str(R, new_, "replace", pos);
-    strbuf b = {.limit = R->o->max_output};
+    strbuf *b = scratch_take(R, R->o->max_output, pos);
     size_t i = 0;
     int64_t done = 0;
     if (o.n == 0) { /* Python inserts new between every character */
         vlist *cs = iterate(R, s, pos);
         for (size_t k = 0; k <= cs->n; k++) {
-            if (count < 0 || done < count) sb_put(&b, w.s, w.n), done++;
-            if (k < cs->n) sb_put(&b, cs->v[k].s, cs->v[k].n);
+            if (count < 0 || done < count) sb_put(b, w.s, w.n), done++;
+            if (k < cs->n) sb_put(b, cs->v[k].s, cs->v[k].n);
         }
     } else {
         size_t j;
         while ((count < 0 || done < count) && (j = find_sub(s->s, s->n, o.s, o.n, i)) != (size_t)-1) {
-            sb_put(&b, s->s + i, j - i);
-            sb_put(&b, w.s, w.n);
+            sb_put(b, s->s + i, j - i);
+            sb_put(b, w.s, w.n);
             i = j + o.n;
             done++;
         }
-        sb_put(&b, s->s + i, s->n - i);
+        sb_put(b, s->s + i, s->n - i);
     }
-    if (b.failed) {
-        sb_free(&b);
-        fail_at(&R->F, pos, "string longer than the output limit");
-    }
-    value r = mk_str(arena_strdup(&R->A, b.p ? b.p : "", b.n), b.n);
-    sb_free(&b);
-    return r;
+    if (b->failed) fail_at(&R->F, pos, "string longer than the output limit");
+    return scratch_give(R, b);
 }
 
 /* Python str predicates over ASCII (non-ASCII: refused unless the answer is certain). */
@@ -2466,19 +2481,14 @@ static int run_test(rt *R, str name, const value *v, const args_t *a) {
 /* ---------------------------------------------------------------- filters */
 
 static value join_items(rt *R, vlist *items, const value *sep, int pos) {
-    strbuf b = {.limit = R->o->max_output};
+    strbuf *b = scratch_take(R, R->o->max_output, pos);
     for (size_t i = 0; i < items->n; i++) {
-        if (i && sep) sb_put(&b, sep->s, sep->n);
-        to_str(R, &items->v[i], &b, pos);
-        if (b.failed) break;
+        if (i && sep) sb_put(b, sep->s, sep->n);
+        to_str(R, &items->v[i], b, pos);
+        if (b->failed) break;
     }
-    if (b.failed) {
-        sb_free(&b);
-        fail_at(&R->F, pos, "output limit reached");
-    }
-    value r = mk_str(arena_strdup(&R->A, b.p ? b.p : "", b.n), b.n);
-    sb_free(&b);
-    return r;
+    if (b->failed) fail_at(&R->F, pos, "output limit reached");
+    return scratch_give(R, b);
 }
 
 /* jinja2's attribute= argument: "a.b" walks attributes; integers index. */
@@ -3023,10 +3033,10 @@ static void exec_body(rt *R, const nlist *body, scope *s, int *flow) {
             if (v.k == V_STR) {
                 emit(R, v.s, v.n, n->pos);
             } else {
-                strbuf b = {.limit = R->o->max_output};
-                to_str(R, &v, &b, n->pos);
-                if (b.n) emit(R, b.p, b.n, n->pos);
-                sb_free(&b);
+                strbuf *b = scratch_take(R, R->o->max_output, n->pos);
+                to_str(R, &v, b, n->pos);
+                if (b->n) emit(R, b->p, b->n, n->pos);
+                R->n_scratch--;
             }
             break;
         }
@@ -3112,6 +3122,7 @@ int jinja_render(const jinja_template *t, const json_value *vars, const jinja_op
     }
     out->limit = out_limit;
     for (size_t i = 0; i < sizeof R->caps / sizeof R->caps[0]; i++) sb_free(&R->caps[i]);
+    for (size_t i = 0; i < sizeof R->scratch / sizeof R->scratch[0]; i++) sb_free(&R->scratch[i]);
     arena_free(&R->A);
     free(R);
     return rc;
