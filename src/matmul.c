@@ -156,8 +156,9 @@ static void run_jobs(const mm_job *jobs, int n, int nt) {
         /* my own stretch from the front; then half of what another thread
          * has left, from its back, becomes my stretch: a core the host slowed
          * down is helped out instead of waited for, and the helper reads a
-         * long run (one 16-row block at a time, each from cold memory, read
-         * 2-5 % slower), which stays open to helping in turn */
+         * long run, which stays open to helping in turn (taking one 16-row
+         * block at a time, each from cold memory, read the experts' downs
+         * 5-7 % slower: docs/BENCHMARKS.md, 2026-12-07, fourth session) */
         for (int a, b; me < team;) {
             while (take_range(&stretch[me].range, 1, &a, &b))
                 for (int i = 0; i < n; i++) { /* the claim's part in each job */

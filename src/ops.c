@@ -29,9 +29,9 @@ static void exp_normalize(float *x, int n, float max, float sum) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* The largest of n values (n >= 1) as a vector reduction: one chain of
- * dependent compares cost 4 cycles a key, 50 us a layer of attention at
- * 2048 keys, more than the exponentials. */
+/* The largest of n values (n >= 1) as a vector reduction, not one chain
+ * of dependent compares: attention's softmax at 2048 keys 90.7 -> 66.3 us
+ * a layer and thread (docs/BENCHMARKS.md, 2026-12-07, fourth session). */
 static float max_of(const float *x, int n, float max) {
 #pragma omp simd reduction(max : max)
     for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
