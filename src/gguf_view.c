@@ -433,9 +433,10 @@ static int split_ssm_ba(gguf_view *v, int layer, const gguf_tensor *t, const ssm
     if (!alpha) return moe_fail(v->err, "out of memory");
     for (int j = 0; j < s->n_k; j++)
         for (int i = 0; i < r; i++) {
-            const char *src = (const char *)t->data + ((size_t)j * 2 * (size_t)r + (size_t)i) * row;
-            memcpy(beta + ((size_t)j * (size_t)r + (size_t)i) * row, src, row);
-            memcpy(alpha + (size_t)(j * r + i) * row, src + (size_t)r * row, row);
+            size_t out = (size_t)j * (size_t)r + (size_t)i; /* value head j * r + i */
+            const char *src = (const char *)t->data + (2 * (size_t)j * (size_t)r + (size_t)i) * row;
+            memcpy(beta + out * row, src, row);
+            memcpy(alpha + out * row, src + (size_t)r * row, row);
         }
     char bn[64], an[64];
     snprintf(bn, sizeof bn, "blk.%d.ssm_beta", layer);

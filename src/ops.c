@@ -41,9 +41,7 @@ static float max_of(const float *x, int n, float max) {
 void softmax_fast(float *x, int n) { exp_normalize(x, n, max_of(x, n, x[0]), 0.0f); }
 
 void softmax(float *x, int n) {
-    float max = x[0];
-    for (int i = 1; i < n; i++)
-        if (x[i] > max) max = x[i];
+    float max = max_of(x, n, x[0]);
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
