@@ -950,7 +950,8 @@ enum {
     KQ_CHUNK = 8,      /* super-blocks of those tokens laid out at a time: 24 KB of stack */
     KQ_AHEAD_ROWS = 8, /* the token-lane path prefetches this many rows on (experts' weights come from memory) */
     KQ_LANES_MIN = 6,  /* tokens from which a group of 16 lanes, part empty, beats the per-token path */
-    KQ_MAX_SUPER = 32  /* rows up to 8192 values (decode lays its token out whole: 18 KB) */
+    KQ_MAX_SUPER = 32, /* rows up to 8192 values (decode lays its token out whole: 18 KB) */
+    KQ_STREAMS = 3     /* parts of a tile decode reads at once */
 };
 
 typedef struct {
@@ -1145,14 +1146,9 @@ static inline __attribute__((always_inline)) void row_kq(moe_dtype dt, int T, in
     }
 }
 
-/* Decode (one token). The token is laid out once per tile call with what
- * makes a super-block's scaling cheapest (kq_x1); a row's sum stays a
- * vector, so eight rows are reduced at once (sum8); the prefetch
- * DECODE_AHEAD bytes on is issued per super-block (a constant count,
- * unrolled). The per-row reductions and a prefetch loop per row were a
- * quarter of the in-cache time; Q6_K's -32 starts the int32 sums (neg),
- * and Q4_K/Q5_K's 8 scales and 8 mins are one vector (k): one convert and
- * two multiplies per super-block where there were two of each and more. */
+/* Decode's layout of the token (kq_prepare1): a row's sum stays a vector,
+ * so eight rows are reduced at once; the per-row reductions and a prefetch
+ * loop per row were a quarter of the in-cache time. */
 typedef struct {
     int8_t q[256];      /* the values, pairs in the weight's order (as kq_x) */
     float k[16];        /* Q4_K/Q5_K: block j's scale (lane j) and scale x sum of its values (8 + j);
@@ -1183,79 +1179,71 @@ static inline __m512i kq_perm_block(const int *order, int p) {
     return _mm512_loadu_si512(ix);
 }
 
-/* One row's super-blocks against the token, as a vector to be summed. */
-static inline __m512 row1_q6_K(int ns, const block_q6_K *wb, const __m512i *perm, const kq_x1 *x) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-    for (int b = 0; b < ns; b++) {
-        prefetch_span((const char *)&wb[b] + DECODE_AHEAD, (int)sizeof(block_q6_K));
-        __m512i q[4];
-        kq_codes_q6_K(&wb[b], q);
-        __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)wb[b].scales)));
-        __m512 g = _mm512_mul_ps(_mm512_mul_ps(sc, _mm512_loadu_ps(x[b].k)), _mm512_set1_ps(h2f(wb[b].d)));
-        for (int p = 0; p < 4; p++) {
-            __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(x[b].neg[p]), q[p], _mm512_loadu_si512(x[b].q + 64 * p));
-            __m512 f = _mm512_cvtepi32_ps(d), s = _mm512_permutexvar_ps(perm[p], g);
-            if (p & 1) a1 = _mm512_fmadd_ps(f, s, a1);
-            else a0 = _mm512_fmadd_ps(f, s, a0);
-        }
-    }
-    return _mm512_add_ps(a0, a1);
-}
-
-/* Q4_K/Q5_K: k = (8 scales x d, 8 mins x dmin) x the token's (scales,
- * scale x sums); the pairs take lanes 0-7 through the block permute, the
- * mins are lanes 8-15 summed. */
-static inline __attribute__((always_inline)) __m512 row1_mins(moe_dtype dt, int ns, const void *wb,
-                                                               const __m512i *perm, const kq_x1 *x) {
-    const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, mins = a0;
-    for (int b = 0; b < ns; b++) {
-        const void *blk = kq_block(dt, wb, b);
-        prefetch_span((const char *)blk + DECODE_AHEAD, (int)kq_block_bytes(dt));
-        __m512i q[4];
+/* One super-block (blk) of one row against the token's (x) into the
+ * row's sums: acc, and for Q4_K/Q5_K the mins in lanes 8-15 of *mins (k's
+ * upper half: 8 mins x dmin x the token's scale x block sums). Q6_K's -32
+ * starts the int32 sums (neg); Q4_K/Q5_K's 8 scales and 8 mins are one
+ * vector (k): one convert and two multiplies a super-block. The prefetch
+ * DECODE_AHEAD bytes on is a constant count, unrolled. */
+static inline __attribute__((always_inline)) void kq_step(moe_dtype dt, const void *blk, const __m512i *perm,
+                                                          const kq_x1 *x, __m512 *acc, __m512 *mins) {
+    prefetch_span((const char *)blk + DECODE_AHEAD, (int)kq_block_bytes(dt));
+    __m512i q[4];
+    __m512 k;
+    if (dt == DT_Q6_K) {
+        const block_q6_K *w = blk;
+        kq_codes_q6_K(w, q);
+        __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w->scales)));
+        k = _mm512_mul_ps(_mm512_mul_ps(sc, _mm512_loadu_ps(x->k)), _mm512_set1_ps(h2f(w->d)));
+    } else {
+        const __m512i sel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
         if (dt == DT_Q5_K) kq_codes_q5_K(blk, q);
         else kq_codes_q4_K(blk, q);
         __m128i sm8; /* the same first 16 bytes in both types */
         __m512 ddm = _mm512_permutexvar_ps(sel, _mm512_castps128_ps512(q4_K_head(blk, &sm8)));
-        __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8));
-        __m512 k = _mm512_mul_ps(_mm512_mul_ps(sm, ddm), _mm512_loadu_ps(x[b].k));
-        for (int p = 0; p < 4; p++) {
-            __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[p], _mm512_loadu_si512(x[b].q + 64 * p));
-            __m512 f = _mm512_cvtepi32_ps(d), s = _mm512_permutexvar_ps(perm[p], k);
-            if (p & 1) a1 = _mm512_fmadd_ps(f, s, a1);
-            else a0 = _mm512_fmadd_ps(f, s, a0);
-        }
-        mins = _mm512_mask_add_ps(mins, (__mmask16)0xFF00, mins, k);
+        k = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8)), ddm), _mm512_loadu_ps(x->k));
+        *mins = _mm512_mask_add_ps(*mins, (__mmask16)0xFF00, *mins, k);
     }
-    return _mm512_sub_ps(_mm512_add_ps(a0, a1), mins);
-}
-static inline __m512 row1_q4_K(int ns, const void *wb, const __m512i *perm, const kq_x1 *x) {
-    return row1_mins(DT_Q4_K, ns, wb, perm, x);
-}
-static inline __m512 row1_q5_K(int ns, const void *wb, const __m512i *perm, const kq_x1 *x) {
-    return row1_mins(DT_Q5_K, ns, wb, perm, x);
-}
-/* Row r of a tile (w, w_stride) for one token, per type. */
-static inline __attribute__((always_inline)) __m512 row1_kq(moe_dtype dt, int ns, const void *w, size_t w_stride,
-                                                             int r, const __m512i *perm, const kq_x1 *x) {
-    const void *wr = (const char *)w + (size_t)r * w_stride;
-    return dt == DT_Q6_K ? row1_q6_K(ns, wr, perm, x) : dt == DT_Q5_K ? row1_q5_K(ns, wr, perm, x)
-                                                                      : row1_q4_K(ns, wr, perm, x);
+    for (int p = 0; p < 4; p++) {
+        __m512i init = dt == DT_Q6_K ? _mm512_loadu_si512(x->neg[p]) : _mm512_setzero_si512();
+        __m512i d = _mm512_dpbusd_epi32(init, q[p], _mm512_loadu_si512(x->q + 64 * p));
+        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(perm[p], k), *acc);
+    }
 }
 
-/* Eight rows of a tile for one token, from row r. */
-static inline __attribute__((always_inline)) void kq_rows8(moe_dtype dt, int ns, const void *w, size_t w_stride,
-                                                           int r, const __m512i *perm, const kq_x1 *x, float *y) {
-    __m512 v[8];
-    for (int i = 0; i < 8; i++) v[i] = row1_kq(dt, ns, w, w_stride, r + i, perm, x);
-    _mm256_storeu_ps(y + r, sum8(v));
+/* S rows, r, r + part, ..., r + (S - 1) part, super-block by super-block,
+ * each as a vector to be summed (out[8 s]): S streams advancing together. */
+static inline __attribute__((always_inline)) void kq_rows_s(moe_dtype dt, int S, int ns, const char *w,
+                                                            size_t w_stride, int r, int part, const __m512i *perm,
+                                                            const kq_x1 *x, __m512 *out) {
+    __m512 acc[KQ_STREAMS], mins[KQ_STREAMS];
+    for (int s = 0; s < S; s++) acc[s] = mins[s] = _mm512_setzero_ps();
+    for (int b = 0; b < ns; b++)
+        for (int s = 0; s < S; s++)
+            kq_step(dt, kq_block(dt, w + (size_t)(r + s * part) * w_stride, b), perm, &x[b], &acc[s], &mins[s]);
+    for (int s = 0; s < S; s++) out[8 * s] = _mm512_sub_ps(acc[s], mins[s]);
 }
 
-/* A tile's rows for one token, one after another (one linear stream);
- * Q4_K's as two streams, the tile's halves eight rows at a time: from
- * memory a Q4_K matrix then reads 94-98 % of read_sum's rate instead of
- * 88-90 % (Q5_K and Q6_K read a little slower that way; docs/BENCHMARKS.md,
- * 2026-12-07, third session). */
+/* Rows r.. r + 8 of each of S parts of `part` rows from row r0: eight rows
+ * of a part are reduced at once (sum8). */
+static inline __attribute__((always_inline)) void kq_groups(moe_dtype dt, int S, int ns, const void *w,
+                                                            size_t w_stride, int r0, int part, const __m512i *perm,
+                                                            const kq_x1 *x, float *y) {
+    for (int r = r0; r < r0 + part; r += 8) {
+        __m512 v[KQ_STREAMS * 8];
+        for (int i = 0; i < 8; i++) kq_rows_s(dt, S, ns, w, w_stride, r + i, part, perm, x, v + i);
+        for (int s = 0; s < S; s++) _mm256_storeu_ps(y + s * part + r, sum8(v + 8 * s));
+    }
+}
+
+/* Decode (one token). The token is laid out once per tile call with what
+ * makes a super-block's scaling cheapest (kq_x1), and the tile is read as
+ * KQ_STREAMS parts at once, super-block by super-block: three streams a
+ * thread keep more of memory's requests in flight than one, and decode
+ * went from 69.4 to 78.5 t/s on the Qwen3-30B-A3B-shape Q4_K_M file (the
+ * halves of a Q4_K tile eight rows at a time had given 2-3 %; four streams
+ * and six read slower than three: docs/BENCHMARKS.md, 2026-12-07, fifth
+ * session). Rows left over go two parts at a time, then one. */
 static inline __attribute__((always_inline)) void kq_decode(moe_dtype dt, int ns, const void *w, size_t w_stride,
                                                             int nr, const block_q8a *xa, float *y) {
     const int q6 = dt == DT_Q6_K, *order = kq_order(dt);
@@ -1263,17 +1251,18 @@ static inline __attribute__((always_inline)) void kq_decode(moe_dtype dt, int ns
     for (int p = 0; p < 4; p++) perm[p] = q6 ? kq_perm(order, p) : kq_perm_block(order, p);
     kq_x1 x[KQ_MAX_SUPER];
     kq_prepare1(xa, ns, order, q6, x);
-    int r = 0;
-    if (dt == DT_Q4_K) {
-        int half = nr / 16 * 8;
-        for (; r < half; r += 8) {
-            kq_rows8(dt, ns, w, w_stride, r, perm, x, y);
-            kq_rows8(dt, ns, w, w_stride, half + r, perm, x, y);
-        }
-        r = 2 * half;
+    int part = nr / (8 * KQ_STREAMS) * 8, r = KQ_STREAMS * part;
+    kq_groups(dt, KQ_STREAMS, ns, w, w_stride, 0, part, perm, x, y);
+    part = (nr - r) / 16 * 8;
+    kq_groups(dt, 2, ns, w, w_stride, r, part, perm, x, y);
+    r += 2 * part;
+    part = (nr - r) / 8 * 8;
+    kq_groups(dt, 1, ns, w, w_stride, r, part, perm, x, y);
+    for (r += part; r < nr; r++) {
+        __m512 v;
+        kq_rows_s(dt, 1, ns, w, w_stride, r, 0, perm, x, &v);
+        y[r] = _mm512_reduce_add_ps(v);
     }
-    for (; r + 8 <= nr; r += 8) kq_rows8(dt, ns, w, w_stride, r, perm, x, y);
-    for (; r < nr; r++) y[r] = _mm512_reduce_add_ps(row1_kq(dt, ns, w, w_stride, r, perm, x));
 }
 static void q4_K_decode(int ns, const void *w, size_t w_stride, int nr, const block_q8a *xa, float *y) {
     kq_decode(DT_Q4_K, ns, w, w_stride, nr, xa, y);
