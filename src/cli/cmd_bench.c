@@ -75,9 +75,10 @@ static stat summarize(const double *v, int r, int n) {
  *   but not always the same ones (a larger buffer would miss caches that
  *   decode hits, and decode could beat it);
  * - in 2 MB pages, as the weights are mapped (file.c);
- * - every other pass with the decode kernels' L2 prefetch PROBE_AHEAD bytes
- *   ahead (the plain types use it, the _r16 types do not), the best pass
- *   counting;
+ * - in turn plainly, with the decode kernels' L2 prefetch PROBE_AHEAD bytes
+ *   ahead (the plain types use it, the _r16 types do not), and as three
+ *   parts a thread read at once with it (the K-quant decode reads a tile so),
+ *   the best pass counting;
  * - the best of several passes after an untimed one (a host may have paged
  *   the idle buffer out). A shared host's bandwidth moves by tens of
  *   percent from minute to minute, so decode runs are probed beside each. */
@@ -85,6 +86,8 @@ static stat summarize(const double *v, int r, int n) {
 #define PROBE_PAGE ((size_t)2 << 20)
 #define PROBE_AHEAD 8192 /* DECODE_AHEAD of kernels_simd.h */
 #define PROBE_PIECE 512   /* words summed per read_sum call when prefetching (4 KB) */
+#define PROBE_PARTS 3       /* KQ_STREAMS of kernels_avx512.c */
+#define PROBE_PART_PIECE 256 /* words of one part read before the next part's (2 KB) */
 
 typedef struct {
     uint64_t *buf;
@@ -106,18 +109,29 @@ static bw_probe bw_open(double bytes) {
     return b;
 }
 
-/* n words (a multiple of 64) at p, read as one decode thread reads its rows */
-static uint64_t read_stream(const uint64_t *p, size_t n, const uint64_t *end, int prefetch) {
-    uint64_t (*read_sum)(const uint64_t *, size_t) = kernels_get()->read_sum;
-    if (!prefetch) return read_sum(p, n);
+/* m words (a multiple of 64) at p + i, with the L2 prefetch PROBE_AHEAD
+ * bytes on (not past the buffer's end, `left` bytes from p) */
+static uint64_t read_piece(const uint64_t *p, size_t i, size_t m, size_t left) {
+    for (size_t o = i * sizeof *p + PROBE_AHEAD, stop = o + m * sizeof *p; o < stop && o < left; o += 64)
+        __builtin_prefetch((const char *)p + o, 0, 1); /* prefetcht2, as prefetch_span */
+    return kernels_get()->read_sum(p + i, m);
+}
+
+/* n words (a multiple of 64) at p, read as one decode thread reads its
+ * rows: kind 0 plainly, 1 with the prefetch, 2 as PROBE_PARTS parts at once,
+ * PROBE_PART_PIECE words of each in turn, with the prefetch */
+static uint64_t read_stream(const uint64_t *p, size_t n, const uint64_t *end, int kind) {
+    if (kind == 0) return kernels_get()->read_sum(p, n);
     uint64_t total = 0;
-    const size_t left = (size_t)(end - p) * sizeof *p; /* bytes from p to the buffer's end */
-    for (size_t i = 0; i < n; i += PROBE_PIECE) {
-        size_t m = n - i < PROBE_PIECE ? n - i : PROBE_PIECE;
-        for (size_t o = i * sizeof *p + PROBE_AHEAD, stop = o + m * sizeof *p; o < stop && o < left; o += 64)
-            __builtin_prefetch((const char *)p + o, 0, 1); /* prefetcht2, as prefetch_span */
-        total += read_sum(p + i, m);
+    const size_t left = (size_t)(end - p) * sizeof *p;
+    size_t i = 0;
+    if (kind == 2) {
+        size_t part = n / PROBE_PARTS / PROBE_PART_PIECE * PROBE_PART_PIECE;
+        for (; i < part; i += PROBE_PART_PIECE)
+            for (size_t s = 0; s < PROBE_PARTS; s++) total += read_piece(p, s * part + i, PROBE_PART_PIECE, left);
+        i = PROBE_PARTS * part;
     }
+    for (; i < n; i += PROBE_PIECE) total += read_piece(p, i, n - i < PROBE_PIECE ? n - i : PROBE_PIECE, left);
     return total;
 }
 
@@ -128,7 +142,7 @@ static double bw_best(const bw_probe *b, double bytes, int passes) {
     if (n < PROBE_PAGE / sizeof(uint64_t)) n = b->n < PROBE_PAGE / sizeof(uint64_t) ? b->n : PROBE_PAGE / sizeof(uint64_t);
     n = n / 64 * 64; /* the threads read whole 64-word chunks: count only what they read */
 #if defined(__x86_64__) || defined(_M_X64)
-    const int kinds = 2; /* without and with the software prefetch */
+    const int kinds = 3; /* plain, with the software prefetch, and three parts at once */
 #else
     const int kinds = 1; /* the decode kernels keep to the hardware prefetchers here */
 #endif
@@ -136,13 +150,13 @@ static double bw_best(const bw_probe *b, double bytes, int passes) {
     uint64_t sink = 0;
     for (int rep = -1; rep < passes; rep++) {
         uint64_t total = 0;
-        int prefetch = rep >= 0 && rep % kinds == 1;
+        int kind = rep >= 0 ? rep % kinds : 0;
         double t0 = now_seconds();
 #pragma omp parallel reduction(+ : total)
         {
             size_t chunks = n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
             size_t lo = chunks * me / team * 64, hi = chunks * (me + 1) / team * 64;
-            total += read_stream(b->buf + lo, hi - lo, b->buf + n, prefetch);
+            total += read_stream(b->buf + lo, hi - lo, b->buf + n, kind);
         }
         double t = now_seconds() - t0;
         sink += total;
