@@ -67,6 +67,9 @@ size_t moe_model_prefault(const moe_model *m);
 /* Bytes of the mapped file now mapped as 2 MB pages (Linux; elsewhere 0).
  * Decode reads faster from them (see docs/MEMORY.md). */
 size_t moe_model_huge_bytes(const moe_model *m);
+/* The mapped file, read-only (its bytes in *bytes; NULL for a file read
+ * into memory), for probes that stream the very pages decode reads. */
+const void *moe_model_mapping(const moe_model *m, size_t *bytes);
 void moe_model_free(moe_model *m);
 
 /* A summary for `moe info` and for callers sizing buffers. */

@@ -421,43 +421,64 @@ static inline __attribute__((always_inline)) void kq_codes_pair(int q5, const vo
     }
 }
 
-/* One row's super-blocks against the token, as a vector to be summed. */
-static inline __attribute__((always_inline)) __m256 kq_row1(int q5, int ns, const char *wr, size_t bytes,
-                                                             const block_q8a *x, const kq_tok *t) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, mins = a0;
-    for (int b = 0; b < ns; b++) {
-        const char *blk = wr + (size_t)b * bytes;
-        const block_q8a *xb = x + 8 * b;
-        prefetch_span(blk + DECODE_AHEAD, (int)bytes);
-        __m128i sm;
-        __m128 dd = q4_K_head(blk, &sm);
-        float s[8]; /* sub-block j's d x scale x activation scale, broadcast from memory below */
-        _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_mul_ps(bytes8_ps(sm), _mm256_broadcastss_ps(dd)),
-                                          _mm256_loadu_ps(t[b].d)));
-        __m256 mn = _mm256_mul_ps(bytes8_ps(_mm_srli_si128(sm, 8)), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
-        mins = _mm256_fmadd_ps(mn, _mm256_loadu_ps(t[b].ds), mins);
-        for (int c = 0; c < 4; c++) {
-            __m256i lo, hi;
-            kq_codes_pair(q5, blk, c, &lo, &hi);
-            __m256i p0 = dot32_u8i8(lo, _mm256_loadu_si256((const __m256i *)xb[2 * c].qs));
-            __m256i p1 = dot32_u8i8(hi, _mm256_loadu_si256((const __m256i *)xb[2 * c + 1].qs));
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_broadcast_ss(&s[2 * c]), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_broadcast_ss(&s[2 * c + 1]), a1);
+/* S rows' super-blocks (rows wr[0..S-1]) against the token, super-block by
+ * super-block (S streams advancing together: kernels_avx512.c's kq_decode
+ * says why), each as a vector to be summed (out[s]). */
+static inline __attribute__((always_inline)) void kq_rows(int q5, int S, int ns, const char *const *wr, size_t bytes,
+                                                          const block_q8a *x, const kq_tok *t, __m256 *out) {
+    __m256 acc[DECODE_PARTS], mins[DECODE_PARTS];
+    for (int r = 0; r < S; r++) acc[r] = mins[r] = _mm256_setzero_ps();
+    for (int b = 0; b < ns; b++)
+        for (int r = 0; r < S; r++) {
+            const char *blk = wr[r] + (size_t)b * bytes;
+            const block_q8a *xb = x + 8 * b;
+            prefetch_span(blk + DECODE_AHEAD, (int)bytes);
+            __m128i sm;
+            __m128 dd = q4_K_head(blk, &sm);
+            float s[8]; /* sub-block j's d x scale x activation scale, broadcast from memory below */
+            _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_mul_ps(bytes8_ps(sm), _mm256_broadcastss_ps(dd)),
+                                              _mm256_loadu_ps(t[b].d)));
+            __m256 mn = _mm256_mul_ps(bytes8_ps(_mm_srli_si128(sm, 8)), _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
+            mins[r] = _mm256_fmadd_ps(mn, _mm256_loadu_ps(t[b].ds), mins[r]);
+            for (int c = 0; c < 4; c++) {
+                __m256i lo, hi;
+                kq_codes_pair(q5, blk, c, &lo, &hi);
+                __m256i p0 = dot32_u8i8(lo, _mm256_loadu_si256((const __m256i *)xb[2 * c].qs));
+                __m256i p1 = dot32_u8i8(hi, _mm256_loadu_si256((const __m256i *)xb[2 * c + 1].qs));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_broadcast_ss(&s[2 * c]), acc[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_broadcast_ss(&s[2 * c + 1]), acc[r]);
+            }
         }
-    }
-    return _mm256_sub_ps(_mm256_add_ps(a0, a1), mins);
+    for (int r = 0; r < S; r++) out[r] = _mm256_sub_ps(acc[r], mins[r]);
 }
 
-/* A tile's rows for one token, one after another (one linear stream). Not
- * inlined into the tile: its layout array would join the tile's frame. */
+/* S rows of a tile, r, r + part, ..., into y */
+static inline __attribute__((always_inline)) void kq_rows_y(int q5, int S, int ns, const void *w, size_t w_stride,
+                                                            int r, int part, const block_q8a *x, const kq_tok *t,
+                                                            float *y) {
+    size_t bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const char *wr[DECODE_PARTS];
+    __m256 v[DECODE_PARTS];
+    for (int s = 0; s < S; s++) wr[s] = (const char *)w + (size_t)(r + s * part) * w_stride;
+    kq_rows(q5, S, ns, wr, bytes, x, t, v);
+    for (int s = 0; s < S; s++) y[r + s * part] = hsum8(v[s]);
+}
+
+/* A tile's rows for one token as DECODE_PARTS parts read at once, the rows
+ * left over one by one. Not inlined into the tile: its layout array would
+ * join the tile's frame. */
 static __attribute__((noinline)) void kq_decode(int q5, int ns, const void *w, size_t w_stride, int nr,
                                                 const block_q8a *x, float *y) {
     kq_tok t[KQ1_MAX_SUPER];
     kq_prepare_tok(x, ns, t);
-    size_t bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    for (int r = 0; r < nr; r++) {
-        const char *wr = (const char *)w + (size_t)r * w_stride;
-        y[r] = hsum8(q5 ? kq_row1(1, ns, wr, bytes, x, t) : kq_row1(0, ns, wr, bytes, x, t));
+    int part = nr / DECODE_PARTS;
+    for (int r = 0; r < part; r++) {
+        if (q5) kq_rows_y(1, DECODE_PARTS, ns, w, w_stride, r, part, x, t, y);
+        else kq_rows_y(0, DECODE_PARTS, ns, w, w_stride, r, part, x, t, y);
+    }
+    for (int r = DECODE_PARTS * part; r < nr; r++) {
+        if (q5) kq_rows_y(1, 1, ns, w, w_stride, r, 0, x, t, y);
+        else kq_rows_y(0, 1, ns, w, w_stride, r, 0, x, t, y);
     }
 }
 
@@ -559,46 +580,63 @@ static inline __m256i q6_K_codes(__m256i ql, __m256i qh, int k) {
     return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
 }
 
-static inline __m256 q6_K_row1(int ns, const block_q6_K *wb, const block_q8a *x, const kq6_tok *t) {
+/* S rows (wr[0..S-1]) super-block by super-block, as kq_rows, each as a
+ * vector to be summed (out[s]). */
+static inline __attribute__((always_inline)) void q6_K_rows(int S, int ns, const block_q6_K *const *wr,
+                                                            const block_q8a *x, const kq6_tok *t, __m256 *out) {
     /* the words of dword j (scales 2j, 2j + 1) spread over the low and the high half */
     const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
                                             2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, off = a0;
-    for (int b = 0; b < ns; b++) {
-        const block_q6_K *w = &wb[b];
-        const block_q8a *xb = x + 8 * b;
-        prefetch_span((const char *)w + DECODE_AHEAD, (int)sizeof(block_q6_K));
-        __m128i sc = _mm_loadu_si128((const __m128i *)w->scales);
-        __m256 d = _mm256_set1_ps(h2f(w->d));
-        float s[8]; /* d x block j's activation scale, broadcast from memory below */
-        _mm256_storeu_ps(s, _mm256_mul_ps(d, _mm256_loadu_ps(t[b].d)));
-        __m256 sc_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc));
-        __m256 sc_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)));
-        off = _mm256_fmadd_ps(_mm256_fmadd_ps(sc_lo, _mm256_loadu_ps(t[b].off),
-                                              _mm256_mul_ps(sc_hi, _mm256_loadu_ps(t[b].off + 8))), d, off);
-        __m256i sc16 = _mm256_cvtepi8_epi16(sc);
-        for (int h = 0; h < 2; h++) {
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
-            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h));
-            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32));
-            for (int k = 0; k < 4; k++) {
-                int j = 4 * h + k;
-                __m256i q = q6_K_codes(k & 1 ? ql1 : ql0, qh, k);
-                __m256i sj = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), spread);
-                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xb[j].qs)), sj);
-                if (j & 1) a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&s[j]), a1);
-                else a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&s[j]), a0);
+    __m256 acc[DECODE_PARTS], off[DECODE_PARTS];
+    for (int r = 0; r < S; r++) acc[r] = off[r] = _mm256_setzero_ps();
+    for (int b = 0; b < ns; b++)
+        for (int r = 0; r < S; r++) {
+            const block_q6_K *w = &wr[r][b];
+            const block_q8a *xb = x + 8 * b;
+            prefetch_span((const char *)w + DECODE_AHEAD, (int)sizeof(block_q6_K));
+            __m128i sc = _mm_loadu_si128((const __m128i *)w->scales);
+            __m256 d = _mm256_set1_ps(h2f(w->d));
+            float s[8]; /* d x block j's activation scale, broadcast from memory below */
+            _mm256_storeu_ps(s, _mm256_mul_ps(d, _mm256_loadu_ps(t[b].d)));
+            __m256 sc_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc));
+            __m256 sc_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)));
+            off[r] = _mm256_fmadd_ps(_mm256_fmadd_ps(sc_lo, _mm256_loadu_ps(t[b].off),
+                                                     _mm256_mul_ps(sc_hi, _mm256_loadu_ps(t[b].off + 8))), d, off[r]);
+            __m256i sc16 = _mm256_cvtepi8_epi16(sc);
+            for (int h = 0; h < 2; h++) {
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
+                __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h));
+                __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32));
+                for (int k = 0; k < 4; k++) {
+                    int j = 4 * h + k;
+                    __m256i q = q6_K_codes(k & 1 ? ql1 : ql0, qh, k);
+                    __m256i sj = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), spread);
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xb[j].qs)), sj);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&s[j]), acc[r]);
+                }
             }
         }
-    }
-    return _mm256_add_ps(_mm256_add_ps(a0, a1), off);
+    for (int r = 0; r < S; r++) out[r] = _mm256_add_ps(acc[r], off[r]);
 }
 
+/* S rows of a tile, r, r + part, ..., into y */
+static inline __attribute__((always_inline)) void q6_K_rows_y(int S, int ns, const void *w, size_t w_stride, int r,
+                                                              int part, const block_q8a *x, const kq6_tok *t, float *y) {
+    const block_q6_K *wr[DECODE_PARTS];
+    __m256 v[DECODE_PARTS];
+    for (int s = 0; s < S; s++) wr[s] = (const block_q6_K *)((const char *)w + (size_t)(r + s * part) * w_stride);
+    q6_K_rows(S, ns, wr, x, t, v);
+    for (int s = 0; s < S; s++) y[r + s * part] = hsum8(v[s]);
+}
+
+/* As kq_decode: DECODE_PARTS parts at once, the rows left over one by one. */
 static __attribute__((noinline)) void q6_K_decode(int ns, const void *w, size_t w_stride, int nr, const block_q8a *x,
                                                   float *y) {
     kq6_tok t[KQ1_MAX_SUPER];
     kq6_prepare_tok(x, ns, t);
-    for (int r = 0; r < nr; r++) y[r] = hsum8(q6_K_row1(ns, (const block_q6_K *)((const char *)w + (size_t)r * w_stride), x, t));
+    int part = nr / DECODE_PARTS;
+    for (int r = 0; r < part; r++) q6_K_rows_y(DECODE_PARTS, ns, w, w_stride, r, part, x, t, y);
+    for (int r = DECODE_PARTS * part; r < nr; r++) q6_K_rows_y(1, ns, w, w_stride, r, 0, x, t, y);
 }
 
 void avx2_tile_q6_K(int n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, const int *idx,

@@ -289,10 +289,11 @@ static inline __attribute__((always_inline)) void int8_rxt(int ty, int nb, const
         for (int t = 0; t < T; t++) out[r * TT + t] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-/* Decode (one token): rows one after another, so each thread reads its
- * weights as one linear stream, with a software prefetch DECODE_AHEAD bytes
- * ahead in it: from memory that reads closer to read_sum's rate than rows
- * interleaved or no prefetch did (docs/BENCHMARKS.md, 2026-12-02).
+/* Decode (one token): a tile as DECODE_PARTS parts read at once, step by
+ * step, each part a linear stream with a software prefetch DECODE_AHEAD
+ * bytes ahead in it: a decode thread, which computes between its loads,
+ * keeps more of memory's requests in flight that way than with one stream
+ * (docs/BENCHMARKS.md, 2026-12-02 and 2026-12-07, fifth session).
  *
  * The token's side of each step of four blocks (its values, laid out as the
  * weights will be, and the weights' offset share) is prepared once per tile
@@ -420,11 +421,7 @@ static inline __m512 q4_0_step(const block_q4_0 *wb, const step_q4_0 *s, __m512 
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s4, acc);
 }
 
-/* A tile's rows for one token: the token prepared once, then row by row,
- * two steps (two accumulators) at a time, prefetching DECODE_AHEAD bytes on
- * in the stream (kernels_simd.h; rows are contiguous, so this runs on into
- * the next rows). */
-
+/* One step (four blocks) of a row against the token's prepared step, by type. */
 static inline __m512 int8_step(int ty, const void *wb, const void *st, __m512 acc, __m128 *corr) {
     return ty == I8_Q4_0   ? q4_0_step(wb, (const step_q4_0 *)st, acc, corr)
            : ty == I8_Q5_0 || ty == I8_IQ4_NL ? unpacked_step(ty, wb, (const step_q8_0 *)st, acc)
@@ -434,27 +431,47 @@ static inline __m512 int8_step(int ty, const void *wb, const void *st, __m512 ac
 static inline const void *int8_st(int ty, const void *st, int s) {
     return ty == I8_Q4_0 ? (const void *)((const step_q4_0 *)st + s) : (const void *)((const step_q8_0 *)st + s);
 }
+/* S rows, r, r + part, ..., r + (S - 1) part, step by step: S streams
+ * advancing together (kq_decode's reason: more of memory's requests in
+ * flight), each row two steps (two accumulators) at a time. */
+static inline __attribute__((always_inline)) void decode_rows_s(int ty, int S, int nb, const void *w,
+                                                                size_t w_stride, int r, int part, const void *st,
+                                                                const block_q8a *x, float *y) {
+    const int bytes = (int)int8_block_bytes(ty);
+    const char *wr[DECODE_PARTS];
+    __m512 a0[DECODE_PARTS], a1[DECODE_PARTS];
+    __m128 c[DECODE_PARTS];
+    for (int s = 0; s < S; s++) {
+        wr[s] = (const char *)w + (size_t)(r + s * part) * w_stride;
+        a0[s] = a1[s] = _mm512_setzero_ps();
+        c[s] = _mm_setzero_ps();
+    }
+    int b = 0;
+    for (; b + 8 <= nb; b += 8)
+        for (int s = 0; s < S; s++) {
+            prefetch_span((const char *)int8_block(ty, wr[s], b) + DECODE_AHEAD, 8 * bytes);
+            a0[s] = int8_step(ty, int8_block(ty, wr[s], b), int8_st(ty, st, b / 4), a0[s], &c[s]);
+            a1[s] = int8_step(ty, int8_block(ty, wr[s], b + 4), int8_st(ty, st, b / 4 + 1), a1[s], &c[s]);
+        }
+    for (int s = 0; s < S; s++) {
+        int k = b;
+        if (k + 4 <= nb) {
+            a0[s] = int8_step(ty, int8_block(ty, wr[s], k), int8_st(ty, st, k / 4), a0[s], &c[s]);
+            k += 4;
+        }
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0[s], a1[s]), _mm512_zextps128_ps512(c[s])));
+        for (; k < nb; k++) sum += int8_tail(ty, int8_block(ty, wr[s], k), &x[k]);
+        y[r + s * part] = sum;
+    }
+}
+/* A tile's rows for one token as DECODE_PARTS parts at once, the rows left
+ * over one by one; the prefetch DECODE_AHEAD bytes on in each part
+ * (kernels_simd.h; rows are contiguous, so it runs on into the next rows). */
 static inline __attribute__((always_inline)) void decode_rows(int ty, int nb, const void *w, size_t w_stride, int nr,
                                                               const void *st, const block_q8a *x, float *y) {
-    const int bytes = (int)int8_block_bytes(ty);
-    for (int r = 0; r < nr; r++) {
-        const char *wr = (const char *)w + (size_t)r * w_stride;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-        __m128 c = _mm_setzero_ps();
-        int b = 0;
-        for (; b + 8 <= nb; b += 8) {
-            prefetch_span((const char *)int8_block(ty, wr, b) + DECODE_AHEAD, 8 * bytes);
-            a0 = int8_step(ty, int8_block(ty, wr, b), int8_st(ty, st, b / 4), a0, &c);
-            a1 = int8_step(ty, int8_block(ty, wr, b + 4), int8_st(ty, st, b / 4 + 1), a1, &c);
-        }
-        if (b + 4 <= nb) {
-            a0 = int8_step(ty, int8_block(ty, wr, b), int8_st(ty, st, b / 4), a0, &c);
-            b += 4;
-        }
-        float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_zextps128_ps512(c)));
-        for (; b < nb; b++) sum += int8_tail(ty, int8_block(ty, wr, b), &x[b]);
-        y[r] = sum;
-    }
+    int part = nr / DECODE_PARTS;
+    for (int r = 0; r < part; r++) decode_rows_s(ty, DECODE_PARTS, nb, w, w_stride, r, part, st, x, y);
+    for (int r = DECODE_PARTS * part; r < nr; r++) decode_rows_s(ty, 1, nb, w, w_stride, r, 0, st, x, y);
 }
 /* Not inlined into the tile: their step arrays (80 and 48 KB) would join the
  * tile's frame and sit on the stack under the other paths' too. */
@@ -950,8 +967,7 @@ enum {
     KQ_CHUNK = 8,      /* super-blocks of those tokens laid out at a time: 24 KB of stack */
     KQ_AHEAD_ROWS = 8, /* the token-lane path prefetches this many rows on (experts' weights come from memory) */
     KQ_LANES_MIN = 6,  /* tokens from which a group of 16 lanes, part empty, beats the per-token path */
-    KQ_MAX_SUPER = 32, /* rows up to 8192 values (decode lays its token out whole: 18 KB) */
-    KQ_STREAMS = 3     /* parts of a tile decode reads at once */
+    KQ_MAX_SUPER = 32  /* rows up to 8192 values (decode lays its token out whole: 18 KB) */
 };
 
 typedef struct {
@@ -1216,7 +1232,7 @@ static inline __attribute__((always_inline)) void kq_step(moe_dtype dt, const vo
 static inline __attribute__((always_inline)) void kq_rows_s(moe_dtype dt, int S, int ns, const char *w,
                                                             size_t w_stride, int r, int part, const __m512i *perm,
                                                             const kq_x1 *x, __m512 *out) {
-    __m512 acc[KQ_STREAMS], mins[KQ_STREAMS];
+    __m512 acc[DECODE_PARTS], mins[DECODE_PARTS];
     for (int s = 0; s < S; s++) acc[s] = mins[s] = _mm512_setzero_ps();
     for (int b = 0; b < ns; b++)
         for (int s = 0; s < S; s++)
@@ -1230,7 +1246,7 @@ static inline __attribute__((always_inline)) void kq_groups(moe_dtype dt, int S,
                                                             size_t w_stride, int r0, int part, const __m512i *perm,
                                                             const kq_x1 *x, float *y) {
     for (int r = r0; r < r0 + part; r += 8) {
-        __m512 v[KQ_STREAMS * 8];
+        __m512 v[DECODE_PARTS * 8];
         for (int i = 0; i < 8; i++) kq_rows_s(dt, S, ns, w, w_stride, r + i, part, perm, x, v + i);
         for (int s = 0; s < S; s++) _mm256_storeu_ps(y + s * part + r, sum8(v + 8 * s));
     }
@@ -1238,7 +1254,7 @@ static inline __attribute__((always_inline)) void kq_groups(moe_dtype dt, int S,
 
 /* Decode (one token). The token is laid out once per tile call with what
  * makes a super-block's scaling cheapest (kq_x1), and the tile is read as
- * KQ_STREAMS parts at once, super-block by super-block: three streams a
+ * DECODE_PARTS parts at once, super-block by super-block: three streams a
  * thread keep more of memory's requests in flight than one, and decode
  * went from 69.4 to 78.5 t/s on the Qwen3-30B-A3B-shape Q4_K_M file (the
  * halves of a Q4_K tile eight rows at a time had given 2-3 %; four streams
@@ -1251,8 +1267,8 @@ static inline __attribute__((always_inline)) void kq_decode(moe_dtype dt, int ns
     for (int p = 0; p < 4; p++) perm[p] = q6 ? kq_perm(order, p) : kq_perm_block(order, p);
     kq_x1 x[KQ_MAX_SUPER];
     kq_prepare1(xa, ns, order, q6, x);
-    int part = nr / (8 * KQ_STREAMS) * 8, r = KQ_STREAMS * part;
-    kq_groups(dt, KQ_STREAMS, ns, w, w_stride, 0, part, perm, x, y);
+    int part = nr / (8 * DECODE_PARTS) * 8, r = DECODE_PARTS * part;
+    kq_groups(dt, DECODE_PARTS, ns, w, w_stride, 0, part, perm, x, y);
     part = (nr - r) / 16 * 8;
     kq_groups(dt, 2, ns, w, w_stride, r, part, perm, x, y);
     r += 2 * part;

@@ -33,6 +33,12 @@ static inline void prefetch_span(const char *p, int n) {
 #endif
 }
 #define DECODE_AHEAD 8192
+/* The x86 decode kernels read a tile as this many parts at once, a step of
+ * each in turn: a thread that computes between its loads keeps more of
+ * memory's requests in flight with three streams than with one (+13 % on a
+ * Q4_K_M file; four and six were slower: docs/BENCHMARKS.md, 2026-12-07,
+ * fifth session). */
+#define DECODE_PARTS 3
 #define DECODE_MAX_BLOCKS 1024
 
 /* Element i of a float weight row, widened (the scalar tail of a row). */

@@ -311,6 +311,10 @@ const moe_tokenizer *model_tokenizer(const moe_model *m) { return m->tok; }
 
 size_t moe_model_prefault(const moe_model *m) { return m ? moef_prefault(&m->file) : 0; }
 size_t moe_model_huge_bytes(const moe_model *m) { return m ? moef_huge_bytes(&m->file) : 0; }
+const void *moe_model_mapping(const moe_model *m, size_t *bytes) {
+    *bytes = m && m->file.map ? m->file.map_size : 0;
+    return *bytes ? m->file.map : NULL;
+}
 
 /* ------------------------------------------------------------ summary */
 

@@ -31,7 +31,8 @@ static void help(void) {
            "Measures prefill (ppN) and decode (tgN) tokens/s as mean +- sd over r runs after\n"
            "a warm-up, the bytes read per decoded token, the bandwidth that achieves, and the\n"
            "machine's read bandwidth to compare it with: the fastest it streams as many bytes\n"
-           "(same loads, prefetch and page size as decode), probed beside every decode run\n"
+           "(same loads, prefetch and page size as decode, from a buffer and from the model's\n"
+           "own mapped pages), probed beside every decode run\n"
            "(the share shown is the median of the runs' shares; docs/BENCHMARKS.md, Method).\n\n"
            "  -m, --model FILE     model file (.moe or GGUF)\n"
            "  -p, --n-prompt N     prompt tokens for the prefill test, 0 = skip (default 512)\n"
@@ -68,102 +69,117 @@ static stat summarize(const double *v, int r, int n) {
 /* The read-bandwidth probe: the fastest a decoded token's bytes can be
  * streamed, the ceiling decode is compared with. Each thread sums its share
  * of a buffer with the kernel set's widest loads (read_sum: independent
- * sums, so the loop is bound by its loads), and the buffer is read as the
+ * sums, so the loop is bound by its loads), and the bytes are read as the
  * weights are:
  * - as many bytes as a decoded token reads (at most PROBE_MAX), so caches
  *   help the probe at least as much as decode, which reads that many bytes
  *   but not always the same ones (a larger buffer would miss caches that
  *   decode hits, and decode could beat it);
- * - in 2 MB pages, as the weights are mapped (file.c);
- * - in turn plainly, with the decode kernels' L2 prefetch PROBE_AHEAD bytes
- *   ahead (the plain types use it, the _r16 types do not), and as three
- *   parts a thread read at once with it (the K-quant decode reads a tile so),
- *   the best pass counting;
- * - the best of several passes after an untimed one (a host may have paged
+ * - from two places in turn: a buffer of its own in 2 MB pages, and the
+ *   model file's own mapped pages, where the weights are (on a VM a fresh
+ *   buffer can read a third slower than the page cache: docs/BENCHMARKS.md,
+ *   2026-12-07, fifth session);
+ * - in four ways in turn: plainly, with the decode kernels' L2 prefetch
+ *   PROBE_AHEAD bytes ahead, and as PROBE_PARTS parts a thread at once (as
+ *   the K-quant decode reads a tile), with and without the prefetch;
+ * - the best pass counting, after an untimed one (a host may have paged
  *   the idle buffer out). A shared host's bandwidth moves by tens of
  *   percent from minute to minute, so decode runs are probed beside each. */
 #define PROBE_MAX ((size_t)1 << 30) /* beyond 1 GiB a stream gains nothing from any cache here */
 #define PROBE_PAGE ((size_t)2 << 20)
 #define PROBE_AHEAD 8192 /* DECODE_AHEAD of kernels_simd.h */
 #define PROBE_PIECE 512   /* words summed per read_sum call when prefetching (4 KB) */
-#define PROBE_PARTS 3       /* KQ_STREAMS of kernels_avx512.c */
+#define PROBE_PARTS 3       /* DECODE_PARTS of kernels_avx512.c */
 #define PROBE_PART_PIECE 256 /* words of one part read before the next part's (2 KB) */
+#define PROBE_KINDS 4       /* plain, prefetched, in parts prefetched, in parts plain */
 
 typedef struct {
-    uint64_t *buf;
-    size_t n; /* words */
+    const uint64_t *src[2]; /* the probe's own buffer; the model's mapped file (or NULL) */
+    size_t n[2];            /* their words */
+    uint64_t *own;          /* src[0], to free */
 } bw_probe;
 
-/* a buffer of at least `bytes` (whole 2 MB pages, at most PROBE_MAX), every page touched */
-static bw_probe bw_open(double bytes) {
+/* a buffer of at least `bytes` (whole 2 MB pages, at most PROBE_MAX), every
+ * page touched, and the `mapped` bytes at `map` (the model's file; NULL: none) */
+static bw_probe bw_open(double bytes, const void *map, size_t mapped) {
     size_t size = bytes >= (double)PROBE_MAX ? PROBE_MAX : ((size_t)bytes + PROBE_PAGE - 1) / PROBE_PAGE * PROBE_PAGE;
     if (size < PROBE_PAGE) size = PROBE_PAGE;
     void *p = NULL;
     if (posix_memalign(&p, PROBE_PAGE, size)) die(1, CMD, "out of memory for the bandwidth buffer");
-    bw_probe b = {p, size / sizeof(uint64_t)};
+    uint64_t *buf = p;
+    size_t n = size / sizeof(uint64_t);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(b.buf, size, MADV_HUGEPAGE); /* a hint: refused, the probe reads 4 KB pages */
+    madvise(buf, size, MADV_HUGEPAGE); /* a hint: refused, the probe reads 4 KB pages */
 #endif
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < b.n; i++) b.buf[i] = i;
-    return b;
+    for (size_t i = 0; i < n; i++) buf[i] = i;
+    /* a mapping starts on a page, so its words are aligned for read_sum */
+    size_t mn = map && mapped >= PROBE_PAGE ? mapped / sizeof(uint64_t) / 64 * 64 : 0;
+    return (bw_probe){.src = {buf, mn ? map : NULL}, .n = {n, mn}, .own = buf};
 }
 
 /* m words (a multiple of 64) at p + i, with the L2 prefetch PROBE_AHEAD
- * bytes on (not past the buffer's end, `left` bytes from p) */
-static uint64_t read_piece(const uint64_t *p, size_t i, size_t m, size_t left) {
-    for (size_t o = i * sizeof *p + PROBE_AHEAD, stop = o + m * sizeof *p; o < stop && o < left; o += 64)
+ * bytes on (not past the buffer's end, `left` bytes from p) when asked */
+static uint64_t read_piece(const uint64_t *p, size_t i, size_t m, size_t left, int prefetch) {
+    for (size_t o = i * sizeof *p + PROBE_AHEAD, stop = o + m * sizeof *p; prefetch && o < stop && o < left; o += 64)
         __builtin_prefetch((const char *)p + o, 0, 1); /* prefetcht2, as prefetch_span */
     return kernels_get()->read_sum(p + i, m);
 }
 
 /* n words (a multiple of 64) at p, read as one decode thread reads its
- * rows: kind 0 plainly, 1 with the prefetch, 2 as PROBE_PARTS parts at once,
- * PROBE_PART_PIECE words of each in turn, with the prefetch */
+ * rows: kind 0 plainly, 1 with the prefetch, 2 and 3 as PROBE_PARTS parts at
+ * once, PROBE_PART_PIECE words of each in turn, with and without it */
 static uint64_t read_stream(const uint64_t *p, size_t n, const uint64_t *end, int kind) {
     if (kind == 0) return kernels_get()->read_sum(p, n);
     uint64_t total = 0;
     const size_t left = (size_t)(end - p) * sizeof *p;
+    const int prefetch = kind != 3;
     size_t i = 0;
-    if (kind == 2) {
+    if (kind >= 2) {
         size_t part = n / PROBE_PARTS / PROBE_PART_PIECE * PROBE_PART_PIECE;
         for (; i < part; i += PROBE_PART_PIECE)
-            for (size_t s = 0; s < PROBE_PARTS; s++) total += read_piece(p, s * part + i, PROBE_PART_PIECE, left);
+            for (size_t s = 0; s < PROBE_PARTS; s++)
+                total += read_piece(p, s * part + i, PROBE_PART_PIECE, left, prefetch);
         i = PROBE_PARTS * part;
     }
-    for (; i < n; i += PROBE_PIECE) total += read_piece(p, i, n - i < PROBE_PIECE ? n - i : PROBE_PIECE, left);
+    for (; i < n; i += PROBE_PIECE) total += read_piece(p, i, n - i < PROBE_PIECE ? n - i : PROBE_PIECE, left, prefetch);
     return total;
 }
 
-/* GB/s of the best of `passes` reads of the buffer's first `bytes` (at least
- * 2 MB, at most all of it), after an untimed one */
-static double bw_best(const bw_probe *b, double bytes, int passes) {
-    size_t n = bytes >= (double)(b->n * sizeof(uint64_t)) ? b->n : (size_t)bytes / sizeof(uint64_t);
-    if (n < PROBE_PAGE / sizeof(uint64_t)) n = b->n < PROBE_PAGE / sizeof(uint64_t) ? b->n : PROBE_PAGE / sizeof(uint64_t);
-    n = n / 64 * 64; /* the threads read whole 64-word chunks: count only what they read */
-#if defined(__x86_64__) || defined(_M_X64)
-    const int kinds = 3; /* plain, with the software prefetch, and three parts at once */
-#else
-    const int kinds = 1; /* the decode kernels keep to the hardware prefetchers here */
-#endif
-    double best = 1e30;
-    uint64_t sink = 0;
-    for (int rep = -1; rep < passes; rep++) {
-        uint64_t total = 0;
-        int kind = rep >= 0 ? rep % kinds : 0;
-        double t0 = now_seconds();
+/* GB/s of one timed read of the first n words of src (whole 64-word chunks
+ * a thread) the given way; *sink keeps the sums alive */
+static double bw_pass(const uint64_t *src, size_t n, int kind, uint64_t *sink) {
+    uint64_t total = 0;
+    double t0 = now_seconds();
 #pragma omp parallel reduction(+ : total)
-        {
-            size_t chunks = n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
-            size_t lo = chunks * me / team * 64, hi = chunks * (me + 1) / team * 64;
-            total += read_stream(b->buf + lo, hi - lo, b->buf + n, kind);
-        }
-        double t = now_seconds() - t0;
-        sink += total;
-        if (rep >= 0 && t < best) best = t;
+    {
+        size_t chunks = n / 64, team = (size_t)threads_in_team(), me = (size_t)thread_id();
+        size_t lo = chunks * me / team * 64, hi = chunks * (me + 1) / team * 64;
+        total += read_stream(src + lo, hi - lo, src + n, kind);
+    }
+    double t = now_seconds() - t0;
+    *sink += total;
+    return (double)n * sizeof(uint64_t) / t / 1e9;
+}
+
+/* GB/s of the best of `passes` reads of the first `bytes` (at least 2 MB,
+ * at most all there is) of each place, the ways in turn, after an untimed
+ * read of each */
+static double bw_best(const bw_probe *b, double bytes, int passes) {
+    double best = 0;
+    uint64_t sink = 0;
+    int places = b->src[1] ? 2 : 1;
+    for (int rep = -places; rep < passes; rep++) {
+        int w = (rep + places) % places, kind = rep >= 0 ? rep / places % PROBE_KINDS : 0;
+        size_t n = bytes >= (double)(b->n[w] * sizeof(uint64_t)) ? b->n[w] : (size_t)bytes / sizeof(uint64_t);
+        size_t floor = PROBE_PAGE / sizeof(uint64_t);
+        if (n < floor) n = b->n[w] < floor ? b->n[w] : floor;
+        n = n / 64 * 64; /* the threads read whole 64-word chunks: count only what they read */
+        double gbps = bw_pass(b->src[w], n, kind, &sink);
+        if (rep >= 0 && gbps > best) best = gbps;
     }
     if (sink == 42) fprintf(stderr, " "); /* keep the sums alive */
-    return (double)n * sizeof(uint64_t) / best / 1e9;
+    return best;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -299,11 +315,11 @@ int cmd_bench(int argc, char **argv) {
     int threads = cp.n_threads ? cp.n_threads : cores_available();
     threads_set(threads);
     if (bw_only) {
-        bw_probe probe = bw_open((double)PROBE_MAX);
-        double bw = bw_best(&probe, (double)PROBE_MAX, 10);
+        bw_probe probe = bw_open((double)PROBE_MAX, NULL, 0);
+        double bw = bw_best(&probe, (double)PROBE_MAX, 2 * PROBE_KINDS);
         if (json) printf("{\"threads\": %d, \"bandwidth_gbps\": %.2f}\n", threads, bw);
-        else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB in 2 MB pages, best of 10)\n", bw, threads);
-        free(probe.buf);
+        else printf("read bandwidth: %.2f GB/s (%d threads, 1 GiB in 2 MB pages, best of %d)\n", bw, threads, 2 * PROBE_KINDS);
+        free(probe.own);
         return 0;
     }
     moe_model *m = open_model_or_die(CMD, model ? model : default_model_path(argv[0]));
@@ -318,8 +334,10 @@ int cmd_bench(int argc, char **argv) {
     /* bytes per decoded token: active weights + the KV cache read at the mean position */
     double first_bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (depths[0] + n_gen / 2.0);
     double most_bytes = (double)info.active_bytes + (double)info.kv_bytes_per_token * (max_depth + n_gen / 2.0);
-    bw_probe probe = bw_open(most_bytes);
-    double bw = bw_best(&probe, first_bytes, 10);
+    size_t map_bytes;
+    const void *map = moe_model_mapping(m, &map_bytes);
+    bw_probe probe = bw_open(most_bytes, map, map_bytes);
+    double bw = bw_best(&probe, first_bytes, 4 * PROBE_KINDS);
     cp.n_threads = threads;
     cp.n_seq = par;
     moe_err err = {{0}};
@@ -360,10 +378,10 @@ int cmd_bench(int argc, char **argv) {
             run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads, NULL);
             R->experts_per_step = info.n_moe_layers ? reads / info.n_moe_layers : 0;
             /* each run against the better of the probes just before and just after it */
-            double before = bw_best(&probe, R->bytes, 6);
+            double before = bw_best(&probe, R->bytes, 2 * PROBE_KINDS);
             for (int r = 0; r < reps; r++) {
                 v[r] = run_tg(ctx, par, R->depth, n_gen, info.vocab_size, ids, &seed, &reads, phases ? R->tg_ms : NULL);
-                double after = bw_best(&probe, R->bytes, 6);
+                double after = bw_best(&probe, R->bytes, 2 * PROBE_KINDS);
                 rbw[r] = before > after ? before : after;
                 pct[r] = 100.0 * R->bytes * v[r] / 1e9 / rbw[r];
                 before = after;
@@ -432,7 +450,7 @@ int cmd_bench(int argc, char **argv) {
     free(v);
     free(rbw);
     free(pct);
-    free(probe.buf);
+    free(probe.own);
     moe_ctx_free(ctx);
     moe_model_free(m);
     return 0;
