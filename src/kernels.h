@@ -30,8 +30,10 @@ typedef struct {
     void (*axpy_f32)(float *y, float s, const float *x, int n);
     void (*axpy_f16)(float *y, float s, const uint16_t *x, int n); /* f16 KV cache */
     void (*quantize_q8a)(const float *x, void *y, int n); /* activations for Q8_0/Q4_0: bit-exact with quant.c's */
-    uint64_t (*read_sum)(const uint64_t *p, size_t n);   /* sum of n words (n % 64 == 0, p 64-byte aligned) with the
-                                                            widest loads: moe bench's read-bandwidth probe */
+    uint64_t (*read_sum)(const uint64_t *p, size_t n, int parts); /* sum of n words (n % 64 == 0, p 64-byte
+                                    aligned) with the widest loads, read as `parts` (>= 1) equal parts of whole
+                                    64-word chunks at once, a chunk of each in turn, the rest after: moe bench's
+                                    read-bandwidth probe */
 } kernel_set;
 
 /* The reference tile of any weight type in the table (dtype.h): one

@@ -933,16 +933,17 @@ static void quantize_q8a(const float *x, void *vy, int n) {
     }
 }
 
-static uint64_t read_sum(const uint64_t *p, size_t n) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < n; i += 16) {
-        const __m256i *q = (const __m256i *)(p + i);
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256(q));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256(q + 1));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256(q + 2));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256(q + 3));
-    }
-    __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+/* 64 words at q into four sums */
+static inline void read_chunk(const uint64_t *q, __m256i *a) {
+    for (int k = 0; k < 16; k++) a[k & 3] = _mm256_add_epi64(a[k & 3], _mm256_load_si256((const __m256i *)q + k));
+}
+static uint64_t read_sum(const uint64_t *p, size_t n, int parts) {
+    __m256i a[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    size_t part = n / (size_t)parts / 64 * 64;
+    for (size_t i = 0; i < part; i += 64)
+        for (int s = 0; s < parts; s++) read_chunk(p + (size_t)s * part + i, a);
+    for (size_t i = (size_t)parts * part; i < n; i += 64) read_chunk(p + i, a);
+    __m256i s = _mm256_add_epi64(_mm256_add_epi64(a[0], a[1]), _mm256_add_epi64(a[2], a[3]));
     __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     return (uint64_t)_mm_cvtsi128_si64(h) + (uint64_t)_mm_extract_epi64(h, 1);
 }

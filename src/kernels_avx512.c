@@ -1556,17 +1556,18 @@ static void quantize_q8a(const float *x, void *vy, int n) {
     }
 }
 
-static uint64_t read_sum(const uint64_t *p, size_t n) {
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < n; i += 32) {
-        const __m512i *q = (const __m512i *)(p + i);
-        a0 = _mm512_add_epi64(a0, _mm512_load_si512(q));
-        a1 = _mm512_add_epi64(a1, _mm512_load_si512(q + 1));
-        a2 = _mm512_add_epi64(a2, _mm512_load_si512(q + 2));
-        a3 = _mm512_add_epi64(a3, _mm512_load_si512(q + 3));
-    }
+/* 64 words at q into four sums */
+static inline void read_chunk(const uint64_t *q, __m512i *a) {
+    for (int k = 0; k < 8; k++) a[k & 3] = _mm512_add_epi64(a[k & 3], _mm512_load_si512((const __m512i *)q + k));
+}
+static uint64_t read_sum(const uint64_t *p, size_t n, int parts) {
+    __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    size_t part = n / (size_t)parts / 64 * 64;
+    for (size_t i = 0; i < part; i += 64)
+        for (int s = 0; s < parts; s++) read_chunk(p + (size_t)s * part + i, a);
+    for (size_t i = (size_t)parts * part; i < n; i += 64) read_chunk(p + i, a);
     uint64_t lane[8], t = 0; /* summed as unsigned: the reduce intrinsic adds signed (overflow is UB) */
-    _mm512_storeu_si512(lane, _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    _mm512_storeu_si512(lane, _mm512_add_epi64(_mm512_add_epi64(a[0], a[1]), _mm512_add_epi64(a[2], a[3])));
     for (int l = 0; l < 8; l++) t += lane[l];
     return t;
 }

@@ -552,15 +552,17 @@ static void quantize_q8a(const float *x, void *vy, int n) {
     }
 }
 
-static uint64_t read_sum(const uint64_t *p, size_t n) {
-    uint64x2_t a0 = vdupq_n_u64(0), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i < n; i += 8) {
-        a0 = vaddq_u64(a0, vld1q_u64(p + i));
-        a1 = vaddq_u64(a1, vld1q_u64(p + i + 2));
-        a2 = vaddq_u64(a2, vld1q_u64(p + i + 4));
-        a3 = vaddq_u64(a3, vld1q_u64(p + i + 6));
-    }
-    return vaddvq_u64(vaddq_u64(vaddq_u64(a0, a1), vaddq_u64(a2, a3)));
+/* 64 words at q into four sums */
+static inline void read_chunk(const uint64_t *q, uint64x2_t *a) {
+    for (int k = 0; k < 32; k++) a[k & 3] = vaddq_u64(a[k & 3], vld1q_u64(q + 2 * k));
+}
+static uint64_t read_sum(const uint64_t *p, size_t n, int parts) {
+    uint64x2_t a[4] = {vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0), vdupq_n_u64(0)};
+    size_t part = n / (size_t)parts / 64 * 64;
+    for (size_t i = 0; i < part; i += 64)
+        for (int s = 0; s < parts; s++) read_chunk(p + (size_t)s * part + i, a);
+    for (size_t i = (size_t)parts * part; i < n; i += 64) read_chunk(p + i, a);
+    return vaddvq_u64(vaddq_u64(vaddq_u64(a[0], a[1]), vaddq_u64(a[2], a[3])));
 }
 
 static const kernel_set NEON = {

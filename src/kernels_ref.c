@@ -28,11 +28,17 @@ void tile_ref(moe_dtype t, int n, const void *w, size_t w_stride, int nr, const 
 }
 
 /* Sixteen independent sums, so the loop is bound by loads, not by one
- * chain of adds (the compiler vectorizes it). */
-static uint64_t read_sum_ref(const uint64_t *p, size_t n) {
+ * chain of adds (the compiler vectorizes it); 64 words of each part in turn. */
+static void read_chunk_ref(const uint64_t *q, uint64_t *s) {
+    for (int i = 0; i < 64; i += 16)
+        for (int l = 0; l < 16; l++) s[l] += q[i + l];
+}
+static uint64_t read_sum_ref(const uint64_t *p, size_t n, int parts) {
     uint64_t s[16] = {0}, t = 0;
-    for (size_t i = 0; i < n; i += 16)
-        for (int l = 0; l < 16; l++) s[l] += p[i + l];
+    size_t part = n / (size_t)parts / 64 * 64;
+    for (size_t i = 0; i < part; i += 64)
+        for (int k = 0; k < parts; k++) read_chunk_ref(p + (size_t)k * part + i, s);
+    for (size_t i = (size_t)parts * part; i < n; i += 64) read_chunk_ref(p + i, s);
     for (int l = 0; l < 16; l++) t += s[l];
     return t;
 }

@@ -79,9 +79,10 @@ static stat summarize(const double *v, int r, int n) {
  *   model file's own mapped pages, where the weights are (on a VM a fresh
  *   buffer can read a third slower than the page cache: docs/BENCHMARKS.md,
  *   2026-12-07, fifth session);
- * - in four ways in turn: plainly, with the decode kernels' L2 prefetch
+ * - in three ways in turn: plainly, with the decode kernels' L2 prefetch
  *   PROBE_AHEAD bytes ahead, and as PROBE_PARTS parts a thread at once (as
- *   the K-quant decode reads a tile), with and without the prefetch;
+ *   the x86 decode kernels read a tile; without the prefetch, which reads
+ *   faster so);
  * - the best pass counting, after an untimed one (a host may have paged
  *   the idle buffer out). A shared host's bandwidth moves by tens of
  *   percent from minute to minute, so decode runs are probed beside each. */
@@ -89,9 +90,8 @@ static stat summarize(const double *v, int r, int n) {
 #define PROBE_PAGE ((size_t)2 << 20)
 #define PROBE_AHEAD 8192 /* DECODE_AHEAD of kernels_simd.h */
 #define PROBE_PIECE 512   /* words summed per read_sum call when prefetching (4 KB) */
-#define PROBE_PARTS 3       /* DECODE_PARTS of kernels_avx512.c */
-#define PROBE_PART_PIECE 256 /* words of one part read before the next part's (2 KB) */
-#define PROBE_KINDS 4       /* plain, prefetched, in parts prefetched, in parts plain */
+#define PROBE_PARTS 3     /* DECODE_PARTS of kernels_simd.h */
+#define PROBE_KINDS 3     /* plain, prefetched, in parts */
 
 typedef struct {
     const uint64_t *src[2]; /* the probe's own buffer; the model's mapped file (or NULL) */
@@ -118,31 +118,20 @@ static bw_probe bw_open(double bytes, const void *map, size_t mapped) {
     return (bw_probe){.src = {buf, mn ? map : NULL}, .n = {n, mn}, .own = buf};
 }
 
-/* m words (a multiple of 64) at p + i, with the L2 prefetch PROBE_AHEAD
- * bytes on (not past the buffer's end, `left` bytes from p) when asked */
-static uint64_t read_piece(const uint64_t *p, size_t i, size_t m, size_t left, int prefetch) {
-    for (size_t o = i * sizeof *p + PROBE_AHEAD, stop = o + m * sizeof *p; prefetch && o < stop && o < left; o += 64)
-        __builtin_prefetch((const char *)p + o, 0, 1); /* prefetcht2, as prefetch_span */
-    return kernels_get()->read_sum(p + i, m);
-}
-
 /* n words (a multiple of 64) at p, read as one decode thread reads its
- * rows: kind 0 plainly, 1 with the prefetch, 2 and 3 as PROBE_PARTS parts at
- * once, PROBE_PART_PIECE words of each in turn, with and without it */
+ * rows: kind 0 plainly, 1 with the L2 prefetch PROBE_AHEAD bytes on (not
+ * past the buffer's end), 2 as PROBE_PARTS parts at once */
 static uint64_t read_stream(const uint64_t *p, size_t n, const uint64_t *end, int kind) {
-    if (kind == 0) return kernels_get()->read_sum(p, n);
+    uint64_t (*read_sum)(const uint64_t *, size_t, int) = kernels_get()->read_sum;
+    if (kind != 1) return read_sum(p, n, kind == 2 ? PROBE_PARTS : 1);
     uint64_t total = 0;
-    const size_t left = (size_t)(end - p) * sizeof *p;
-    const int prefetch = kind != 3;
-    size_t i = 0;
-    if (kind >= 2) {
-        size_t part = n / PROBE_PARTS / PROBE_PART_PIECE * PROBE_PART_PIECE;
-        for (; i < part; i += PROBE_PART_PIECE)
-            for (size_t s = 0; s < PROBE_PARTS; s++)
-                total += read_piece(p, s * part + i, PROBE_PART_PIECE, left, prefetch);
-        i = PROBE_PARTS * part;
+    const size_t left = (size_t)(end - p) * sizeof *p; /* bytes from p to the buffer's end */
+    for (size_t i = 0; i < n; i += PROBE_PIECE) {
+        size_t m = n - i < PROBE_PIECE ? n - i : PROBE_PIECE;
+        for (size_t o = i * sizeof *p + PROBE_AHEAD, stop = o + m * sizeof *p; o < stop && o < left; o += 64)
+            __builtin_prefetch((const char *)p + o, 0, 1); /* prefetcht2, as prefetch_span */
+        total += read_sum(p + i, m, 1);
     }
-    for (; i < n; i += PROBE_PIECE) total += read_piece(p, i, n - i < PROBE_PIECE ? n - i : PROBE_PIECE, left, prefetch);
     return total;
 }
 
@@ -163,20 +152,22 @@ static double bw_pass(const uint64_t *src, size_t n, int kind, uint64_t *sink) {
 }
 
 /* GB/s of the best of `passes` reads of the first `bytes` (at least 2 MB,
- * at most all there is) of each place, the ways in turn, after an untimed
- * read of each */
+ * at most all there is) of each place, the ways in turn. One place after
+ * the other, each after an untimed read: a pass must find in the caches
+ * what the previous pass of its place left there, as a decoded token finds
+ * what the previous token read. */
 static double bw_best(const bw_probe *b, double bytes, int passes) {
     double best = 0;
     uint64_t sink = 0;
-    int places = b->src[1] ? 2 : 1;
-    for (int rep = -places; rep < passes; rep++) {
-        int w = (rep + places) % places, kind = rep >= 0 ? rep / places % PROBE_KINDS : 0;
+    for (int w = 0; w < 2 && b->src[w]; w++) {
         size_t n = bytes >= (double)(b->n[w] * sizeof(uint64_t)) ? b->n[w] : (size_t)bytes / sizeof(uint64_t);
         size_t floor = PROBE_PAGE / sizeof(uint64_t);
         if (n < floor) n = b->n[w] < floor ? b->n[w] : floor;
         n = n / 64 * 64; /* the threads read whole 64-word chunks: count only what they read */
-        double gbps = bw_pass(b->src[w], n, kind, &sink);
-        if (rep >= 0 && gbps > best) best = gbps;
+        for (int rep = -1; rep < passes; rep++) {
+            double gbps = bw_pass(b->src[w], n, rep < 0 ? 0 : rep % PROBE_KINDS, &sink);
+            if (rep >= 0 && gbps > best) best = gbps;
+        }
     }
     if (sink == 42) fprintf(stderr, " "); /* keep the sums alive */
     return best;
