@@ -98,27 +98,41 @@ static inline __m256i dot32_u8i8(__m256i u, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
 }
 
-/* Decode (one token): rows one after another with a prefetch DECODE_AHEAD
- * bytes on in the stream (kernels_simd.h), as in kernels_avx512.c, where
- * this replaced eight interleaved rows; two accumulators per row. */
+/* Decode (one token): a tile as DECODE_PARTS parts read at once, each a
+ * linear stream with a prefetch DECODE_AHEAD bytes on in it (kernels_simd.h),
+ * as in kernels_avx512.c; two accumulators per row. */
 static inline __m256 q8_0_block(const block_q8_0 *w, const block_q8a *x, __m256 acc) {
     __m256i d = dot32_i8(_mm256_loadu_si256((const __m256i *)w->qs), _mm256_loadu_si256((const __m256i *)x->qs));
     return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w->d) * x->d), _mm256_cvtepi32_ps(d), acc);
 }
 
-static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
-    for (int r = 0; r < nr; r++) {
-        const block_q8_0 *wr = (const block_q8_0 *)((const char *)w + (size_t)r * w_stride);
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            if (b % 4 == 0) prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q8_0));
-            a0 = q8_0_block(&wr[b], &x[b], a0);
-            a1 = q8_0_block(&wr[b + 1], &x[b + 1], a1);
-        }
-        if (b < nb) a0 = q8_0_block(&wr[b], &x[b], a0);
-        y[r] = hsum8(_mm256_add_ps(a0, a1));
+/* S rows, r, r + part, ..., block pair by block pair (S streams advancing
+ * together: kernels_simd.h's DECODE_PARTS). */
+static inline __attribute__((always_inline)) void q8_0_rows(int S, int nb, const void *w, size_t w_stride, int r,
+                                                            int part, const block_q8a *x, float *y) {
+    const block_q8_0 *wr[DECODE_PARTS];
+    __m256 a0[DECODE_PARTS], a1[DECODE_PARTS];
+    for (int s = 0; s < S; s++) {
+        wr[s] = (const block_q8_0 *)((const char *)w + (size_t)(r + s * part) * w_stride);
+        a0[s] = a1[s] = _mm256_setzero_ps();
     }
+    int b = 0;
+    for (; b + 2 <= nb; b += 2)
+        for (int s = 0; s < S; s++) {
+            if (b % 4 == 0) prefetch_span((const char *)(wr[s] + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q8_0));
+            a0[s] = q8_0_block(&wr[s][b], &x[b], a0[s]);
+            a1[s] = q8_0_block(&wr[s][b + 1], &x[b + 1], a1[s]);
+        }
+    for (int s = 0; s < S; s++) {
+        if (b < nb) a0[s] = q8_0_block(&wr[s][b], &x[b], a0[s]);
+        y[r + s * part] = hsum8(_mm256_add_ps(a0[s], a1[s]));
+    }
+}
+
+static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    int part = nr / DECODE_PARTS;
+    for (int r = 0; r < part; r++) q8_0_rows(DECODE_PARTS, nb, w, w_stride, r, part, x, y);
+    for (int r = DECODE_PARTS * part; r < nr; r++) q8_0_rows(1, nb, w, w_stride, r, 0, x, y);
 }
 
 /* Q4_0 two blocks per step, the nibbles left where they are: byte i of a
@@ -148,6 +162,28 @@ static inline __m256 q4_0_step(const block_q4_0 *w0, const block_q4_0 *w1, const
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scales2(w0->d, w1->d), s->xd), acc);
 }
 
+/* S rows, r, r + part, ..., step by step (as q8_0_rows). */
+static inline __attribute__((always_inline)) void q4_0_rows(int S, int nb, const void *w, size_t w_stride, int r,
+                                                            int part, const step_q4_0 *st, float *y) {
+    const block_q4_0 *wr[DECODE_PARTS];
+    __m256 a0[DECODE_PARTS], a1[DECODE_PARTS];
+    for (int s = 0; s < S; s++) {
+        wr[s] = (const block_q4_0 *)((const char *)w + (size_t)(r + s * part) * w_stride);
+        a0[s] = a1[s] = _mm256_setzero_ps();
+    }
+    int b = 0;
+    for (; b + 4 <= nb; b += 4)
+        for (int s = 0; s < S; s++) {
+            prefetch_span((const char *)(wr[s] + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q4_0));
+            a0[s] = q4_0_step(&wr[s][b], &wr[s][b + 1], &st[b / 2], a0[s]);
+            a1[s] = q4_0_step(&wr[s][b + 2], &wr[s][b + 3], &st[b / 2 + 1], a1[s]);
+        }
+    for (int s = 0; s < S; s++) {
+        for (int k = b; k < nb; k += 2) a0[s] = q4_0_step(&wr[s][k], &wr[s][k + (k + 1 < nb)], &st[k / 2], a0[s]);
+        y[r + s * part] = hsum8(_mm256_add_ps(a0[s], a1[s]));
+    }
+}
+
 static void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
     step_q4_0 st[DECODE_MAX_BLOCKS / 2];
     for (int b = 0; b < nb; b += 2) {
@@ -159,18 +195,9 @@ static void q4_0_decode(int nb, const void *w, size_t w_stride, int nr, const bl
         s->neg = _mm256_setr_epi32(-8 * x[b].sum, 0, 0, 0, -8 * x1->sum, 0, 0, 0);
         s->xd = _mm256_set_m128(_mm_set1_ps(two ? x1->d : 0.0f), _mm_set1_ps(x[b].d));
     }
-    for (int r = 0; r < nr; r++) {
-        const block_q4_0 *wr = (const block_q4_0 *)((const char *)w + (size_t)r * w_stride);
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int b = 0;
-        for (; b + 4 <= nb; b += 4) {
-            prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q4_0));
-            a0 = q4_0_step(&wr[b], &wr[b + 1], &st[b / 2], a0);
-            a1 = q4_0_step(&wr[b + 2], &wr[b + 3], &st[b / 2 + 1], a1);
-        }
-        for (; b < nb; b += 2) a0 = q4_0_step(&wr[b], &wr[b + (b + 1 < nb)], &st[b / 2], a0);
-        y[r] = hsum8(_mm256_add_ps(a0, a1));
-    }
+    int part = nr / DECODE_PARTS;
+    for (int r = 0; r < part; r++) q4_0_rows(DECODE_PARTS, nb, w, w_stride, r, part, st, y);
+    for (int r = DECODE_PARTS * part; r < nr; r++) q4_0_rows(1, nb, w, w_stride, r, 0, st, y);
 }
 
 /* Q5_0: the nibbles unpacked as Q4_0's, plus 16 where qh's bit i is set
@@ -193,19 +220,32 @@ static inline __m256 q5_0_block(__m256i wq, float dw, const block_q8a *x, __m256
     return _mm256_fmadd_ps(_mm256_set1_ps(dw * x->d), _mm256_cvtepi32_ps(d), acc);
 }
 
-static void q5_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
-    for (int r = 0; r < nr; r++) {
-        const block_q5_0 *wr = (const block_q5_0 *)((const char *)w + (size_t)r * w_stride);
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int b = 0;
-        for (; b + 2 <= nb; b += 2) {
-            if (b % 4 == 0) prefetch_span((const char *)(wr + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q5_0));
-            a0 = q5_0_block(unpack_q5_0(&wr[b]), h2f(wr[b].d), &x[b], a0);
-            a1 = q5_0_block(unpack_q5_0(&wr[b + 1]), h2f(wr[b + 1].d), &x[b + 1], a1);
-        }
-        if (b < nb) a0 = q5_0_block(unpack_q5_0(&wr[b]), h2f(wr[b].d), &x[b], a0);
-        y[r] = hsum8(_mm256_add_ps(a0, a1));
+/* S rows, r, r + part, ..., block pair by block pair (as q8_0_rows). */
+static inline __attribute__((always_inline)) void q5_0_rows(int S, int nb, const void *w, size_t w_stride, int r,
+                                                            int part, const block_q8a *x, float *y) {
+    const block_q5_0 *wr[DECODE_PARTS];
+    __m256 a0[DECODE_PARTS], a1[DECODE_PARTS];
+    for (int s = 0; s < S; s++) {
+        wr[s] = (const block_q5_0 *)((const char *)w + (size_t)(r + s * part) * w_stride);
+        a0[s] = a1[s] = _mm256_setzero_ps();
     }
+    int b = 0;
+    for (; b + 2 <= nb; b += 2)
+        for (int s = 0; s < S; s++) {
+            if (b % 4 == 0) prefetch_span((const char *)(wr[s] + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q5_0));
+            a0[s] = q5_0_block(unpack_q5_0(&wr[s][b]), h2f(wr[s][b].d), &x[b], a0[s]);
+            a1[s] = q5_0_block(unpack_q5_0(&wr[s][b + 1]), h2f(wr[s][b + 1].d), &x[b + 1], a1[s]);
+        }
+    for (int s = 0; s < S; s++) {
+        if (b < nb) a0[s] = q5_0_block(unpack_q5_0(&wr[s][b]), h2f(wr[s][b].d), &x[b], a0[s]);
+        y[r + s * part] = hsum8(_mm256_add_ps(a0[s], a1[s]));
+    }
+}
+
+static void q5_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    int part = nr / DECODE_PARTS;
+    for (int r = 0; r < part; r++) q5_0_rows(DECODE_PARTS, nb, w, w_stride, r, part, x, y);
+    for (int r = DECODE_PARTS * part; r < nr; r++) q5_0_rows(1, nb, w, w_stride, r, 0, x, y);
 }
 
 /* Many tokens of Q8_0, Q4_0 or Q5_0 (ty, a constant at each call): each

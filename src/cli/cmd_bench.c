@@ -68,21 +68,21 @@ static stat summarize(const double *v, int r, int n) {
 
 /* The read-bandwidth probe: the fastest a decoded token's bytes can be
  * streamed, the ceiling decode is compared with. Each thread sums its share
- * of a buffer with the kernel set's widest loads (read_sum: independent
+ * of the bytes with the kernel set's widest loads (read_sum: independent
  * sums, so the loop is bound by its loads), and the bytes are read as the
  * weights are:
  * - as many bytes as a decoded token reads (at most PROBE_MAX), so caches
  *   help the probe at least as much as decode, which reads that many bytes
  *   but not always the same ones (a larger buffer would miss caches that
  *   decode hits, and decode could beat it);
- * - from two places in turn: a buffer of its own in 2 MB pages, and the
- *   model file's own mapped pages, where the weights are (on a VM a fresh
- *   buffer can read a third slower than the page cache: docs/BENCHMARKS.md,
- *   2026-12-07, fifth session);
+ * - from two places, one after the other: a buffer of its own in 2 MB
+ *   pages, and the model file's own mapped pages, where the weights are
+ *   (on a VM a fresh buffer can read a third slower than the page cache:
+ *   docs/BENCHMARKS.md, 2026-12-07, fifth session);
  * - in three ways in turn: plainly, with the decode kernels' L2 prefetch
- *   PROBE_AHEAD bytes ahead, and as PROBE_PARTS parts a thread at once (as
- *   the x86 decode kernels read a tile; without the prefetch, which reads
- *   faster so);
+ *   PROBE_AHEAD bytes ahead, and as PROBE_PARTS parts a thread at once, as
+ *   the x86 decode kernels read a tile (a loop of loads needs no prefetch
+ *   to read fastest that way);
  * - the best pass counting, after an untimed one (a host may have paged
  *   the idle buffer out). A shared host's bandwidth moves by tens of
  *   percent from minute to minute, so decode runs are probed beside each. */
