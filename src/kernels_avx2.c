@@ -106,35 +106,6 @@ static inline __m256 q8_0_block(const block_q8_0 *w, const block_q8a *x, __m256 
     return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w->d) * x->d), _mm256_cvtepi32_ps(d), acc);
 }
 
-/* S rows, r, r + part, ..., block pair by block pair (S streams advancing
- * together: kernels_simd.h's DECODE_PARTS). */
-static inline __attribute__((always_inline)) void q8_0_rows(int S, int nb, const void *w, size_t w_stride, int r,
-                                                            int part, const block_q8a *x, float *y) {
-    const block_q8_0 *wr[DECODE_PARTS];
-    __m256 a0[DECODE_PARTS], a1[DECODE_PARTS];
-    for (int s = 0; s < S; s++) {
-        wr[s] = (const block_q8_0 *)((const char *)w + (size_t)(r + s * part) * w_stride);
-        a0[s] = a1[s] = _mm256_setzero_ps();
-    }
-    int b = 0;
-    for (; b + 2 <= nb; b += 2)
-        for (int s = 0; s < S; s++) {
-            if (b % 4 == 0) prefetch_span((const char *)(wr[s] + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q8_0));
-            a0[s] = q8_0_block(&wr[s][b], &x[b], a0[s]);
-            a1[s] = q8_0_block(&wr[s][b + 1], &x[b + 1], a1[s]);
-        }
-    for (int s = 0; s < S; s++) {
-        if (b < nb) a0[s] = q8_0_block(&wr[s][b], &x[b], a0[s]);
-        y[r + s * part] = hsum8(_mm256_add_ps(a0[s], a1[s]));
-    }
-}
-
-static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
-    int part = nr / DECODE_PARTS;
-    for (int r = 0; r < part; r++) q8_0_rows(DECODE_PARTS, nb, w, w_stride, r, part, x, y);
-    for (int r = DECODE_PARTS * part; r < nr; r++) q8_0_rows(1, nb, w, w_stride, r, 0, x, y);
-}
-
 /* Q4_0 two blocks per step, the nibbles left where they are: byte i of a
  * block holds values i (low nibble) and i + 16 (high), so two blocks' 16
  * bytes side by side give values 0..15 of each (masked) and 16..31
@@ -162,7 +133,7 @@ static inline __m256 q4_0_step(const block_q4_0 *w0, const block_q4_0 *w1, const
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scales2(w0->d, w1->d), s->xd), acc);
 }
 
-/* S rows, r, r + part, ..., step by step (as q8_0_rows). */
+/* S rows, r, r + part, ..., step by step (as rows32 below). */
 static inline __attribute__((always_inline)) void q4_0_rows(int S, int nb, const void *w, size_t w_stride, int r,
                                                             int part, const step_q4_0 *st, float *y) {
     const block_q4_0 *wr[DECODE_PARTS];
@@ -220,32 +191,47 @@ static inline __m256 q5_0_block(__m256i wq, float dw, const block_q8a *x, __m256
     return _mm256_fmadd_ps(_mm256_set1_ps(dw * x->d), _mm256_cvtepi32_ps(d), acc);
 }
 
-/* S rows, r, r + part, ..., block pair by block pair (as q8_0_rows). */
-static inline __attribute__((always_inline)) void q5_0_rows(int S, int nb, const void *w, size_t w_stride, int r,
-                                                            int part, const block_q8a *x, float *y) {
-    const block_q5_0 *wr[DECODE_PARTS];
+/* Block b of a Q8_0 or Q5_0 row (q5, a constant at each call) into acc. */
+static inline __attribute__((always_inline)) __m256 block32(int q5, const void *wr, int b, const block_q8a *x,
+                                                             __m256 acc) {
+    if (!q5) return q8_0_block((const block_q8_0 *)wr + b, &x[b], acc);
+    const block_q5_0 *w = (const block_q5_0 *)wr + b;
+    return q5_0_block(unpack_q5_0(w), h2f(w->d), &x[b], acc);
+}
+
+/* S rows of Q8_0 or Q5_0, r, r + part, ..., block pair by block pair (S
+ * streams advancing together: kernels_simd.h's DECODE_PARTS). */
+static inline __attribute__((always_inline)) void rows32(int q5, int S, int nb, const void *w, size_t w_stride, int r,
+                                                         int part, const block_q8a *x, float *y) {
+    const int bytes = q5 ? (int)sizeof(block_q5_0) : (int)sizeof(block_q8_0);
+    const char *wr[DECODE_PARTS];
     __m256 a0[DECODE_PARTS], a1[DECODE_PARTS];
     for (int s = 0; s < S; s++) {
-        wr[s] = (const block_q5_0 *)((const char *)w + (size_t)(r + s * part) * w_stride);
+        wr[s] = (const char *)w + (size_t)(r + s * part) * w_stride;
         a0[s] = a1[s] = _mm256_setzero_ps();
     }
     int b = 0;
     for (; b + 2 <= nb; b += 2)
         for (int s = 0; s < S; s++) {
-            if (b % 4 == 0) prefetch_span((const char *)(wr[s] + b) + DECODE_AHEAD, 4 * (int)sizeof(block_q5_0));
-            a0[s] = q5_0_block(unpack_q5_0(&wr[s][b]), h2f(wr[s][b].d), &x[b], a0[s]);
-            a1[s] = q5_0_block(unpack_q5_0(&wr[s][b + 1]), h2f(wr[s][b + 1].d), &x[b + 1], a1[s]);
+            if (b % 4 == 0) prefetch_span(wr[s] + (size_t)b * bytes + DECODE_AHEAD, 4 * bytes);
+            a0[s] = block32(q5, wr[s], b, x, a0[s]);
+            a1[s] = block32(q5, wr[s], b + 1, x, a1[s]);
         }
     for (int s = 0; s < S; s++) {
-        if (b < nb) a0[s] = q5_0_block(unpack_q5_0(&wr[s][b]), h2f(wr[s][b].d), &x[b], a0[s]);
+        if (b < nb) a0[s] = block32(q5, wr[s], b, x, a0[s]);
         y[r + s * part] = hsum8(_mm256_add_ps(a0[s], a1[s]));
     }
 }
 
+static void q8_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
+    int part = nr / DECODE_PARTS;
+    for (int r = 0; r < part; r++) rows32(0, DECODE_PARTS, nb, w, w_stride, r, part, x, y);
+    for (int r = DECODE_PARTS * part; r < nr; r++) rows32(0, 1, nb, w, w_stride, r, 0, x, y);
+}
 static void q5_0_decode(int nb, const void *w, size_t w_stride, int nr, const block_q8a *x, float *y) {
     int part = nr / DECODE_PARTS;
-    for (int r = 0; r < part; r++) q5_0_rows(DECODE_PARTS, nb, w, w_stride, r, part, x, y);
-    for (int r = DECODE_PARTS * part; r < nr; r++) q5_0_rows(1, nb, w, w_stride, r, 0, x, y);
+    for (int r = 0; r < part; r++) rows32(1, DECODE_PARTS, nb, w, w_stride, r, part, x, y);
+    for (int r = DECODE_PARTS * part; r < nr; r++) rows32(1, 1, nb, w, w_stride, r, 0, x, y);
 }
 
 /* Many tokens of Q8_0, Q4_0 or Q5_0 (ty, a constant at each call): each
