@@ -12,8 +12,8 @@
  *   Q8_0, Q4_0,     VNNI's dpbusd (unsigned x signed bytes, summed in groups
  *   Q5_0, IQ4_NL    of 4 into int32; Q5_0 and IQ4_NL unpacked to bytes):
  *                   register tiles of 4 rows x 4 tokens
- *                   (int8_rxt), one token row after row in one stream
- *                   (decode_rows), 16 or more tokens as the lanes
+ *                   (int8_rxt), one token in three parts of the rows
+ *                   at once (decode_rows), 16 or more tokens as the lanes
  *                   (tokens16), all chosen in tile_int8;
  *   _R16 types      the 16 rows of a group as the lanes (r16_pass, tile_r16);
  *   MXFP4           its levels looked up with a float permute

@@ -15,8 +15,8 @@
 #define AROW(t) ((const char *)a + (size_t)(idx ? idx[t] : (t)) * a_stride)
 
 /* The bytes [p, p + n) into L2 (prefetcht2), one prefetch per 64-byte
- * line. The decode kernels read the rows of a tile one after another (one
- * linear stream per thread) and prefetch DECODE_AHEAD bytes on in it, which
+ * line. The decode kernels read a tile's rows as linear streams (DECODE_PARTS
+ * of them a thread on x86) and prefetch DECODE_AHEAD bytes on in each, which
  * runs on into the next rows; they lay out the token's side of each step on
  * the stack, for rows of up to DECODE_MAX_BLOCKS blocks. Into L2, not L1
  * (prefetcht0), because L1 prefetches hold the line-fill buffers the demand

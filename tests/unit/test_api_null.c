@@ -23,6 +23,8 @@ int main(void) {
     CHECK(moe_model_prefault(NULL) == 0 && moe_model_huge_bytes(NULL) == 0, "prefault, huge_bytes");
     CHECK(moe_layer_is_moe(NULL, 0) == 0, "layer_is_moe");
     size_t len = 7;
+    CHECK(moe_model_mapping(NULL, &len) == NULL && len == 0, "mapping");
+    len = 7;
     CHECK(moe_token_bytes(NULL, 1, &len) == NULL, "token_bytes");
     CHECK(moe_token_is_eos(NULL, 1) == 0, "token_is_eos");
     CHECK(moe_chat_template(NULL, &len) == NULL && len == 0, "chat_template");
