@@ -15,7 +15,8 @@
  *                   (int8_rxt), one token in three parts of the rows
  *                   at once (decode_rows), 16 or more tokens as the lanes
  *                   (tokens16), all chosen in tile_int8;
- *   _R16 types      the 16 rows of a group as the lanes (r16_pass, tile_r16);
+ *   _R16 types      the 16 rows of a group as the lanes (r16_pass, tile_r16;
+ *                   one token in three parts at once, r16_decode_s);
  *   MXFP4           its levels looked up with a float permute
  *                   (avx512_tile_mxfp4);
  *   Q4_K/Q5_K/Q6_K  64 weights per dpbusd, 16-value groups scaled with one
@@ -745,6 +746,9 @@ static void tile_q4_0(int n, const void *w, size_t w_stride, int nr, const void 
  * scales. Weights are loaded once for TT tokens; few tokens split each dot
  * into several chains (4 for decode's one) so they are not latency bound. */
 #define R16_TT 8
+#ifndef R16_PREFETCH
+#define R16_PREFETCH 1
+#endif
 
 
 /* Step k (values 4k..4k+3 of every row) of a block column's qs, unsigned. */
@@ -788,12 +792,50 @@ static inline __attribute__((always_inline)) void r16_pass(int q4, int nb, const
     for (int t = 0; t < T; t++) _mm512_storeu_ps(y + (size_t)t * ldy, acc[t]);
 }
 
+/* Decode (one token) of S row groups, r, r + part, ... rows, block column
+ * by block column: S streams advancing together (decode_rows' reason),
+ * each with the prefetch DECODE_AHEAD bytes on, each group's dot in 4
+ * chains as r16_pass keeps it. Q8_0_R16 42.5 -> 50.5 t/s, Q4_0_R16 53.9 ->
+ * 67.6 on the Qwen3-30B-A3B shape (docs/BENCHMARKS.md, 2026-12-07, fifth
+ * session). */
+static inline __attribute__((always_inline)) void r16_decode_s(int q4, int S, int nb, const void *w, size_t w_stride,
+                                                               int r, int part, const block_q8a *x, float *y) {
+    const size_t col = q4 ? sizeof(block_q4_0x16) : sizeof(block_q8_0x16);
+    const int32_t off = q4 ? 8 : 128;
+    const uint8_t *gs[DECODE_PARTS];
+    __m512 acc[DECODE_PARTS];
+    for (int s = 0; s < S; s++) {
+        gs[s] = (const uint8_t *)w + (size_t)(r + s * part) * w_stride;
+        acc[s] = _mm512_setzero_ps();
+    }
+    for (int b = 0; b < nb; b++)
+        for (int s = 0; s < S; s++) {
+            const uint8_t *g = gs[s] + (size_t)b * col, *qs = g + 2 * R16;
+            prefetch_span((const char *)g + DECODE_AHEAD, (int)col);
+            __m512i d[4] = {_mm512_set1_epi32(-off * x[b].sum), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                            _mm512_setzero_si512()};
+            for (int k = 0; k < 8; k++)
+                d[k % 4] = _mm512_dpbusd_epi32(d[k % 4], r16_step(q4, qs, k), bcast4(x[b].qs + r16_x_offset(q4, k)));
+            __m512i sum = _mm512_add_epi32(_mm512_add_epi32(d[0], d[1]), _mm512_add_epi32(d[2], d[3]));
+            __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
+            acc[s] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(x[b].d)), wd, acc[s]);
+        }
+    for (int s = 0; s < S; s++) _mm512_storeu_ps(y + r + s * part, acc[s]);
+}
+
 /* Groups of 16 rows (nr: whole groups, as matmul's row blocks are), tokens
  * in passes of up to R16_TT, each pass with a constant token count. */
 static inline __attribute__((always_inline)) void tile_r16(int q4, int n, const void *w, size_t w_stride, int nr,
                                                            const void *a, size_t a_stride, const int *idx, int nt,
                                                            float *y, size_t ldy) {
     int nb = n / 32;
+    if (nt == 1) { /* decode: DECODE_PARTS parts of the groups at once, the groups left over alone */
+        const block_q8a *x = (const block_q8a *)AROW(0);
+        int part = nr / R16 / DECODE_PARTS * R16;
+        for (int r = 0; r < part; r += R16) r16_decode_s(q4, DECODE_PARTS, nb, w, w_stride, r, part, x, y);
+        for (int r = DECODE_PARTS * part; r < nr; r += R16) r16_decode_s(q4, 1, nb, w, w_stride, r, 0, x, y);
+        return;
+    }
     for (int r0 = 0; r0 < nr; r0 += R16) {
         const void *g = (const char *)w + (size_t)r0 * w_stride;
         for (int t0 = 0; t0 < nt; t0 += R16_TT) {

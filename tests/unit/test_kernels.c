@@ -295,10 +295,11 @@ static void test_sets_vs_scalar(void) {
      * 16 or more tokens on 4k rows the token-lane prefill path (the
      * K-quants' also a last group of 6 to 15 tokens in part-empty lanes: 6,
      * 9, 13, 22), 2 or 3 tokens on 4 or more rows the float tiles' short
-     * token groups; one token on 40 and 57 rows every part count of the
-     * AVX-512 K-quant decode (3 parts, 2, 1, then single rows) */
-    static const int rows_l[] = {1, 2, 3, 5, 8, 17, 16, 40, 32, 48, 16, 12, 6, 8, 7, 4, 8, 57};
-    static const int toks_l[] = {1, 2, 3, 4, 5, 9, 1, 1, 9, 13, 16, 33, 17, 2, 3, 6, 22, 1};
+     * token groups; one token on 40, 57 and 64 rows every part count of the
+     * x86 decode kernels (3 parts, 2, 1, then single rows; the _R16 types'
+     * 3 parts of 16-row groups and a group left over) */
+    static const int rows_l[] = {1, 2, 3, 5, 8, 17, 16, 40, 32, 48, 16, 12, 6, 8, 7, 4, 8, 57, 64};
+    static const int toks_l[] = {1, 2, 3, 4, 5, 9, 1, 1, 9, 13, 16, 33, 17, 2, 3, 6, 22, 1, 1};
     for (int s = 1; s < n_sets; s++)
         for (int ti = 0; ti < N_TYPES; ti++) {
             moe_dtype dt = TYPES[ti];
